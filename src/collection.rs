@@ -1,0 +1,405 @@
+//! A collection: its directory, its current snapshot, and the write path (append, delete)
+//! that commits new manifests.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::SchemaRef;
+
+use crate::distance::Metric;
+use crate::search::Hit;
+use crate::segment::{ids_of, Segment};
+use crate::snapshot::{Part, Snapshot};
+use crate::storage::{self, Bitmap, DeletesMeta, Manifest, SegmentMeta};
+use crate::validate::Layout;
+use crate::{Error, Result};
+
+/// How a new collection is defined beyond its schema.
+#[derive(Debug, Clone)]
+pub struct CollectionOptions {
+    pub metric: Metric,
+    /// The primary-key column (Utf8 or Int64). Default `id`.
+    pub id_column: String,
+    /// The vector column; by default the one FixedSizeList<Float32, d> column.
+    pub vector_column: Option<String>,
+}
+
+impl Default for CollectionOptions {
+    fn default() -> Self {
+        CollectionOptions {
+            metric: Metric::Cosine,
+            id_column: "id".into(),
+            vector_column: None,
+        }
+    }
+}
+
+/// Counts and sizes, as `Collection::stats` reports them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    pub rows: usize,
+    pub deleted_rows: usize,
+    pub segments: usize,
+    pub bytes_on_disk: u64,
+    pub dim: usize,
+    pub metric: Metric,
+    /// The index kind of each segment, in segment order.
+    pub index_kinds: Vec<String>,
+    pub version: u64,
+}
+
+#[derive(Debug)]
+pub struct Collection {
+    dir: PathBuf,
+    layout: Arc<Layout>,
+    current: RwLock<Arc<Snapshot>>,
+    /// The last committed manifest; holding the lock makes one writer at a time.
+    writer: Mutex<Manifest>,
+    dropped: AtomicBool,
+}
+
+impl Collection {
+    /// Writes the first manifest of a new collection into `dir` (which must exist and be empty).
+    pub(crate) fn initialize(
+        dir: &Path,
+        name: &str,
+        schema: &arrow_schema::Schema,
+        opts: &CollectionOptions,
+    ) -> Result<()> {
+        let layout = Layout::from_schema(name, schema, &opts.id_column, opts.vector_column.as_deref(), None)?;
+        let manifest = Manifest {
+            format: 1,
+            version: 1,
+            name: name.to_string(),
+            id_column: layout.schema.field(layout.id_index).name().clone(),
+            vector_column: layout.schema.field(layout.vector_index).name().clone(),
+            dim: layout.dim,
+            metric: opts.metric,
+            schema_ipc: Manifest::encode_schema(&layout.schema)?,
+            next_file_id: 1,
+            segments: Vec::new(),
+        };
+        manifest.commit(dir)
+    }
+
+    /// Opens the collection stored in `dir`: reads the manifest, maps and verifies every
+    /// segment, loads deletion bitmaps, and removes files no manifest names (left by a crash).
+    pub(crate) fn open(dir: &Path) -> Result<Collection> {
+        let manifest = Manifest::load(dir)?;
+        let schema = manifest.schema(dir)?;
+        let layout = Arc::new(Layout::from_schema(
+            &manifest.name,
+            &schema,
+            &manifest.id_column,
+            Some(&manifest.vector_column),
+            None,
+        )?);
+        if layout.schema.fields() != schema.fields() || layout.dim != manifest.dim {
+            return Err(Error::corrupt(
+                dir.join(storage::MANIFEST),
+                "stored schema does not match the collection definition",
+            ));
+        }
+        let parts = manifest
+            .segments
+            .iter()
+            .map(|meta| open_part(dir, &layout, meta, true))
+            .collect::<Result<Vec<_>>>()?;
+        remove_garbage(dir, &manifest)?;
+        let snapshot = Snapshot {
+            layout: layout.clone(),
+            metric: manifest.metric,
+            version: manifest.version,
+            parts,
+        };
+        Ok(Collection {
+            dir: dir.to_path_buf(),
+            layout,
+            current: RwLock::new(Arc::new(snapshot)),
+            writer: Mutex::new(manifest),
+            dropped: AtomicBool::new(false),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.layout.name
+    }
+    pub fn schema(&self) -> SchemaRef {
+        self.layout.schema.clone()
+    }
+    pub fn dim(&self) -> usize {
+        self.layout.dim
+    }
+    pub fn metric(&self) -> Metric {
+        self.snapshot().metric
+    }
+
+    /// The current committed state; it stays valid (and unchanged) while writers commit.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().expect("snapshot lock").clone()
+    }
+
+    /// Live rows.
+    pub fn count(&self) -> usize {
+        self.snapshot().count()
+    }
+
+    pub(crate) fn mark_dropped(&self) -> MutexGuard<'_, Manifest> {
+        let guard = self.lock_writer();
+        self.dropped.store(true, Ordering::SeqCst);
+        guard
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Manifest> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writable(&self) -> Result<MutexGuard<'_, Manifest>> {
+        let guard = self.lock_writer();
+        if self.dropped.load(Ordering::SeqCst) {
+            return Err(Error::NotFound(format!(
+                "collection '{}' was dropped",
+                self.name()
+            )));
+        }
+        Ok(guard)
+    }
+
+    /// Appends `batches` as one new segment. Every batch is validated (schema, dimension,
+    /// nulls, non-finite values, duplicate ids within the batches and against stored rows)
+    /// before anything is written; a refused append leaves the collection as it was.
+    /// Returns the number of rows appended.
+    pub fn append(&self, batches: &[RecordBatch]) -> Result<usize> {
+        let prepared = batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| self.layout.prepare(b))
+            .collect::<Result<Vec<_>>>()?;
+        if prepared.is_empty() {
+            return Ok(0);
+        }
+        let batch = if prepared.len() == 1 {
+            prepared.into_iter().next().expect("one batch")
+        } else {
+            let batch = arrow_select::concat::concat_batches(&self.layout.schema, &prepared)?;
+            drop(prepared);
+            self.layout.check_unique_ids_of(&batch)?;
+            batch
+        };
+        if batch.num_rows() > u32::MAX as usize {
+            return Err(Error::invalid("an append may hold at most 2^32 - 1 rows"));
+        }
+
+        let mut manifest = self.writable()?;
+        let snapshot = self.snapshot();
+        if let Some(id) = snapshot.first_existing(batch.column(self.layout.id_index)) {
+            return Err(Error::invalid(format!(
+                "collection '{}': duplicate id {id} is already stored",
+                self.name()
+            )));
+        }
+
+        let file_id = manifest.next_file_id;
+        let file = format!("seg-{file_id:010}.arrow");
+        let path = self.dir.join(&file);
+        let written = storage::write_segment(&path, &batch);
+        let result = written.and_then(|w| {
+            storage::sync_dir(&self.dir)?;
+            let mut next = manifest.clone();
+            next.version += 1;
+            next.next_file_id += 1;
+            let meta = SegmentMeta {
+                id: file_id,
+                file: file.clone(),
+                rows: batch.num_rows() as u64,
+                bytes: w.bytes,
+                crc32: w.crc32,
+                deletes: None,
+            };
+            next.segments.push(meta.clone());
+            next.commit(&self.dir)?;
+            Ok((next, meta))
+        });
+        let (next, meta) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let rows = batch.num_rows();
+        drop(batch);
+        // The commit is durable; map the file we wrote so the new segment is read exactly as a
+        // reopen would read it (zero-copy from the page cache rather than from heap memory).
+        let part = open_part(&self.dir, &self.layout, &meta, false)?;
+        let mut parts = snapshot.parts.clone();
+        parts.push(part);
+        self.publish(&snapshot, next.version, parts);
+        *manifest = next;
+        Ok(rows)
+    }
+
+    /// Deletes the rows with these ids; ids not stored are ignored. Returns how many rows were
+    /// deleted.
+    pub fn delete(&self, ids: &dyn Array) -> Result<usize> {
+        let ids = self.layout.cast_ids(ids)?;
+        let mut manifest = self.writable()?;
+        let snapshot = self.snapshot();
+        let mut by_part: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for id in ids_of(ids.as_ref()) {
+            if let Some((p, row)) = snapshot.locate(id) {
+                if seen.insert((p, row)) {
+                    by_part.entry(p).or_default().push(row);
+                }
+            }
+        }
+        if by_part.is_empty() {
+            return Ok(0);
+        }
+        let mut next = manifest.clone();
+        next.version += 1;
+        let mut parts = snapshot.parts.clone();
+        let mut written = Vec::new();
+        let mut old_files = Vec::new();
+        let mut deleted = 0;
+        let result = (|| {
+            for (&p, rows) in &by_part {
+                let part = &snapshot.parts[p];
+                let mut bitmap = part
+                    .deletes
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(|| Bitmap::new(part.seg.rows()));
+                for &r in rows {
+                    deleted += bitmap.insert(r) as usize;
+                }
+                let file = format!("del-{:010}-{:010}.bin", part.seg.id, next.next_file_id);
+                next.next_file_id += 1;
+                bitmap.write(&self.dir.join(&file))?;
+                written.push(file.clone());
+                let meta = &mut next.segments[p];
+                if let Some(old) = meta.deletes.take() {
+                    old_files.push(old.file);
+                }
+                meta.deletes = Some(DeletesMeta {
+                    file,
+                    count: bitmap.count() as u64,
+                });
+                parts[p] = Part {
+                    seg: part.seg.clone(),
+                    deletes: Some(Arc::new(bitmap)),
+                };
+            }
+            storage::sync_dir(&self.dir)?;
+            next.commit(&self.dir)
+        })();
+        if let Err(e) = result {
+            for f in written {
+                let _ = fs::remove_file(self.dir.join(f));
+            }
+            return Err(e);
+        }
+        self.publish(&snapshot, next.version, parts);
+        *manifest = next;
+        for f in old_files {
+            // Readers hold their bitmaps in memory, so the old files are garbage now.
+            let _ = fs::remove_file(self.dir.join(f));
+        }
+        Ok(deleted)
+    }
+
+    /// The rows with these ids, in the order asked (missing ids are skipped).
+    pub fn get(&self, ids: &dyn Array) -> Result<RecordBatch> {
+        self.snapshot().get(ids)
+    }
+
+    /// The `k` nearest rows to `query` with their `_distance`, nearest first.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<RecordBatch> {
+        let snap = self.snapshot();
+        let hits: Vec<Hit> = snap.search(query, k)?;
+        snap.hits_to_batch(&hits)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let manifest = self.lock_writer().clone();
+        let snapshot = self.snapshot();
+        let mut bytes = fs::metadata(self.dir.join(storage::MANIFEST))
+            .map_err(|e| Error::io(&self.dir, e))?
+            .len();
+        for s in &manifest.segments {
+            bytes += s.bytes;
+            if let Some(d) = &s.deletes {
+                let path = self.dir.join(&d.file);
+                bytes += fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            }
+        }
+        Ok(Stats {
+            rows: snapshot.count(),
+            deleted_rows: manifest
+                .segments
+                .iter()
+                .map(|s| s.deletes.as_ref().map_or(0, |d| d.count as usize))
+                .sum(),
+            segments: manifest.segments.len(),
+            bytes_on_disk: bytes,
+            dim: self.layout.dim,
+            metric: manifest.metric,
+            index_kinds: manifest.segments.iter().map(|_| "flat".to_string()).collect(),
+            version: manifest.version,
+        })
+    }
+
+    fn publish(&self, base: &Snapshot, version: u64, parts: Vec<Part>) {
+        let snap = Snapshot {
+            layout: self.layout.clone(),
+            metric: base.metric,
+            version,
+            parts,
+        };
+        *self.current.write().expect("snapshot lock") = Arc::new(snap);
+    }
+}
+
+fn open_part(dir: &Path, layout: &Arc<Layout>, meta: &SegmentMeta, verify: bool) -> Result<Part> {
+    let path = dir.join(&meta.file);
+    let batch = storage::open_segment(&path, &layout.schema, meta, verify)?;
+    if batch.num_rows() as u64 != meta.rows {
+        return Err(Error::corrupt(
+            &path,
+            format!("holds {} rows, the manifest says {}", batch.num_rows(), meta.rows),
+        ));
+    }
+    let deletes = match &meta.deletes {
+        None => None,
+        Some(d) => Some(Arc::new(Bitmap::read(&dir.join(&d.file), batch.num_rows())?)),
+    };
+    let seg = Segment::new(meta.id, batch, layout.id_index, layout.vector_index, layout.dim);
+    Ok(Part {
+        seg: Arc::new(seg),
+        deletes,
+    })
+}
+
+/// Removes segment and deletion files that the manifest does not name: leftovers of writes
+/// that crashed before their commit.
+fn remove_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let live: HashSet<&str> = manifest.live_files().collect();
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = (name.starts_with("seg-") && name.ends_with(".arrow"))
+            || (name.starts_with("del-") && name.ends_with(".bin"))
+            || name == "MANIFEST.tmp";
+        if ours && !live.contains(name) {
+            fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}

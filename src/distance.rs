@@ -1,0 +1,655 @@
+//! Distance kernels, chosen once at run time for the CPU we run on.
+//!
+//! Every metric is computed from two primitives, the dot product and the squared euclidean
+//! distance, plus a blocked "many queries × many rows" dot product used by flat search. Each
+//! SIMD level implements the same three functions and is property-tested against the scalar
+//! reference (`tests/kernels.rs`).
+
+use std::sync::OnceLock;
+
+/// The metric a collection is searched with. Distances are "smaller is nearer":
+/// cosine → `1 - cos(a, b)`, l2 → euclidean distance, dot → `-(a · b)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Cosine,
+    L2,
+    Dot,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+            Metric::Dot => "dot",
+        }
+    }
+
+    /// The distance between two vectors under this metric, computed directly.
+    pub fn distance(self, a: &[f32], b: &[f32]) -> f32 {
+        let k = kernels();
+        match self {
+            Metric::Dot => -(k.dot)(a, b),
+            Metric::L2 => (k.l2sq)(a, b).sqrt(),
+            Metric::Cosine => {
+                let denom = ((k.dot)(a, a) * (k.dot)(b, b)).sqrt();
+                if denom > 0.0 {
+                    1.0 - (k.dot)(a, b) / denom
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cosine" => Ok(Metric::Cosine),
+            "l2" | "euclidean" => Ok(Metric::L2),
+            "dot" | "ip" | "inner_product" => Ok(Metric::Dot),
+            other => Err(crate::Error::invalid(format!(
+                "unknown metric '{other}' (expected cosine, l2 or dot)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A SIMD level a kernel set is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+type DotFn = fn(&[f32], &[f32]) -> f32;
+type BlockFn = fn(&[f32], &[f32], usize, &mut [f32]);
+
+/// One level's kernels.
+pub struct Kernels {
+    pub level: Level,
+    /// `a · b`; the slices have equal length.
+    pub dot: DotFn,
+    /// `|a - b|²`; the slices have equal length.
+    pub l2sq: DotFn,
+    /// `dot_block(q, x, d, out)`: `q` holds `nq` vectors and `x` holds `nr` vectors of
+    /// dimension `d`, row-major; writes `out[i * nr + j] = q_i · x_j`.
+    pub dot_block: BlockFn,
+}
+
+static SCALAR: Kernels = Kernels {
+    level: Level::Scalar,
+    dot: scalar::dot,
+    l2sq: scalar::l2sq,
+    dot_block: scalar::dot_block,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX2: Kernels = Kernels {
+    level: Level::Avx2,
+    dot: x86::dot_avx2,
+    l2sq: x86::l2sq_avx2,
+    dot_block: x86::dot_block_avx2,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: Kernels = Kernels {
+    level: Level::Avx512,
+    dot: x86::dot_avx512,
+    l2sq: x86::l2sq_avx512,
+    dot_block: x86::dot_block_avx512,
+};
+
+#[cfg(target_arch = "aarch64")]
+static NEON: Kernels = Kernels {
+    level: Level::Neon,
+    dot: arm::dot_neon,
+    l2sq: arm::l2sq_neon,
+    dot_block: arm::dot_block_neon,
+};
+
+impl Kernels {
+    /// The kernels for `level`, or `None` when this CPU cannot run them.
+    pub fn for_level(level: Level) -> Option<&'static Kernels> {
+        match level {
+            Level::Scalar => Some(&SCALAR),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => (std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma"))
+            .then_some(&AVX2),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => std::is_x86_feature_detected!("avx512f").then_some(&AVX512),
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon => std::arch::is_aarch64_feature_detected!("neon").then_some(&NEON),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// Every level this CPU can run, best last.
+    pub fn available() -> Vec<&'static Kernels> {
+        [Level::Scalar, Level::Neon, Level::Avx2, Level::Avx512]
+            .into_iter()
+            .filter_map(Kernels::for_level)
+            .collect()
+    }
+}
+
+/// The best kernels for this CPU, detected on first use. `OMENDB_KERNEL=scalar|avx2|avx512|neon`
+/// forces a level (for benchmarks), falling back to detection if this CPU cannot run it.
+pub fn kernels() -> &'static Kernels {
+    static CHOSEN: OnceLock<&'static Kernels> = OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        let forced = std::env::var("OMENDB_KERNEL").ok().and_then(|v| {
+            let level = match v.to_ascii_lowercase().as_str() {
+                "scalar" => Level::Scalar,
+                "avx2" => Level::Avx2,
+                "avx512" => Level::Avx512,
+                "neon" => Level::Neon,
+                _ => return None,
+            };
+            Kernels::for_level(level)
+        });
+        forced.unwrap_or_else(|| *Kernels::available().last().expect("scalar is always there"))
+    })
+}
+
+/// The plain scalar kernels: the reference every SIMD level is tested against.
+pub mod scalar {
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let mut acc = [0f32; 8];
+        let ca = a.chunks_exact(8);
+        let cb = b.chunks_exact(8);
+        let tail: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in ca.zip(cb) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+
+    pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let mut acc = [0f32; 8];
+        let ca = a.chunks_exact(8);
+        let cb = b.chunks_exact(8);
+        let tail: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum();
+        for (x, y) in ca.zip(cb) {
+            for i in 0..8 {
+                let t = x[i] - y[i];
+                acc[i] += t * t;
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+
+    pub fn dot_block(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+        let nr = super::check_block(q, x, d, out);
+        if nr == 0 {
+            return;
+        }
+        for (qi, row) in q.chunks_exact(d).zip(out.chunks_exact_mut(nr)) {
+            for (xj, o) in x.chunks_exact(d).zip(row.iter_mut()) {
+                *o = dot(qi, xj);
+            }
+        }
+    }
+}
+
+/// Checks the shapes of a `dot_block` call and returns the number of rows.
+fn check_block(q: &[f32], x: &[f32], d: usize, out: &[f32]) -> usize {
+    assert!(d > 0, "dimension must be positive");
+    assert!(q.len() % d == 0 && x.len() % d == 0, "ragged block");
+    let (nq, nr) = (q.len() / d, x.len() / d);
+    assert_eq!(out.len(), nq * nr, "output has the wrong size");
+    nr
+}
+
+/// A register tile: `QT` queries × `RT` rows. `tile(q, x, d, out, stride)` writes
+/// `out[i * stride + j]` for `i < QT`, `j < RT`. Unsafe: the pointers must cover `QT` (`RT`)
+/// vectors of `d` floats, `out` must cover the tile, and the CPU must run the tile's level.
+type TileFn = unsafe fn(*const f32, *const f32, usize, *mut f32, usize);
+
+/// The tiles of one level: a full `QT × RT` tile and its three edge variants.
+struct Tiles {
+    qt: usize,
+    rt: usize,
+    full: TileFn,
+    one_query: TileFn,
+    one_row: TileFn,
+    single: TileFn,
+}
+
+/// Drives a level's register tiles over a whole block. Row tiles are the outer loop so a
+/// handful of rows stays in L1 while the queries stream from L2.
+#[allow(dead_code)] // unused on targets with no SIMD level
+fn drive_tiles(t: &Tiles, q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+    let nr = check_block(q, x, d, out);
+    let nq = q.len() / d;
+    let (qp, xp, op) = (q.as_ptr(), x.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    while r < nr {
+        let full_rows = r + t.rt <= nr;
+        let mut i = 0;
+        while i < nq {
+            let full_queries = i + t.qt <= nq;
+            let tile = match (full_queries, full_rows) {
+                (true, true) => t.full,
+                (false, true) => t.one_query,
+                (true, false) => t.one_row,
+                (false, false) => t.single,
+            };
+            // SAFETY: check_block proved q holds nq and x holds nr vectors of d floats and out
+            // holds nq × nr floats; the tile chosen touches queries i..i+qt (or i) and rows
+            // r..r+rt (or r), all in range, and writes out[(i..) * nr + (r..)] in range. The
+            // Tiles value was built for a level that Kernels::for_level verified on this CPU.
+            unsafe { tile(qp.add(i * d), xp.add(r * d), d, op.add(i * nr + r), nr) };
+            i += if full_queries { t.qt } else { 1 };
+        }
+        r += if full_rows { t.rt } else { 1 };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{drive_tiles, Tiles};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum256(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut k = 0;
+        while k + 32 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let off = k + 8 * j;
+                *s = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(off)),
+                    _mm256_loadu_ps(pb.add(off)),
+                    *s,
+                );
+            }
+            k += 32;
+        }
+        while k + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)), acc[0]);
+            k += 8;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut r = hsum256(sum);
+        while k < n {
+            r += a[k] * b[k];
+            k += 1;
+        }
+        r
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn l2sq_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut k = 0;
+        while k + 32 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let off = k + 8 * j;
+                let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(off)), _mm256_loadu_ps(pb.add(off)));
+                *s = _mm256_fmadd_ps(t, t, *s);
+            }
+            k += 32;
+        }
+        while k + 8 <= n {
+            let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)));
+            acc[0] = _mm256_fmadd_ps(t, t, acc[0]);
+            k += 8;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut r = hsum256(sum);
+        while k < n {
+            let t = a[k] - b[k];
+            r += t * t;
+            k += 1;
+        }
+        r
+    }
+
+    /// A `Q × R` tile of dot products with AVX2 + FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_avx2<const Q: usize, const R: usize>(
+        q: *const f32,
+        x: *const f32,
+        d: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); R]; Q];
+        let mut k = 0;
+        while k + 8 <= d {
+            let mut xv = [_mm256_setzero_ps(); R];
+            for (r, v) in xv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(x.add(r * d + k));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(q.add(i * d + k));
+                for (a, v) in row.iter_mut().zip(xv.iter()) {
+                    *a = _mm256_fmadd_ps(qv, *v, *a);
+                }
+            }
+            k += 8;
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (r, a) in row.iter().enumerate() {
+                let mut s = hsum256(*a);
+                for t in k..d {
+                    s += *q.add(i * d + t) * *x.add(r * d + t);
+                }
+                *out.add(i * stride + r) = s;
+            }
+        }
+    }
+
+    static TILES_AVX2: Tiles = Tiles {
+        qt: 4,
+        rt: 3,
+        full: tile_avx2::<4, 3>,
+        one_query: tile_avx2::<1, 3>,
+        one_row: tile_avx2::<4, 1>,
+        single: tile_avx2::<1, 1>,
+    };
+
+    pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // SAFETY: this function is only reachable through the AVX2 kernel table, which
+        // Kernels::for_level hands out after detecting avx2 and fma; lengths are equal.
+        unsafe { dot_avx2_impl(a, b) }
+    }
+
+    pub fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // SAFETY: as in dot_avx2.
+        unsafe { l2sq_avx2_impl(a, b) }
+    }
+
+    pub fn dot_block_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+        drive_tiles(&TILES_AVX2, q, x, d, out)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tail_mask(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot_avx512_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut k = 0;
+        while k + 64 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let off = k + 16 * j;
+                *s = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(pa.add(off)),
+                    _mm512_loadu_ps(pb.add(off)),
+                    *s,
+                );
+            }
+            k += 64;
+        }
+        while k + 16 <= n {
+            acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(k)), _mm512_loadu_ps(pb.add(k)), acc[0]);
+            k += 16;
+        }
+        if k < n {
+            let m = tail_mask(n - k);
+            acc[1] = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(m, pa.add(k)),
+                _mm512_maskz_loadu_ps(m, pb.add(k)),
+                acc[1],
+            );
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(sum)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn l2sq_avx512_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut k = 0;
+        while k + 64 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let off = k + 16 * j;
+                let t = _mm512_sub_ps(_mm512_loadu_ps(pa.add(off)), _mm512_loadu_ps(pb.add(off)));
+                *s = _mm512_fmadd_ps(t, t, *s);
+            }
+            k += 64;
+        }
+        while k + 16 <= n {
+            let t = _mm512_sub_ps(_mm512_loadu_ps(pa.add(k)), _mm512_loadu_ps(pb.add(k)));
+            acc[0] = _mm512_fmadd_ps(t, t, acc[0]);
+            k += 16;
+        }
+        if k < n {
+            let m = tail_mask(n - k);
+            let t = _mm512_sub_ps(
+                _mm512_maskz_loadu_ps(m, pa.add(k)),
+                _mm512_maskz_loadu_ps(m, pb.add(k)),
+            );
+            acc[1] = _mm512_fmadd_ps(t, t, acc[1]);
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(sum)
+    }
+
+    /// A `Q × R` tile of dot products with AVX-512 (masked tail, no scalar loop).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_avx512<const Q: usize, const R: usize>(
+        q: *const f32,
+        x: *const f32,
+        d: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); R]; Q];
+        let mut k = 0;
+        while k < d {
+            let m = if k + 16 <= d { 0xFFFF } else { tail_mask(d - k) };
+            let mut xv = [_mm512_setzero_ps(); R];
+            for (r, v) in xv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(m, x.add(r * d + k));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let qv = _mm512_maskz_loadu_ps(m, q.add(i * d + k));
+                for (a, v) in row.iter_mut().zip(xv.iter()) {
+                    *a = _mm512_fmadd_ps(qv, *v, *a);
+                }
+            }
+            k += 16;
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (r, a) in row.iter().enumerate() {
+                *out.add(i * stride + r) = _mm512_reduce_add_ps(*a);
+            }
+        }
+    }
+
+    static TILES_AVX512: Tiles = Tiles {
+        qt: 4,
+        rt: 4,
+        full: tile_avx512::<4, 4>,
+        one_query: tile_avx512::<1, 4>,
+        one_row: tile_avx512::<4, 1>,
+        single: tile_avx512::<1, 1>,
+    };
+
+    pub fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // SAFETY: only reachable through the AVX-512 kernel table, handed out after
+        // detecting avx512f; lengths are equal.
+        unsafe { dot_avx512_impl(a, b) }
+    }
+
+    pub fn l2sq_avx512(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // SAFETY: as in dot_avx512.
+        unsafe { l2sq_avx512_impl(a, b) }
+    }
+
+    pub fn dot_block_avx512(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+        drive_tiles(&TILES_AVX512, q, x, d, out)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::{drive_tiles, Tiles};
+    use std::arch::aarch64::*;
+
+    #[target_feature(enable = "neon")]
+    unsafe fn dot_neon_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        let mut k = 0;
+        while k + 16 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let off = k + 4 * j;
+                *s = vfmaq_f32(*s, vld1q_f32(pa.add(off)), vld1q_f32(pb.add(off)));
+            }
+            k += 16;
+        }
+        while k + 4 <= n {
+            acc[0] = vfmaq_f32(acc[0], vld1q_f32(pa.add(k)), vld1q_f32(pb.add(k)));
+            k += 4;
+        }
+        let mut r = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+        while k < n {
+            r += a[k] * b[k];
+            k += 1;
+        }
+        r
+    }
+
+    #[target_feature(enable = "neon")]
+    unsafe fn l2sq_neon_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        let mut k = 0;
+        while k + 16 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let off = k + 4 * j;
+                let t = vsubq_f32(vld1q_f32(pa.add(off)), vld1q_f32(pb.add(off)));
+                *s = vfmaq_f32(*s, t, t);
+            }
+            k += 16;
+        }
+        while k + 4 <= n {
+            let t = vsubq_f32(vld1q_f32(pa.add(k)), vld1q_f32(pb.add(k)));
+            acc[0] = vfmaq_f32(acc[0], t, t);
+            k += 4;
+        }
+        let mut r = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+        while k < n {
+            let t = a[k] - b[k];
+            r += t * t;
+            k += 1;
+        }
+        r
+    }
+
+    #[target_feature(enable = "neon")]
+    unsafe fn tile_neon<const Q: usize, const R: usize>(
+        q: *const f32,
+        x: *const f32,
+        d: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        let mut acc = [[vdupq_n_f32(0.0); R]; Q];
+        let mut k = 0;
+        while k + 4 <= d {
+            let mut xv = [vdupq_n_f32(0.0); R];
+            for (r, v) in xv.iter_mut().enumerate() {
+                *v = vld1q_f32(x.add(r * d + k));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let qv = vld1q_f32(q.add(i * d + k));
+                for (a, v) in row.iter_mut().zip(xv.iter()) {
+                    *a = vfmaq_f32(*a, qv, *v);
+                }
+            }
+            k += 4;
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (r, a) in row.iter().enumerate() {
+                let mut s = vaddvq_f32(*a);
+                for t in k..d {
+                    s += *q.add(i * d + t) * *x.add(r * d + t);
+                }
+                *out.add(i * stride + r) = s;
+            }
+        }
+    }
+
+    static TILES_NEON: Tiles = Tiles {
+        qt: 4,
+        rt: 4,
+        full: tile_neon::<4, 4>,
+        one_query: tile_neon::<1, 4>,
+        one_row: tile_neon::<4, 1>,
+        single: tile_neon::<1, 1>,
+    };
+
+    pub fn dot_neon(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // SAFETY: only reachable through the NEON kernel table, handed out after detecting
+        // neon; lengths are equal.
+        unsafe { dot_neon_impl(a, b) }
+    }
+
+    pub fn l2sq_neon(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // SAFETY: as in dot_neon.
+        unsafe { l2sq_neon_impl(a, b) }
+    }
+
+    pub fn dot_block_neon(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+        drive_tiles(&TILES_NEON, q, x, d, out)
+    }
+}

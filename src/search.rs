@@ -1,0 +1,242 @@
+//! Exact (flat) k-nearest-neighbour search over a snapshot's segments.
+//!
+//! Queries are processed in blocks against blocks of rows with the blocked dot-product kernel
+//! (a small matrix product), so a batch of queries reads each row once per query block rather
+//! than once per query. Work is split into (row chunk × query block) units run on rayon.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use rayon::prelude::*;
+
+use crate::distance::{kernels, Metric};
+use crate::snapshot::Snapshot;
+use crate::{Error, Result};
+
+/// One search result: a row of a snapshot part, and its distance under the collection metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// Index of the segment within the snapshot.
+    pub part: u32,
+    /// Row within that segment.
+    pub row: u32,
+    pub distance: f32,
+}
+
+impl Hit {
+    fn key(&self) -> u64 {
+        ((self.part as u64) << 32) | self.row as u64
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Cand {
+    dist: f32,
+    key: u64,
+}
+
+impl PartialEq for Cand {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Cand {}
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Cand {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.dist.total_cmp(&o.dist).then(self.key.cmp(&o.key))
+    }
+}
+
+/// The k best candidates seen so far (a max-heap on distance).
+struct TopK {
+    k: usize,
+    heap: BinaryHeap<Cand>,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+    #[inline]
+    fn threshold(&self) -> f32 {
+        if self.heap.len() < self.k {
+            f32::INFINITY
+        } else {
+            self.heap.peek().map_or(f32::INFINITY, |c| c.dist)
+        }
+    }
+    #[inline]
+    fn push(&mut self, c: Cand) {
+        if self.heap.len() < self.k {
+            self.heap.push(c);
+        } else if let Some(mut top) = self.heap.peek_mut() {
+            if c < *top {
+                *top = c;
+            }
+        }
+    }
+}
+
+/// Queries per block: 64 × 384-d queries are 96 KiB, comfortably inside L2.
+const QUERY_BLOCK: usize = 64;
+/// Rows per kernel call: the score tile is QUERY_BLOCK × ROW_BLOCK floats.
+const ROW_BLOCK: usize = 256;
+/// Rows per parallel work unit.
+const ROW_CHUNK: usize = 16_384;
+
+/// Checks query vectors: the right dimension and finite values.
+pub fn check_queries(queries: &[f32], dim: usize) -> Result<usize> {
+    if queries.is_empty() || queries.len() % dim != 0 {
+        return Err(Error::invalid(format!(
+            "query has {} values; expected a multiple of the collection's dimension {dim}",
+            queries.len()
+        )));
+    }
+    if let Some(i) = queries.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "query {} has a non-finite value at position {}",
+            i / dim,
+            i % dim
+        )));
+    }
+    Ok(queries.len() / dim)
+}
+
+impl Snapshot {
+    /// The `k` nearest live rows to `query`, nearest first.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>> {
+        Ok(self.search_batch(query, k)?.pop().unwrap_or_default())
+    }
+
+    /// The `k` nearest live rows to each of the queries packed row-major in `queries`.
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>> {
+        let dim = self.dim();
+        let nq = check_queries(queries, dim)?;
+        if k == 0 {
+            return Ok(vec![Vec::new(); nq]);
+        }
+        let metric = self.metric();
+        let mut qs = queries.to_vec();
+        let qnorms: Vec<f32> = qs
+            .chunks_exact_mut(dim)
+            .map(|q| {
+                let n2 = (kernels().dot)(q, q);
+                if metric == Metric::Cosine && n2 > 0.0 {
+                    let inv = 1.0 / n2.sqrt();
+                    q.iter_mut().for_each(|v| *v *= inv);
+                }
+                n2
+            })
+            .collect();
+
+        // Work units: (part, first row, end row, first query, end query).
+        let mut units = Vec::new();
+        for (p, part) in self.parts.iter().enumerate() {
+            let rows = part.seg.rows();
+            for r0 in (0..rows).step_by(ROW_CHUNK) {
+                for q0 in (0..nq).step_by(QUERY_BLOCK) {
+                    units.push((p, r0, (r0 + ROW_CHUNK).min(rows), q0, (q0 + QUERY_BLOCK).min(nq)));
+                }
+            }
+        }
+        let partials: Vec<(usize, Vec<TopK>)> = units
+            .into_par_iter()
+            .map(|(p, r0, r1, q0, q1)| {
+                let tops = self.scan_unit(metric, p, r0, r1, &qs[q0 * dim..q1 * dim], &qnorms[q0..q1], k);
+                (q0, tops)
+            })
+            .collect();
+
+        let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+        for (q0, tops) in partials {
+            for (i, t) in tops.into_iter().enumerate() {
+                for c in t.heap {
+                    merged[q0 + i].push(c);
+                }
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|t| {
+                t.heap
+                    .into_sorted_vec()
+                    .into_iter()
+                    .map(|c| Hit {
+                        part: (c.key >> 32) as u32,
+                        row: c.key as u32,
+                        distance: if metric == Metric::L2 { c.dist.sqrt() } else { c.dist },
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Scans rows `r0..r1` of part `p` for a block of (prepared) queries.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_unit(
+        &self,
+        metric: Metric,
+        p: usize,
+        r0: usize,
+        r1: usize,
+        qs: &[f32],
+        qnorms: &[f32],
+        k: usize,
+    ) -> Vec<TopK> {
+        let part = &self.parts[p];
+        let dim = part.seg.dim;
+        let nq = qnorms.len();
+        let vectors = part.seg.vectors();
+        let norms = match metric {
+            Metric::Dot => &[][..],
+            _ => part.seg.sq_norms(),
+        };
+        let block = kernels().dot_block;
+        let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+        let mut scores = vec![0f32; nq * ROW_BLOCK];
+        let mut factor = vec![0f32; ROW_BLOCK];
+        let base_key = (p as u64) << 32;
+        for x0 in (r0..r1).step_by(ROW_BLOCK) {
+            let nr = ROW_BLOCK.min(r1 - x0);
+            let scores = &mut scores[..nq * nr];
+            block(qs, &vectors[x0 * dim..(x0 + nr) * dim], dim, scores);
+            if metric == Metric::Cosine {
+                for (f, &n2) in factor.iter_mut().zip(&norms[x0..x0 + nr]) {
+                    *f = if n2 > 0.0 { 1.0 / n2.sqrt() } else { 0.0 };
+                }
+            }
+            for (qi, top) in tops.iter_mut().enumerate() {
+                let row_scores = &scores[qi * nr..(qi + 1) * nr];
+                let mut thr = top.threshold();
+                for (j, &s) in row_scores.iter().enumerate() {
+                    let dist = match metric {
+                        Metric::Dot => -s,
+                        Metric::Cosine => 1.0 - s * factor[j],
+                        Metric::L2 => (qnorms[qi] + norms[x0 + j] - 2.0 * s).max(0.0),
+                    };
+                    if dist < thr && !part.is_deleted(x0 + j) {
+                        top.push(Cand {
+                            dist,
+                            key: base_key | (x0 + j) as u64,
+                        });
+                        thr = top.threshold();
+                    }
+                }
+            }
+        }
+        tops
+    }
+}
+
+/// Orders hits nearest first, ties broken by position (deterministic merges).
+pub fn sort_hits(hits: &mut [Hit]) {
+    hits.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.key().cmp(&b.key())));
+}

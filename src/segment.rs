@@ -1,0 +1,136 @@
+//! A segment: one immutable, memory-mapped record batch plus what is derived from it lazily
+//! (the id lookup table and the vectors' squared norms).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, RecordBatch};
+use rayon::prelude::*;
+
+use crate::distance::kernels;
+
+/// An id value, borrowed from a lookup or an incoming batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdRef<'a> {
+    Int(i64),
+    Str(&'a str),
+}
+
+/// Row lookup by id within one segment.
+#[derive(Debug)]
+pub enum IdMap {
+    Int(HashMap<i64, u32>),
+    Str(HashMap<Box<str>, u32>),
+}
+
+impl IdMap {
+    pub fn get(&self, id: IdRef<'_>) -> Option<u32> {
+        match (self, id) {
+            (IdMap::Int(m), IdRef::Int(v)) => m.get(&v).copied(),
+            (IdMap::Str(m), IdRef::Str(v)) => m.get(v).copied(),
+            _ => None,
+        }
+    }
+}
+
+/// Iterates the ids of an id column (Int64 or Utf8, no nulls).
+pub fn ids_of(array: &dyn Array) -> Box<dyn Iterator<Item = IdRef<'_>> + '_> {
+    match array.data_type() {
+        arrow_schema::DataType::Int64 => Box::new(
+            array
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .map(|&v| IdRef::Int(v)),
+        ),
+        _ => Box::new(
+            array
+                .as_string::<i32>()
+                .iter()
+                .map(|v| IdRef::Str(v.unwrap_or_default())),
+        ),
+    }
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub id: u64,
+    pub batch: RecordBatch,
+    pub dim: usize,
+    vector_index: usize,
+    id_index: usize,
+    ids: OnceLock<IdMap>,
+    sq_norms: OnceLock<Vec<f32>>,
+}
+
+impl Segment {
+    pub fn new(id: u64, batch: RecordBatch, id_index: usize, vector_index: usize, dim: usize) -> Self {
+        Segment {
+            id,
+            batch,
+            dim,
+            vector_index,
+            id_index,
+            ids: OnceLock::new(),
+            sq_norms: OnceLock::new(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// The vectors, row-major, read in place from the mapped file.
+    pub fn vectors(&self) -> &[f32] {
+        let fsl = self.batch.column(self.vector_index).as_fixed_size_list();
+        let values = fsl
+            .values()
+            .as_primitive::<arrow_array::types::Float32Type>()
+            .values();
+        let start = fsl.offset() * self.dim;
+        &values[start..start + fsl.len() * self.dim]
+    }
+
+    pub fn vector(&self, row: usize) -> &[f32] {
+        &self.vectors()[row * self.dim..(row + 1) * self.dim]
+    }
+
+    /// Squared norms of every vector, computed on first use.
+    pub fn sq_norms(&self) -> &[f32] {
+        self.sq_norms.get_or_init(|| {
+            let dot = kernels().dot;
+            self.vectors()
+                .par_chunks(self.dim * 1024)
+                .flat_map_iter(|c| c.chunks_exact(self.dim).map(move |v| dot(v, v)))
+                .collect()
+        })
+    }
+
+    /// The id → row table, built on first use.
+    pub fn id_map(&self) -> &IdMap {
+        self.ids.get_or_init(|| {
+            let col = self.batch.column(self.id_index);
+            match col.data_type() {
+                arrow_schema::DataType::Int64 => IdMap::Int(
+                    col.as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| (v, i as u32))
+                        .collect(),
+                ),
+                _ => IdMap::Str(
+                    col.as_string::<i32>()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (Box::from(v.unwrap_or_default()), i as u32))
+                        .collect(),
+                ),
+            }
+        })
+    }
+}
+
+pub type SegmentRef = Arc<Segment>;

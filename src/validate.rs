@@ -1,0 +1,467 @@
+//! Turning incoming batches into exactly the collection's schema, or refusing them with an
+//! error that names the column and row at fault. Nothing here touches disk.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float16Type, Float32Type, Float64Type};
+use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow_buffer::ScalarBuffer;
+use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
+
+use crate::{Error, Result};
+
+/// The child field every stored vector column uses.
+pub fn vector_item_field() -> FieldRef {
+    Arc::new(Field::new("item", DataType::Float32, true))
+}
+
+/// The stored type of a vector column of dimension `dim`.
+pub fn vector_type(dim: usize) -> DataType {
+    DataType::FixedSizeList(vector_item_field(), dim as i32)
+}
+
+/// Whether `dt` can hold vectors that we accept (before coercion).
+pub fn is_vector_like(dt: &DataType) -> bool {
+    let float = |f: &FieldRef| {
+        matches!(
+            f.data_type(),
+            DataType::Float16 | DataType::Float32 | DataType::Float64
+        )
+    };
+    match dt {
+        DataType::FixedSizeList(f, _) | DataType::List(f) | DataType::LargeList(f) => float(f),
+        _ => false,
+    }
+}
+
+/// The stored type for a non-vector column arriving as `dt`: strings of every layout are
+/// stored as Utf8, binaries as Binary; everything else as it came.
+pub fn storage_type(dt: &DataType) -> DataType {
+    match dt {
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+/// Converts a vector column (FixedSizeList, List or LargeList of float16/32/64) into
+/// `FixedSizeList<Float32, dim>`, refusing null vectors, null elements, ragged rows,
+/// wrong lengths and non-finite values. `dim = None` takes the first row's length.
+pub fn coerce_vectors(
+    column: &str,
+    array: &ArrayRef,
+    dim: Option<usize>,
+) -> Result<FixedSizeListArray> {
+    let n = array.len();
+    if let Some(row) = first_null(array.as_ref()) {
+        return Err(Error::invalid(format!(
+            "vector column '{column}': row {row} is null (vectors may not be null)"
+        )));
+    }
+    // (values, per-row start offsets into values, row length)
+    let (values, starts, len): (ArrayRef, Vec<usize>, usize) = match array.data_type() {
+        DataType::FixedSizeList(_, size) => {
+            let fsl = array.as_fixed_size_list();
+            let size = *size as usize;
+            let values = fsl.values().slice(fsl.offset() * size, n * size);
+            (values, (0..n).map(|i| i * size).collect(), size)
+        }
+        DataType::List(_) => {
+            let l = array.as_list::<i32>();
+            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
+            ragged_check(column, &offs, dim)?;
+            let base = offs[0];
+            let len = if n == 0 { dim.unwrap_or(0) } else { offs[1] - offs[0] };
+            let values = l.values().slice(base, offs[n] - base);
+            (values, offs[..n].iter().map(|o| o - base).collect(), len)
+        }
+        DataType::LargeList(_) => {
+            let l = array.as_list::<i64>();
+            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
+            ragged_check(column, &offs, dim)?;
+            let base = offs[0];
+            let len = if n == 0 { dim.unwrap_or(0) } else { offs[1] - offs[0] };
+            let values = l.values().slice(base, offs[n] - base);
+            (values, offs[..n].iter().map(|o| o - base).collect(), len)
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "vector column '{column}' has type {other}; expected FixedSizeList<Float32, d> \
+                 (or a List of floats with the same length in every row)"
+            )))
+        }
+    };
+    if let Some(d) = dim {
+        if len != d {
+            return Err(Error::invalid(format!(
+                "vector column '{column}': wrong dimension {len}, the collection's vectors have dimension {d}"
+            )));
+        }
+    }
+    if len == 0 {
+        return Err(Error::invalid(format!(
+            "vector column '{column}': vectors must have at least one element"
+        )));
+    }
+    if let Some(i) = first_null(values.as_ref()) {
+        let row = starts.partition_point(|&s| s <= i).saturating_sub(1);
+        return Err(Error::invalid(format!(
+            "vector column '{column}': row {row} has a null element"
+        )));
+    }
+    let floats: ScalarBuffer<f32> = match values.data_type() {
+        DataType::Float32 => values.as_primitive::<Float32Type>().values().clone(),
+        DataType::Float64 => values
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
+        DataType::Float16 => values
+            .as_primitive::<Float16Type>()
+            .values()
+            .iter()
+            .map(|v| v.to_f32())
+            .collect(),
+        other => {
+            return Err(Error::invalid(format!(
+                "vector column '{column}' holds {other}; expected float32 (or float16/float64)"
+            )))
+        }
+    };
+    if let Some(i) = floats.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "vector column '{column}': row {} has a non-finite value ({}) at position {}",
+            i / len,
+            floats[i],
+            i % len
+        )));
+    }
+    let values = Float32Array::new(floats, None);
+    Ok(FixedSizeListArray::try_new(
+        vector_item_field(),
+        len as i32,
+        Arc::new(values),
+        None,
+    )?)
+}
+
+fn ragged_check(column: &str, offs: &[usize], dim: Option<usize>) -> Result<()> {
+    let expected = match dim {
+        Some(d) => d,
+        None if offs.len() >= 2 => offs[1] - offs[0],
+        None => return Ok(()),
+    };
+    for (row, w) in offs.windows(2).enumerate() {
+        let len = w[1] - w[0];
+        if len != expected {
+            let what = if dim.is_some() {
+                "wrong dimension"
+            } else {
+                "ragged vectors: length"
+            };
+            return Err(Error::invalid(format!(
+                "vector column '{column}': row {row} has {what} {len}, expected {expected}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn first_null(array: &dyn Array) -> Option<usize> {
+    let nulls = array.logical_nulls()?;
+    if nulls.null_count() == 0 {
+        return None;
+    }
+    (0..array.len()).find(|&i| nulls.is_null(i))
+}
+
+/// What a collection's batches must look like.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub name: String,
+    pub schema: SchemaRef,
+    pub id_index: usize,
+    pub vector_index: usize,
+    pub dim: usize,
+}
+
+impl Layout {
+    /// Builds the stored layout from a user-given schema: checks the id column (Utf8 or Int64,
+    /// any string or integer layout accepted and normalized) and the vector column, and marks
+    /// both non-nullable.
+    pub fn from_schema(
+        name: &str,
+        schema: &Schema,
+        id_column: &str,
+        vector_column: Option<&str>,
+        dim_hint: Option<usize>,
+    ) -> Result<Layout> {
+        let id_index = schema.index_of(id_column).map_err(|_| {
+            Error::invalid(format!(
+                "collection '{name}': no id column '{id_column}' in schema (columns: {})",
+                column_names(schema)
+            ))
+        })?;
+        let vector_index = match vector_column {
+            Some(v) => schema.index_of(v).map_err(|_| {
+                Error::invalid(format!(
+                    "collection '{name}': no vector column '{v}' in schema (columns: {})",
+                    column_names(schema)
+                ))
+            })?,
+            None => {
+                let candidates: Vec<usize> = (0..schema.fields().len())
+                    .filter(|&i| i != id_index && is_vector_like(schema.field(i).data_type()))
+                    .collect();
+                match candidates.as_slice() {
+                    [one] => *one,
+                    [] => {
+                        return Err(Error::invalid(format!(
+                            "collection '{name}': no vector column (a FixedSizeList<Float32, d> \
+                             column) in schema (columns: {})",
+                            column_names(schema)
+                        )))
+                    }
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "collection '{name}': several vector-like columns; name the vector column"
+                        )))
+                    }
+                }
+            }
+        };
+        if vector_index == id_index {
+            return Err(Error::invalid(format!(
+                "collection '{name}': the id column cannot be the vector column"
+            )));
+        }
+        let vfield = schema.field(vector_index);
+        let dim = match vfield.data_type() {
+            DataType::FixedSizeList(f, size) if f.data_type() == &DataType::Float32 => {
+                *size as usize
+            }
+            dt if is_vector_like(dt) => dim_hint.ok_or_else(|| {
+                Error::invalid(format!(
+                    "collection '{name}': vector column '{}' has type {dt} and no dimension; \
+                     declare it as FixedSizeList<Float32, d>",
+                    vfield.name()
+                ))
+            })?,
+            dt => {
+                return Err(Error::invalid(format!(
+                    "collection '{name}': vector column '{}' has type {dt}; expected \
+                     FixedSizeList<Float32, d>",
+                    vfield.name()
+                )))
+            }
+        };
+        if dim == 0 || dim > 65_536 {
+            return Err(Error::invalid(format!(
+                "collection '{name}': dimension {dim} is out of range (1..=65536)"
+            )));
+        }
+        let id_type = match schema.field(id_index).data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32 => DataType::Int64,
+            other => {
+                return Err(Error::invalid(format!(
+                    "collection '{name}': id column '{id_column}' has type {other}; expected Utf8 or Int64"
+                )))
+            }
+        };
+        let mut names = HashSet::new();
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if !names.insert(f.name().as_str()) {
+                    return Err(Error::invalid(format!(
+                        "collection '{name}': column '{}' appears twice",
+                        f.name()
+                    )));
+                }
+                if f.name().starts_with('_') && f.name() == "_distance" {
+                    return Err(Error::invalid(format!(
+                        "collection '{name}': '_distance' is reserved for search results"
+                    )));
+                }
+                Ok(if i == id_index {
+                    Field::new(f.name(), id_type.clone(), false)
+                } else if i == vector_index {
+                    Field::new(f.name(), vector_type(dim), false)
+                } else {
+                    Field::new(f.name(), storage_type(f.data_type()), f.is_nullable())
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Layout {
+            name: name.to_string(),
+            schema: Arc::new(Schema::new(fields)),
+            id_index,
+            vector_index,
+            dim,
+        })
+    }
+
+    /// Converts `batch` to the stored schema or says why it cannot be.
+    pub fn prepare(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let name = &self.name;
+        let incoming = batch.schema();
+        for f in incoming.fields() {
+            if self.schema.index_of(f.name()).is_err() {
+                return Err(Error::invalid(format!(
+                    "collection '{name}': batch column '{}' is not in the collection (columns: {})",
+                    f.name(),
+                    column_names(&self.schema)
+                )));
+            }
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let col = batch.column_by_name(field.name()).ok_or_else(|| {
+                Error::invalid(format!(
+                    "collection '{name}': batch is missing column '{}'",
+                    field.name()
+                ))
+            })?;
+            let col = if i == self.vector_index {
+                Arc::new(coerce_vectors(field.name(), col, Some(self.dim))?) as ArrayRef
+            } else {
+                let col = self.cast_column(field, col)?;
+                if !field.is_nullable() {
+                    if let Some(row) = first_null(col.as_ref()) {
+                        return Err(Error::invalid(format!(
+                            "collection '{name}': column '{}' row {row} is null",
+                            field.name()
+                        )));
+                    }
+                }
+                col
+            };
+            columns.push(col);
+        }
+        let out = RecordBatch::try_new(self.schema.clone(), columns)?;
+        self.check_unique_ids_of(&out)?;
+        Ok(out)
+    }
+
+    fn cast_column(&self, field: &Field, col: &ArrayRef) -> Result<ArrayRef> {
+        let (from, to) = (col.data_type(), field.data_type());
+        if from == to {
+            return Ok(col.clone());
+        }
+        let compatible = storage_type(from) == *to
+            || (to == &DataType::Int64 && from.is_integer())
+            || (to.is_floating() && from.is_floating())
+            || (from.is_integer() && to.is_integer());
+        if !compatible {
+            return Err(Error::invalid(format!(
+                "collection '{}': column '{}' has type {from}, the collection stores {to}",
+                self.name,
+                field.name()
+            )));
+        }
+        let opts = arrow_cast::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        arrow_cast::cast_with_options(col, to, &opts).map_err(|e| {
+            Error::invalid(format!(
+                "collection '{}': column '{}' cannot be stored as {to}: {e}",
+                self.name,
+                field.name()
+            ))
+        })
+    }
+
+    pub fn check_unique_ids_of(&self, batch: &RecordBatch) -> Result<()> {
+        let ids = batch.column(self.id_index);
+        let mut dup = None;
+        match ids.data_type() {
+            DataType::Int64 => {
+                let mut seen = HashSet::with_capacity(ids.len());
+                for (row, v) in ids
+                    .as_primitive::<arrow_array::types::Int64Type>()
+                    .values()
+                    .iter()
+                    .enumerate()
+                {
+                    if !seen.insert(*v) {
+                        dup = Some((row, v.to_string()));
+                        break;
+                    }
+                }
+            }
+            _ => {
+                let mut seen = HashSet::with_capacity(ids.len());
+                for (row, v) in ids.as_string::<i32>().iter().enumerate() {
+                    let v = v.unwrap_or_default();
+                    if !seen.insert(v) {
+                        dup = Some((row, format!("'{v}'")));
+                        break;
+                    }
+                }
+            }
+        }
+        match dup {
+            Some((row, id)) => Err(Error::invalid(format!(
+                "collection '{}': duplicate id {id} in batch (row {row})",
+                self.name
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Comma-separated column names, for error messages.
+pub fn column_names(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks a collection name: 1 to 64 characters of `[A-Za-z0-9_-]`, not starting with `-`.
+/// This rules out path separators, `.` and `..`.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid collection name {name:?}: use 1 to 64 characters from A-Z, a-z, 0-9, '_' and \
+             '-' (no path separators or dots), not starting with '-'"
+        )))
+    }
+}
+
+impl Layout {
+    /// Casts an array of ids to the collection's id type (Int64 or Utf8), refusing nulls.
+    pub fn cast_ids(&self, ids: &dyn Array) -> Result<ArrayRef> {
+        let field = self.schema.field(self.id_index);
+        if let Some(row) = first_null(ids) {
+            return Err(Error::invalid(format!(
+                "collection '{}': id {row} is null",
+                self.name
+            )));
+        }
+        self.cast_column(field, &arrow_array::make_array(ids.to_data()))
+    }
+}
