@@ -1,0 +1,92 @@
+//! Helpers shared by the engine tests: deterministic vectors and batches.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
+use arrow_array::{ArrayRef, FixedSizeListArray, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+pub fn schema(dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "vec",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), dim as i32),
+            false,
+        ),
+        Field::new("word", DataType::Utf8, true),
+    ]))
+}
+
+/// A deterministic pseudo-random vector for `seed`.
+pub fn vector(seed: u64, dim: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..dim)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 20_000) as f32 / 10_000.0 - 1.0
+        })
+        .collect()
+}
+
+pub fn fsl(vectors: &[Vec<f32>], dim: usize) -> FixedSizeListArray {
+    let mut b = FixedSizeListBuilder::new(Float32Builder::new(), dim as i32);
+    for v in vectors {
+        b.values().append_slice(v);
+        b.append(true);
+    }
+    b.finish()
+}
+
+/// Rows with ids `ids`, vectors `vector(id)` and words `w<id>`.
+pub fn batch(ids: std::ops::Range<i64>, dim: usize) -> RecordBatch {
+    let vectors: Vec<Vec<f32>> = ids.clone().map(|i| vector(i as u64, dim)).collect();
+    let words: StringArray = ids.clone().map(|i| Some(format!("w{i}"))).collect();
+    RecordBatch::try_new(
+        schema(dim),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids)) as ArrayRef,
+            Arc::new(fsl(&vectors, dim)),
+            Arc::new(words),
+        ],
+    )
+    .unwrap()
+}
+
+/// Brute-force nearest ids under `metric` in f64 (the reference for search tests).
+pub fn brute_force(
+    rows: &[(i64, Vec<f32>)],
+    q: &[f32],
+    k: usize,
+    metric: omendb::Metric,
+) -> Vec<i64> {
+    let mut d: Vec<(f64, i64)> = rows
+        .iter()
+        .map(|(id, v)| {
+            let dot: f64 = v.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let nv: f64 = v.iter().map(|a| (*a as f64).powi(2)).sum();
+            let nq: f64 = q.iter().map(|a| (*a as f64).powi(2)).sum();
+            let dist = match metric {
+                omendb::Metric::Dot => -dot,
+                omendb::Metric::Cosine => 1.0 - dot / (nv.sqrt() * nq.sqrt()),
+                omendb::Metric::L2 => nv + nq - 2.0 * dot,
+            };
+            (dist, *id)
+        })
+        .collect();
+    d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    d.into_iter().take(k).map(|x| x.1).collect()
+}
+
+pub fn ids_of(batch: &RecordBatch) -> Vec<i64> {
+    use arrow_array::cast::AsArray;
+    batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<arrow_array::types::Int64Type>()
+        .values()
+        .to_vec()
+}

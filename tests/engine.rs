@@ -1,0 +1,439 @@
+//! Engine round trips, reopen, isolation, deletes, snapshots and every refused input.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, ListBuilder, Float64Builder};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use common::*;
+use omendb::{CollectionOptions, Database, Error, Metric};
+
+const DIM: usize = 16;
+
+fn opts(metric: Metric) -> CollectionOptions {
+    CollectionOptions {
+        metric,
+        ..Default::default()
+    }
+}
+
+fn files(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn rows(range: std::ops::Range<i64>) -> Vec<(i64, Vec<f32>)> {
+    range.map(|i| (i, vector(i as u64, DIM))).collect()
+}
+
+#[test]
+fn append_get_reopen_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+        assert_eq!(c.append(&[batch(0..100, DIM)]).unwrap(), 100);
+        assert_eq!(c.append(&[batch(100..150, DIM), batch(150..200, DIM)]).unwrap(), 100);
+        assert_eq!(c.count(), 200);
+        let got = c.get(&Int64Array::from(vec![150, 3, 999])).unwrap();
+        assert_eq!(ids_of(&got), vec![150, 3]);
+        let stats = c.stats().unwrap();
+        assert_eq!((stats.rows, stats.segments, stats.dim), (200, 2, DIM));
+        assert!(stats.bytes_on_disk > (200 * DIM * 4) as u64);
+        assert_eq!(stats.index_kinds, vec!["flat", "flat"]);
+        assert_eq!(db.list_collections().unwrap(), vec!["docs"]);
+    }
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("docs").unwrap();
+    assert_eq!(c.count(), 200);
+    let got = c.get(&Int64Array::from(vec![7])).unwrap();
+    let expected = batch(7..8, DIM);
+    assert_eq!(got.columns(), expected.columns());
+    assert_eq!(c.schema().field(0).data_type(), &DataType::Int64);
+}
+
+#[test]
+fn flat_search_equals_brute_force_for_every_metric() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::open(tmp.path()).unwrap();
+    let data = rows(0..3000);
+    for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
+        let name = format!("c_{metric}");
+        let c = db.create_collection(&name, &schema(DIM), opts(metric)).unwrap();
+        // Several segments, so the top-k merge across segments is exercised.
+        c.append(&[batch(0..1000, DIM)]).unwrap();
+        c.append(&[batch(1000..2500, DIM)]).unwrap();
+        c.append(&[batch(2500..3000, DIM)]).unwrap();
+        let snap = c.snapshot();
+        let queries: Vec<f32> = (0..70).flat_map(|i| vector(10_000 + i, DIM)).collect();
+        let batched = snap.search_batch(&queries, 10).unwrap();
+        for (qi, q) in queries.chunks(DIM).enumerate() {
+            let want = brute_force(&data, q, 10, metric);
+            let single = c.search(q, 10).unwrap();
+            assert_eq!(ids_of(&single), want, "{metric} query {qi}");
+            let hits: Vec<i64> = batched[qi]
+                .iter()
+                .map(|h| ids_of(&snap.rows_at(&[(h.part as usize, h.row as usize)]).unwrap())[0])
+                .collect();
+            assert_eq!(hits, want, "{metric} batched query {qi}");
+            // Distances are reported under the metric, ascending.
+            let d = single.column_by_name("_distance").unwrap();
+            let d = d.as_any().downcast_ref::<arrow_array::Float32Array>().unwrap();
+            assert!(d.values().windows(2).all(|w| w[0] <= w[1]));
+            let v0 = vector(want[0] as u64, DIM);
+            assert!((d.value(0) - metric.distance(q, &v0)).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn two_databases_are_isolated_and_a_directory_opens_once() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let da = Database::open(a.path()).unwrap();
+    let db = Database::open(b.path()).unwrap();
+    da.create_collection("docs", &schema(DIM), opts(Metric::L2)).unwrap().append(&[batch(0..10, DIM)]).unwrap();
+    db.create_collection("docs", &schema(DIM), opts(Metric::L2)).unwrap().append(&[batch(100..103, DIM)]).unwrap();
+    assert_eq!(da.collection("docs").unwrap().count(), 10);
+    assert_eq!(db.collection("docs").unwrap().count(), 3);
+    da.drop_collection("docs").unwrap();
+    assert!(matches!(da.collection("docs"), Err(Error::NotFound(_))));
+    assert_eq!(db.collection("docs").unwrap().count(), 3);
+    assert!(matches!(Database::open(a.path()), Err(Error::Locked(_))));
+}
+
+#[test]
+fn deleted_rows_are_never_returned_and_deletes_persist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = rows(0..500);
+    let q = vector(77_777, DIM);
+    let nearest = brute_force(&data, &q, 500, Metric::L2);
+    let gone: Vec<i64> = nearest[..20].to_vec();
+    {
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db.create_collection("docs", &schema(DIM), opts(Metric::L2)).unwrap();
+        c.append(&[batch(0..250, DIM)]).unwrap();
+        c.append(&[batch(250..500, DIM)]).unwrap();
+        assert_eq!(c.delete(&Int64Array::from(gone.clone())).unwrap(), 20);
+        assert_eq!(c.delete(&Int64Array::from(vec![gone[0], 12345])).unwrap(), 0);
+        assert_eq!(c.count(), 480);
+        let got = ids_of(&c.search(&q, 10).unwrap());
+        assert_eq!(got, nearest[20..30].to_vec());
+        // A deleted id can be written again (upsert = delete + append).
+        c.append(&[batch(gone[0]..gone[0] + 1, DIM)]).unwrap();
+        assert_eq!(ids_of(&c.search(&q, 1).unwrap()), vec![gone[0]]);
+    }
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("docs").unwrap();
+    assert_eq!(c.count(), 481);
+    let got = ids_of(&c.search(&q, 10).unwrap());
+    assert_eq!(got[0], gone[0]);
+    assert_eq!(got[1..], nearest[20..29]);
+    assert!(c.get(&Int64Array::from(vec![gone[1]])).unwrap().num_rows() == 0);
+    // k larger than the live rows: every live row, once.
+    assert_eq!(c.search(&q, 10_000).unwrap().num_rows(), 481);
+}
+
+#[test]
+fn snapshots_are_stable_while_writers_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+    c.append(&[batch(0..100, DIM)]).unwrap();
+    let before = c.snapshot();
+    let readers: Vec<_> = (0..2)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let s = c.snapshot();
+                    let n = s.count();
+                    assert_eq!(n % 100, 0, "a snapshot saw a half-applied append");
+                    let hits = s.search(&vector(t * 1000 + i, DIM), 5).unwrap();
+                    assert_eq!(hits.len(), 5);
+                }
+            })
+        })
+        .collect();
+    for k in 1..10 {
+        c.append(&[batch(k * 100..(k + 1) * 100, DIM)]).unwrap();
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(before.count(), 100);
+    assert_eq!(c.count(), 1000);
+    c.delete(&Int64Array::from(vec![1, 2, 3])).unwrap();
+    assert_eq!(before.count(), 100);
+    assert_eq!(before.batches().unwrap().iter().map(|b| b.num_rows()).sum::<usize>(), 100);
+}
+
+/// Appends `bad` and checks it is refused with a message containing `needle`, and that the
+/// collection (its count and its files) is exactly as before.
+fn assert_refused(c: &omendb::Collection, dir: &Path, bad: RecordBatch, needle: &str) {
+    let (count, before) = (c.count(), files(dir));
+    let err = c.append(&[bad]).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert!(err.to_string().contains(needle), "'{err}' should mention '{needle}'");
+    assert_eq!(c.count(), count);
+    assert_eq!(files(dir), before);
+}
+
+fn with_vectors(ids: Vec<i64>, vectors: ArrayRef, vec_type: DataType) -> RecordBatch {
+    let n = ids.len();
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("vec", vec_type, true),
+        Field::new("word", DataType::Utf8, true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            vectors,
+            Arc::new(StringArray::from(vec![Some("x"); n])),
+        ],
+    )
+    .unwrap()
+}
+
+fn fsl_with(values: &[Option<Vec<Option<f32>>>], dim: usize) -> ArrayRef {
+    let mut b = FixedSizeListBuilder::new(Float32Builder::new(), dim as i32);
+    for v in values {
+        match v {
+            Some(v) => {
+                for x in v {
+                    b.values().append_option(*x);
+                }
+                b.append(true);
+            }
+            None => {
+                b.values().append_nulls(dim);
+                b.append(false);
+            }
+        }
+    }
+    Arc::new(b.finish())
+}
+
+#[test]
+fn bad_batches_are_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+    c.append(&[batch(0..10, DIM)]).unwrap();
+    let dir = tmp.path().join("docs");
+    let ok = || Some(vector(1, DIM).into_iter().map(Some).collect::<Vec<_>>());
+    let fsl_type = |d: usize| DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), d as i32);
+
+    // Wrong dimension.
+    assert_refused(&c, &dir, batch(100..101, DIM + 1).with_schema(schema(DIM + 1)).unwrap(), "wrong dimension 17");
+    // NaN and infinity, naming the row.
+    let mut nan = ok().unwrap();
+    nan[3] = Some(f32::NAN);
+    assert_refused(&c, &dir, with_vectors(vec![100, 101], fsl_with(&[ok(), Some(nan)], DIM), fsl_type(DIM)), "row 1 has a non-finite value");
+    let mut inf = ok().unwrap();
+    inf[0] = Some(f32::INFINITY);
+    assert_refused(&c, &dir, with_vectors(vec![100], fsl_with(&[Some(inf)], DIM), fsl_type(DIM)), "non-finite");
+    // Null vector and null element.
+    assert_refused(&c, &dir, with_vectors(vec![100, 101, 102], fsl_with(&[ok(), ok(), None], DIM), fsl_type(DIM)), "row 2 is null");
+    let mut hole = ok().unwrap();
+    hole[5] = None;
+    assert_refused(&c, &dir, with_vectors(vec![100, 101], fsl_with(&[ok(), Some(hole)], DIM), fsl_type(DIM)), "row 1 has a null element");
+    // Duplicate ids within the batch and against stored rows.
+    assert_refused(&c, &dir, with_vectors(vec![100, 100], fsl_with(&[ok(), ok()], DIM), fsl_type(DIM)), "duplicate id 100");
+    assert_refused(&c, &dir, batch(5..12, DIM), "duplicate id 5 is already stored");
+    // Across the batches of one append.
+    let (count, before) = (c.count(), files(&dir));
+    let err = c.append(&[batch(20..25, DIM), batch(24..26, DIM)]).unwrap_err();
+    assert!(err.to_string().contains("duplicate id 24"), "{err}");
+    assert_eq!((c.count(), files(&dir)), (count, before));
+    // Schema mismatches: missing column, extra column, wrong type.
+    let b = batch(100..101, DIM);
+    assert_refused(&c, &dir, b.project(&[0, 1]).unwrap(), "missing column 'word'");
+    let extra = RecordBatch::try_from_iter(
+        b.schema().fields().iter().map(|f| f.name().clone()).zip(b.columns().iter().cloned())
+            .chain([("score".to_string(), Arc::new(Int64Array::from(vec![1])) as ArrayRef)]),
+    ).unwrap();
+    assert_refused(&c, &dir, extra, "batch column 'score' is not in the collection");
+    let wrong_type = RecordBatch::try_from_iter(vec![
+        ("id", b.column(0).clone()),
+        ("vec", b.column(1).clone()),
+        ("word", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+    ]).unwrap();
+    assert_refused(&c, &dir, wrong_type, "column 'word' has type Int64");
+    // Ragged List vectors name the row.
+    let mut lb = ListBuilder::new(Float64Builder::new());
+    lb.values().append_slice(&[0.5; DIM]);
+    lb.append(true);
+    lb.values().append_slice(&[0.5; DIM - 1]);
+    lb.append(true);
+    let ragged = lb.finish();
+    let list_type = ragged.data_type().clone();
+    assert_refused(&c, &dir, with_vectors(vec![100, 101], Arc::new(ragged), list_type), "row 1 has wrong dimension 15");
+    assert_eq!(c.count(), 10);
+}
+
+#[test]
+fn list_vectors_of_float64_are_stored_as_fixed_size_float32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.create_collection("docs", &schema(4), opts(Metric::L2)).unwrap();
+    let mut lb = ListBuilder::new(Float64Builder::new());
+    for i in 0..3 {
+        lb.values().append_slice(&[i as f64, 1.0, 2.0, 3.0]);
+        lb.append(true);
+    }
+    let list = lb.finish();
+    let t = list.data_type().clone();
+    c.append(&[with_vectors(vec![1, 2, 3], Arc::new(list), t)]).unwrap();
+    let got = c.search(&[2.0, 1.0, 2.0, 3.0], 1).unwrap();
+    assert_eq!(ids_of(&got), vec![3]);
+    assert_eq!(got.schema().field(1).data_type(), &schema(4).field(1).data_type().clone());
+}
+
+#[test]
+fn names_unknown_collections_and_bad_definitions_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::open(tmp.path()).unwrap();
+    for bad in ["", ".", "..", "a/b", "../etc", "a\\b", "-x", "name with space", &"x".repeat(65)] {
+        let err = db.create_collection(bad, &schema(DIM), opts(Metric::Cosine)).unwrap_err();
+        assert!(err.to_string().contains("invalid collection name"), "{bad:?}: {err}");
+    }
+    assert!(matches!(db.collection("nope"), Err(Error::NotFound(m)) if m.contains("nope")));
+    assert!(matches!(db.drop_collection("nope"), Err(Error::NotFound(_))));
+    db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+    assert!(matches!(db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)), Err(Error::AlreadyExists(_))));
+    let no_vec = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+    let err = db.create_collection("other", &no_vec, opts(Metric::Cosine)).unwrap_err();
+    assert!(err.to_string().contains("no vector column"), "{err}");
+    let float_id = Schema::new(vec![Field::new("id", DataType::Float64, false), schema(DIM).field(1).clone()]);
+    let err = db.create_collection("other", &float_id, opts(Metric::Cosine)).unwrap_err();
+    assert!(err.to_string().contains("expected Utf8 or Int64"), "{err}");
+    assert_eq!(db.list_collections().unwrap(), vec!["docs"]);
+    assert!("hamming".parse::<Metric>().is_err());
+    let c = db.collection("docs").unwrap();
+    let err = c.search(&[1.0; 3], 5).unwrap_err();
+    assert!(err.to_string().contains("dimension 16"), "{err}");
+}
+
+#[test]
+fn string_ids_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::open(tmp.path()).unwrap();
+    let s = Schema::new(vec![Field::new("key", DataType::Utf8, false), schema(DIM).field(1).clone()]);
+    let c = db
+        .create_collection("s", &s, CollectionOptions { id_column: "key".into(), ..Default::default() })
+        .unwrap();
+    let keys = StringArray::from(vec!["a", "b", "c"]);
+    let vecs = fsl(&[vector(1, DIM), vector(2, DIM), vector(3, DIM)], DIM);
+    let b = RecordBatch::try_from_iter(vec![("key", Arc::new(keys) as ArrayRef), ("vec", Arc::new(vecs) as ArrayRef)]).unwrap();
+    c.append(&[b.clone()]).unwrap();
+    let err = c.append(&[b.slice(1, 1)]).unwrap_err();
+    assert!(err.to_string().contains("duplicate id 'b'"), "{err}");
+    assert_eq!(c.delete(&StringArray::from(vec!["b"])).unwrap(), 1);
+    assert_eq!(c.get(&StringArray::from(vec!["c", "b"])).unwrap().num_rows(), 1);
+}
+
+fn corrupt_setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+    c.append(&[batch(0..100, DIM)]).unwrap();
+    let seg = tmp.path().join("docs").join("seg-0000000001.arrow");
+    assert!(seg.is_file());
+    (tmp, seg)
+}
+
+#[test]
+fn corrupt_and_truncated_files_are_reported_naming_the_file() {
+    // A flipped byte in a segment.
+    let (tmp, seg) = corrupt_setup();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = Database::open(tmp.path()).unwrap().collection("docs").unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("seg-0000000001.arrow") && err.to_string().contains("checksum"), "{err}");
+
+    // A truncated segment.
+    let (tmp, seg) = corrupt_setup();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 100).unwrap();
+    let err = Database::open(tmp.path()).unwrap().collection("docs").unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+
+    // A damaged manifest.
+    let (tmp, _) = corrupt_setup();
+    let manifest = tmp.path().join("docs").join("MANIFEST");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("\"rows\": 100", "\"rows\": 101");
+    std::fs::write(&manifest, text).unwrap();
+    let err = Database::open(tmp.path()).unwrap().collection("docs").unwrap_err();
+    assert!(err.to_string().contains("MANIFEST") && err.to_string().contains("checksum"), "{err}");
+}
+
+#[test]
+fn files_left_by_an_interrupted_write_are_ignored_and_removed() {
+    let (tmp, _) = corrupt_setup();
+    let dir = tmp.path().join("docs");
+    std::fs::write(dir.join("seg-0000000009.arrow"), b"half a segment").unwrap();
+    std::fs::write(dir.join("MANIFEST.tmp"), b"half a manifest").unwrap();
+    std::fs::create_dir(tmp.path().join(".creating-x-1")).unwrap();
+    let db = Database::open(tmp.path()).unwrap();
+    assert_eq!(db.collection("docs").unwrap().count(), 100);
+    assert!(!dir.join("seg-0000000009.arrow").exists() && !dir.join("MANIFEST.tmp").exists());
+    assert_eq!(db.list_collections().unwrap(), vec!["docs"]);
+}
+
+/// Run as a child process by `acknowledged_writes_survive_a_kill`: appends batches of 100 rows
+/// forever, printing each acknowledged total.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var("OMENDB_CRASH_DIR") else { return };
+    let db = Database::open(&dir).unwrap();
+    let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+    for i in 0.. {
+        c.append(&[batch(i * 100..(i + 1) * 100, DIM)]).unwrap();
+        println!("acked {}", (i + 1) * 100);
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_a_kill() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env("OMENDB_CRASH_DIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = 0;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(n) = line.unwrap().strip_prefix("acked ") {
+            acked = n.parse::<i64>().unwrap();
+            if acked >= 2000 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-append
+    child.wait().unwrap();
+    assert!(acked >= 2000);
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("docs").unwrap();
+    let n = c.count() as i64;
+    assert!(n >= acked && n % 100 == 0, "{n} rows after {acked} acknowledged");
+    let ids = Int64Array::from_iter_values(0..n);
+    assert_eq!(c.get(&ids).unwrap().num_rows() as i64, n);
+    // The reopened collection takes new writes.
+    c.append(&[batch(n..n + 100, DIM)]).unwrap();
+}

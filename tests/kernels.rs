@@ -1,0 +1,81 @@
+//! Every SIMD kernel level this CPU runs, against the scalar reference.
+
+use omendb::distance::{scalar, Kernels, Level};
+use proptest::prelude::*;
+
+fn close(a: f32, b: f32, scale: f32) -> bool {
+    (a - b).abs() <= 1e-4 * scale.max(1.0)
+}
+
+fn vecs(max_dim: usize) -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+    (1..max_dim).prop_flat_map(|d| {
+        (
+            prop::collection::vec(-10.0f32..10.0, d),
+            prop::collection::vec(-10.0f32..10.0, d),
+        )
+    })
+}
+
+fn reference_dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+#[test]
+fn levels_are_detected() {
+    let levels: Vec<Level> = Kernels::available().iter().map(|k| k.level).collect();
+    assert_eq!(levels[0], Level::Scalar);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        assert!(levels.contains(&Level::Avx2));
+    }
+    eprintln!("kernel levels on this CPU: {levels:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn scalar_matches_f64_reference((a, b) in vecs(300)) {
+        let scale = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum::<f32>();
+        prop_assert!(close(scalar::dot(&a, &b), reference_dot(&a, &b) as f32, scale));
+        let l2: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+        prop_assert!(close(scalar::l2sq(&a, &b), l2 as f32, l2 as f32));
+    }
+
+    #[test]
+    fn simd_dot_and_l2_match_scalar((a, b) in vecs(1600)) {
+        let scale = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum::<f32>();
+        let l2 = scalar::l2sq(&a, &b);
+        for k in Kernels::available() {
+            let d = (k.dot)(&a, &b);
+            prop_assert!(close(d, scalar::dot(&a, &b), scale), "{:?} dot {} vs {}", k.level, d, scalar::dot(&a, &b));
+            let e = (k.l2sq)(&a, &b);
+            prop_assert!(close(e, l2, l2), "{:?} l2sq {} vs {}", k.level, e, l2);
+        }
+    }
+
+    #[test]
+    fn simd_dot_block_matches_scalar(
+        d in 1usize..70,
+        nq in 1usize..11,
+        nr in 1usize..14,
+        seed in any::<u64>(),
+    ) {
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            (state % 2000) as f32 / 100.0 - 10.0
+        };
+        let q: Vec<f32> = (0..nq * d).map(|_| next()).collect();
+        let x: Vec<f32> = (0..nr * d).map(|_| next()).collect();
+        let mut want = vec![0.0; nq * nr];
+        scalar::dot_block(&q, &x, d, &mut want);
+        for k in Kernels::available() {
+            let mut got = vec![f32::NAN; nq * nr];
+            (k.dot_block)(&q, &x, d, &mut got);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                prop_assert!(close(*g, *w, 100.0 * d as f32), "{:?} block[{}] {} vs {}", k.level, i, g, w);
+            }
+        }
+    }
+}
