@@ -1,1 +1,107 @@
-fn main(){}
+//! Engine benchmark on a real dataset: bulk load (fsynced), open, exact search single and
+//! batched. Prints one JSON object per measurement.
+//!
+//! cargo bench --bench engine -- --dataset ../shared/datasets/minilm-words [--dir PATH]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use omendb::{npy, CollectionOptions, Database, Metric};
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn recall(hits: &[Vec<i64>], gt: &npy::Npy<i64>, k: usize) -> f64 {
+    let mut found = 0;
+    for (i, h) in hits.iter().enumerate() {
+        let truth = &gt.data[i * gt.cols..i * gt.cols + k];
+        found += h.iter().take(k).filter(|id| truth.contains(id)).count();
+    }
+    found as f64 / (hits.len() * k) as f64
+}
+
+fn main() {
+    let Some(dataset) = arg("--dataset") else {
+        eprintln!("usage: cargo bench --bench engine -- --dataset DIR [--dir PATH]");
+        return;
+    };
+    let dataset = std::path::PathBuf::from(dataset);
+    let base = npy::read_f32(dataset.join("base.npy")).expect("base.npy");
+    let queries = npy::read_f32(dataset.join("queries.npy")).expect("queries.npy");
+    let gt = npy::read_i64(dataset.join("gt_cosine.npy")).expect("gt_cosine.npy");
+    let words: Vec<String> = std::fs::read_to_string(dataset.join("base_words.txt"))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_else(|_| (0..base.rows).map(|i| format!("row{i}")).collect());
+    let (n, dim) = (base.rows, base.cols);
+
+    let mut vb = FixedSizeListBuilder::with_capacity(Float32Builder::with_capacity(n * dim), dim as i32, n);
+    vb.values().append_slice(&base.data);
+    for _ in 0..n {
+        vb.append(true);
+    }
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef),
+        ("vector", Arc::new(vb.finish()) as ArrayRef),
+        ("word", Arc::new(StringArray::from_iter_values(&words[..n])) as ArrayRef),
+    ])
+    .unwrap();
+
+    let dir = arg("--dir").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::env::current_dir().unwrap().join("target").join("bench-engine-db")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let db = Database::open(&dir).unwrap();
+        let c = db
+            .create_collection("words", &batch.schema(), CollectionOptions { metric: Metric::Cosine, ..Default::default() })
+            .unwrap();
+        let t = Instant::now();
+        c.append(std::slice::from_ref(&batch)).unwrap();
+        let s = t.elapsed().as_secs_f64();
+        let bytes = c.stats().unwrap().bytes_on_disk;
+        println!(
+            "{{\"bench\":\"bulk_load\",\"rows\":{n},\"dim\":{dim},\"seconds\":{s:.3},\"rows_per_s\":{:.0},\"mb_per_s\":{:.0}}}",
+            n as f64 / s,
+            bytes as f64 / s / 1e6
+        );
+    }
+    let t = Instant::now();
+    let db = Database::open(&dir).unwrap();
+    let c = db.collection("words").unwrap();
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("{{\"bench\":\"open\",\"rows\":{},\"ms\":{open_ms:.1}}}", c.count());
+    let snap = c.snapshot();
+    snap.search(&queries.data[..dim], 10).unwrap(); // warm the norms and the page cache
+
+    let ids = |hits: &[omendb::Hit]| -> Vec<i64> { hits.iter().map(|h| h.row as i64).collect() };
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let t = Instant::now();
+            let hits: Vec<Vec<i64>> =
+                queries.data.chunks(dim).map(|q| ids(&snap.search(q, 10).unwrap())).collect();
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "{{\"bench\":\"flat_single\",\"threads\":{threads},\"queries\":{},\"qps\":{:.1},\"recall\":{:.4}}}",
+                queries.rows,
+                queries.rows as f64 / s,
+                recall(&hits, &gt, 10)
+            );
+            let t = Instant::now();
+            let hits = snap.search_batch(&queries.data, 10).unwrap();
+            let s = t.elapsed().as_secs_f64();
+            let hits: Vec<Vec<i64>> = hits.iter().map(|h| ids(h)).collect();
+            println!(
+                "{{\"bench\":\"flat_batched\",\"threads\":{threads},\"queries\":{},\"qps\":{:.1},\"recall\":{:.4}}}",
+                queries.rows,
+                queries.rows as f64 / s,
+                recall(&hits, &gt, 10)
+            );
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

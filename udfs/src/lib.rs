@@ -1,1 +1,67 @@
-pub fn x(){}
+//! OmenDB inside DataFusion: every collection of a [`Database`] is a table, `knn()` is a table
+//! function returning the nearest rows with their `_distance`, and `cosine_distance`,
+//! `l2_distance` and `inner_product` are scalar functions usable anywhere.
+//!
+//! ```no_run
+//! # async fn demo(db: std::sync::Arc<omendb::Database>) -> datafusion::error::Result<()> {
+//! let ctx = omendb_udfs::session(db)?;
+//! ctx.sql("SELECT id, _distance FROM knn('docs', [0.1, 0.2, 0.3], 10)").await?.show().await?;
+//! # Ok(()) }
+//! ```
+
+mod catalog;
+mod distance;
+mod knn;
+
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use omendb::Database;
+
+pub use catalog::{CollectionTable, OmenSchema};
+pub use distance::{distance_udfs, VectorDistance};
+pub use knn::{KnnFunction, KnnTable};
+
+/// Wraps an engine error so callers can recover it (and its kind) from a DataFusion error.
+pub fn engine_error(e: omendb::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// The engine error inside a DataFusion error, if there is one.
+pub fn find_engine_error(e: &DataFusionError) -> Option<&omendb::Error> {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(DataFusionError::External(inner)) = cur.downcast_ref::<DataFusionError>() {
+            if let Some(engine) = inner.downcast_ref::<omendb::Error>() {
+                return Some(engine);
+            }
+        }
+        if let Some(engine) = cur.downcast_ref::<omendb::Error>() {
+            return Some(engine);
+        }
+        cur = cur.source()?;
+    }
+}
+
+/// Registers the database's collections as the tables of the default schema (other tables
+/// can still be registered beside them), the `knn` table function and the distance functions.
+pub fn register(ctx: &SessionContext, db: Arc<Database>) -> Result<()> {
+    let catalog = ctx
+        .catalog("datafusion")
+        .ok_or_else(|| DataFusionError::Plan("no default catalog".into()))?;
+    catalog.register_schema("public", Arc::new(OmenSchema::new(db.clone())))?;
+    ctx.register_udtf("knn", Arc::new(KnnFunction::new(db)));
+    for udf in distance_udfs() {
+        ctx.register_udf(udf);
+    }
+    Ok(())
+}
+
+/// A new session over `db` with everything registered.
+pub fn session(db: Arc<Database>) -> Result<SessionContext> {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    register(&ctx, db)?;
+    Ok(ctx)
+}

@@ -1,0 +1,151 @@
+//! `knn('collection', <query vector>, k)`: the k nearest rows and their `_distance`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use omendb::{Database, Snapshot};
+
+use crate::engine_error;
+
+/// The `knn` table function.
+#[derive(Debug)]
+pub struct KnnFunction {
+    db: Arc<Database>,
+}
+
+impl KnnFunction {
+    pub fn new(db: Arc<Database>) -> Self {
+        KnnFunction { db }
+    }
+}
+
+fn usage(what: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "knn(): {what}; usage: knn('collection', [v1, v2, ...], k)"
+    ))
+}
+
+/// Evaluates a constant argument expression (an array literal, `make_array(...)`, a cast...)
+/// to a single value.
+fn constant(session: &dyn Session, expr: &Expr, what: &str) -> Result<ArrayRef> {
+    let physical = session
+        .create_physical_expr(expr.clone(), &DFSchema::empty())
+        .map_err(|e| usage(&format!("the {what} must be a constant ({e})")))?;
+    let one_row = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    physical.evaluate(&one_row)?.into_array(1)
+}
+
+/// The floats of a query vector given as any numeric list.
+pub(crate) fn query_vector(value: &ArrayRef, what: &str) -> Result<Vec<f32>> {
+    let list_type = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
+    let as_list = match value.data_type() {
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            datafusion::arrow::compute::cast(value, &list_type)
+                .map_err(|e| usage(&format!("the {what} must be a list of numbers ({e})")))?
+        }
+        other => {
+            return Err(usage(&format!(
+                "the {what} must be an array of numbers, got {other}"
+            )))
+        }
+    };
+    let fsl = omendb::validate::coerce_vectors(what, &as_list, None).map_err(engine_error)?;
+    let values = fsl
+        .values()
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float32Array>()
+        .expect("coerce_vectors yields Float32");
+    Ok(values.values().to_vec())
+}
+
+impl TableFunctionImpl for KnnFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() != 3 {
+            return Err(usage(&format!("expected 3 arguments, got {}", exprs.len())));
+        }
+        let name = match &exprs[0] {
+            Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => s.clone(),
+            other => return Err(usage(&format!("the first argument must be a collection name string, got {other}"))),
+        };
+        let k_value = constant(args.session(), &exprs[2], "k")?;
+        let k = match ScalarValue::try_from_array(&k_value, 0)? {
+            ScalarValue::Int64(Some(k)) if k >= 0 => k as usize,
+            ScalarValue::Int32(Some(k)) if k >= 0 => k as usize,
+            ScalarValue::UInt64(Some(k)) => k as usize,
+            other => return Err(usage(&format!("k must be a non-negative integer, got {other}"))),
+        };
+        let collection = self.db.collection(&name).map_err(engine_error)?;
+        let snapshot = collection.snapshot();
+        let query = query_vector(&constant(args.session(), &exprs[1], "query vector")?, "query vector")?;
+        if query.len() != snapshot.dim() {
+            return Err(engine_error(omendb::Error::InvalidInput(format!(
+                "knn(): the query vector has dimension {}, collection '{name}' has dimension {}",
+                query.len(),
+                snapshot.dim()
+            ))));
+        }
+        Ok(Arc::new(KnnTable::new(snapshot, query, k)))
+    }
+}
+
+/// The result of one knn() call: searched when the plan is built, over the snapshot taken
+/// when the function was called.
+#[derive(Debug)]
+pub struct KnnTable {
+    snapshot: Arc<Snapshot>,
+    query: Vec<f32>,
+    k: usize,
+    schema: SchemaRef,
+}
+
+impl KnnTable {
+    pub fn new(snapshot: Arc<Snapshot>, query: Vec<f32>, k: usize) -> Self {
+        let schema = omendb::snapshot::result_schema(&snapshot.schema());
+        KnnTable {
+            snapshot,
+            query,
+            k,
+            schema,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for KnnTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let hits = self.snapshot.search(&self.query, self.k).map_err(engine_error)?;
+        let batch = self.snapshot.hits_to_batch(&hits).map_err(engine_error)?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
