@@ -465,3 +465,34 @@ impl Layout {
         self.cast_column(field, &arrow_array::make_array(ids.to_data()))
     }
 }
+
+/// The schema a collection created from `batch` gets: the vector column (named, or the one
+/// vector-like column) becomes `FixedSizeList<Float32, d>` with `d` taken from the first row.
+pub fn schema_for_batch(batch: &RecordBatch, id_column: &str, vector_column: Option<&str>) -> Result<Schema> {
+    let schema = batch.schema();
+    let index = match vector_column {
+        Some(v) => schema
+            .index_of(v)
+            .map_err(|_| Error::invalid(format!("no vector column '{v}' in batch (columns: {})", column_names(&schema))))?,
+        None => {
+            let found: Vec<usize> = (0..schema.fields().len())
+                .filter(|&i| schema.field(i).name() != id_column && is_vector_like(schema.field(i).data_type()))
+                .collect();
+            match found.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(Error::invalid(format!(
+                        "batch has no vector column (a list of floats; columns: {})",
+                        column_names(&schema)
+                    )))
+                }
+                _ => return Err(Error::invalid("batch has several vector-like columns; name the vector column")),
+            }
+        }
+    };
+    let field = schema.field(index);
+    let vectors = coerce_vectors(field.name(), batch.column(index), None)?;
+    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+    fields[index] = Arc::new(Field::new(field.name(), vector_type(vectors.value_length() as usize), false));
+    Ok(Schema::new(fields))
+}

@@ -1,0 +1,32 @@
+"""Starts the real omendb server on 127.0.0.1 for the client tests."""
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import pyarrow.flight as flight
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DATASET = pathlib.Path(os.environ.get("OMENDB_DATASET", ROOT.parent / "shared" / "datasets" / "minilm-words"))
+
+
+@pytest.fixture(scope="session")
+def server():
+    binary = os.environ.get("OMENDB_BIN", str(ROOT / "target" / "debug" / "omendb"))
+    with tempfile.TemporaryDirectory() as data:
+        proc = subprocess.Popen(
+            [binary, "serve", "--data", data, "--addr", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("omendb listening on "), f"server said: {line!r}"
+            addr = line.split()[3]
+            client = flight.connect(f"grpc://{addr}")
+            client.wait_for_available(timeout=30)
+            yield {"client": client, "addr": addr, "data": pathlib.Path(data), "proc": proc}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
