@@ -1,0 +1,178 @@
+//! SQL over collections: knn() equals brute force, joins with CSV, distance functions, errors.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, FixedSizeListBuilder, Float32Array, Float32Builder, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+use omendb::{CollectionOptions, Database, Metric};
+
+const DIM: usize = 8;
+
+fn vector(i: u64) -> Vec<f32> {
+    let mut s = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..DIM)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let mut vb = FixedSizeListBuilder::new(Float32Builder::new(), DIM as i32);
+    for i in ids.clone() {
+        vb.values().append_slice(&vector(i as u64));
+        vb.append(true);
+    }
+    RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef),
+        ("vec", Arc::new(vb.finish()) as ArrayRef),
+        ("tag", Arc::new(StringArray::from_iter_values(ids.map(|i| format!("t{}", i % 5))))),
+    ])
+    .unwrap()
+}
+
+fn literal(v: &[f32]) -> String {
+    format!("[{}]", v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", "))
+}
+
+async fn setup(metric: Metric) -> (tempfile::TempDir, SessionContext) {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(tmp.path()).unwrap());
+    let c = db
+        .create_collection("docs", &batch(0..1).schema(), CollectionOptions { metric, ..Default::default() })
+        .unwrap();
+    c.append(&[batch(0..600)]).unwrap();
+    c.append(&[batch(600..1000)]).unwrap();
+    c.delete(&Int64Array::from(vec![1, 2, 3])).unwrap();
+    let ctx = omendb_udfs::session(db).unwrap();
+    (tmp, ctx)
+}
+
+async fn query(ctx: &SessionContext, sql: &str) -> RecordBatch {
+    let df = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.unwrap();
+    concat_batches(&schema, &batches).unwrap()
+}
+
+fn int_column(b: &RecordBatch, name: &str) -> Vec<i64> {
+    b.column_by_name(name).unwrap().as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
+}
+
+fn brute_force(q: &[f32], k: usize, metric: Metric) -> Vec<i64> {
+    let mut all: Vec<(f64, i64)> = (0..1000)
+        .filter(|i| ![1, 2, 3].contains(i))
+        .map(|i| {
+            let v = vector(i as u64);
+            let dot: f64 = v.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let nv = v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+            let nq = q.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+            let l2: f64 = v.iter().zip(q).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+            let d = match metric {
+                Metric::Cosine => 1.0 - dot / (nv * nq),
+                Metric::L2 => l2,
+                Metric::Dot => -dot,
+            };
+            (d, i)
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.into_iter().take(k).map(|x| x.1).collect()
+}
+
+#[tokio::test]
+async fn knn_equals_brute_force_for_every_metric() {
+    for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
+        let (_tmp, ctx) = setup(metric).await;
+        for qi in 0..20 {
+            let q = vector(50_000 + qi);
+            let got = query(&ctx, &format!("SELECT id, _distance FROM knn('docs', {}, 7)", literal(&q))).await;
+            assert_eq!(int_column(&got, "id"), brute_force(&q, 7, metric), "{metric} query {qi}");
+            let d = got.column_by_name("_distance").unwrap().as_any().downcast_ref::<Float32Array>().unwrap();
+            assert!(d.values().windows(2).all(|w| w[0] <= w[1]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn collections_are_tables_and_distance_functions_agree_with_knn() {
+    let (_tmp, ctx) = setup(Metric::L2).await;
+    let n = query(&ctx, "SELECT count(*) AS n FROM docs").await;
+    assert_eq!(int_column(&n, "n"), vec![997]);
+    let q = vector(77);
+    for (f, metric) in [("l2_distance", Metric::L2), ("cosine_distance", Metric::Cosine)] {
+        let got = query(&ctx, &format!("SELECT id FROM docs ORDER BY {f}(vec, {}) LIMIT 5", literal(&q))).await;
+        assert_eq!(int_column(&got, "id"), brute_force(&q, 5, metric), "{f}");
+    }
+    let got = query(&ctx, &format!("SELECT id FROM docs ORDER BY inner_product(vec, {}) DESC LIMIT 5", literal(&q))).await;
+    assert_eq!(int_column(&got, "id"), brute_force(&q, 5, Metric::Dot));
+    let scalar = query(&ctx, "SELECT l2_distance([0.0, 3.0], [4.0, 0.0]) AS d").await;
+    let d = scalar.column(0).as_any().downcast_ref::<Float32Array>().unwrap();
+    assert_eq!(d.value(0), 5.0);
+}
+
+#[tokio::test]
+async fn knn_joins_with_a_csv_table_and_aggregates() {
+    let (tmp, ctx) = setup(Metric::Cosine).await;
+    let csv = tmp.path().join("tags.csv");
+    let rows: String = (0..5).map(|t| format!("t{t},{}\n", t * 10)).collect();
+    std::fs::write(&csv, format!("tag,weight\n{rows}")).unwrap();
+    ctx.register_csv("tags", csv.to_str().unwrap(), Default::default()).await.unwrap();
+    let q = vector(5);
+    let got = query(
+        &ctx,
+        &format!(
+            "SELECT t.tag, count(*) AS n, sum(t.weight) AS w FROM knn('docs', {}, 40) k \
+             JOIN tags t ON k.tag = t.tag GROUP BY t.tag ORDER BY t.tag",
+            literal(&q)
+        ),
+    )
+    .await;
+    let nearest = brute_force(&q, 40, Metric::Cosine);
+    let mut want = std::collections::BTreeMap::new();
+    for id in nearest {
+        let e = want.entry(format!("t{}", id % 5)).or_insert((0i64, 0i64));
+        e.0 += 1;
+        e.1 += (id % 5) * 10;
+    }
+    let tags: Vec<String> = got
+        .column_by_name("tag")
+        .map(|c| datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8).unwrap())
+        .map(|c| c.as_any().downcast_ref::<StringArray>().unwrap().iter().map(|s| s.unwrap().to_string()).collect())
+        .unwrap();
+    assert_eq!(tags, want.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(int_column(&got, "n"), want.values().map(|v| v.0).collect::<Vec<_>>());
+    let w = got.column_by_name("w").unwrap();
+    let w = datafusion::arrow::compute::cast(w, &datafusion::arrow::datatypes::DataType::Int64).unwrap();
+    let w: Vec<i64> = w.as_any().downcast_ref::<datafusion::arrow::array::PrimitiveArray<Int64Type>>().unwrap().values().to_vec();
+    assert_eq!(w, want.values().map(|v| v.1).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn knn_errors_name_the_problem() {
+    let (_tmp, ctx) = setup(Metric::Cosine).await;
+    let cases = [
+        ("SELECT * FROM knn('nope', [1.0, 2.0], 3)", "collection 'nope'"),
+        ("SELECT * FROM knn('docs', [1.0, 2.0], 3)", "dimension 2"),
+        ("SELECT * FROM knn('docs', 'x', 3)", "array of numbers"),
+        ("SELECT * FROM knn('docs', [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], -1)", "non-negative integer"),
+        ("SELECT * FROM knn('docs', [1.0])", "expected 3 arguments"),
+        ("SELECT * FROM knn('../x', [1.0], 3)", "invalid collection name"),
+    ];
+    for (sql, needle) in cases {
+        let err = match ctx.sql(sql).await {
+            Ok(df) => df.collect().await.unwrap_err(),
+            Err(e) => e,
+        };
+        assert!(err.to_string().contains(needle), "{sql}: {err}");
+    }
+    let err = ctx.sql("SELECT * FROM knn('nope', [1.0], 3)").await.unwrap_err();
+    assert!(matches!(omendb_udfs::find_engine_error(&err), Some(omendb::Error::NotFound(_))), "{err}");
+}
