@@ -4,7 +4,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use omendb::distance::Kernels;
 
 fn data(n: usize, seed: u32) -> Vec<f32> {
-    (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5).collect()
+    (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+        .collect()
 }
 
 fn kernels(c: &mut Criterion) {
@@ -13,17 +15,19 @@ fn kernels(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("dot/{dim}"));
         g.throughput(Throughput::Elements(dim as u64));
         for k in Kernels::available() {
-            g.bench_function(BenchmarkId::from_parameter(format!("{:?}", k.level)), |bench| {
-                bench.iter(|| (k.dot)(std::hint::black_box(&a), std::hint::black_box(&b)))
-            });
+            g.bench_function(
+                BenchmarkId::from_parameter(format!("{:?}", k.level)),
+                |bench| bench.iter(|| (k.dot)(std::hint::black_box(&a), std::hint::black_box(&b))),
+            );
         }
         g.finish();
         let mut g = c.benchmark_group(format!("l2sq/{dim}"));
         g.throughput(Throughput::Elements(dim as u64));
         for k in Kernels::available() {
-            g.bench_function(BenchmarkId::from_parameter(format!("{:?}", k.level)), |bench| {
-                bench.iter(|| (k.l2sq)(std::hint::black_box(&a), std::hint::black_box(&b)))
-            });
+            g.bench_function(
+                BenchmarkId::from_parameter(format!("{:?}", k.level)),
+                |bench| bench.iter(|| (k.l2sq)(std::hint::black_box(&a), std::hint::black_box(&b))),
+            );
         }
         g.finish();
         // 64 queries × 256 rows: the tile flat search runs.
@@ -32,9 +36,10 @@ fn kernels(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("dot_block_64x256/{dim}"));
         g.throughput(Throughput::Elements((64 * 256 * dim) as u64));
         for k in Kernels::available() {
-            g.bench_function(BenchmarkId::from_parameter(format!("{:?}", k.level)), |bench| {
-                bench.iter(|| (k.dot_block)(&q, &x, dim, &mut out))
-            });
+            g.bench_function(
+                BenchmarkId::from_parameter(format!("{:?}", k.level)),
+                |bench| bench.iter(|| (k.dot_block)(&q, &x, dim, &mut out)),
+            );
         }
         g.finish();
     }

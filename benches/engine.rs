@@ -12,7 +12,9 @@ use omendb::{npy, CollectionOptions, Database, Metric};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn recall(hits: &[Vec<i64>], gt: &npy::Npy<i64>, k: usize) -> f64 {
@@ -38,26 +40,45 @@ fn main() {
         .unwrap_or_else(|_| (0..base.rows).map(|i| format!("row{i}")).collect());
     let (n, dim) = (base.rows, base.cols);
 
-    let mut vb = FixedSizeListBuilder::with_capacity(Float32Builder::with_capacity(n * dim), dim as i32, n);
+    let mut vb =
+        FixedSizeListBuilder::with_capacity(Float32Builder::with_capacity(n * dim), dim as i32, n);
     vb.values().append_slice(&base.data);
     for _ in 0..n {
         vb.append(true);
     }
     let batch = RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+        ),
         ("vector", Arc::new(vb.finish()) as ArrayRef),
-        ("word", Arc::new(StringArray::from_iter_values(&words[..n])) as ArrayRef),
+        (
+            "word",
+            Arc::new(StringArray::from_iter_values(&words[..n])) as ArrayRef,
+        ),
     ])
     .unwrap();
 
-    let dir = arg("--dir").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::env::current_dir().unwrap().join("target").join("bench-engine-db")
-    });
+    let dir = arg("--dir")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_dir()
+                .unwrap()
+                .join("target")
+                .join("bench-engine-db")
+        });
     let _ = std::fs::remove_dir_all(&dir);
     {
         let db = Database::open(&dir).unwrap();
         let c = db
-            .create_collection("words", &batch.schema(), CollectionOptions { metric: Metric::Cosine, ..Default::default() })
+            .create_collection(
+                "words",
+                &batch.schema(),
+                CollectionOptions {
+                    metric: Metric::Cosine,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         let t = Instant::now();
         c.append(std::slice::from_ref(&batch)).unwrap();
@@ -73,13 +94,19 @@ fn main() {
     let db = Database::open(&dir).unwrap();
     let c = db.collection("words").unwrap();
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
-    println!("{{\"bench\":\"open\",\"rows\":{},\"ms\":{open_ms:.1}}}", c.count());
+    println!(
+        "{{\"bench\":\"open\",\"rows\":{},\"ms\":{open_ms:.1}}}",
+        c.count()
+    );
     let snap = c.snapshot();
     snap.search(&queries.data[..dim], 10).unwrap(); // warm the norms and the page cache
 
     let ids = |hits: &[omendb::Hit]| -> Vec<i64> { hits.iter().map(|h| h.row as i64).collect() };
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let t = Instant::now();
             let hits: Vec<Vec<i64>> =

@@ -70,7 +70,13 @@ impl Collection {
         schema: &arrow_schema::Schema,
         opts: &CollectionOptions,
     ) -> Result<()> {
-        let layout = Layout::from_schema(name, schema, &opts.id_column, opts.vector_column.as_deref(), None)?;
+        let layout = Layout::from_schema(
+            name,
+            schema,
+            &opts.id_column,
+            opts.vector_column.as_deref(),
+            None,
+        )?;
         let manifest = Manifest {
             format: 1,
             version: 1,
@@ -349,7 +355,11 @@ impl Collection {
             bytes_on_disk: bytes,
             dim: self.layout.dim,
             metric: manifest.metric,
-            index_kinds: manifest.segments.iter().map(|_| "flat".to_string()).collect(),
+            index_kinds: manifest
+                .segments
+                .iter()
+                .map(|_| "flat".to_string())
+                .collect(),
             version: manifest.version,
         })
     }
@@ -371,14 +381,27 @@ fn open_part(dir: &Path, layout: &Arc<Layout>, meta: &SegmentMeta, verify: bool)
     if batch.num_rows() as u64 != meta.rows {
         return Err(Error::corrupt(
             &path,
-            format!("holds {} rows, the manifest says {}", batch.num_rows(), meta.rows),
+            format!(
+                "holds {} rows, the manifest says {}",
+                batch.num_rows(),
+                meta.rows
+            ),
         ));
     }
     let deletes = match &meta.deletes {
         None => None,
-        Some(d) => Some(Arc::new(Bitmap::read(&dir.join(&d.file), batch.num_rows())?)),
+        Some(d) => Some(Arc::new(Bitmap::read(
+            &dir.join(&d.file),
+            batch.num_rows(),
+        )?)),
     };
-    let seg = Segment::new(meta.id, batch, layout.id_index, layout.vector_index, layout.dim);
+    let seg = Segment::new(
+        meta.id,
+        batch,
+        layout.id_index,
+        layout.vector_index,
+        layout.dim,
+    );
     Ok(Part {
         seg: Arc::new(seg),
         deletes,

@@ -223,7 +223,7 @@ pub mod scalar {
 /// Checks the shapes of a `dot_block` call and returns the number of rows.
 fn check_block(q: &[f32], x: &[f32], d: usize, out: &[f32]) -> usize {
     assert!(d > 0, "dimension must be positive");
-    assert!(q.len() % d == 0 && x.len() % d == 0, "ragged block");
+    assert!(q.len().is_multiple_of(d) && x.len().is_multiple_of(d), "ragged block");
     let (nq, nr) = (q.len() / d, x.len() / d);
     assert_eq!(out.len(), nq * nr, "output has the wrong size");
     nr
@@ -305,7 +305,11 @@ mod x86 {
             k += 32;
         }
         while k + 8 <= n {
-            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)), acc[0]);
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(k)),
+                _mm256_loadu_ps(pb.add(k)),
+                acc[0],
+            );
             k += 8;
         }
         let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
@@ -430,7 +434,11 @@ mod x86 {
             k += 64;
         }
         while k + 16 <= n {
-            acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(k)), _mm512_loadu_ps(pb.add(k)), acc[0]);
+            acc[0] = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(k)),
+                _mm512_loadu_ps(pb.add(k)),
+                acc[0],
+            );
             k += 16;
         }
         if k < n {
@@ -488,7 +496,11 @@ mod x86 {
         let mut acc = [[_mm512_setzero_ps(); R]; Q];
         let mut k = 0;
         while k < d {
-            let m = if k + 16 <= d { 0xFFFF } else { tail_mask(d - k) };
+            let m = if k + 16 <= d {
+                0xFFFF
+            } else {
+                tail_mask(d - k)
+            };
             let mut xv = [_mm512_setzero_ps(); R];
             for (r, v) in xv.iter_mut().enumerate() {
                 *v = _mm512_maskz_loadu_ps(m, x.add(r * d + k));
@@ -557,7 +569,10 @@ mod arm {
             acc[0] = vfmaq_f32(acc[0], vld1q_f32(pa.add(k)), vld1q_f32(pb.add(k)));
             k += 4;
         }
-        let mut r = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+        let mut r = vaddvq_f32(vaddq_f32(
+            vaddq_f32(acc[0], acc[1]),
+            vaddq_f32(acc[2], acc[3]),
+        ));
         while k < n {
             r += a[k] * b[k];
             k += 1;
@@ -584,7 +599,10 @@ mod arm {
             acc[0] = vfmaq_f32(acc[0], t, t);
             k += 4;
         }
-        let mut r = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+        let mut r = vaddvq_f32(vaddq_f32(
+            vaddq_f32(acc[0], acc[1]),
+            vaddq_f32(acc[2], acc[3]),
+        ));
         while k < n {
             let t = a[k] - b[k];
             r += t * t;

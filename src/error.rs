@@ -22,7 +22,10 @@ pub enum Error {
     /// The database directory is held by another open handle.
     Locked(PathBuf),
     /// An I/O failure, with the path it happened on.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// An Arrow failure while encoding or decoding data.
     Arrow(arrow_schema::ArrowError),
 }

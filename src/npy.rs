@@ -26,8 +26,12 @@ fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize)> {
         ),
         _ => return Err(bad("unknown version")),
     };
-    let text = std::str::from_utf8(bytes.get(start..start + hlen).ok_or_else(|| bad("short header"))?)
-        .map_err(|_| bad("header is not text"))?;
+    let text = std::str::from_utf8(
+        bytes
+            .get(start..start + hlen)
+            .ok_or_else(|| bad("short header"))?,
+    )
+    .map_err(|_| bad("header is not text"))?;
     let field = |key: &str| -> Option<&str> {
         let i = text.find(&format!("'{key}':"))? + key.len() + 3;
         Some(text[i..].trim_start())
@@ -80,7 +84,10 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<Npy<f32>> {
     let data = match descr.as_str() {
         "<f4" => {
             check_len(path, &body, n, 4)?;
-            body.chunks_exact(4).take(n).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect()
+            body.chunks_exact(4)
+                .take(n)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                .collect()
         }
         "<f2" => {
             check_len(path, &body, n, 2)?;
@@ -89,7 +96,12 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<Npy<f32>> {
                 .map(|c| half::f16::from_le_bytes(c.try_into().expect("2")).to_f32())
                 .collect()
         }
-        other => return Err(Error::invalid(format!("{}: dtype {other} is not float16/float32", path.display()))),
+        other => {
+            return Err(Error::invalid(format!(
+                "{}: dtype {other} is not float16/float32",
+                path.display()
+            )))
+        }
     };
     Ok(Npy { rows, cols, data })
 }
@@ -102,13 +114,24 @@ pub fn read_i64(path: impl AsRef<Path>) -> Result<Npy<i64>> {
     let data = match descr.as_str() {
         "<i4" => {
             check_len(path, &body, n, 4)?;
-            body.chunks_exact(4).take(n).map(|c| i32::from_le_bytes(c.try_into().expect("4")) as i64).collect()
+            body.chunks_exact(4)
+                .take(n)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4")) as i64)
+                .collect()
         }
         "<i8" => {
             check_len(path, &body, n, 8)?;
-            body.chunks_exact(8).take(n).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect()
+            body.chunks_exact(8)
+                .take(n)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                .collect()
         }
-        other => return Err(Error::invalid(format!("{}: dtype {other} is not int32/int64", path.display()))),
+        other => {
+            return Err(Error::invalid(format!(
+                "{}: dtype {other} is not int32/int64",
+                path.display()
+            )))
+        }
     };
     Ok(Npy { rows, cols, data })
 }

@@ -94,7 +94,7 @@ const ROW_CHUNK: usize = 16_384;
 
 /// Checks query vectors: the right dimension and finite values.
 pub fn check_queries(queries: &[f32], dim: usize) -> Result<usize> {
-    if queries.is_empty() || queries.len() % dim != 0 {
+    if queries.is_empty() || !queries.len().is_multiple_of(dim) {
         return Err(Error::invalid(format!(
             "query has {} values; expected a multiple of the collection's dimension {dim}",
             queries.len()
@@ -143,14 +143,28 @@ impl Snapshot {
             let rows = part.seg.rows();
             for r0 in (0..rows).step_by(ROW_CHUNK) {
                 for q0 in (0..nq).step_by(QUERY_BLOCK) {
-                    units.push((p, r0, (r0 + ROW_CHUNK).min(rows), q0, (q0 + QUERY_BLOCK).min(nq)));
+                    units.push((
+                        p,
+                        r0,
+                        (r0 + ROW_CHUNK).min(rows),
+                        q0,
+                        (q0 + QUERY_BLOCK).min(nq),
+                    ));
                 }
             }
         }
         let partials: Vec<(usize, Vec<TopK>)> = units
             .into_par_iter()
             .map(|(p, r0, r1, q0, q1)| {
-                let tops = self.scan_unit(metric, p, r0, r1, &qs[q0 * dim..q1 * dim], &qnorms[q0..q1], k);
+                let tops = self.scan_unit(
+                    metric,
+                    p,
+                    r0,
+                    r1,
+                    &qs[q0 * dim..q1 * dim],
+                    &qnorms[q0..q1],
+                    k,
+                );
                 (q0, tops)
             })
             .collect();
@@ -172,7 +186,11 @@ impl Snapshot {
                     .map(|c| Hit {
                         part: (c.key >> 32) as u32,
                         row: c.key as u32,
-                        distance: if metric == Metric::L2 { c.dist.sqrt() } else { c.dist },
+                        distance: if metric == Metric::L2 {
+                            c.dist.sqrt()
+                        } else {
+                            c.dist
+                        },
                     })
                     .collect()
             })
@@ -238,5 +256,9 @@ impl Snapshot {
 
 /// Orders hits nearest first, ties broken by position (deterministic merges).
 pub fn sort_hits(hits: &mut [Hit]) {
-    hits.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.key().cmp(&b.key())));
+    hits.sort_by(|a, b| {
+        a.distance
+            .total_cmp(&b.distance)
+            .then(a.key().cmp(&b.key()))
+    });
 }

@@ -66,7 +66,13 @@ pub struct Segment {
 }
 
 impl Segment {
-    pub fn new(id: u64, batch: RecordBatch, id_index: usize, vector_index: usize, dim: usize) -> Self {
+    pub fn new(
+        id: u64,
+        batch: RecordBatch,
+        id_index: usize,
+        vector_index: usize,
+        dim: usize,
+    ) -> Self {
         Segment {
             id,
             batch,

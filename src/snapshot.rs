@@ -78,8 +78,12 @@ impl Snapshot {
             .map(|p| match &p.deletes {
                 None => Ok(p.seg.batch.clone()),
                 Some(d) => {
-                    let keep: BooleanArray = (0..p.seg.rows()).map(|r| Some(!d.contains(r))).collect();
-                    Ok(arrow_select::filter::filter_record_batch(&p.seg.batch, &keep)?)
+                    let keep: BooleanArray =
+                        (0..p.seg.rows()).map(|r| Some(!d.contains(r))).collect();
+                    Ok(arrow_select::filter::filter_record_batch(
+                        &p.seg.batch,
+                        &keep,
+                    )?)
                 }
             })
             .collect()
@@ -97,16 +101,20 @@ impl Snapshot {
 
     /// The first id in `ids` that is already stored live, if any.
     pub fn first_existing(&self, ids: &dyn Array) -> Option<String> {
-        ids_of(ids).find(|&id| self.locate(id).is_some()).map(|id| match id {
-            IdRef::Int(v) => v.to_string(),
-            IdRef::Str(s) => format!("'{s}'"),
-        })
+        ids_of(ids)
+            .find(|&id| self.locate(id).is_some())
+            .map(|id| match id {
+                IdRef::Int(v) => v.to_string(),
+                IdRef::Str(s) => format!("'{s}'"),
+            })
     }
 
     /// The rows with the given ids (in the order asked; ids not found are skipped).
     pub fn get(&self, ids: &dyn Array) -> Result<RecordBatch> {
         let ids = self.layout.cast_ids(ids)?;
-        let at: Vec<(usize, usize)> = ids_of(ids.as_ref()).filter_map(|id| self.locate(id)).collect();
+        let at: Vec<(usize, usize)> = ids_of(ids.as_ref())
+            .filter_map(|id| self.locate(id))
+            .collect();
         self.rows_at(&at)
     }
 
@@ -116,22 +124,36 @@ impl Snapshot {
         if batches.is_empty() {
             return Ok(RecordBatch::new_empty(self.schema()));
         }
-        Ok(arrow_select::interleave::interleave_record_batch(&batches, at)?)
+        Ok(arrow_select::interleave::interleave_record_batch(
+            &batches, at,
+        )?)
     }
 
     /// The rows of `hits` with a trailing `_distance` column, in hit order.
     pub fn hits_to_batch(&self, hits: &[Hit]) -> Result<RecordBatch> {
-        let at: Vec<(usize, usize)> = hits.iter().map(|h| (h.part as usize, h.row as usize)).collect();
+        let at: Vec<(usize, usize)> = hits
+            .iter()
+            .map(|h| (h.part as usize, h.row as usize))
+            .collect();
         let rows = self.rows_at(&at)?;
         let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-        columns.push(Arc::new(Float32Array::from_iter_values(hits.iter().map(|h| h.distance))));
-        Ok(RecordBatch::try_new(result_schema(&self.schema()), columns)?)
+        columns.push(Arc::new(Float32Array::from_iter_values(
+            hits.iter().map(|h| h.distance),
+        )));
+        Ok(RecordBatch::try_new(
+            result_schema(&self.schema()),
+            columns,
+        )?)
     }
 }
 
 /// The schema of search results: the collection's columns plus `_distance`.
 pub fn result_schema(schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(DISTANCE_COLUMN, DataType::Float32, false)));
+    fields.push(Arc::new(Field::new(
+        DISTANCE_COLUMN,
+        DataType::Float32,
+        false,
+    )));
     Arc::new(Schema::new(fields))
 }

@@ -103,7 +103,11 @@ pub fn open_segment(
     // name, fsynced, and never modified again (only unlinked when no manifest names them).
     // The mapping is read-only, so no Rust reference sees the bytes change.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let crc = if verify_checksum { crc32fast::hash(&map) } else { meta.crc32 };
+    let crc = if verify_checksum {
+        crc32fast::hash(&map)
+    } else {
+        meta.crc32
+    };
     if crc != meta.crc32 {
         return Err(Error::corrupt(
             path,
@@ -338,7 +342,7 @@ impl Manifest {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -73,7 +73,11 @@ pub fn coerce_vectors(
             let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
             ragged_check(column, &offs, dim)?;
             let base = offs[0];
-            let len = if n == 0 { dim.unwrap_or(0) } else { offs[1] - offs[0] };
+            let len = if n == 0 {
+                dim.unwrap_or(0)
+            } else {
+                offs[1] - offs[0]
+            };
             let values = l.values().slice(base, offs[n] - base);
             (values, offs[..n].iter().map(|o| o - base).collect(), len)
         }
@@ -82,7 +86,11 @@ pub fn coerce_vectors(
             let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
             ragged_check(column, &offs, dim)?;
             let base = offs[0];
-            let len = if n == 0 { dim.unwrap_or(0) } else { offs[1] - offs[0] };
+            let len = if n == 0 {
+                dim.unwrap_or(0)
+            } else {
+                offs[1] - offs[0]
+            };
             let values = l.values().slice(base, offs[n] - base);
             (values, offs[..n].iter().map(|o| o - base).collect(), len)
         }
@@ -225,11 +233,9 @@ impl Layout {
                             column_names(schema)
                         )))
                     }
-                    _ => {
-                        return Err(Error::invalid(format!(
-                            "collection '{name}': several vector-like columns; name the vector column"
-                        )))
-                    }
+                    _ => return Err(Error::invalid(format!(
+                        "collection '{name}': several vector-like columns; name the vector column"
+                    ))),
                 }
             }
         };
@@ -468,15 +474,25 @@ impl Layout {
 
 /// The schema a collection created from `batch` gets: the vector column (named, or the one
 /// vector-like column) becomes `FixedSizeList<Float32, d>` with `d` taken from the first row.
-pub fn schema_for_batch(batch: &RecordBatch, id_column: &str, vector_column: Option<&str>) -> Result<Schema> {
+pub fn schema_for_batch(
+    batch: &RecordBatch,
+    id_column: &str,
+    vector_column: Option<&str>,
+) -> Result<Schema> {
     let schema = batch.schema();
     let index = match vector_column {
-        Some(v) => schema
-            .index_of(v)
-            .map_err(|_| Error::invalid(format!("no vector column '{v}' in batch (columns: {})", column_names(&schema))))?,
+        Some(v) => schema.index_of(v).map_err(|_| {
+            Error::invalid(format!(
+                "no vector column '{v}' in batch (columns: {})",
+                column_names(&schema)
+            ))
+        })?,
         None => {
             let found: Vec<usize> = (0..schema.fields().len())
-                .filter(|&i| schema.field(i).name() != id_column && is_vector_like(schema.field(i).data_type()))
+                .filter(|&i| {
+                    schema.field(i).name() != id_column
+                        && is_vector_like(schema.field(i).data_type())
+                })
                 .collect();
             match found.as_slice() {
                 [one] => *one,
@@ -486,13 +502,21 @@ pub fn schema_for_batch(batch: &RecordBatch, id_column: &str, vector_column: Opt
                         column_names(&schema)
                     )))
                 }
-                _ => return Err(Error::invalid("batch has several vector-like columns; name the vector column")),
+                _ => {
+                    return Err(Error::invalid(
+                        "batch has several vector-like columns; name the vector column",
+                    ))
+                }
             }
         }
     };
     let field = schema.field(index);
     let vectors = coerce_vectors(field.name(), batch.column(index), None)?;
     let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
-    fields[index] = Arc::new(Field::new(field.name(), vector_type(vectors.value_length() as usize), false));
+    fields[index] = Arc::new(Field::new(
+        field.name(),
+        vector_type(vectors.value_length() as usize),
+        false,
+    ));
     Ok(Schema::new(fields))
 }

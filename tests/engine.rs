@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, ListBuilder, Float64Builder};
+use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, Float64Builder, ListBuilder};
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use common::*;
@@ -37,9 +37,15 @@ fn append_get_reopen_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let db = Database::open(tmp.path()).unwrap();
-        let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+        let c = db
+            .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
+            .unwrap();
         assert_eq!(c.append(&[batch(0..100, DIM)]).unwrap(), 100);
-        assert_eq!(c.append(&[batch(100..150, DIM), batch(150..200, DIM)]).unwrap(), 100);
+        assert_eq!(
+            c.append(&[batch(100..150, DIM), batch(150..200, DIM)])
+                .unwrap(),
+            100
+        );
         assert_eq!(c.count(), 200);
         let got = c.get(&Int64Array::from(vec![150, 3, 999])).unwrap();
         assert_eq!(ids_of(&got), vec![150, 3]);
@@ -65,7 +71,9 @@ fn flat_search_equals_brute_force_for_every_metric() {
     let data = rows(0..3000);
     for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
         let name = format!("c_{metric}");
-        let c = db.create_collection(&name, &schema(DIM), opts(metric)).unwrap();
+        let c = db
+            .create_collection(&name, &schema(DIM), opts(metric))
+            .unwrap();
         // Several segments, so the top-k merge across segments is exercised.
         c.append(&[batch(0..1000, DIM)]).unwrap();
         c.append(&[batch(1000..2500, DIM)]).unwrap();
@@ -84,7 +92,10 @@ fn flat_search_equals_brute_force_for_every_metric() {
             assert_eq!(hits, want, "{metric} batched query {qi}");
             // Distances are reported under the metric, ascending.
             let d = single.column_by_name("_distance").unwrap();
-            let d = d.as_any().downcast_ref::<arrow_array::Float32Array>().unwrap();
+            let d = d
+                .as_any()
+                .downcast_ref::<arrow_array::Float32Array>()
+                .unwrap();
             assert!(d.values().windows(2).all(|w| w[0] <= w[1]));
             let v0 = vector(want[0] as u64, DIM);
             assert!((d.value(0) - metric.distance(q, &v0)).abs() < 1e-4);
@@ -97,8 +108,14 @@ fn two_databases_are_isolated_and_a_directory_opens_once() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let da = Database::open(a.path()).unwrap();
     let db = Database::open(b.path()).unwrap();
-    da.create_collection("docs", &schema(DIM), opts(Metric::L2)).unwrap().append(&[batch(0..10, DIM)]).unwrap();
-    db.create_collection("docs", &schema(DIM), opts(Metric::L2)).unwrap().append(&[batch(100..103, DIM)]).unwrap();
+    da.create_collection("docs", &schema(DIM), opts(Metric::L2))
+        .unwrap()
+        .append(&[batch(0..10, DIM)])
+        .unwrap();
+    db.create_collection("docs", &schema(DIM), opts(Metric::L2))
+        .unwrap()
+        .append(&[batch(100..103, DIM)])
+        .unwrap();
     assert_eq!(da.collection("docs").unwrap().count(), 10);
     assert_eq!(db.collection("docs").unwrap().count(), 3);
     da.drop_collection("docs").unwrap();
@@ -116,11 +133,16 @@ fn deleted_rows_are_never_returned_and_deletes_persist() {
     let gone: Vec<i64> = nearest[..20].to_vec();
     {
         let db = Database::open(tmp.path()).unwrap();
-        let c = db.create_collection("docs", &schema(DIM), opts(Metric::L2)).unwrap();
+        let c = db
+            .create_collection("docs", &schema(DIM), opts(Metric::L2))
+            .unwrap();
         c.append(&[batch(0..250, DIM)]).unwrap();
         c.append(&[batch(250..500, DIM)]).unwrap();
         assert_eq!(c.delete(&Int64Array::from(gone.clone())).unwrap(), 20);
-        assert_eq!(c.delete(&Int64Array::from(vec![gone[0], 12345])).unwrap(), 0);
+        assert_eq!(
+            c.delete(&Int64Array::from(vec![gone[0], 12345])).unwrap(),
+            0
+        );
         assert_eq!(c.count(), 480);
         let got = ids_of(&c.search(&q, 10).unwrap());
         assert_eq!(got, nearest[20..30].to_vec());
@@ -143,7 +165,9 @@ fn deleted_rows_are_never_returned_and_deletes_persist() {
 fn snapshots_are_stable_while_writers_commit() {
     let tmp = tempfile::tempdir().unwrap();
     let db = Database::open(tmp.path()).unwrap();
-    let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+    let c = db
+        .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
+        .unwrap();
     c.append(&[batch(0..100, DIM)]).unwrap();
     let before = c.snapshot();
     let readers: Vec<_> = (0..2)
@@ -170,7 +194,15 @@ fn snapshots_are_stable_while_writers_commit() {
     assert_eq!(c.count(), 1000);
     c.delete(&Int64Array::from(vec![1, 2, 3])).unwrap();
     assert_eq!(before.count(), 100);
-    assert_eq!(before.batches().unwrap().iter().map(|b| b.num_rows()).sum::<usize>(), 100);
+    assert_eq!(
+        before
+            .batches()
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        100
+    );
 }
 
 /// Appends `bad` and checks it is refused with a message containing `needle`, and that the
@@ -179,7 +211,10 @@ fn assert_refused(c: &omendb::Collection, dir: &Path, bad: RecordBatch, needle: 
     let (count, before) = (c.count(), files(dir));
     let err = c.append(&[bad]).unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
-    assert!(err.to_string().contains(needle), "'{err}' should mention '{needle}'");
+    assert!(
+        err.to_string().contains(needle),
+        "'{err}' should mention '{needle}'"
+    );
     assert_eq!(c.count(), count);
     assert_eq!(files(dir), before);
 }
@@ -225,47 +260,124 @@ fn fsl_with(values: &[Option<Vec<Option<f32>>>], dim: usize) -> ArrayRef {
 fn bad_batches_are_refused_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let db = Database::open(tmp.path()).unwrap();
-    let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+    let c = db
+        .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
+        .unwrap();
     c.append(&[batch(0..10, DIM)]).unwrap();
     let dir = tmp.path().join("docs");
     let ok = || Some(vector(1, DIM).into_iter().map(Some).collect::<Vec<_>>());
-    let fsl_type = |d: usize| DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), d as i32);
+    let fsl_type = |d: usize| {
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, true)),
+            d as i32,
+        )
+    };
 
     // Wrong dimension.
-    assert_refused(&c, &dir, batch(100..101, DIM + 1).with_schema(schema(DIM + 1)).unwrap(), "wrong dimension 17");
+    assert_refused(
+        &c,
+        &dir,
+        batch(100..101, DIM + 1)
+            .with_schema(schema(DIM + 1))
+            .unwrap(),
+        "wrong dimension 17",
+    );
     // NaN and infinity, naming the row.
     let mut nan = ok().unwrap();
     nan[3] = Some(f32::NAN);
-    assert_refused(&c, &dir, with_vectors(vec![100, 101], fsl_with(&[ok(), Some(nan)], DIM), fsl_type(DIM)), "row 1 has a non-finite value");
+    assert_refused(
+        &c,
+        &dir,
+        with_vectors(
+            vec![100, 101],
+            fsl_with(&[ok(), Some(nan)], DIM),
+            fsl_type(DIM),
+        ),
+        "row 1 has a non-finite value",
+    );
     let mut inf = ok().unwrap();
     inf[0] = Some(f32::INFINITY);
-    assert_refused(&c, &dir, with_vectors(vec![100], fsl_with(&[Some(inf)], DIM), fsl_type(DIM)), "non-finite");
+    assert_refused(
+        &c,
+        &dir,
+        with_vectors(vec![100], fsl_with(&[Some(inf)], DIM), fsl_type(DIM)),
+        "non-finite",
+    );
     // Null vector and null element.
-    assert_refused(&c, &dir, with_vectors(vec![100, 101, 102], fsl_with(&[ok(), ok(), None], DIM), fsl_type(DIM)), "row 2 is null");
+    assert_refused(
+        &c,
+        &dir,
+        with_vectors(
+            vec![100, 101, 102],
+            fsl_with(&[ok(), ok(), None], DIM),
+            fsl_type(DIM),
+        ),
+        "row 2 is null",
+    );
     let mut hole = ok().unwrap();
     hole[5] = None;
-    assert_refused(&c, &dir, with_vectors(vec![100, 101], fsl_with(&[ok(), Some(hole)], DIM), fsl_type(DIM)), "row 1 has a null element");
+    assert_refused(
+        &c,
+        &dir,
+        with_vectors(
+            vec![100, 101],
+            fsl_with(&[ok(), Some(hole)], DIM),
+            fsl_type(DIM),
+        ),
+        "row 1 has a null element",
+    );
     // Duplicate ids within the batch and against stored rows.
-    assert_refused(&c, &dir, with_vectors(vec![100, 100], fsl_with(&[ok(), ok()], DIM), fsl_type(DIM)), "duplicate id 100");
-    assert_refused(&c, &dir, batch(5..12, DIM), "duplicate id 5 is already stored");
+    assert_refused(
+        &c,
+        &dir,
+        with_vectors(vec![100, 100], fsl_with(&[ok(), ok()], DIM), fsl_type(DIM)),
+        "duplicate id 100",
+    );
+    assert_refused(
+        &c,
+        &dir,
+        batch(5..12, DIM),
+        "duplicate id 5 is already stored",
+    );
     // Across the batches of one append.
     let (count, before) = (c.count(), files(&dir));
-    let err = c.append(&[batch(20..25, DIM), batch(24..26, DIM)]).unwrap_err();
+    let err = c
+        .append(&[batch(20..25, DIM), batch(24..26, DIM)])
+        .unwrap_err();
     assert!(err.to_string().contains("duplicate id 24"), "{err}");
     assert_eq!((c.count(), files(&dir)), (count, before));
     // Schema mismatches: missing column, extra column, wrong type.
     let b = batch(100..101, DIM);
-    assert_refused(&c, &dir, b.project(&[0, 1]).unwrap(), "missing column 'word'");
+    assert_refused(
+        &c,
+        &dir,
+        b.project(&[0, 1]).unwrap(),
+        "missing column 'word'",
+    );
     let extra = RecordBatch::try_from_iter(
-        b.schema().fields().iter().map(|f| f.name().clone()).zip(b.columns().iter().cloned())
-            .chain([("score".to_string(), Arc::new(Int64Array::from(vec![1])) as ArrayRef)]),
-    ).unwrap();
-    assert_refused(&c, &dir, extra, "batch column 'score' is not in the collection");
+        b.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .zip(b.columns().iter().cloned())
+            .chain([(
+                "score".to_string(),
+                Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+            )]),
+    )
+    .unwrap();
+    assert_refused(
+        &c,
+        &dir,
+        extra,
+        "batch column 'score' is not in the collection",
+    );
     let wrong_type = RecordBatch::try_from_iter(vec![
         ("id", b.column(0).clone()),
         ("vec", b.column(1).clone()),
         ("word", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
-    ]).unwrap();
+    ])
+    .unwrap();
     assert_refused(&c, &dir, wrong_type, "column 'word' has type Int64");
     // Ragged List vectors name the row.
     let mut lb = ListBuilder::new(Float64Builder::new());
@@ -275,7 +387,12 @@ fn bad_batches_are_refused_and_nothing_is_written() {
     lb.append(true);
     let ragged = lb.finish();
     let list_type = ragged.data_type().clone();
-    assert_refused(&c, &dir, with_vectors(vec![100, 101], Arc::new(ragged), list_type), "row 1 has wrong dimension 15");
+    assert_refused(
+        &c,
+        &dir,
+        with_vectors(vec![100, 101], Arc::new(ragged), list_type),
+        "row 1 has wrong dimension 15",
+    );
     assert_eq!(c.count(), 10);
 }
 
@@ -283,7 +400,9 @@ fn bad_batches_are_refused_and_nothing_is_written() {
 fn list_vectors_of_float64_are_stored_as_fixed_size_float32() {
     let tmp = tempfile::tempdir().unwrap();
     let db = Database::open(tmp.path()).unwrap();
-    let c = db.create_collection("docs", &schema(4), opts(Metric::L2)).unwrap();
+    let c = db
+        .create_collection("docs", &schema(4), opts(Metric::L2))
+        .unwrap();
     let mut lb = ListBuilder::new(Float64Builder::new());
     for i in 0..3 {
         lb.values().append_slice(&[i as f64, 1.0, 2.0, 3.0]);
@@ -291,29 +410,62 @@ fn list_vectors_of_float64_are_stored_as_fixed_size_float32() {
     }
     let list = lb.finish();
     let t = list.data_type().clone();
-    c.append(&[with_vectors(vec![1, 2, 3], Arc::new(list), t)]).unwrap();
+    c.append(&[with_vectors(vec![1, 2, 3], Arc::new(list), t)])
+        .unwrap();
     let got = c.search(&[2.0, 1.0, 2.0, 3.0], 1).unwrap();
     assert_eq!(ids_of(&got), vec![3]);
-    assert_eq!(got.schema().field(1).data_type(), &schema(4).field(1).data_type().clone());
+    assert_eq!(
+        got.schema().field(1).data_type(),
+        &schema(4).field(1).data_type().clone()
+    );
 }
 
 #[test]
 fn names_unknown_collections_and_bad_definitions_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let db = Database::open(tmp.path()).unwrap();
-    for bad in ["", ".", "..", "a/b", "../etc", "a\\b", "-x", "name with space", &"x".repeat(65)] {
-        let err = db.create_collection(bad, &schema(DIM), opts(Metric::Cosine)).unwrap_err();
-        assert!(err.to_string().contains("invalid collection name"), "{bad:?}: {err}");
+    for bad in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "../etc",
+        "a\\b",
+        "-x",
+        "name with space",
+        &"x".repeat(65),
+    ] {
+        let err = db
+            .create_collection(bad, &schema(DIM), opts(Metric::Cosine))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("invalid collection name"),
+            "{bad:?}: {err}"
+        );
     }
     assert!(matches!(db.collection("nope"), Err(Error::NotFound(m)) if m.contains("nope")));
-    assert!(matches!(db.drop_collection("nope"), Err(Error::NotFound(_))));
-    db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
-    assert!(matches!(db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)), Err(Error::AlreadyExists(_))));
+    assert!(matches!(
+        db.drop_collection("nope"),
+        Err(Error::NotFound(_))
+    ));
+    db.create_collection("docs", &schema(DIM), opts(Metric::Cosine))
+        .unwrap();
+    assert!(matches!(
+        db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)),
+        Err(Error::AlreadyExists(_))
+    ));
     let no_vec = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
-    let err = db.create_collection("other", &no_vec, opts(Metric::Cosine)).unwrap_err();
+    let err = db
+        .create_collection("other", &no_vec, opts(Metric::Cosine))
+        .unwrap_err();
     assert!(err.to_string().contains("no vector column"), "{err}");
-    let float_id = Schema::new(vec![Field::new("id", DataType::Float64, false), schema(DIM).field(1).clone()]);
-    let err = db.create_collection("other", &float_id, opts(Metric::Cosine)).unwrap_err();
+    let float_id = Schema::new(vec![
+        Field::new("id", DataType::Float64, false),
+        schema(DIM).field(1).clone(),
+    ]);
+    let err = db
+        .create_collection("other", &float_id, opts(Metric::Cosine))
+        .unwrap_err();
     assert!(err.to_string().contains("expected Utf8 or Int64"), "{err}");
     assert_eq!(db.list_collections().unwrap(), vec!["docs"]);
     assert!("hamming".parse::<Metric>().is_err());
@@ -326,24 +478,45 @@ fn names_unknown_collections_and_bad_definitions_are_refused() {
 fn string_ids_work() {
     let tmp = tempfile::tempdir().unwrap();
     let db = Database::open(tmp.path()).unwrap();
-    let s = Schema::new(vec![Field::new("key", DataType::Utf8, false), schema(DIM).field(1).clone()]);
+    let s = Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        schema(DIM).field(1).clone(),
+    ]);
     let c = db
-        .create_collection("s", &s, CollectionOptions { id_column: "key".into(), ..Default::default() })
+        .create_collection(
+            "s",
+            &s,
+            CollectionOptions {
+                id_column: "key".into(),
+                ..Default::default()
+            },
+        )
         .unwrap();
     let keys = StringArray::from(vec!["a", "b", "c"]);
     let vecs = fsl(&[vector(1, DIM), vector(2, DIM), vector(3, DIM)], DIM);
-    let b = RecordBatch::try_from_iter(vec![("key", Arc::new(keys) as ArrayRef), ("vec", Arc::new(vecs) as ArrayRef)]).unwrap();
-    c.append(&[b.clone()]).unwrap();
+    let b = RecordBatch::try_from_iter(vec![
+        ("key", Arc::new(keys) as ArrayRef),
+        ("vec", Arc::new(vecs) as ArrayRef),
+    ])
+    .unwrap();
+    c.append(std::slice::from_ref(&b)).unwrap();
     let err = c.append(&[b.slice(1, 1)]).unwrap_err();
     assert!(err.to_string().contains("duplicate id 'b'"), "{err}");
     assert_eq!(c.delete(&StringArray::from(vec!["b"])).unwrap(), 1);
-    assert_eq!(c.get(&StringArray::from(vec!["c", "b"])).unwrap().num_rows(), 1);
+    assert_eq!(
+        c.get(&StringArray::from(vec!["c", "b"]))
+            .unwrap()
+            .num_rows(),
+        1
+    );
 }
 
 fn corrupt_setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let db = Database::open(tmp.path()).unwrap();
-    let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+    let c = db
+        .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
+        .unwrap();
     c.append(&[batch(0..100, DIM)]).unwrap();
     let seg = tmp.path().join("docs").join("seg-0000000001.arrow");
     assert!(seg.is_file());
@@ -358,24 +531,46 @@ fn corrupt_and_truncated_files_are_reported_naming_the_file() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&seg, &bytes).unwrap();
-    let err = Database::open(tmp.path()).unwrap().collection("docs").unwrap_err();
+    let err = Database::open(tmp.path())
+        .unwrap()
+        .collection("docs")
+        .unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("seg-0000000001.arrow") && err.to_string().contains("checksum"), "{err}");
+    assert!(
+        err.to_string().contains("seg-0000000001.arrow") && err.to_string().contains("checksum"),
+        "{err}"
+    );
 
     // A truncated segment.
     let (tmp, seg) = corrupt_setup();
     let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 100).unwrap();
-    let err = Database::open(tmp.path()).unwrap().collection("docs").unwrap_err();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    let err = Database::open(tmp.path())
+        .unwrap()
+        .collection("docs")
+        .unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
 
     // A damaged manifest.
     let (tmp, _) = corrupt_setup();
     let manifest = tmp.path().join("docs").join("MANIFEST");
-    let text = std::fs::read_to_string(&manifest).unwrap().replace("\"rows\": 100", "\"rows\": 101");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("\"rows\": 100", "\"rows\": 101");
     std::fs::write(&manifest, text).unwrap();
-    let err = Database::open(tmp.path()).unwrap().collection("docs").unwrap_err();
-    assert!(err.to_string().contains("MANIFEST") && err.to_string().contains("checksum"), "{err}");
+    let err = Database::open(tmp.path())
+        .unwrap()
+        .collection("docs")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("MANIFEST") && err.to_string().contains("checksum"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -395,9 +590,13 @@ fn files_left_by_an_interrupted_write_are_ignored_and_removed() {
 /// forever, printing each acknowledged total.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var("OMENDB_CRASH_DIR") else { return };
+    let Ok(dir) = std::env::var("OMENDB_CRASH_DIR") else {
+        return;
+    };
     let db = Database::open(&dir).unwrap();
-    let c = db.create_collection("docs", &schema(DIM), opts(Metric::Cosine)).unwrap();
+    let c = db
+        .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
+        .unwrap();
     for i in 0.. {
         c.append(&[batch(i * 100..(i + 1) * 100, DIM)]).unwrap();
         println!("acked {}", (i + 1) * 100);
@@ -431,7 +630,10 @@ fn acknowledged_writes_survive_a_kill() {
     let db = Database::open(tmp.path()).unwrap();
     let c = db.collection("docs").unwrap();
     let n = c.count() as i64;
-    assert!(n >= acked && n % 100 == 0, "{n} rows after {acked} acknowledged");
+    assert!(
+        n >= acked && n % 100 == 0,
+        "{n} rows after {acked} acknowledged"
+    );
     let ids = Int64Array::from_iter_values(0..n);
     assert_eq!(c.get(&ids).unwrap().num_rows() as i64, n);
     // The reopened collection takes new writes.

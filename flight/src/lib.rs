@@ -44,7 +44,9 @@ pub struct OmenFlight {
 
 impl std::fmt::Debug for OmenFlight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OmenFlight").field("db", &self.db.path()).finish()
+        f.debug_struct("OmenFlight")
+            .field("db", &self.db.path())
+            .finish()
     }
 }
 
@@ -97,8 +99,9 @@ impl OmenFlight {
                 self.collection_info(name).await
             }
             DescriptorType::Cmd => {
-                let sql = std::str::from_utf8(&descriptor.cmd)
-                    .map_err(|_| Status::invalid_argument("command descriptor must be UTF-8 SQL"))?;
+                let sql = std::str::from_utf8(&descriptor.cmd).map_err(|_| {
+                    Status::invalid_argument("command descriptor must be UTF-8 SQL")
+                })?;
                 self.query_info(sql).await
             }
             DescriptorType::Unknown => Err(Status::invalid_argument("unknown descriptor type")),
@@ -106,7 +109,11 @@ impl OmenFlight {
     }
 
     /// Appends `batches` to the collection named by `descriptor`, creating it if needed.
-    fn ingest(db: &Database, descriptor: &FlightDescriptor, batches: Vec<RecordBatch>) -> Result<(String, usize), Status> {
+    fn ingest(
+        db: &Database,
+        descriptor: &FlightDescriptor,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(String, usize), Status> {
         let (name, opts) = put_target(descriptor)?;
         let collection = match db.collection(&name) {
             Ok(c) => c,
@@ -116,11 +123,17 @@ impl OmenFlight {
                         "collection '{name}' does not exist and the stream has no rows to create it from"
                     ))
                 })?;
-                let schema = omendb::validate::schema_for_batch(first, &opts.id_column, opts.vector_column.as_deref())
-                    .map_err(|e| engine_status(&e))?;
+                let schema = omendb::validate::schema_for_batch(
+                    first,
+                    &opts.id_column,
+                    opts.vector_column.as_deref(),
+                )
+                .map_err(|e| engine_status(&e))?;
                 match db.create_collection(&name, &schema, opts) {
                     Ok(c) => c,
-                    Err(omendb::Error::AlreadyExists(_)) => db.collection(&name).map_err(|e| engine_status(&e))?,
+                    Err(omendb::Error::AlreadyExists(_)) => {
+                        db.collection(&name).map_err(|e| engine_status(&e))?
+                    }
                     Err(e) => return Err(engine_status(&e)),
                 }
             }
@@ -220,10 +233,15 @@ impl FlightService for OmenFlight {
         &self,
         _request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented("no authentication is configured; handshake is not needed"))
+        Err(Status::unimplemented(
+            "no authentication is configured; handshake is not needed",
+        ))
     }
 
-    async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let names = self.db.list_collections().map_err(|e| engine_status(&e))?;
         let mut infos = Vec::with_capacity(names.len());
         for name in names {
@@ -232,24 +250,40 @@ impl FlightService for OmenFlight {
         Ok(Response::new(Box::pin(stream::iter(infos))))
     }
 
-    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         Ok(Response::new(self.describe(request.get_ref()).await?))
     }
 
-    async fn poll_flight_info(&self, _request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
-        Err(Status::unimplemented("poll_flight_info: queries complete synchronously; use get_flight_info"))
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented(
+            "poll_flight_info: queries complete synchronously; use get_flight_info",
+        ))
     }
 
-    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
         let info = self.describe(request.get_ref()).await?;
-        let schema = info.try_decode_schema().map_err(|e| Status::internal(e.to_string()))?;
+        let schema = info
+            .try_decode_schema()
+            .map_err(|e| Status::internal(e.to_string()))?;
         let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
         Ok(Response::new(result))
     }
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         let sql = std::str::from_utf8(&request.get_ref().ticket)
             .map_err(|_| Status::invalid_argument("ticket must be UTF-8 SQL text"))?
             .to_string();
@@ -263,16 +297,18 @@ impl FlightService for OmenFlight {
         Ok(Response::new(Box::pin(flight)))
     }
 
-    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
         let mut input = request.into_inner();
         let first = input
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty do_put stream"))?;
-        let descriptor = first
-            .flight_descriptor
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("the first message of do_put must carry a flight descriptor"))?;
+        let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
+            Status::invalid_argument("the first message of do_put must carry a flight descriptor")
+        })?;
         put_target(&descriptor)?;
         let data = stream::once(async { Ok(first) }).chain(input.map_err(FlightError::from));
         let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
@@ -280,9 +316,10 @@ impl FlightService for OmenFlight {
             .await
             .map_err(flight_status)?;
         let db = self.db.clone();
-        let (name, rows) = tokio::task::spawn_blocking(move || Self::ingest(&db, &descriptor, batches))
-            .await
-            .map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
+        let (name, rows) =
+            tokio::task::spawn_blocking(move || Self::ingest(&db, &descriptor, batches))
+                .await
+                .map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
         let meta = serde_json::json!({ "collection": name, "rows": rows }).to_string();
         let result = PutResult {
             app_metadata: meta.into(),
@@ -297,30 +334,48 @@ impl FlightService for OmenFlight {
         Err(Status::unimplemented("do_exchange is not supported"))
     }
 
-    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
         let name = std::str::from_utf8(&action.body)
             .map_err(|_| Status::invalid_argument("action body must be a UTF-8 collection name"))?;
         let body = match action.r#type.as_str() {
             "drop_collection" => {
-                self.db.drop_collection(name).map_err(|e| engine_status(&e))?;
+                self.db
+                    .drop_collection(name)
+                    .map_err(|e| engine_status(&e))?;
                 serde_json::json!({ "dropped": name })
             }
             "stats" => {
-                let s = self.db.collection(name).and_then(|c| c.stats()).map_err(|e| engine_status(&e))?;
+                let s = self
+                    .db
+                    .collection(name)
+                    .and_then(|c| c.stats())
+                    .map_err(|e| engine_status(&e))?;
                 serde_json::json!({
                     "collection": name, "rows": s.rows, "deleted_rows": s.deleted_rows,
                     "segments": s.segments, "bytes_on_disk": s.bytes_on_disk, "dim": s.dim,
                     "metric": s.metric.as_str(), "index_kinds": s.index_kinds, "version": s.version,
                 })
             }
-            other => return Err(Status::invalid_argument(format!("unknown action '{other}'"))),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown action '{other}'"
+                )))
+            }
         };
-        let result = arrow_flight::Result { body: body.to_string().into() };
+        let result = arrow_flight::Result {
+            body: body.to_string().into(),
+        };
         Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
     }
 
-    async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
         let actions = [
             ("drop_collection", "Drop the collection named in the body"),
             ("stats", "Rows, segments, bytes on disk and index kinds of the collection named in the body (JSON)"),
@@ -338,7 +393,10 @@ pub async fn serve(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tonic::transport::Server::builder()
         .add_service(OmenFlight::new(db)?.into_server())
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
         .await?;
     Ok(())
 }
@@ -349,4 +407,3 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener,
     let local = listener.local_addr()?;
     Ok((listener, local))
 }
-

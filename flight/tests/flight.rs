@@ -10,15 +10,25 @@ use futures::{StreamExt, TryStreamExt};
 use omendb::Database;
 use tonic::Code;
 
-async fn start() -> (tempfile::TempDir, FlightClient, tokio::sync::oneshot::Sender<()>) {
+async fn start() -> (
+    tempfile::TempDir,
+    FlightClient,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::open(tmp.path()).unwrap());
-    let (listener, addr) = omendb_flight::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (listener, addr) = omendb_flight::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(omendb_flight::serve(db, listener, async {
         let _ = stopped.await;
     }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     (tmp, FlightClient::new(channel), stop)
 }
 
@@ -26,18 +36,34 @@ async fn start() -> (tempfile::TempDir, FlightClient, tokio::sync::oneshot::Send
 fn batch(ids: std::ops::Range<i64>, dim: usize) -> RecordBatch {
     let mut lb = ListBuilder::new(Float64Builder::new());
     for i in ids.clone() {
-        lb.values().append_slice(&(0..dim).map(|j| ((i * 31 + j as i64) % 17) as f64 - 8.0).collect::<Vec<_>>());
+        lb.values().append_slice(
+            &(0..dim)
+                .map(|j| ((i * 31 + j as i64) % 17) as f64 - 8.0)
+                .collect::<Vec<_>>(),
+        );
         lb.append(true);
     }
     RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
+        ),
         ("embedding", Arc::new(lb.finish()) as ArrayRef),
-        ("title", Arc::new(StringArray::from_iter_values(ids.map(|i| format!("doc {i}"))))),
+        (
+            "title",
+            Arc::new(StringArray::from_iter_values(
+                ids.map(|i| format!("doc {i}")),
+            )),
+        ),
     ])
     .unwrap()
 }
 
-async fn put(client: &mut FlightClient, path: &[&str], batches: Vec<RecordBatch>) -> Result<String, tonic::Status> {
+async fn put(
+    client: &mut FlightClient,
+    path: &[&str],
+    batches: Vec<RecordBatch>,
+) -> Result<String, tonic::Status> {
     let descriptor = FlightDescriptor::new_path(path.iter().map(|s| s.to_string()).collect());
     let stream = arrow_flight::encode::FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(descriptor))
@@ -66,46 +92,119 @@ async fn sql(client: &mut FlightClient, text: &str) -> Result<Vec<RecordBatch>, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_query_describe_and_error_codes() {
     let (_tmp, mut client, _stop) = start().await;
-    let meta = put(&mut client, &["docs", "metric=l2"], vec![batch(0..50, 4), batch(50..100, 4)]).await.unwrap();
+    let meta = put(
+        &mut client,
+        &["docs", "metric=l2"],
+        vec![batch(0..50, 4), batch(50..100, 4)],
+    )
+    .await
+    .unwrap();
     assert_eq!(meta, r#"{"collection":"docs","rows":100}"#);
 
     // knn over SQL: the nearest row to row 42's own vector is row 42 (l2 distance 0).
-    let q: Vec<String> = (0..4).map(|j| format!("{}.0", ((42 * 31 + j) % 17) - 8)).collect();
-    let got = sql(&mut client, &format!("SELECT id, title, _distance FROM knn('docs', [{}], 3)", q.join(","))).await.unwrap();
-    let ids = got[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    let q: Vec<String> = (0..4)
+        .map(|j| format!("{}.0", ((42 * 31 + j) % 17) - 8))
+        .collect();
+    let got = sql(
+        &mut client,
+        &format!(
+            "SELECT id, title, _distance FROM knn('docs', [{}], 3)",
+            q.join(",")
+        ),
+    )
+    .await
+    .unwrap();
+    let ids = got[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
     assert_eq!(ids.value(0) % 17, 42 % 17); // ids ≡ 42 mod 17 share the vector
     assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
 
-    let infos: Vec<_> = client.list_flights(Vec::<u8>::new()).await.unwrap().try_collect().await.unwrap();
+    let infos: Vec<_> = client
+        .list_flights(Vec::<u8>::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(infos.len(), 1);
     assert_eq!(infos[0].total_records, 100);
-    let info = client.get_flight_info(FlightDescriptor::new_path(vec!["docs".into()])).await.unwrap();
+    let info = client
+        .get_flight_info(FlightDescriptor::new_path(vec!["docs".into()]))
+        .await
+        .unwrap();
     let schema = info.try_decode_schema().unwrap();
-    assert_eq!(schema.field(1).data_type().to_string(), "FixedSizeList(4 x Float32)");
-    let info = client.get_flight_info(FlightDescriptor::new_cmd("SELECT count(*) AS n FROM docs")).await.unwrap();
+    assert_eq!(
+        schema.field(1).data_type().to_string(),
+        "FixedSizeList(4 x Float32)"
+    );
+    let info = client
+        .get_flight_info(FlightDescriptor::new_cmd("SELECT count(*) AS n FROM docs"))
+        .await
+        .unwrap();
     assert_eq!(info.try_decode_schema().unwrap().field(0).name(), "n");
 
     // Errors map to gRPC codes and name the problem; refused writes change nothing.
-    let err = put(&mut client, &["docs"], vec![batch(100..102, 5)]).await.unwrap_err();
+    let err = put(&mut client, &["docs"], vec![batch(100..102, 5)])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("wrong dimension 5"), "{}", err.message());
-    let err = put(&mut client, &["docs"], vec![batch(10..12, 4)]).await.unwrap_err();
+    assert!(
+        err.message().contains("wrong dimension 5"),
+        "{}",
+        err.message()
+    );
+    let err = put(&mut client, &["docs"], vec![batch(10..12, 4)])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("duplicate id 10"), "{}", err.message());
-    let err = put(&mut client, &["a/b"], vec![batch(0..1, 4)]).await.unwrap_err();
+    assert!(
+        err.message().contains("duplicate id 10"),
+        "{}",
+        err.message()
+    );
+    let err = put(&mut client, &["a/b"], vec![batch(0..1, 4)])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = put(&mut client, &["docs", "metric=hamming"], vec![batch(0..1, 4)]).await.unwrap_err();
-    assert!(err.message().contains("unknown metric"), "{}", err.message());
-    let err = sql(&mut client, "SELECT * FROM knn('missing', [1.0], 1)").await.unwrap_err();
+    let err = put(
+        &mut client,
+        &["docs", "metric=hamming"],
+        vec![batch(0..1, 4)],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().contains("unknown metric"),
+        "{}",
+        err.message()
+    );
+    let err = sql(&mut client, "SELECT * FROM knn('missing', [1.0], 1)")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = sql(&mut client, "SELECT * FROM missing").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = sql(&mut client, "SELEC oops").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = client.get_flight_info(FlightDescriptor::new_path(vec!["missing".into()])).await.unwrap_err();
+    let err = client
+        .get_flight_info(FlightDescriptor::new_path(vec!["missing".into()]))
+        .await
+        .unwrap_err();
     assert_eq!(status(err).code(), Code::NotFound);
-    let n = sql(&mut client, "SELECT count(*) AS n FROM docs").await.unwrap();
-    assert_eq!(n[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0), 100);
+    let n = sql(&mut client, "SELECT count(*) AS n FROM docs")
+        .await
+        .unwrap();
+    assert_eq!(
+        n[0].column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0),
+        100
+    );
 
     // Actions: stats and drop.
     let stats: Vec<_> = client
@@ -115,7 +214,21 @@ async fn put_query_describe_and_error_codes() {
         .collect::<Vec<_>>()
         .await;
     let stats = String::from_utf8(stats[0].as_ref().unwrap().to_vec()).unwrap();
-    assert!(stats.contains(r#""rows":100"#) && stats.contains(r#""segments":1"#), "{stats}");
-    let _ = client.do_action(arrow_flight::Action::new("drop_collection", "docs")).await.unwrap().collect::<Vec<_>>().await;
-    assert_eq!(sql(&mut client, "SELECT * FROM docs").await.unwrap_err().code(), Code::NotFound);
+    assert!(
+        stats.contains(r#""rows":100"#) && stats.contains(r#""segments":1"#),
+        "{stats}"
+    );
+    let _ = client
+        .do_action(arrow_flight::Action::new("drop_collection", "docs"))
+        .await
+        .unwrap()
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(
+        sql(&mut client, "SELECT * FROM docs")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
 }

@@ -12,7 +12,10 @@ pub fn schema(dim: usize) -> SchemaRef {
         Field::new("id", DataType::Int64, false),
         Field::new(
             "vec",
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), dim as i32),
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                dim as i32,
+            ),
             false,
         ),
         Field::new("word", DataType::Utf8, true),

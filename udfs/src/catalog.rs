@@ -23,7 +23,9 @@ pub struct OmenSchema {
 
 impl fmt::Debug for OmenSchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OmenSchema").field("db", &self.db.path()).finish()
+        f.debug_struct("OmenSchema")
+            .field("db", &self.db.path())
+            .finish()
     }
 }
 

@@ -64,9 +64,16 @@ impl Vectors {
         };
         if let DataType::FixedSizeList(f, size) = array.data_type() {
             if f.data_type() == &DataType::Float32 {
-                let fsl = array.as_any().downcast_ref::<FixedSizeListArray>().ok_or_else(bad)?;
+                let fsl = array
+                    .as_any()
+                    .downcast_ref::<FixedSizeListArray>()
+                    .ok_or_else(bad)?;
                 let size = *size as usize;
-                let values = fsl.values().as_any().downcast_ref::<Float32Array>().ok_or_else(bad)?;
+                let values = fsl
+                    .values()
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .ok_or_else(bad)?;
                 let start = fsl.offset() * size;
                 return Ok(Vectors {
                     values: values.slice(start, fsl.len() * size),
@@ -84,9 +91,15 @@ impl Vectors {
         let list_type = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
         let cast = datafusion::arrow::compute::cast(array, &list_type).map_err(|_| bad())?;
         let list = cast.as_any().downcast_ref::<ListArray>().ok_or_else(bad)?;
-        let values = list.values().as_any().downcast_ref::<Float32Array>().ok_or_else(bad)?;
+        let values = list
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(bad)?;
         if values.null_count() > 0 {
-            return Err(DataFusionError::Execution(format!("{fname}: vectors contain null elements")));
+            return Err(DataFusionError::Execution(format!(
+                "{fname}: vectors contain null elements"
+            )));
         }
         Ok(Vectors {
             values: values.clone(),
@@ -132,12 +145,21 @@ impl ScalarUDFImpl for VectorDistance {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let rows = if all_scalar { 1 } else { args.number_rows };
         let [a, b] = &args.args[..] else {
-            return Err(DataFusionError::Plan(format!("{} takes 2 arguments", self.name)));
+            return Err(DataFusionError::Plan(format!(
+                "{} takes 2 arguments",
+                self.name
+            )));
         };
-        let (a_scalar, b_scalar) = (matches!(a, ColumnarValue::Scalar(_)), matches!(b, ColumnarValue::Scalar(_)));
+        let (a_scalar, b_scalar) = (
+            matches!(a, ColumnarValue::Scalar(_)),
+            matches!(b, ColumnarValue::Scalar(_)),
+        );
         let va = Vectors::new(&a.to_array(if a_scalar { 1 } else { rows })?, self.name)?;
         let vb = Vectors::new(&b.to_array(if b_scalar { 1 } else { rows })?, self.name)?;
         let mut out = Vec::with_capacity(rows);

@@ -77,19 +77,35 @@ impl TableFunctionImpl for KnnFunction {
             return Err(usage(&format!("expected 3 arguments, got {}", exprs.len())));
         }
         let name = match &exprs[0] {
-            Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => s.clone(),
-            other => return Err(usage(&format!("the first argument must be a collection name string, got {other}"))),
+            Expr::Literal(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::LargeUtf8(Some(s))
+                | ScalarValue::Utf8View(Some(s)),
+                _,
+            ) => s.clone(),
+            other => {
+                return Err(usage(&format!(
+                    "the first argument must be a collection name string, got {other}"
+                )))
+            }
         };
         let k_value = constant(args.session(), &exprs[2], "k")?;
         let k = match ScalarValue::try_from_array(&k_value, 0)? {
             ScalarValue::Int64(Some(k)) if k >= 0 => k as usize,
             ScalarValue::Int32(Some(k)) if k >= 0 => k as usize,
             ScalarValue::UInt64(Some(k)) => k as usize,
-            other => return Err(usage(&format!("k must be a non-negative integer, got {other}"))),
+            other => {
+                return Err(usage(&format!(
+                    "k must be a non-negative integer, got {other}"
+                )))
+            }
         };
         let collection = self.db.collection(&name).map_err(engine_error)?;
         let snapshot = collection.snapshot();
-        let query = query_vector(&constant(args.session(), &exprs[1], "query vector")?, "query vector")?;
+        let query = query_vector(
+            &constant(args.session(), &exprs[1], "query vector")?,
+            "query vector",
+        )?;
         if query.len() != snapshot.dim() {
             return Err(engine_error(omendb::Error::InvalidInput(format!(
                 "knn(): the query vector has dimension {}, collection '{name}' has dimension {}",
@@ -140,7 +156,10 @@ impl TableProvider for KnnTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let hits = self.snapshot.search(&self.query, self.k).map_err(engine_error)?;
+        let hits = self
+            .snapshot
+            .search(&self.query, self.k)
+            .map_err(engine_error)?;
         let batch = self.snapshot.hits_to_batch(&hits).map_err(engine_error)?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, FixedSizeListBuilder, Float32Array, Float32Builder, Int64Array, RecordBatch, StringArray,
+    ArrayRef, FixedSizeListBuilder, Float32Array, Float32Builder, Int64Array, RecordBatch,
+    StringArray,
 };
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::Int64Type;
@@ -31,22 +32,43 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
         vb.append(true);
     }
     RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
+        ),
         ("vec", Arc::new(vb.finish()) as ArrayRef),
-        ("tag", Arc::new(StringArray::from_iter_values(ids.map(|i| format!("t{}", i % 5))))),
+        (
+            "tag",
+            Arc::new(StringArray::from_iter_values(
+                ids.map(|i| format!("t{}", i % 5)),
+            )),
+        ),
     ])
     .unwrap()
 }
 
 fn literal(v: &[f32]) -> String {
-    format!("[{}]", v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        v.iter()
+            .map(|x| format!("{x:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 async fn setup(metric: Metric) -> (tempfile::TempDir, SessionContext) {
     let tmp = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::open(tmp.path()).unwrap());
     let c = db
-        .create_collection("docs", &batch(0..1).schema(), CollectionOptions { metric, ..Default::default() })
+        .create_collection(
+            "docs",
+            &batch(0..1).schema(),
+            CollectionOptions {
+                metric,
+                ..Default::default()
+            },
+        )
         .unwrap();
     c.append(&[batch(0..600)]).unwrap();
     c.append(&[batch(600..1000)]).unwrap();
@@ -63,7 +85,13 @@ async fn query(ctx: &SessionContext, sql: &str) -> RecordBatch {
 }
 
 fn int_column(b: &RecordBatch, name: &str) -> Vec<i64> {
-    b.column_by_name(name).unwrap().as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
+    b.column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .values()
+        .to_vec()
 }
 
 fn brute_force(q: &[f32], k: usize, metric: Metric) -> Vec<i64> {
@@ -74,7 +102,11 @@ fn brute_force(q: &[f32], k: usize, metric: Metric) -> Vec<i64> {
             let dot: f64 = v.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
             let nv = v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
             let nq = q.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-            let l2: f64 = v.iter().zip(q).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+            let l2: f64 = v
+                .iter()
+                .zip(q)
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum();
             let d = match metric {
                 Metric::Cosine => 1.0 - dot / (nv * nq),
                 Metric::L2 => l2,
@@ -93,9 +125,22 @@ async fn knn_equals_brute_force_for_every_metric() {
         let (_tmp, ctx) = setup(metric).await;
         for qi in 0..20 {
             let q = vector(50_000 + qi);
-            let got = query(&ctx, &format!("SELECT id, _distance FROM knn('docs', {}, 7)", literal(&q))).await;
-            assert_eq!(int_column(&got, "id"), brute_force(&q, 7, metric), "{metric} query {qi}");
-            let d = got.column_by_name("_distance").unwrap().as_any().downcast_ref::<Float32Array>().unwrap();
+            let got = query(
+                &ctx,
+                &format!("SELECT id, _distance FROM knn('docs', {}, 7)", literal(&q)),
+            )
+            .await;
+            assert_eq!(
+                int_column(&got, "id"),
+                brute_force(&q, 7, metric),
+                "{metric} query {qi}"
+            );
+            let d = got
+                .column_by_name("_distance")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap();
             assert!(d.values().windows(2).all(|w| w[0] <= w[1]));
         }
     }
@@ -107,14 +152,35 @@ async fn collections_are_tables_and_distance_functions_agree_with_knn() {
     let n = query(&ctx, "SELECT count(*) AS n FROM docs").await;
     assert_eq!(int_column(&n, "n"), vec![997]);
     let q = vector(77);
-    for (f, metric) in [("l2_distance", Metric::L2), ("cosine_distance", Metric::Cosine)] {
-        let got = query(&ctx, &format!("SELECT id FROM docs ORDER BY {f}(vec, {}) LIMIT 5", literal(&q))).await;
+    for (f, metric) in [
+        ("l2_distance", Metric::L2),
+        ("cosine_distance", Metric::Cosine),
+    ] {
+        let got = query(
+            &ctx,
+            &format!(
+                "SELECT id FROM docs ORDER BY {f}(vec, {}) LIMIT 5",
+                literal(&q)
+            ),
+        )
+        .await;
         assert_eq!(int_column(&got, "id"), brute_force(&q, 5, metric), "{f}");
     }
-    let got = query(&ctx, &format!("SELECT id FROM docs ORDER BY inner_product(vec, {}) DESC LIMIT 5", literal(&q))).await;
+    let got = query(
+        &ctx,
+        &format!(
+            "SELECT id FROM docs ORDER BY inner_product(vec, {}) DESC LIMIT 5",
+            literal(&q)
+        ),
+    )
+    .await;
     assert_eq!(int_column(&got, "id"), brute_force(&q, 5, Metric::Dot));
     let scalar = query(&ctx, "SELECT l2_distance([0.0, 3.0], [4.0, 0.0]) AS d").await;
-    let d = scalar.column(0).as_any().downcast_ref::<Float32Array>().unwrap();
+    let d = scalar
+        .column(0)
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap();
     assert_eq!(d.value(0), 5.0);
 }
 
@@ -124,7 +190,9 @@ async fn knn_joins_with_a_csv_table_and_aggregates() {
     let csv = tmp.path().join("tags.csv");
     let rows: String = (0..5).map(|t| format!("t{t},{}\n", t * 10)).collect();
     std::fs::write(&csv, format!("tag,weight\n{rows}")).unwrap();
-    ctx.register_csv("tags", csv.to_str().unwrap(), Default::default()).await.unwrap();
+    ctx.register_csv("tags", csv.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
     let q = vector(5);
     let got = query(
         &ctx,
@@ -144,14 +212,33 @@ async fn knn_joins_with_a_csv_table_and_aggregates() {
     }
     let tags: Vec<String> = got
         .column_by_name("tag")
-        .map(|c| datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8).unwrap())
-        .map(|c| c.as_any().downcast_ref::<StringArray>().unwrap().iter().map(|s| s.unwrap().to_string()).collect())
+        .map(|c| {
+            datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)
+                .unwrap()
+        })
+        .map(|c| {
+            c.as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .iter()
+                .map(|s| s.unwrap().to_string())
+                .collect()
+        })
         .unwrap();
     assert_eq!(tags, want.keys().cloned().collect::<Vec<_>>());
-    assert_eq!(int_column(&got, "n"), want.values().map(|v| v.0).collect::<Vec<_>>());
+    assert_eq!(
+        int_column(&got, "n"),
+        want.values().map(|v| v.0).collect::<Vec<_>>()
+    );
     let w = got.column_by_name("w").unwrap();
-    let w = datafusion::arrow::compute::cast(w, &datafusion::arrow::datatypes::DataType::Int64).unwrap();
-    let w: Vec<i64> = w.as_any().downcast_ref::<datafusion::arrow::array::PrimitiveArray<Int64Type>>().unwrap().values().to_vec();
+    let w = datafusion::arrow::compute::cast(w, &datafusion::arrow::datatypes::DataType::Int64)
+        .unwrap();
+    let w: Vec<i64> = w
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::PrimitiveArray<Int64Type>>()
+        .unwrap()
+        .values()
+        .to_vec();
     assert_eq!(w, want.values().map(|v| v.1).collect::<Vec<_>>());
 }
 
@@ -159,12 +246,21 @@ async fn knn_joins_with_a_csv_table_and_aggregates() {
 async fn knn_errors_name_the_problem() {
     let (_tmp, ctx) = setup(Metric::Cosine).await;
     let cases = [
-        ("SELECT * FROM knn('nope', [1.0, 2.0], 3)", "collection 'nope'"),
+        (
+            "SELECT * FROM knn('nope', [1.0, 2.0], 3)",
+            "collection 'nope'",
+        ),
         ("SELECT * FROM knn('docs', [1.0, 2.0], 3)", "dimension 2"),
         ("SELECT * FROM knn('docs', 'x', 3)", "array of numbers"),
-        ("SELECT * FROM knn('docs', [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], -1)", "non-negative integer"),
+        (
+            "SELECT * FROM knn('docs', [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], -1)",
+            "non-negative integer",
+        ),
         ("SELECT * FROM knn('docs', [1.0])", "expected 3 arguments"),
-        ("SELECT * FROM knn('../x', [1.0], 3)", "invalid collection name"),
+        (
+            "SELECT * FROM knn('../x', [1.0], 3)",
+            "invalid collection name",
+        ),
     ];
     for (sql, needle) in cases {
         let err = match ctx.sql(sql).await {
@@ -173,6 +269,15 @@ async fn knn_errors_name_the_problem() {
         };
         assert!(err.to_string().contains(needle), "{sql}: {err}");
     }
-    let err = ctx.sql("SELECT * FROM knn('nope', [1.0], 3)").await.unwrap_err();
-    assert!(matches!(omendb_udfs::find_engine_error(&err), Some(omendb::Error::NotFound(_))), "{err}");
+    let err = ctx
+        .sql("SELECT * FROM knn('nope', [1.0], 3)")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            omendb_udfs::find_engine_error(&err),
+            Some(omendb::Error::NotFound(_))
+        ),
+        "{err}"
+    );
 }
