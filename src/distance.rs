@@ -223,7 +223,10 @@ pub mod scalar {
 /// Checks the shapes of a `dot_block` call and returns the number of rows.
 fn check_block(q: &[f32], x: &[f32], d: usize, out: &[f32]) -> usize {
     assert!(d > 0, "dimension must be positive");
-    assert!(q.len().is_multiple_of(d) && x.len().is_multiple_of(d), "ragged block");
+    assert!(
+        q.len().is_multiple_of(d) && x.len().is_multiple_of(d),
+        "ragged block"
+    );
     let (nq, nr) = (q.len() / d, x.len() / d);
     assert_eq!(out.len(), nq * nr, "output has the wrong size");
     nr
@@ -244,6 +247,33 @@ struct Tiles {
     single: TileFn,
 }
 
+/// How many row tiles ahead `drive_tiles` prefetches. Segments are memory-mapped files in
+/// 4 KiB pages, where the hardware prefetcher stops at every page boundary; explicit
+/// prefetches keep a single-query scan streaming.
+const PREFETCH_TILES: usize = 4;
+
+/// Prefetches `len` floats of `x` from `start` (clamped to `x`) into L1, a cache line at a time.
+#[inline]
+fn prefetch_rows(x: &[f32], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let end = (start + len).min(x.len());
+        let mut i = start;
+        while i < end {
+            // SAFETY: i < x.len(), so the address lies inside x; prefetch has no other effect
+            // (SSE is part of the x86_64 baseline).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    x.as_ptr().add(i) as *const i8,
+                )
+            };
+            i += 16;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, start, len);
+}
+
 /// Drives a level's register tiles over a whole block. Row tiles are the outer loop so a
 /// handful of rows stays in L1 while the queries stream from L2.
 #[allow(dead_code)] // unused on targets with no SIMD level
@@ -253,6 +283,7 @@ fn drive_tiles(t: &Tiles, q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
     let (qp, xp, op) = (q.as_ptr(), x.as_ptr(), out.as_mut_ptr());
     let mut r = 0;
     while r < nr {
+        prefetch_rows(x, (r + t.rt * PREFETCH_TILES) * d, t.rt * d);
         let full_rows = r + t.rt <= nr;
         let mut i = 0;
         while i < nq {
@@ -407,8 +438,102 @@ mod x86 {
         unsafe { l2sq_avx2_impl(a, b) }
     }
 
+    /// Rows per packed panel in the many-query kernel: two 8-lane registers.
+    const PANEL: usize = 16;
+    /// Queries per register tile of the many-query kernel (6 × 2 accumulators).
+    const QTILE: usize = 6;
+
+    /// `Q` queries × one packed panel of 16 rows: broadcast one query element, multiply by 16
+    /// rows' elements at once. `panel[k * 16 + j]` is element k of row j. Writes `cols` ≤ 16
+    /// scores per query to `out[i * stride ..]`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn panel_tile_avx2<const Q: usize>(
+        q: *const f32,
+        d: usize,
+        panel: *const f32,
+        out: *mut f32,
+        stride: usize,
+        cols: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; Q];
+        for k in 0..d {
+            let b0 = _mm256_loadu_ps(panel.add(k * PANEL));
+            let b1 = _mm256_loadu_ps(panel.add(k * PANEL + 8));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let qv = _mm256_broadcast_ss(&*q.add(i * d + k));
+                a[0] = _mm256_fmadd_ps(qv, b0, a[0]);
+                a[1] = _mm256_fmadd_ps(qv, b1, a[1]);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            let dst = out.add(i * stride);
+            if cols == PANEL {
+                _mm256_storeu_ps(dst, a[0]);
+                _mm256_storeu_ps(dst.add(8), a[1]);
+            } else {
+                let mut tmp = [0f32; PANEL];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), a[0]);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), a[1]);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
+            }
+        }
+    }
+
+    /// Many queries: a small GEMM. Each 16-row panel is transposed once into a buffer that
+    /// stays in L1 while every query tile runs over it.
+    fn dot_block_packed_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+        let nr = x.len() / d;
+        let nq = q.len() / d;
+        let mut panel = vec![0f32; PANEL * d];
+        for j0 in (0..nr).step_by(PANEL) {
+            let cols = PANEL.min(nr - j0);
+            for (j, row) in x[j0 * d..(j0 + cols) * d].chunks_exact(d).enumerate() {
+                for (k, v) in row.iter().enumerate() {
+                    panel[k * PANEL + j] = *v;
+                }
+            }
+            if cols < PANEL {
+                for k in 0..d {
+                    panel[k * PANEL + cols..(k + 1) * PANEL].fill(0.0);
+                }
+            }
+            let mut i = 0;
+            while i < nq {
+                let n = QTILE.min(nq - i);
+                let tile = match n {
+                    6 => panel_tile_avx2::<6>,
+                    5 => panel_tile_avx2::<5>,
+                    4 => panel_tile_avx2::<4>,
+                    3 => panel_tile_avx2::<3>,
+                    2 => panel_tile_avx2::<2>,
+                    _ => panel_tile_avx2::<1>,
+                };
+                // SAFETY: queries i..i+n lie in q (n ≤ nq - i), the panel holds PANEL × d
+                // floats, and out rows i..i+n hold nr floats from column j0, of which
+                // cols ≤ nr - j0 are written. Reached only through the AVX2 kernel table,
+                // which is handed out after detecting avx2 and fma.
+                unsafe {
+                    tile(
+                        q.as_ptr().add(i * d),
+                        d,
+                        panel.as_ptr(),
+                        out.as_mut_ptr().add(i * nr + j0),
+                        nr,
+                        cols,
+                    )
+                };
+                i += n;
+            }
+        }
+    }
+
     pub fn dot_block_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
-        drive_tiles(&TILES_AVX2, q, x, d, out)
+        super::check_block(q, x, d, out);
+        if q.len() / d >= QTILE {
+            dot_block_packed_avx2(q, x, d, out)
+        } else {
+            drive_tiles(&TILES_AVX2, q, x, d, out)
+        }
     }
 
     #[target_feature(enable = "avx512f")]

@@ -233,9 +233,11 @@ impl Layout {
                             column_names(schema)
                         )))
                     }
-                    _ => return Err(Error::invalid(format!(
+                    _ => {
+                        return Err(Error::invalid(format!(
                         "collection '{name}': several vector-like columns; name the vector column"
-                    ))),
+                    )))
+                    }
                 }
             }
         };

@@ -57,8 +57,8 @@ proptest! {
     #[test]
     fn simd_dot_block_matches_scalar(
         d in 1usize..70,
-        nq in 1usize..11,
-        nr in 1usize..14,
+        nq in 1usize..20,
+        nr in 1usize..40,
         seed in any::<u64>(),
     ) {
         let mut state = seed | 1;
