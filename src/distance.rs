@@ -250,7 +250,7 @@ struct Tiles {
 /// How many row tiles ahead `drive_tiles` prefetches. Segments are memory-mapped files in
 /// 4 KiB pages, where the hardware prefetcher stops at every page boundary; explicit
 /// prefetches keep a single-query scan streaming.
-const PREFETCH_TILES: usize = 4;
+const PREFETCH_TILES: usize = 8;
 
 /// Prefetches `len` floats of `x` from `start` (clamped to `x`) into L1, a cache line at a time.
 #[inline]
