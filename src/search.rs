@@ -23,12 +23,6 @@ pub struct Hit {
     pub distance: f32,
 }
 
-impl Hit {
-    fn key(&self) -> u64 {
-        ((self.part as u64) << 32) | self.row as u64
-    }
-}
-
 #[derive(Clone, Copy)]
 struct Cand {
     dist: f32,
