@@ -14,6 +14,7 @@ pub mod collection;
 pub mod database;
 pub mod distance;
 pub mod error;
+pub mod hnsw;
 pub mod npy;
 pub mod search;
 pub mod segment;

@@ -1,0 +1,418 @@
+//! HNSW (hierarchical navigable small world) graph over a segment's vectors.
+//!
+//! Built in parallel (rayon) with a lock per node and level, then frozen into a flat layout:
+//! layer 0 is `n × (1 + 2M)` u32 words (a count, then the neighbour ids), and upper layers are
+//! stored only for the few nodes that reach them. The flat layout is what gets persisted and
+//! searched; searching reuses per-thread visited sets (no per-query allocation of them).
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Mutex, RwLock};
+
+use rayon::prelude::*;
+
+use crate::distance::{kernels, Metric};
+
+/// Build parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HnswParams {
+    /// Neighbours per node on upper layers (layer 0 keeps 2M).
+    pub m: usize,
+    pub ef_construction: usize,
+    pub seed: u64,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: 16,
+            ef_construction: 200,
+            seed: 0x5EED,
+        }
+    }
+}
+
+/// The vectors a graph is built over, with what the metric needs precomputed.
+pub struct Space<'a> {
+    data: &'a [f32],
+    dim: usize,
+    metric: Metric,
+    /// 1/|v| for cosine.
+    inv_norms: Vec<f32>,
+}
+
+impl<'a> Space<'a> {
+    pub fn new(data: &'a [f32], dim: usize, metric: Metric) -> Self {
+        let inv_norms = if metric == Metric::Cosine {
+            let dot = kernels().dot;
+            data.par_chunks(dim)
+                .map(|v| {
+                    let n = dot(v, v).sqrt();
+                    if n > 0.0 {
+                        1.0 / n
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Space {
+            data,
+            dim,
+            metric,
+            inv_norms,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dim
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    #[inline]
+    fn row(&self, i: u32) -> &[f32] {
+        let i = i as usize;
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// A query prepared for this space (normalized for cosine).
+    pub fn prepare(&self, q: &[f32]) -> Vec<f32> {
+        let mut q = q.to_vec();
+        if self.metric == Metric::Cosine {
+            let n = (kernels().dot)(&q, &q).sqrt();
+            if n > 0.0 {
+                q.iter_mut().for_each(|v| *v /= n);
+            }
+        }
+        q
+    }
+
+    /// Distance from a prepared query to row `i`, in the metric's ranking form (squared for l2).
+    #[inline]
+    pub fn dist(&self, q: &[f32], i: u32) -> f32 {
+        let k = kernels();
+        match self.metric {
+            Metric::Dot => -(k.dot)(q, self.row(i)),
+            Metric::L2 => (k.l2sq)(q, self.row(i)),
+            Metric::Cosine => 1.0 - (k.dot)(q, self.row(i)) * self.inv_norms[i as usize],
+        }
+    }
+
+    fn dist_rows(&self, a: u32, b: u32) -> f32 {
+        let k = kernels();
+        match self.metric {
+            Metric::Dot => -(k.dot)(self.row(a), self.row(b)),
+            Metric::L2 => (k.l2sq)(self.row(a), self.row(b)),
+            Metric::Cosine => {
+                1.0 - (k.dot)(self.row(a), self.row(b))
+                    * self.inv_norms[a as usize]
+                    * self.inv_norms[b as usize]
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Near(f32, u32);
+impl PartialEq for Near {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Near {}
+impl PartialOrd for Near {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Near {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
+    }
+}
+
+/// A visited set cleared in O(1) by bumping an epoch.
+struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+impl Visited {
+    fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+    }
+    /// Marks `i`; returns whether it was unvisited.
+    #[inline]
+    fn insert(&mut self, i: u32) -> bool {
+        let m = &mut self.marks[i as usize];
+        let fresh = *m != self.epoch;
+        *m = self.epoch;
+        fresh
+    }
+}
+
+thread_local! {
+    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+}
+
+/// Neighbour lists of a graph, however they are stored.
+trait Links {
+    fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>);
+}
+
+/// Beam search on one layer from `entry`; returns up to `ef` nearest, nearest first.
+fn search_layer(
+    space: &Space<'_>,
+    links: &impl Links,
+    q: &[f32],
+    entry: &[Near],
+    ef: usize,
+    level: usize,
+    accept: &dyn Fn(u32) -> bool,
+) -> Vec<Near> {
+    VISITED.with(|v| {
+        let mut visited = v.borrow_mut();
+        visited.reset(space.len());
+        let mut frontier: BinaryHeap<Reverse<Near>> = BinaryHeap::with_capacity(ef * 2);
+        let mut best: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
+        for &e in entry {
+            visited.insert(e.1);
+            frontier.push(Reverse(e));
+            if accept(e.1) {
+                best.push(e);
+            }
+        }
+        let mut nbrs = Vec::with_capacity(64);
+        while let Some(Reverse(c)) = frontier.pop() {
+            if best.len() >= ef && c.0 > best.peek().map_or(f32::INFINITY, |b| b.0) {
+                break;
+            }
+            links.neighbours(c.1, level, &mut nbrs);
+            for &n in &nbrs {
+                if !visited.insert(n) {
+                    continue;
+                }
+                let d = space.dist(q, n);
+                let worst = best.peek().map_or(f32::INFINITY, |b| b.0);
+                if best.len() < ef || d < worst {
+                    frontier.push(Reverse(Near(d, n)));
+                    if accept(n) {
+                        best.push(Near(d, n));
+                        if best.len() > ef {
+                            best.pop();
+                        }
+                    }
+                }
+            }
+        }
+        best.into_sorted_vec()
+    })
+}
+
+/// The neighbour-selection heuristic: keep a candidate only if it is nearer to the base than
+/// to every neighbour already kept (spreads links in different directions).
+fn select(space: &Space<'_>, candidates: &[Near], m: usize) -> Vec<u32> {
+    let mut kept: Vec<u32> = Vec::with_capacity(m);
+    for c in candidates {
+        if kept.len() >= m {
+            break;
+        }
+        if kept.iter().all(|&k| space.dist_rows(c.1, k) > c.0) {
+            kept.push(c.1);
+        }
+    }
+    kept
+}
+
+/// The graph while it is being built: a lock per node and level.
+struct Building {
+    links: Vec<Vec<Mutex<Vec<u32>>>>,
+}
+
+impl Links for Building {
+    fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend_from_slice(&self.links[node as usize][level].lock().expect("links lock"));
+    }
+}
+
+/// A frozen graph in its flat layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hnsw {
+    pub m: usize,
+    pub entry: u32,
+    pub max_level: usize,
+    /// `n × (1 + 2m)`: count, then neighbours.
+    pub layer0: Vec<u32>,
+    /// Level of each node.
+    pub levels: Vec<u8>,
+    /// For node i with level ≥ 1, `upper_offsets[i]` indexes `upper`, where its lists for
+    /// levels 1..=level follow each other, each `1 + m` words.
+    pub upper_offsets: Vec<u32>,
+    pub upper: Vec<u32>,
+}
+
+impl Links for Hnsw {
+    #[inline]
+    fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let list = if level == 0 {
+            let w = 1 + 2 * self.m;
+            &self.layer0[node as usize * w..(node as usize + 1) * w]
+        } else {
+            let start = self.upper_offsets[node as usize] as usize + (level - 1) * (1 + self.m);
+            &self.upper[start..start + 1 + self.m]
+        };
+        out.extend_from_slice(&list[1..1 + list[0] as usize]);
+    }
+}
+
+impl Hnsw {
+    /// Builds a graph over every vector of `space` (on the current rayon pool).
+    pub fn build(space: &Space<'_>, params: HnswParams) -> Hnsw {
+        let n = space.len();
+        let m = params.m.max(2);
+        let ml = 1.0 / (m as f64).ln();
+        let levels: Vec<u8> = (0..n)
+            .map(|i| {
+                let r = splitmix(params.seed ^ i as u64);
+                let u = ((r >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                ((-u.ln() * ml) as usize).min(16) as u8
+            })
+            .collect();
+        let graph = Building {
+            links: levels
+                .iter()
+                .map(|&l| (0..=l).map(|_| Mutex::new(Vec::new())).collect())
+                .collect(),
+        };
+        if n == 0 {
+            return Hnsw {
+                m,
+                entry: 0,
+                max_level: 0,
+                layer0: Vec::new(),
+                levels,
+                upper_offsets: Vec::new(),
+                upper: Vec::new(),
+            };
+        }
+        let entry = RwLock::new((0u32, levels[0] as usize));
+        let insert = |i: u32| {
+            let level = levels[i as usize] as usize;
+            let (ep, top) = *entry.read().expect("entry lock");
+            let q = space.row(i).to_vec();
+            let q = space.prepare(&q);
+            let mut eps = vec![Near(space.dist(&q, ep), ep)];
+            for l in (level + 1..=top).rev() {
+                eps = search_layer(space, &graph, &q, &eps, 1, l, &|_| true);
+            }
+            for l in (0..=level.min(top)).rev() {
+                let found =
+                    search_layer(space, &graph, &q, &eps, params.ef_construction, l, &|_| {
+                        true
+                    });
+                let cap = if l == 0 { 2 * m } else { m };
+                let chosen = select(space, &found, cap);
+                *graph.links[i as usize][l].lock().expect("links lock") = chosen.clone();
+                for &nb in &chosen {
+                    let mut list = graph.links[nb as usize][l].lock().expect("links lock");
+                    list.push(i);
+                    if list.len() > cap {
+                        let mut cands: Vec<Near> = list
+                            .iter()
+                            .map(|&x| Near(space.dist_rows(nb, x), x))
+                            .collect();
+                        cands.sort();
+                        *list = select(space, &cands, cap);
+                    }
+                }
+                eps = found;
+            }
+            if level > top {
+                let mut e = entry.write().expect("entry lock");
+                if level > e.1 {
+                    *e = (i, level);
+                }
+            }
+        };
+        // A small sequential start gives the parallel phase a connected graph to search.
+        let head = n.min(1000) as u32;
+        (1..head).for_each(insert);
+        (head..n as u32).into_par_iter().for_each(insert);
+
+        let (entry, max_level) = *entry.read().expect("entry lock");
+        let w0 = 1 + 2 * m;
+        let mut layer0 = vec![0u32; n * w0];
+        let mut upper_offsets = vec![0u32; n];
+        let mut upper = Vec::new();
+        for (i, node) in graph.links.iter().enumerate() {
+            let l0 = node[0].lock().expect("links lock");
+            layer0[i * w0] = l0.len() as u32;
+            layer0[i * w0 + 1..i * w0 + 1 + l0.len()].copy_from_slice(&l0);
+            if node.len() > 1 {
+                upper_offsets[i] = upper.len() as u32;
+                for list in &node[1..] {
+                    let list = list.lock().expect("links lock");
+                    upper.push(list.len() as u32);
+                    upper.extend_from_slice(&list);
+                    upper.extend(std::iter::repeat_n(0, m - list.len()));
+                }
+            }
+        }
+        Hnsw {
+            m,
+            entry,
+            max_level,
+            layer0,
+            levels,
+            upper_offsets,
+            upper,
+        }
+    }
+
+    /// The `k` nearest accepted nodes to `query` (raw; prepared here), nearest first, with
+    /// their ranking distances (squared for l2).
+    pub fn search(
+        &self,
+        space: &Space<'_>,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        if self.levels.is_empty() || k == 0 {
+            return Vec::new();
+        }
+        let q = space.prepare(query);
+        let mut eps = vec![Near(space.dist(&q, self.entry), self.entry)];
+        for l in (1..=self.max_level).rev() {
+            eps = search_layer(space, self, &q, &eps, 1, l, &|_| true);
+        }
+        search_layer(space, self, &q, &eps, ef.max(k), 0, accept)
+            .into_iter()
+            .take(k)
+            .map(|n| (n.1, n.0))
+            .collect()
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
