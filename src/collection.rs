@@ -11,10 +11,13 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::SchemaRef;
 
 use crate::distance::Metric;
+use crate::hnsw::{Hnsw, HnswParams};
 use crate::search::Hit;
 use crate::segment::{ids_of, Segment};
 use crate::snapshot::{Part, Snapshot};
-use crate::storage::{self, Bitmap, DeletesMeta, Manifest, SegmentMeta};
+use crate::storage::{
+    self, Bitmap, DeletesMeta, IndexFileMeta, IndexSettings, Manifest, SegmentMeta,
+};
 use crate::validate::Layout;
 use crate::{Error, Result};
 
@@ -26,6 +29,8 @@ pub struct CollectionOptions {
     pub id_column: String,
     /// The vector column; by default the one FixedSizeList<Float32, d> column.
     pub vector_column: Option<String>,
+    /// HNSW parameters for `build_index`.
+    pub index: IndexSettings,
 }
 
 impl Default for CollectionOptions {
@@ -34,6 +39,7 @@ impl Default for CollectionOptions {
             metric: Metric::Cosine,
             id_column: "id".into(),
             vector_column: None,
+            index: IndexSettings::default(),
         }
     }
 }
@@ -88,6 +94,7 @@ impl Collection {
             schema_ipc: Manifest::encode_schema(&layout.schema)?,
             next_file_id: 1,
             segments: Vec::new(),
+            index: opts.index,
         };
         manifest.commit(dir)
     }
@@ -121,6 +128,7 @@ impl Collection {
             metric: manifest.metric,
             version: manifest.version,
             parts,
+            index: manifest.index,
         };
         Ok(Collection {
             dir: dir.to_path_buf(),
@@ -225,6 +233,7 @@ impl Collection {
                 bytes: w.bytes,
                 crc32: w.crc32,
                 deletes: None,
+                index: None,
             };
             next.segments.push(meta.clone());
             next.commit(&self.dir)?;
@@ -299,6 +308,7 @@ impl Collection {
                 parts[p] = Part {
                     seg: part.seg.clone(),
                     deletes: Some(Arc::new(bitmap)),
+                    index: part.index.clone(),
                 };
             }
             storage::sync_dir(&self.dir)?;
@@ -338,7 +348,7 @@ impl Collection {
             .map_err(|e| Error::io(&self.dir, e))?
             .len();
         for s in &manifest.segments {
-            bytes += s.bytes;
+            bytes += s.bytes + s.index.as_ref().map_or(0, |i| i.bytes);
             if let Some(d) = &s.deletes {
                 let path = self.dir.join(&d.file);
                 bytes += fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
@@ -358,10 +368,82 @@ impl Collection {
             index_kinds: manifest
                 .segments
                 .iter()
-                .map(|_| "flat".to_string())
+                .map(|s| {
+                    s.index
+                        .as_ref()
+                        .map_or("flat", |i| i.kind.as_str())
+                        .to_string()
+                })
                 .collect(),
             version: manifest.version,
         })
+    }
+
+    /// Builds an HNSW index (with the collection's parameters) for every segment that has none
+    /// and holds at least `min_rows` rows, commits each, and returns how many were built. The
+    /// graph is built without holding the writer lock, so appends and deletes go on meanwhile.
+    pub fn build_index(&self, min_rows: usize) -> Result<usize> {
+        let settings = self.lock_writer().index;
+        let todo: Vec<Arc<Segment>> = self
+            .snapshot()
+            .parts
+            .iter()
+            .filter(|p| p.index.is_none() && p.seg.rows() >= min_rows.max(1))
+            .map(|p| p.seg.clone())
+            .collect();
+        let mut built = 0;
+        for seg in todo {
+            let graph = {
+                let space = seg.space(self.metric());
+                let params = HnswParams {
+                    m: settings.m,
+                    ef_construction: settings.ef_construction,
+                    ..HnswParams::default()
+                };
+                Hnsw::build(&space, params)
+            };
+            let bytes = graph.to_bytes();
+            let mut manifest = self.writable()?;
+            let Some(p) = manifest.segments.iter().position(|s| s.id == seg.id) else {
+                continue; // the segment went away while we built
+            };
+            let file = format!("idx-{:010}-{:010}.hnsw", seg.id, manifest.next_file_id);
+            let path = self.dir.join(&file);
+            let mut next = manifest.clone();
+            next.version += 1;
+            next.next_file_id += 1;
+            next.segments[p].index = Some(IndexFileMeta {
+                kind: "hnsw".into(),
+                file: file.clone(),
+                bytes: bytes.len() as u64,
+                crc32: crc32fast::hash(&bytes),
+            });
+            let committed = storage::write_durable(&path, &bytes)
+                .and_then(|()| storage::sync_dir(&self.dir))
+                .and_then(|()| next.commit(&self.dir));
+            if let Err(e) = committed {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            let meta = next.segments[p].index.clone().expect("just set");
+            let index = open_index(&self.dir, &meta)?;
+            let current = self.snapshot();
+            let parts = current
+                .parts
+                .iter()
+                .map(|part| {
+                    let mut part = part.clone();
+                    if part.seg.id == seg.id {
+                        part.index = Some(index.clone());
+                    }
+                    part
+                })
+                .collect();
+            self.publish(&current, next.version, parts);
+            *manifest = next;
+            built += 1;
+        }
+        Ok(built)
     }
 
     fn publish(&self, base: &Snapshot, version: u64, parts: Vec<Part>) {
@@ -370,6 +452,7 @@ impl Collection {
             metric: base.metric,
             version,
             parts,
+            index: base.index,
         };
         *self.current.write().expect("snapshot lock") = Arc::new(snap);
     }
@@ -402,10 +485,28 @@ fn open_part(dir: &Path, layout: &Arc<Layout>, meta: &SegmentMeta, verify: bool)
         layout.vector_index,
         layout.dim,
     );
+    let index = match &meta.index {
+        Some(i) => Some(open_index(dir, i)?),
+        None => None,
+    };
     Ok(Part {
         seg: Arc::new(seg),
         deletes,
+        index,
     })
+}
+
+/// Maps an index file and opens the graph in place.
+fn open_index(dir: &Path, meta: &IndexFileMeta) -> Result<Arc<Hnsw>> {
+    let path = dir.join(&meta.file);
+    if meta.kind != "hnsw" {
+        return Err(Error::corrupt(
+            &path,
+            format!("unknown index kind '{}'", meta.kind),
+        ));
+    }
+    let buffer = storage::map_file(&path, meta.bytes, Some(meta.crc32))?;
+    Ok(Arc::new(Hnsw::from_buffer(buffer, &path)?))
 }
 
 /// Removes segment and deletion files that the manifest does not name: leftovers of writes
@@ -419,6 +520,7 @@ fn remove_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
         let Some(name) = name.to_str() else { continue };
         let ours = (name.starts_with("seg-") && name.ends_with(".arrow"))
             || (name.starts_with("del-") && name.ends_with(".bin"))
+            || (name.starts_with("idx-") && name.ends_with(".hnsw"))
             || name == "MANIFEST.tmp";
         if ours && !live.contains(name) {
             fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;

@@ -10,9 +10,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Mutex, RwLock};
 
+use std::borrow::Cow;
+use std::path::Path;
+
+use arrow_buffer::{Buffer, ScalarBuffer};
 use rayon::prelude::*;
 
 use crate::distance::{kernels, Metric};
+use crate::{Error, Result};
 
 /// Build parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,31 +44,36 @@ pub struct Space<'a> {
     dim: usize,
     metric: Metric,
     /// 1/|v| for cosine.
-    inv_norms: Vec<f32>,
+    inv_norms: Cow<'a, [f32]>,
 }
 
 impl<'a> Space<'a> {
     pub fn new(data: &'a [f32], dim: usize, metric: Metric) -> Self {
         let inv_norms = if metric == Metric::Cosine {
-            let dot = kernels().dot;
-            data.par_chunks(dim)
-                .map(|v| {
-                    let n = dot(v, v).sqrt();
-                    if n > 0.0 {
-                        1.0 / n
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
+            Cow::Owned(inverse_norms(data, dim))
         } else {
-            Vec::new()
+            Cow::Borrowed(&[][..])
         };
         Space {
             data,
             dim,
             metric,
             inv_norms,
+        }
+    }
+
+    /// A space whose inverse norms (cosine) were computed already, e.g. cached by a segment.
+    pub fn with_inverse_norms(
+        data: &'a [f32],
+        dim: usize,
+        metric: Metric,
+        inv_norms: &'a [f32],
+    ) -> Self {
+        Space {
+            data,
+            dim,
+            metric,
+            inv_norms: Cow::Borrowed(inv_norms),
         }
     }
 
@@ -116,6 +126,21 @@ impl<'a> Space<'a> {
             }
         }
     }
+}
+
+/// 1/|v| for every vector (0 for zero vectors).
+pub fn inverse_norms(data: &[f32], dim: usize) -> Vec<f32> {
+    let dot = kernels().dot;
+    data.par_chunks(dim)
+        .map(|v| {
+            let n = dot(v, v).sqrt();
+            if n > 0.0 {
+                1.0 / n
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy)]
@@ -256,27 +281,29 @@ pub struct Hnsw {
     pub entry: u32,
     pub max_level: usize,
     /// `n × (1 + 2m)`: count, then neighbours.
-    pub layer0: Vec<u32>,
-    /// Level of each node.
-    pub levels: Vec<u8>,
+    pub layer0: ScalarBuffer<u32>,
     /// For node i with level ≥ 1, `upper_offsets[i]` indexes `upper`, where its lists for
     /// levels 1..=level follow each other, each `1 + m` words.
-    pub upper_offsets: Vec<u32>,
-    pub upper: Vec<u32>,
+    pub upper_offsets: ScalarBuffer<u32>,
+    pub upper: ScalarBuffer<u32>,
 }
 
 impl Links for Hnsw {
     #[inline]
     fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>) {
         out.clear();
+        // Ids and counts were validated when the graph was opened; a list that a damaged
+        // upper offset points past the end of reads as empty rather than panicking.
         let list = if level == 0 {
             let w = 1 + 2 * self.m;
-            &self.layer0[node as usize * w..(node as usize + 1) * w]
+            self.layer0.get(node as usize * w..(node as usize + 1) * w)
         } else {
             let start = self.upper_offsets[node as usize] as usize + (level - 1) * (1 + self.m);
-            &self.upper[start..start + 1 + self.m]
+            self.upper.get(start..start + 1 + self.m)
         };
-        out.extend_from_slice(&list[1..1 + list[0] as usize]);
+        if let Some(list) = list {
+            out.extend_from_slice(&list[1..1 + list[0] as usize]);
+        }
     }
 }
 
@@ -304,10 +331,9 @@ impl Hnsw {
                 m,
                 entry: 0,
                 max_level: 0,
-                layer0: Vec::new(),
-                levels,
-                upper_offsets: Vec::new(),
-                upper: Vec::new(),
+                layer0: Vec::new().into(),
+                upper_offsets: Vec::new().into(),
+                upper: Vec::new().into(),
             };
         }
         let entry = RwLock::new((0u32, levels[0] as usize));
@@ -377,11 +403,116 @@ impl Hnsw {
             m,
             entry,
             max_level,
-            layer0,
-            levels,
-            upper_offsets,
-            upper,
+            layer0: layer0.into(),
+            upper_offsets: upper_offsets.into(),
+            upper: upper.into(),
         }
+    }
+
+    /// Nodes in the graph.
+    pub fn len(&self) -> usize {
+        self.upper_offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.upper_offsets.is_empty()
+    }
+
+    const MAGIC: u64 = u64::from_le_bytes(*b"OMENHNS1");
+    const HEADER_WORDS: usize = 8;
+
+    /// The flat file image: a header of eight u32 words (magic ×2, m, entry, max_level, n,
+    /// upper length, reserved) followed by layer 0, the upper offsets and the upper lists, all
+    /// little-endian u32, so a mapped file is searched in place.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let words =
+            Self::HEADER_WORDS + self.layer0.len() + self.upper_offsets.len() + self.upper.len();
+        let mut out = Vec::with_capacity(words * 4);
+        out.extend_from_slice(&Self::MAGIC.to_le_bytes());
+        for w in [
+            self.m,
+            self.entry as usize,
+            self.max_level,
+            self.len(),
+            self.upper.len(),
+            0,
+        ] {
+            out.extend_from_slice(&(w as u32).to_le_bytes());
+        }
+        for part in [&self.layer0, &self.upper_offsets, &self.upper] {
+            for w in part.iter() {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// A graph over the file image in `buffer` (typically a memory map): no copy is made.
+    pub fn from_buffer(buffer: Buffer, path: &Path) -> Result<Hnsw> {
+        let bad = |why: &str| Error::corrupt(path, format!("bad HNSW index: {why}"));
+        if buffer.len() < Self::HEADER_WORDS * 4 || !buffer.len().is_multiple_of(4) {
+            return Err(bad("size"));
+        }
+        if cfg!(target_endian = "big") {
+            return Err(bad("big-endian hosts cannot map little-endian index files"));
+        }
+        let len = buffer.len() / 4;
+        let words = ScalarBuffer::<u32>::new(buffer, 0, len);
+        let header = &words[..Self::HEADER_WORDS];
+        if u64::from(header[0]) | (u64::from(header[1]) << 32) != Self::MAGIC {
+            return Err(bad("magic"));
+        }
+        let (m, entry, max_level, n, upper_len) = (
+            header[2] as usize,
+            header[3],
+            header[4] as usize,
+            header[5] as usize,
+            header[6] as usize,
+        );
+        let l0 = n * (1 + 2 * m);
+        if m < 2
+            || Self::HEADER_WORDS + l0 + n + upper_len != words.len()
+            || (n > 0 && entry as usize >= n)
+        {
+            return Err(bad("layout does not match the header"));
+        }
+        let mut at = Self::HEADER_WORDS;
+        let mut take = |len: usize| {
+            let s = words.slice(at, len);
+            at += len;
+            s
+        };
+        let graph = Hnsw {
+            m,
+            entry,
+            max_level,
+            layer0: take(l0),
+            upper_offsets: take(n),
+            upper: take(upper_len),
+        };
+        graph.validate().map_err(|why| bad(&why))?;
+        Ok(graph)
+    }
+
+    /// Checks every neighbour id and list count, so a damaged file cannot make search panic.
+    fn validate(&self) -> Result<(), String> {
+        let n = self.len() as u32;
+        for list in self.layer0.chunks(1 + 2 * self.m) {
+            let c = list[0] as usize;
+            if c > 2 * self.m || list[1..1 + c].iter().any(|&x| x >= n) {
+                return Err("layer 0 list out of range".into());
+            }
+        }
+        if !self.upper.len().is_multiple_of(1 + self.m) {
+            return Err("upper lists are ragged".into());
+        }
+        for list in self.upper.chunks(1 + self.m) {
+            let c = list[0] as usize;
+            if c > self.m || list[1..1 + c].iter().any(|&x| x >= n) {
+                return Err("upper list out of range".into());
+            }
+        }
+        Ok(())
     }
 
     /// The `k` nearest accepted nodes to `query` (raw; prepared here), nearest first, with
@@ -394,7 +525,7 @@ impl Hnsw {
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
     ) -> Vec<(u32, f32)> {
-        if self.levels.is_empty() || k == 0 {
+        if self.is_empty() || k == 0 {
             return Vec::new();
         }
         let q = space.prepare(query);

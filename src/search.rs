@@ -113,6 +113,17 @@ impl Snapshot {
 
     /// The `k` nearest live rows to each of the queries packed row-major in `queries`.
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>> {
+        self.search_batch_ef(queries, k, None)
+    }
+
+    /// As `search_batch`; segments with an HNSW index are searched with beam width `ef`
+    /// (default: the collection's `ef_search`), the others exactly.
+    pub fn search_batch_ef(
+        &self,
+        queries: &[f32],
+        k: usize,
+        ef: Option<usize>,
+    ) -> Result<Vec<Vec<Hit>>> {
         let dim = self.dim();
         let nq = check_queries(queries, dim)?;
         if k == 0 {
@@ -135,6 +146,9 @@ impl Snapshot {
         // Work units: (part, first row, end row, first query, end query).
         let mut units = Vec::new();
         for (p, part) in self.parts.iter().enumerate() {
+            if part.index.is_some() {
+                continue;
+            }
             let rows = part.seg.rows();
             for r0 in (0..rows).step_by(ROW_CHUNK) {
                 for q0 in (0..nq).step_by(QUERY_BLOCK) {
@@ -172,6 +186,18 @@ impl Snapshot {
                 }
             }
         }
+        if self.parts.iter().any(|p| p.index.is_some()) {
+            let ef = ef.unwrap_or(self.index.ef_search);
+            let graph_hits: Vec<Vec<Cand>> = queries
+                .par_chunks(dim)
+                .map(|q| self.search_graphs(metric, q, k, ef))
+                .collect();
+            for (top, hits) in merged.iter_mut().zip(graph_hits) {
+                for c in hits {
+                    top.push(c);
+                }
+            }
+        }
         Ok(merged
             .into_iter()
             .map(|t| {
@@ -190,6 +216,23 @@ impl Snapshot {
                     .collect()
             })
             .collect())
+    }
+
+    /// Searches the HNSW graph of every indexed part for one raw query.
+    fn search_graphs(&self, metric: Metric, q: &[f32], k: usize, ef: usize) -> Vec<Cand> {
+        let mut out = Vec::new();
+        for (p, part) in self.parts.iter().enumerate() {
+            let Some(graph) = &part.index else { continue };
+            let space = part.seg.space(metric);
+            let accept = |row: u32| !part.is_deleted(row as usize);
+            for (row, dist) in graph.search(&space, q, k, ef, &accept) {
+                out.push(Cand {
+                    dist,
+                    key: ((p as u64) << 32) | row as u64,
+                });
+            }
+        }
+        out
     }
 
     /// Scans rows `r0..r1` of part `p` for a block of (prepared) queries.

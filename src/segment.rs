@@ -63,6 +63,7 @@ pub struct Segment {
     id_index: usize,
     ids: OnceLock<IdMap>,
     sq_norms: OnceLock<Vec<f32>>,
+    inv_norms: OnceLock<Vec<f32>>,
 }
 
 impl Segment {
@@ -81,6 +82,7 @@ impl Segment {
             id_index,
             ids: OnceLock::new(),
             sq_norms: OnceLock::new(),
+            inv_norms: OnceLock::new(),
         }
     }
 
@@ -112,6 +114,22 @@ impl Segment {
                 .flat_map_iter(|c| c.chunks_exact(self.dim).map(move |v| dot(v, v)))
                 .collect()
         })
+    }
+
+    /// 1/|v| of every vector (0 for zero vectors), computed on first use (cosine graphs).
+    pub fn inv_norms(&self) -> &[f32] {
+        self.inv_norms
+            .get_or_init(|| crate::hnsw::inverse_norms(self.vectors(), self.dim))
+    }
+
+    /// The space an HNSW graph over this segment measures distances in.
+    pub fn space(&self, metric: crate::Metric) -> crate::hnsw::Space<'_> {
+        let inv = if metric == crate::Metric::Cosine {
+            self.inv_norms()
+        } else {
+            &[]
+        };
+        crate::hnsw::Space::with_inverse_norms(self.vectors(), self.dim, metric, inv)
     }
 
     /// The id → row table, built on first use.

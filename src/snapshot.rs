@@ -18,6 +18,8 @@ use crate::Result;
 pub struct Part {
     pub seg: SegmentRef,
     pub deletes: Option<Arc<Bitmap>>,
+    /// The segment's HNSW graph, mapped from its index file; `None` means searched exactly.
+    pub index: Option<Arc<crate::hnsw::Hnsw>>,
 }
 
 impl Part {
@@ -36,6 +38,7 @@ pub struct Snapshot {
     pub(crate) metric: Metric,
     pub(crate) version: u64,
     pub(crate) parts: Vec<Part>,
+    pub(crate) index: crate::storage::IndexSettings,
 }
 
 /// The name of the distance column search results carry.

@@ -88,36 +88,7 @@ pub fn open_segment(
     meta: &SegmentMeta,
     verify_checksum: bool,
 ) -> Result<RecordBatch> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len != meta.bytes {
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "size is {len} bytes, the manifest says {} (truncated or overwritten)",
-                meta.bytes
-            ),
-        ));
-    }
-    // SAFETY: segment files are immutable once committed: they are written under a fresh
-    // name, fsynced, and never modified again (only unlinked when no manifest names them).
-    // The mapping is read-only, so no Rust reference sees the bytes change.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let crc = if verify_checksum {
-        crc32fast::hash(&map)
-    } else {
-        meta.crc32
-    };
-    if crc != meta.crc32 {
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "checksum mismatch (crc32 {crc:08x}, manifest says {:08x})",
-                meta.crc32
-            ),
-        ));
-    }
-    let buffer = Buffer::from(bytes::Bytes::from_owner(map));
+    let buffer = map_file(path, meta.bytes, verify_checksum.then_some(meta.crc32))?;
     decode_single_batch(&buffer, schema).map_err(|e| Error::corrupt(path, e))
 }
 
@@ -229,6 +200,33 @@ impl Bitmap {
     }
 }
 
+/// Maps a whole file read-only after checking its size (and CRC32, if given), for
+/// zero-copy reading.
+pub fn map_file(path: &Path, bytes: u64, crc32: Option<u32>) -> Result<Buffer> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len != bytes {
+        return Err(Error::corrupt(
+            path,
+            format!("size is {len} bytes, the manifest says {bytes} (truncated or overwritten)"),
+        ));
+    }
+    // SAFETY: index and segment files are immutable once committed (written under a fresh
+    // name, fsynced, never modified; only unlinked when no manifest names them), and the
+    // mapping is read-only.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    if let Some(expected) = crc32 {
+        let crc = crc32fast::hash(&map);
+        if crc != expected {
+            return Err(Error::corrupt(
+                path,
+                format!("checksum mismatch (crc32 {crc:08x}, manifest says {expected:08x})"),
+            ));
+        }
+    }
+    Ok(Buffer::from(bytes::Bytes::from_owner(map)))
+}
+
 /// Creates `path` with `bytes` and fsyncs it (the caller fsyncs the directory).
 pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
@@ -246,6 +244,37 @@ pub struct SegmentMeta {
     pub crc32: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletes: Option<DeletesMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexFileMeta>,
+}
+
+/// A segment's index file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexFileMeta {
+    pub kind: String,
+    pub file: String,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+/// A collection's index parameters.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexSettings {
+    /// HNSW neighbours per node (layer 0 keeps 2m).
+    pub m: usize,
+    pub ef_construction: usize,
+    /// The search beam width used when a query does not give one.
+    pub ef_search: usize,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        IndexSettings {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+        }
+    }
 }
 
 /// A segment's current deletion bitmap file.
@@ -269,6 +298,8 @@ pub struct Manifest {
     pub schema_ipc: String,
     pub next_file_id: u64,
     pub segments: Vec<SegmentMeta>,
+    #[serde(default)]
+    pub index: IndexSettings,
 }
 
 pub const MANIFEST: &str = "MANIFEST";
@@ -336,7 +367,9 @@ impl Manifest {
     /// Files this manifest references (besides itself).
     pub fn live_files(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().flat_map(|s| {
-            std::iter::once(s.file.as_str()).chain(s.deletes.iter().map(|d| d.file.as_str()))
+            std::iter::once(s.file.as_str())
+                .chain(s.deletes.iter().map(|d| d.file.as_str()))
+                .chain(s.index.iter().map(|i| i.file.as_str()))
         })
     }
 }

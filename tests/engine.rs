@@ -639,3 +639,92 @@ fn acknowledged_writes_survive_a_kill() {
     // The reopened collection takes new writes.
     c.append(&[batch(n..n + 100, DIM)]).unwrap();
 }
+
+#[test]
+fn hnsw_index_is_persisted_searched_in_place_and_respects_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = rows(0..4000);
+    let queries: Vec<Vec<f32>> = (0..50).map(|i| vector(90_000 + i, DIM)).collect();
+    let before: Vec<Vec<i64>>;
+    {
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db
+            .create_collection("docs", &schema(DIM), opts(Metric::L2))
+            .unwrap();
+        c.append(&[batch(0..3000, DIM)]).unwrap();
+        c.append(&[batch(3000..4000, DIM)]).unwrap();
+        // Only segments with at least 2000 rows get a graph; the other stays exact.
+        assert_eq!(c.build_index(2000).unwrap(), 1);
+        assert_eq!(c.stats().unwrap().index_kinds, vec!["hnsw", "flat"]);
+        assert_eq!(c.build_index(2000).unwrap(), 0);
+        let mut found = 0;
+        before = queries
+            .iter()
+            .map(|q| {
+                let got = ids_of(&c.search(q, 10).unwrap());
+                let want = brute_force(&data, q, 10, Metric::L2);
+                found += got.iter().filter(|g| want.contains(g)).count();
+                got
+            })
+            .collect();
+        let recall = found as f64 / (10 * queries.len()) as f64;
+        assert!(recall >= 0.95, "recall@10 {recall}");
+    }
+    // Reopened: the graph is mapped from its file, not rebuilt, and answers identically.
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("docs").unwrap();
+    assert_eq!(c.stats().unwrap().index_kinds, vec!["hnsw", "flat"]);
+    for (q, want) in queries.iter().zip(&before) {
+        assert_eq!(&ids_of(&c.search(q, 10).unwrap()), want);
+    }
+    // Deleted rows never come back, and k live rows still do.
+    let q = &queries[0];
+    let gone = Int64Array::from(before[0].clone());
+    assert_eq!(c.delete(&gone).unwrap(), 10);
+    let got = ids_of(&c.search(q, 10).unwrap());
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().all(|id| !before[0].contains(id)));
+    // A larger ef reaches exact results on this small collection.
+    let snap = c.snapshot();
+    let exact: Vec<i64> = brute_force(&data, q, 30, Metric::L2)
+        .into_iter()
+        .filter(|id| !before[0].contains(id))
+        .take(10)
+        .collect();
+    let hits = snap.search_batch_ef(q, 10, Some(400)).unwrap();
+    let ids: Vec<i64> = hits[0]
+        .iter()
+        .map(|h| ids_of(&snap.rows_at(&[(h.part as usize, h.row as usize)]).unwrap())[0])
+        .collect();
+    assert_eq!(ids, exact);
+}
+
+#[test]
+fn a_damaged_index_file_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db
+            .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
+            .unwrap();
+        c.append(&[batch(0..500, DIM)]).unwrap();
+        assert_eq!(c.build_index(1).unwrap(), 1);
+    }
+    let dir = tmp.path().join("docs");
+    let idx = files(&dir)
+        .into_iter()
+        .find(|f| f.ends_with(".hnsw"))
+        .unwrap();
+    let mut bytes = std::fs::read(dir.join(&idx)).unwrap();
+    let at = bytes.len() - 8;
+    bytes[at] ^= 0x55;
+    std::fs::write(dir.join(&idx), bytes).unwrap();
+    let err = Database::open(tmp.path())
+        .unwrap()
+        .collection("docs")
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { .. }) && err.to_string().contains(&idx),
+        "{err}"
+    );
+}
