@@ -250,7 +250,7 @@ struct Tiles {
 /// How many row tiles ahead `drive_tiles` prefetches. Segments are memory-mapped files in
 /// 4 KiB pages, where the hardware prefetcher stops at every page boundary; explicit
 /// prefetches keep a single-query scan streaming.
-const PREFETCH_TILES: usize = 8;
+const PREFETCH_TILES: usize = 3;
 
 /// Prefetches `len` floats of `x` from `start` (clamped to `x`) into L1, a cache line at a time.
 #[inline]
@@ -527,12 +527,22 @@ mod x86 {
         }
     }
 
+    /// One query: a wider row tile (one query load feeds six rows).
+    static TILES_AVX2_ONE: Tiles = Tiles {
+        qt: 1,
+        rt: 6,
+        full: tile_avx2::<1, 6>,
+        one_query: tile_avx2::<1, 6>,
+        one_row: tile_avx2::<1, 1>,
+        single: tile_avx2::<1, 1>,
+    };
+
     pub fn dot_block_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
         super::check_block(q, x, d, out);
-        if q.len() / d >= QTILE {
-            dot_block_packed_avx2(q, x, d, out)
-        } else {
-            drive_tiles(&TILES_AVX2, q, x, d, out)
+        match q.len() / d {
+            1 => drive_tiles(&TILES_AVX2_ONE, q, x, d, out),
+            n if n >= QTILE => dot_block_packed_avx2(q, x, d, out),
+            _ => drive_tiles(&TILES_AVX2, q, x, d, out),
         }
     }
 

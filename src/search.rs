@@ -81,11 +81,11 @@ impl TopK {
 
 /// Queries per block: the many-query kernel packs each row panel once per block, so bigger
 /// blocks amortize packing; 256 × 384-d queries are 384 KiB, within L2.
-const QUERY_BLOCK: usize = 256;
+const QUERY_BLOCK: usize = 1024;
 /// Rows per kernel call: the score tile is QUERY_BLOCK × ROW_BLOCK floats.
 const ROW_BLOCK: usize = 64;
 /// Rows per parallel work unit.
-const ROW_CHUNK: usize = 16_384;
+const ROW_CHUNK: usize = 4096;
 
 /// Checks query vectors: the right dimension and finite values.
 pub fn check_queries(queries: &[f32], dim: usize) -> Result<usize> {
