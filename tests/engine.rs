@@ -282,57 +282,36 @@ fn bad_batches_are_refused_and_nothing_is_written() {
             .unwrap(),
         "wrong dimension 17",
     );
+    let refuse_vectors = |ids: Vec<i64>, rows: &[Option<Vec<Option<f32>>>], needle: &str| {
+        assert_refused(
+            &c,
+            &dir,
+            with_vectors(ids, fsl_with(rows, DIM), fsl_type(DIM)),
+            needle,
+        )
+    };
     // NaN and infinity, naming the row.
     let mut nan = ok().unwrap();
     nan[3] = Some(f32::NAN);
-    assert_refused(
-        &c,
-        &dir,
-        with_vectors(
-            vec![100, 101],
-            fsl_with(&[ok(), Some(nan)], DIM),
-            fsl_type(DIM),
-        ),
+    refuse_vectors(
+        vec![100, 101],
+        &[ok(), Some(nan)],
         "row 1 has a non-finite value",
     );
     let mut inf = ok().unwrap();
     inf[0] = Some(f32::INFINITY);
-    assert_refused(
-        &c,
-        &dir,
-        with_vectors(vec![100], fsl_with(&[Some(inf)], DIM), fsl_type(DIM)),
-        "non-finite",
-    );
+    refuse_vectors(vec![100], &[Some(inf)], "non-finite");
     // Null vector and null element.
-    assert_refused(
-        &c,
-        &dir,
-        with_vectors(
-            vec![100, 101, 102],
-            fsl_with(&[ok(), ok(), None], DIM),
-            fsl_type(DIM),
-        ),
-        "row 2 is null",
-    );
+    refuse_vectors(vec![100, 101, 102], &[ok(), ok(), None], "row 2 is null");
     let mut hole = ok().unwrap();
     hole[5] = None;
-    assert_refused(
-        &c,
-        &dir,
-        with_vectors(
-            vec![100, 101],
-            fsl_with(&[ok(), Some(hole)], DIM),
-            fsl_type(DIM),
-        ),
+    refuse_vectors(
+        vec![100, 101],
+        &[ok(), Some(hole)],
         "row 1 has a null element",
     );
     // Duplicate ids within the batch and against stored rows.
-    assert_refused(
-        &c,
-        &dir,
-        with_vectors(vec![100, 100], fsl_with(&[ok(), ok()], DIM), fsl_type(DIM)),
-        "duplicate id 100",
-    );
+    refuse_vectors(vec![100, 100], &[ok(), ok()], "duplicate id 100");
     assert_refused(
         &c,
         &dir,

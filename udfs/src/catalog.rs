@@ -6,13 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use omendb::{Collection, Database};
 
-use crate::engine_error;
+use crate::{engine_error, memory_scan};
 
 /// The default schema of an OmenDB session: every collection of the database, plus whatever
 /// other tables (Parquet, CSV, memory) the session registers beside them.
@@ -111,16 +110,10 @@ impl TableProvider for CollectionTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let batches = self.collection.snapshot().batches().map_err(engine_error)?;
         // One partition per segment, so segments are scanned in parallel.
-        let partitions: Vec<Vec<_>> = batches.into_iter().map(|b| vec![b]).collect();
-        let partitions = if partitions.is_empty() {
-            vec![vec![]]
-        } else {
-            partitions
-        };
-        Ok(MemorySourceConfig::try_new_exec(
-            &partitions,
+        memory_scan(
+            batches.into_iter().map(|b| vec![b]).collect(),
             self.schema(),
-            projection.cloned(),
-        )?)
+            projection,
+        )
     }
 }

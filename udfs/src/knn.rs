@@ -7,13 +7,12 @@ use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions}
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use omendb::{Database, Snapshot};
 
-use crate::engine_error;
+use crate::{engine_error, memory_scan};
 
 /// The `knn` table function.
 #[derive(Debug)]
@@ -161,10 +160,6 @@ impl TableProvider for KnnTable {
             .search(&self.query, self.k)
             .map_err(engine_error)?;
         let batch = self.snapshot.hits_to_batch(&hits).map_err(engine_error)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        memory_scan(vec![vec![batch]], self.schema(), projection)
     }
 }

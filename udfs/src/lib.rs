@@ -23,6 +23,26 @@ pub use catalog::{CollectionTable, OmenSchema};
 pub use distance::{distance_udfs, VectorDistance};
 pub use knn::{KnnFunction, KnnTable};
 
+/// A scan over in-memory batches (one partition per inner `Vec`), projected.
+fn memory_scan(
+    partitions: Vec<Vec<datafusion::arrow::record_batch::RecordBatch>>,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    let partitions = if partitions.is_empty() {
+        vec![vec![]]
+    } else {
+        partitions
+    };
+    Ok(
+        datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+            &partitions,
+            schema,
+            projection.cloned(),
+        )?,
+    )
+}
+
 /// Wraps an engine error so callers can recover it (and its kind) from a DataFusion error.
 pub fn engine_error(e: omendb::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
