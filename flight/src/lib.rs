@@ -6,7 +6,7 @@
 //! - `do_get` with a ticket holding SQL text streams the result.
 //! - `list_flights` / `get_flight_info` / `get_schema` describe collections (path
 //!   descriptors) or SQL queries (command descriptors).
-//! - `do_action`: `drop_collection` (body: name), `stats` (body: name; JSON result).
+//! - `do_action`: `drop_collection`, `build_index`, `stats` (body: collection name; JSON result).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -348,6 +348,14 @@ impl FlightService for OmenFlight {
                     .map_err(|e| engine_status(&e))?;
                 serde_json::json!({ "dropped": name })
             }
+            "build_index" => {
+                let c = self.db.collection(name).map_err(|e| engine_status(&e))?;
+                let built = tokio::task::spawn_blocking(move || c.build_index(1))
+                    .await
+                    .map_err(|e| Status::internal(format!("index build failed: {e}")))?
+                    .map_err(|e| engine_status(&e))?;
+                serde_json::json!({ "collection": name, "indexes_built": built })
+            }
             "stats" => {
                 let s = self
                     .db
@@ -378,6 +386,7 @@ impl FlightService for OmenFlight {
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         let actions = [
             ("drop_collection", "Drop the collection named in the body"),
+            ("build_index", "Build an HNSW index for every unindexed segment of the collection named in the body"),
             ("stats", "Rows, segments, bytes on disk and index kinds of the collection named in the body (JSON)"),
         ]
         .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));

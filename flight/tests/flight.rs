@@ -206,7 +206,15 @@ async fn put_query_describe_and_error_codes() {
         100
     );
 
-    // Actions: stats and drop.
+    // Actions: build_index, stats and drop.
+    let built: Vec<_> = client
+        .do_action(arrow_flight::Action::new("build_index", "docs"))
+        .await
+        .unwrap()
+        .collect::<Vec<_>>()
+        .await;
+    let built = String::from_utf8(built[0].as_ref().unwrap().to_vec()).unwrap();
+    assert!(built.contains(r#""indexes_built":1"#), "{built}");
     let stats: Vec<_> = client
         .do_action(arrow_flight::Action::new("stats", "docs"))
         .await

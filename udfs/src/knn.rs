@@ -28,7 +28,7 @@ impl KnnFunction {
 
 fn usage(what: &str) -> DataFusionError {
     DataFusionError::Plan(format!(
-        "knn(): {what}; usage: knn('collection', [v1, v2, ...], k)"
+        "knn(): {what}; usage: knn('collection', [v1, v2, ...], k [, ef])"
     ))
 }
 
@@ -72,8 +72,11 @@ pub(crate) fn query_vector(value: &ArrayRef, what: &str) -> Result<Vec<f32>> {
 impl TableFunctionImpl for KnnFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        if exprs.len() != 3 {
-            return Err(usage(&format!("expected 3 arguments, got {}", exprs.len())));
+        if exprs.len() != 3 && exprs.len() != 4 {
+            return Err(usage(&format!(
+                "expected 3 or 4 arguments, got {}",
+                exprs.len()
+            )));
         }
         let name = match &exprs[0] {
             Expr::Literal(
@@ -99,6 +102,18 @@ impl TableFunctionImpl for KnnFunction {
                 )))
             }
         };
+        let ef = match exprs.get(3) {
+            None => None,
+            Some(e) => match ScalarValue::try_from_array(&constant(args.session(), e, "ef")?, 0)? {
+                ScalarValue::Int64(Some(ef)) if ef > 0 => Some(ef as usize),
+                ScalarValue::Int32(Some(ef)) if ef > 0 => Some(ef as usize),
+                other => {
+                    return Err(usage(&format!(
+                        "ef must be a positive integer, got {other}"
+                    )))
+                }
+            },
+        };
         let collection = self.db.collection(&name).map_err(engine_error)?;
         let snapshot = collection.snapshot();
         let query = query_vector(
@@ -112,7 +127,7 @@ impl TableFunctionImpl for KnnFunction {
                 snapshot.dim()
             ))));
         }
-        Ok(Arc::new(KnnTable::new(snapshot, query, k)))
+        Ok(Arc::new(KnnTable::new(snapshot, query, k, ef)))
     }
 }
 
@@ -123,16 +138,19 @@ pub struct KnnTable {
     snapshot: Arc<Snapshot>,
     query: Vec<f32>,
     k: usize,
+    /// HNSW beam width for indexed segments (default: the collection's).
+    ef: Option<usize>,
     schema: SchemaRef,
 }
 
 impl KnnTable {
-    pub fn new(snapshot: Arc<Snapshot>, query: Vec<f32>, k: usize) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>, query: Vec<f32>, k: usize, ef: Option<usize>) -> Self {
         let schema = omendb::snapshot::result_schema(&snapshot.schema());
         KnnTable {
             snapshot,
             query,
             k,
+            ef,
             schema,
         }
     }

@@ -256,7 +256,10 @@ async fn knn_errors_name_the_problem() {
             "SELECT * FROM knn('docs', [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], -1)",
             "non-negative integer",
         ),
-        ("SELECT * FROM knn('docs', [1.0])", "expected 3 arguments"),
+        (
+            "SELECT * FROM knn('docs', [1.0])",
+            "expected 3 or 4 arguments",
+        ),
         (
             "SELECT * FROM knn('../x', [1.0], 3)",
             "invalid collection name",
@@ -278,6 +281,41 @@ async fn knn_errors_name_the_problem() {
             omendb_udfs::find_engine_error(&err),
             Some(omendb::Error::NotFound(_))
         ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn knn_uses_an_hnsw_index_with_a_per_query_ef() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(tmp.path()).unwrap());
+    let c = db
+        .create_collection("docs", &batch(0..1).schema(), CollectionOptions::default())
+        .unwrap();
+    c.append(&[batch(0..1000)]).unwrap();
+    c.delete(&Int64Array::from(vec![1, 2, 3])).unwrap();
+    assert_eq!(c.build_index(1).unwrap(), 1);
+    let ctx = omendb_udfs::session(db).unwrap();
+    for qi in 0..10 {
+        let q = vector(70_000 + qi);
+        // A beam of 500 over 1,000 rows finds the exact neighbours.
+        let got = query(
+            &ctx,
+            &format!("SELECT id FROM knn('docs', {}, 5, 500)", literal(&q)),
+        )
+        .await;
+        assert_eq!(
+            int_column(&got, "id"),
+            brute_force(&q, 5, Metric::Cosine),
+            "query {qi}"
+        );
+    }
+    let err = ctx
+        .sql("SELECT * FROM knn('docs', [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], 3, 0)")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ef must be a positive integer"),
         "{err}"
     );
 }
