@@ -175,8 +175,10 @@ impl TableProvider for KnnTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let hits = self
             .snapshot
-            .search(&self.query, self.k)
-            .map_err(engine_error)?;
+            .search_batch_ef(&self.query, self.k, self.ef)
+            .map_err(engine_error)?
+            .pop()
+            .unwrap_or_default();
         let batch = self.snapshot.hits_to_batch(&hits).map_err(engine_error)?;
         memory_scan(vec![vec![batch]], self.schema(), projection)
     }
