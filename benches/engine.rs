@@ -149,5 +149,36 @@ fn main() {
             );
         });
     }
+    if std::env::args().any(|a| a == "--hnsw") {
+        // Build on 2 threads, then search on 1 thread over all queries, for a sweep of ef.
+        let t = Instant::now();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+            .install(|| c.build_index(1).unwrap());
+        let build_s = t.elapsed().as_secs_f64();
+        let snap = c.snapshot();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for ef in [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 400] {
+            pool.install(|| {
+                let t = Instant::now();
+                let hits: Vec<Vec<i64>> = queries
+                    .data
+                    .chunks(dim)
+                    .map(|q| ids(&snap.search_batch_ef(q, 10, Some(ef)).unwrap()[0]))
+                    .collect();
+                let s = t.elapsed().as_secs_f64();
+                println!(
+                    "{{\"system\":\"omendb-hnsw\",\"ef\":{ef},\"recall\":{:.4},\"qps\":{:.1},\"build_s\":{build_s:.1},\"n\":{n},\"dim\":{dim}}}",
+                    recall(&hits, &gt, 10),
+                    queries.rows as f64 / s
+                );
+            });
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
