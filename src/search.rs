@@ -251,33 +251,31 @@ impl Snapshot {
         let dim = part.seg.dim;
         let nq = qnorms.len();
         let vectors = part.seg.vectors();
+        // Per row: 1/|x| for cosine, |x|² for l2 (cached by the segment).
         let norms = match metric {
             Metric::Dot => &[][..],
-            _ => part.seg.sq_norms(),
+            Metric::Cosine => part.seg.inv_norms(),
+            Metric::L2 => part.seg.sq_norms(),
         };
         let block = kernels().dot_block;
         let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
         let mut scores = vec![0f32; nq * ROW_BLOCK];
-        let mut factor = vec![0f32; ROW_BLOCK];
         let mut dists = vec![0f32; ROW_BLOCK];
         let base_key = (p as u64) << 32;
         for x0 in (r0..r1).step_by(ROW_BLOCK) {
             let nr = ROW_BLOCK.min(r1 - x0);
             let scores = &mut scores[..nq * nr];
             block(qs, &vectors[x0 * dim..(x0 + nr) * dim], dim, scores);
-            if metric == Metric::Cosine {
-                for (f, &n2) in factor.iter_mut().zip(&norms[x0..x0 + nr]) {
-                    *f = if n2 > 0.0 { 1.0 / n2.sqrt() } else { 0.0 };
-                }
-            }
             for (qi, top) in tops.iter_mut().enumerate() {
                 let row_scores = &scores[qi * nr..(qi + 1) * nr];
                 let dists = &mut dists[..nr];
                 match metric {
                     Metric::Dot => dists.iter_mut().zip(row_scores).for_each(|(d, s)| *d = -s),
                     Metric::Cosine => {
-                        for ((d, s), f) in dists.iter_mut().zip(row_scores).zip(&factor) {
-                            *d = 1.0 - s * f;
+                        for ((d, s), inv) in
+                            dists.iter_mut().zip(row_scores).zip(&norms[x0..x0 + nr])
+                        {
+                            *d = 1.0 - s * inv;
                         }
                     }
                     Metric::L2 => {
