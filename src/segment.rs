@@ -101,10 +101,6 @@ impl Segment {
         &values[start..start + fsl.len() * self.dim]
     }
 
-    pub fn vector(&self, row: usize) -> &[f32] {
-        &self.vectors()[row * self.dim..(row + 1) * self.dim]
-    }
-
     /// Squared norms of every vector, computed on first use.
     pub fn sq_norms(&self) -> &[f32] {
         self.sq_norms.get_or_init(|| {

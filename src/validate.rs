@@ -298,7 +298,7 @@ impl Layout {
                         f.name()
                     )));
                 }
-                if f.name().starts_with('_') && f.name() == "_distance" {
+                if f.name() == crate::snapshot::DISTANCE_COLUMN {
                     return Err(Error::invalid(format!(
                         "collection '{name}': '_distance' is reserved for search results"
                     )));

@@ -21,6 +21,15 @@ fn opts(metric: Metric) -> CollectionOptions {
     }
 }
 
+/// Opens a database at `path` with one collection `docs` of dimension `dim`.
+fn create_docs(path: &Path, dim: usize, metric: Metric) -> (Database, Arc<omendb::Collection>) {
+    let db = Database::open(path).unwrap();
+    let c = db
+        .create_collection("docs", &schema(dim), opts(metric))
+        .unwrap();
+    (db, c)
+}
+
 fn files(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -36,10 +45,7 @@ fn rows(range: std::ops::Range<i64>) -> Vec<(i64, Vec<f32>)> {
 fn append_get_reopen_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     {
-        let db = Database::open(tmp.path()).unwrap();
-        let c = db
-            .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
-            .unwrap();
+        let (db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
         assert_eq!(c.append(&[batch(0..100, DIM)]).unwrap(), 100);
         assert_eq!(
             c.append(&[batch(100..150, DIM), batch(150..200, DIM)])
@@ -132,10 +138,7 @@ fn deleted_rows_are_never_returned_and_deletes_persist() {
     let nearest = brute_force(&data, &q, 500, Metric::L2);
     let gone: Vec<i64> = nearest[..20].to_vec();
     {
-        let db = Database::open(tmp.path()).unwrap();
-        let c = db
-            .create_collection("docs", &schema(DIM), opts(Metric::L2))
-            .unwrap();
+        let (_db, c) = create_docs(tmp.path(), DIM, Metric::L2);
         c.append(&[batch(0..250, DIM)]).unwrap();
         c.append(&[batch(250..500, DIM)]).unwrap();
         assert_eq!(c.delete(&Int64Array::from(gone.clone())).unwrap(), 20);
@@ -164,10 +167,7 @@ fn deleted_rows_are_never_returned_and_deletes_persist() {
 #[test]
 fn snapshots_are_stable_while_writers_commit() {
     let tmp = tempfile::tempdir().unwrap();
-    let db = Database::open(tmp.path()).unwrap();
-    let c = db
-        .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
-        .unwrap();
+    let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
     c.append(&[batch(0..100, DIM)]).unwrap();
     let before = c.snapshot();
     let readers: Vec<_> = (0..2)
@@ -259,10 +259,7 @@ fn fsl_with(values: &[Option<Vec<Option<f32>>>], dim: usize) -> ArrayRef {
 #[test]
 fn bad_batches_are_refused_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();
-    let db = Database::open(tmp.path()).unwrap();
-    let c = db
-        .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
-        .unwrap();
+    let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
     c.append(&[batch(0..10, DIM)]).unwrap();
     let dir = tmp.path().join("docs");
     let ok = || Some(vector(1, DIM).into_iter().map(Some).collect::<Vec<_>>());
@@ -378,10 +375,7 @@ fn bad_batches_are_refused_and_nothing_is_written() {
 #[test]
 fn list_vectors_of_float64_are_stored_as_fixed_size_float32() {
     let tmp = tempfile::tempdir().unwrap();
-    let db = Database::open(tmp.path()).unwrap();
-    let c = db
-        .create_collection("docs", &schema(4), opts(Metric::L2))
-        .unwrap();
+    let (_db, c) = create_docs(tmp.path(), 4, Metric::L2);
     let mut lb = ListBuilder::new(Float64Builder::new());
     for i in 0..3 {
         lb.values().append_slice(&[i as f64, 1.0, 2.0, 3.0]);
@@ -492,10 +486,7 @@ fn string_ids_work() {
 
 fn corrupt_setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let db = Database::open(tmp.path()).unwrap();
-    let c = db
-        .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
-        .unwrap();
+    let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
     c.append(&[batch(0..100, DIM)]).unwrap();
     let seg = tmp.path().join("docs").join("seg-0000000001.arrow");
     assert!(seg.is_file());
@@ -626,10 +617,7 @@ fn hnsw_index_is_persisted_searched_in_place_and_respects_deletes() {
     let queries: Vec<Vec<f32>> = (0..50).map(|i| vector(90_000 + i, DIM)).collect();
     let before: Vec<Vec<i64>>;
     {
-        let db = Database::open(tmp.path()).unwrap();
-        let c = db
-            .create_collection("docs", &schema(DIM), opts(Metric::L2))
-            .unwrap();
+        let (_db, c) = create_docs(tmp.path(), DIM, Metric::L2);
         c.append(&[batch(0..3000, DIM)]).unwrap();
         c.append(&[batch(3000..4000, DIM)]).unwrap();
         // Only segments with at least 2000 rows get a graph; the other stays exact.
@@ -682,10 +670,7 @@ fn hnsw_index_is_persisted_searched_in_place_and_respects_deletes() {
 fn a_damaged_index_file_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     {
-        let db = Database::open(tmp.path()).unwrap();
-        let c = db
-            .create_collection("docs", &schema(DIM), opts(Metric::Cosine))
-            .unwrap();
+        let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
         c.append(&[batch(0..500, DIM)]).unwrap();
         assert_eq!(c.build_index(1).unwrap(), 1);
     }

@@ -82,6 +82,18 @@ fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
     }
 }
 
+/// Asserts that a put is refused as INVALID_ARGUMENT with a message containing `needle`.
+async fn refused(
+    client: &mut FlightClient,
+    path: &[&str],
+    batches: Vec<RecordBatch>,
+    needle: &str,
+) {
+    let err = put(client, path, batches).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains(needle), "{}", err.message());
+}
+
 async fn sql(client: &mut FlightClient, text: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
     match client.do_get(Ticket::new(text.to_string())).await {
         Ok(s) => s.try_collect().await.map_err(status),
@@ -147,24 +159,20 @@ async fn put_query_describe_and_error_codes() {
     assert_eq!(info.try_decode_schema().unwrap().field(0).name(), "n");
 
     // Errors map to gRPC codes and name the problem; refused writes change nothing.
-    let err = put(&mut client, &["docs"], vec![batch(100..102, 5)])
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("wrong dimension 5"),
-        "{}",
-        err.message()
-    );
-    let err = put(&mut client, &["docs"], vec![batch(10..12, 4)])
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("duplicate id 10"),
-        "{}",
-        err.message()
-    );
+    refused(
+        &mut client,
+        &["docs"],
+        vec![batch(100..102, 5)],
+        "wrong dimension 5",
+    )
+    .await;
+    refused(
+        &mut client,
+        &["docs"],
+        vec![batch(10..12, 4)],
+        "duplicate id 10",
+    )
+    .await;
     let err = put(&mut client, &["a/b"], vec![batch(0..1, 4)])
         .await
         .unwrap_err();
