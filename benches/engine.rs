@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use omendb::storage::IndexSettings;
 use omendb::{npy, CollectionOptions, Database, Metric};
 
 fn arg(name: &str) -> Option<String> {
@@ -94,6 +95,11 @@ fn main() {
                 &batch.schema(),
                 CollectionOptions {
                     metric: Metric::Cosine,
+                    // Indexes are built (and timed) explicitly below.
+                    index: IndexSettings {
+                        threshold: 0,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
             )

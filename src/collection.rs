@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::SchemaRef;
@@ -56,6 +56,20 @@ pub struct Stats {
     /// The index kind of each segment, in segment order.
     pub index_kinds: Vec<String>,
     pub version: u64,
+    /// Whether a background index build is running or queued.
+    pub indexing: bool,
+    /// The error of the last failed background index build, if any.
+    pub index_error: Option<String>,
+}
+
+/// The background index builder of one collection.
+#[derive(Debug, Default)]
+struct Indexer {
+    running: bool,
+    /// More work arrived while a build ran; the builder looks again before it stops.
+    pending: bool,
+    handle: Option<std::thread::JoinHandle<()>>,
+    last_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -66,6 +80,11 @@ pub struct Collection {
     /// The last committed manifest; holding the lock makes one writer at a time.
     writer: Mutex<Manifest>,
     dropped: AtomicBool,
+    /// This collection's own `Arc`, for the background builder to hold while it works.
+    me: Weak<Collection>,
+    indexer: Mutex<Indexer>,
+    /// Set when the database closes or the collection is dropped: builds stop and none start.
+    stop: AtomicBool,
 }
 
 impl Collection {
@@ -76,6 +95,7 @@ impl Collection {
         schema: &arrow_schema::Schema,
         opts: &CollectionOptions,
     ) -> Result<()> {
+        opts.index.check()?;
         let layout = Layout::from_schema(
             name,
             schema,
@@ -101,7 +121,7 @@ impl Collection {
 
     /// Opens the collection stored in `dir`: reads the manifest, maps and verifies every
     /// segment, loads deletion bitmaps, and removes files no manifest names (left by a crash).
-    pub(crate) fn open(dir: &Path) -> Result<Collection> {
+    pub(crate) fn open(dir: &Path) -> Result<Arc<Collection>> {
         let manifest = Manifest::load(dir)?;
         let schema = manifest.schema(dir)?;
         let layout = Arc::new(Layout::from_schema(
@@ -130,13 +150,20 @@ impl Collection {
             parts,
             index: manifest.index,
         };
-        Ok(Collection {
+        let collection = Arc::new_cyclic(|me| Collection {
             dir: dir.to_path_buf(),
             layout,
             current: RwLock::new(Arc::new(snapshot)),
             writer: Mutex::new(manifest),
             dropped: AtomicBool::new(false),
-        })
+            me: me.clone(),
+            indexer: Mutex::new(Indexer::default()),
+            stop: AtomicBool::new(false),
+        });
+        // Segments that reached the threshold but whose build was interrupted (a crash or a
+        // close) get their index now.
+        collection.schedule_indexing();
+        Ok(collection)
     }
 
     pub fn name(&self) -> &str {
@@ -163,6 +190,7 @@ impl Collection {
     }
 
     pub(crate) fn mark_dropped(&self) -> MutexGuard<'_, Manifest> {
+        self.stop_indexing();
         let guard = self.lock_writer();
         self.dropped.store(true, Ordering::SeqCst);
         guard
@@ -255,6 +283,8 @@ impl Collection {
         parts.push(part);
         self.publish(&snapshot, next.version, parts);
         *manifest = next;
+        drop(manifest);
+        self.schedule_indexing();
         Ok(rows)
     }
 
@@ -342,6 +372,10 @@ impl Collection {
     }
 
     pub fn stats(&self) -> Result<Stats> {
+        let (indexing, index_error) = {
+            let indexer = self.lock_indexer();
+            (indexer.running, indexer.last_error.clone())
+        };
         let manifest = self.lock_writer().clone();
         let snapshot = self.snapshot();
         let mut bytes = fs::metadata(self.dir.join(storage::MANIFEST))
@@ -376,6 +410,8 @@ impl Collection {
                 })
                 .collect(),
             version: manifest.version,
+            indexing,
+            index_error,
         })
     }
 
@@ -383,16 +419,81 @@ impl Collection {
     /// and holds at least `min_rows` rows, commits each, and returns how many were built. The
     /// graph is built without holding the writer lock, so appends and deletes go on meanwhile.
     pub fn build_index(&self, min_rows: usize) -> Result<usize> {
-        let settings = self.lock_writer().index;
-        let todo: Vec<Arc<Segment>> = self
-            .snapshot()
+        self.build_indexes(min_rows, &AtomicBool::new(false))
+    }
+
+    /// The segments that still need an index under `min_rows`.
+    fn unindexed(&self, min_rows: usize) -> Vec<Arc<Segment>> {
+        self.snapshot()
             .parts
             .iter()
             .filter(|p| p.index.is_none() && p.seg.rows() >= min_rows.max(1))
             .map(|p| p.seg.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Starts (or queues more work for) the background builder when some segment has reached
+    /// the collection's index threshold and has no index yet.
+    fn schedule_indexing(&self) {
+        let threshold = self.lock_writer().index.threshold;
+        if threshold == 0 || self.stop.load(Ordering::SeqCst) || self.unindexed(threshold).is_empty()
+        {
+            return;
+        }
+        let mut indexer = self.lock_indexer();
+        if indexer.running {
+            indexer.pending = true;
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        if let Some(old) = indexer.handle.take() {
+            let _ = old.join(); // it has finished: `running` is false
+        }
+        indexer.running = true;
+        indexer.pending = false;
+        indexer.handle = Some(std::thread::spawn(move || loop {
+            let threshold = me.lock_writer().index.threshold;
+            let result = me.build_indexes(threshold, &me.stop);
+            let mut indexer = me.lock_indexer();
+            indexer.last_error = result.err().map(|e| e.to_string());
+            if indexer.pending && !me.stop.load(Ordering::SeqCst) {
+                indexer.pending = false;
+                continue;
+            }
+            indexer.running = false;
+            break;
+        }));
+    }
+
+    /// Waits until the background builder has indexed every segment at or over the threshold
+    /// (returns at once when nothing is being built).
+    pub fn wait_for_indexing(&self) {
+        loop {
+            let handle = {
+                let mut indexer = self.lock_indexer();
+                match indexer.handle.take() {
+                    Some(h) => h,
+                    None => return,
+                }
+            };
+            let _ = handle.join();
+        }
+    }
+
+    /// Stops the background builder (an unfinished graph is discarded) and starts no other.
+    pub(crate) fn stop_indexing(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wait_for_indexing();
+    }
+
+    fn lock_indexer(&self) -> MutexGuard<'_, Indexer> {
+        self.indexer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn build_indexes(&self, min_rows: usize, cancel: &AtomicBool) -> Result<usize> {
+        let settings = self.lock_writer().index;
         let mut built = 0;
-        for seg in todo {
+        for seg in self.unindexed(min_rows) {
             let graph = {
                 let space = seg.space(self.metric());
                 let params = HnswParams {
@@ -400,13 +501,19 @@ impl Collection {
                     ef_construction: settings.ef_construction,
                     ..HnswParams::default()
                 };
-                Hnsw::build(&space, params)
+                match Hnsw::build_cancellable(&space, params, cancel) {
+                    Some(graph) => graph,
+                    None => return Ok(built),
+                }
             };
             let bytes = graph.to_bytes();
             let mut manifest = self.writable()?;
             let Some(p) = manifest.segments.iter().position(|s| s.id == seg.id) else {
                 continue; // the segment went away while we built
             };
+            if manifest.segments[p].index.is_some() {
+                continue; // another build indexed it meanwhile
+            }
             let file = format!("idx-{:010}-{:010}.hnsw", seg.id, manifest.next_file_id);
             let path = self.dir.join(&file);
             let mut next = manifest.clone();

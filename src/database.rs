@@ -84,7 +84,7 @@ impl Database {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        let c = Arc::new(Collection::open(&dir)?);
+        let c = Collection::open(&dir)?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -100,7 +100,7 @@ impl Database {
         if !dir.join(MANIFEST).is_file() {
             return Err(Error::NotFound(format!("collection '{name}'")));
         }
-        let c = Arc::new(Collection::open(&dir)?);
+        let c = Collection::open(&dir)?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -143,6 +143,16 @@ impl Database {
 
     fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Collection>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Database {
+    /// Stops background index builds before the directory lock is released, so nothing
+    /// writes to the directory after this handle is gone.
+    fn drop(&mut self) {
+        for c in self.lock_open().values() {
+            c.stop_indexing();
+        }
     }
 }
 

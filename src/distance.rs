@@ -254,7 +254,7 @@ const PREFETCH_TILES: usize = 8;
 
 /// Prefetches `len` floats of `x` from `start` (clamped to `x`) into L1, a cache line at a time.
 #[inline]
-fn prefetch_rows(x: &[f32], start: usize, len: usize) {
+pub fn prefetch_rows(x: &[f32], start: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         let end = (start + len).min(x.len());

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use std::borrow::Cow;
@@ -83,6 +84,12 @@ impl<'a> Space<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
+    }
+
+    /// Starts loading row `i` into the cache.
+    #[inline]
+    fn prefetch(&self, i: u32) {
+        crate::distance::prefetch_rows(self.data, i as usize * self.dim, self.dim);
     }
 
     #[inline]
@@ -226,9 +233,15 @@ fn search_layer(
                 break;
             }
             links.neighbours(c.1, level, &mut nbrs);
-            for &n in &nbrs {
-                if !visited.insert(n) {
-                    continue;
+            // Keep the unvisited neighbours, then compute their distances with the next
+            // one's vector already on its way into the cache.
+            nbrs.retain(|&n| visited.insert(n));
+            if let Some(&first) = nbrs.first() {
+                space.prefetch(first);
+            }
+            for (j, &n) in nbrs.iter().enumerate() {
+                if let Some(&next) = nbrs.get(j + 1) {
+                    space.prefetch(next);
                 }
                 let d = space.dist(q, n);
                 let worst = best.peek().map_or(f32::INFINITY, |b| b.0);
@@ -310,6 +323,15 @@ impl Links for Hnsw {
 impl Hnsw {
     /// Builds a graph over every vector of `space` (on the current rayon pool).
     pub fn build(space: &Space<'_>, params: HnswParams) -> Hnsw {
+        Self::build_cancellable(space, params, &AtomicBool::new(false)).expect("never cancelled")
+    }
+
+    /// As `build`, but gives up (returning `None`) soon after `cancel` is set.
+    pub fn build_cancellable(
+        space: &Space<'_>,
+        params: HnswParams,
+        cancel: &AtomicBool,
+    ) -> Option<Hnsw> {
         let n = space.len();
         let m = params.m.max(2);
         let ml = 1.0 / (m as f64).ln();
@@ -327,17 +349,20 @@ impl Hnsw {
                 .collect(),
         };
         if n == 0 {
-            return Hnsw {
+            return Some(Hnsw {
                 m,
                 entry: 0,
                 max_level: 0,
                 layer0: Vec::new().into(),
                 upper_offsets: Vec::new().into(),
                 upper: Vec::new().into(),
-            };
+            });
         }
         let entry = RwLock::new((0u32, levels[0] as usize));
         let insert = |i: u32| {
+            if cancel.load(Ordering::Relaxed) {
+                return;
+            }
             let level = levels[i as usize] as usize;
             let (ep, top) = *entry.read().expect("entry lock");
             let q = space.row(i).to_vec();
@@ -379,6 +404,9 @@ impl Hnsw {
         let head = n.min(1000) as u32;
         (1..head).for_each(insert);
         (head..n as u32).into_par_iter().for_each(insert);
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
 
         let (entry, max_level) = *entry.read().expect("entry lock");
         let w0 = 1 + 2 * m;
@@ -399,14 +427,14 @@ impl Hnsw {
                 }
             }
         }
-        Hnsw {
+        Some(Hnsw {
             m,
             entry,
             max_level,
             layer0: layer0.into(),
             upper_offsets: upper_offsets.into(),
             upper: upper.into(),
-        }
+        })
     }
 
     /// Nodes in the graph.

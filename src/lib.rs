@@ -26,5 +26,5 @@ pub use collection::{Collection, CollectionOptions, Stats};
 pub use database::Database;
 pub use distance::Metric;
 pub use error::{Error, Result};
-pub use search::Hit;
+pub use search::{Hit, Selection};
 pub use snapshot::{Snapshot, DISTANCE_COLUMN};

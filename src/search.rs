@@ -3,15 +3,116 @@
 //! Queries are processed in blocks against blocks of rows with the blocked dot-product kernel
 //! (a small matrix product), so a batch of queries reads each row once per query block rather
 //! than once per query. Work is split into (row chunk × query block) units run on rayon.
+//!
+//! Segments with an HNSW graph are searched through it. A filter (a `Selection`) restricts
+//! every segment to the rows it selects; each segment then picks its plan from the filter's
+//! selectivity: a graph search that skips unselected rows, a scan of all rows, or, when few
+//! rows match, an exact pass over only the selected rows.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
+use arrow_array::{Array, BooleanArray, RecordBatch};
+
 use crate::distance::{kernels, Metric};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Part, Snapshot};
+use crate::storage::Bitmap;
 use crate::{Error, Result};
+
+/// The rows a filtered search may return: for each part of the snapshot it was made from, the
+/// selected rows (`None`: every row).
+#[derive(Debug, Clone)]
+pub struct Selection {
+    version: u64,
+    parts: Vec<Option<Bitmap>>,
+}
+
+impl Selection {
+    /// Evaluates `mask` on each segment's rows (a null counts as not selected).
+    pub fn from_masks(
+        snapshot: &Snapshot,
+        mut mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
+    ) -> Result<Selection> {
+        let mut parts = Vec::with_capacity(snapshot.parts.len());
+        for part in &snapshot.parts {
+            let batch = &part.seg.batch;
+            let m = mask(batch)?;
+            if m.len() != batch.num_rows() {
+                return Err(Error::invalid(format!(
+                    "filter mask has {} rows, the segment {}",
+                    m.len(),
+                    batch.num_rows()
+                )));
+            }
+            let mut bits = Bitmap::new(m.len());
+            if m.null_count() == 0 && m.true_count() == m.len() {
+                parts.push(None);
+                continue;
+            }
+            for (row, v) in m.iter().enumerate() {
+                if v == Some(true) {
+                    bits.insert(row);
+                }
+            }
+            parts.push(Some(bits));
+        }
+        Ok(Selection {
+            version: snapshot.version,
+            parts,
+        })
+    }
+
+    /// Selected rows, deleted ones included.
+    pub fn count(&self, snapshot: &Snapshot) -> usize {
+        self.parts
+            .iter()
+            .zip(&snapshot.parts)
+            .map(|(s, p)| s.as_ref().map_or(p.seg.rows(), Bitmap::count))
+            .sum()
+    }
+}
+
+/// How one part is searched.
+enum Plan<'a> {
+    Skip,
+    /// Every row, block by block (rows outside the selection are passed over).
+    Scan(Option<&'a Bitmap>),
+    /// Only the selected rows, one by one.
+    Rows(Vec<u32>),
+    /// The HNSW graph (rows outside the selection are traversed but not returned).
+    Graph(Option<&'a Bitmap>),
+}
+
+/// Picks a part's plan. A graph search with a filter that keeps a fraction `f` of the `n` rows
+/// evaluates about `C·ef/f` rows before it has `ef` selected ones; an exact pass evaluates the
+/// `f·n` selected rows. The exact pass wins when `(f·n)² < C·ef·n`.
+fn plan<'a>(part: &Part, sel: Option<&'a Bitmap>, ef: usize) -> Plan<'a> {
+    const GRAPH_COST: usize = 32;
+    let n = part.seg.rows();
+    let Some(bits) = sel else {
+        return match part.index {
+            Some(_) => Plan::Graph(None),
+            None => Plan::Scan(None),
+        };
+    };
+    let c = bits.count();
+    let rows = || Plan::Rows(bits.iter().filter(|&r| !part.is_deleted(r)).map(|r| r as u32).collect());
+    if c == 0 {
+        Plan::Skip
+    } else if part.index.is_some() {
+        if (c as u128).pow(2) <= (GRAPH_COST * ef) as u128 * n as u128 {
+            rows()
+        } else {
+            Plan::Graph(Some(bits))
+        }
+    } else if c * 8 <= n {
+        rows()
+    } else {
+        Plan::Scan(Some(bits))
+    }
+}
 
 /// One search result: a row of a snapshot part, and its distance under the collection metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -124,11 +225,37 @@ impl Snapshot {
         k: usize,
         ef: Option<usize>,
     ) -> Result<Vec<Vec<Hit>>> {
+        self.search_filtered(queries, k, ef, None)
+    }
+
+    /// As `search_batch_ef`, returning only rows of `filter` (made from this snapshot): the
+    /// `k` nearest selected live rows, or all of them when fewer match.
+    pub fn search_filtered(
+        &self,
+        queries: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        filter: Option<&Selection>,
+    ) -> Result<Vec<Vec<Hit>>> {
         let dim = self.dim();
         let nq = check_queries(queries, dim)?;
+        if let Some(f) = filter {
+            if f.version != self.version || f.parts.len() != self.parts.len() {
+                return Err(Error::invalid(
+                    "the filter selection was made from another snapshot",
+                ));
+            }
+        }
         if k == 0 {
             return Ok(vec![Vec::new(); nq]);
         }
+        let ef = ef.unwrap_or(self.index.ef_search).max(k);
+        let plans: Vec<Plan> = self
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(p, part)| plan(part, filter.and_then(|f| f.parts[p].as_ref()), ef))
+            .collect();
         let metric = self.metric();
         let mut qs = queries.to_vec();
         let qnorms: Vec<f32> = qs
@@ -146,7 +273,7 @@ impl Snapshot {
         // Work units: (part, first row, end row, first query, end query).
         let mut units = Vec::new();
         for (p, part) in self.parts.iter().enumerate() {
-            if part.index.is_some() {
+            if !matches!(plans[p], Plan::Scan(_)) {
                 continue;
             }
             let rows = part.seg.rows();
@@ -165,9 +292,13 @@ impl Snapshot {
         let partials: Vec<(usize, Vec<TopK>)> = units
             .into_par_iter()
             .map(|(p, r0, r1, q0, q1)| {
+                let Plan::Scan(sel) = plans[p] else {
+                    unreachable!("units are made for scanned parts")
+                };
                 let tops = self.scan_unit(
                     metric,
                     p,
+                    sel,
                     r0,
                     r1,
                     &qs[q0 * dim..q1 * dim],
@@ -186,11 +317,14 @@ impl Snapshot {
                 }
             }
         }
-        if self.parts.iter().any(|p| p.index.is_some()) {
-            let ef = ef.unwrap_or(self.index.ef_search);
+        if plans
+            .iter()
+            .any(|p| matches!(p, Plan::Graph(_) | Plan::Rows(_)))
+        {
             let graph_hits: Vec<Vec<Cand>> = queries
                 .par_chunks(dim)
-                .map(|q| self.search_graphs(metric, q, k, ef))
+                .zip(qs.par_chunks(dim))
+                .map(|(raw, prepared)| self.search_one(&plans, metric, raw, prepared, k, ef))
                 .collect();
             for (top, hits) in merged.iter_mut().zip(graph_hits) {
                 for c in hits {
@@ -218,18 +352,49 @@ impl Snapshot {
             .collect())
     }
 
-    /// Searches the HNSW graph of every indexed part for one raw query.
-    fn search_graphs(&self, metric: Metric, q: &[f32], k: usize, ef: usize) -> Vec<Cand> {
+    /// One query against the parts searched per query: graphs, and the selected rows of
+    /// sparsely filtered parts. `raw` is the query as given, `prepared` as the scan uses it.
+    fn search_one(
+        &self,
+        plans: &[Plan],
+        metric: Metric,
+        raw: &[f32],
+        prepared: &[f32],
+        k: usize,
+        ef: usize,
+    ) -> Vec<Cand> {
         let mut out = Vec::new();
         for (p, part) in self.parts.iter().enumerate() {
-            let Some(graph) = &part.index else { continue };
-            let space = part.seg.space(metric);
-            let accept = |row: u32| !part.is_deleted(row as usize);
-            for (row, dist) in graph.search(&space, q, k, ef, &accept) {
-                out.push(Cand {
-                    dist,
-                    key: ((p as u64) << 32) | row as u64,
-                });
+            let key = |row: u32| ((p as u64) << 32) | row as u64;
+            match &plans[p] {
+                Plan::Graph(sel) => {
+                    let graph = part.index.as_ref().expect("graph plans have a graph");
+                    let space = part.seg.space(metric);
+                    let accept = |row: u32| {
+                        !part.is_deleted(row as usize) && sel.is_none_or(|s| s.contains(row as usize))
+                    };
+                    for (row, dist) in graph.search(&space, raw, k, ef, &accept) {
+                        out.push(Cand {
+                            dist,
+                            key: key(row),
+                        });
+                    }
+                }
+                Plan::Rows(rows) => {
+                    let space = part.seg.space(metric);
+                    let mut top = TopK::new(k);
+                    for &row in rows {
+                        let dist = space.dist(prepared, row);
+                        if dist < top.threshold() {
+                            top.push(Cand {
+                                dist,
+                                key: key(row),
+                            });
+                        }
+                    }
+                    out.extend(top.heap);
+                }
+                Plan::Skip | Plan::Scan(_) => {}
             }
         }
         out
@@ -241,6 +406,7 @@ impl Snapshot {
         &self,
         metric: Metric,
         p: usize,
+        sel: Option<&Bitmap>,
         r0: usize,
         r1: usize,
         qs: &[f32],
@@ -294,7 +460,10 @@ impl Snapshot {
                     continue;
                 }
                 for (j, &dist) in dists.iter().enumerate() {
-                    if dist < thr && !part.is_deleted(x0 + j) {
+                    if dist < thr
+                        && !part.is_deleted(x0 + j)
+                        && sel.is_none_or(|s| s.contains(x0 + j))
+                    {
                         top.push(Cand {
                             dist,
                             key: base_key | (x0 + j) as u64,

@@ -130,7 +130,7 @@ fn decode_single_batch(buffer: &Buffer, schema: &SchemaRef) -> Result<RecordBatc
         .ok_or_else(|| "empty record batch block".to_string())
 }
 
-/// A set of deleted row positions within one segment.
+/// A set of row positions within one segment (deleted rows, or rows a filter selects).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bitmap {
     words: Vec<u64>,
@@ -160,6 +160,19 @@ impl Bitmap {
     }
     pub fn count(&self) -> usize {
         self.count
+    }
+    /// The set rows, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    w * 64 + b
+                })
+            })
+        })
     }
 
     const MAGIC: &'static [u8; 8] = b"OMENDEL1";
@@ -265,6 +278,41 @@ pub struct IndexSettings {
     pub ef_construction: usize,
     /// The search beam width used when a query does not give one.
     pub ef_search: usize,
+    /// A segment with at least this many rows gets an HNSW index automatically, built in the
+    /// background after the append commits; smaller segments are searched exactly. 0 turns
+    /// automatic indexing off (`build_index` still works).
+    #[serde(default = "default_index_threshold")]
+    pub threshold: usize,
+}
+
+impl IndexSettings {
+    /// Refuses settings no graph can be built or searched with.
+    pub fn check(&self) -> Result<()> {
+        if !(2..=256).contains(&self.m) {
+            return Err(Error::invalid(format!(
+                "index setting m must be between 2 and 256, got {}",
+                self.m
+            )));
+        }
+        for (name, v) in [
+            ("ef_construction", self.ef_construction),
+            ("ef_search", self.ef_search),
+        ] {
+            if !(1..=100_000).contains(&v) {
+                return Err(Error::invalid(format!(
+                    "index setting {name} must be between 1 and 100000, got {v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The default automatic-indexing threshold, in rows.
+pub const DEFAULT_INDEX_THRESHOLD: usize = 10_000;
+
+fn default_index_threshold() -> usize {
+    DEFAULT_INDEX_THRESHOLD
 }
 
 impl Default for IndexSettings {
@@ -273,6 +321,7 @@ impl Default for IndexSettings {
             m: 16,
             ef_construction: 200,
             ef_search: 64,
+            threshold: DEFAULT_INDEX_THRESHOLD,
         }
     }
 }

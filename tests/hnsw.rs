@@ -112,3 +112,220 @@ fn filtered_search_returns_only_accepted_rows() {
     eprintln!("10% filter: recall@10 at ef=200: {r:.4}");
     assert!(r >= 0.95, "filtered recall {r}");
 }
+
+mod collection {
+    //! The index inside a collection: automatic builds, filters, readers during a build.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    use omendb::storage::IndexSettings;
+    use omendb::{CollectionOptions, Database, Metric, Selection, Snapshot};
+
+    /// Rows `ids` of the dataset, with a `bucket` column of `id % 100`.
+    fn rows(data: &[f32], dim: usize, ids: std::ops::Range<usize>) -> RecordBatch {
+        let mut vectors = FixedSizeListBuilder::new(Float32Builder::new(), dim as i32)
+            .with_field(Arc::new(Field::new("item", DataType::Float32, true)));
+        for i in ids.clone() {
+            vectors.values().append_slice(&data[i * dim..(i + 1) * dim]);
+            vectors.append(true);
+        }
+        let ids: Vec<i64> = ids.map(|i| i as i64).collect();
+        let buckets: Vec<i64> = ids.iter().map(|i| i % 100).collect();
+        RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("vec", Arc::new(vectors.finish()) as ArrayRef),
+            ("bucket", Arc::new(Int64Array::from(buckets)) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    fn schema(dim: usize) -> Schema {
+        rows(&vec![0.0; dim], dim, 0..1).schema().as_ref().clone()
+    }
+
+    fn options(threshold: usize) -> CollectionOptions {
+        CollectionOptions {
+            metric: Metric::Cosine,
+            index: IndexSettings {
+                threshold,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The ids of each query's hits (rows are numbered in append order across segments).
+    fn hit_ids(snap: &Snapshot, hits: Vec<Vec<omendb::Hit>>) -> Vec<Vec<i64>> {
+        let offsets: Vec<usize> = snap
+            .parts()
+            .iter()
+            .scan(0, |at, p| {
+                let start = *at;
+                *at += p.seg.rows();
+                Some(start)
+            })
+            .collect();
+        hits.into_iter()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (offsets[h.part as usize] + h.row as usize) as i64)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Exact top-10 by cosine among the rows `keep` accepts.
+    fn exact_ids(data: &[f32], dim: usize, n: usize, q: &[f32], keep: impl Fn(usize) -> bool) -> Vec<i64> {
+        let rows: Vec<usize> = (0..n).filter(|&i| keep(i)).collect();
+        let mut d: Vec<(f32, usize)> = rows
+            .iter()
+            .map(|&i| (Metric::Cosine.distance(q, &data[i * dim..(i + 1) * dim]), i))
+            .collect();
+        d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        d.into_iter().take(10).map(|x| x.1 as i64).collect()
+    }
+
+    fn bucket_filter(snap: &Snapshot, keep: impl Fn(i64) -> bool) -> Selection {
+        Selection::from_masks(snap, |b| {
+            let col = b
+                .column_by_name("bucket")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            Ok(col.iter().map(|v| v.map(&keep)).collect())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn automatic_index_filters_and_reopen() {
+        let Some((data, queries, dim)) = super::dataset() else {
+            panic!("minilm-words dataset not found beside the repository (../shared/datasets)");
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let n = super::N;
+        let fresh = 1000;
+        let queries = &queries[..100 * dim];
+        let answers = {
+            let db = Database::open(tmp.path()).unwrap();
+            let c = db
+                .create_collection("words", &schema(dim), options(2000))
+                .unwrap();
+            // Reaches the threshold: indexed in the background.
+            c.append(&[rows(&data, dim, 0..n - fresh)]).unwrap();
+            c.wait_for_indexing();
+            // Under the threshold: stays exact.
+            c.append(&[rows(&data, dim, n - fresh..n)]).unwrap();
+            c.wait_for_indexing();
+            let stats = c.stats().unwrap();
+            assert_eq!(stats.index_kinds, ["hnsw", "flat"]);
+            assert!(!stats.indexing);
+            assert_eq!(stats.index_error, None);
+
+            let snap = c.snapshot();
+            // 100%, 20% and 1% of the rows selected; the 1% filter is answered exactly.
+            for (fraction, floor) in [(100, 0.95), (20, 0.95), (1, 1.0)] {
+                let keep = |b: i64| b < fraction;
+                let sel = bucket_filter(&snap, keep);
+                assert_eq!(sel.count(&snap), n * fraction as usize / 100);
+                let got = hit_ids(
+                    &snap,
+                    snap.search_filtered(queries, 10, Some(64), Some(&sel)).unwrap(),
+                );
+                let mut found = 0;
+                for (q, ids) in queries.chunks(dim).zip(&got) {
+                    assert_eq!(ids.len(), 10, "{fraction}% filter: k rows come back");
+                    assert!(ids.iter().all(|&i| keep(i % 100)), "an unselected row came back");
+                    let want = exact_ids(&data, dim, n, q, |i| keep(i as i64 % 100));
+                    found += ids.iter().filter(|i| want.contains(i)).count();
+                }
+                let recall = found as f64 / (10 * got.len()) as f64;
+                eprintln!("{fraction}% filter: recall@10 {recall:.4}");
+                assert!(recall >= floor, "{fraction}% filter: recall {recall}");
+            }
+            // A filter nothing matches returns nothing.
+            let none = bucket_filter(&snap, |_| false);
+            let got = snap.search_filtered(queries, 10, None, Some(&none)).unwrap();
+            assert!(got.iter().all(Vec::is_empty));
+            // A selection belongs to the snapshot it was made from.
+            c.delete(&Int64Array::from(vec![0])).unwrap();
+            let err = c
+                .snapshot()
+                .search_filtered(queries, 10, None, Some(&none))
+                .unwrap_err();
+            assert!(err.to_string().contains("another snapshot"), "{err}");
+            hit_ids(&c.snapshot(), c.snapshot().search_batch(queries, 10).unwrap())
+        };
+        // Reopened: the index is mapped, not rebuilt, and answers the same.
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db.collection("words").unwrap();
+        assert!(!c.stats().unwrap().indexing);
+        assert_eq!(c.stats().unwrap().index_kinds, ["hnsw", "flat"]);
+        let snap = c.snapshot();
+        assert_eq!(hit_ids(&snap, snap.search_batch(queries, 10).unwrap()), answers);
+    }
+
+    #[test]
+    fn readers_and_writers_go_on_during_a_build() {
+        let Some((data, queries, dim)) = super::dataset() else {
+            panic!("minilm-words dataset not found beside the repository (../shared/datasets)");
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 4000;
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db.create_collection("words", &schema(dim), options(0)).unwrap();
+        c.append(&[rows(&data, dim, 0..n)]).unwrap();
+        let queries = &queries[..20 * dim];
+        let exact = hit_ids(&c.snapshot(), c.snapshot().search_batch(queries, 10).unwrap());
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let (mut before, mut after) = (0, 0);
+                        loop {
+                            let finished = done.load(Ordering::SeqCst);
+                            let snap = c.snapshot();
+                            let got = hit_ids(&snap, snap.search_batch(queries, 10).unwrap());
+                            let indexed = snap.parts()[0].index.is_some();
+                            let mut found = 0;
+                            for (g, e) in got.iter().zip(&exact) {
+                                assert_eq!(g.len(), 10);
+                                if !indexed && snap.parts().len() == 1 {
+                                    assert_eq!(g, e, "before the index, search is exact");
+                                }
+                                found += g.iter().filter(|i| e.contains(i)).count();
+                            }
+                            assert!(found as f64 >= 0.9 * (10 * exact.len()) as f64);
+                            if indexed {
+                                after += 1;
+                            } else {
+                                before += 1;
+                            }
+                            if finished {
+                                return (before, after);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let writer = s.spawn(|| c.append(&[rows(&data, dim, n..n + 100)]).unwrap());
+            assert!(c.build_index(1).unwrap() >= 1);
+            done.store(true, Ordering::SeqCst);
+            assert_eq!(writer.join().unwrap(), 100);
+            for r in readers {
+                let (before, after) = r.join().unwrap();
+                assert!(before > 0 && after > 0, "reads before {before}, after {after}");
+            }
+        });
+        // The append made during the build is there; the new small segment got no index
+        // (build_index(1) may or may not have seen it, both are fine), and counts add up.
+        assert_eq!(c.count(), n + 100);
+        assert_eq!(c.stats().unwrap().index_kinds[0], "hnsw");
+    }
+}

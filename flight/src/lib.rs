@@ -2,7 +2,9 @@
 //!
 //! - `do_put` with a path descriptor `["docs"]` appends the streamed batches to collection
 //!   `docs` as one segment, creating the collection on first write. Extra path elements set
-//!   options for a new collection: `metric=cosine|l2|dot`, `id=COLUMN`, `vector=COLUMN`.
+//!   options for a new collection: `metric=cosine|l2|dot`, `id=COLUMN`, `vector=COLUMN`, and
+//!   the index settings `m=16`, `ef_construction=200`, `ef_search=64`, `index_threshold=10000`
+//!   (rows at which a segment is indexed automatically; 0 turns that off).
 //! - `do_get` with a ticket holding SQL text streams the result.
 //! - `list_flights` / `get_flight_info` / `get_schema` describe collections (path
 //!   descriptors) or SQL queries (command descriptors).
@@ -165,9 +167,23 @@ fn put_target(descriptor: &FlightDescriptor) -> Result<(String, CollectionOption
             "metric" => opts.metric = value.parse::<Metric>().map_err(|e| engine_status(&e))?,
             "id" => opts.id_column = value.to_string(),
             "vector" => opts.vector_column = Some(value.to_string()),
+            "m" | "ef_construction" | "ef_search" | "index_threshold" => {
+                let n: usize = value.parse().map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "descriptor option '{key}' must be a non-negative integer, got '{value}'"
+                    ))
+                })?;
+                match key {
+                    "m" => opts.index.m = n,
+                    "ef_construction" => opts.index.ef_construction = n,
+                    "ef_search" => opts.index.ef_search = n,
+                    _ => opts.index.threshold = n,
+                }
+            }
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown descriptor option '{other}' (expected metric, id or vector)"
+                    "unknown descriptor option '{other}' (expected metric, id, vector, m, \
+                     ef_construction, ef_search or index_threshold)"
                 )))
             }
         }

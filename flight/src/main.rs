@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "omendb",
@@ -35,6 +37,16 @@ enum Command {
         /// The SQL text.
         query: String,
     },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Recall@k and queries per second of approximate (or exact) search over a dataset, for a
+    /// sweep of ef: one JSON object per line.
+    Ann(bench::AnnArgs),
 }
 
 #[tokio::main]
@@ -60,6 +72,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let db = Arc::new(omendb::Database::open(&data)?);
             let ctx = omendb_udfs::session(db)?;
             ctx.sql(&query).await?.show().await?;
+        }
+        Command::Bench(BenchCommand::Ann(args)) => {
+            tokio::task::spawn_blocking(move || bench::ann(args).map_err(|e| e.to_string()))
+                .await??
         }
     }
     Ok(())

@@ -47,7 +47,10 @@ def loaded(server, dataset):
     half = N // 2
     # pandas: a column of float32 numpy arrays arrives as List<Float32>.
     df = pd.DataFrame({"id": np.arange(half, dtype=np.int64), "word": words[:half], "vector": list(base[:half])})
-    assert put(client, ["words"], pa.Table.from_pandas(df, preserve_index=False)) == {"collection": "words", "rows": half}
+    # index_threshold=0 keeps every segment exact (no automatic HNSW), so knn() must match
+    # numpy brute force id for id.
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    assert put(client, ["words", "index_threshold=0"], table) == {"collection": "words", "rows": half}
     # polars: float64 lists and polars' own string layout, converted on the way in.
     pf = pl.DataFrame({
         "id": np.arange(half, N, dtype=np.int64),
@@ -158,7 +161,7 @@ def test_a_full_100k_batch_is_accepted(server):
     values = pa.array(vectors.reshape(-1))
     table = pa.table({"id": pa.array(np.arange(n, dtype=np.int64)),
                       "vector": pa.FixedSizeListArray.from_arrays(values, d)})
-    writer, reader = client.do_put(flight.FlightDescriptor.for_path("big", "metric=l2"), table.schema)
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("big", "metric=l2", "index_threshold=0"), table.schema)
     writer.write_table(table)  # one 154 MB message
     writer.done_writing()
     assert json.loads(reader.read().to_pybytes())["rows"] == n

@@ -1,4 +1,9 @@
-//! `knn('collection', <query vector>, k)`: the k nearest rows and their `_distance`.
+//! `knn('collection', <query vector>, k [, ef])`: the k nearest rows and their `_distance`.
+//!
+//! `WHERE` conditions on the collection's columns are pushed into the search as a pre-filter:
+//! `SELECT * FROM knn('docs', [..], 10) WHERE lang = 'en'` returns the 10 nearest rows whose
+//! `lang` is `'en'` (10 rows whenever at least 10 match), not the matching rows among the 10
+//! nearest. Conditions on `_distance` apply to the result, after the search.
 
 use std::sync::Arc;
 
@@ -8,7 +13,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{Expr, TableType};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use omendb::{Database, Snapshot};
 
@@ -166,16 +172,63 @@ impl TableProvider for KnnTable {
         TableType::Temporary
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let stored = self.snapshot.schema();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                let on_stored_columns = f
+                    .column_refs()
+                    .iter()
+                    .all(|c| stored.field_with_name(&c.name).is_ok());
+                if on_stored_columns && !f.is_volatile() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let selection = match conjunction(filters.iter().cloned()) {
+            None => None,
+            Some(predicate) => {
+                let schema = DFSchema::try_from(self.snapshot.schema().as_ref().clone())?;
+                let physical = state.create_physical_expr(predicate, &schema)?;
+                let selection = omendb::Selection::from_masks(&self.snapshot, |batch| {
+                    let mask = physical
+                        .evaluate(batch)
+                        .and_then(|v| v.into_array(batch.num_rows()))
+                        .map_err(|e| {
+                            omendb::Error::InvalidInput(format!("knn() filter: {e}"))
+                        })?;
+                    mask.as_any()
+                        .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+                        .cloned()
+                        .ok_or_else(|| {
+                            omendb::Error::InvalidInput(format!(
+                                "knn() filter is not a boolean condition (it gives {})",
+                                mask.data_type()
+                            ))
+                        })
+                })
+                .map_err(engine_error)?;
+                Some(selection)
+            }
+        };
         let hits = self
             .snapshot
-            .search_batch_ef(&self.query, self.k, self.ef)
+            .search_filtered(&self.query, self.k, self.ef, selection.as_ref())
             .map_err(engine_error)?
             .pop()
             .unwrap_or_default();

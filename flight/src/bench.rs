@@ -1,0 +1,250 @@
+//! `omendb bench ann`: recall and speed of the engine's search over a dataset directory.
+//!
+//! The dataset is loaded through the engine API into a scratch database (one segment), the
+//! index is built with `--build-threads`, then every `--ef` is timed over the whole query set
+//! in one batched call on `--threads`. One JSON object per line goes to stdout.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int64Array};
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
+use omendb::storage::IndexSettings;
+use omendb::{npy, CollectionOptions, Database, Metric, Selection, Snapshot};
+
+#[derive(clap::Args, Debug)]
+pub struct AnnArgs {
+    /// Directory with base.npy (float16/float32), queries.npy and gt_cosine.npy.
+    #[arg(long)]
+    dataset: PathBuf,
+    #[arg(long, default_value = "cosine")]
+    metric: Metric,
+    /// `hnsw`, or `flat` for exact search.
+    #[arg(long, default_value = "hnsw")]
+    index: String,
+    #[arg(long, default_value_t = 16)]
+    m: usize,
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+    /// Beam widths to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "10,16,24,32,48,64,96,128,192,256,400")]
+    ef: Vec<usize>,
+    /// Search threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Index build threads.
+    #[arg(long, default_value_t = 2)]
+    build_threads: usize,
+    /// Search only rows of a filter that keeps this fraction of the rows (spread evenly).
+    #[arg(long)]
+    filter_fraction: Option<f64>,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Where the scratch database goes (default: a fresh directory under the system temp dir,
+    /// removed afterwards).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// Removes the scratch directory when the bench ends, however it ends.
+struct Scratch(PathBuf, bool);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+const BUCKETS: i64 = 10_000;
+
+pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if !matches!(args.index.as_str(), "hnsw" | "flat") {
+        return Err(format!("--index must be hnsw or flat, got '{}'", args.index).into());
+    }
+    if let Some(f) = args.filter_fraction {
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(format!("--filter-fraction must be in (0, 1], got {f}").into());
+        }
+    }
+    let base = npy::read_f32(args.dataset.join("base.npy"))?;
+    let queries = npy::read_f32(args.dataset.join("queries.npy"))?;
+    if base.cols != queries.cols {
+        return Err(format!(
+            "base.npy has dimension {}, queries.npy {}",
+            base.cols, queries.cols
+        )
+        .into());
+    }
+    let (n, dim) = (base.rows, base.cols);
+
+    let (dir, remove) = match &args.data {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("omendb-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    if dir.exists() {
+        return Err(format!("{} exists; name a new directory", dir.display()).into());
+    }
+    let _scratch = Scratch(dir.clone(), remove);
+    let db = Database::open(&dir)?;
+    let batch = dataset_batch(&base.data, dim)?;
+    let c = db.create_collection(
+        "bench",
+        &batch.schema(),
+        CollectionOptions {
+            metric: args.metric,
+            index: IndexSettings {
+                m: args.m,
+                ef_construction: args.ef_construction,
+                threshold: 0, // built (and timed) below
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )?;
+    c.append(&[batch])?;
+    drop(base);
+
+    let snap = c.snapshot();
+    let keep_below = args
+        .filter_fraction
+        .map(|f| ((f * BUCKETS as f64).round() as i64).max(1));
+    let filter = |snap: &Snapshot| -> omendb::Result<Option<Selection>> {
+        keep_below
+            .map(|below| {
+                Selection::from_masks(snap, |b| {
+                    let bucket = b.column(2).as_primitive::<Int64Type>();
+                    Ok(bucket.iter().map(|v| v.map(|v| v < below)).collect::<BooleanArray>())
+                })
+            })
+            .transpose()
+    };
+
+    // Ground truth: the dataset's own (cosine, unfiltered) or an exact search here.
+    let truth: Vec<Vec<u32>> = if args.metric == Metric::Cosine && keep_below.is_none() {
+        let gt = npy::read_i64(args.dataset.join("gt_cosine.npy"))?;
+        if gt.rows != queries.rows || gt.cols < args.k {
+            return Err("gt_cosine.npy does not match queries.npy and k".into());
+        }
+        gt.data
+            .chunks(gt.cols)
+            .map(|r| r[..args.k].iter().map(|&i| i as u32).collect())
+            .collect()
+    } else {
+        let sel = filter(&snap)?;
+        snap.search_filtered(&queries.data, args.k, None, sel.as_ref())?
+            .iter()
+            .map(|hits| hits.iter().map(|h| h.row).collect())
+            .collect()
+    };
+
+    let build_s = if args.index == "hnsw" {
+        let t = Instant::now();
+        pool(args.build_threads)?.install(|| c.build_index(1))?;
+        t.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
+    let snap = c.snapshot();
+    let sel = filter(&snap)?;
+    let search = pool(args.threads)?;
+    let system = format!("omendb-{}", args.index);
+    let efs = if args.index == "flat" {
+        vec![0]
+    } else {
+        args.ef.clone()
+    };
+    // Warm the page cache and the segment's cached norms.
+    snap.search_filtered(&queries.data[..dim], args.k, None, sel.as_ref())?;
+    for ef in efs {
+        let t = Instant::now();
+        let hits = search.install(|| {
+            snap.search_filtered(&queries.data, args.k, Some(ef.max(1)), sel.as_ref())
+        })?;
+        let secs = t.elapsed().as_secs_f64();
+        let mut found = 0;
+        let mut wanted = 0;
+        for (h, want) in hits.iter().zip(&truth) {
+            found += h.iter().filter(|h| want.contains(&h.row)).count();
+            wanted += want.len();
+        }
+        let mut line = serde_json::json!({
+            "system": system,
+            "ef": ef,
+            "recall": (found as f64 / wanted.max(1) as f64 * 1e4).round() / 1e4,
+            "qps": (queries.rows as f64 / secs).round(),
+            "build_s": (build_s * 10.0).round() / 10.0,
+            "n": n,
+            "dim": dim,
+        });
+        if let Some(f) = args.filter_fraction {
+            line["filter_fraction"] = f.into();
+        }
+        if args.index == "flat" {
+            line.as_object_mut().expect("object").remove("ef");
+        }
+        println!("{line}");
+    }
+    let stats = c.stats()?;
+    drop((snap, c, db));
+    let t = Instant::now();
+    let db = Database::open(&dir)?;
+    let c = db.collection("bench")?;
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let index_bytes: u64 = index_files_bytes(&dir.join("bench"))?;
+    eprintln!(
+        "{}",
+        serde_json::json!({
+            "open_ms": (open_ms * 10.0).round() / 10.0,
+            "rows": c.count(),
+            "index_kinds": stats.index_kinds,
+            "index_bytes_per_vector": (index_bytes as f64 / n as f64 * 10.0).round() / 10.0,
+            "bytes_on_disk": stats.bytes_on_disk,
+        })
+    );
+    Ok(())
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+}
+
+/// The dataset as one batch: `id` (row number), `vector`, and `bucket` (row mod 10,000) for
+/// filters.
+fn dataset_batch(data: &[f32], dim: usize) -> Result<RecordBatch, Box<dyn std::error::Error>> {
+    let n = data.len() / dim;
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let vectors = FixedSizeListArray::try_new(
+        item,
+        dim as i32,
+        Arc::new(Float32Array::from(data.to_vec())),
+        None,
+    )?;
+    Ok(RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef),
+        ("vector", Arc::new(vectors) as ArrayRef),
+        (
+            "bucket",
+            Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| i % BUCKETS))) as ArrayRef,
+        ),
+    ])?)
+}
+
+fn index_files_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with("idx-") {
+            total += e.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
