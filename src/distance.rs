@@ -76,6 +76,7 @@ pub enum Level {
 
 type DotFn = fn(&[f32], &[f32]) -> f32;
 type BlockFn = fn(&[f32], &[f32], usize, &mut [f32]);
+type DotU8Fn = fn(&[f32], &[u8]) -> f32;
 
 /// One level's kernels.
 pub struct Kernels {
@@ -87,6 +88,9 @@ pub struct Kernels {
     /// `dot_block(q, x, d, out)`: `q` holds `nq` vectors and `x` holds `nr` vectors of
     /// dimension `d`, row-major; writes `out[i * nr + j] = q_i · x_j`.
     pub dot_block: BlockFn,
+    /// `Σ a[i] · c[i]` for 8-bit codes `c` (the quantized vectors graph search traverses);
+    /// the slices have equal length.
+    pub dot_u8: DotU8Fn,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -94,6 +98,7 @@ static SCALAR: Kernels = Kernels {
     dot: scalar::dot,
     l2sq: scalar::l2sq,
     dot_block: scalar::dot_block,
+    dot_u8: scalar::dot_u8,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -102,6 +107,7 @@ static AVX2: Kernels = Kernels {
     dot: x86::dot_avx2,
     l2sq: x86::l2sq_avx2,
     dot_block: x86::dot_block_avx2,
+    dot_u8: x86::dot_u8_avx2,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -110,6 +116,7 @@ static AVX512: Kernels = Kernels {
     dot: x86::dot_avx512,
     l2sq: x86::l2sq_avx512,
     dot_block: x86::dot_block_avx512,
+    dot_u8: x86::dot_u8_avx512,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -118,6 +125,7 @@ static NEON: Kernels = Kernels {
     dot: arm::dot_neon,
     l2sq: arm::l2sq_neon,
     dot_block: arm::dot_block_neon,
+    dot_u8: arm::dot_u8_neon,
 };
 
 impl Kernels {
@@ -168,6 +176,25 @@ pub fn kernels() -> &'static Kernels {
 
 /// The plain scalar kernels: the reference every SIMD level is tested against.
 pub mod scalar {
+    pub fn dot_u8(a: &[f32], c: &[u8]) -> f32 {
+        assert_eq!(a.len(), c.len());
+        let mut acc = [0f32; 8];
+        let ca = a.chunks_exact(8);
+        let cc = c.chunks_exact(8);
+        let tail: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cc.remainder())
+            .map(|(x, &y)| x * y as f32)
+            .sum();
+        for (x, y) in ca.zip(cc) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i] as f32;
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         let mut acc = [0f32; 8];
@@ -252,9 +279,10 @@ struct Tiles {
 /// prefetches keep a single-query scan streaming.
 const PREFETCH_TILES: usize = 8;
 
-/// Prefetches `len` floats of `x` from `start` (clamped to `x`) into L1, a cache line at a time.
+/// Prefetches `len` elements of `x` from `start` (clamped to `x`) into L1, a cache line at a
+/// time.
 #[inline]
-pub fn prefetch_rows(x: &[f32], start: usize, len: usize) {
+pub fn prefetch_rows<T>(x: &[T], start: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         let end = (start + len).min(x.len());
@@ -267,7 +295,7 @@ pub fn prefetch_rows(x: &[f32], start: usize, len: usize) {
                     x.as_ptr().add(i) as *const i8,
                 )
             };
-            i += 16;
+            i += 64 / std::mem::size_of::<T>().max(1);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -424,6 +452,35 @@ mod x86 {
         one_row: tile_avx2::<4, 1>,
         single: tile_avx2::<1, 1>,
     };
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_u8_avx2_impl(a: &[f32], c: &[u8]) -> f32 {
+        let n = a.len();
+        let (pa, pc) = (a.as_ptr(), c.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut k = 0;
+        while k + 16 <= n {
+            let bytes = _mm_loadu_si128(pc.add(k) as *const __m128i);
+            let lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+            let hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(bytes)));
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k)), lo, acc[0]);
+            acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k + 8)), hi, acc[1]);
+            k += 16;
+        }
+        let mut r = hsum256(_mm256_add_ps(acc[0], acc[1]));
+        while k < n {
+            r += a[k] * c[k] as f32;
+            k += 1;
+        }
+        r
+    }
+
+    pub fn dot_u8_avx2(a: &[f32], c: &[u8]) -> f32 {
+        assert_eq!(a.len(), c.len());
+        // SAFETY: only reachable through the AVX2 kernel table (avx2 and fma detected); the
+        // loop reads 16 floats and 16 bytes at k only while k + 16 <= len of both.
+        unsafe { dot_u8_avx2_impl(a, c) }
+    }
 
     pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
@@ -666,6 +723,35 @@ mod x86 {
         single: tile_avx512::<1, 1>,
     };
 
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot_u8_avx512_impl(a: &[f32], c: &[u8]) -> f32 {
+        let n = a.len();
+        let (pa, pc) = (a.as_ptr(), c.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 2];
+        let mut k = 0;
+        while k + 32 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let bytes = _mm_loadu_si128(pc.add(k + 16 * j) as *const __m128i);
+                let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+                *s = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(k + 16 * j)), f, *s);
+            }
+            k += 32;
+        }
+        let mut r = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+        while k < n {
+            r += a[k] * c[k] as f32;
+            k += 1;
+        }
+        r
+    }
+
+    pub fn dot_u8_avx512(a: &[f32], c: &[u8]) -> f32 {
+        assert_eq!(a.len(), c.len());
+        // SAFETY: only reachable through the AVX-512 kernel table (avx512f detected); the
+        // loop reads 32 floats and 32 bytes at k only while k + 32 <= len of both.
+        unsafe { dot_u8_avx512_impl(a, c) }
+    }
+
     pub fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         // SAFETY: only reachable through the AVX-512 kernel table, handed out after
@@ -790,6 +876,35 @@ mod arm {
         one_row: tile_neon::<4, 1>,
         single: tile_neon::<1, 1>,
     };
+
+    #[target_feature(enable = "neon")]
+    unsafe fn dot_u8_neon_impl(a: &[f32], c: &[u8]) -> f32 {
+        let n = a.len();
+        let (pa, pc) = (a.as_ptr(), c.as_ptr());
+        let mut acc = [vdupq_n_f32(0.0); 2];
+        let mut k = 0;
+        while k + 8 <= n {
+            let wide = vmovl_u8(vld1_u8(pc.add(k)));
+            let lo = vcvtq_f32_u32(vmovl_u16(vget_low_u16(wide)));
+            let hi = vcvtq_f32_u32(vmovl_u16(vget_high_u16(wide)));
+            acc[0] = vfmaq_f32(acc[0], vld1q_f32(pa.add(k)), lo);
+            acc[1] = vfmaq_f32(acc[1], vld1q_f32(pa.add(k + 4)), hi);
+            k += 8;
+        }
+        let mut r = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+        while k < n {
+            r += a[k] * c[k] as f32;
+            k += 1;
+        }
+        r
+    }
+
+    pub fn dot_u8_neon(a: &[f32], c: &[u8]) -> f32 {
+        assert_eq!(a.len(), c.len());
+        // SAFETY: only reachable through the NEON kernel table (neon detected); the loop
+        // reads 8 floats and 8 bytes at k only while k + 8 <= len of both.
+        unsafe { dot_u8_neon_impl(a, c) }
+    }
 
     pub fn dot_neon(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());

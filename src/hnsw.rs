@@ -200,6 +200,170 @@ thread_local! {
     static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
 }
 
+/// Distances from one query to the nodes of a graph, as a search computes them.
+trait Dist {
+    fn dist(&self, i: u32) -> f32;
+    /// Starts loading what `dist(i)` reads.
+    fn prefetch(&self, i: u32);
+    fn len(&self) -> usize;
+}
+
+/// Exact distances from a prepared query.
+struct Exact<'a> {
+    space: &'a Space<'a>,
+    q: &'a [f32],
+}
+
+impl Dist for Exact<'_> {
+    #[inline]
+    fn dist(&self, i: u32) -> f32 {
+        self.space.dist(self.q, i)
+    }
+    #[inline]
+    fn prefetch(&self, i: u32) {
+        self.space.prefetch(i)
+    }
+    fn len(&self) -> usize {
+        self.space.len()
+    }
+}
+
+/// 8-bit scalar quantization of a segment's vectors (normalized first for cosine), stored in
+/// the index file. Graph search traverses these codes, a quarter of the bytes of the vectors,
+/// and re-ranks its final candidates with exact distances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Codes {
+    pub dim: usize,
+    /// Per dimension: the value of code 0 and the step between codes.
+    pub lo: ScalarBuffer<f32>,
+    pub step: ScalarBuffer<f32>,
+    /// Per row: the squared norm of the decoded vector (for l2).
+    pub sq: ScalarBuffer<f32>,
+    /// `n × dim` codes, row-major.
+    pub codes: ScalarBuffer<u8>,
+}
+
+impl Codes {
+    /// Quantizes every vector of `space`, each dimension over its own range.
+    pub fn encode(space: &Space<'_>) -> Codes {
+        let dim = space.dim;
+        let normalized = |i: usize| -> Cow<'_, [f32]> {
+            let row = space.row(i as u32);
+            if space.metric == Metric::Cosine {
+                let inv = space.inv_norms[i];
+                Cow::Owned(row.iter().map(|v| v * inv).collect())
+            } else {
+                Cow::Borrowed(row)
+            }
+        };
+        let (lo, hi) = (0..space.len())
+            .into_par_iter()
+            .fold(
+                || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]),
+                |(mut lo, mut hi), i| {
+                    for (d, &v) in normalized(i).iter().enumerate() {
+                        lo[d] = lo[d].min(v);
+                        hi[d] = hi[d].max(v);
+                    }
+                    (lo, hi)
+                },
+            )
+            .reduce(
+                || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]),
+                |(a, b), (c, d)| {
+                    let lo = a.iter().zip(&c).map(|(x, y)| x.min(*y)).collect();
+                    let hi = b.iter().zip(&d).map(|(x, y)| x.max(*y)).collect();
+                    (lo, hi)
+                },
+            );
+        let lo: Vec<f32> = lo.iter().map(|&v| if v.is_finite() { v } else { 0.0 }).collect();
+        let step: Vec<f32> = lo
+            .iter()
+            .zip(&hi)
+            .map(|(&l, &h)| {
+                let s = (h - l) / 255.0;
+                if s > 0.0 && s.is_finite() {
+                    s
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let mut codes = vec![0u8; space.len() * dim];
+        let sq: Vec<f32> = codes
+            .par_chunks_mut(dim.max(1))
+            .enumerate()
+            .map(|(i, out)| {
+                let mut sq = 0.0;
+                for (d, (&v, c)) in normalized(i).iter().zip(out.iter_mut()).enumerate() {
+                    *c = ((v - lo[d]) / step[d]).round().clamp(0.0, 255.0) as u8;
+                    let decoded = lo[d] + step[d] * *c as f32;
+                    sq += decoded * decoded;
+                }
+                sq
+            })
+            .collect();
+        Codes {
+            dim,
+            lo: lo.into(),
+            step: step.into(),
+            sq: sq.into(),
+            codes: codes.into(),
+        }
+    }
+
+    #[inline]
+    fn row(&self, i: u32) -> &[u8] {
+        let i = i as usize;
+        &self.codes[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// Approximate distances from a prepared query to coded rows: `q · x̃` is
+/// `Σ q·lo + Σ (q·step)·code`.
+struct Coded<'a> {
+    codes: &'a Codes,
+    metric: Metric,
+    weights: Vec<f32>,
+    bias: f32,
+    /// `|q|²` (l2).
+    qn2: f32,
+}
+
+impl<'a> Coded<'a> {
+    fn new(codes: &'a Codes, metric: Metric, q: &[f32]) -> Self {
+        let weights = q.iter().zip(codes.step.iter()).map(|(q, s)| q * s).collect();
+        let dot = kernels().dot;
+        Coded {
+            codes,
+            metric,
+            weights,
+            bias: dot(q, &codes.lo),
+            qn2: dot(q, q),
+        }
+    }
+}
+
+impl Dist for Coded<'_> {
+    #[inline]
+    fn dist(&self, i: u32) -> f32 {
+        let ip = self.bias + (kernels().dot_u8)(&self.weights, self.codes.row(i));
+        match self.metric {
+            Metric::Cosine => 1.0 - ip,
+            Metric::Dot => -ip,
+            Metric::L2 => self.qn2 + self.codes.sq[i as usize] - 2.0 * ip,
+        }
+    }
+    #[inline]
+    fn prefetch(&self, i: u32) {
+        let d = self.codes.dim;
+        crate::distance::prefetch_rows(&self.codes.codes, i as usize * d, d);
+    }
+    fn len(&self) -> usize {
+        self.codes.sq.len()
+    }
+}
+
 /// Neighbour lists of a graph, however they are stored.
 trait Links {
     fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>);
@@ -207,9 +371,8 @@ trait Links {
 
 /// Beam search on one layer from `entry`; returns up to `ef` nearest, nearest first.
 fn search_layer(
-    space: &Space<'_>,
+    dist: &impl Dist,
     links: &impl Links,
-    q: &[f32],
     entry: &[Near],
     ef: usize,
     level: usize,
@@ -217,7 +380,7 @@ fn search_layer(
 ) -> Vec<Near> {
     VISITED.with(|v| {
         let mut visited = v.borrow_mut();
-        visited.reset(space.len());
+        visited.reset(dist.len());
         let mut frontier: BinaryHeap<Reverse<Near>> = BinaryHeap::with_capacity(ef * 2);
         let mut best: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
         for &e in entry {
@@ -237,13 +400,13 @@ fn search_layer(
             // one's vector already on its way into the cache.
             nbrs.retain(|&n| visited.insert(n));
             if let Some(&first) = nbrs.first() {
-                space.prefetch(first);
+                dist.prefetch(first);
             }
             for (j, &n) in nbrs.iter().enumerate() {
                 if let Some(&next) = nbrs.get(j + 1) {
-                    space.prefetch(next);
+                    dist.prefetch(next);
                 }
-                let d = space.dist(q, n);
+                let d = dist.dist(n);
                 let worst = best.peek().map_or(f32::INFINITY, |b| b.0);
                 if best.len() < ef || d < worst {
                     frontier.push(Reverse(Near(d, n)));
@@ -258,6 +421,18 @@ fn search_layer(
         }
         best.into_sorted_vec()
     })
+}
+
+/// `found` with exact distances, nearest first.
+fn rerank(exact: &Exact<'_>, mut found: Vec<Near>) -> Vec<Near> {
+    for j in 0..found.len() {
+        if let Some(next) = found.get(j + 1) {
+            exact.prefetch(next.1);
+        }
+        found[j].0 = exact.dist(found[j].1);
+    }
+    found.sort_unstable();
+    found
 }
 
 /// The neighbour-selection heuristic: keep a candidate only if it is nearer to the base than
@@ -299,6 +474,8 @@ pub struct Hnsw {
     /// levels 1..=level follow each other, each `1 + m` words.
     pub upper_offsets: ScalarBuffer<u32>,
     pub upper: ScalarBuffer<u32>,
+    /// The quantized vectors search traverses (`None` in graphs without them: searched exactly).
+    pub codes: Option<Codes>,
 }
 
 impl Links for Hnsw {
@@ -348,6 +525,7 @@ impl Hnsw {
                 .map(|&l| (0..=l).map(|_| Mutex::new(Vec::new())).collect())
                 .collect(),
         };
+        let codes = Codes::encode(space);
         if n == 0 {
             return Some(Hnsw {
                 m,
@@ -356,6 +534,7 @@ impl Hnsw {
                 layer0: Vec::new().into(),
                 upper_offsets: Vec::new().into(),
                 upper: Vec::new().into(),
+                codes: Some(codes),
             });
         }
         let entry = RwLock::new((0u32, levels[0] as usize));
@@ -365,17 +544,19 @@ impl Hnsw {
             }
             let level = levels[i as usize] as usize;
             let (ep, top) = *entry.read().expect("entry lock");
-            let q = space.row(i).to_vec();
-            let q = space.prepare(&q);
-            let mut eps = vec![Near(space.dist(&q, ep), ep)];
+            let q = space.prepare(space.row(i));
+            let exact = Exact { space, q: &q };
+            let coded = Coded::new(&codes, space.metric, &q);
+            let mut eps = vec![Near(coded.dist(ep), ep)];
             for l in (level + 1..=top).rev() {
-                eps = search_layer(space, &graph, &q, &eps, 1, l, &|_| true);
+                eps = search_layer(&coded, &graph, &eps, 1, l, &|_| true);
             }
             for l in (0..=level.min(top)).rev() {
-                let found =
-                    search_layer(space, &graph, &q, &eps, params.ef_construction, l, &|_| {
-                        true
-                    });
+                // Traverse the codes; choose neighbours by exact distance.
+                let found = rerank(
+                    &exact,
+                    search_layer(&coded, &graph, &eps, params.ef_construction, l, &|_| true),
+                );
                 let cap = if l == 0 { 2 * m } else { m };
                 let chosen = select(space, &found, cap);
                 *graph.links[i as usize][l].lock().expect("links lock") = chosen.clone();
@@ -434,6 +615,7 @@ impl Hnsw {
             layer0: layer0.into(),
             upper_offsets: upper_offsets.into(),
             upper: upper.into(),
+            codes: Some(codes),
         })
     }
 
@@ -450,12 +632,17 @@ impl Hnsw {
     const HEADER_WORDS: usize = 8;
 
     /// The flat file image: a header of eight u32 words (magic ×2, m, entry, max_level, n,
-    /// upper length, reserved) followed by layer 0, the upper offsets and the upper lists, all
-    /// little-endian u32, so a mapped file is searched in place.
+    /// upper length, code dimension or 0) followed by layer 0, the upper offsets and the upper
+    /// lists, all little-endian u32; then, with codes, `lo` and `step` (dim f32 each), the
+    /// decoded squared norms (n f32) and the n × dim code bytes, zero-padded to a multiple of
+    /// four. A mapped file is searched in place.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let code_bytes = self.codes.as_ref().map_or(0, |c| {
+            (2 * c.dim + c.sq.len()) * 4 + c.codes.len().next_multiple_of(4)
+        });
         let words =
             Self::HEADER_WORDS + self.layer0.len() + self.upper_offsets.len() + self.upper.len();
-        let mut out = Vec::with_capacity(words * 4);
+        let mut out = Vec::with_capacity(words * 4 + code_bytes);
         out.extend_from_slice(&Self::MAGIC.to_le_bytes());
         for w in [
             self.m,
@@ -463,7 +650,7 @@ impl Hnsw {
             self.max_level,
             self.len(),
             self.upper.len(),
-            0,
+            self.codes.as_ref().map_or(0, |c| c.dim),
         ] {
             out.extend_from_slice(&(w as u32).to_le_bytes());
         }
@@ -471,6 +658,15 @@ impl Hnsw {
             for w in part.iter() {
                 out.extend_from_slice(&w.to_le_bytes());
             }
+        }
+        if let Some(c) = &self.codes {
+            for part in [&c.lo, &c.step, &c.sq] {
+                for v in part.iter() {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            out.extend_from_slice(&c.codes);
+            out.resize(out.len().next_multiple_of(4), 0);
         }
         out
     }
@@ -485,21 +681,27 @@ impl Hnsw {
             return Err(bad("big-endian hosts cannot map little-endian index files"));
         }
         let len = buffer.len() / 4;
-        let words = ScalarBuffer::<u32>::new(buffer, 0, len);
+        let words = ScalarBuffer::<u32>::new(buffer.clone(), 0, len);
         let header = &words[..Self::HEADER_WORDS];
         if u64::from(header[0]) | (u64::from(header[1]) << 32) != Self::MAGIC {
             return Err(bad("magic"));
         }
-        let (m, entry, max_level, n, upper_len) = (
+        let (m, entry, max_level, n, upper_len, dim) = (
             header[2] as usize,
             header[3],
             header[4] as usize,
             header[5] as usize,
             header[6] as usize,
+            header[7] as usize,
         );
         let l0 = n * (1 + 2 * m);
+        let code_words = if dim == 0 {
+            0
+        } else {
+            2 * dim + n + (n * dim).div_ceil(4)
+        };
         if m < 2
-            || Self::HEADER_WORDS + l0 + n + upper_len != words.len()
+            || Self::HEADER_WORDS + l0 + n + upper_len + code_words != words.len()
             || (n > 0 && entry as usize >= n)
         {
             return Err(bad("layout does not match the header"));
@@ -510,13 +712,25 @@ impl Hnsw {
             at += len;
             s
         };
+        let (layer0, upper_offsets, upper) = (take(l0), take(n), take(upper_len));
+        let codes = (dim > 0).then(|| {
+            let floats = |at: usize, len: usize| ScalarBuffer::<f32>::new(buffer.clone(), at, len);
+            Codes {
+                dim,
+                lo: floats(at, dim),
+                step: floats(at + dim, dim),
+                sq: floats(at + 2 * dim, n),
+                codes: ScalarBuffer::<u8>::new(buffer.clone(), (at + 2 * dim + n) * 4, n * dim),
+            }
+        });
         let graph = Hnsw {
             m,
             entry,
             max_level,
-            layer0: take(l0),
-            upper_offsets: take(n),
-            upper: take(upper_len),
+            layer0,
+            upper_offsets,
+            upper,
+            codes,
         };
         graph.validate().map_err(|why| bad(&why))?;
         Ok(graph)
@@ -557,15 +771,29 @@ impl Hnsw {
             return Vec::new();
         }
         let q = space.prepare(query);
-        let mut eps = vec![Near(space.dist(&q, self.entry), self.entry)];
+        let exact = Exact { space, q: &q };
+        let found = match &self.codes {
+            Some(codes) if codes.dim == space.dim && codes.sq.len() == space.len() => {
+                // Traverse the codes, then re-rank the ef candidates exactly.
+                let coded = Coded::new(codes, space.metric, &q);
+                let eps = self.descend(&coded);
+                rerank(&exact, search_layer(&coded, self, &eps, ef.max(k), 0, accept))
+            }
+            _ => {
+                let eps = self.descend(&exact);
+                search_layer(&exact, self, &eps, ef.max(k), 0, accept)
+            }
+        };
+        found.into_iter().take(k).map(|n| (n.1, n.0)).collect()
+    }
+
+    /// Greedy search through the upper layers: the entry point of layer 0.
+    fn descend(&self, dist: &impl Dist) -> Vec<Near> {
+        let mut eps = vec![Near(dist.dist(self.entry), self.entry)];
         for l in (1..=self.max_level).rev() {
-            eps = search_layer(space, self, &q, &eps, 1, l, &|_| true);
+            eps = search_layer(dist, self, &eps, 1, l, &|_| true);
         }
-        search_layer(space, self, &q, &eps, ef.max(k), 0, accept)
-            .into_iter()
-            .take(k)
-            .map(|n| (n.1, n.0))
-            .collect()
+        eps
     }
 }
 

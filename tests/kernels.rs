@@ -55,6 +55,22 @@ proptest! {
     }
 
     #[test]
+    fn simd_dot_u8_matches_scalar(
+        (a, c) in (1usize..1600).prop_flat_map(|d| (
+            prop::collection::vec(-10.0f32..10.0, d),
+            prop::collection::vec(any::<u8>(), d),
+        ))
+    ) {
+        let exact: f64 = a.iter().zip(&c).map(|(x, &y)| *x as f64 * y as f64).sum();
+        let scale = a.iter().zip(&c).map(|(x, &y)| (x * y as f32).abs()).sum::<f32>();
+        prop_assert!(close(scalar::dot_u8(&a, &c), exact as f32, scale));
+        for k in Kernels::available() {
+            let d = (k.dot_u8)(&a, &c);
+            prop_assert!(close(d, scalar::dot_u8(&a, &c), scale), "{:?} dot_u8 {} vs {}", k.level, d, exact);
+        }
+    }
+
+    #[test]
     fn simd_dot_block_matches_scalar(
         d in 1usize..70,
         nq in 1usize..20,
