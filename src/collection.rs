@@ -56,6 +56,8 @@ pub struct Stats {
     /// The index kind of each segment, in segment order.
     pub index_kinds: Vec<String>,
     pub version: u64,
+    /// The collection's index settings.
+    pub index: IndexSettings,
     /// Whether a background index build is running or queued.
     pub indexing: bool,
     /// The error of the last failed background index build, if any.
@@ -410,6 +412,7 @@ impl Collection {
                 })
                 .collect(),
             version: manifest.version,
+            index: manifest.index,
             indexing,
             index_error,
         })
@@ -436,7 +439,9 @@ impl Collection {
     /// the collection's index threshold and has no index yet.
     fn schedule_indexing(&self) {
         let threshold = self.lock_writer().index.threshold;
-        if threshold == 0 || self.stop.load(Ordering::SeqCst) || self.unindexed(threshold).is_empty()
+        if threshold == 0
+            || self.stop.load(Ordering::SeqCst)
+            || self.unindexed(threshold).is_empty()
         {
             return;
         }

@@ -276,7 +276,10 @@ impl Codes {
                     (lo, hi)
                 },
             );
-        let lo: Vec<f32> = lo.iter().map(|&v| if v.is_finite() { v } else { 0.0 }).collect();
+        let lo: Vec<f32> = lo
+            .iter()
+            .map(|&v| if v.is_finite() { v } else { 0.0 })
+            .collect();
         let step: Vec<f32> = lo
             .iter()
             .zip(&hi)
@@ -332,7 +335,11 @@ struct Coded<'a> {
 
 impl<'a> Coded<'a> {
     fn new(codes: &'a Codes, metric: Metric, q: &[f32]) -> Self {
-        let weights = q.iter().zip(codes.step.iter()).map(|(q, s)| q * s).collect();
+        let weights = q
+            .iter()
+            .zip(codes.step.iter())
+            .map(|(q, s)| q * s)
+            .collect();
         let dot = kernels().dot;
         Coded {
             codes,
@@ -777,7 +784,10 @@ impl Hnsw {
                 // Traverse the codes, then re-rank the ef candidates exactly.
                 let coded = Coded::new(codes, space.metric, &q);
                 let eps = self.descend(&coded);
-                rerank(&exact, search_layer(&coded, self, &eps, ef.max(k), 0, accept))
+                rerank(
+                    &exact,
+                    search_layer(&coded, self, &eps, ef.max(k), 0, accept),
+                )
             }
             _ => {
                 let eps = self.descend(&exact);

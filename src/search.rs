@@ -98,7 +98,14 @@ fn plan<'a>(part: &Part, sel: Option<&'a Bitmap>, ef: usize) -> Plan<'a> {
         };
     };
     let c = bits.count();
-    let rows = || Plan::Rows(bits.iter().filter(|&r| !part.is_deleted(r)).map(|r| r as u32).collect());
+    let rows = || {
+        Plan::Rows(
+            bits.iter()
+                .filter(|&r| !part.is_deleted(r))
+                .map(|r| r as u32)
+                .collect(),
+        )
+    };
     if c == 0 {
         Plan::Skip
     } else if part.index.is_some() {
@@ -371,7 +378,8 @@ impl Snapshot {
                     let graph = part.index.as_ref().expect("graph plans have a graph");
                     let space = part.seg.space(metric);
                     let accept = |row: u32| {
-                        !part.is_deleted(row as usize) && sel.is_none_or(|s| s.contains(row as usize))
+                        !part.is_deleted(row as usize)
+                            && sel.is_none_or(|s| s.contains(row as usize))
                     };
                     for (row, dist) in graph.search(&space, raw, k, ef, &accept) {
                         out.push(Cand {

@@ -179,7 +179,13 @@ mod collection {
     }
 
     /// Exact top-10 by cosine among the rows `keep` accepts.
-    fn exact_ids(data: &[f32], dim: usize, n: usize, q: &[f32], keep: impl Fn(usize) -> bool) -> Vec<i64> {
+    fn exact_ids(
+        data: &[f32],
+        dim: usize,
+        n: usize,
+        q: &[f32],
+        keep: impl Fn(usize) -> bool,
+    ) -> Vec<i64> {
         let rows: Vec<usize> = (0..n).filter(|&i| keep(i)).collect();
         let mut d: Vec<(f32, usize)> = rows
             .iter()
@@ -236,12 +242,16 @@ mod collection {
                 assert_eq!(sel.count(&snap), n * fraction as usize / 100);
                 let got = hit_ids(
                     &snap,
-                    snap.search_filtered(queries, 10, Some(64), Some(&sel)).unwrap(),
+                    snap.search_filtered(queries, 10, Some(64), Some(&sel))
+                        .unwrap(),
                 );
                 let mut found = 0;
                 for (q, ids) in queries.chunks(dim).zip(&got) {
                     assert_eq!(ids.len(), 10, "{fraction}% filter: k rows come back");
-                    assert!(ids.iter().all(|&i| keep(i % 100)), "an unselected row came back");
+                    assert!(
+                        ids.iter().all(|&i| keep(i % 100)),
+                        "an unselected row came back"
+                    );
                     let want = exact_ids(&data, dim, n, q, |i| keep(i as i64 % 100));
                     found += ids.iter().filter(|i| want.contains(i)).count();
                 }
@@ -251,7 +261,9 @@ mod collection {
             }
             // A filter nothing matches returns nothing.
             let none = bucket_filter(&snap, |_| false);
-            let got = snap.search_filtered(queries, 10, None, Some(&none)).unwrap();
+            let got = snap
+                .search_filtered(queries, 10, None, Some(&none))
+                .unwrap();
             assert!(got.iter().all(Vec::is_empty));
             // A selection belongs to the snapshot it was made from.
             c.delete(&Int64Array::from(vec![0])).unwrap();
@@ -260,7 +272,10 @@ mod collection {
                 .search_filtered(queries, 10, None, Some(&none))
                 .unwrap_err();
             assert!(err.to_string().contains("another snapshot"), "{err}");
-            hit_ids(&c.snapshot(), c.snapshot().search_batch(queries, 10).unwrap())
+            hit_ids(
+                &c.snapshot(),
+                c.snapshot().search_batch(queries, 10).unwrap(),
+            )
         };
         // Reopened: the index is mapped, not rebuilt, and answers the same.
         let db = Database::open(tmp.path()).unwrap();
@@ -268,7 +283,10 @@ mod collection {
         assert!(!c.stats().unwrap().indexing);
         assert_eq!(c.stats().unwrap().index_kinds, ["hnsw", "flat"]);
         let snap = c.snapshot();
-        assert_eq!(hit_ids(&snap, snap.search_batch(queries, 10).unwrap()), answers);
+        assert_eq!(
+            hit_ids(&snap, snap.search_batch(queries, 10).unwrap()),
+            answers
+        );
     }
 
     #[test]
@@ -279,10 +297,15 @@ mod collection {
         let tmp = tempfile::tempdir().unwrap();
         let n = 4000;
         let db = Database::open(tmp.path()).unwrap();
-        let c = db.create_collection("words", &schema(dim), options(0)).unwrap();
+        let c = db
+            .create_collection("words", &schema(dim), options(0))
+            .unwrap();
         c.append(&[rows(&data, dim, 0..n)]).unwrap();
         let queries = &queries[..20 * dim];
-        let exact = hit_ids(&c.snapshot(), c.snapshot().search_batch(queries, 10).unwrap());
+        let exact = hit_ids(
+            &c.snapshot(),
+            c.snapshot().search_batch(queries, 10).unwrap(),
+        );
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
             let readers: Vec<_> = (0..2)
@@ -321,7 +344,10 @@ mod collection {
             assert_eq!(writer.join().unwrap(), 100);
             for r in readers {
                 let (before, after) = r.join().unwrap();
-                assert!(before > 0 && after > 0, "reads before {before}, after {after}");
+                assert!(
+                    before > 0 && after > 0,
+                    "reads before {before}, after {after}"
+                );
             }
         });
         // The append made during the build is there; the new small segment got no index

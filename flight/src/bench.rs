@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int64Array};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int64Array,
+};
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
 use omendb::storage::IndexSettings;
@@ -29,7 +31,11 @@ pub struct AnnArgs {
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
     /// Beam widths to sweep.
-    #[arg(long, value_delimiter = ',', default_value = "10,16,24,32,48,64,96,128,192,256,400")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,16,24,32,48,64,96,128,192,256,400"
+    )]
     ef: Vec<usize>,
     /// Search threads.
     #[arg(long, default_value_t = 1)]
@@ -120,7 +126,10 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             .map(|below| {
                 Selection::from_masks(snap, |b| {
                     let bucket = b.column(2).as_primitive::<Int64Type>();
-                    Ok(bucket.iter().map(|v| v.map(|v| v < below)).collect::<BooleanArray>())
+                    Ok(bucket
+                        .iter()
+                        .map(|v| v.map(|v| v < below))
+                        .collect::<BooleanArray>())
                 })
             })
             .transpose()
@@ -229,11 +238,16 @@ fn dataset_batch(data: &[f32], dim: usize) -> Result<RecordBatch, Box<dyn std::e
         None,
     )?;
     Ok(RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+        ),
         ("vector", Arc::new(vectors) as ArrayRef),
         (
             "bucket",
-            Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| i % BUCKETS))) as ArrayRef,
+            Arc::new(Int64Array::from_iter_values(
+                (0..n as i64).map(|i| i % BUCKETS),
+            )) as ArrayRef,
         ),
     ])?)
 }

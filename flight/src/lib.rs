@@ -382,6 +382,11 @@ impl FlightService for OmenFlight {
                     "collection": name, "rows": s.rows, "deleted_rows": s.deleted_rows,
                     "segments": s.segments, "bytes_on_disk": s.bytes_on_disk, "dim": s.dim,
                     "metric": s.metric.as_str(), "index_kinds": s.index_kinds, "version": s.version,
+                    "indexing": s.indexing, "index_error": s.index_error,
+                    "index": {
+                        "m": s.index.m, "ef_construction": s.index.ef_construction,
+                        "ef_search": s.index.ef_search, "index_threshold": s.index.threshold,
+                    },
                 })
             }
             other => {

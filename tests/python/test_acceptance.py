@@ -1,6 +1,7 @@
 """Acceptance: pandas and polars push real embeddings over Flight, knn() over SQL matches numpy
 brute force, a join with a Parquet table aggregates correctly, bad batches are refused."""
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,55 @@ def test_knn_matches_numpy_brute_force(loaded, dataset):
                 assert a == b or abs(sims[a] - sims[b]) < 1e-6, (qi, ids, want.tolist())
         assert got["word"].tolist() == [words[i] for i in ids]
         np.testing.assert_allclose(got["_distance"], 1 - sims[ids], atol=1e-5)
+
+
+def test_where_on_knn_is_a_prefilter(loaded, dataset):
+    # WHERE on a knn() source is pushed into the search: the 10 nearest rows among those that
+    # match come back, even when none of the 10 nearest overall match.
+    base, words, queries = dataset
+    normed = base / np.linalg.norm(base, axis=1, keepdims=True)
+    keep = np.array([w.startswith("b") for w in words])
+    assert 0 < keep.mean() < 0.2
+    for qi in range(10):
+        q = queries[qi]
+        sims = np.where(keep, normed @ (q / np.linalg.norm(q)), -np.inf)
+        want = np.argsort(-sims, kind="stable")[:10]
+        got = sql(loaded, f"SELECT id, word FROM knn('words', {vec_literal(q)}, 10) WHERE word LIKE 'b%'").to_pandas()
+        assert len(got) == 10 and all(w.startswith("b") for w in got["word"])
+        ids = got["id"].tolist()
+        for a, b in zip(ids, want):
+            assert a == b or abs(sims[a] - sims[b]) < 1e-6, (qi, ids, want.tolist())
+
+
+def test_segments_past_the_threshold_are_indexed_automatically(server, dataset):
+    client = server["client"]
+    base, words, queries = dataset
+    n = 12_000
+    df = pd.DataFrame({"id": np.arange(n, dtype=np.int64), "word": words[:n], "vector": list(base[:n])})
+    path = ["auto", "index_threshold=5000", "m=12", "ef_search=80"]
+    assert put(client, path, pa.Table.from_pandas(df, preserve_index=False))["rows"] == n
+
+    def stats():
+        return json.loads(next(iter(client.do_action(flight.Action("stats", b"auto")))).body.to_pybytes())
+
+    deadline = time.time() + 300
+    while stats()["index_kinds"] != ["hnsw"]:
+        assert time.time() < deadline, stats()
+        # Reads are served while the index is built in the background.
+        assert len(sql(client, f"SELECT id FROM knn('auto', {vec_literal(queries[0])}, 10)")) == 10
+        time.sleep(0.5)
+    final = stats()
+    assert final["index_error"] is None and not final["indexing"]
+    assert final["index"] == {"m": 12, "ef_construction": 200, "ef_search": 80, "index_threshold": 5000}
+    normed = base[:n] / np.linalg.norm(base[:n], axis=1, keepdims=True)
+    found = 0
+    for qi in range(50):
+        q = queries[qi]
+        want = set(np.argsort(-(normed @ (q / np.linalg.norm(q))))[:10].tolist())
+        got = sql(client, f"SELECT id FROM knn('auto', {vec_literal(q)}, 10)")["id"].to_pylist()
+        found += len(want & set(got))
+    assert found / 500 >= 0.95, found / 500
+    list(client.do_action(flight.Action("drop_collection", b"auto")))
 
 
 def test_knn_joined_with_parquet_and_aggregated(loaded, dataset, tmp_path):

@@ -209,9 +209,7 @@ impl TableProvider for KnnTable {
                     let mask = physical
                         .evaluate(batch)
                         .and_then(|v| v.into_array(batch.num_rows()))
-                        .map_err(|e| {
-                            omendb::Error::InvalidInput(format!("knn() filter: {e}"))
-                        })?;
+                        .map_err(|e| omendb::Error::InvalidInput(format!("knn() filter: {e}")))?;
                     mask.as_any()
                         .downcast_ref::<datafusion::arrow::array::BooleanArray>()
                         .cloned()

@@ -95,8 +95,13 @@ fn int_column(b: &RecordBatch, name: &str) -> Vec<i64> {
 }
 
 fn brute_force(q: &[f32], k: usize, metric: Metric) -> Vec<i64> {
+    brute_force_where(q, k, metric, |_| true)
+}
+
+/// The exact k nearest of the rows `setup` stores that `keep` accepts.
+fn brute_force_where(q: &[f32], k: usize, metric: Metric, keep: impl Fn(i64) -> bool) -> Vec<i64> {
     let mut all: Vec<(f64, i64)> = (0..1000)
-        .filter(|i| ![1, 2, 3].contains(i))
+        .filter(|i| ![1, 2, 3].contains(i) && keep(*i))
         .map(|i| {
             let v = vector(i as u64);
             let dot: f64 = v.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum();
@@ -318,4 +323,109 @@ async fn knn_uses_an_hnsw_index_with_a_per_query_ef() {
         err.to_string().contains("ef must be a positive integer"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn where_on_knn_is_a_prefilter() {
+    let (_tmp, ctx) = setup(Metric::Cosine).await;
+    let q = vector(80_001);
+    let lit = literal(&q);
+    let check = |got: &RecordBatch, want: Vec<i64>, what: &str| {
+        assert_eq!(int_column(got, "id"), want, "{what}");
+    };
+    // 10 rows come back although most of the 10 nearest rows have other tags.
+    let got = query(
+        &ctx,
+        &format!("SELECT id, tag FROM knn('docs', {lit}, 10) WHERE tag = 't3'"),
+    )
+    .await;
+    check(
+        &got,
+        brute_force_where(&q, 10, Metric::Cosine, |i| i % 5 == 3),
+        "tag = 't3'",
+    );
+    // Several conditions; deleted rows stay out.
+    let got = query(
+        &ctx,
+        &format!("SELECT id FROM knn('docs', {lit}, 10) WHERE id < 40 AND tag IN ('t1', 't2')"),
+    )
+    .await;
+    check(
+        &got,
+        brute_force_where(&q, 10, Metric::Cosine, |i| {
+            i < 40 && [1, 2].contains(&(i % 5))
+        }),
+        "id < 40 AND tag IN (..)",
+    );
+    // Fewer matches than k: all of them, nearest first.
+    let got = query(
+        &ctx,
+        &format!("SELECT id FROM knn('docs', {lit}, 10) WHERE id IN (5, 600, 999, 2)"),
+    )
+    .await;
+    check(
+        &got,
+        brute_force_where(&q, 10, Metric::Cosine, |i| [5, 600, 999].contains(&i)),
+        "id IN (..)",
+    );
+    // A condition on _distance applies to the result, after the search.
+    let all = query(
+        &ctx,
+        &format!("SELECT id, _distance FROM knn('docs', {lit}, 10)"),
+    )
+    .await;
+    let d = all
+        .column_by_name("_distance")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .value(4);
+    let got = query(
+        &ctx,
+        &format!("SELECT id FROM knn('docs', {lit}, 10) WHERE _distance <= {d:?}"),
+    )
+    .await;
+    check(&got, brute_force(&q, 5, Metric::Cosine), "_distance <= d");
+}
+
+#[tokio::test]
+async fn where_on_knn_through_an_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(tmp.path()).unwrap());
+    let c = db
+        .create_collection("docs", &batch(0..1).schema(), CollectionOptions::default())
+        .unwrap();
+    c.append(&[batch(0..1000)]).unwrap();
+    c.delete(&Int64Array::from(vec![1, 2, 3])).unwrap();
+    assert_eq!(c.build_index(1).unwrap(), 1);
+    let ctx = omendb_udfs::session(db).unwrap();
+    for (cond, keep) in [
+        ("tag <> 't0'", (|i: i64| i % 5 != 0) as fn(i64) -> bool),
+        ("tag = 't4'", |i: i64| i % 5 == 4),
+        ("id % 100 = 7", |i: i64| i % 100 == 7),
+    ] {
+        let q = vector(90_001);
+        let got = query(
+            &ctx,
+            &format!(
+                "SELECT id FROM knn('docs', {}, 10, 500) WHERE {cond}",
+                literal(&q)
+            ),
+        )
+        .await;
+        assert_eq!(
+            int_column(&got, "id"),
+            brute_force_where(&q, 10, Metric::Cosine, keep),
+            "{cond}"
+        );
+    }
+    let err = ctx
+        .sql("SELECT id FROM knn('docs', [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], 3) WHERE nope = 2")
+        .await;
+    let err = match err {
+        Err(e) => e.to_string(),
+        Ok(df) => df.collect().await.unwrap_err().to_string(),
+    };
+    assert!(err.contains("nope"), "{err}");
 }
