@@ -196,8 +196,24 @@ impl Visited {
     }
 }
 
+/// A thread's reusable search state: searches allocate no visited set, heap or list of
+/// their own.
+struct Scratch {
+    visited: Visited,
+    frontier: BinaryHeap<Reverse<Near>>,
+    best: BinaryHeap<Near>,
+    nbrs: Vec<u32>,
+}
+
 thread_local! {
-    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            visited: Visited { marks: Vec::new(), epoch: 0 },
+            frontier: BinaryHeap::new(),
+            best: BinaryHeap::new(),
+            nbrs: Vec::new(),
+        })
+    };
 }
 
 /// Distances from one query to the nodes of a graph, as a search computes them.
@@ -385,11 +401,17 @@ fn search_layer(
     level: usize,
     accept: &dyn Fn(u32) -> bool,
 ) -> Vec<Near> {
-    VISITED.with(|v| {
-        let mut visited = v.borrow_mut();
+    SCRATCH.with(|s| {
+        let mut scratch = s.borrow_mut();
+        let Scratch {
+            visited,
+            frontier,
+            best,
+            nbrs,
+        } = &mut *scratch;
         visited.reset(dist.len());
-        let mut frontier: BinaryHeap<Reverse<Near>> = BinaryHeap::with_capacity(ef * 2);
-        let mut best: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
+        frontier.clear();
+        best.clear();
         for &e in entry {
             visited.insert(e.1);
             frontier.push(Reverse(e));
@@ -397,12 +419,11 @@ fn search_layer(
                 best.push(e);
             }
         }
-        let mut nbrs = Vec::with_capacity(64);
         while let Some(Reverse(c)) = frontier.pop() {
             if best.len() >= ef && c.0 > best.peek().map_or(f32::INFINITY, |b| b.0) {
                 break;
             }
-            links.neighbours(c.1, level, &mut nbrs);
+            links.neighbours(c.1, level, nbrs);
             // Keep the unvisited neighbours, then compute their distances with the next
             // one's vector already on its way into the cache.
             nbrs.retain(|&n| visited.insert(n));
@@ -426,7 +447,9 @@ fn search_layer(
                 }
             }
         }
-        best.into_sorted_vec()
+        let mut found: Vec<Near> = best.drain().collect();
+        found.sort_unstable();
+        found
     })
 }
 

@@ -94,27 +94,38 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             true,
         ),
     };
-    if dir.exists() {
+    // A `--data` directory from an earlier run is reused as it is (no load, no build).
+    let reuse = args.data.is_some() && dir.join("bench").exists();
+    if dir.exists() && !reuse {
         return Err(format!("{} exists; name a new directory", dir.display()).into());
     }
     let _scratch = Scratch(dir.clone(), remove);
     let db = Database::open(&dir)?;
-    let batch = dataset_batch(&base.data, dim)?;
-    let c = db.create_collection(
-        "bench",
-        &batch.schema(),
-        CollectionOptions {
-            metric: args.metric,
-            index: IndexSettings {
-                m: args.m,
-                ef_construction: args.ef_construction,
-                threshold: 0, // built (and timed) below
+    let c = if reuse {
+        let c = db.collection("bench")?;
+        if c.count() != n || c.dim() != dim {
+            return Err(format!("{} holds another dataset", dir.display()).into());
+        }
+        c
+    } else {
+        let batch = dataset_batch(&base.data, dim)?;
+        let c = db.create_collection(
+            "bench",
+            &batch.schema(),
+            CollectionOptions {
+                metric: args.metric,
+                index: IndexSettings {
+                    m: args.m,
+                    ef_construction: args.ef_construction,
+                    threshold: 0, // built (and timed) below
+                    ..Default::default()
+                },
                 ..Default::default()
             },
-            ..Default::default()
-        },
-    )?;
-    c.append(&[batch])?;
+        )?;
+        c.append(&[batch])?;
+        c
+    };
     drop(base);
 
     let snap = c.snapshot();
@@ -153,7 +164,9 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             .collect()
     };
 
-    let build_s = if args.index == "hnsw" {
+    let build_s = if reuse {
+        f64::NAN // built by an earlier run
+    } else if args.index == "hnsw" {
         let t = Instant::now();
         pool(args.build_threads)?.install(|| c.build_index(1))?;
         t.elapsed().as_secs_f64()
@@ -188,7 +201,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             "ef": ef,
             "recall": (found as f64 / wanted.max(1) as f64 * 1e4).round() / 1e4,
             "qps": (queries.rows as f64 / secs).round(),
-            "build_s": (build_s * 10.0).round() / 10.0,
+            "build_s": (!build_s.is_nan()).then_some((build_s * 10.0).round() / 10.0),
             "n": n,
             "dim": dim,
         });
