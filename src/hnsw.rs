@@ -392,6 +392,9 @@ trait Links {
     fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>);
 }
 
+/// How many neighbours ahead of the distance computation their vectors are prefetched.
+const PREFETCH_AHEAD: usize = 4;
+
 /// Beam search on one layer from `entry`; returns up to `ef` nearest, nearest first.
 fn search_layer(
     dist: &impl Dist,
@@ -427,11 +430,11 @@ fn search_layer(
             // Keep the unvisited neighbours, then compute their distances with the next
             // one's vector already on its way into the cache.
             nbrs.retain(|&n| visited.insert(n));
-            if let Some(&first) = nbrs.first() {
-                dist.prefetch(first);
+            for &n in nbrs.iter().take(PREFETCH_AHEAD) {
+                dist.prefetch(n);
             }
             for (j, &n) in nbrs.iter().enumerate() {
-                if let Some(&next) = nbrs.get(j + 1) {
+                if let Some(&next) = nbrs.get(j + PREFETCH_AHEAD) {
                     dist.prefetch(next);
                 }
                 let d = dist.dist(n);
@@ -453,10 +456,16 @@ fn search_layer(
     })
 }
 
+/// How many candidates ahead re-ranking prefetches their full vectors.
+const RERANK_AHEAD: usize = 1;
+
 /// `found` with exact distances, nearest first.
 fn rerank(exact: &Exact<'_>, mut found: Vec<Near>) -> Vec<Near> {
+    for n in found.iter().take(RERANK_AHEAD) {
+        exact.prefetch(n.1);
+    }
     for j in 0..found.len() {
-        if let Some(next) = found.get(j + 1) {
+        if let Some(next) = found.get(j + RERANK_AHEAD) {
             exact.prefetch(next.1);
         }
         found[j].0 = exact.dist(found[j].1);
