@@ -67,6 +67,24 @@ impl Snapshot {
     pub fn parts(&self) -> &[Part] {
         &self.parts
     }
+    /// The same rows with every index left out: searches of it are exact.
+    pub fn without_indexes(&self) -> Snapshot {
+        Snapshot {
+            layout: self.layout.clone(),
+            metric: self.metric,
+            version: self.version,
+            parts: self
+                .parts
+                .iter()
+                .map(|p| Part {
+                    index: None,
+                    ..p.clone()
+                })
+                .collect(),
+            index: self.index,
+        }
+    }
+
     /// Live (not deleted) rows.
     pub fn count(&self) -> usize {
         self.parts.iter().map(Part::live_rows).sum()

@@ -158,7 +158,8 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             .collect()
     } else {
         let sel = filter(&snap)?;
-        snap.search_filtered(&queries.data, args.k, None, sel.as_ref())?
+        snap.without_indexes()
+            .search_filtered(&queries.data, args.k, None, sel.as_ref())?
             .iter()
             .map(|hits| hits.iter().map(|h| h.row).collect())
             .collect()
