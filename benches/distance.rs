@@ -30,6 +30,20 @@ fn kernels(c: &mut Criterion) {
             );
         }
         g.finish();
+        // f32 query weights against 8-bit codes: the graph traversal's distance.
+        let codes: Vec<u8> = (0..dim).map(|i| (i * 37 % 256) as u8).collect();
+        let mut g = c.benchmark_group(format!("dot_u8/{dim}"));
+        g.throughput(Throughput::Elements(dim as u64));
+        for k in Kernels::available() {
+            g.bench_function(
+                BenchmarkId::from_parameter(format!("{:?}", k.level)),
+                |bench| {
+                    bench
+                        .iter(|| (k.dot_u8)(std::hint::black_box(&a), std::hint::black_box(&codes)))
+                },
+            );
+        }
+        g.finish();
         // 64 queries × 256 rows: the tile flat search runs.
         let (q, x) = (data(64 * dim, 3), data(256 * dim, 4));
         let mut out = vec![0f32; 64 * 256];

@@ -133,19 +133,21 @@ fn main() {
             .build()
             .unwrap();
         pool.install(|| {
-            let t = Instant::now();
-            let hits: Vec<Vec<i64>> =
-                queries.data.chunks(dim).map(|q| ids(&snap.search(q, 10).unwrap())).collect();
-            let s = t.elapsed().as_secs_f64();
+            // Each mode: the best of 3 passes over all queries (this machine is shared).
+            let (s, hits) = best_of_3(|| {
+                queries
+                    .data
+                    .chunks(dim)
+                    .map(|q| ids(&snap.search(q, 10).unwrap()))
+                    .collect::<Vec<Vec<i64>>>()
+            });
             println!(
                 "{{\"bench\":\"flat_single\",\"threads\":{threads},\"queries\":{},\"qps\":{:.1},\"recall\":{:.4}}}",
                 queries.rows,
                 queries.rows as f64 / s,
                 recall(&hits, &gt, 10)
             );
-            let t = Instant::now();
-            let hits = snap.search_batch(&queries.data, 10).unwrap();
-            let s = t.elapsed().as_secs_f64();
+            let (s, hits) = best_of_3(|| snap.search_batch(&queries.data, 10).unwrap());
             let hits: Vec<Vec<i64>> = hits.iter().map(|h| ids(h)).collect();
             println!(
                 "{{\"bench\":\"flat_batched\",\"threads\":{threads},\"queries\":{},\"qps\":{:.1},\"recall\":{:.4}}}",
@@ -199,4 +201,17 @@ fn main() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The shortest of three timed runs of `f`, in seconds, and its result.
+fn best_of_3<T>(mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut best = f64::INFINITY;
+    let mut out = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = f();
+        best = best.min(t.elapsed().as_secs_f64());
+        out = Some(r);
+    }
+    (best, out.expect("three runs"))
 }

@@ -1,5 +1,6 @@
 """FAISS IndexFlatIP on minilm-words, measured the same way as `cargo bench --bench engine`:
-1,000 queries one at a time and as one batch, on 1 and 2 threads, plus build (add) rate.
+1,000 queries one at a time and as one batch, on 1 and 2 threads (the best of 3 passes each,
+as the engine bench does), plus build (add) rate.
 pip install faiss-cpu numpy; python benches/peers/faiss_flat.py ../shared/datasets/minilm-words"""
 import json
 import sys
@@ -20,13 +21,17 @@ print(json.dumps({"system": "faiss-flat-ip", "bench": "add", "rows_per_s": round
 for threads in (1, 2):
     faiss.omp_set_num_threads(threads)
     index.search(queries[:1], 10)
-    t = time.time()
-    hits = np.vstack([index.search(queries[i:i + 1], 10)[1] for i in range(len(queries))])
-    qps = len(queries) / (time.time() - t)
+    qps = 0
+    for _ in range(3):
+        t = time.time()
+        hits = np.vstack([index.search(queries[i:i + 1], 10)[1] for i in range(len(queries))])
+        qps = max(qps, len(queries) / (time.time() - t))
     recall = np.mean([len(set(h) & set(g)) / 10 for h, g in zip(hits, gt)])
     print(json.dumps({"system": "faiss-flat-ip", "bench": "flat_single", "threads": threads, "qps": round(qps, 1), "recall": recall}))
-    t = time.time()
-    _, hits = index.search(queries, 10)
-    qps = len(queries) / (time.time() - t)
+    qps = 0
+    for _ in range(3):
+        t = time.time()
+        _, hits = index.search(queries, 10)
+        qps = max(qps, len(queries) / (time.time() - t))
     recall = np.mean([len(set(h) & set(g)) / 10 for h, g in zip(hits, gt)])
     print(json.dumps({"system": "faiss-flat-ip", "bench": "flat_batched", "threads": threads, "qps": round(qps, 1), "recall": recall}))
