@@ -290,6 +290,35 @@ mod collection {
     }
 
     #[test]
+    fn closing_during_a_build_stops_it_and_reopening_finishes_it() {
+        let Some((data, _, dim)) = super::dataset() else {
+            panic!("minilm-words dataset not found beside the repository (../shared/datasets)");
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let db = Database::open(tmp.path()).unwrap();
+            let c = db
+                .create_collection("words", &schema(dim), options(1000))
+                .unwrap();
+            c.append(&[rows(&data, dim, 0..super::N)]).unwrap();
+            assert!(c.stats().unwrap().indexing);
+            // Dropping the database stops the build before the directory lock is released.
+        }
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db.collection("words").unwrap();
+        c.wait_for_indexing();
+        let stats = c.stats().unwrap();
+        assert_eq!(stats.index_kinds, ["hnsw"]);
+        assert_eq!(stats.index_error, None);
+        let files: Vec<String> = std::fs::read_dir(tmp.path().join("words"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with("idx-"))
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+    }
+
+    #[test]
     fn readers_and_writers_go_on_during_a_build() {
         let Some((data, queries, dim)) = super::dataset() else {
             panic!("minilm-words dataset not found beside the repository (../shared/datasets)");
