@@ -56,6 +56,18 @@ fn kernels(c: &mut Criterion) {
             );
         }
         g.finish();
+        // 1,024 queries × 64 rows: one block of a batched flat search.
+        let (q, x) = (data(1024 * dim, 5), data(64 * dim, 6));
+        let mut out = vec![0f32; 1024 * 64];
+        let mut g = c.benchmark_group(format!("dot_block_1024x64/{dim}"));
+        g.throughput(Throughput::Elements((1024 * 64 * dim) as u64));
+        for k in Kernels::available() {
+            g.bench_function(
+                BenchmarkId::from_parameter(format!("{:?}", k.level)),
+                |bench| bench.iter(|| (k.dot_block)(&q, &x, dim, &mut out)),
+            );
+        }
+        g.finish();
     }
 }
 
