@@ -1,5 +1,6 @@
-//! A collection: its directory, its current snapshot, and the write path (append, delete)
-//! that commits new manifests.
+//! A collection: its directory, its current snapshot, the write path (append, delete) that
+//! commits new manifests, and the background builder that indexes segments past the
+//! collection's threshold.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;

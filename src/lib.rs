@@ -1,5 +1,7 @@
 //! OmenDB engine: collections of Arrow record batches stored as memory-mapped Arrow IPC
-//! segments under an atomically committed manifest, with exact SIMD vector search.
+//! segments under an atomically committed manifest, with exact SIMD vector search and HNSW
+//! indexes (built automatically past a row threshold, searched in place from their files),
+//! and filtered search through per-segment row selections.
 //!
 //! ```no_run
 //! use omendb::{Database, CollectionOptions};
