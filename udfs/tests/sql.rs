@@ -290,8 +290,8 @@ async fn knn_errors_name_the_problem() {
     );
 }
 
-#[tokio::test]
-async fn knn_uses_an_hnsw_index_with_a_per_query_ef() {
+/// The rows `setup` stores (1,000 less ids 1, 2, 3) in one segment with an HNSW index.
+fn indexed_setup() -> (tempfile::TempDir, SessionContext) {
     let tmp = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::open(tmp.path()).unwrap());
     let c = db
@@ -301,6 +301,12 @@ async fn knn_uses_an_hnsw_index_with_a_per_query_ef() {
     c.delete(&Int64Array::from(vec![1, 2, 3])).unwrap();
     assert_eq!(c.build_index(1).unwrap(), 1);
     let ctx = omendb_udfs::session(db).unwrap();
+    (tmp, ctx)
+}
+
+#[tokio::test]
+async fn knn_uses_an_hnsw_index_with_a_per_query_ef() {
+    let (_tmp, ctx) = indexed_setup();
     for qi in 0..10 {
         let q = vector(70_000 + qi);
         // A beam of 500 over 1,000 rows finds the exact neighbours.
@@ -391,15 +397,7 @@ async fn where_on_knn_is_a_prefilter() {
 
 #[tokio::test]
 async fn where_on_knn_through_an_index() {
-    let tmp = tempfile::tempdir().unwrap();
-    let db = Arc::new(Database::open(tmp.path()).unwrap());
-    let c = db
-        .create_collection("docs", &batch(0..1).schema(), CollectionOptions::default())
-        .unwrap();
-    c.append(&[batch(0..1000)]).unwrap();
-    c.delete(&Int64Array::from(vec![1, 2, 3])).unwrap();
-    assert_eq!(c.build_index(1).unwrap(), 1);
-    let ctx = omendb_udfs::session(db).unwrap();
+    let (_tmp, ctx) = indexed_setup();
     for (cond, keep) in [
         ("tag <> 't0'", (|i: i64| i % 5 != 0) as fn(i64) -> bool),
         ("tag = 't4'", |i: i64| i % 5 == 4),
