@@ -9,65 +9,45 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// One benchmark group: `run` with every kernel level this CPU has.
+fn per_level(c: &mut Criterion, name: String, elements: usize, mut run: impl FnMut(&Kernels)) {
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(elements as u64));
+    for k in Kernels::available() {
+        g.bench_function(
+            BenchmarkId::from_parameter(format!("{:?}", k.level)),
+            |bench| bench.iter(|| run(k)),
+        );
+    }
+    g.finish();
+}
+
 fn kernels(c: &mut Criterion) {
+    use std::hint::black_box;
     for dim in [128, 384, 768, 1536] {
         let (a, b) = (data(dim, 1), data(dim, 2));
-        let mut g = c.benchmark_group(format!("dot/{dim}"));
-        g.throughput(Throughput::Elements(dim as u64));
-        for k in Kernels::available() {
-            g.bench_function(
-                BenchmarkId::from_parameter(format!("{:?}", k.level)),
-                |bench| bench.iter(|| (k.dot)(std::hint::black_box(&a), std::hint::black_box(&b))),
-            );
-        }
-        g.finish();
-        let mut g = c.benchmark_group(format!("l2sq/{dim}"));
-        g.throughput(Throughput::Elements(dim as u64));
-        for k in Kernels::available() {
-            g.bench_function(
-                BenchmarkId::from_parameter(format!("{:?}", k.level)),
-                |bench| bench.iter(|| (k.l2sq)(std::hint::black_box(&a), std::hint::black_box(&b))),
-            );
-        }
-        g.finish();
+        per_level(c, format!("dot/{dim}"), dim, |k| {
+            black_box((k.dot)(black_box(&a), black_box(&b)));
+        });
+        per_level(c, format!("l2sq/{dim}"), dim, |k| {
+            black_box((k.l2sq)(black_box(&a), black_box(&b)));
+        });
         // f32 query weights against 8-bit codes: the graph traversal's distance.
         let codes: Vec<u8> = (0..dim).map(|i| (i * 37 % 256) as u8).collect();
-        let mut g = c.benchmark_group(format!("dot_u8/{dim}"));
-        g.throughput(Throughput::Elements(dim as u64));
-        for k in Kernels::available() {
-            g.bench_function(
-                BenchmarkId::from_parameter(format!("{:?}", k.level)),
-                |bench| {
-                    bench
-                        .iter(|| (k.dot_u8)(std::hint::black_box(&a), std::hint::black_box(&codes)))
-                },
+        per_level(c, format!("dot_u8/{dim}"), dim, |k| {
+            black_box((k.dot_u8)(black_box(&a), black_box(&codes)));
+        });
+        // (queries, rows): the tile shapes flat search runs, and one block of a batched search.
+        for (nq, nr) in [(64, 256), (1024, 64)] {
+            let (q, x) = (data(nq * dim, 3), data(nr * dim, 4));
+            let mut out = vec![0f32; nq * nr];
+            per_level(
+                c,
+                format!("dot_block_{nq}x{nr}/{dim}"),
+                nq * nr * dim,
+                |k| (k.dot_block)(&q, &x, dim, &mut out),
             );
         }
-        g.finish();
-        // 64 queries × 256 rows: the tile flat search runs.
-        let (q, x) = (data(64 * dim, 3), data(256 * dim, 4));
-        let mut out = vec![0f32; 64 * 256];
-        let mut g = c.benchmark_group(format!("dot_block_64x256/{dim}"));
-        g.throughput(Throughput::Elements((64 * 256 * dim) as u64));
-        for k in Kernels::available() {
-            g.bench_function(
-                BenchmarkId::from_parameter(format!("{:?}", k.level)),
-                |bench| bench.iter(|| (k.dot_block)(&q, &x, dim, &mut out)),
-            );
-        }
-        g.finish();
-        // 1,024 queries × 64 rows: one block of a batched flat search.
-        let (q, x) = (data(1024 * dim, 5), data(64 * dim, 6));
-        let mut out = vec![0f32; 1024 * 64];
-        let mut g = c.benchmark_group(format!("dot_block_1024x64/{dim}"));
-        g.throughput(Throughput::Elements((1024 * 64 * dim) as u64));
-        for k in Kernels::available() {
-            g.bench_function(
-                BenchmarkId::from_parameter(format!("{:?}", k.level)),
-                |bench| bench.iter(|| (k.dot_block)(&q, &x, dim, &mut out)),
-            );
-        }
-        g.finish();
     }
 }
 
