@@ -20,6 +20,7 @@ use crate::storage::{
     self, Bitmap, DeletesMeta, IndexFileMeta, IndexSettings, Manifest, SegmentMeta,
 };
 use crate::validate::Layout;
+use crate::writer::{refuse_stored, Staged};
 use crate::{Error, Result};
 
 /// How a new collection is defined beyond its schema.
@@ -63,6 +64,8 @@ pub struct Stats {
     pub indexing: bool,
     /// The error of the last failed background index build, if any.
     pub index_error: Option<String>,
+    /// Damage found and contained since the collection opened (an index set aside and rebuilt).
+    pub repairs: Vec<String>,
 }
 
 /// The background index builder of one collection.
@@ -73,6 +76,10 @@ struct Indexer {
     pending: bool,
     handle: Option<std::thread::JoinHandle<()>>,
     last_error: Option<String>,
+    /// Segments whose index was damaged: rebuilt whatever the threshold.
+    rebuild: HashSet<u64>,
+    /// What was repaired since the collection opened (damaged indexes set aside).
+    repairs: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -88,6 +95,10 @@ pub struct Collection {
     indexer: Mutex<Indexer>,
     /// Set when the database closes or the collection is dropped: builds stop and none start.
     stop: AtomicBool,
+    /// Set when a mapped file was found changed under the collection: every later use fails.
+    damage: Mutex<Option<(PathBuf, String)>>,
+    /// When the mapped files were last checked for outside changes.
+    last_check: Mutex<std::time::Instant>,
 }
 
 impl Collection {
@@ -106,20 +117,7 @@ impl Collection {
             opts.vector_column.as_deref(),
             None,
         )?;
-        let manifest = Manifest {
-            format: 1,
-            version: 1,
-            name: name.to_string(),
-            id_column: layout.schema.field(layout.id_index).name().clone(),
-            vector_column: layout.schema.field(layout.vector_index).name().clone(),
-            dim: layout.dim,
-            metric: opts.metric,
-            schema_ipc: Manifest::encode_schema(&layout.schema)?,
-            next_file_id: 1,
-            segments: Vec::new(),
-            index: opts.index,
-        };
-        manifest.commit(dir)
+        new_manifest(&layout, opts)?.commit(dir)
     }
 
     /// Opens the collection stored in `dir`: reads the manifest, maps and verifies every
@@ -140,11 +138,15 @@ impl Collection {
                 "stored schema does not match the collection definition",
             ));
         }
-        let parts = manifest
-            .segments
-            .iter()
-            .map(|meta| open_part(dir, &layout, meta, true))
-            .collect::<Result<Vec<_>>>()?;
+        let mut parts = Vec::with_capacity(manifest.segments.len());
+        let mut damaged = Vec::new();
+        for meta in &manifest.segments {
+            let (part, index_damage) = open_part(dir, &layout, manifest.metric, meta, true)?;
+            if let Some(e) = index_damage {
+                damaged.push((meta.id, e));
+            }
+            parts.push(part);
+        }
         remove_garbage(dir, &manifest)?;
         let snapshot = Snapshot {
             layout: layout.clone(),
@@ -162,11 +164,46 @@ impl Collection {
             me: me.clone(),
             indexer: Mutex::new(Indexer::default()),
             stop: AtomicBool::new(false),
+            damage: Mutex::new(None),
+            last_check: Mutex::new(std::time::Instant::now()),
         });
+        // A damaged index is set aside and rebuilt from its segment; the segment is searched
+        // exactly meanwhile.
+        for (seg_id, e) in damaged {
+            collection.set_aside_index(seg_id, &e)?;
+        }
         // Segments that reached the threshold but whose build was interrupted (a crash or a
         // close) get their index now.
         collection.schedule_indexing();
         Ok(collection)
+    }
+
+    /// Drops a damaged index from the manifest (its file is renamed `*.damaged`, kept for
+    /// inspection) and queues the segment for a rebuild whatever the threshold.
+    fn set_aside_index(&self, seg_id: u64, e: &Error) -> Result<()> {
+        let mut manifest = self.writable()?;
+        let Some(p) = manifest.segments.iter().position(|s| s.id == seg_id) else {
+            return Ok(());
+        };
+        let Some(meta) = manifest.segments[p].index.clone() else {
+            return Ok(());
+        };
+        let mut next = manifest.clone();
+        next.version += 1;
+        next.segments[p].index = None;
+        next.commit(&self.dir)?;
+        let from = self.dir.join(&meta.file);
+        let _ = fs::rename(&from, self.dir.join(format!("{}.damaged", meta.file)));
+        let snapshot = self.snapshot();
+        self.publish(&snapshot, next.version, snapshot.parts.clone());
+        *manifest = next;
+        drop(manifest);
+        let mut indexer = self.lock_indexer();
+        indexer.rebuild.insert(seg_id);
+        indexer
+            .repairs
+            .push(format!("{e}; the index was set aside and is rebuilt from its segment"));
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -235,60 +272,128 @@ impl Collection {
             self.layout.check_unique_ids_of(&batch)?;
             batch
         };
-        if batch.num_rows() > u32::MAX as usize {
-            return Err(Error::invalid("an append may hold at most 2^32 - 1 rows"));
-        }
-
-        let mut manifest = self.writable()?;
-        let snapshot = self.snapshot();
-        if let Some(id) = snapshot.first_existing(batch.column(self.layout.id_index)) {
-            return Err(Error::invalid(format!(
-                "collection '{}': duplicate id {id} is already stored",
-                self.name()
-            )));
-        }
-
-        let file_id = manifest.next_file_id;
-        let file = format!("seg-{file_id:010}.arrow");
-        let path = self.dir.join(&file);
-        let written = storage::write_segment(&path, &batch);
-        let result = written.and_then(|w| {
-            storage::sync_dir(&self.dir)?;
-            let mut next = manifest.clone();
-            next.version += 1;
-            next.next_file_id += 1;
-            let meta = SegmentMeta {
-                id: file_id,
-                file: file.clone(),
-                rows: batch.num_rows() as u64,
-                bytes: w.bytes,
-                crc32: w.crc32,
-                deletes: None,
-                index: None,
-            };
-            next.segments.push(meta.clone());
-            next.commit(&self.dir)?;
-            Ok((next, meta))
-        });
-        let (next, meta) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                return Err(e);
-            }
-        };
+        let ids = batch.column(self.layout.id_index).clone();
+        let check = |snap: &Snapshot| refuse_stored(snap, snap.first_existing(ids.as_ref()));
+        // Refuse early, before writing, what the commit would refuse.
+        check(&self.snapshot())?;
+        let staged = Staged::write(&self.dir, &self.layout, self.metric(), &batch)?;
         let rows = batch.num_rows();
         drop(batch);
-        // The commit is durable; map the file we wrote so the new segment is read exactly as a
-        // reopen would read it (zero-copy from the page cache rather than from heap memory).
-        let part = open_part(&self.dir, &self.layout, &meta, false)?;
+        self.commit_staged(vec![staged], check)?;
+        Ok(rows)
+    }
+
+    /// Commits staged segments (in this collection's directory) in one manifest version, after
+    /// `check` accepts the snapshot they are added to (under the writer lock). On error nothing
+    /// is committed and the staged files are removed.
+    pub(crate) fn commit_staged(
+        &self,
+        staged: Vec<Staged>,
+        check: impl FnOnce(&Snapshot) -> Result<()>,
+    ) -> Result<()> {
+        let mut manifest = self.writable()?;
+        let snapshot = self.snapshot();
+        check(&snapshot)?;
+        let mut next = manifest.clone();
+        next.version += 1;
+        let mut renamed = Vec::new();
+        let result = staged
+            .iter()
+            .try_for_each(|s| s.name_into(&self.dir, &mut next, &mut renamed))
+            .and_then(|()| storage::sync_dir(&self.dir))
+            .and_then(|()| next.commit(&self.dir));
+        if let Err(e) = result {
+            for path in renamed {
+                let _ = fs::remove_file(path);
+            }
+            return Err(e);
+        }
+        // The commit is durable; map the files written so the new segments are read exactly as
+        // a reopen would read them (zero-copy from the page cache rather than from heap memory).
         let mut parts = snapshot.parts.clone();
-        parts.push(part);
+        for meta in &next.segments[manifest.segments.len()..] {
+            parts.push(open_part(&self.dir, &self.layout, next.metric, meta, false)?.0);
+        }
         self.publish(&snapshot, next.version, parts);
         *manifest = next;
         drop(manifest);
         self.schedule_indexing();
-        Ok(rows)
+        Ok(())
+    }
+
+    /// Checks that no mapped file was changed by someone else since it was mapped (size and
+    /// modification time; at most once a second). A change marks the collection damaged: this
+    /// and every later call fail with `Corrupt` naming the file.
+    pub fn check_files(&self) -> Result<()> {
+        if let Some((path, reason)) = self.lock_damage().clone() {
+            return Err(Error::corrupt(path, reason));
+        }
+        {
+            let mut last = self.last_check.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < std::time::Duration::from_secs(1) {
+                return Ok(());
+            }
+            *last = std::time::Instant::now();
+        }
+        for part in &self.snapshot().parts {
+            let path = self.dir.join(format!("seg-{:010}.arrow", part.seg.id));
+            let now = storage::Stamp::of(&path);
+            if let (Some(mapped), Ok(now)) = (part.seg.stamp, &now) {
+                if mapped == *now {
+                    continue;
+                }
+            }
+            let reason = match now {
+                Ok(_) => "changed on disk while in use (size or modification time differs)".into(),
+                Err(e) => e.to_string(),
+            };
+            *self.lock_damage() = Some((path.clone(), reason.clone()));
+            return Err(Error::corrupt(path, reason));
+        }
+        Ok(())
+    }
+
+    /// Reads every file of the current version and checks it against its checksum; returns
+    /// the number of files and bytes checked, or `Corrupt` naming the first bad file.
+    pub fn verify(&self) -> Result<(usize, u64)> {
+        let manifest = self.lock_writer().clone();
+        let (mut files, mut bytes) = (0, 0);
+        let mut check = |file: &str, len: u64, crc: u32| -> Result<()> {
+            storage::map_file(&self.dir.join(file), len, Some(crc))?;
+            files += 1;
+            bytes += len;
+            Ok(())
+        };
+        let result = manifest.segments.iter().try_for_each(|s| {
+            check(&s.file, s.bytes, s.crc32)?;
+            if let Some(i) = &s.index {
+                check(&i.file, i.bytes, i.crc32)?;
+            }
+            if let Some(n) = &s.norms {
+                check(&n.file, n.bytes, n.crc32)?;
+            }
+            if let Some(d) = &s.deletes {
+                Bitmap::read(&self.dir.join(&d.file), s.rows as usize)?;
+            }
+            Ok(())
+        });
+        let result = result.map(|()| (files, bytes));
+        if let Err(Error::Corrupt { path, reason }) = &result {
+            *self.lock_damage() = Some((path.clone(), reason.clone()));
+        }
+        result
+    }
+
+    fn lock_damage(&self) -> MutexGuard<'_, Option<(PathBuf, String)>> {
+        self.damage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Deletes the rows with these ids; ids not stored are ignored. Returns how many rows were
@@ -375,9 +480,13 @@ impl Collection {
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        let (indexing, index_error) = {
+        let (indexing, index_error, repairs) = {
             let indexer = self.lock_indexer();
-            (indexer.running, indexer.last_error.clone())
+            (
+                indexer.running,
+                indexer.last_error.clone(),
+                indexer.repairs.clone(),
+            )
         };
         let manifest = self.lock_writer().clone();
         let snapshot = self.snapshot();
@@ -416,6 +525,7 @@ impl Collection {
             index: manifest.index,
             indexing,
             index_error,
+            repairs,
         })
     }
 
@@ -428,10 +538,14 @@ impl Collection {
 
     /// The segments that still need an index under `min_rows`.
     fn unindexed(&self, min_rows: usize) -> Vec<Arc<Segment>> {
+        let rebuild = self.lock_indexer().rebuild.clone();
         self.snapshot()
             .parts
             .iter()
-            .filter(|p| p.index.is_none() && p.seg.rows() >= min_rows.max(1))
+            .filter(|p| {
+                p.index.is_none()
+                    && (p.seg.rows() >= min_rows.max(1) || rebuild.contains(&p.seg.id))
+            })
             .map(|p| p.seg.clone())
             .collect()
     }
@@ -439,11 +553,11 @@ impl Collection {
     /// Starts (or queues more work for) the background builder when some segment has reached
     /// the collection's index threshold and has no index yet.
     fn schedule_indexing(&self) {
-        let threshold = self.lock_writer().index.threshold;
-        if threshold == 0
-            || self.stop.load(Ordering::SeqCst)
-            || self.unindexed(threshold).is_empty()
-        {
+        let threshold = match self.lock_writer().index.threshold {
+            0 => usize::MAX, // automatic builds are off; damaged indexes are still rebuilt
+            t => t,
+        };
+        if self.stop.load(Ordering::SeqCst) || self.unindexed(threshold).is_empty() {
             return;
         }
         let mut indexer = self.lock_indexer();
@@ -458,7 +572,10 @@ impl Collection {
         indexer.running = true;
         indexer.pending = false;
         indexer.handle = Some(std::thread::spawn(move || loop {
-            let threshold = me.lock_writer().index.threshold;
+            let threshold = match me.lock_writer().index.threshold {
+                0 => usize::MAX,
+                t => t,
+            };
             let result = me.build_indexes(threshold, &me.stop);
             let mut indexer = me.lock_indexer();
             indexer.last_error = result.err().map(|e| e.to_string());
@@ -554,6 +671,8 @@ impl Collection {
                 .collect();
             self.publish(&current, next.version, parts);
             *manifest = next;
+            drop(manifest);
+            self.lock_indexer().rebuild.remove(&seg.id);
             built += 1;
         }
         Ok(built)
@@ -571,8 +690,21 @@ impl Collection {
     }
 }
 
-fn open_part(dir: &Path, layout: &Arc<Layout>, meta: &SegmentMeta, verify: bool) -> Result<Part> {
+/// Opens one committed segment with its deletions, norms and index. With `trust_stamp`, a
+/// segment file whose size and modification time match the manifest is not re-hashed (opening
+/// stays instant); any other is checked against its CRC32. A damaged index does not fail the
+/// segment: it comes back as the second value, and the part is searched exactly.
+fn open_part(
+    dir: &Path,
+    layout: &Arc<Layout>,
+    metric: Metric,
+    meta: &SegmentMeta,
+    trust_stamp: bool,
+) -> Result<(Part, Option<Error>)> {
     let path = dir.join(&meta.file);
+    let stamp = storage::Stamp::of(&path)?;
+    let verify = trust_stamp
+        && (meta.mtime_ns == 0 || stamp.mtime_ns != meta.mtime_ns || stamp.bytes != meta.bytes);
     let batch = storage::open_segment(&path, &layout.schema, meta, verify)?;
     if batch.num_rows() as u64 != meta.rows {
         return Err(Error::corrupt(
@@ -591,21 +723,50 @@ fn open_part(dir: &Path, layout: &Arc<Layout>, meta: &SegmentMeta, verify: bool)
             batch.num_rows(),
         )?)),
     };
-    let seg = Segment::new(
+    let rows = batch.num_rows();
+    let mut seg = Segment::new(
         meta.id,
         batch,
         layout.id_index,
         layout.vector_index,
         layout.dim,
     );
-    let index = match &meta.index {
-        Some(i) => Some(open_index(dir, i)?),
-        None => None,
+    seg.stamp = Some(stamp);
+    if let Some(n) = &meta.norms {
+        seg = seg.with_norms(metric, storage::map_f32s(&dir.join(&n.file), n, rows)?);
+    }
+    let (index, damage) = match &meta.index {
+        None => (None, None),
+        Some(i) => match open_index(dir, i) {
+            Ok(index) => (Some(index), None),
+            Err(e @ Error::Corrupt { .. }) => (None, Some(e)),
+            Err(e) => return Err(e),
+        },
     };
-    Ok(Part {
-        seg: Arc::new(seg),
-        deletes,
-        index,
+    Ok((
+        Part {
+            seg: Arc::new(seg),
+            deletes,
+            index,
+        },
+        damage,
+    ))
+}
+
+/// The first manifest of a collection with this layout and these options.
+pub(crate) fn new_manifest(layout: &Layout, opts: &CollectionOptions) -> Result<Manifest> {
+    Ok(Manifest {
+        format: 1,
+        version: 1,
+        name: layout.name.clone(),
+        id_column: layout.schema.field(layout.id_index).name().clone(),
+        vector_column: layout.schema.field(layout.vector_index).name().clone(),
+        dim: layout.dim,
+        metric: opts.metric,
+        schema_ipc: Manifest::encode_schema(&layout.schema)?,
+        next_file_id: 1,
+        segments: Vec::new(),
+        index: opts.index,
     })
 }
 
@@ -622,6 +783,17 @@ fn open_index(dir: &Path, meta: &IndexFileMeta) -> Result<Arc<Hnsw>> {
     Ok(Arc::new(Hnsw::from_buffer(buffer, &path)?))
 }
 
+/// Whether `name` is one of the files a collection directory holds (other than `MANIFEST`):
+/// segments, norms, deletions, indexes, and the temporary files of unfinished writes.
+pub(crate) fn is_collection_file(name: &str) -> bool {
+    (name.starts_with("seg-") && name.ends_with(".arrow"))
+        || (name.starts_with("nrm-") && name.ends_with(".f32"))
+        || (name.starts_with("del-") && name.ends_with(".bin"))
+        || (name.starts_with("idx-") && name.ends_with(".hnsw"))
+        || name.starts_with("stage-")
+        || name == "MANIFEST.tmp"
+}
+
 /// Removes segment and deletion files that the manifest does not name: leftovers of writes
 /// that crashed before their commit.
 fn remove_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
@@ -631,10 +803,7 @@ fn remove_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let ours = (name.starts_with("seg-") && name.ends_with(".arrow"))
-            || (name.starts_with("del-") && name.ends_with(".bin"))
-            || (name.starts_with("idx-") && name.ends_with(".hnsw"))
-            || name == "MANIFEST.tmp";
+        let ours = is_collection_file(name);
         if ours && !live.contains(name) {
             fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
         }

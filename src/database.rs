@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_schema::Schema;
 
-use crate::collection::{Collection, CollectionOptions};
+use crate::collection::{is_collection_file, Collection, CollectionOptions};
+use crate::writer::Ingest;
 use crate::storage::{self, MANIFEST};
 use crate::validate::check_name;
 use crate::{Error, Result};
@@ -69,54 +70,89 @@ impl Database {
         opts: CollectionOptions,
     ) -> Result<Arc<Collection>> {
         check_name(name)?;
+        let tmp = self.root.join(format!(".creating-{name}-{}", unique()));
+        fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let made = self.create_with(name, &tmp, |dir| {
+            Collection::initialize(dir, name, schema, &opts)
+        });
+        if made.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        made
+    }
+
+    /// Creates collection `name` from the directory `tmp` (in this database's root), after
+    /// `write` has committed its first manifest there: the directory is renamed into place,
+    /// so the collection appears whole or not at all. `AlreadyExists` leaves `tmp` untouched.
+    pub(crate) fn create_with(
+        &self,
+        name: &str,
+        tmp: &Path,
+        write: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Arc<Collection>> {
         let mut open = self.lock_open();
         let dir = self.root.join(name);
         if open.contains_key(name) || dir.exists() {
             return Err(Error::AlreadyExists(format!("collection '{name}'")));
         }
-        let tmp = self.root.join(format!(".creating-{name}-{}", unique()));
-        fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let made = Collection::initialize(&tmp, name, schema, &opts).and_then(|()| {
-            fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-            storage::sync_dir(&self.root)
-        });
-        if let Err(e) = made {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
+        write(tmp)?;
+        fs::rename(tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        storage::sync_dir(&self.root)?;
         let c = Collection::open(&dir)?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }
 
-    /// Opens an existing collection.
+    /// Starts a streamed, all-or-nothing append to collection `name`; the collection is created
+    /// with `opts` (and the schema of the first rows) when the ingest commits, if it does not
+    /// exist by then.
+    pub fn ingest(self: &Arc<Self>, name: &str, opts: CollectionOptions) -> Result<Ingest> {
+        Ingest::new(self.clone(), name, opts)
+    }
+
+    /// Opens an existing collection. A collection whose files were changed or lost fails with
+    /// `Corrupt` naming the file; one whose `MANIFEST` is missing while its files remain is
+    /// damaged too, not absent.
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
         check_name(name)?;
         let mut open = self.lock_open();
         if let Some(c) = open.get(name) {
-            return Ok(c.clone());
+            let c = c.clone();
+            drop(open);
+            c.check_files()?;
+            return Ok(c);
         }
         let dir = self.root.join(name);
         if !dir.join(MANIFEST).is_file() {
-            return Err(Error::NotFound(format!("collection '{name}'")));
+            return Err(match orphaned_files(&dir) {
+                0 => Error::NotFound(format!("collection '{name}'")),
+                n => Error::corrupt(
+                    dir.join(MANIFEST),
+                    format!("missing, but the collection directory still holds {n} data files"),
+                ),
+            });
         }
         let c = Collection::open(&dir)?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }
 
-    /// Whether a collection of this name exists.
+    /// Whether a collection of this name exists (damaged ones included).
     pub fn exists(&self, name: &str) -> bool {
-        check_name(name).is_ok() && self.root.join(name).join(MANIFEST).is_file()
+        check_name(name).is_ok() && {
+            let dir = self.root.join(name);
+            dir.join(MANIFEST).is_file() || orphaned_files(&dir) > 0
+        }
     }
 
-    /// Names of all collections, sorted.
+    /// Names of all collections, sorted (damaged ones included: opening them says what is
+    /// wrong).
     pub fn list_collections(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))? {
             let entry = entry.map_err(|e| Error::io(&self.root, e))?;
             if let Some(name) = entry.file_name().to_str() {
-                if check_name(name).is_ok() && entry.path().join(MANIFEST).is_file() {
+                if self.exists(name) {
                     names.push(name.to_string());
                 }
             }
@@ -130,7 +166,7 @@ impl Database {
         check_name(name)?;
         let mut open = self.lock_open();
         let dir = self.root.join(name);
-        if !dir.join(MANIFEST).is_file() {
+        if !self.exists(name) {
             return Err(Error::NotFound(format!("collection '{name}'")));
         }
         let handle = open.remove(name);
@@ -156,10 +192,27 @@ impl Drop for Database {
     }
 }
 
-fn unique() -> String {
+/// How many collection data files `dir` holds (0 when it is no directory).
+fn orphaned_files(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().is_some_and(is_collection_file))
+            .count()
+    })
+}
+
+/// A name part no other write of this process or another uses.
+pub(crate) fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    format!("{}-{t}", std::process::id())
+    format!(
+        "{}-{t}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -135,10 +135,11 @@ impl<'a> Space<'a> {
     }
 }
 
-/// 1/|v| for every vector (0 for zero vectors).
+/// 1/|v| for every vector (0 for zero vectors). Serial on purpose: segments compute it
+/// inside lazy initializers (see `segment`).
 pub fn inverse_norms(data: &[f32], dim: usize) -> Vec<f32> {
     let dot = kernels().dot;
-    data.par_chunks(dim)
+    data.chunks_exact(dim)
         .map(|v| {
             let n = dot(v, v).sqrt();
             if n > 0.0 {

@@ -23,6 +23,7 @@ pub mod segment;
 pub mod snapshot;
 pub mod storage;
 pub mod validate;
+pub mod writer;
 
 pub use collection::{Collection, CollectionOptions, Stats};
 pub use database::Database;
@@ -30,3 +31,4 @@ pub use distance::Metric;
 pub use error::{Error, Result};
 pub use search::{Hit, Selection};
 pub use snapshot::{Snapshot, DISTANCE_COLUMN};
+pub use writer::Ingest;

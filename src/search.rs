@@ -253,10 +253,12 @@ impl Snapshot {
                 ));
             }
         }
+        // No more than the live rows can come back: a huge k must not size the heaps.
+        let k = k.min(self.count());
         if k == 0 {
             return Ok(vec![Vec::new(); nq]);
         }
-        let ef = ef.unwrap_or(self.index.ef_search).max(k);
+        let ef = ef.unwrap_or(self.index.ef_search).max(k).min(self.count());
         let plans: Vec<Plan> = self
             .parts
             .iter()

@@ -1,5 +1,10 @@
-//! A segment: one immutable, memory-mapped record batch plus what is derived from it lazily
-//! (the id lookup table and the vectors' squared norms).
+//! A segment: one immutable, memory-mapped record batch plus what is derived from it: the
+//! per-row norms the metric needs (written beside the segment when it is committed and mapped
+//! with it) and the id lookup table (built on first use).
+//!
+//! Nothing derived lazily here runs a parallel loop: a lazy initializer runs while other
+//! threads wait on it, and a rayon loop inside one can steal a job that waits on the same
+//! initializer (the deadlock of issue 7).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -7,9 +12,10 @@ use std::sync::{Arc, OnceLock};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Array, RecordBatch};
-use rayon::prelude::*;
+use arrow_buffer::ScalarBuffer;
 
-use crate::distance::kernels;
+use crate::distance::{kernels, Metric};
+use crate::storage::Stamp;
 
 /// An id value, borrowed from a lookup or an incoming batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,8 +68,24 @@ pub struct Segment {
     vector_index: usize,
     id_index: usize,
     ids: OnceLock<IdMap>,
-    sq_norms: OnceLock<Vec<f32>>,
-    inv_norms: OnceLock<Vec<f32>>,
+    sq_norms: OnceLock<ScalarBuffer<f32>>,
+    inv_norms: OnceLock<ScalarBuffer<f32>>,
+    /// The segment file's size and modification time when it was mapped.
+    pub stamp: Option<Stamp>,
+}
+
+/// The per-row values `metric` needs precomputed: 1/|v| for cosine, |v|² for l2, none for dot.
+pub fn metric_norms(metric: Metric, vectors: &[f32], dim: usize) -> Option<Vec<f32>> {
+    match metric {
+        Metric::Cosine => Some(crate::hnsw::inverse_norms(vectors, dim)),
+        Metric::L2 => Some(squared_norms(vectors, dim)),
+        Metric::Dot => None,
+    }
+}
+
+fn squared_norms(vectors: &[f32], dim: usize) -> Vec<f32> {
+    let dot = kernels().dot;
+    vectors.chunks_exact(dim).map(|v| dot(v, v)).collect()
 }
 
 impl Segment {
@@ -83,7 +105,19 @@ impl Segment {
             ids: OnceLock::new(),
             sq_norms: OnceLock::new(),
             inv_norms: OnceLock::new(),
+            stamp: None,
         }
+    }
+
+    /// Adopts the norms stored beside the segment for `metric` (see [`metric_norms`]).
+    pub fn with_norms(self, metric: Metric, norms: ScalarBuffer<f32>) -> Self {
+        let slot = match metric {
+            Metric::Cosine => &self.inv_norms,
+            Metric::L2 => &self.sq_norms,
+            Metric::Dot => return self,
+        };
+        let _ = slot.set(norms);
+        self
     }
 
     pub fn rows(&self) -> usize {
@@ -101,21 +135,18 @@ impl Segment {
         &values[start..start + fsl.len() * self.dim]
     }
 
-    /// Squared norms of every vector, computed on first use.
+    /// Squared norms of every vector: stored with the segment (l2 collections), otherwise
+    /// computed on first use, serially.
     pub fn sq_norms(&self) -> &[f32] {
-        self.sq_norms.get_or_init(|| {
-            let dot = kernels().dot;
-            self.vectors()
-                .par_chunks(self.dim * 1024)
-                .flat_map_iter(|c| c.chunks_exact(self.dim).map(move |v| dot(v, v)))
-                .collect()
-        })
+        self.sq_norms
+            .get_or_init(|| squared_norms(self.vectors(), self.dim).into())
     }
 
-    /// 1/|v| of every vector (0 for zero vectors), computed on first use (cosine graphs).
+    /// 1/|v| of every vector (0 for zero vectors): stored with the segment (cosine
+    /// collections), otherwise computed on first use, serially.
     pub fn inv_norms(&self) -> &[f32] {
         self.inv_norms
-            .get_or_init(|| crate::hnsw::inverse_norms(self.vectors(), self.dim))
+            .get_or_init(|| crate::hnsw::inverse_norms(self.vectors(), self.dim).into())
     }
 
     /// The space an HNSW graph over this segment measures distances in.

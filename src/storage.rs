@@ -216,7 +216,7 @@ impl Bitmap {
 /// Maps a whole file read-only after checking its size (and CRC32, if given), for
 /// zero-copy reading.
 pub fn map_file(path: &Path, bytes: u64, crc32: Option<u32>) -> Result<Buffer> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = File::open(path).map_err(|e| missing_is_corrupt(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len != bytes {
         return Err(Error::corrupt(
@@ -240,6 +240,63 @@ pub fn map_file(path: &Path, bytes: u64, crc32: Option<u32>) -> Result<Buffer> {
     Ok(Buffer::from(bytes::Bytes::from_owner(map)))
 }
 
+/// A file the manifest names but that cannot be found is damage, not an I/O hiccup.
+pub fn missing_is_corrupt(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::corrupt(path, "missing (the manifest names it)")
+    } else {
+        Error::io(path, e)
+    }
+}
+
+/// Size and modification time of a file, as recorded when it was committed or mapped; a
+/// change to either means someone else wrote the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub bytes: u64,
+    pub mtime_ns: u64,
+}
+
+impl Stamp {
+    pub fn of(path: &Path) -> Result<Stamp> {
+        let m = fs::metadata(path).map_err(|e| missing_is_corrupt(path, e))?;
+        let mtime_ns = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ok(Stamp {
+            bytes: m.len(),
+            mtime_ns,
+        })
+    }
+}
+
+/// Writes `values` as a raw little-endian f32 file (fsynced).
+pub fn write_f32s(path: &Path, values: &[f32]) -> Result<Written> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_durable(path, &bytes)?;
+    Ok(Written {
+        bytes: bytes.len() as u64,
+        crc32: crc32fast::hash(&bytes),
+    })
+}
+
+/// Maps a raw f32 file written by [`write_f32s`] (size and checksum checked against `meta`).
+pub fn map_f32s(path: &Path, meta: &FileMeta, rows: usize) -> Result<arrow_buffer::ScalarBuffer<f32>> {
+    if meta.bytes != rows as u64 * 4 {
+        return Err(Error::corrupt(
+            path,
+            format!("holds {} bytes, {rows} rows need {}", meta.bytes, rows * 4),
+        ));
+    }
+    let buffer = map_file(path, meta.bytes, Some(meta.crc32))?;
+    if cfg!(target_endian = "big") {
+        return Err(Error::invalid("big-endian hosts are not supported"));
+    }
+    Ok(arrow_buffer::ScalarBuffer::new(buffer, 0, rows))
+}
+
 /// Creates `path` with `bytes` and fsyncs it (the caller fsyncs the directory).
 pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
@@ -259,6 +316,22 @@ pub struct SegmentMeta {
     pub deletes: Option<DeletesMeta>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<IndexFileMeta>,
+    /// What the metric needs per row, derived when the segment was written (cosine: 1/|v|,
+    /// l2: |v|²), so opening computes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norms: Option<FileMeta>,
+    /// The segment file's modification time when it was committed (0: not recorded). A file
+    /// whose size and time still match is not re-hashed when the collection opens.
+    #[serde(default)]
+    pub mtime_ns: u64,
+}
+
+/// A plain derived file: its name, size and CRC32.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileMeta {
+    pub file: String,
+    pub bytes: u64,
+    pub crc32: u32,
 }
 
 /// A segment's index file.
@@ -358,7 +431,10 @@ impl Manifest {
     /// Reads and verifies `dir/MANIFEST`.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
-        let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let raw = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let text = String::from_utf8(raw).map_err(|e| {
+            Error::corrupt(&path, format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+        })?;
         let (header, body) = text
             .split_once('\n')
             .ok_or_else(|| Error::corrupt(&path, "no header line"))?;
@@ -419,6 +495,7 @@ impl Manifest {
             std::iter::once(s.file.as_str())
                 .chain(s.deletes.iter().map(|d| d.file.as_str()))
                 .chain(s.index.iter().map(|i| i.file.as_str()))
+                .chain(s.norms.iter().map(|n| n.file.as_str()))
         })
     }
 }

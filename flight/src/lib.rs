@@ -8,11 +8,20 @@
 //! - `do_get` with a ticket holding SQL text streams the result.
 //! - `list_flights` / `get_flight_info` / `get_schema` describe collections (path
 //!   descriptors) or SQL queries (command descriptors).
-//! - `do_action`: `drop_collection`, `build_index`, `stats` (body: collection name; JSON result).
+//! - `do_action`: `drop_collection`, `build_index`, `verify` (admin), `stats` (body: collection
+//!   name; JSON result).
+//!
+//! The server holds itself to its [`ServerConfig`]: tokens and roles ([`auth`]), one SQL
+//! session per client and the files SQL may touch ([`session`]), and limits on k, puts,
+//! messages, results, query time and query memory, each refused with an error naming it.
+//! CPU work (searches, ingest, opening collections) runs on blocking threads, never on the
+//! async workers; a panic in a handler is reported as INTERNAL and the process lives on.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -27,21 +36,36 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{DataFrame, SessionContext};
 use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::FutureExt;
 use omendb::{CollectionOptions, Database, Metric};
+use tokio::sync::Semaphore;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
-/// Largest gRPC message accepted or sent: a 100,000 × 384 float32 batch is about 154 MB.
-pub const MAX_MESSAGE_BYTES: usize = 1 << 31;
+pub mod auth;
+pub mod config;
+pub mod session;
+pub mod status;
+mod wire;
+
+use auth::{require, Role};
+pub use config::ServerConfig;
+use session::{FilePolicy, Sessions, SESSION_HEADER};
+pub use status::{df_status, engine_status};
+use status::{flight_status, panic_status};
 
 /// The Flight service over one database.
-/// One SQL session is shared by all clients, so tables registered with
-/// `CREATE EXTERNAL TABLE` (Parquet, CSV) stay available for later queries and joins.
 #[derive(Clone)]
 pub struct OmenFlight {
     db: Arc<Database>,
-    ctx: SessionContext,
+    config: Arc<ServerConfig>,
+    sessions: Arc<Sessions>,
+    files: Arc<FilePolicy>,
+    puts: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for OmenFlight {
@@ -52,21 +76,130 @@ impl std::fmt::Debug for OmenFlight {
     }
 }
 
+/// Runs blocking work (engine calls) off the async workers, keeping a panic from spreading.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => Err(panic_status(what, e.into_panic())),
+        Err(e) => Err(Status::internal(format!("{what}: {e}"))),
+    }
+}
+
+/// Awaits a handler, turning a panic into INTERNAL.
+async fn caught<T>(
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| Err(panic_status(what, p)))
+}
+
+/// A response stream that reports a panic while it is polled as INTERNAL, then ends.
+fn caught_stream<T: Send + 'static>(
+    what: &'static str,
+    s: impl futures::Stream<Item = Result<T, Status>> + Send + 'static,
+) -> Stream<T> {
+    Box::pin(AssertUnwindSafe(s).catch_unwind().scan(false, move |done, item| {
+        let out = match (*done, item) {
+            (true, _) => None,
+            (false, Ok(v)) => Some(v),
+            (false, Err(p)) => {
+                *done = true;
+                Some(Err(panic_status(what, p)))
+            }
+        };
+        futures::future::ready(out)
+    }))
+}
+
 impl OmenFlight {
+    /// A service with the default configuration (no tokens, no file access from SQL).
     pub fn new(db: Arc<Database>) -> Result<Self, DataFusionError> {
-        let ctx = omendb_udfs::session(db.clone())?;
-        Ok(OmenFlight { db, ctx })
+        Self::with_config(db, ServerConfig::default())
     }
 
-    /// The gRPC service, with message limits raised for large batches.
+    pub fn with_config(db: Arc<Database>, config: ServerConfig) -> Result<Self, DataFusionError> {
+        let runtime: Arc<RuntimeEnv> = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.query_memory_bytes, 1.0)
+            // Queries that need more memory fail naming the limit; nothing spills to disk.
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()?;
+        let limits = omendb_udfs::KnnLimits {
+            max_k: config.max_k,
+            max_ef: config.max_ef,
+        };
+        let files = FilePolicy::new(&config.external_dirs, db.path())
+            .map_err(|e| DataFusionError::Configuration(e.to_string()))?;
+        Ok(OmenFlight {
+            sessions: Arc::new(Sessions::new(
+                db.clone(),
+                runtime,
+                limits,
+                config.session_idle,
+            )),
+            db,
+            files: Arc::new(files),
+            puts: Arc::new(Semaphore::new(config.max_concurrent_puts)),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The gRPC service, with the configured message limits.
     pub fn into_server(self) -> FlightServiceServer<OmenFlight> {
+        let max = self.config.max_message_bytes;
         FlightServiceServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// The caller's role: checked against the token file when there is one, `admin` otherwise.
+    fn role(&self, metadata: &MetadataMap, need: Role, what: &str) -> Result<Role, Status> {
+        let role = match &self.config.tokens {
+            None => Role::Admin,
+            Some(tokens) => tokens.caller(metadata)?,
+        };
+        require(role, need, what)?;
+        Ok(role)
+    }
+
+    /// The caller's SQL session and its id.
+    fn session<T>(&self, request: &Request<T>) -> Result<(String, Arc<SessionContext>), Status> {
+        let asked = request
+            .metadata()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok());
+        self.sessions.get(asked, request.remote_addr())
+    }
+
+    /// Plans `sql` in `ctx`, checks it against the caller's role and the file policy, and only
+    /// then runs it (DDL takes effect here).
+    async fn plan(&self, ctx: &SessionContext, sql: &str, role: Role) -> Result<DataFrame, Status> {
+        let timeout = self.config.query_timeout;
+        let planned = async {
+            let plan = ctx.state().create_logical_plan(sql).await.map_err(df_status)?;
+            self.files.check_plan(&plan, role)?;
+            ctx.execute_logical_plan(plan).await.map_err(df_status)
+        };
+        tokio::time::timeout(timeout, planned)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(timeout)))
+    }
+
+    async fn open(&self, name: &str) -> Result<Arc<omendb::Collection>, Status> {
+        let (db, name) = (self.db.clone(), name.to_string());
+        blocking("opening a collection", move || {
+            db.collection(&name).map_err(|e| engine_status(&e))
+        })
+        .await
     }
 
     async fn collection_info(&self, name: &str) -> Result<FlightInfo, Status> {
-        let c = self.db.collection(name).map_err(|e| engine_status(&e))?;
+        let c = self.open(name).await?;
         let snap = c.snapshot();
         let ticket = Ticket::new(format!("SELECT * FROM \"{name}\""));
         FlightInfo::new()
@@ -79,21 +212,10 @@ impl OmenFlight {
             })
     }
 
-    async fn query_info(&self, sql: &str) -> Result<FlightInfo, Status> {
-        let df = self.ctx.sql(sql).await.map_err(df_status)?;
-        let schema: Schema = df.schema().as_arrow().clone();
-        FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(|e| Status::internal(e.to_string()))
-            .map(|info| {
-                info.with_descriptor(FlightDescriptor::new_cmd(sql.to_string()))
-                    .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(sql.to_string())))
-            })
-    }
-
-    async fn describe(&self, descriptor: &FlightDescriptor) -> Result<FlightInfo, Status> {
+    async fn describe<T>(&self, request: &Request<T>, descriptor: &FlightDescriptor) -> Result<FlightInfo, Status> {
         match descriptor.r#type() {
             DescriptorType::Path => {
+                self.role(request.metadata(), Role::Read, "describing a collection")?;
                 let name = descriptor
                     .path
                     .first()
@@ -101,49 +223,33 @@ impl OmenFlight {
                 self.collection_info(name).await
             }
             DescriptorType::Cmd => {
+                let role = self.role(request.metadata(), Role::Read, "a query")?;
                 let sql = std::str::from_utf8(&descriptor.cmd).map_err(|_| {
                     Status::invalid_argument("command descriptor must be UTF-8 SQL")
                 })?;
-                self.query_info(sql).await
+                let (_, ctx) = self.session(request)?;
+                let df = self.plan(&ctx, sql, role).await?;
+                let schema: Schema = df.schema().as_arrow().clone();
+                FlightInfo::new()
+                    .try_with_schema(&schema)
+                    .map_err(|e| Status::internal(e.to_string()))
+                    .map(|info| {
+                        info.with_descriptor(FlightDescriptor::new_cmd(sql.to_string()))
+                            .with_endpoint(
+                                FlightEndpoint::new().with_ticket(Ticket::new(sql.to_string())),
+                            )
+                    })
             }
             DescriptorType::Unknown => Err(Status::invalid_argument("unknown descriptor type")),
         }
     }
+}
 
-    /// Appends `batches` to the collection named by `descriptor`, creating it if needed.
-    fn ingest(
-        db: &Database,
-        descriptor: &FlightDescriptor,
-        batches: Vec<RecordBatch>,
-    ) -> Result<(String, usize), Status> {
-        let (name, opts) = put_target(descriptor)?;
-        let collection = match db.collection(&name) {
-            Ok(c) => c,
-            Err(omendb::Error::NotFound(_)) => {
-                let first = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| {
-                    Status::invalid_argument(format!(
-                        "collection '{name}' does not exist and the stream has no rows to create it from"
-                    ))
-                })?;
-                let schema = omendb::validate::schema_for_batch(
-                    first,
-                    &opts.id_column,
-                    opts.vector_column.as_deref(),
-                )
-                .map_err(|e| engine_status(&e))?;
-                match db.create_collection(&name, &schema, opts) {
-                    Ok(c) => c,
-                    Err(omendb::Error::AlreadyExists(_)) => {
-                        db.collection(&name).map_err(|e| engine_status(&e))?
-                    }
-                    Err(e) => return Err(engine_status(&e)),
-                }
-            }
-            Err(e) => return Err(engine_status(&e)),
-        };
-        let rows = collection.append(&batches).map_err(|e| engine_status(&e))?;
-        Ok((name, rows))
-    }
+fn timed_out(limit: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the query ran past the server's time limit of {} s (--query-timeout)",
+        limit.as_secs_f64()
+    ))
 }
 
 /// The collection name and creation options a put descriptor names.
@@ -191,49 +297,272 @@ fn put_target(descriptor: &FlightDescriptor) -> Result<(String, CollectionOption
     Ok((name, opts))
 }
 
-/// The gRPC status for an engine error.
-pub fn engine_status(e: &omendb::Error) -> Status {
-    use omendb::Error as E;
-    let msg = e.to_string();
-    match e {
-        E::InvalidInput(_) => Status::invalid_argument(msg),
-        E::NotFound(_) => Status::not_found(msg),
-        E::AlreadyExists(_) => Status::already_exists(msg),
-        E::Corrupt { .. } => Status::data_loss(msg),
-        E::Locked(_) => Status::failed_precondition(msg),
-        E::Io { .. } | E::Arrow(_) => Status::internal(msg),
-    }
-}
-
-/// The gRPC status for a DataFusion error (engine errors inside keep their kind).
-pub fn df_status(e: DataFusionError) -> Status {
-    if let Some(engine) = omendb_udfs::find_engine_error(&e) {
-        return engine_status(engine);
-    }
-    let msg = e.to_string();
-    match e.find_root() {
-        DataFusionError::Plan(m) if m.contains("not found") => Status::not_found(msg),
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(_)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_) => Status::invalid_argument(msg),
-        DataFusionError::Execution(_) => Status::invalid_argument(msg),
-        _ => Status::internal(msg),
-    }
-}
-
-fn flight_status(e: FlightError) -> Status {
-    match e {
-        FlightError::Tonic(s) => *s,
-        FlightError::Arrow(e) => Status::invalid_argument(format!("malformed Arrow data: {e}")),
-        FlightError::DecodeError(m) | FlightError::ProtocolError(m) => {
-            Status::invalid_argument(format!("malformed Flight stream: {m}"))
-        }
-        other => Status::internal(other.to_string()),
-    }
-}
-
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The end of a put stream, as the ingest worker hears of it.
+enum PutMsg {
+    Batch(RecordBatch),
+    /// The stream ended cleanly: commit.
+    End,
+}
+
+impl OmenFlight {
+    async fn handshake_inner(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Stream<HandshakeResponse>>, Status> {
+        let Some(tokens) = &self.config.tokens else {
+            return Err(Status::unimplemented(
+                "this server runs without authentication (no --token-file); no handshake is needed",
+            ));
+        };
+        let token = tokens.handshake(request.metadata())?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<Stream<HandshakeResponse>> =
+            Response::new(Box::pin(stream::iter([Ok(reply)])));
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        response.metadata_mut().insert("authorization", value);
+        Ok(response)
+    }
+
+    async fn list_flights_inner(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Stream<FlightInfo>>, Status> {
+        self.role(request.metadata(), Role::Read, "listing collections")?;
+        let db = self.db.clone();
+        let names = blocking("listing collections", move || {
+            db.list_collections().map_err(|e| engine_status(&e))
+        })
+        .await?;
+        let mut infos = Vec::with_capacity(names.len());
+        for name in names {
+            // A damaged collection is listed, saying what is wrong, and does not hide the
+            // others.
+            let info = match self.collection_info(&name).await {
+                Ok(info) => info,
+                Err(e) => FlightInfo::new()
+                    .try_with_schema(&Schema::empty())
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .with_descriptor(FlightDescriptor::new_path(vec![name.clone()]))
+                    .with_app_metadata(
+                        serde_json::json!({ "damaged": e.message(), "code": format!("{:?}", e.code()) })
+                            .to_string(),
+                    ),
+            };
+            infos.push(Ok(info));
+        }
+        Ok(Response::new(Box::pin(stream::iter(infos))))
+    }
+
+    async fn do_get_inner(&self, request: Request<Ticket>) -> Result<Response<Stream<FlightData>>, Status> {
+        let role = self.role(request.metadata(), Role::Read, "a query")?;
+        let sql = std::str::from_utf8(&request.get_ref().ticket)
+            .map_err(|_| Status::invalid_argument("ticket must be UTF-8 SQL text"))?
+            .to_string();
+        let (session_id, ctx) = self.session(&request)?;
+        let df = self.plan(&ctx, &sql, role).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.execute_stream().await.map_err(df_status)?;
+        let limited = limit_results(
+            batches.map_err(df_status),
+            self.config.max_result_rows,
+            self.config.query_timeout,
+        );
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(limited.map_err(|s| FlightError::Tonic(Box::new(s))))
+            .map_err(flight_status);
+        let mut response: Response<Stream<FlightData>> =
+            Response::new(caught_stream("a query", flight));
+        if let Ok(v) = MetadataValue::try_from(session_id) {
+            response.metadata_mut().insert(SESSION_HEADER, v);
+        }
+        Ok(response)
+    }
+
+    async fn do_put_inner(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Stream<PutResult>>, Status> {
+        self.role(request.metadata(), Role::Write, "a put")?;
+        let _permit = self.puts.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many puts in progress: the limit is {} at once (--max-concurrent-puts); retry",
+                self.config.max_concurrent_puts
+            ))
+        })?;
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty do_put stream"))?;
+        let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
+            Status::invalid_argument("the first message of do_put must carry a flight descriptor")
+        })?;
+        let (name, opts) = put_target(&descriptor)?;
+
+        // Batches go to a blocking worker one at a time as they are decoded: it validates and
+        // stages them, and commits only when the stream has ended cleanly. Memory stays at a
+        // few batches whatever the size of the stream.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PutMsg>(2);
+        let (db, max_rows) = (self.db.clone(), self.config.max_put_rows);
+        let worker = blocking("a put", move || {
+            let mut ingest = db
+                .ingest(&name, opts)
+                .map_err(|e| engine_status(&e))?
+                .with_max_rows(max_rows);
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    PutMsg::Batch(b) => ingest.push(&b).map_err(|e| engine_status(&e))?,
+                    PutMsg::End => return ingest.commit().map_err(|e| engine_status(&e)),
+                }
+            }
+            // The stream failed or was cut: nothing is committed (dropping the ingest removes
+            // what it staged).
+            Err(Status::aborted("put stream ended without completing"))
+        });
+        let data = stream::once(async { Ok(first) })
+            .chain(input.map_err(FlightError::from))
+            .map(|m| m.and_then(wire::check_message));
+        let mut batches =
+            AssertUnwindSafe(FlightRecordBatchStream::new_from_flight_data(data)).catch_unwind();
+        let mut failed = None;
+        while let Some(item) = batches.next().await {
+            let batch = match item {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    failed = Some(flight_status(e));
+                    break;
+                }
+                Err(p) => {
+                    failed = Some(Status::invalid_argument(format!(
+                        "malformed Arrow data: {}",
+                        panic_status("decoding", p).message()
+                    )));
+                    break;
+                }
+            };
+            if tx.send(PutMsg::Batch(batch)).await.is_err() {
+                break; // the worker refused a batch; its error is below
+            }
+        }
+        if failed.is_none() {
+            let _ = tx.send(PutMsg::End).await;
+        }
+        drop(tx);
+        let outcome = worker.await;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (name, rows) = outcome?;
+        let meta = serde_json::json!({ "collection": name, "rows": rows }).to_string();
+        let result = PutResult {
+            app_metadata: meta.into(),
+        };
+        Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
+    }
+
+    async fn do_action_inner(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Stream<arrow_flight::Result>>, Status> {
+        let need = match request.get_ref().r#type.as_str() {
+            "stats" => Role::Read,
+            _ => Role::Admin,
+        };
+        let what = format!("the action '{}'", request.get_ref().r#type);
+        self.role(request.metadata(), need, &what)?;
+        let action = request.into_inner();
+        let name = std::str::from_utf8(&action.body)
+            .map_err(|_| Status::invalid_argument("action body must be a UTF-8 collection name"))?
+            .to_string();
+        let db = self.db.clone();
+        let body = match action.r#type.as_str() {
+            "drop_collection" => {
+                let n = name.clone();
+                blocking("drop_collection", move || {
+                    db.drop_collection(&n).map_err(|e| engine_status(&e))
+                })
+                .await?;
+                serde_json::json!({ "dropped": name })
+            }
+            "build_index" => {
+                let c = self.open(&name).await?;
+                let built = blocking("build_index", move || {
+                    c.build_index(1).map_err(|e| engine_status(&e))
+                })
+                .await?;
+                serde_json::json!({ "collection": name, "indexes_built": built })
+            }
+            "verify" => {
+                let c = self.open(&name).await?;
+                let (files, bytes) =
+                    blocking("verify", move || c.verify().map_err(|e| engine_status(&e))).await?;
+                serde_json::json!({ "collection": name, "files": files, "bytes": bytes, "ok": true })
+            }
+            "stats" => {
+                let c = self.open(&name).await?;
+                let s = blocking("stats", move || c.stats().map_err(|e| engine_status(&e))).await?;
+                serde_json::json!({
+                    "collection": name, "rows": s.rows, "deleted_rows": s.deleted_rows,
+                    "segments": s.segments, "bytes_on_disk": s.bytes_on_disk, "dim": s.dim,
+                    "metric": s.metric.as_str(), "index_kinds": s.index_kinds, "version": s.version,
+                    "indexing": s.indexing, "index_error": s.index_error, "repairs": s.repairs,
+                    "index": {
+                        "m": s.index.m, "ef_construction": s.index.ef_construction,
+                        "ef_search": s.index.ef_search, "index_threshold": s.index.threshold,
+                    },
+                })
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown action '{other}' (expected stats, build_index, verify or drop_collection)"
+                )))
+            }
+        };
+        let result = arrow_flight::Result {
+            body: body.to_string().into(),
+        };
+        Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
+    }
+}
+
+/// Ends a result stream with an error once it passes `max_rows` rows or `timeout`.
+fn limit_results(
+    inner: impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
+    max_rows: usize,
+    timeout: Duration,
+) -> impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static {
+    let deadline = tokio::time::Instant::now() + timeout;
+    stream::unfold(
+        (Box::pin(inner), 0usize, false),
+        move |(mut inner, rows, done)| async move {
+            if done {
+                return None;
+            }
+            let item = match tokio::time::timeout_at(deadline, inner.next()).await {
+                Err(_) => Err(timed_out(timeout)),
+                Ok(None) => return None,
+                Ok(Some(item)) => item,
+            };
+            let rows = rows + item.as_ref().map_or(0, |b| b.num_rows());
+            let item = match item {
+                Ok(_) if rows > max_rows => Err(Status::resource_exhausted(format!(
+                    "the result passes the limit of {max_rows} rows per query \
+                     (--max-result-rows); add a LIMIT or a narrower WHERE"
+                ))),
+                other => other,
+            };
+            let done = item.is_err();
+            Some((item, (inner, rows, done)))
+        },
+    )
+}
 
 #[tonic::async_trait]
 impl FlightService for OmenFlight {
@@ -247,30 +576,26 @@ impl FlightService for OmenFlight {
 
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented(
-            "no authentication is configured; handshake is not needed",
-        ))
+        caught("handshake", self.handshake_inner(request)).await
     }
 
     async fn list_flights(
         &self,
-        _request: Request<Criteria>,
+        request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let names = self.db.list_collections().map_err(|e| engine_status(&e))?;
-        let mut infos = Vec::with_capacity(names.len());
-        for name in names {
-            infos.push(self.collection_info(&name).await);
-        }
-        Ok(Response::new(Box::pin(stream::iter(infos))))
+        caught("list_flights", self.list_flights_inner(request)).await
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(self.describe(request.get_ref()).await?))
+        caught("get_flight_info", async {
+            Ok(Response::new(self.describe(&request, request.get_ref()).await?))
+        })
+        .await
     }
 
     async fn poll_flight_info(
@@ -286,61 +611,33 @@ impl FlightService for OmenFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let info = self.describe(request.get_ref()).await?;
-        let schema = info
-            .try_decode_schema()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
-            .try_into()
-            .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
-        Ok(Response::new(result))
+        caught("get_schema", async {
+            let info = self.describe(&request, request.get_ref()).await?;
+            let schema = info
+                .try_decode_schema()
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+                .try_into()
+                .map_err(|e: datafusion::arrow::error::ArrowError| {
+                    Status::internal(e.to_string())
+                })?;
+            Ok(Response::new(result))
+        })
+        .await
     }
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let sql = std::str::from_utf8(&request.get_ref().ticket)
-            .map_err(|_| Status::invalid_argument("ticket must be UTF-8 SQL text"))?
-            .to_string();
-        let df = self.ctx.sql(&sql).await.map_err(df_status)?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.execute_stream().await.map_err(df_status)?;
-        let flight = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches.map_err(|e| FlightError::Tonic(Box::new(df_status(e)))))
-            .map_err(flight_status);
-        Ok(Response::new(Box::pin(flight)))
+        caught("do_get", self.do_get_inner(request)).await
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let mut input = request.into_inner();
-        let first = input
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty do_put stream"))?;
-        let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
-            Status::invalid_argument("the first message of do_put must carry a flight descriptor")
-        })?;
-        put_target(&descriptor)?;
-        let data = stream::once(async { Ok(first) }).chain(input.map_err(FlightError::from));
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
-            .try_collect()
-            .await
-            .map_err(flight_status)?;
-        let db = self.db.clone();
-        let (name, rows) =
-            tokio::task::spawn_blocking(move || Self::ingest(&db, &descriptor, batches))
-                .await
-                .map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
-        let meta = serde_json::json!({ "collection": name, "rows": rows }).to_string();
-        let result = PutResult {
-            app_metadata: meta.into(),
-        };
-        Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
+        caught("do_put", self.do_put_inner(request)).await
     }
 
     async fn do_exchange(
@@ -354,60 +651,18 @@ impl FlightService for OmenFlight {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let action = request.into_inner();
-        let name = std::str::from_utf8(&action.body)
-            .map_err(|_| Status::invalid_argument("action body must be a UTF-8 collection name"))?;
-        let body = match action.r#type.as_str() {
-            "drop_collection" => {
-                self.db
-                    .drop_collection(name)
-                    .map_err(|e| engine_status(&e))?;
-                serde_json::json!({ "dropped": name })
-            }
-            "build_index" => {
-                let c = self.db.collection(name).map_err(|e| engine_status(&e))?;
-                let built = tokio::task::spawn_blocking(move || c.build_index(1))
-                    .await
-                    .map_err(|e| Status::internal(format!("index build failed: {e}")))?
-                    .map_err(|e| engine_status(&e))?;
-                serde_json::json!({ "collection": name, "indexes_built": built })
-            }
-            "stats" => {
-                let s = self
-                    .db
-                    .collection(name)
-                    .and_then(|c| c.stats())
-                    .map_err(|e| engine_status(&e))?;
-                serde_json::json!({
-                    "collection": name, "rows": s.rows, "deleted_rows": s.deleted_rows,
-                    "segments": s.segments, "bytes_on_disk": s.bytes_on_disk, "dim": s.dim,
-                    "metric": s.metric.as_str(), "index_kinds": s.index_kinds, "version": s.version,
-                    "indexing": s.indexing, "index_error": s.index_error,
-                    "index": {
-                        "m": s.index.m, "ef_construction": s.index.ef_construction,
-                        "ef_search": s.index.ef_search, "index_threshold": s.index.threshold,
-                    },
-                })
-            }
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown action '{other}'"
-                )))
-            }
-        };
-        let result = arrow_flight::Result {
-            body: body.to_string().into(),
-        };
-        Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
+        caught("do_action", self.do_action_inner(request)).await
     }
 
     async fn list_actions(
         &self,
-        _request: Request<Empty>,
+        request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.role(request.metadata(), Role::Read, "listing actions")?;
         let actions = [
-            ("drop_collection", "Drop the collection named in the body"),
-            ("build_index", "Build an HNSW index for every unindexed segment of the collection named in the body"),
+            ("drop_collection", "Drop the collection named in the body (admin)"),
+            ("build_index", "Build an HNSW index for every unindexed segment of the collection named in the body (admin)"),
+            ("verify", "Check every file of the collection named in the body against its checksum (admin)"),
             ("stats", "Rows, segments, bytes on disk and index kinds of the collection named in the body (JSON)"),
         ]
         .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));
@@ -415,18 +670,32 @@ impl FlightService for OmenFlight {
     }
 }
 
-/// Serves `db` on `listener` until `shutdown` completes.
+/// Serves `db` with the default configuration on `listener` until `shutdown` completes.
 pub async fn serve(
     db: Arc<Database>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    serve_with(db, ServerConfig::default(), listener, shutdown).await
+}
+
+/// Serves `db` under `config` on `listener` until `shutdown` completes.
+pub async fn serve_with(
+    db: Arc<Database>,
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // TCP_NODELAY: without it Nagle's algorithm meets the client's delayed ACK and every call
+    // waits about 40 ms. Keepalives find clients that went away without closing.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     tonic::transport::Server::builder()
-        .add_service(OmenFlight::new(db)?.into_server())
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(OmenFlight::with_config(db, config)?.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

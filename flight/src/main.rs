@@ -22,14 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve a database over Arrow Flight.
-    Serve {
-        /// The database directory (created if missing).
-        #[arg(long, default_value = "./omendb-data")]
-        data: PathBuf,
-        /// Address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        addr: SocketAddr,
-    },
+    Serve(ServeArgs),
     /// Run one SQL statement against a database directory and print the result.
     Sql {
         #[arg(long, default_value = "./omendb-data")]
@@ -40,6 +33,80 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The database directory (created if missing).
+    #[arg(long, default_value = "./omendb-data")]
+    data: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: SocketAddr,
+    /// Require bearer tokens: one `TOKEN ROLE` per line, ROLE read, write or admin.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve without tokens on a non-loopback address.
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// A directory SQL may read and write files under (repeatable; none by default).
+    #[arg(long = "external-dir")]
+    external_dirs: Vec<PathBuf>,
+    /// The largest k of a knn() call.
+    #[arg(long, default_value_t = 10_000)]
+    max_k: usize,
+    /// The largest beam width ef of a knn() call.
+    #[arg(long, default_value_t = 10_000)]
+    max_ef: usize,
+    /// The most rows one put may hold.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_put_rows: usize,
+    /// The largest gRPC message accepted or sent, in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_message_bytes: usize,
+    /// Puts running at once; more are refused.
+    #[arg(long, default_value_t = 8)]
+    max_concurrent_puts: usize,
+    /// The most rows one query may return.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_result_rows: usize,
+    /// How long one query may run, in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    query_timeout: f64,
+    /// Memory all queries together may hold for sorts, joins and aggregations, in bytes.
+    #[arg(long, default_value_t = 2 << 30)]
+    query_memory: usize,
+    /// Seconds after which an unused client session is forgotten.
+    #[arg(long, default_value_t = 1800.0)]
+    session_idle: f64,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<omendb_flight::ServerConfig, String> {
+        let tokens = match &self.token_file {
+            Some(f) => Some(omendb_flight::auth::Tokens::load(f)?),
+            None => None,
+        };
+        let secs = |name: &str, v: f64| {
+            std::time::Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("--{name} must be a positive number of seconds"))
+        };
+        Ok(omendb_flight::ServerConfig {
+            max_k: self.max_k,
+            max_ef: self.max_ef,
+            max_put_rows: self.max_put_rows,
+            max_message_bytes: self.max_message_bytes,
+            max_concurrent_puts: self.max_concurrent_puts.max(1),
+            max_result_rows: self.max_result_rows,
+            query_timeout: secs("query-timeout", self.query_timeout)?,
+            query_memory_bytes: self.query_memory,
+            tokens,
+            external_dirs: self.external_dirs.clone(),
+            session_idle: secs("session-idle", self.session_idle)?,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -59,11 +126,28 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Serve { data, addr } => {
-            let db = Arc::new(omendb::Database::open(&data)?);
-            let (listener, local) = omendb_flight::bind(addr).await?;
-            println!("omendb listening on {local} (data: {})", data.display());
-            omendb_flight::serve(db, listener, shutdown_signal())
+        Command::Serve(args) => {
+            let config = args.config()?;
+            let auth = match &args.token_file {
+                Some(f) => format!("bearer tokens from {}", f.display()),
+                None if args.addr.ip().is_loopback() => "anonymous (loopback only)".into(),
+                None if args.allow_anonymous => "ANONYMOUS: anyone who can reach it".into(),
+                None => {
+                    return Err(format!(
+                        "refusing to serve {} without authentication: give --token-file FILE, \
+                         or --allow-anonymous to serve anyone who can reach it",
+                        args.addr
+                    )
+                    .into())
+                }
+            };
+            let db = Arc::new(omendb::Database::open(&args.data)?);
+            let (listener, local) = omendb_flight::bind(args.addr).await?;
+            println!(
+                "omendb listening on {local} (data: {}, auth: {auth})",
+                args.data.display()
+            );
+            omendb_flight::serve_with(db, config, listener, shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())?;
             eprintln!("omendb: shut down");

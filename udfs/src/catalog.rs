@@ -52,7 +52,12 @@ impl SchemaProvider for OmenSchema {
         if !self.db.exists(name) {
             return Ok(None);
         }
-        let c = self.db.collection(name).map_err(engine_error)?;
+        // Opening a collection reads files: not on the async workers.
+        let (db, name) = (self.db.clone(), name.to_string());
+        let c = tokio::task::spawn_blocking(move || db.collection(&name))
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("opening a collection: {e}")))?
+            .map_err(engine_error)?;
         Ok(Some(Arc::new(CollectionTable::new(c))))
     }
 

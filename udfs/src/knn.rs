@@ -20,15 +20,38 @@ use omendb::{Database, Snapshot};
 
 use crate::{engine_error, memory_scan};
 
+/// Limits on one knn() call, refused with an error naming the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnnLimits {
+    /// The largest k (default 10,000).
+    pub max_k: usize,
+    /// The largest beam width ef (default 10,000).
+    pub max_ef: usize,
+}
+
+impl Default for KnnLimits {
+    fn default() -> Self {
+        KnnLimits {
+            max_k: 10_000,
+            max_ef: 10_000,
+        }
+    }
+}
+
 /// The `knn` table function.
 #[derive(Debug)]
 pub struct KnnFunction {
     db: Arc<Database>,
+    limits: KnnLimits,
 }
 
 impl KnnFunction {
     pub fn new(db: Arc<Database>) -> Self {
-        KnnFunction { db }
+        Self::with_limits(db, KnnLimits::default())
+    }
+
+    pub fn with_limits(db: Arc<Database>, limits: KnnLimits) -> Self {
+        KnnFunction { db, limits }
     }
 }
 
@@ -120,6 +143,18 @@ impl TableFunctionImpl for KnnFunction {
                 }
             },
         };
+        if k > self.limits.max_k {
+            return Err(usage(&format!(
+                "k = {k} exceeds the limit of {} rows (max_k)",
+                self.limits.max_k
+            )));
+        }
+        if let Some(ef) = ef.filter(|&ef| ef > self.limits.max_ef) {
+            return Err(usage(&format!(
+                "ef = {ef} exceeds the limit of {} (max_ef)",
+                self.limits.max_ef
+            )));
+        }
         let collection = self.db.collection(&name).map_err(engine_error)?;
         let snapshot = collection.snapshot();
         let query = query_vector(
@@ -200,37 +235,49 @@ impl TableProvider for KnnTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let selection = match conjunction(filters.iter().cloned()) {
+        let predicate = match conjunction(filters.iter().cloned()) {
             None => None,
             Some(predicate) => {
                 let schema = DFSchema::try_from(self.snapshot.schema().as_ref().clone())?;
-                let physical = state.create_physical_expr(predicate, &schema)?;
-                let selection = omendb::Selection::from_masks(&self.snapshot, |batch| {
-                    let mask = physical
-                        .evaluate(batch)
-                        .and_then(|v| v.into_array(batch.num_rows()))
-                        .map_err(|e| omendb::Error::InvalidInput(format!("knn() filter: {e}")))?;
-                    mask.as_any()
-                        .downcast_ref::<datafusion::arrow::array::BooleanArray>()
-                        .cloned()
-                        .ok_or_else(|| {
-                            omendb::Error::InvalidInput(format!(
-                                "knn() filter is not a boolean condition (it gives {})",
-                                mask.data_type()
-                            ))
-                        })
-                })
-                .map_err(engine_error)?;
-                Some(selection)
+                Some(state.create_physical_expr(predicate, &schema)?)
             }
         };
-        let hits = self
-            .snapshot
-            .search_filtered(&self.query, self.k, self.ef, selection.as_ref())
-            .map_err(engine_error)?
-            .pop()
-            .unwrap_or_default();
-        let batch = self.snapshot.hits_to_batch(&hits).map_err(engine_error)?;
+        let (snapshot, query, k, ef) = (self.snapshot.clone(), self.query.clone(), self.k, self.ef);
+        // The filter and the search are CPU work: they run on a blocking thread, never on the
+        // async runtime's workers.
+        let batch = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
+            let selection = match predicate {
+                None => None,
+                Some(physical) => Some(
+                    omendb::Selection::from_masks(&snapshot, |batch| {
+                        let mask = physical
+                            .evaluate(batch)
+                            .and_then(|v| v.into_array(batch.num_rows()))
+                            .map_err(|e| {
+                                omendb::Error::InvalidInput(format!("knn() filter: {e}"))
+                            })?;
+                        mask.as_any()
+                            .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+                            .cloned()
+                            .ok_or_else(|| {
+                                omendb::Error::InvalidInput(format!(
+                                    "knn() filter is not a boolean condition (it gives {})",
+                                    mask.data_type()
+                                ))
+                            })
+                    })
+                    .map_err(engine_error)?,
+                ),
+            };
+            let hits = snapshot
+                .search_filtered(&query, k, ef, selection.as_ref())
+                .map_err(engine_error)?
+                .pop()
+                .unwrap_or_default();
+            snapshot.hits_to_batch(&hits).map_err(engine_error)
+        })
+        .await
+        .map_err(|e| DataFusionError::Execution(format!("knn() search failed: {e}")))??;
         memory_scan(vec![vec![batch]], self.schema(), projection)
     }
 }

@@ -21,7 +21,7 @@ use omendb::Database;
 
 pub use catalog::{CollectionTable, OmenSchema};
 pub use distance::{distance_udfs, VectorDistance};
-pub use knn::{KnnFunction, KnnTable};
+pub use knn::{KnnFunction, KnnLimits, KnnTable};
 
 /// A scan over in-memory batches (one partition per inner `Vec`), projected.
 fn memory_scan(
@@ -67,11 +67,20 @@ pub fn find_engine_error(e: &DataFusionError) -> Option<&omendb::Error> {
 /// Registers the database's collections as the tables of the default schema (other tables
 /// can still be registered beside them), the `knn` table function and the distance functions.
 pub fn register(ctx: &SessionContext, db: Arc<Database>) -> Result<()> {
+    register_with_limits(ctx, db, KnnLimits::default())
+}
+
+/// As [`register`], with knn() refusing calls past `limits`.
+pub fn register_with_limits(
+    ctx: &SessionContext,
+    db: Arc<Database>,
+    limits: KnnLimits,
+) -> Result<()> {
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| DataFusionError::Plan("no default catalog".into()))?;
     catalog.register_schema("public", Arc::new(OmenSchema::new(db.clone())))?;
-    ctx.register_udtf("knn", Arc::new(KnnFunction::new(db)));
+    ctx.register_udtf("knn", Arc::new(KnnFunction::with_limits(db, limits)));
     for udf in distance_udfs() {
         ctx.register_udf(udf);
     }
@@ -80,8 +89,23 @@ pub fn register(ctx: &SessionContext, db: Arc<Database>) -> Result<()> {
 
 /// A new session over `db` with everything registered.
 pub fn session(db: Arc<Database>) -> Result<SessionContext> {
-    let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config(session_config());
     register(&ctx, db)?;
     Ok(ctx)
+}
+
+/// A new session over `db` that runs in `runtime` (its memory pool, disk manager and object
+/// stores, shared by every session a server opens) with knn() held to `limits`.
+pub fn session_in(
+    db: Arc<Database>,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    limits: KnnLimits,
+) -> Result<SessionContext> {
+    let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
+    register_with_limits(&ctx, db, limits)?;
+    Ok(ctx)
+}
+
+fn session_config() -> SessionConfig {
+    SessionConfig::new().with_information_schema(true)
 }

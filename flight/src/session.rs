@@ -1,0 +1,245 @@
+//! One SQL session per client over the shared catalog of collections, and the checks every
+//! statement passes before it runs: the role it needs and the files it may touch.
+//!
+//! A client is known by the session id the server hands out in the `x-omendb-session` response
+//! header (sent back, it selects the session), or else by its connection: a gRPC client that
+//! keeps its connection keeps its session. Tables a session registers (`CREATE EXTERNAL TABLE`,
+//! views, memory tables) are visible to it alone; the collections are everyone's. Sessions
+//! unused for the configured idle time are forgotten.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
+use datafusion::prelude::SessionContext;
+use omendb::Database;
+use tonic::Status;
+
+use crate::auth::{require, Role};
+use crate::status::df_status;
+
+/// The response header naming the caller's session.
+pub const SESSION_HEADER: &str = "x-omendb-session";
+
+struct Entry {
+    ctx: Arc<SessionContext>,
+    used: Instant,
+}
+
+/// The live sessions of a server.
+pub struct Sessions {
+    db: Arc<Database>,
+    runtime: Arc<RuntimeEnv>,
+    limits: omendb_udfs::KnnLimits,
+    idle: Duration,
+    map: Mutex<HashMap<String, Entry>>,
+    ids: std::collections::hash_map::RandomState,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl Sessions {
+    pub fn new(
+        db: Arc<Database>,
+        runtime: Arc<RuntimeEnv>,
+        limits: omendb_udfs::KnnLimits,
+        idle: Duration,
+    ) -> Sessions {
+        Sessions {
+            db,
+            runtime,
+            limits,
+            idle,
+            map: Mutex::new(HashMap::new()),
+            ids: Default::default(),
+            counter: Default::default(),
+        }
+    }
+
+    /// The session named by `asked` (a session id the client sent back) or, failing that, the
+    /// one of connection `peer`; a new one when neither is known. Returns its id too.
+    pub fn get(
+        &self,
+        asked: Option<&str>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<(String, Arc<SessionContext>), Status> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        map.retain(|_, e| now.duration_since(e.used) < self.idle);
+        let by_peer = peer.map(|p| format!("conn-{p}"));
+        for key in asked.into_iter().chain(by_peer.as_deref()) {
+            if let Some(e) = map.get_mut(key) {
+                e.used = now;
+                return Ok((key.to_string(), e.ctx.clone()));
+            }
+        }
+        let id = match by_peer {
+            Some(key) if asked.is_none() => key,
+            _ => self.fresh_id(),
+        };
+        let ctx = omendb_udfs::session_in(self.db.clone(), self.runtime.clone(), self.limits)
+            .map_err(df_status)?;
+        let ctx = Arc::new(ctx);
+        map.insert(
+            id.clone(),
+            Entry {
+                ctx: ctx.clone(),
+                used: now,
+            },
+        );
+        Ok((id, ctx))
+    }
+
+    /// Sessions alive now.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn fresh_id(&self) -> String {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "s{:016x}{:016x}",
+            self.ids.hash_one((n, 1u8)),
+            self.ids.hash_one((n, 2u8))
+        )
+    }
+}
+
+/// Which files SQL may read or write: only under the operator's directories, never inside the
+/// database itself.
+#[derive(Debug, Clone)]
+pub struct FilePolicy {
+    allowed: Vec<PathBuf>,
+    database: PathBuf,
+}
+
+impl FilePolicy {
+    pub fn new(allowed: &[PathBuf], database: &Path) -> std::io::Result<FilePolicy> {
+        let allowed = allowed
+            .iter()
+            .map(|d| {
+                d.canonicalize().map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("--external-dir {}: {e}", d.display()))
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(FilePolicy {
+            allowed,
+            database: database.canonicalize()?,
+        })
+    }
+
+    /// Refuses `location` (a path or `file://` URL, perhaps with a glob) unless it lies under
+    /// an allowed directory and outside the database.
+    pub fn check(&self, what: &str, location: &str) -> Result<(), Status> {
+        let refuse = |why: String| {
+            Err(Status::permission_denied(format!(
+                "{what} '{location}' is refused: {why}"
+            )))
+        };
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        if path.contains("://") {
+            return refuse("only files on the server's disk, under --external-dir, are allowed".into());
+        }
+        // The directory part before any glob character.
+        let plain = path
+            .find(['*', '?', '['])
+            .map_or(path, |i| &path[..i]);
+        let path = Path::new(plain);
+        if !path.is_absolute() {
+            return refuse("give an absolute path".into());
+        }
+        if path.components().any(|c| matches!(c, Component::ParentDir)) {
+            return refuse("'..' is not allowed in paths".into());
+        }
+        // Resolve symbolic links through the part of the path that exists.
+        let mut existing = path;
+        let mut rest = Vec::new();
+        let resolved = loop {
+            if let Ok(p) = existing.canonicalize() {
+                break rest.iter().rev().fold(p, |p: PathBuf, c| p.join(c));
+            }
+            match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return refuse("the path cannot be resolved".into()),
+            }
+        };
+        if resolved.starts_with(&self.database) {
+            return refuse("it lies inside the database directory".into());
+        }
+        if self.allowed.iter().any(|d| resolved.starts_with(d)) {
+            return Ok(());
+        }
+        if self.allowed.is_empty() {
+            refuse("this server allows no file access from SQL (start it with --external-dir DIR)".into())
+        } else {
+            refuse(format!(
+                "it is outside the directories this server allows (--external-dir: {})",
+                self.allowed
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    }
+
+    /// Checks a planned statement before it runs: the role each part needs, and every file
+    /// it names.
+    pub fn check_plan(&self, plan: &LogicalPlan, role: Role) -> Result<(), Status> {
+        let mut outcome = Ok(());
+        let _ = plan.apply_with_subqueries(|node| {
+            outcome = self.check_node(node, role);
+            Ok(if outcome.is_ok() {
+                TreeNodeRecursion::Continue
+            } else {
+                TreeNodeRecursion::Stop
+            })
+        });
+        outcome
+    }
+
+    fn check_node(&self, node: &LogicalPlan, role: Role) -> Result<(), Status> {
+        match node {
+            LogicalPlan::Ddl(ddl) => {
+                require(role, Role::Admin, &format!("{} (DDL)", ddl.name()))?;
+                if let DdlStatement::CreateExternalTable(t) = ddl {
+                    for location in &t.locations {
+                        self.check("CREATE EXTERNAL TABLE location", location)?;
+                    }
+                }
+                Ok(())
+            }
+            LogicalPlan::Copy(copy) => {
+                require(role, Role::Admin, "COPY")?;
+                self.check("COPY target", &copy.output_url)
+            }
+            LogicalPlan::Dml(dml) => match dml.op {
+                WriteOp::Ctas => require(role, Role::Admin, "CREATE TABLE AS"),
+                _ => require(role, Role::Write, &format!("{}", dml.op)),
+            },
+            LogicalPlan::Statement(Statement::SetVariable(v))
+                if v.variable.to_ascii_lowercase().starts_with("datafusion.runtime") =>
+            {
+                require(role, Role::Admin, "SET datafusion.runtime.*")
+            }
+            LogicalPlan::Statement(Statement::ResetVariable(_)) => {
+                require(role, Role::Admin, "RESET")
+            }
+            _ => Ok(()),
+        }
+    }
+}
