@@ -200,9 +200,9 @@ impl Collection {
         drop(manifest);
         let mut indexer = self.lock_indexer();
         indexer.rebuild.insert(seg_id);
-        indexer
-            .repairs
-            .push(format!("{e}; the index was set aside and is rebuilt from its segment"));
+        indexer.repairs.push(format!(
+            "{e}; the index was set aside and is rebuilt from its segment"
+        ));
         Ok(())
     }
 

@@ -9,9 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arrow_schema::Schema;
 
 use crate::collection::{is_collection_file, Collection, CollectionOptions};
-use crate::writer::Ingest;
 use crate::storage::{self, MANIFEST};
 use crate::validate::check_name;
+use crate::writer::Ingest;
 use crate::{Error, Result};
 
 /// An open database. Databases are fully independent: any number may be open in one process

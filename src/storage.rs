@@ -283,7 +283,11 @@ pub fn write_f32s(path: &Path, values: &[f32]) -> Result<Written> {
 }
 
 /// Maps a raw f32 file written by [`write_f32s`] (size and checksum checked against `meta`).
-pub fn map_f32s(path: &Path, meta: &FileMeta, rows: usize) -> Result<arrow_buffer::ScalarBuffer<f32>> {
+pub fn map_f32s(
+    path: &Path,
+    meta: &FileMeta,
+    rows: usize,
+) -> Result<arrow_buffer::ScalarBuffer<f32>> {
     if meta.bytes != rows as u64 * 4 {
         return Err(Error::corrupt(
             path,
@@ -433,7 +437,10 @@ impl Manifest {
         let path = dir.join(MANIFEST);
         let raw = fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let text = String::from_utf8(raw).map_err(|e| {
-            Error::corrupt(&path, format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+            Error::corrupt(
+                &path,
+                format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+            )
         })?;
         let (header, body) = text
             .split_once('\n')

@@ -201,7 +201,10 @@ enum Target {
     Existing(Arc<Collection>),
     /// A collection created by this ingest when it commits, staged in a `.creating-*`
     /// directory of the database (removed on drop, and by the next open after a crash).
-    New { dir: PathBuf, layout: Arc<Layout> },
+    New {
+        dir: PathBuf,
+        layout: Arc<Layout>,
+    },
 }
 
 /// A streamed append: push batches, then commit. Nothing is visible, and nothing stays on

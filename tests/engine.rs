@@ -674,13 +674,14 @@ fn hnsw_index_is_persisted_searched_in_place_and_respects_deletes() {
 }
 
 #[test]
-fn a_damaged_index_file_is_reported() {
+fn a_damaged_index_file_is_set_aside_and_rebuilt_while_the_collection_answers() {
     let tmp = tempfile::tempdir().unwrap();
-    {
+    let query: Vec<f32> = {
         let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
         c.append(&[batch(0..500, DIM)]).unwrap();
         assert_eq!(c.build_index(1).unwrap(), 1);
-    }
+        c.snapshot().parts()[0].seg.vectors()[7 * DIM..8 * DIM].to_vec()
+    };
     let dir = tmp.path().join("docs");
     let idx = files(&dir)
         .into_iter()
@@ -690,12 +691,28 @@ fn a_damaged_index_file_is_reported() {
     let at = bytes.len() - 8;
     bytes[at] ^= 0x55;
     std::fs::write(dir.join(&idx), bytes).unwrap();
-    let err = Database::open(tmp.path())
-        .unwrap()
-        .collection("docs")
-        .unwrap_err();
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("docs").unwrap();
+    // Reported, naming the file, and searched exactly meanwhile.
+    let repairs = c.stats().unwrap().repairs;
     assert!(
-        matches!(err, Error::Corrupt { .. }) && err.to_string().contains(&idx),
-        "{err}"
+        repairs.len() == 1 && repairs[0].contains(&idx) && repairs[0].contains("set aside"),
+        "{repairs:?}"
     );
+    let exact = c.snapshot().without_indexes().search(&query, 5).unwrap();
+    assert_eq!(c.snapshot().search(&query, 5).unwrap()[0], exact[0]);
+    // The damaged file is kept aside for inspection, and a new index is built.
+    assert!(dir.join(format!("{idx}.damaged")).exists());
+    c.wait_for_indexing();
+    assert_eq!(c.stats().unwrap().index_kinds, ["hnsw"]);
+    drop(c);
+    drop(db);
+    let reopened = Database::open(tmp.path()).unwrap();
+    assert!(reopened
+        .collection("docs")
+        .unwrap()
+        .stats()
+        .unwrap()
+        .repairs
+        .is_empty());
 }

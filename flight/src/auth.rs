@@ -68,8 +68,7 @@ impl Tokens {
                 continue;
             }
             let mut parts = line.split_whitespace();
-            let (Some(token), Some(role), None) = (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(token), Some(role), None) = (parts.next(), parts.next(), parts.next()) else {
                 return Err(format!("line {}: expected 'TOKEN ROLE'", i + 1));
             };
             let role = role
@@ -131,9 +130,7 @@ fn bearer(metadata: &MetadataMap) -> Result<&str, Status> {
     authorization(metadata)?
         .strip_prefix("Bearer ")
         .map(str::trim)
-        .ok_or_else(|| {
-            Status::unauthenticated("the authorization header must be 'Bearer <token>'")
-        })
+        .ok_or_else(|| Status::unauthenticated("the authorization header must be 'Bearer <token>'"))
 }
 
 /// Refuses a caller whose role is below `need`.

@@ -76,15 +76,19 @@ impl std::fmt::Debug for OmenFlight {
     }
 }
 
-/// Runs blocking work (engine calls) off the async workers, keeping a panic from spreading.
-async fn blocking<T: Send + 'static>(
+/// Starts blocking work (engine calls) off the async workers at once; the returned future
+/// gives its result, with a panic reported as INTERNAL rather than spreading.
+fn blocking<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => Err(panic_status(what, e.into_panic())),
-        Err(e) => Err(Status::internal(format!("{what}: {e}"))),
+) -> impl std::future::Future<Output = Result<T, Status>> {
+    let handle = tokio::task::spawn_blocking(f);
+    async move {
+        match handle.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err(panic_status(what, e.into_panic())),
+            Err(e) => Err(Status::internal(format!("{what}: {e}"))),
+        }
     }
 }
 
@@ -104,17 +108,21 @@ fn caught_stream<T: Send + 'static>(
     what: &'static str,
     s: impl futures::Stream<Item = Result<T, Status>> + Send + 'static,
 ) -> Stream<T> {
-    Box::pin(AssertUnwindSafe(s).catch_unwind().scan(false, move |done, item| {
-        let out = match (*done, item) {
-            (true, _) => None,
-            (false, Ok(v)) => Some(v),
-            (false, Err(p)) => {
-                *done = true;
-                Some(Err(panic_status(what, p)))
-            }
-        };
-        futures::future::ready(out)
-    }))
+    Box::pin(
+        AssertUnwindSafe(s)
+            .catch_unwind()
+            .scan(false, move |done, item| {
+                let out = match (*done, item) {
+                    (true, _) => None,
+                    (false, Ok(v)) => Some(v),
+                    (false, Err(p)) => {
+                        *done = true;
+                        Some(Err(panic_status(what, p)))
+                    }
+                };
+                futures::future::ready(out)
+            }),
+    )
 }
 
 impl OmenFlight {
@@ -127,7 +135,9 @@ impl OmenFlight {
         let runtime: Arc<RuntimeEnv> = RuntimeEnvBuilder::new()
             .with_memory_limit(config.query_memory_bytes, 1.0)
             // Queries that need more memory fail naming the limit; nothing spills to disk.
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()?;
         let limits = omendb_udfs::KnnLimits {
             max_k: config.max_k,
@@ -181,7 +191,11 @@ impl OmenFlight {
     async fn plan(&self, ctx: &SessionContext, sql: &str, role: Role) -> Result<DataFrame, Status> {
         let timeout = self.config.query_timeout;
         let planned = async {
-            let plan = ctx.state().create_logical_plan(sql).await.map_err(df_status)?;
+            let plan = ctx
+                .state()
+                .create_logical_plan(sql)
+                .await
+                .map_err(df_status)?;
             self.files.check_plan(&plan, role)?;
             ctx.execute_logical_plan(plan).await.map_err(df_status)
         };
@@ -212,7 +226,11 @@ impl OmenFlight {
             })
     }
 
-    async fn describe<T>(&self, request: &Request<T>, descriptor: &FlightDescriptor) -> Result<FlightInfo, Status> {
+    async fn describe<T>(
+        &self,
+        request: &Request<T>,
+        descriptor: &FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
         match descriptor.r#type() {
             DescriptorType::Path => {
                 self.role(request.metadata(), Role::Read, "describing a collection")?;
@@ -359,7 +377,10 @@ impl OmenFlight {
         Ok(Response::new(Box::pin(stream::iter(infos))))
     }
 
-    async fn do_get_inner(&self, request: Request<Ticket>) -> Result<Response<Stream<FlightData>>, Status> {
+    async fn do_get_inner(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Stream<FlightData>>, Status> {
         let role = self.role(request.metadata(), Role::Read, "a query")?;
         let sql = std::str::from_utf8(&request.get_ref().ticket)
             .map_err(|_| Status::invalid_argument("ticket must be UTF-8 SQL text"))?
@@ -519,11 +540,9 @@ impl OmenFlight {
                     },
                 })
             }
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown action '{other}' (expected stats, build_index, verify or drop_collection)"
-                )))
-            }
+            other => return Err(Status::invalid_argument(format!(
+                "unknown action '{other}' (expected stats, build_index, verify or drop_collection)"
+            ))),
         };
         let result = arrow_flight::Result {
             body: body.to_string().into(),
@@ -593,7 +612,9 @@ impl FlightService for OmenFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         caught("get_flight_info", async {
-            Ok(Response::new(self.describe(&request, request.get_ref()).await?))
+            Ok(Response::new(
+                self.describe(&request, request.get_ref()).await?,
+            ))
         })
         .await
     }

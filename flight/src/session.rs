@@ -149,12 +149,12 @@ impl FilePolicy {
         };
         let path = location.strip_prefix("file://").unwrap_or(location);
         if path.contains("://") {
-            return refuse("only files on the server's disk, under --external-dir, are allowed".into());
+            return refuse(
+                "only files on the server's disk, under --external-dir, are allowed".into(),
+            );
         }
         // The directory part before any glob character.
-        let plain = path
-            .find(['*', '?', '['])
-            .map_or(path, |i| &path[..i]);
+        let plain = path.find(['*', '?', '[']).map_or(path, |i| &path[..i]);
         let path = Path::new(plain);
         if !path.is_absolute() {
             return refuse("give an absolute path".into());
@@ -184,7 +184,10 @@ impl FilePolicy {
             return Ok(());
         }
         if self.allowed.is_empty() {
-            refuse("this server allows no file access from SQL (start it with --external-dir DIR)".into())
+            refuse(
+                "this server allows no file access from SQL (start it with --external-dir DIR)"
+                    .into(),
+            )
         } else {
             refuse(format!(
                 "it is outside the directories this server allows (--external-dir: {})",
@@ -232,7 +235,9 @@ impl FilePolicy {
                 _ => require(role, Role::Write, &format!("{}", dml.op)),
             },
             LogicalPlan::Statement(Statement::SetVariable(v))
-                if v.variable.to_ascii_lowercase().starts_with("datafusion.runtime") =>
+                if v.variable
+                    .to_ascii_lowercase()
+                    .starts_with("datafusion.runtime") =>
             {
                 require(role, Role::Admin, "SET datafusion.runtime.*")
             }

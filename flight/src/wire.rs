@@ -15,8 +15,8 @@ pub fn check_message(data: FlightData) -> Result<FlightData, FlightError> {
     let message = ipc::root_as_message(&data.data_header)
         .map_err(|e| bad(format!("unreadable IPC message header: {e}")))?;
     let body = data.data_body.len() as u64;
-    let declared = u64::try_from(message.bodyLength())
-        .map_err(|_| bad("negative IPC body length".into()))?;
+    let declared =
+        u64::try_from(message.bodyLength()).map_err(|_| bad("negative IPC body length".into()))?;
     if declared > body {
         return Err(bad(format!(
             "the message declares a body of {declared} bytes but carries {body} (truncated?)"
@@ -24,9 +24,9 @@ pub fn check_message(data: FlightData) -> Result<FlightData, FlightError> {
     }
     let batch = match message.header_type() {
         ipc::MessageHeader::RecordBatch => message.header_as_record_batch(),
-        ipc::MessageHeader::DictionaryBatch => message
-            .header_as_dictionary_batch()
-            .and_then(|d| d.data()),
+        ipc::MessageHeader::DictionaryBatch => {
+            message.header_as_dictionary_batch().and_then(|d| d.data())
+        }
         _ => None,
     };
     if let Some(batch) = batch {

@@ -14,9 +14,10 @@ DATASET = pathlib.Path(os.environ.get("OMENDB_DATASET", ROOT.parent / "shared" /
 @pytest.fixture(scope="session")
 def server():
     binary = os.environ.get("OMENDB_BIN", str(ROOT / "target" / "debug" / "omendb"))
-    with tempfile.TemporaryDirectory() as data:
+    with tempfile.TemporaryDirectory() as data, tempfile.TemporaryDirectory() as external:
+        # SQL may read and write files only under --external-dir.
         proc = subprocess.Popen(
-            [binary, "serve", "--data", data, "--addr", "127.0.0.1:0"],
+            [binary, "serve", "--data", data, "--addr", "127.0.0.1:0", "--external-dir", external],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -26,7 +27,29 @@ def server():
             addr = line.split()[3]
             client = flight.connect(f"grpc://{addr}")
             client.wait_for_available(timeout=30)
-            yield {"client": client, "addr": addr, "data": pathlib.Path(data), "proc": proc}
+            yield {"client": client, "addr": addr, "data": pathlib.Path(data), "proc": proc,
+                   "external": pathlib.Path(external)}
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def start_server():
+    """Starts further servers with extra flags; each is stopped after the test."""
+    binary = os.environ.get("OMENDB_BIN", str(ROOT / "target" / "debug" / "omendb"))
+    started = []
+
+    def start(*flags):
+        data = tempfile.mkdtemp()
+        proc = subprocess.Popen([binary, "serve", "--data", data, "--addr", "127.0.0.1:0", *flags],
+                                stdout=subprocess.PIPE, text=True)
+        line = proc.stdout.readline()
+        assert line.startswith("omendb listening on "), f"server said: {line!r}"
+        started.append(proc)
+        return line.split()[3], proc
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=30)

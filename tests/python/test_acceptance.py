@@ -136,7 +136,7 @@ def test_segments_past_the_threshold_are_indexed_automatically(server, dataset):
     list(client.do_action(flight.Action("drop_collection", b"auto")))
 
 
-def test_knn_joined_with_parquet_and_aggregated(loaded, dataset, tmp_path):
+def test_knn_joined_with_parquet_and_aggregated(server, loaded, dataset):
     base, words, queries = dataset
     rng = np.random.default_rng(7)
     analytics = pd.DataFrame({
@@ -144,7 +144,7 @@ def test_knn_joined_with_parquet_and_aggregated(loaded, dataset, tmp_path):
         "category": rng.choice(["noun", "verb", "adj"], size=N),
         "clicks": rng.integers(0, 1000, size=N),
     })
-    path = tmp_path / "analytics.parquet"
+    path = server["external"] / "analytics.parquet"
     pq.write_table(pa.Table.from_pandas(analytics, preserve_index=False), path)
     sql(loaded, f"CREATE EXTERNAL TABLE analytics STORED AS PARQUET LOCATION '{path}'")
     q = vec_literal(queries[0])

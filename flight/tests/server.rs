@@ -1,0 +1,773 @@
+//! The real `omendb serve` process under load, faults and hostile input, over loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, Ticket};
+use datafusion::arrow::array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field};
+use futures::{StreamExt, TryStreamExt};
+use tonic::Code;
+
+/// A running server process, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    data: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omendb"))
+        .args([
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("omendb listening on "),
+        "server said {line:?}"
+    );
+    Server {
+        addr: line.split_whitespace().nth(3).unwrap().to_string(),
+        child,
+        data: data.to_path_buf(),
+    }
+}
+
+impl Server {
+    /// A client on a connection of its own.
+    async fn client(&self) -> FlightClient {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        FlightClient::new(channel)
+    }
+
+    async fn client_with_token(&self, token: &str) -> FlightClient {
+        let mut c = self.client().await;
+        c.add_header("authorization", &format!("Bearer {token}"))
+            .unwrap();
+        c
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::unknown(other.to_string()),
+    }
+}
+
+fn vectors(ids: &[i64], dim: usize) -> ArrayRef {
+    let values: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| (0..dim).map(move |j| (((i * 7 + j as i64 * 13) % 101) as f32) - 50.0))
+        .collect();
+    Arc::new(FixedSizeListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, true)),
+        dim as i32,
+        Arc::new(Float32Array::from(values)),
+        None,
+    ))
+}
+
+fn batch(ids: std::ops::Range<i64>, dim: usize) -> RecordBatch {
+    let ids: Vec<i64> = ids.collect();
+    RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+        ("vector", vectors(&ids, dim)),
+        (
+            "title",
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("doc {i}")),
+            )),
+        ),
+    ])
+    .unwrap()
+}
+
+fn messages(path: &[&str], batches: Vec<RecordBatch>) -> Vec<FlightData> {
+    let descriptor = FlightDescriptor::new_path(path.iter().map(|s| s.to_string()).collect());
+    futures::executor::block_on(
+        FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(descriptor))
+            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .try_collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
+async fn put_messages(
+    client: &mut FlightClient,
+    messages: Vec<FlightData>,
+) -> Result<String, tonic::Status> {
+    let stream = futures::stream::iter(messages.into_iter().map(Ok));
+    let results: Vec<_> = match client.do_put(stream).await {
+        Ok(s) => s.try_collect().await.map_err(status)?,
+        Err(e) => return Err(status(e)),
+    };
+    Ok(String::from_utf8(results[0].app_metadata.to_vec()).unwrap())
+}
+
+async fn put(
+    client: &mut FlightClient,
+    path: &[&str],
+    batches: Vec<RecordBatch>,
+) -> Result<String, tonic::Status> {
+    put_messages(client, messages(path, batches)).await
+}
+
+async fn sql(client: &mut FlightClient, text: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+    match client.do_get(Ticket::new(text.to_string())).await {
+        Ok(s) => s.try_collect().await.map_err(status),
+        Err(e) => Err(status(e)),
+    }
+}
+
+async fn count(client: &mut FlightClient, text: &str) -> i64 {
+    let got = sql(client, text).await.unwrap();
+    got[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+async fn action(
+    client: &mut FlightClient,
+    kind: &str,
+    body: &str,
+) -> Result<serde_json::Value, tonic::Status> {
+    let out: Vec<_> = client
+        .do_action(Action::new(kind, body.to_string()))
+        .await
+        .map_err(status)?
+        .try_collect()
+        .await
+        .map_err(status)?;
+    Ok(serde_json::from_slice(&out[0]).unwrap())
+}
+
+fn literal(id: i64, dim: usize) -> String {
+    let v = vectors(&[id], dim);
+    let v = v.as_any().downcast_ref::<FixedSizeListArray>().unwrap();
+    let f = v.values().as_any().downcast_ref::<Float32Array>().unwrap();
+    let parts: Vec<String> = f.values().iter().map(|x| format!("{x:.1}")).collect();
+    format!("[{}]", parts.join(","))
+}
+
+fn refused_with(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), code, "{}", e.message());
+    assert!(
+        e.message().contains(needle),
+        "{:?} lacks {needle:?}",
+        e.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_mixed_clients_for_thirty_seconds_lose_nothing() {
+    const DIM: usize = 64;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = serve(tmp.path(), &[]);
+    let mut c = server.client().await;
+    // 20,000 rows in segments of 5,000 that get indexed (threshold 5,000) while the load runs.
+    for s in 0..4 {
+        let path = ["docs", "index_threshold=5000", "m=8", "ef_construction=40"];
+        put(&mut c, &path, vec![batch(s * 5_000..(s + 1) * 5_000, DIM)])
+            .await
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let searches = Arc::new(AtomicUsize::new(0));
+    let acked: Arc<Mutex<Vec<std::ops::Range<i64>>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for t in 0..12 {
+        let mut client = server.client().await;
+        let (stop, searches) = (stop.clone(), searches.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = t as i64;
+            while !stop.load(Ordering::Relaxed) {
+                let q = format!(
+                    "SELECT id FROM knn('docs', {}, 10)",
+                    literal(i % 20_000, DIM)
+                );
+                let got = sql(&mut client, &q).await.unwrap();
+                assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+                searches.fetch_add(1, Ordering::Relaxed);
+                i += 12;
+            }
+        }));
+    }
+    for t in 0..4 {
+        let mut client = server.client().await;
+        let (stop, acked) = (stop.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut next = 1_000_000 * (t + 1);
+            while !stop.load(Ordering::Relaxed) {
+                let ids = next..next + 200;
+                put(&mut client, &["docs"], vec![batch(ids.clone(), DIM)])
+                    .await
+                    .unwrap();
+                acked.lock().unwrap().push(ids);
+                next += 200;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("a client stalled")
+            .unwrap();
+    }
+    assert!(server.alive());
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty() && searches.load(Ordering::Relaxed) > 0);
+    let put_rows: i64 = acked.iter().map(|r| r.end - r.start).sum();
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM docs").await,
+        20_000 + put_rows
+    );
+    for r in &acked {
+        let n = count(
+            &mut c,
+            &format!(
+                "SELECT count(*) FROM docs WHERE id >= {} AND id < {}",
+                r.start, r.end
+            ),
+        )
+        .await;
+        assert_eq!(n, 200, "acknowledged rows {r:?} are missing");
+    }
+    eprintln!(
+        "{} searches and {} puts in 30 s",
+        searches.load(Ordering::Relaxed),
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_and_the_process_lives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = serve(tmp.path(), &["--max-put-rows", "1000"]);
+    let mut c = server.client().await;
+    put(&mut c, &["docs"], vec![batch(0..100, 8)])
+        .await
+        .unwrap();
+
+    // A huge k is refused naming the limit, and so is a huge ef.
+    let q = literal(1, 8);
+    refused_with(
+        sql(
+            &mut c,
+            &format!("SELECT * FROM knn('docs', {q}, 10000000000)"),
+        )
+        .await,
+        Code::InvalidArgument,
+        "limit of 10000 rows (max_k)",
+    );
+    refused_with(
+        sql(
+            &mut c,
+            &format!("SELECT * FROM knn('docs', {q}, 10, 99999999)"),
+        )
+        .await,
+        Code::InvalidArgument,
+        "(max_ef)",
+    );
+
+    // Truncated and missing record-batch bodies.
+    let good = messages(&["docs"], vec![batch(100..110, 8)]);
+    let mut truncated = good.clone();
+    let last = truncated.last_mut().unwrap();
+    last.data_body = last.data_body.slice(0..last.data_body.len() / 2);
+    refused_with(
+        put_messages(&mut c, truncated).await,
+        Code::InvalidArgument,
+        "truncated",
+    );
+    let mut missing = good.clone();
+    missing.last_mut().unwrap().data_body = Default::default();
+    refused_with(
+        put_messages(&mut c, missing).await,
+        Code::InvalidArgument,
+        "malformed",
+    );
+    let mut garbage = good.clone();
+    garbage.last_mut().unwrap().data_header = vec![7u8; 40].into();
+    refused_with(
+        put_messages(&mut c, garbage).await,
+        Code::InvalidArgument,
+        "malformed",
+    );
+
+    // A refused first put leaves no collection behind: NaN in a later batch, a duplicate id
+    // across batches, too many rows.
+    let mut nan = batch(5..10, 8);
+    let mut v: Vec<f32> = (0..40).map(|i| i as f32).collect();
+    v[17] = f32::NAN;
+    nan = RecordBatch::try_new(
+        nan.schema(),
+        vec![
+            nan.column(0).clone(),
+            Arc::new(FixedSizeListArray::new(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                8,
+                Arc::new(Float32Array::from(v)),
+                None,
+            )),
+            nan.column(2).clone(),
+        ],
+    )
+    .unwrap();
+    refused_with(
+        put(&mut c, &["fresh"], vec![batch(0..5, 8), nan]).await,
+        Code::InvalidArgument,
+        "non-finite",
+    );
+    refused_with(
+        put(&mut c, &["fresh"], vec![batch(0..5, 8), batch(4..6, 8)]).await,
+        Code::InvalidArgument,
+        "duplicate id 4",
+    );
+    refused_with(
+        put(
+            &mut c,
+            &["fresh"],
+            vec![batch(0..600, 8), batch(600..1200, 8)],
+        )
+        .await,
+        Code::InvalidArgument,
+        "limit of 1000 rows per put (max_put_rows)",
+    );
+    // Into an existing collection, a refused stream adds nothing either.
+    refused_with(
+        put(
+            &mut c,
+            &["docs"],
+            vec![batch(200..300, 8), batch(50..51, 8)],
+        )
+        .await,
+        Code::InvalidArgument,
+        "duplicate id 50 is already stored",
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM docs").await, 100);
+    let infos: Vec<_> = c
+        .list_flights(Vec::<u8>::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(&server.data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != "LOCK" && n != "docs")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let in_docs: Vec<_> = std::fs::read_dir(server.data.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("stage-"))
+        .collect();
+    assert!(in_docs.is_empty(), "{in_docs:?}");
+
+    // A query that returns too many rows, a sort past the memory pool.
+    drop(server);
+    let mut server = serve(
+        tmp.path(),
+        &["--max-result-rows", "50", "--query-memory", "100000"],
+    );
+    let mut c = server.client().await;
+    refused_with(
+        sql(&mut c, "SELECT * FROM docs").await,
+        Code::ResourceExhausted,
+        "limit of 50 rows per query (--max-result-rows)",
+    );
+    refused_with(
+        sql(&mut c, "SELECT id FROM docs ORDER BY title LIMIT 10").await,
+        Code::ResourceExhausted,
+        "--query-memory",
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM docs").await, 100);
+    assert!(server.alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_roles_are_enforced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "r3ad read\nwr1te write\nadm1n admin\n").unwrap();
+    let data = tmp.path().join("db");
+    let server = serve(&data, &["--token-file", tokens.to_str().unwrap()]);
+
+    let mut anonymous = server.client().await;
+    refused_with(
+        sql(&mut anonymous, "SELECT 1").await,
+        Code::Unauthenticated,
+        "requires a token",
+    );
+    let mut wrong = server.client_with_token("nope").await;
+    refused_with(
+        sql(&mut wrong, "SELECT 1").await,
+        Code::Unauthenticated,
+        "unknown",
+    );
+
+    let mut reader = server.client_with_token("r3ad").await;
+    let mut writer = server.client_with_token("wr1te").await;
+    let mut admin = server.client_with_token("adm1n").await;
+    refused_with(
+        put(&mut reader, &["docs"], vec![batch(0..10, 4)]).await,
+        Code::PermissionDenied,
+        "'write' role",
+    );
+    put(&mut writer, &["docs"], vec![batch(0..10, 4)])
+        .await
+        .unwrap();
+    assert_eq!(count(&mut reader, "SELECT count(*) FROM docs").await, 10);
+    assert_eq!(
+        action(&mut reader, "stats", "docs").await.unwrap()["rows"],
+        10
+    );
+    refused_with(
+        action(&mut writer, "drop_collection", "docs").await,
+        Code::PermissionDenied,
+        "'admin' role",
+    );
+    refused_with(
+        action(&mut reader, "build_index", "docs").await,
+        Code::PermissionDenied,
+        "'admin' role",
+    );
+    refused_with(
+        sql(&mut writer, "CREATE VIEW v AS SELECT 1").await,
+        Code::PermissionDenied,
+        "'admin' role",
+    );
+    refused_with(
+        sql(&mut reader, "SET datafusion.runtime.memory_limit = '100G'").await,
+        Code::PermissionDenied,
+        "'admin' role",
+    );
+    sql(&mut admin, "CREATE VIEW v AS SELECT 1 AS one")
+        .await
+        .unwrap();
+
+    // The handshake takes the token as a Basic password and hands back the bearer header.
+    let mut fresh = server.client().await;
+    let payload = fresh.handshake(Vec::<u8>::new()).await;
+    assert!(payload.is_err(), "no credentials must be refused");
+    let mut basic = server.client().await;
+    basic
+        .add_header("authorization", "Basic dXNlcjphZG0xbg==") // user:adm1n
+        .unwrap();
+    let token = basic.handshake(Vec::<u8>::new()).await.unwrap();
+    assert_eq!(&token[..], b"adm1n");
+    assert!(action(&mut admin, "drop_collection", "docs").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_servers_listen_only_on_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_omendb"))
+        .args([
+            "serve",
+            "--data",
+            tmp.path().to_str().unwrap(),
+            "--addr",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token-file") && err.contains("--allow-anonymous"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_touches_files_only_under_allowed_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let allowed = tmp.path().join("allowed");
+    std::fs::create_dir(&allowed).unwrap();
+    std::fs::write(allowed.join("t.csv"), "a,b\n1,2\n3,4\n").unwrap();
+    std::fs::write(tmp.path().join("secret.csv"), "a,b\n5,6\n").unwrap();
+    let data = tmp.path().join("db");
+    let closed = serve(&data, &[]);
+    let mut c = closed.client().await;
+    refused_with(
+        sql(
+            &mut c,
+            "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'",
+        )
+        .await,
+        Code::PermissionDenied,
+        "allows no file access from SQL",
+    );
+    refused_with(
+        sql(&mut c, "COPY (SELECT 1) TO '/tmp/omendb-copy-test.csv'").await,
+        Code::PermissionDenied,
+        "COPY target",
+    );
+    drop(c);
+    drop(closed);
+
+    let open = serve(&data, &["--external-dir", allowed.to_str().unwrap()]);
+    let mut c = open.client().await;
+    put(&mut c, &["docs"], vec![batch(0..10, 4)]).await.unwrap();
+    let t = allowed.join("t.csv");
+    sql(
+        &mut c,
+        &format!("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '{}' OPTIONS ('format.has_header' 'true')", t.display()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&mut c, "SELECT sum(a) FROM t").await, 4);
+    let secret = tmp.path().join("secret.csv");
+    refused_with(
+        sql(
+            &mut c,
+            &format!(
+                "CREATE EXTERNAL TABLE s STORED AS CSV LOCATION '{}'",
+                secret.display()
+            ),
+        )
+        .await,
+        Code::PermissionDenied,
+        "outside the directories this server allows",
+    );
+    let sneaky = format!("{}/../secret.csv", allowed.display());
+    refused_with(
+        sql(
+            &mut c,
+            &format!("CREATE EXTERNAL TABLE s STORED AS CSV LOCATION '{sneaky}'"),
+        )
+        .await,
+        Code::PermissionDenied,
+        "'..'",
+    );
+    let into_db = data.join("docs").join("x.csv");
+    refused_with(
+        sql(
+            &mut c,
+            &format!("COPY (SELECT 1) TO '{}'", into_db.display()),
+        )
+        .await,
+        Code::PermissionDenied,
+        "refused",
+    );
+    let out = allowed.join("out.csv");
+    sql(
+        &mut c,
+        &format!("COPY (SELECT id FROM docs) TO '{}'", out.display()),
+    )
+    .await
+    .unwrap();
+    assert!(out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_has_its_own_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve(tmp.path(), &[]);
+    let mut a = server.client().await;
+    let mut b = server.client().await;
+    put(&mut a, &["docs"], vec![batch(0..10, 4)]).await.unwrap();
+    sql(&mut a, "CREATE VIEW mine AS SELECT 42 AS answer")
+        .await
+        .unwrap();
+    assert_eq!(count(&mut a, "SELECT answer FROM mine").await, 42);
+    refused_with(
+        sql(&mut b, "SELECT answer FROM mine").await,
+        Code::NotFound,
+        "mine",
+    );
+    // The collections are everyone's.
+    assert_eq!(count(&mut b, "SELECT count(*) FROM docs").await, 10);
+    sql(&mut b, "CREATE VIEW mine AS SELECT 7 AS answer")
+        .await
+        .unwrap();
+    assert_eq!(count(&mut b, "SELECT answer FROM mine").await, 7);
+    assert_eq!(count(&mut a, "SELECT answer FROM mine").await, 42);
+}
+
+fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_is_contained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_path_buf();
+    {
+        let server = serve(&data, &[]);
+        let mut c = server.client().await;
+        let path = [
+            "indexed",
+            "index_threshold=2000",
+            "m=8",
+            "ef_construction=40",
+        ];
+        put(&mut c, &path, vec![batch(0..3000, 16)]).await.unwrap();
+        for name in ["lost", "changed", "headless"] {
+            put(&mut c, &[name], vec![batch(0..100, 4)]).await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while action(&mut c, "stats", "indexed").await.unwrap()["index_kinds"]
+            != serde_json::json!(["hnsw"])
+        {
+            assert!(Instant::now() < deadline, "index never built");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Damage the index, lose a segment, lose a manifest.
+    let index = files_named(&data.join("indexed"), "idx-").pop().unwrap();
+    let mut bytes = std::fs::read(&index).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&index, bytes).unwrap();
+    std::fs::remove_file(files_named(&data.join("lost"), "seg-").pop().unwrap()).unwrap();
+    std::fs::remove_file(data.join("headless").join("MANIFEST")).unwrap();
+
+    let mut server = serve(&data, &[]);
+    let mut c = server.client().await;
+    // The damaged index is set aside; the collection answers exactly meanwhile.
+    let q = literal(1234, 16);
+    let got = sql(&mut c, &format!("SELECT id FROM knn('indexed', {q}, 1)"))
+        .await
+        .unwrap();
+    let first = got[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    assert_eq!(first.value(0) % 101, 1234 % 101); // the rows sharing its vector
+    let stats = action(&mut c, "stats", "indexed").await.unwrap();
+    assert!(
+        stats["repairs"][0].as_str().unwrap().contains("set aside"),
+        "{stats}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while action(&mut c, "stats", "indexed").await.unwrap()["index_kinds"]
+        != serde_json::json!(["hnsw"])
+    {
+        assert!(Instant::now() < deadline, "index never rebuilt");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Lost files are DATA_LOSS naming the file; only that collection fails.
+    refused_with(
+        sql(&mut c, "SELECT count(*) FROM lost").await,
+        Code::DataLoss,
+        "seg-",
+    );
+    refused_with(
+        sql(&mut c, "SELECT count(*) FROM headless").await,
+        Code::DataLoss,
+        "MANIFEST",
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM changed").await, 100);
+    let infos: Vec<_> = c
+        .list_flights(Vec::<u8>::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let names: Vec<String> = infos
+        .iter()
+        .map(|i| i.flight_descriptor.as_ref().unwrap().path[0].clone())
+        .collect();
+    assert_eq!(names, ["changed", "headless", "indexed", "lost"]);
+    let damaged: Vec<bool> = infos.iter().map(|i| !i.app_metadata.is_empty()).collect();
+    assert_eq!(damaged, [false, true, false, true]);
+
+    // A segment rewritten under the live mapping is caught by its size and time.
+    let seg = files_named(&data.join("changed"), "seg-").pop().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0; 64]);
+    std::fs::write(&seg, bytes).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refused_with(
+        sql(&mut c, "SELECT count(*) FROM changed").await,
+        Code::DataLoss,
+        "changed on disk",
+    );
+    assert!(server.alive());
+    assert_eq!(count(&mut c, "SELECT count(*) FROM indexed").await, 3000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_reads_every_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve(tmp.path(), &[]);
+    let mut c = server.client().await;
+    put(&mut c, &["docs", "metric=l2"], vec![batch(0..100, 4)])
+        .await
+        .unwrap();
+    let ok = action(&mut c, "verify", "docs").await.unwrap();
+    // The segment and its stored norms.
+    assert_eq!(ok["files"], 2, "{ok}");
+    // Flip a byte without changing size or time: only the checksum pass sees it.
+    let seg = files_named(&tmp.path().join("docs"), "seg-").pop().unwrap();
+    let mtime = std::fs::metadata(&seg).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    refused_with(
+        action(&mut c, "verify", "docs").await,
+        Code::DataLoss,
+        "checksum mismatch",
+    );
+}
