@@ -540,9 +540,11 @@ impl OmenFlight {
                     },
                 })
             }
-            other => return Err(Status::invalid_argument(format!(
+            other => {
+                return Err(Status::invalid_argument(format!(
                 "unknown action '{other}' (expected stats, build_index, verify or drop_collection)"
-            ))),
+            )))
+            }
         };
         let result = arrow_flight::Result {
             body: body.to_string().into(),

@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use tonic::Code;
 
 /// A running server process, killed when dropped.
@@ -283,7 +283,7 @@ async fn sixteen_mixed_clients_for_thirty_seconds_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_refused_and_the_process_lives() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = serve(tmp.path(), &["--max-put-rows", "1000"]);
+    let server = serve(tmp.path(), &["--max-put-rows", "1000"]);
     let mut c = server.client().await;
     put(&mut c, &["docs"], vec![batch(0..100, 8)])
         .await
