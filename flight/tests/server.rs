@@ -771,3 +771,54 @@ async fn verification_reads_every_file() {
         "checksum mismatch",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_streamed_puts_keeps_every_acknowledged_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut next = 0i64;
+    let mut acked: Vec<std::ops::Range<i64>> = Vec::new();
+    for round in 0..3 {
+        let mut server = serve(tmp.path(), &[]);
+        let mut c = server.client().await;
+        let deadline = Instant::now() + Duration::from_millis(1500 + 300 * round);
+        // Streams of several batches, acknowledged only after their commit.
+        while Instant::now() < deadline {
+            let ids = next..next + 300;
+            let batches = vec![
+                batch(ids.start..ids.start + 100, 8),
+                batch(ids.start + 100..ids.end, 8),
+            ];
+            if put(&mut c, &["docs"], batches).await.is_ok() {
+                acked.push(ids);
+            }
+            next += 300;
+        }
+        // One more put in flight when the process dies.
+        let in_flight = {
+            let mut c = server.client().await;
+            let ids = next..next + 300;
+            next += 300;
+            tokio::spawn(async move { put(&mut c, &["docs"], vec![batch(ids, 8)]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        let _ = in_flight.await;
+    }
+    let server = serve(tmp.path(), &[]);
+    let mut c = server.client().await;
+    for r in &acked {
+        let n = count(
+            &mut c,
+            &format!(
+                "SELECT count(*) FROM docs WHERE id >= {} AND id < {}",
+                r.start, r.end
+            ),
+        )
+        .await;
+        assert_eq!(n, 300, "acknowledged rows {r:?} are missing");
+    }
+    assert!(!acked.is_empty());
+    let staged = files_named(&tmp.path().join("docs"), "stage-");
+    assert!(staged.is_empty(), "{staged:?}");
+}
