@@ -494,7 +494,9 @@ impl Collection {
             .map_err(|e| Error::io(&self.dir, e))?
             .len();
         for s in &manifest.segments {
-            bytes += s.bytes + s.index.as_ref().map_or(0, |i| i.bytes);
+            bytes += s.bytes
+                + s.index.as_ref().map_or(0, |i| i.bytes)
+                + s.norms.as_ref().map_or(0, |n| n.bytes);
             if let Some(d) = &s.deletes {
                 let path = self.dir.join(&d.file);
                 bytes += fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
