@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use omendb::storage::IndexSettings;
-use omendb::{npy, CollectionOptions, Database, Metric};
+use omendb::{CollectionOptions, Database, IndexSettings, Metric, SearchRequest};
+use omendb_testkit::npy;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -124,7 +124,8 @@ fn main() {
         c.count()
     );
     let snap = c.snapshot();
-    snap.search(&queries.data[..dim], 10).unwrap(); // warm the norms and the page cache
+    snap.search(&SearchRequest::new(&queries.data[..dim], 10))
+        .unwrap(); // warm the norms and the page cache
 
     let ids = |hits: &[omendb::Hit]| -> Vec<i64> { hits.iter().map(|h| h.row as i64).collect() };
     for threads in [1, 2] {
@@ -138,7 +139,7 @@ fn main() {
                 queries
                     .data
                     .chunks(dim)
-                    .map(|q| ids(&snap.search(q, 10).unwrap()))
+                    .map(|q| ids(&snap.search(&SearchRequest::new(q, 10)).unwrap()[0]))
                     .collect::<Vec<Vec<i64>>>()
             });
             println!(
@@ -147,7 +148,7 @@ fn main() {
                 queries.rows as f64 / s,
                 recall(&hits, &gt, 10)
             );
-            let (s, hits) = best_of_3(|| snap.search_batch(&queries.data, 10).unwrap());
+            let (s, hits) = best_of_3(|| snap.search(&SearchRequest::new(&queries.data, 10)).unwrap());
             let hits: Vec<Vec<i64>> = hits.iter().map(|h| ids(h)).collect();
             println!(
                 "{{\"bench\":\"flat_batched\",\"threads\":{threads},\"queries\":{},\"qps\":{:.1},\"recall\":{:.4}}}",
@@ -177,7 +178,7 @@ fn main() {
                 let hits: Vec<Vec<i64>> = queries
                     .data
                     .chunks(dim)
-                    .map(|q| ids(&snap.search_batch_ef(q, 10, Some(ef)).unwrap()[0]))
+                    .map(|q| ids(&snap.search(&SearchRequest::new(q, 10).ef(Some(ef))).unwrap()[0]))
                     .collect();
                 let s = t.elapsed().as_secs_f64();
                 println!(

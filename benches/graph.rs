@@ -4,8 +4,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use omendb::distance::Metric;
-use omendb::hnsw::{Hnsw, HnswParams, Space};
-use omendb::npy;
+use omendb::index::hnsw::{Hnsw, HnswParams};
+use omendb::VectorView as Space;
+use omendb_testkit::npy;
 
 const N: usize = 20_000;
 

@@ -12,7 +12,8 @@ use datafusion::arrow::array::{
     ArrayRef, FixedSizeListBuilder, Float32Builder, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::util::pretty::print_batches;
-use omendb::{npy, CollectionOptions, Database, Metric};
+use omendb::{CollectionOptions, Database, Metric};
+use omendb_testkit::npy;
 
 const ROWS: usize = 20_000;
 

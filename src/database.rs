@@ -1,17 +1,26 @@
-//! A database: a directory of collections, held open by one handle at a time.
+//! A database: a directory of collections, held open by one handle at a time. It creates,
+//! lists, opens and drops collections, and owns the create-on-first-write policy (`ingest`,
+//! `append_or_create`) that every front end (Flight, Flight SQL, Python, C) uses.
+
+mod ingest;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use arrow_array::RecordBatch;
 use arrow_schema::Schema;
 
-use crate::collection::{is_collection_file, Collection, CollectionOptions};
-use crate::storage::{self, MANIFEST};
-use crate::validate::check_name;
-use crate::writer::Ingest;
+pub use ingest::Ingest;
+
+use crate::collection::Collection;
+use crate::error::lock;
+use crate::options::CollectionOptions;
+use crate::schema::{check_name, Layout};
+use crate::storage::local::{sync_dir, LocalStore};
+use crate::storage::manifest::{Manifest, MANIFEST};
+use crate::storage::{unique, FileKind, Store};
 use crate::{Error, Result};
 
 /// An open database. Databases are fully independent: any number may be open in one process
@@ -57,6 +66,7 @@ impl Database {
         })
     }
 
+    /// The database's directory.
     pub fn path(&self) -> &Path {
         &self.root
     }
@@ -70,25 +80,39 @@ impl Database {
         opts: CollectionOptions,
     ) -> Result<Arc<Collection>> {
         check_name(name)?;
-        let tmp = self.root.join(format!(".creating-{name}-{}", unique()));
-        fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let made = self.create_with(name, &tmp, |dir| {
-            Collection::initialize(dir, name, schema, &opts)
+        opts.index.check()?;
+        let layout = Layout::from_schema(
+            name,
+            schema,
+            &opts.id_column,
+            opts.vector_column.as_deref(),
+            None,
+        )?;
+        let tmp = self.staging_dir(name)?;
+        let made = self.create_with(name, &tmp, |store| {
+            first_manifest(&layout, &opts)?.commit(store)
         });
         if made.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = fs::remove_dir_all(tmp.dir());
         }
         made
     }
 
-    /// Creates collection `name` from the directory `tmp` (in this database's root), after
-    /// `write` has committed its first manifest there: the directory is renamed into place,
-    /// so the collection appears whole or not at all. `AlreadyExists` leaves `tmp` untouched.
-    pub(crate) fn create_with(
+    /// A fresh directory in the root where a new collection is prepared before it appears.
+    fn staging_dir(&self, name: &str) -> Result<LocalStore> {
+        let dir = self.root.join(format!(".creating-{name}-{}", unique()));
+        fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(LocalStore::new(dir))
+    }
+
+    /// Creates collection `name` from the staging directory `tmp`, after `write` has committed
+    /// its first manifest there: the directory is renamed into place, so the collection
+    /// appears whole or not at all. `AlreadyExists` leaves `tmp` untouched.
+    fn create_with(
         &self,
         name: &str,
-        tmp: &Path,
-        write: impl FnOnce(&Path) -> Result<()>,
+        tmp: &LocalStore,
+        write: impl FnOnce(&dyn Store) -> Result<()>,
     ) -> Result<Arc<Collection>> {
         let mut open = self.lock_open();
         let dir = self.root.join(name);
@@ -96,9 +120,9 @@ impl Database {
             return Err(Error::AlreadyExists(format!("collection '{name}'")));
         }
         write(tmp)?;
-        fs::rename(tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-        storage::sync_dir(&self.root)?;
-        let c = Collection::open(&dir)?;
+        fs::rename(tmp.dir(), &dir).map_err(|e| Error::io(&dir, e))?;
+        sync_dir(&self.root)?;
+        let c = Collection::open(Arc::new(LocalStore::new(dir)))?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -108,6 +132,21 @@ impl Database {
     /// exist by then.
     pub fn ingest(self: &Arc<Self>, name: &str, opts: CollectionOptions) -> Result<Ingest> {
         Ingest::new(self.clone(), name, opts)
+    }
+
+    /// Appends `batches` to collection `name` in one commit, creating it with `opts` (and the
+    /// schema of the batches) if it does not exist. Returns the rows written.
+    pub fn append_or_create(
+        self: &Arc<Self>,
+        name: &str,
+        opts: CollectionOptions,
+        batches: &[RecordBatch],
+    ) -> Result<usize> {
+        let mut ingest = self.ingest(name, opts)?;
+        for b in batches {
+            ingest.push(b)?;
+        }
+        Ok(ingest.commit()?.1)
     }
 
     /// Opens an existing collection. A collection whose files were changed or lost fails with
@@ -132,7 +171,7 @@ impl Database {
                 ),
             });
         }
-        let c = Collection::open(&dir)?;
+        let c = Collection::open(Arc::new(LocalStore::new(dir)))?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -173,12 +212,12 @@ impl Database {
         let _writer = handle.as_ref().map(|c| c.mark_dropped());
         let trash = self.root.join(format!(".dropped-{name}-{}", unique()));
         fs::rename(&dir, &trash).map_err(|e| Error::io(&dir, e))?;
-        storage::sync_dir(&self.root)?;
+        sync_dir(&self.root)?;
         fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))
     }
 
-    fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Collection>>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_open(&self) -> MutexGuard<'_, HashMap<String, Arc<Collection>>> {
+        lock(&self.open)
     }
 }
 
@@ -192,27 +231,29 @@ impl Drop for Database {
     }
 }
 
+/// The first manifest of a collection with this layout and these options.
+fn first_manifest(layout: &Layout, opts: &CollectionOptions) -> Result<Manifest> {
+    Manifest::first(
+        &layout.name,
+        &layout.schema,
+        layout.id_column(),
+        layout.vector_column(),
+        layout.dim,
+        opts.metric,
+        opts.index,
+    )
+}
+
 /// How many collection data files `dir` holds (0 when it is no directory).
 fn orphaned_files(dir: &Path) -> usize {
     fs::read_dir(dir).map_or(0, |entries| {
         entries
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_str().is_some_and(is_collection_file))
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(FileKind::is_collection_file)
+            })
             .count()
     })
-}
-
-/// A name part no other write of this process or another uses.
-pub(crate) fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "{}-{t}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }

@@ -12,12 +12,16 @@ use std::sync::OnceLock;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
+    /// `1 - cos(a, b)`.
     Cosine,
+    /// Euclidean distance.
     L2,
+    /// `-(a · b)`: larger inner products rank first.
     Dot,
 }
 
 impl Metric {
+    /// The metric's name, as options spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Metric::Cosine => "cosine",
@@ -40,6 +44,41 @@ impl Metric {
                     1.0
                 }
             }
+        }
+    }
+}
+
+impl Metric {
+    /// Prepares a query for ranking: a cosine query is scaled to unit length (so cosine ranks
+    /// by `1 - q·x/|x|`); others are left as they are. Returns `|q|²` before scaling (l2 needs
+    /// it). Every search prepares its queries here, once.
+    pub fn prepare_query(self, q: &mut [f32]) -> f32 {
+        let n2 = (kernels().dot)(q, q);
+        if self == Metric::Cosine && n2 > 0.0 {
+            let inv = 1.0 / n2.sqrt();
+            q.iter_mut().for_each(|v| *v *= inv);
+        }
+        n2
+    }
+
+    /// The ranking distance of a row from `s`, its dot product with a prepared query:
+    /// dot → `-s`; cosine → `1 - s·x`, with `x` the row's 1/|v|; l2 → `q + x - 2s`, with `q`
+    /// the query's |q|² and `x` the row's |v|² (the squared distance: ranking skips the root).
+    #[inline(always)]
+    pub fn rank(self, s: f32, q: f32, x: f32) -> f32 {
+        match self {
+            Metric::Dot => -s,
+            Metric::Cosine => 1.0 - s * x,
+            Metric::L2 => q + x - 2.0 * s,
+        }
+    }
+
+    /// The distance reported for a ranking distance (l2 ranks squared distances).
+    #[inline]
+    pub fn finish(self, d: f32) -> f32 {
+        match self {
+            Metric::L2 => d.sqrt(),
+            _ => d,
         }
     }
 }
@@ -68,9 +107,13 @@ impl std::fmt::Display for Metric {
 /// A SIMD level a kernel set is written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
+    /// Portable Rust, the reference.
     Scalar,
+    /// x86-64 AVX2 + FMA.
     Avx2,
+    /// x86-64 AVX-512F.
     Avx512,
+    /// AArch64 NEON.
     Neon,
 }
 
@@ -80,6 +123,7 @@ type DotU8Fn = fn(&[f32], &[u8]) -> f32;
 
 /// One level's kernels.
 pub struct Kernels {
+    /// The level the kernels are written for.
     pub level: Level,
     /// `a · b`; the slices have equal length.
     pub dot: DotFn,
@@ -176,6 +220,7 @@ pub fn kernels() -> &'static Kernels {
 
 /// The plain scalar kernels: the reference every SIMD level is tested against.
 pub mod scalar {
+    /// `Σ a[i]·c[i]` over f32 weights and u8 codes.
     pub fn dot_u8(a: &[f32], c: &[u8]) -> f32 {
         assert_eq!(a.len(), c.len());
         let mut acc = [0f32; 8];
@@ -195,6 +240,7 @@ pub mod scalar {
         acc.iter().sum::<f32>() + tail
     }
 
+    /// The dot product.
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         let mut acc = [0f32; 8];
@@ -214,6 +260,7 @@ pub mod scalar {
         acc.iter().sum::<f32>() + tail
     }
 
+    /// The squared euclidean distance.
     pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         let mut acc = [0f32; 8];
@@ -234,6 +281,8 @@ pub mod scalar {
         acc.iter().sum::<f32>() + tail
     }
 
+    /// Dot products of every query in `q` with every row of `x` (`d` values each), into
+    /// `out` query-major.
     pub fn dot_block(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
         let nr = super::check_block(q, x, d, out);
         if nr == 0 {

@@ -1,33 +1,55 @@
-//! The engine's error type: every failure names what was wrong.
+//! The engine's error type: every failure names what was wrong, and its variant says whose
+//! fault it is (the caller's input, the data on disk, the environment, or a bug), so callers
+//! map it to a status code without reading the message.
 
-use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Result alias used throughout the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// An engine error. The variant says which kind of failure it is (callers map it to a status
-/// code); the message names the collection, column, row or file involved.
-#[derive(Debug)]
+/// An engine error. The message names the collection, column, row or file involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The input was refused (schema mismatch, wrong dimension, NaN, null vector, duplicate id,
     /// bad name, bad argument). Nothing was written.
+    #[error("invalid input: {0}")]
     InvalidInput(String),
     /// A collection that does not exist was named.
+    #[error("not found: {0}")]
     NotFound(String),
     /// A collection with that name exists already.
+    #[error("already exists: {0}")]
     AlreadyExists(String),
-    /// A file on disk is damaged: bad checksum, truncated, unparseable.
-    Corrupt { path: PathBuf, reason: String },
+    /// A file on disk is damaged: bad checksum, truncated, unparseable, changed under us.
+    #[error("corrupt file {}: {reason}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The database directory is held by another open handle.
+    #[error(
+        "database {} is already open (its LOCK file is held by another handle or process)",
+        .0.display()
+    )]
     Locked(PathBuf),
     /// An I/O failure, with the path it happened on.
+    #[error("I/O error on {}: {source}", path.display())]
     Io {
+        /// The file or directory the operation was on.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// An Arrow failure while encoding or decoding data.
-    Arrow(arrow_schema::ArrowError),
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A bug in the engine: an invariant did not hold. Nothing was written.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -50,38 +72,19 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
-            Error::NotFound(m) => write!(f, "not found: {m}"),
-            Error::AlreadyExists(m) => write!(f, "already exists: {m}"),
-            Error::Corrupt { path, reason } => {
-                write!(f, "corrupt file {}: {reason}", path.display())
-            }
-            Error::Locked(p) => write!(
-                f,
-                "database {} is already open (its LOCK file is held by another handle or process)",
-                p.display()
-            ),
-            Error::Io { path, source } => write!(f, "I/O error on {}: {source}", path.display()),
-            Error::Arrow(e) => write!(f, "arrow error: {e}"),
-        }
-    }
+/// Locks `m`. The one lock-poisoning policy of the engine: every structure a lock guards is
+/// left consistent between statements (a panicking thread cannot leave half an update behind:
+/// updates are built aside and swapped in), so a poisoned lock is taken over, not propagated.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } => Some(source),
-            Error::Arrow(e) => Some(e),
-            _ => None,
-        }
-    }
+/// Read-locks `l`, under the same policy as [`lock`].
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
 }
 
-impl From<arrow_schema::ArrowError> for Error {
-    fn from(e: arrow_schema::ArrowError) -> Self {
-        Error::Arrow(e)
-    }
+/// Write-locks `l`, under the same policy as [`lock`].
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }

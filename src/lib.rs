@@ -1,7 +1,11 @@
 //! OmenDB engine: collections of Arrow record batches stored as memory-mapped Arrow IPC
-//! segments under an atomically committed manifest, with exact SIMD vector search and HNSW
-//! indexes (built automatically past a row threshold, searched in place from their files),
-//! and filtered search through per-segment row selections.
+//! segments under an atomically committed manifest, with exact SIMD vector search and graph
+//! indexes (built in the background past a row threshold, searched in place from their
+//! files), and filtered search through per-segment row selections.
+//!
+//! The engine owns storage, indexes and search, behind a synchronous API. It must not depend
+//! on DataFusion, tokio or any network code: SQL (`omendb-udfs`), the server
+//! (`omendb-flight`) and the bindings sit on top of it.
 //!
 //! ```no_run
 //! use omendb::{Database, CollectionOptions};
@@ -11,24 +15,43 @@
 //! let nearest = docs.search(&[0.1; 384], 10)?; // rows + `_distance`, nearest first
 //! # Ok(()) }
 //! ```
+//!
+//! Modules, from the bottom up (a module only uses those before it): `error`; `distance`,
+//! `bitmap`, `schema`, `topk`; `vector`, `ids`, `options`; `quant`, `ingest`, `segment`,
+//! `storage`; `index`; `snapshot`; `search`; `writer`; `stats`, `collection`; `database`.
 
-pub mod collection;
-pub mod database;
+#![warn(missing_docs)]
+
+mod bitmap;
+mod collection;
+mod database;
 pub mod distance;
-pub mod error;
-pub mod hnsw;
-pub mod npy;
-pub mod search;
-pub mod segment;
-pub mod snapshot;
-pub mod storage;
-pub mod validate;
-pub mod writer;
+mod error;
+mod ids;
+pub mod index;
+mod ingest;
+mod options;
+mod quant;
+mod schema;
+mod search;
+mod segment;
+mod snapshot;
+mod stats;
+mod storage;
+mod topk;
+mod vector;
+mod writer;
 
-pub use collection::{Collection, CollectionOptions, Stats};
-pub use database::Database;
+pub use collection::Collection;
+pub use database::{Database, Ingest};
 pub use distance::Metric;
 pub use error::{Error, Result};
-pub use search::{Hit, Selection};
-pub use snapshot::{Snapshot, DISTANCE_COLUMN};
-pub use writer::Ingest;
+pub use ingest::coerce_vectors;
+pub use options::{
+    CollectionOptions, IndexKind, IndexSettings, QuantKind, DEFAULT_INDEX_THRESHOLD, OPTION_KEYS,
+};
+pub use schema::{check_name, result_schema, DISTANCE_COLUMN};
+pub use search::{Hit, SearchRequest, SegmentInfo, Selection};
+pub use snapshot::Snapshot;
+pub use stats::{IndexParams, Stats};
+pub use vector::VectorView;

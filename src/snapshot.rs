@@ -1,88 +1,143 @@
 //! A snapshot: one committed version of a collection, immutable and shared by `Arc`. Readers
-//! keep the snapshot they started with while writers commit new ones.
+//! keep the snapshot they started with while writers commit new ones. It reads rows (all of
+//! them, by id, by position); searching it is in `search`.
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, BooleanArray, Float32Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_schema::SchemaRef;
 
+use crate::bitmap::Bitmap;
 use crate::distance::Metric;
-use crate::search::Hit;
-use crate::segment::{ids_of, IdRef, SegmentRef};
-use crate::storage::Bitmap;
-use crate::validate::Layout;
-use crate::Result;
+use crate::ids::{ids_of, IdRef};
+use crate::index::{self, VectorIndex};
+use crate::options::IndexSettings;
+use crate::schema::Layout;
+use crate::segment::Segment;
+use crate::storage::manifest::{IndexFileMeta, SegmentMeta};
+use crate::storage::segment_file::{map_f32s, open_segment};
+use crate::storage::{deletes, Store};
+use crate::{Error, Result};
 
-/// One segment as this snapshot sees it: its rows and the deletions committed so far.
+/// One segment as a snapshot sees it: its rows, the deletions committed so far, its index.
 #[derive(Debug, Clone)]
-pub struct Part {
-    pub seg: SegmentRef,
+pub(crate) struct Part {
+    pub seg: Arc<Segment>,
     pub deletes: Option<Arc<Bitmap>>,
-    /// The segment's HNSW graph, mapped from its index file; `None` means searched exactly.
-    pub index: Option<Arc<crate::hnsw::Hnsw>>,
+    /// The segment's index, mapped from its file; `None` means searched exactly.
+    pub index: Option<Arc<dyn VectorIndex>>,
 }
 
 impl Part {
     #[inline]
-    pub fn is_deleted(&self, row: usize) -> bool {
+    pub(crate) fn is_deleted(&self, row: usize) -> bool {
         self.deletes.as_ref().is_some_and(|d| d.contains(row))
     }
-    pub fn live_rows(&self) -> usize {
+
+    pub(crate) fn live_rows(&self) -> usize {
         self.seg.rows() - self.deletes.as_ref().map_or(0, |d| d.count())
+    }
+
+    /// Opens one committed segment with its deletions, norms and index. With `trust_stamp`, a
+    /// segment file whose size and modification time match the manifest is not re-hashed
+    /// (opening stays instant); any other is checked against its CRC32. A damaged index does
+    /// not fail the segment: it comes back as the second value, and the part is searched
+    /// exactly.
+    pub(crate) fn open(
+        store: &dyn Store,
+        layout: &Layout,
+        metric: Metric,
+        meta: &SegmentMeta,
+        trust_stamp: bool,
+    ) -> Result<(Part, Option<Error>)> {
+        let path = store.path(&meta.file);
+        let stamp = store.stamp(&meta.file)?;
+        let verify = trust_stamp
+            && (meta.mtime_ns == 0 || stamp.mtime_ns != meta.mtime_ns || stamp.bytes != meta.bytes);
+        let batch = open_segment(store, &meta.segment_file(), &layout.schema, verify)?;
+        let rows = batch.num_rows();
+        if rows as u64 != meta.rows {
+            return Err(Error::corrupt(
+                &path,
+                format!("holds {rows} rows, the manifest says {}", meta.rows),
+            ));
+        }
+        let deletes = match &meta.deletes {
+            None => None,
+            Some(d) => Some(Arc::new(deletes::read(store, &d.file, rows)?)),
+        };
+        let mut seg = Segment::new(meta.id, batch, layout);
+        seg.stamp = Some(stamp);
+        if let Some(n) = &meta.norms {
+            seg = seg.with_norms(metric, map_f32s(store, n, rows)?);
+        }
+        let (index, damage) = match &meta.index {
+            None => (None, None),
+            Some(i) => match open_index(store, i) {
+                Ok(index) => (Some(index), None),
+                Err(e @ Error::Corrupt { .. }) => (None, Some(e)),
+                Err(e) => return Err(e),
+            },
+        };
+        let part = Part {
+            seg: Arc::new(seg),
+            deletes,
+            index,
+        };
+        Ok((part, damage))
     }
 }
 
+/// Maps an index file and opens the index in place.
+pub(crate) fn open_index(store: &dyn Store, meta: &IndexFileMeta) -> Result<Arc<dyn VectorIndex>> {
+    let buffer = store.map(&meta.file, meta.bytes, Some(meta.crc32))?;
+    index::open(meta.kind, buffer, &store.path(&meta.file))
+}
+
+/// One committed version of a collection.
 #[derive(Debug)]
 pub struct Snapshot {
     pub(crate) layout: Arc<Layout>,
     pub(crate) metric: Metric,
     pub(crate) version: u64,
     pub(crate) parts: Vec<Part>,
-    pub(crate) index: crate::storage::IndexSettings,
+    pub(crate) index: IndexSettings,
 }
 
-/// The name of the distance column search results carry.
-pub const DISTANCE_COLUMN: &str = "_distance";
-
 impl Snapshot {
+    /// The collection's schema.
     pub fn schema(&self) -> SchemaRef {
         self.layout.schema.clone()
     }
+
+    /// The vectors' dimension.
     pub fn dim(&self) -> usize {
         self.layout.dim
     }
+
+    /// The metric rows are ranked by.
     pub fn metric(&self) -> Metric {
         self.metric
     }
+
     /// The manifest version this snapshot reads.
     pub fn version(&self) -> u64 {
         self.version
     }
+
+    /// The primary-key column's name.
     pub fn id_column(&self) -> &str {
-        self.layout.schema.field(self.layout.id_index).name()
+        self.layout.id_column()
     }
+
+    /// The vector column's name.
     pub fn vector_column(&self) -> &str {
-        self.layout.schema.field(self.layout.vector_index).name()
+        self.layout.vector_column()
     }
-    pub fn parts(&self) -> &[Part] {
-        &self.parts
-    }
-    /// The same rows with every index left out: searches of it are exact.
-    pub fn without_indexes(&self) -> Snapshot {
-        Snapshot {
-            layout: self.layout.clone(),
-            metric: self.metric,
-            version: self.version,
-            parts: self
-                .parts
-                .iter()
-                .map(|p| Part {
-                    index: None,
-                    ..p.clone()
-                })
-                .collect(),
-            index: self.index,
-        }
+
+    /// The collection's index settings as of this version.
+    pub fn index_settings(&self) -> IndexSettings {
+        self.index
     }
 
     /// Live (not deleted) rows.
@@ -110,8 +165,8 @@ impl Snapshot {
             .collect()
     }
 
-    /// Where the live row with this id is.
-    pub fn locate(&self, id: IdRef<'_>) -> Option<(usize, usize)> {
+    /// Where the live row with this id is: (part, row).
+    pub(crate) fn locate(&self, id: IdRef<'_>) -> Option<(usize, usize)> {
         // Newest segments first: an id lives in at most one segment, so the order only
         // matters for speed.
         self.parts.iter().enumerate().rev().find_map(|(p, part)| {
@@ -120,14 +175,13 @@ impl Snapshot {
         })
     }
 
-    /// The first id in `ids` that is already stored live, if any.
-    pub fn first_existing(&self, ids: &dyn Array) -> Option<String> {
-        ids_of(ids)
-            .find(|&id| self.locate(id).is_some())
-            .map(|id| match id {
-                IdRef::Int(v) => v.to_string(),
-                IdRef::Str(s) => format!("'{s}'"),
-            })
+    /// The first of `ids` (in the collection's id type) stored live, as error messages show it.
+    pub(crate) fn first_stored<'a>(
+        &self,
+        mut ids: impl Iterator<Item = IdRef<'a>>,
+    ) -> Option<String> {
+        ids.find(|&id| self.locate(id).is_some())
+            .map(|id| id.to_string())
     }
 
     /// The rows with the given ids (in the order asked; ids not found are skipped).
@@ -140,7 +194,7 @@ impl Snapshot {
     }
 
     /// The rows at `(part, row)` positions, in that order.
-    pub fn rows_at(&self, at: &[(usize, usize)]) -> Result<RecordBatch> {
+    pub(crate) fn rows_at(&self, at: &[(usize, usize)]) -> Result<RecordBatch> {
         let batches: Vec<&RecordBatch> = self.parts.iter().map(|p| &p.seg.batch).collect();
         if batches.is_empty() {
             return Ok(RecordBatch::new_empty(self.schema()));
@@ -150,31 +204,14 @@ impl Snapshot {
         )?)
     }
 
-    /// The rows of `hits` with a trailing `_distance` column, in hit order.
-    pub fn hits_to_batch(&self, hits: &[Hit]) -> Result<RecordBatch> {
-        let at: Vec<(usize, usize)> = hits
-            .iter()
-            .map(|h| (h.part as usize, h.row as usize))
-            .collect();
-        let rows = self.rows_at(&at)?;
-        let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-        columns.push(Arc::new(Float32Array::from_iter_values(
-            hits.iter().map(|h| h.distance),
-        )));
-        Ok(RecordBatch::try_new(
-            result_schema(&self.schema()),
-            columns,
-        )?)
+    /// Builds the snapshot of `version` with these parts, keeping the rest of `self`.
+    pub(crate) fn with_parts(&self, version: u64, parts: Vec<Part>) -> Snapshot {
+        Snapshot {
+            layout: self.layout.clone(),
+            metric: self.metric,
+            version,
+            parts,
+            index: self.index,
+        }
     }
-}
-
-/// The schema of search results: the collection's columns plus `_distance`.
-pub fn result_schema(schema: &Schema) -> SchemaRef {
-    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(
-        DISTANCE_COLUMN,
-        DataType::Float32,
-        false,
-    )));
-    Arc::new(Schema::new(fields))
 }

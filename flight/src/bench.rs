@@ -13,8 +13,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
-use omendb::storage::IndexSettings;
-use omendb::{npy, CollectionOptions, Database, Metric, Selection, Snapshot};
+use omendb::{
+    CollectionOptions, Database, IndexSettings, Metric, SearchRequest, Selection, Snapshot,
+};
+use omendb_testkit::npy;
 
 #[derive(clap::Args, Debug)]
 pub struct AnnArgs {
@@ -158,8 +160,10 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             .collect()
     } else {
         let sel = filter(&snap)?;
-        snap.without_indexes()
-            .search_filtered(&queries.data, args.k, None, sel.as_ref())?
+        let req = SearchRequest::new(&queries.data, args.k)
+            .filter(sel.as_ref())
+            .exact(true);
+        snap.search(&req)?
             .iter()
             .map(|hits| hits.iter().map(|h| h.row).collect())
             .collect()
@@ -184,11 +188,14 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
         args.ef.clone()
     };
     // Warm the page cache and the segment's cached norms.
-    snap.search_filtered(&queries.data[..dim], args.k, None, sel.as_ref())?;
+    snap.search(&SearchRequest::new(&queries.data[..dim], args.k).filter(sel.as_ref()))?;
     for ef in efs {
         let t = Instant::now();
         let hits = search.install(|| {
-            snap.search_filtered(&queries.data, args.k, Some(ef.max(1)), sel.as_ref())
+            let req = SearchRequest::new(&queries.data, args.k)
+                .ef(Some(ef.max(1)))
+                .filter(sel.as_ref());
+            snap.search(&req)
         })?;
         let secs = t.elapsed().as_secs_f64();
         let mut found = 0;

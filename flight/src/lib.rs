@@ -41,7 +41,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use futures::FutureExt;
-use omendb::{CollectionOptions, Database, Metric};
+use omendb::{CollectionOptions, Database};
 use tokio::sync::Semaphore;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
@@ -282,36 +282,12 @@ fn put_target(descriptor: &FlightDescriptor) -> Result<(String, CollectionOption
         .next()
         .ok_or_else(|| Status::invalid_argument("empty path descriptor: name the collection"))?
         .clone();
-    let mut opts = CollectionOptions::default();
-    for option in parts {
-        let (key, value) = option.split_once('=').ok_or_else(|| {
-            Status::invalid_argument(format!("descriptor option '{option}' is not key=value"))
-        })?;
-        match key {
-            "metric" => opts.metric = value.parse::<Metric>().map_err(|e| engine_status(&e))?,
-            "id" => opts.id_column = value.to_string(),
-            "vector" => opts.vector_column = Some(value.to_string()),
-            "m" | "ef_construction" | "ef_search" | "index_threshold" => {
-                let n: usize = value.parse().map_err(|_| {
-                    Status::invalid_argument(format!(
-                        "descriptor option '{key}' must be a non-negative integer, got '{value}'"
-                    ))
-                })?;
-                match key {
-                    "m" => opts.index.m = n,
-                    "ef_construction" => opts.index.ef_construction = n,
-                    "ef_search" => opts.index.ef_search = n,
-                    _ => opts.index.threshold = n,
-                }
-            }
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown descriptor option '{other}' (expected metric, id, vector, m, \
-                     ef_construction, ef_search or index_threshold)"
-                )))
-            }
-        }
-    }
+    let opts = CollectionOptions::parse(parts.map(String::as_str)).map_err(|e| {
+        Status::invalid_argument(format!(
+            "bad descriptor option: {}",
+            engine_status(&e).message()
+        ))
+    })?;
     Ok((name, opts))
 }
 
@@ -529,16 +505,8 @@ impl OmenFlight {
             "stats" => {
                 let c = self.open(&name).await?;
                 let s = blocking("stats", move || c.stats().map_err(|e| engine_status(&e))).await?;
-                serde_json::json!({
-                    "collection": name, "rows": s.rows, "deleted_rows": s.deleted_rows,
-                    "segments": s.segments, "bytes_on_disk": s.bytes_on_disk, "dim": s.dim,
-                    "metric": s.metric.as_str(), "index_kinds": s.index_kinds, "version": s.version,
-                    "indexing": s.indexing, "index_error": s.index_error, "repairs": s.repairs,
-                    "index": {
-                        "m": s.index.m, "ef_construction": s.index.ef_construction,
-                        "ef_search": s.index.ef_search, "index_threshold": s.index.threshold,
-                    },
-                })
+                serde_json::to_value(&s)
+                    .map_err(|e| Status::internal(format!("stats do not serialize: {e}")))?
             }
             other => {
                 return Err(Status::invalid_argument(format!(

@@ -16,7 +16,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use omendb::{Database, Snapshot};
+use omendb::{Database, SearchRequest, Snapshot};
 
 use crate::{engine_error, memory_scan};
 
@@ -89,7 +89,7 @@ pub(crate) fn query_vector(value: &ArrayRef, what: &str) -> Result<Vec<f32>> {
             )))
         }
     };
-    let fsl = omendb::validate::coerce_vectors(what, &as_list, None).map_err(engine_error)?;
+    let fsl = omendb::coerce_vectors(what, &as_list, None).map_err(engine_error)?;
     let values = fsl
         .values()
         .as_any()
@@ -186,7 +186,7 @@ pub struct KnnTable {
 
 impl KnnTable {
     pub fn new(snapshot: Arc<Snapshot>, query: Vec<f32>, k: usize, ef: Option<usize>) -> Self {
-        let schema = omendb::snapshot::result_schema(&snapshot.schema());
+        let schema = omendb::result_schema(&snapshot.schema());
         KnnTable {
             snapshot,
             query,
@@ -270,7 +270,11 @@ impl TableProvider for KnnTable {
                 ),
             };
             let hits = snapshot
-                .search_filtered(&query, k, ef, selection.as_ref())
+                .search(
+                    &SearchRequest::new(&query, k)
+                        .ef(ef)
+                        .filter(selection.as_ref()),
+                )
                 .map_err(engine_error)?
                 .pop()
                 .unwrap_or_default();

@@ -1,50 +1,21 @@
-//! Turning incoming batches into exactly the collection's schema, or refusing them with an
-//! error that names the column and row at fault. Nothing here touches disk.
+//! Incoming batches turned into exactly a collection's layout, or refused with an error that
+//! names the column and row at fault: vector coercion (float lists of any width and type),
+//! id and column casts, null and duplicate checks, and the schema a collection created from
+//! its first batch gets. Nothing here touches disk.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type};
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_buffer::ScalarBuffer;
-use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, FieldRef, Schema};
 
+use crate::ids::first_duplicate;
+use crate::schema::{
+    column_names, is_vector_like, storage_type, vector_item_field, vector_type, Layout,
+};
 use crate::{Error, Result};
-
-/// The child field every stored vector column uses.
-pub fn vector_item_field() -> FieldRef {
-    Arc::new(Field::new("item", DataType::Float32, true))
-}
-
-/// The stored type of a vector column of dimension `dim`.
-pub fn vector_type(dim: usize) -> DataType {
-    DataType::FixedSizeList(vector_item_field(), dim as i32)
-}
-
-/// Whether `dt` can hold vectors that we accept (before coercion).
-pub fn is_vector_like(dt: &DataType) -> bool {
-    let float = |f: &FieldRef| {
-        matches!(
-            f.data_type(),
-            DataType::Float16 | DataType::Float32 | DataType::Float64
-        )
-    };
-    match dt {
-        DataType::FixedSizeList(f, _) | DataType::List(f) | DataType::LargeList(f) => float(f),
-        _ => false,
-    }
-}
-
-/// The stored type for a non-vector column arriving as `dt`: strings of every layout are
-/// stored as Utf8, binaries as Binary; everything else as it came.
-pub fn storage_type(dt: &DataType) -> DataType {
-    match dt {
-        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
-        DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
-        other => other.clone(),
-    }
-}
 
 /// Converts a vector column (FixedSizeList, List or LargeList of float16/32/64) into
 /// `FixedSizeList<Float32, dim>`, refusing null vectors, null elements, ragged rows,
@@ -186,143 +157,9 @@ fn first_null(array: &dyn Array) -> Option<usize> {
     (0..array.len()).find(|&i| nulls.is_null(i))
 }
 
-/// What a collection's batches must look like.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    pub name: String,
-    pub schema: SchemaRef,
-    pub id_index: usize,
-    pub vector_index: usize,
-    pub dim: usize,
-}
-
 impl Layout {
-    /// Builds the stored layout from a user-given schema: checks the id column (Utf8 or Int64,
-    /// any string or integer layout accepted and normalized) and the vector column, and marks
-    /// both non-nullable.
-    pub fn from_schema(
-        name: &str,
-        schema: &Schema,
-        id_column: &str,
-        vector_column: Option<&str>,
-        dim_hint: Option<usize>,
-    ) -> Result<Layout> {
-        let id_index = schema.index_of(id_column).map_err(|_| {
-            Error::invalid(format!(
-                "collection '{name}': no id column '{id_column}' in schema (columns: {})",
-                column_names(schema)
-            ))
-        })?;
-        let vector_index = match vector_column {
-            Some(v) => schema.index_of(v).map_err(|_| {
-                Error::invalid(format!(
-                    "collection '{name}': no vector column '{v}' in schema (columns: {})",
-                    column_names(schema)
-                ))
-            })?,
-            None => {
-                let candidates: Vec<usize> = (0..schema.fields().len())
-                    .filter(|&i| i != id_index && is_vector_like(schema.field(i).data_type()))
-                    .collect();
-                match candidates.as_slice() {
-                    [one] => *one,
-                    [] => {
-                        return Err(Error::invalid(format!(
-                            "collection '{name}': no vector column (a FixedSizeList<Float32, d> \
-                             column) in schema (columns: {})",
-                            column_names(schema)
-                        )))
-                    }
-                    _ => {
-                        return Err(Error::invalid(format!(
-                        "collection '{name}': several vector-like columns; name the vector column"
-                    )))
-                    }
-                }
-            }
-        };
-        if vector_index == id_index {
-            return Err(Error::invalid(format!(
-                "collection '{name}': the id column cannot be the vector column"
-            )));
-        }
-        let vfield = schema.field(vector_index);
-        let dim = match vfield.data_type() {
-            DataType::FixedSizeList(f, size) if f.data_type() == &DataType::Float32 => {
-                *size as usize
-            }
-            dt if is_vector_like(dt) => dim_hint.ok_or_else(|| {
-                Error::invalid(format!(
-                    "collection '{name}': vector column '{}' has type {dt} and no dimension; \
-                     declare it as FixedSizeList<Float32, d>",
-                    vfield.name()
-                ))
-            })?,
-            dt => {
-                return Err(Error::invalid(format!(
-                    "collection '{name}': vector column '{}' has type {dt}; expected \
-                     FixedSizeList<Float32, d>",
-                    vfield.name()
-                )))
-            }
-        };
-        if dim == 0 || dim > 65_536 {
-            return Err(Error::invalid(format!(
-                "collection '{name}': dimension {dim} is out of range (1..=65536)"
-            )));
-        }
-        let id_type = match schema.field(id_index).data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32 => DataType::Int64,
-            other => {
-                return Err(Error::invalid(format!(
-                    "collection '{name}': id column '{id_column}' has type {other}; expected Utf8 or Int64"
-                )))
-            }
-        };
-        let mut names = HashSet::new();
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if !names.insert(f.name().as_str()) {
-                    return Err(Error::invalid(format!(
-                        "collection '{name}': column '{}' appears twice",
-                        f.name()
-                    )));
-                }
-                if f.name() == crate::snapshot::DISTANCE_COLUMN {
-                    return Err(Error::invalid(format!(
-                        "collection '{name}': '_distance' is reserved for search results"
-                    )));
-                }
-                Ok(if i == id_index {
-                    Field::new(f.name(), id_type.clone(), false)
-                } else if i == vector_index {
-                    Field::new(f.name(), vector_type(dim), false)
-                } else {
-                    Field::new(f.name(), storage_type(f.data_type()), f.is_nullable())
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Layout {
-            name: name.to_string(),
-            schema: Arc::new(Schema::new(fields)),
-            id_index,
-            vector_index,
-            dim,
-        })
-    }
-
     /// Converts `batch` to the stored schema or says why it cannot be.
-    pub fn prepare(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+    pub(crate) fn prepare(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let name = &self.name;
         let incoming = batch.schema();
         for f in incoming.fields() {
@@ -392,36 +229,9 @@ impl Layout {
         })
     }
 
-    pub fn check_unique_ids_of(&self, batch: &RecordBatch) -> Result<()> {
-        let ids = batch.column(self.id_index);
-        let mut dup = None;
-        match ids.data_type() {
-            DataType::Int64 => {
-                let mut seen = HashSet::with_capacity(ids.len());
-                for (row, v) in ids
-                    .as_primitive::<arrow_array::types::Int64Type>()
-                    .values()
-                    .iter()
-                    .enumerate()
-                {
-                    if !seen.insert(*v) {
-                        dup = Some((row, v.to_string()));
-                        break;
-                    }
-                }
-            }
-            _ => {
-                let mut seen = HashSet::with_capacity(ids.len());
-                for (row, v) in ids.as_string::<i32>().iter().enumerate() {
-                    let v = v.unwrap_or_default();
-                    if !seen.insert(v) {
-                        dup = Some((row, format!("'{v}'")));
-                        break;
-                    }
-                }
-            }
-        }
-        match dup {
+    /// Refuses a batch (in this layout) that holds an id twice.
+    pub(crate) fn check_unique_ids_of(&self, batch: &RecordBatch) -> Result<()> {
+        match first_duplicate(batch.column(self.id_index).as_ref()) {
             Some((row, id)) => Err(Error::invalid(format!(
                 "collection '{}': duplicate id {id} in batch (row {row})",
                 self.name
@@ -429,40 +239,9 @@ impl Layout {
             None => Ok(()),
         }
     }
-}
 
-/// Comma-separated column names, for error messages.
-pub fn column_names(schema: &Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Checks a collection name: 1 to 64 characters of `[A-Za-z0-9_-]`, not starting with `-`.
-/// This rules out path separators, `.` and `..`.
-pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "invalid collection name {name:?}: use 1 to 64 characters from A-Z, a-z, 0-9, '_' and \
-             '-' (no path separators or dots), not starting with '-'"
-        )))
-    }
-}
-
-impl Layout {
     /// Casts an array of ids to the collection's id type (Int64 or Utf8), refusing nulls.
-    pub fn cast_ids(&self, ids: &dyn Array) -> Result<ArrayRef> {
+    pub(crate) fn cast_ids(&self, ids: &dyn Array) -> Result<ArrayRef> {
         let field = self.schema.field(self.id_index);
         if let Some(row) = first_null(ids) {
             return Err(Error::invalid(format!(
@@ -476,7 +255,7 @@ impl Layout {
 
 /// The schema a collection created from `batch` gets: the vector column (named, or the one
 /// vector-like column) becomes `FixedSizeList<Float32, d>` with `d` taken from the first row.
-pub fn schema_for_batch(
+pub(crate) fn schema_for_batch(
     batch: &RecordBatch,
     id_column: &str,
     vector_column: Option<&str>,
@@ -521,4 +300,12 @@ pub fn schema_for_batch(
         false,
     ));
     Ok(Schema::new(fields))
+}
+
+/// The values of a vector column (`FixedSizeList<Float32, dim>`), row-major, in place.
+pub(crate) fn vector_values(column: &dyn Array, dim: usize) -> &[f32] {
+    let fsl = column.as_fixed_size_list();
+    let values = fsl.values().as_primitive::<Float32Type>().values();
+    let start = fsl.offset() * dim;
+    &values[start..start + fsl.len() * dim]
 }

@@ -1,11 +1,49 @@
-//! Helpers shared by the engine tests: deterministic vectors and batches.
-#![allow(dead_code)]
+//! Helpers shared by OmenDB's tests, benchmarks and the `omendb bench` CLI (dev only, not
+//! published): a `.npy` reader, the shared datasets (failing with a message naming the missing
+//! path), deterministic vectors and batches, and brute-force nearest neighbours in f64.
+#![allow(missing_docs)]
 
+pub mod npy;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{ArrayRef, FixedSizeListArray, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+/// A dataset of `../shared/datasets`: base vectors, queries, and (when present) exact ids.
+pub struct Dataset {
+    pub dir: PathBuf,
+    pub base: npy::Npy<f32>,
+    pub queries: npy::Npy<f32>,
+}
+
+/// The directory of shared dataset `name` beside the repository.
+pub fn dataset_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets")
+        .join(name)
+}
+
+/// Loads dataset `name` (`base.npy`, `queries.npy`), or panics naming the missing path.
+pub fn dataset(name: &str) -> Dataset {
+    let dir = dataset_dir(name);
+    let load = |file: &str| {
+        let path = dir.join(file);
+        npy::read_f32(&path).unwrap_or_else(|e| {
+            panic!(
+                "dataset file {} is needed by this test and could not be read: {e}",
+                path.display()
+            )
+        })
+    };
+    Dataset {
+        base: load("base.npy"),
+        queries: load("queries.npy"),
+        dir,
+    }
+}
 
 pub fn schema(dim: usize) -> SchemaRef {
     Arc::new(Schema::new(vec![

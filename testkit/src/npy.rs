@@ -3,7 +3,12 @@
 
 use std::path::Path;
 
-use crate::{Error, Result};
+use std::io::{Error, ErrorKind, Result};
+
+/// An error naming the file and what is wrong with it.
+fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::InvalidData, format!("{}: {why}", path.display()))
+}
 
 /// A 2-d array read from a `.npy` file.
 #[derive(Debug, Clone)]
@@ -14,7 +19,7 @@ pub struct Npy<T> {
 }
 
 fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize)> {
-    let bad = |why: &str| Error::corrupt(path, format!("not a .npy file: {why}"));
+    let bad = |why: &str| corrupt(path, format!("not a .npy file: {why}"));
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("bad magic"));
     }
@@ -57,12 +62,13 @@ fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize)> {
 }
 
 fn read(path: &Path) -> Result<(String, usize, usize, Vec<u8>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let (descr, shape, offset) = header(path, &bytes)?;
     let (rows, cols) = match shape.as_slice() {
         [r] => (*r, 1),
         [r, c] => (*r, *c),
-        _ => return Err(Error::corrupt(path, "expected a 1-d or 2-d array")),
+        _ => return Err(corrupt(path, "expected a 1-d or 2-d array")),
     };
     let mut body = bytes;
     body.drain(..offset);
@@ -71,7 +77,7 @@ fn read(path: &Path) -> Result<(String, usize, usize, Vec<u8>)> {
 
 fn check_len(path: &Path, body: &[u8], n: usize, width: usize) -> Result<()> {
     if body.len() < n * width {
-        return Err(Error::corrupt(path, "truncated .npy data"));
+        return Err(corrupt(path, "truncated .npy data"));
     }
     Ok(())
 }
@@ -97,10 +103,10 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<Npy<f32>> {
                 .collect()
         }
         other => {
-            return Err(Error::invalid(format!(
-                "{}: dtype {other} is not float16/float32",
-                path.display()
-            )))
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("{}: dtype {other} is not float16/float32", path.display()),
+            ))
         }
     };
     Ok(Npy { rows, cols, data })
@@ -127,10 +133,10 @@ pub fn read_i64(path: impl AsRef<Path>) -> Result<Npy<i64>> {
                 .collect()
         }
         other => {
-            return Err(Error::invalid(format!(
-                "{}: dtype {other} is not int32/int64",
-                path.display()
-            )))
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("{}: dtype {other} is not int32/int64", path.display()),
+            ))
         }
     };
     Ok(Npy { rows, cols, data })

@@ -1,7 +1,5 @@
 //! Engine round trips, reopen, isolation, deletes, snapshots and every refused input.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -9,8 +7,8 @@ use std::sync::Arc;
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, Float64Builder, ListBuilder};
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use common::*;
-use omendb::{CollectionOptions, Database, Error, Metric};
+use omendb::{CollectionOptions, Database, Error, Metric, SearchRequest};
+use omendb_testkit::*;
 
 const DIM: usize = 16;
 
@@ -86,14 +84,14 @@ fn flat_search_equals_brute_force_for_every_metric() {
         c.append(&[batch(2500..3000, DIM)]).unwrap();
         let snap = c.snapshot();
         let queries: Vec<f32> = (0..70).flat_map(|i| vector(10_000 + i, DIM)).collect();
-        let batched = snap.search_batch(&queries, 10).unwrap();
+        let batched = snap.search(&SearchRequest::new(&queries, 10)).unwrap();
         for (qi, q) in queries.chunks(DIM).enumerate() {
             let want = brute_force(&data, q, 10, metric);
             let single = c.search(q, 10).unwrap();
             assert_eq!(ids_of(&single), want, "{metric} query {qi}");
             let hits: Vec<i64> = batched[qi]
                 .iter()
-                .map(|h| ids_of(&snap.rows_at(&[(h.part as usize, h.row as usize)]).unwrap())[0])
+                .map(|h| ids_of(&snap.hits_to_batch(&[*h]).unwrap())[0])
                 .collect();
             assert_eq!(hits, want, "{metric} batched query {qi}");
             // Distances are reported under the metric, ascending.
@@ -178,7 +176,10 @@ fn snapshots_are_stable_while_writers_commit() {
                     let s = c.snapshot();
                     let n = s.count();
                     assert_eq!(n % 100, 0, "a snapshot saw a half-applied append");
-                    let hits = s.search(&vector(t * 1000 + i, DIM), 5).unwrap();
+                    let hits = s
+                        .search(&SearchRequest::new(&vector(t * 1000 + i, DIM), 5))
+                        .unwrap()
+                        .remove(0);
                     assert_eq!(hits.len(), 5);
                 }
             })
@@ -659,10 +660,12 @@ fn hnsw_index_is_persisted_searched_in_place_and_respects_deletes() {
         .filter(|id| !before[0].contains(id))
         .take(10)
         .collect();
-    let hits = snap.search_batch_ef(q, 10, Some(400)).unwrap();
+    let hits = snap
+        .search(&SearchRequest::new(q, 10).ef(Some(400)))
+        .unwrap();
     let ids: Vec<i64> = hits[0]
         .iter()
-        .map(|h| ids_of(&snap.rows_at(&[(h.part as usize, h.row as usize)]).unwrap())[0])
+        .map(|h| ids_of(&snap.hits_to_batch(&[*h]).unwrap())[0])
         .collect();
     assert_eq!(ids.len(), 10);
     assert!(ids.iter().all(|id| !before[0].contains(id)));
@@ -680,7 +683,7 @@ fn a_damaged_index_file_is_set_aside_and_rebuilt_while_the_collection_answers() 
         let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
         c.append(&[batch(0..500, DIM)]).unwrap();
         assert_eq!(c.build_index(1).unwrap(), 1);
-        c.snapshot().parts()[0].seg.vectors()[7 * DIM..8 * DIM].to_vec()
+        vector(7, DIM)
     };
     let dir = tmp.path().join("docs");
     let idx = files(&dir)
@@ -699,8 +702,12 @@ fn a_damaged_index_file_is_set_aside_and_rebuilt_while_the_collection_answers() 
         repairs.len() == 1 && repairs[0].contains(&idx) && repairs[0].contains("set aside"),
         "{repairs:?}"
     );
-    let exact = c.snapshot().without_indexes().search(&query, 5).unwrap();
-    assert_eq!(c.snapshot().search(&query, 5).unwrap()[0], exact[0]);
+    let search = |exact| {
+        let req = SearchRequest::new(&query, 5).exact(exact);
+        c.snapshot().search(&req).unwrap().remove(0)
+    };
+    let exact = search(true);
+    assert_eq!(search(false)[0], exact[0]);
     // The damaged file is kept aside for inspection, and a new index is built.
     assert!(dir.join(format!("{idx}.damaged")).exists());
     c.wait_for_indexing();

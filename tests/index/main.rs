@@ -1,21 +1,19 @@
 //! HNSW recall against exact search on real embeddings (a slice of minilm-words).
 
 use omendb::distance::Metric;
-use omendb::hnsw::{Hnsw, HnswParams, Space};
-use omendb::npy;
+use omendb::index::hnsw::{Hnsw, HnswParams};
+use omendb::VectorView as Space;
 
 const N: usize = 5000;
 
-fn dataset() -> Option<(Vec<f32>, Vec<f32>, usize)> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/minilm-words");
-    let base = npy::read_f32(dir.join("base.npy")).ok()?;
-    let queries = npy::read_f32(dir.join("queries.npy")).ok()?;
-    Some((
-        base.data[..N * base.cols].to_vec(),
-        queries.data[..200 * queries.cols].to_vec(),
-        base.cols,
-    ))
+/// The first N rows and 200 queries of minilm-words (panics naming the path if it is missing).
+fn dataset() -> (Vec<f32>, Vec<f32>, usize) {
+    let d = omendb_testkit::dataset("minilm-words");
+    (
+        d.base.data[..N * d.base.cols].to_vec(),
+        d.queries.data[..200 * d.queries.cols].to_vec(),
+        d.base.cols,
+    )
 }
 
 fn exact(space_data: &[f32], dim: usize, q: &[f32], k: usize, metric: Metric) -> Vec<u32> {
@@ -74,9 +72,7 @@ fn recall(
 
 #[test]
 fn recall_at_10_against_exact_search() {
-    let Some((data, queries, dim)) = dataset() else {
-        panic!("minilm-words dataset not found beside the repository (../shared/datasets)");
-    };
+    let (data, queries, dim) = dataset();
     for metric in [Metric::Cosine, Metric::L2] {
         let space = Space::new(&data, dim, metric);
         let graph = Hnsw::build(&space, HnswParams::default());
@@ -92,9 +88,7 @@ fn recall_at_10_against_exact_search() {
 
 #[test]
 fn filtered_search_returns_only_accepted_rows() {
-    let Some((data, queries, dim)) = dataset() else {
-        return;
-    };
+    let (data, queries, dim) = dataset();
     let space = Space::new(&data, dim, Metric::Cosine);
     let graph = Hnsw::build(&space, HnswParams::default());
     // 10% of rows accepted: the graph search still returns 10 of them, with good recall.
@@ -122,8 +116,9 @@ mod collection {
     use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
     use arrow_array::{ArrayRef, Int64Array, RecordBatch};
     use arrow_schema::{DataType, Field, Schema};
-    use omendb::storage::IndexSettings;
-    use omendb::{CollectionOptions, Database, Metric, Selection, Snapshot};
+    use omendb::{
+        CollectionOptions, Database, IndexSettings, Metric, SearchRequest, Selection, Snapshot,
+    };
 
     /// Rows `ids` of the dataset, with a `bucket` column of `id % 100`.
     fn rows(data: &[f32], dim: usize, ids: std::ops::Range<usize>) -> RecordBatch {
@@ -161,11 +156,11 @@ mod collection {
     /// The ids of each query's hits (rows are numbered in append order across segments).
     fn hit_ids(snap: &Snapshot, hits: Vec<Vec<omendb::Hit>>) -> Vec<Vec<i64>> {
         let offsets: Vec<usize> = snap
-            .parts()
+            .segments()
             .iter()
             .scan(0, |at, p| {
                 let start = *at;
-                *at += p.seg.rows();
+                *at += p.rows;
                 Some(start)
             })
             .collect();
@@ -210,9 +205,7 @@ mod collection {
 
     #[test]
     fn automatic_index_filters_and_reopen() {
-        let Some((data, queries, dim)) = super::dataset() else {
-            panic!("minilm-words dataset not found beside the repository (../shared/datasets)");
-        };
+        let (data, queries, dim) = super::dataset();
         let tmp = tempfile::tempdir().unwrap();
         let n = super::N;
         let fresh = 1000;
@@ -242,8 +235,12 @@ mod collection {
                 assert_eq!(sel.count(&snap), n * fraction as usize / 100);
                 let got = hit_ids(
                     &snap,
-                    snap.search_filtered(queries, 10, Some(64), Some(&sel))
-                        .unwrap(),
+                    snap.search(
+                        &SearchRequest::new(queries, 10)
+                            .ef(Some(64))
+                            .filter(Some(&sel)),
+                    )
+                    .unwrap(),
                 );
                 let mut found = 0;
                 for (q, ids) in queries.chunks(dim).zip(&got) {
@@ -262,19 +259,21 @@ mod collection {
             // A filter nothing matches returns nothing.
             let none = bucket_filter(&snap, |_| false);
             let got = snap
-                .search_filtered(queries, 10, None, Some(&none))
+                .search(&SearchRequest::new(queries, 10).filter(Some(&none)))
                 .unwrap();
             assert!(got.iter().all(Vec::is_empty));
             // A selection belongs to the snapshot it was made from.
             c.delete(&Int64Array::from(vec![0])).unwrap();
             let err = c
                 .snapshot()
-                .search_filtered(queries, 10, None, Some(&none))
+                .search(&SearchRequest::new(queries, 10).filter(Some(&none)))
                 .unwrap_err();
             assert!(err.to_string().contains("another snapshot"), "{err}");
             hit_ids(
                 &c.snapshot(),
-                c.snapshot().search_batch(queries, 10).unwrap(),
+                c.snapshot()
+                    .search(&SearchRequest::new(queries, 10))
+                    .unwrap(),
             )
         };
         // Reopened: the index is mapped, not rebuilt, and answers the same.
@@ -284,16 +283,17 @@ mod collection {
         assert_eq!(c.stats().unwrap().index_kinds, ["hnsw", "flat"]);
         let snap = c.snapshot();
         assert_eq!(
-            hit_ids(&snap, snap.search_batch(queries, 10).unwrap()),
+            hit_ids(
+                &snap,
+                snap.search(&SearchRequest::new(queries, 10)).unwrap()
+            ),
             answers
         );
     }
 
     #[test]
     fn closing_during_a_build_stops_it_and_reopening_finishes_it() {
-        let Some((data, _, dim)) = super::dataset() else {
-            panic!("minilm-words dataset not found beside the repository (../shared/datasets)");
-        };
+        let (data, _, dim) = super::dataset();
         let tmp = tempfile::tempdir().unwrap();
         {
             let db = Database::open(tmp.path()).unwrap();
@@ -320,9 +320,7 @@ mod collection {
 
     #[test]
     fn readers_and_writers_go_on_during_a_build() {
-        let Some((data, queries, dim)) = super::dataset() else {
-            panic!("minilm-words dataset not found beside the repository (../shared/datasets)");
-        };
+        let (data, queries, dim) = super::dataset();
         let tmp = tempfile::tempdir().unwrap();
         let n = 4000;
         let db = Database::open(tmp.path()).unwrap();
@@ -333,7 +331,9 @@ mod collection {
         let queries = &queries[..20 * dim];
         let exact = hit_ids(
             &c.snapshot(),
-            c.snapshot().search_batch(queries, 10).unwrap(),
+            c.snapshot()
+                .search(&SearchRequest::new(queries, 10))
+                .unwrap(),
         );
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
@@ -344,12 +344,15 @@ mod collection {
                         loop {
                             let finished = done.load(Ordering::SeqCst);
                             let snap = c.snapshot();
-                            let got = hit_ids(&snap, snap.search_batch(queries, 10).unwrap());
-                            let indexed = snap.parts()[0].index.is_some();
+                            let got = hit_ids(
+                                &snap,
+                                snap.search(&SearchRequest::new(queries, 10)).unwrap(),
+                            );
+                            let indexed = snap.segments()[0].index.is_some();
                             let mut found = 0;
                             for (g, e) in got.iter().zip(&exact) {
                                 assert_eq!(g.len(), 10);
-                                if !indexed && snap.parts().len() == 1 {
+                                if !indexed && snap.segments().len() == 1 {
                                     assert_eq!(g, e, "before the index, search is exact");
                                 }
                                 found += g.iter().filter(|i| e.contains(i)).count();

@@ -1,0 +1,236 @@
+//! A streamed, all-or-nothing append (`Ingest`), used by servers: batches are validated as
+//! they arrive and staged in segments of about `SEGMENT_BYTES`, so memory stays bounded
+//! whatever the size of the stream, and the whole stream commits in one transaction at its
+//! end, creating the collection (with the schema of its first rows) if it does not exist.
+
+use std::fs;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+
+use super::{first_manifest, Database};
+use crate::collection::{refuse_stored, Collection};
+use crate::distance::Metric;
+use crate::ids::IdSet;
+use crate::ingest::schema_for_batch;
+use crate::options::CollectionOptions;
+use crate::schema::{check_name, Layout};
+use crate::snapshot::Snapshot;
+use crate::storage::local::LocalStore;
+use crate::storage::{unique, Store};
+use crate::writer::append::{Staged, SEGMENT_BYTES};
+use crate::writer::Transaction;
+use crate::{Error, Result};
+
+/// Where an ingest goes.
+#[derive(Debug)]
+enum Target {
+    /// No row has arrived yet.
+    Undecided,
+    Existing(Arc<Collection>),
+    /// A collection created by this ingest when it commits, staged in a `.creating-*`
+    /// directory of the database (removed on drop, and by the next open after a crash).
+    New {
+        store: LocalStore,
+        layout: Arc<Layout>,
+    },
+}
+
+/// A streamed append: push batches, then commit. Nothing is visible, and nothing stays on
+/// disk, unless `commit` succeeds. Obtained from [`Database::ingest`].
+#[derive(Debug)]
+pub struct Ingest {
+    db: Arc<Database>,
+    name: String,
+    opts: CollectionOptions,
+    max_rows: usize,
+    target: Target,
+    ids: Option<IdSet>,
+    pending: Vec<RecordBatch>,
+    pending_bytes: usize,
+    staged: Vec<Staged>,
+    rows: usize,
+}
+
+impl Ingest {
+    pub(super) fn new(db: Arc<Database>, name: &str, opts: CollectionOptions) -> Result<Ingest> {
+        check_name(name)?;
+        opts.index.check()?;
+        let target = if db.exists(name) {
+            Target::Existing(db.collection(name)?)
+        } else {
+            Target::Undecided
+        };
+        Ok(Ingest {
+            db,
+            name: name.to_string(),
+            opts,
+            max_rows: usize::MAX,
+            target,
+            ids: None,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            staged: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Refuses the stream once it holds more than `max_rows` rows.
+    pub fn with_max_rows(mut self, max_rows: usize) -> Self {
+        self.max_rows = max_rows;
+        self
+    }
+
+    /// Rows accepted so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn layout(&self) -> Option<(&Layout, Metric)> {
+        match &self.target {
+            Target::Undecided => None,
+            Target::Existing(c) => Some((c.layout(), c.metric())),
+            Target::New { layout, .. } => Some((layout, self.opts.metric)),
+        }
+    }
+
+    /// Validates `batch` and stages it. On error the ingest should be dropped.
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.rows + batch.num_rows() > self.max_rows {
+            return Err(Error::invalid(format!(
+                "put refused: the stream exceeds the limit of {} rows per put (max_put_rows)",
+                self.max_rows
+            )));
+        }
+        if matches!(self.target, Target::Undecided) {
+            let schema = schema_for_batch(
+                batch,
+                &self.opts.id_column,
+                self.opts.vector_column.as_deref(),
+            )?;
+            let layout = Layout::from_schema(
+                &self.name,
+                &schema,
+                &self.opts.id_column,
+                self.opts.vector_column.as_deref(),
+                None,
+            )?;
+            self.target = Target::New {
+                store: self.db.staging_dir(&self.name)?,
+                layout: Arc::new(layout),
+            };
+        }
+        let (layout, _) = self.layout().expect("decided");
+        let prepared = layout.prepare(batch)?;
+        let id_column = prepared.column(layout.id_index).clone();
+        let ids = self
+            .ids
+            .get_or_insert_with(|| IdSet::for_type(id_column.data_type()));
+        if let Some((_, id)) = ids.insert_all(id_column.as_ref()) {
+            return Err(Error::invalid(format!(
+                "collection '{}': duplicate id {id} in the stream (sent twice)",
+                self.name
+            )));
+        }
+        if let Target::Existing(c) = &self.target {
+            let snapshot = c.snapshot();
+            let stored = snapshot.first_stored(crate::ids::ids_of(id_column.as_ref()));
+            refuse_stored(&snapshot, stored)?;
+        }
+        self.rows += prepared.num_rows();
+        self.pending_bytes += prepared.get_array_memory_size();
+        self.pending.push(prepared);
+        if self.pending_bytes >= SEGMENT_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending batches as one staged segment.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (layout, metric) = self.layout().expect("rows were pushed");
+        let batch = arrow_select::concat::concat_batches(&layout.schema, &self.pending)?;
+        let store: Arc<dyn Store> = match &self.target {
+            Target::Existing(c) => c.store().clone(),
+            Target::New { store, .. } => Arc::new(store.clone()),
+            Target::Undecided => unreachable!("rows were pushed"),
+        };
+        let staged = Staged::write(store, layout, metric, &batch, &unique())?;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.staged.push(staged);
+        Ok(())
+    }
+
+    /// Commits every pushed row at once (creating the collection if needed) and returns the
+    /// collection's name and the rows written.
+    pub fn commit(mut self) -> Result<(String, usize)> {
+        self.flush()?;
+        let staged = std::mem::take(&mut self.staged);
+        let ids = self.ids.take();
+        let check = |snap: &Snapshot| {
+            refuse_stored(snap, ids.as_ref().and_then(|i| snap.first_stored(i.iter())))
+        };
+        match std::mem::replace(&mut self.target, Target::Undecided) {
+            Target::Undecided => Err(Error::invalid(format!(
+                "collection '{}' does not exist and the stream has no rows to create it from",
+                self.name
+            ))),
+            Target::Existing(c) => {
+                c.commit_staged(staged, check)?;
+                Ok((self.name.clone(), self.rows))
+            }
+            Target::New { store, layout } => {
+                let created = self.db.create_with(&self.name, &store, |tmp| {
+                    let mut txn = Transaction::create(tmp, first_manifest(&layout, &self.opts)?);
+                    for s in &staged {
+                        txn.add_segment(s)?;
+                    }
+                    txn.commit().map(drop)
+                });
+                match created {
+                    Ok(_) => Ok((self.name.clone(), self.rows)),
+                    Err(Error::AlreadyExists(_)) => {
+                        // Another writer created the collection while this stream ran: append
+                        // to it if the rows fit its definition.
+                        let c = self.db.collection(&self.name)?;
+                        if c.layout().schema != layout.schema {
+                            let _ = fs::remove_dir_all(store.dir());
+                            return Err(Error::invalid(format!(
+                                "collection '{}' was created by another writer meanwhile with \
+                                 another schema",
+                                self.name
+                            )));
+                        }
+                        let mut staged = staged;
+                        for s in &mut staged {
+                            s.move_to(c.store().clone())?;
+                        }
+                        let _ = fs::remove_dir_all(store.dir());
+                        c.commit_staged(staged, check)?;
+                        Ok((self.name.clone(), self.rows))
+                    }
+                    Err(e) => {
+                        let _ = fs::remove_dir_all(store.dir());
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.staged.clear();
+        if let Target::New { store, .. } = &self.target {
+            let _ = fs::remove_dir_all(store.dir());
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! HNSW (hierarchical navigable small world) graph over a segment's vectors: the frozen graph
+//! and its search (read side only). Built in parallel by `builder`, persisted and mapped by
+//! `format`, searched with per-thread state from `visited`.
+//!
+//! Search descends the upper layers greedily, runs a beam of width `ef` on layer 0 over the
+//! index's compact codes when it has them (a `Quantizer` scorer), and re-ranks the beam with
+//! exact distances read from the mapped segment.
+
+pub(crate) mod builder;
+pub(crate) mod format;
+mod visited;
+
+use std::cmp::Reverse;
+
+use arrow_buffer::ScalarBuffer;
+
+pub use builder::HnswParams;
+
+use crate::options::IndexKind;
+use crate::quant::{Codes, Quantizer};
+use crate::topk::Neighbor;
+use crate::vector::{Exact, Scorer, VectorView};
+use visited::{with_scratch, Scratch};
+
+/// Neighbour lists of a graph, however they are stored.
+pub(super) trait Links {
+    fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>);
+}
+
+/// A frozen graph in its flat layout: layer 0 is `n × (1 + 2m)` u32 words (a count, then the
+/// neighbour ids); upper layers are stored only for the few nodes that reach them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hnsw {
+    /// Neighbours per node on upper layers (layer 0 keeps 2m).
+    pub m: usize,
+    pub(crate) entry: u32,
+    pub(crate) max_level: usize,
+    /// `n × (1 + 2m)`: count, then neighbours.
+    pub layer0: ScalarBuffer<u32>,
+    /// For node i with level ≥ 1, `upper_offsets[i]` indexes `upper`, where its lists for
+    /// levels 1..=level follow each other, each `1 + m` words.
+    pub(crate) upper_offsets: ScalarBuffer<u32>,
+    pub(crate) upper: ScalarBuffer<u32>,
+    /// The codes search traverses (`None`: traversed with exact distances).
+    pub(crate) codes: Option<Codes>,
+}
+
+impl Links for Hnsw {
+    #[inline]
+    fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        out.clear();
+        // Ids and counts were validated when the graph was opened; a list that a damaged
+        // upper offset points past the end of reads as empty rather than panicking.
+        let list = if level == 0 {
+            let w = 1 + 2 * self.m;
+            self.layer0.get(node as usize * w..(node as usize + 1) * w)
+        } else {
+            let start = self.upper_offsets[node as usize] as usize + (level - 1) * (1 + self.m);
+            self.upper.get(start..start + 1 + self.m)
+        };
+        if let Some(list) = list {
+            out.extend_from_slice(&list[1..1 + list[0] as usize]);
+        }
+    }
+}
+
+/// How many neighbours ahead of the distance computation their vectors are prefetched.
+const PREFETCH_AHEAD: usize = 4;
+
+/// Beam search on one layer from `entry`; returns up to `ef` nearest, nearest first.
+pub(super) fn search_layer(
+    dist: &impl Scorer,
+    links: &impl Links,
+    entry: &[Neighbor],
+    ef: usize,
+    level: usize,
+    accept: &dyn Fn(u32) -> bool,
+) -> Vec<Neighbor> {
+    with_scratch(|scratch| {
+        let Scratch {
+            visited,
+            frontier,
+            best,
+            nbrs,
+        } = scratch;
+        visited.reset(dist.len());
+        frontier.clear();
+        best.clear();
+        for &e in entry {
+            visited.insert(e.id);
+            frontier.push(Reverse(e));
+            if accept(e.id) {
+                best.push(e);
+            }
+        }
+        while let Some(Reverse(c)) = frontier.pop() {
+            if best.len() >= ef && c.dist > best.peek().map_or(f32::INFINITY, |b| b.dist) {
+                break;
+            }
+            links.neighbours(c.id, level, nbrs);
+            // Keep the unvisited neighbours, then compute their distances with the next
+            // one's vector already on its way into the cache.
+            nbrs.retain(|&n| visited.insert(n));
+            for &n in nbrs.iter().take(PREFETCH_AHEAD) {
+                dist.prefetch(n);
+            }
+            for (j, &n) in nbrs.iter().enumerate() {
+                if let Some(&next) = nbrs.get(j + PREFETCH_AHEAD) {
+                    dist.prefetch(next);
+                }
+                let d = dist.dist(n);
+                let worst = best.peek().map_or(f32::INFINITY, |b| b.dist);
+                if best.len() < ef || d < worst {
+                    frontier.push(Reverse(Neighbor::new(d, n)));
+                    if accept(n) {
+                        best.push(Neighbor::new(d, n));
+                        if best.len() > ef {
+                            best.pop();
+                        }
+                    }
+                }
+            }
+        }
+        let mut found: Vec<Neighbor> = best.drain().collect();
+        found.sort_unstable();
+        found
+    })
+}
+
+/// How many candidates ahead re-ranking prefetches their full vectors.
+const RERANK_AHEAD: usize = 1;
+
+/// `found` with exact distances, nearest first.
+pub(super) fn rerank(exact: &Exact<'_>, mut found: Vec<Neighbor>) -> Vec<Neighbor> {
+    for n in found.iter().take(RERANK_AHEAD) {
+        exact.prefetch(n.id);
+    }
+    for j in 0..found.len() {
+        if let Some(next) = found.get(j + RERANK_AHEAD) {
+            exact.prefetch(next.id);
+        }
+        found[j].dist = exact.dist(found[j].id);
+    }
+    found.sort_unstable();
+    found
+}
+
+impl Hnsw {
+    /// Builds a graph over every row of `view` (on the current rayon pool).
+    pub fn build(view: &VectorView<'_>, params: HnswParams) -> Hnsw {
+        builder::build(view, params, &std::sync::atomic::AtomicBool::new(false))
+            .expect("never cancelled")
+    }
+
+    /// Nodes in the graph.
+    pub fn len(&self) -> usize {
+        self.upper_offsets.len()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.upper_offsets.is_empty()
+    }
+
+    /// The `k` nearest accepted rows to `query` (raw; prepared here), nearest first, with
+    /// their ranking distances (squared for l2).
+    pub fn search(
+        &self,
+        view: &VectorView<'_>,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        if self.is_empty() || k == 0 {
+            return Vec::new();
+        }
+        let q = view.prepare(query);
+        let exact = view.scorer(&q);
+        let ef = ef.max(k);
+        let found = match &self.codes {
+            Some(codes) if codes.dim() == view.dim() && codes.rows() == view.len() => {
+                // Traverse the codes, then re-rank the ef candidates exactly.
+                match codes {
+                    Codes::Sq8(c) => {
+                        let coded = c.scorer(view.metric(), &q);
+                        let eps = self.descend(&coded);
+                        rerank(&exact, search_layer(&coded, self, &eps, ef, 0, accept))
+                    }
+                }
+            }
+            _ => {
+                let eps = self.descend(&exact);
+                search_layer(&exact, self, &eps, ef, 0, accept)
+            }
+        };
+        found.into_iter().take(k).map(|n| (n.id, n.dist)).collect()
+    }
+
+    /// Greedy search through the upper layers: the entry point of layer 0.
+    fn descend(&self, dist: &impl Scorer) -> Vec<Neighbor> {
+        let mut eps = vec![Neighbor::new(dist.dist(self.entry), self.entry)];
+        for l in (1..=self.max_level).rev() {
+            eps = search_layer(dist, self, &eps, 1, l, &|_| true);
+        }
+        eps
+    }
+}
+
+impl super::VectorIndex for Hnsw {
+    fn kind(&self) -> IndexKind {
+        IndexKind::Hnsw
+    }
+
+    fn search(
+        &self,
+        view: &VectorView<'_>,
+        query: &[f32],
+        k: usize,
+        params: &super::SearchParams,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        Hnsw::search(self, view, query, k, params.ef, accept)
+    }
+}

@@ -1,0 +1,70 @@
+//! A filter evaluated on one snapshot: for each of its segments, the rows the filter selects.
+
+use arrow_array::{Array, BooleanArray, RecordBatch};
+
+use crate::bitmap::Bitmap;
+use crate::snapshot::Snapshot;
+use crate::{Error, Result};
+
+/// The rows a filtered search may return: for each part of the snapshot it was made from, the
+/// selected rows (`None`: every row).
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub(super) version: u64,
+    pub(super) parts: Vec<Option<Bitmap>>,
+}
+
+impl Selection {
+    /// Evaluates `mask` on each segment's rows (a null counts as not selected).
+    pub fn from_masks(
+        snapshot: &Snapshot,
+        mut mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
+    ) -> Result<Selection> {
+        let mut parts = Vec::with_capacity(snapshot.parts.len());
+        for part in &snapshot.parts {
+            let batch = &part.seg.batch;
+            let m = mask(batch)?;
+            if m.len() != batch.num_rows() {
+                return Err(Error::invalid(format!(
+                    "filter mask has {} rows, the segment {}",
+                    m.len(),
+                    batch.num_rows()
+                )));
+            }
+            if m.null_count() == 0 && m.true_count() == m.len() {
+                parts.push(None);
+                continue;
+            }
+            let mut bits = Bitmap::new(m.len());
+            for (row, v) in m.iter().enumerate() {
+                if v == Some(true) {
+                    bits.insert(row);
+                }
+            }
+            parts.push(Some(bits));
+        }
+        Ok(Selection {
+            version: snapshot.version,
+            parts,
+        })
+    }
+
+    /// Selected rows, deleted ones included.
+    pub fn count(&self, snapshot: &Snapshot) -> usize {
+        self.parts
+            .iter()
+            .zip(&snapshot.parts)
+            .map(|(s, p)| s.as_ref().map_or(p.seg.rows(), Bitmap::count))
+            .sum()
+    }
+
+    /// Refuses a selection made from another snapshot than `snapshot`.
+    pub(super) fn check(&self, snapshot: &Snapshot) -> Result<()> {
+        if self.version != snapshot.version || self.parts.len() != snapshot.parts.len() {
+            return Err(Error::invalid(
+                "the filter selection was made from another snapshot",
+            ));
+        }
+        Ok(())
+    }
+}

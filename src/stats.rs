@@ -1,0 +1,55 @@
+//! What `Collection::stats` reports, serializable as it is: servers and bindings serialize it
+//! rather than map it field by field.
+
+use serde::Serialize;
+
+use crate::distance::Metric;
+use crate::options::{IndexKind, QuantKind};
+
+/// Counts, sizes and settings of a collection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    /// The collection's name.
+    pub collection: String,
+    /// Live rows.
+    pub rows: usize,
+    /// Rows deleted but still stored.
+    pub deleted_rows: usize,
+    /// Segments.
+    pub segments: usize,
+    /// Bytes of every file the current version names, the manifest included.
+    pub bytes_on_disk: u64,
+    /// The vectors' dimension.
+    pub dim: usize,
+    /// The metric rows are ranked by.
+    pub metric: Metric,
+    /// The index kind of each segment, in segment order (`flat`: none).
+    pub index_kinds: Vec<String>,
+    /// The manifest version.
+    pub version: u64,
+    /// The index segments get past the threshold.
+    pub index_kind: IndexKind,
+    /// The codes indexes traverse.
+    pub quantization: QuantKind,
+    /// The index parameters.
+    pub index: IndexParams,
+    /// Whether a background index build is running or queued.
+    pub indexing: bool,
+    /// The error of the last failed background index build, if any.
+    pub index_error: Option<String>,
+    /// Damage found and contained since the collection opened (an index set aside and rebuilt).
+    pub repairs: Vec<String>,
+}
+
+/// A collection's index parameters, as options name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IndexParams {
+    /// Graph neighbours per node.
+    pub m: usize,
+    /// The beam width while building.
+    pub ef_construction: usize,
+    /// The default search beam width.
+    pub ef_search: usize,
+    /// Rows from which a segment is indexed automatically (0: never).
+    pub index_threshold: usize,
+}

@@ -1,0 +1,214 @@
+//! The manifest: one version of a collection's state (its definition and its live files), as
+//! a checksummed JSON document. A commit writes a temporary file, syncs it and renames it over
+//! the old one, so a crash leaves the previous or the next version, never a mix.
+
+use arrow_schema::{Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use super::Store;
+use crate::distance::Metric;
+use crate::options::{IndexKind, IndexSettings};
+use crate::{Error, Result};
+
+/// The manifest's file name.
+pub(crate) const MANIFEST: &str = "MANIFEST";
+/// The name a manifest is written under before it is renamed into place.
+pub(crate) const MANIFEST_TMP: &str = "MANIFEST.tmp";
+const HEADER: &str = "omendb-manifest-v1 crc32=";
+/// The format version this engine writes and reads.
+const FORMAT: u32 = 1;
+
+/// A plain file: its name, size and CRC32.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct FileMeta {
+    pub file: String,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+/// A committed segment as the manifest records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct SegmentMeta {
+    pub id: u64,
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub crc32: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<DeletesMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexFileMeta>,
+    /// What the metric needs per row, derived when the segment was written (cosine: 1/|v|,
+    /// l2: |v|²), so opening computes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norms: Option<FileMeta>,
+    /// The segment file's modification time when it was committed (0: not recorded). A file
+    /// whose size and time still match is not re-hashed when the collection opens.
+    #[serde(default)]
+    pub mtime_ns: u64,
+}
+
+impl SegmentMeta {
+    /// The segment file itself.
+    pub(crate) fn segment_file(&self) -> FileMeta {
+        FileMeta {
+            file: self.file.clone(),
+            bytes: self.bytes,
+            crc32: self.crc32,
+        }
+    }
+}
+
+/// A segment's index file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct IndexFileMeta {
+    pub kind: IndexKind,
+    pub file: String,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+/// A segment's current deletion bitmap file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct DeletesMeta {
+    pub file: String,
+    pub count: u64,
+}
+
+/// One version of a collection's state: its definition and its live files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Manifest {
+    pub format: u32,
+    pub version: u64,
+    pub name: String,
+    pub id_column: String,
+    pub vector_column: String,
+    pub dim: usize,
+    pub metric: Metric,
+    /// The Arrow schema as an IPC stream (schema message only), hex-encoded.
+    pub schema_ipc: String,
+    pub next_file_id: u64,
+    pub segments: Vec<SegmentMeta>,
+    #[serde(default)]
+    pub index: IndexSettings,
+}
+
+impl Manifest {
+    /// The first version of a collection.
+    pub(crate) fn first(
+        name: &str,
+        schema: &Schema,
+        id_column: &str,
+        vector_column: &str,
+        dim: usize,
+        metric: Metric,
+        index: IndexSettings,
+    ) -> Result<Manifest> {
+        Ok(Manifest {
+            format: FORMAT,
+            version: 1,
+            name: name.to_string(),
+            id_column: id_column.to_string(),
+            vector_column: vector_column.to_string(),
+            dim,
+            metric,
+            schema_ipc: encode_schema(schema)?,
+            next_file_id: 1,
+            segments: Vec::new(),
+            index,
+        })
+    }
+
+    /// Reads and verifies the manifest of `store`.
+    pub(crate) fn load(store: &dyn Store) -> Result<Manifest> {
+        let path = store.path(MANIFEST);
+        let raw = store.read(MANIFEST)?;
+        let text = String::from_utf8(raw).map_err(|e| {
+            Error::corrupt(
+                &path,
+                format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+            )
+        })?;
+        let (header, body) = text
+            .split_once('\n')
+            .ok_or_else(|| Error::corrupt(&path, "no header line"))?;
+        let crc = header
+            .strip_prefix(HEADER)
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| Error::corrupt(&path, "bad header line"))?;
+        if crc32fast::hash(body.as_bytes()) != crc {
+            return Err(Error::corrupt(&path, "checksum mismatch"));
+        }
+        let m: Manifest = serde_json::from_str(body)
+            .map_err(|e| Error::corrupt(&path, format!("unparseable: {e}")))?;
+        if m.format != FORMAT {
+            return Err(Error::corrupt(
+                &path,
+                format!("unknown format version {}", m.format),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Commits this manifest: write a temporary file durably, rename it over the old one,
+    /// sync the directory.
+    pub(crate) fn commit(&self, store: &dyn Store) -> Result<()> {
+        let body = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
+        let text = format!("{HEADER}{:08x}\n{body}", crc32fast::hash(body.as_bytes()));
+        store.put(MANIFEST_TMP, text.as_bytes())?;
+        store.rename(MANIFEST_TMP, MANIFEST)?;
+        store.sync()
+    }
+
+    /// The collection's Arrow schema.
+    pub(crate) fn schema(&self, store: &dyn Store) -> Result<SchemaRef> {
+        let path = store.path(MANIFEST);
+        let bytes = hex_decode(&self.schema_ipc)
+            .ok_or_else(|| Error::corrupt(&path, "schema is not valid hex"))?;
+        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| Error::corrupt(&path, format!("bad schema: {e}")))?;
+        Ok(reader.schema())
+    }
+
+    /// Files this manifest names (besides itself).
+    pub(crate) fn live_files(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().flat_map(|s| {
+            std::iter::once(s.file.as_str())
+                .chain(s.deletes.iter().map(|d| d.file.as_str()))
+                .chain(s.index.iter().map(|i| i.file.as_str()))
+                .chain(s.norms.iter().map(|n| n.file.as_str()))
+        })
+    }
+
+    /// Hands out the next file id.
+    pub(crate) fn take_file_id(&mut self) -> u64 {
+        let id = self.next_file_id;
+        self.next_file_id += 1;
+        id
+    }
+
+    /// The position of segment `id`.
+    pub(crate) fn position(&self, id: u64) -> Option<usize> {
+        self.segments.iter().position(|s| s.id == id)
+    }
+}
+
+fn encode_schema(schema: &Schema) -> Result<String> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, schema)?;
+        w.finish()?;
+    }
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

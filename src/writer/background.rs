@@ -1,0 +1,123 @@
+//! The background worker of one collection: runs passes of work (index builds today,
+//! compactions next) on its own thread after commits, one pass at a time; work that arrives
+//! while a pass runs makes the worker look again before it stops. It is cancellable: `stop`
+//! makes the running pass give up soon and keeps new ones from starting (on close and drop).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::error::lock;
+use crate::Result;
+
+/// What the worker reports.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Status {
+    /// A pass is running or queued.
+    pub running: bool,
+    /// The error of the last failed pass.
+    pub last_error: Option<String>,
+    /// Damage found and contained since the collection opened.
+    pub repairs: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    status: Status,
+    /// More work arrived while a pass ran.
+    pending: bool,
+    handle: Option<JoinHandle<()>>,
+    /// Segments whose index was damaged: rebuilt whatever the threshold.
+    rebuild: HashSet<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    stop: AtomicBool,
+}
+
+/// A collection's background worker.
+#[derive(Debug, Default)]
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// Runs `pass` on the worker thread (or, when a pass is running, has it run again after).
+    /// `pass` gets the cancellation flag to poll.
+    pub(crate) fn kick(&self, pass: impl Fn(&AtomicBool) -> Result<()> + Send + 'static) {
+        if self.stopped() {
+            return;
+        }
+        let mut state = lock(&self.shared.state);
+        if state.status.running {
+            state.pending = true;
+            return;
+        }
+        if let Some(old) = state.handle.take() {
+            let _ = old.join(); // it has finished: `running` is false
+        }
+        state.status.running = true;
+        state.pending = false;
+        let shared = self.shared.clone();
+        state.handle = Some(std::thread::spawn(move || loop {
+            let result = pass(&shared.stop);
+            let mut state = lock(&shared.state);
+            state.status.last_error = result.err().map(|e| e.to_string());
+            if state.pending && !shared.stop.load(Ordering::SeqCst) {
+                state.pending = false;
+                continue;
+            }
+            state.status.running = false;
+            break;
+        }));
+    }
+
+    /// Whether `stop` was called.
+    pub(crate) fn stopped(&self) -> bool {
+        self.shared.stop.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no pass is running or queued.
+    pub(crate) fn wait(&self) {
+        loop {
+            let Some(handle) = lock(&self.shared.state).handle.take() else {
+                return;
+            };
+            let _ = handle.join();
+        }
+    }
+
+    /// Cancels the running pass, waits for it, and starts no other.
+    pub(crate) fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.wait();
+    }
+
+    /// What the worker reports.
+    pub(crate) fn status(&self) -> Status {
+        lock(&self.shared.state).status.clone()
+    }
+
+    /// Records contained damage.
+    pub(crate) fn repaired(&self, what: String) {
+        lock(&self.shared.state).status.repairs.push(what);
+    }
+
+    /// Segments to re-index whatever their size.
+    pub(crate) fn rebuilds(&self) -> HashSet<u64> {
+        lock(&self.shared.state).rebuild.clone()
+    }
+
+    /// Marks segment `seg` for re-indexing (`true`) or done (`false`).
+    pub(crate) fn set_rebuild(&self, seg: u64, needed: bool) {
+        let mut state = lock(&self.shared.state);
+        if needed {
+            state.rebuild.insert(seg);
+        } else {
+            state.rebuild.remove(&seg);
+        }
+    }
+}
