@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type};
-use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, GenericListArray, OffsetSizeTrait,
+    RecordBatch,
+};
 use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, FieldRef, Schema};
 
@@ -39,32 +42,8 @@ pub fn coerce_vectors(
             let values = fsl.values().slice(fsl.offset() * size, n * size);
             (values, (0..n).map(|i| i * size).collect(), size)
         }
-        DataType::List(_) => {
-            let l = array.as_list::<i32>();
-            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
-            ragged_check(column, &offs, dim)?;
-            let base = offs[0];
-            let len = if n == 0 {
-                dim.unwrap_or(0)
-            } else {
-                offs[1] - offs[0]
-            };
-            let values = l.values().slice(base, offs[n] - base);
-            (values, offs[..n].iter().map(|o| o - base).collect(), len)
-        }
-        DataType::LargeList(_) => {
-            let l = array.as_list::<i64>();
-            let offs: Vec<usize> = l.value_offsets().iter().map(|&o| o as usize).collect();
-            ragged_check(column, &offs, dim)?;
-            let base = offs[0];
-            let len = if n == 0 {
-                dim.unwrap_or(0)
-            } else {
-                offs[1] - offs[0]
-            };
-            let values = l.values().slice(base, offs[n] - base);
-            (values, offs[..n].iter().map(|o| o - base).collect(), len)
-        }
+        DataType::List(_) => list_rows(column, array.as_list::<i32>(), dim)?,
+        DataType::LargeList(_) => list_rows(column, array.as_list::<i64>(), dim)?,
         other => {
             return Err(Error::invalid(format!(
                 "vector column '{column}' has type {other}; expected FixedSizeList<Float32, d> \
@@ -125,6 +104,26 @@ pub fn coerce_vectors(
         Arc::new(values),
         None,
     )?)
+}
+
+/// The values of a list column of vectors, each row's start in them, and the row length
+/// (all rows must have it).
+fn list_rows<O: OffsetSizeTrait>(
+    column: &str,
+    list: &GenericListArray<O>,
+    dim: Option<usize>,
+) -> Result<(ArrayRef, Vec<usize>, usize)> {
+    let n = list.len();
+    let offs: Vec<usize> = list.value_offsets().iter().map(|o| o.as_usize()).collect();
+    ragged_check(column, &offs, dim)?;
+    let base = offs[0];
+    let len = if n == 0 {
+        dim.unwrap_or(0)
+    } else {
+        offs[1] - offs[0]
+    };
+    let values = list.values().slice(base, offs[n] - base);
+    Ok((values, offs[..n].iter().map(|o| o - base).collect(), len))
 }
 
 fn ragged_check(column: &str, offs: &[usize], dim: Option<usize>) -> Result<()> {

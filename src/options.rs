@@ -31,13 +31,12 @@ impl IndexKind {
 impl std::str::FromStr for IndexKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "flat" => Ok(IndexKind::Flat),
-            "hnsw" => Ok(IndexKind::Hnsw),
-            other => Err(Error::invalid(format!(
-                "unknown index kind '{other}' (expected flat or hnsw)"
-            ))),
-        }
+        parse_name(
+            "index kind",
+            s,
+            &[IndexKind::Flat, IndexKind::Hnsw],
+            IndexKind::as_str,
+        )
     }
 }
 
@@ -64,14 +63,27 @@ impl QuantKind {
 impl std::str::FromStr for QuantKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" => Ok(QuantKind::None),
-            "sq8" => Ok(QuantKind::Sq8),
-            other => Err(Error::invalid(format!(
-                "unknown quantization '{other}' (expected none or sq8)"
-            ))),
-        }
+        parse_name(
+            "quantization",
+            s,
+            &[QuantKind::None, QuantKind::Sq8],
+            QuantKind::as_str,
+        )
     }
+}
+
+/// The one of `all` whose name (as `name` gives it) is `s`, ignoring case.
+fn parse_name<T: Copy>(what: &str, s: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T> {
+    all.iter()
+        .copied()
+        .find(|&k| name(k).eq_ignore_ascii_case(s))
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|&k| name(k)).collect();
+            Error::invalid(format!(
+                "unknown {what} '{s}' (expected {})",
+                names.join(" or ")
+            ))
+        })
 }
 
 /// A collection's index settings.

@@ -1,5 +1,6 @@
 //! The real `omendb serve` process under load, faults and hostile input, over loopback.
 
+use super::common::*;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -7,8 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, Ticket};
+use arrow_flight::{Action, FlightClient};
 use datafusion::arrow::array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
 };
@@ -81,13 +81,6 @@ impl Server {
     }
 }
 
-fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
-    match e {
-        arrow_flight::error::FlightError::Tonic(s) => *s,
-        other => tonic::Status::unknown(other.to_string()),
-    }
-}
-
 fn vectors(ids: &[i64], dim: usize) -> ArrayRef {
     let values: Vec<f32> = ids
         .iter()
@@ -114,44 +107,6 @@ fn batch(ids: std::ops::Range<i64>, dim: usize) -> RecordBatch {
         ),
     ])
     .unwrap()
-}
-
-fn messages(path: &[&str], batches: Vec<RecordBatch>) -> Vec<FlightData> {
-    let descriptor = FlightDescriptor::new_path(path.iter().map(|s| s.to_string()).collect());
-    futures::executor::block_on(
-        FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(descriptor))
-            .build(futures::stream::iter(batches.into_iter().map(Ok)))
-            .try_collect::<Vec<_>>(),
-    )
-    .unwrap()
-}
-
-async fn put_messages(
-    client: &mut FlightClient,
-    messages: Vec<FlightData>,
-) -> Result<String, tonic::Status> {
-    let stream = futures::stream::iter(messages.into_iter().map(Ok));
-    let results: Vec<_> = match client.do_put(stream).await {
-        Ok(s) => s.try_collect().await.map_err(status)?,
-        Err(e) => return Err(status(e)),
-    };
-    Ok(String::from_utf8(results[0].app_metadata.to_vec()).unwrap())
-}
-
-async fn put(
-    client: &mut FlightClient,
-    path: &[&str],
-    batches: Vec<RecordBatch>,
-) -> Result<String, tonic::Status> {
-    put_messages(client, messages(path, batches)).await
-}
-
-async fn sql(client: &mut FlightClient, text: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
-    match client.do_get(Ticket::new(text.to_string())).await {
-        Ok(s) => s.try_collect().await.map_err(status),
-        Err(e) => Err(status(e)),
-    }
 }
 
 async fn count(client: &mut FlightClient, text: &str) -> i64 {

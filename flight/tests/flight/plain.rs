@@ -1,8 +1,9 @@
 //! The Flight service over a real socket, with arrow-flight's client.
 
+use super::common::*;
 use std::sync::Arc;
 
-use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use arrow_flight::{FlightClient, FlightDescriptor};
 use datafusion::arrow::array::{
     ArrayRef, Float64Builder, Int64Array, ListBuilder, RecordBatch, StringArray,
 };
@@ -59,29 +60,6 @@ fn batch(ids: std::ops::Range<i64>, dim: usize) -> RecordBatch {
     .unwrap()
 }
 
-async fn put(
-    client: &mut FlightClient,
-    path: &[&str],
-    batches: Vec<RecordBatch>,
-) -> Result<String, tonic::Status> {
-    let descriptor = FlightDescriptor::new_path(path.iter().map(|s| s.to_string()).collect());
-    let stream = arrow_flight::encode::FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(descriptor))
-        .build(futures::stream::iter(batches.into_iter().map(Ok)));
-    let results: Vec<_> = match client.do_put(stream).await {
-        Ok(s) => s.try_collect().await.map_err(status)?,
-        Err(e) => return Err(status(e)),
-    };
-    Ok(String::from_utf8(results[0].app_metadata.to_vec()).unwrap())
-}
-
-fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
-    match e {
-        arrow_flight::error::FlightError::Tonic(s) => *s,
-        other => tonic::Status::unknown(other.to_string()),
-    }
-}
-
 /// Asserts that a put is refused as INVALID_ARGUMENT with a message containing `needle`.
 async fn refused(
     client: &mut FlightClient,
@@ -92,13 +70,6 @@ async fn refused(
     let err = put(client, path, batches).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains(needle), "{}", err.message());
-}
-
-async fn sql(client: &mut FlightClient, text: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
-    match client.do_get(Ticket::new(text.to_string())).await {
-        Ok(s) => s.try_collect().await.map_err(status),
-        Err(e) => Err(status(e)),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,51 @@
+//! Helpers shared by the Flight tests: puts, SQL tickets and error statuses over a real client.
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightClient, FlightData, FlightDescriptor, Ticket};
+use datafusion::arrow::array::RecordBatch;
+use futures::TryStreamExt;
+
+pub fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::unknown(other.to_string()),
+    }
+}
+
+pub fn messages(path: &[&str], batches: Vec<RecordBatch>) -> Vec<FlightData> {
+    let descriptor = FlightDescriptor::new_path(path.iter().map(|s| s.to_string()).collect());
+    futures::executor::block_on(
+        FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(descriptor))
+            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .try_collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
+pub async fn put_messages(
+    client: &mut FlightClient,
+    messages: Vec<FlightData>,
+) -> Result<String, tonic::Status> {
+    let stream = futures::stream::iter(messages.into_iter().map(Ok));
+    let results: Vec<_> = match client.do_put(stream).await {
+        Ok(s) => s.try_collect().await.map_err(status)?,
+        Err(e) => return Err(status(e)),
+    };
+    Ok(String::from_utf8(results[0].app_metadata.to_vec()).unwrap())
+}
+
+pub async fn put(
+    client: &mut FlightClient,
+    path: &[&str],
+    batches: Vec<RecordBatch>,
+) -> Result<String, tonic::Status> {
+    put_messages(client, messages(path, batches)).await
+}
+
+pub async fn sql(client: &mut FlightClient, text: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+    match client.do_get(Ticket::new(text.to_string())).await {
+        Ok(s) => s.try_collect().await.map_err(status),
+        Err(e) => Err(status(e)),
+    }
+}

@@ -1,0 +1,76 @@
+//! The plain scalar kernels: the reference every SIMD level is tested against.
+
+/// `Σ a[i]·c[i]` over f32 weights and u8 codes.
+pub fn dot_u8(a: &[f32], c: &[u8]) -> f32 {
+    assert_eq!(a.len(), c.len());
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cc = c.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cc.remainder())
+        .map(|(x, &y)| x * y as f32)
+        .sum();
+    for (x, y) in ca.zip(cc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i] as f32;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The dot product.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The squared euclidean distance.
+pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            let t = x[i] - y[i];
+            acc[i] += t * t;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Dot products of every query in `q` with every row of `x` (`d` values each), into
+/// `out` query-major.
+pub fn dot_block(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+    let nr = super::tiles::check_block(q, x, d, out);
+    if nr == 0 {
+        return;
+    }
+    for (qi, row) in q.chunks_exact(d).zip(out.chunks_exact_mut(nr)) {
+        for (xj, o) in x.chunks_exact(d).zip(row.iter_mut()) {
+            *o = dot(qi, xj);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Register tiles and the loop that drives them over a block of queries × rows, shared by
+//! the SIMD levels; shape checks and row prefetching.
+
+/// Checks the shapes of a `dot_block` call and returns the number of rows.
+pub(crate) fn check_block(q: &[f32], x: &[f32], d: usize, out: &[f32]) -> usize {
+    assert!(d > 0, "dimension must be positive");
+    assert!(
+        q.len().is_multiple_of(d) && x.len().is_multiple_of(d),
+        "ragged block"
+    );
+    let (nq, nr) = (q.len() / d, x.len() / d);
+    assert_eq!(out.len(), nq * nr, "output has the wrong size");
+    nr
+}
+
+/// A register tile: `QT` queries × `RT` rows. `tile(q, x, d, out, stride)` writes
+/// `out[i * stride + j]` for `i < QT`, `j < RT`. Unsafe: the pointers must cover `QT` (`RT`)
+/// vectors of `d` floats, `out` must cover the tile, and the CPU must run the tile's level.
+pub(super) type TileFn = unsafe fn(*const f32, *const f32, usize, *mut f32, usize);
+
+/// The tiles of one level: a full `QT × RT` tile and its three edge variants.
+pub(super) struct Tiles {
+    /// Queries per full tile.
+    pub qt: usize,
+    /// Rows per full tile.
+    pub rt: usize,
+    /// `QT × RT`.
+    pub full: TileFn,
+    /// `1 × RT`, for the last queries.
+    pub one_query: TileFn,
+    /// `QT × 1`, for the last rows.
+    pub one_row: TileFn,
+    /// `1 × 1`.
+    pub single: TileFn,
+}
+
+/// How many row tiles ahead `drive_tiles` prefetches. Segments are memory-mapped files in
+/// 4 KiB pages, where the hardware prefetcher stops at every page boundary; explicit
+/// prefetches keep a single-query scan streaming.
+const PREFETCH_TILES: usize = 8;
+
+/// Prefetches `len` elements of `x` from `start` (clamped to `x`) into L1, a cache line at a
+/// time.
+#[inline]
+pub fn prefetch_rows<T>(x: &[T], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let end = (start + len).min(x.len());
+        let mut i = start;
+        while i < end {
+            // SAFETY: i < x.len(), so the address lies inside x; prefetch has no other effect
+            // (SSE is part of the x86_64 baseline).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    x.as_ptr().add(i) as *const i8,
+                )
+            };
+            i += 64 / std::mem::size_of::<T>().max(1);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, start, len);
+}
+
+/// Drives a level's register tiles over a whole block. Row tiles are the outer loop so a
+/// handful of rows stays in L1 while the queries stream from L2.
+#[allow(dead_code)] // unused on targets with no SIMD level
+pub(super) fn drive_tiles(t: &Tiles, q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+    let nr = check_block(q, x, d, out);
+    let nq = q.len() / d;
+    let (qp, xp, op) = (q.as_ptr(), x.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    while r < nr {
+        prefetch_rows(x, (r + t.rt * PREFETCH_TILES) * d, t.rt * d);
+        let full_rows = r + t.rt <= nr;
+        let mut i = 0;
+        while i < nq {
+            let full_queries = i + t.qt <= nq;
+            let tile = match (full_queries, full_rows) {
+                (true, true) => t.full,
+                (false, true) => t.one_query,
+                (true, false) => t.one_row,
+                (false, false) => t.single,
+            };
+            // SAFETY: check_block proved q holds nq and x holds nr vectors of d floats and out
+            // holds nq × nr floats; the tile chosen touches queries i..i+qt (or i) and rows
+            // r..r+rt (or r), all in range, and writes out[(i..) * nr + (r..)] in range. The
+            // Tiles value was built for a level that Kernels::for_level verified on this CPU.
+            unsafe { tile(qp.add(i * d), xp.add(r * d), d, op.add(i * nr + r), nr) };
+            i += if full_queries { t.qt } else { 1 };
+        }
+        r += if full_rows { t.rt } else { 1 };
+    }
+}

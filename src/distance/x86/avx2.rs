@@ -1,0 +1,276 @@
+//! AVX2 + FMA kernels (x86-64). Reached only through the AVX2 kernel table, which is handed
+//! out after the CPU is detected to have avx2 and fma.
+
+use std::arch::x86_64::*;
+
+use crate::distance::tiles::{check_block, drive_tiles, Tiles};
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut k = 0;
+    while k + 32 <= n {
+        for (j, s) in acc.iter_mut().enumerate() {
+            let off = k + 8 * j;
+            *s = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(off)),
+                _mm256_loadu_ps(pb.add(off)),
+                *s,
+            );
+        }
+        k += 32;
+    }
+    while k + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(k)),
+            _mm256_loadu_ps(pb.add(k)),
+            acc[0],
+        );
+        k += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut r = hsum256(sum);
+    while k < n {
+        r += a[k] * b[k];
+        k += 1;
+    }
+    r
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn l2sq_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut k = 0;
+    while k + 32 <= n {
+        for (j, s) in acc.iter_mut().enumerate() {
+            let off = k + 8 * j;
+            let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(off)), _mm256_loadu_ps(pb.add(off)));
+            *s = _mm256_fmadd_ps(t, t, *s);
+        }
+        k += 32;
+    }
+    while k + 8 <= n {
+        let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)));
+        acc[0] = _mm256_fmadd_ps(t, t, acc[0]);
+        k += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut r = hsum256(sum);
+    while k < n {
+        let t = a[k] - b[k];
+        r += t * t;
+        k += 1;
+    }
+    r
+}
+
+/// A `Q × R` tile of dot products with AVX2 + FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const Q: usize, const R: usize>(
+    q: *const f32,
+    x: *const f32,
+    d: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); R]; Q];
+    let mut k = 0;
+    while k + 8 <= d {
+        let mut xv = [_mm256_setzero_ps(); R];
+        for (r, v) in xv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(x.add(r * d + k));
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let qv = _mm256_loadu_ps(q.add(i * d + k));
+            for (a, v) in row.iter_mut().zip(xv.iter()) {
+                *a = _mm256_fmadd_ps(qv, *v, *a);
+            }
+        }
+        k += 8;
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (r, a) in row.iter().enumerate() {
+            let mut s = hsum256(*a);
+            for t in k..d {
+                s += *q.add(i * d + t) * *x.add(r * d + t);
+            }
+            *out.add(i * stride + r) = s;
+        }
+    }
+}
+
+static TILES_AVX2: Tiles = Tiles {
+    qt: 4,
+    rt: 3,
+    full: tile_avx2::<4, 3>,
+    one_query: tile_avx2::<1, 3>,
+    one_row: tile_avx2::<4, 1>,
+    single: tile_avx2::<1, 1>,
+};
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_u8_avx2_impl(a: &[f32], c: &[u8]) -> f32 {
+    let n = a.len();
+    let (pa, pc) = (a.as_ptr(), c.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut k = 0;
+    while k + 16 <= n {
+        let bytes = _mm_loadu_si128(pc.add(k) as *const __m128i);
+        let lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+        let hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(bytes)));
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k)), lo, acc[0]);
+        acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k + 8)), hi, acc[1]);
+        k += 16;
+    }
+    let mut r = hsum256(_mm256_add_ps(acc[0], acc[1]));
+    while k < n {
+        r += a[k] * c[k] as f32;
+        k += 1;
+    }
+    r
+}
+
+pub fn dot_u8_avx2(a: &[f32], c: &[u8]) -> f32 {
+    assert_eq!(a.len(), c.len());
+    // SAFETY: only reachable through the AVX2 kernel table (avx2 and fma detected); the
+    // loop reads 16 floats and 16 bytes at k only while k + 16 <= len of both.
+    unsafe { dot_u8_avx2_impl(a, c) }
+}
+
+pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    // SAFETY: this function is only reachable through the AVX2 kernel table, which
+    // Kernels::for_level hands out after detecting avx2 and fma; lengths are equal.
+    unsafe { dot_avx2_impl(a, b) }
+}
+
+pub fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    // SAFETY: as in dot_avx2.
+    unsafe { l2sq_avx2_impl(a, b) }
+}
+
+/// Rows per packed panel in the many-query kernel: two 8-lane registers.
+const PANEL: usize = 16;
+/// Queries per register tile of the many-query kernel (6 × 2 accumulators).
+const QTILE: usize = 6;
+
+/// `Q` queries × one packed panel of 16 rows: broadcast one query element, multiply by 16
+/// rows' elements at once. `panel[k * 16 + j]` is element k of row j. Writes `cols` ≤ 16
+/// scores per query to `out[i * stride ..]`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn panel_tile_avx2<const Q: usize>(
+    q: *const f32,
+    d: usize,
+    panel: *const f32,
+    out: *mut f32,
+    stride: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; Q];
+    for k in 0..d {
+        let b0 = _mm256_loadu_ps(panel.add(k * PANEL));
+        let b1 = _mm256_loadu_ps(panel.add(k * PANEL + 8));
+        for (i, a) in acc.iter_mut().enumerate() {
+            let qv = _mm256_broadcast_ss(&*q.add(i * d + k));
+            a[0] = _mm256_fmadd_ps(qv, b0, a[0]);
+            a[1] = _mm256_fmadd_ps(qv, b1, a[1]);
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        let dst = out.add(i * stride);
+        if cols == PANEL {
+            _mm256_storeu_ps(dst, a[0]);
+            _mm256_storeu_ps(dst.add(8), a[1]);
+        } else {
+            let mut tmp = [0f32; PANEL];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), a[0]);
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), a[1]);
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, cols);
+        }
+    }
+}
+
+/// Many queries: a small GEMM. All rows are first transposed into 16-row panels (for a
+/// 64-row block at d = 384, 96 KiB: they stay in L2); then each 6-query tile, loaded into
+/// L1 once, runs over every panel. Streaming the panels past resident query tiles keeps
+/// the large operand (all the queries) from being re-read from L3 for every panel.
+fn dot_block_packed_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+    let nr = x.len() / d;
+    let nq = q.len() / d;
+    let panels = nr.div_ceil(PANEL);
+    let mut packed = vec![0f32; panels * PANEL * d];
+    for (p, panel) in packed.chunks_exact_mut(PANEL * d).enumerate() {
+        let j0 = p * PANEL;
+        let cols = PANEL.min(nr - j0);
+        for (j, row) in x[j0 * d..(j0 + cols) * d].chunks_exact(d).enumerate() {
+            for (k, v) in row.iter().enumerate() {
+                panel[k * PANEL + j] = *v;
+            }
+        }
+    }
+    let mut i = 0;
+    while i < nq {
+        let n = QTILE.min(nq - i);
+        let tile = match n {
+            6 => panel_tile_avx2::<6>,
+            5 => panel_tile_avx2::<5>,
+            4 => panel_tile_avx2::<4>,
+            3 => panel_tile_avx2::<3>,
+            2 => panel_tile_avx2::<2>,
+            _ => panel_tile_avx2::<1>,
+        };
+        for (p, panel) in packed.chunks_exact(PANEL * d).enumerate() {
+            let j0 = p * PANEL;
+            let cols = PANEL.min(nr - j0);
+            // SAFETY: queries i..i+n lie in q (n ≤ nq - i), each panel holds PANEL × d
+            // floats, and out rows i..i+n hold nr floats from column j0, of which
+            // cols ≤ nr - j0 are written. Reached only through the AVX2 kernel table,
+            // which is handed out after detecting avx2 and fma.
+            unsafe {
+                tile(
+                    q.as_ptr().add(i * d),
+                    d,
+                    panel.as_ptr(),
+                    out.as_mut_ptr().add(i * nr + j0),
+                    nr,
+                    cols,
+                )
+            };
+        }
+        i += n;
+    }
+}
+
+/// One query: rows one at a time, in address order, so the scan is a single sequential
+/// stream for the hardware prefetcher (wider row tiles measured slower: they interleave
+/// several streams within the same pages).
+static TILES_AVX2_ONE: Tiles = Tiles {
+    qt: 1,
+    rt: 1,
+    full: tile_avx2::<1, 1>,
+    one_query: tile_avx2::<1, 1>,
+    one_row: tile_avx2::<1, 1>,
+    single: tile_avx2::<1, 1>,
+};
+
+pub fn dot_block_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+    check_block(q, x, d, out);
+    match q.len() / d {
+        1 => drive_tiles(&TILES_AVX2_ONE, q, x, d, out),
+        n if n >= QTILE => dot_block_packed_avx2(q, x, d, out),
+        _ => drive_tiles(&TILES_AVX2, q, x, d, out),
+    }
+}
