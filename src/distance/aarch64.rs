@@ -4,63 +4,58 @@ use std::arch::aarch64::*;
 
 use super::tiles::{drive_tiles, Tiles};
 
+/// The unrolled reduction `dot` and `l2sq` share: four accumulators of four lanes; `$step`
+/// folds the registers `$x`, `$y` into the accumulator `$acc`, `$tail` one pair of scalars
+/// `$sx`, `$sy` past the last full register.
+macro_rules! reduce_neon {
+    ($a:ident, $b:ident, |$x:ident, $y:ident, $acc:ident| $step:expr,
+     |$sx:ident, $sy:ident| $tail:expr) => {{
+        let n = $a.len();
+        let (pa, pb) = ($a.as_ptr(), $b.as_ptr());
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        let mut k = 0;
+        while k + 16 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let off = k + 4 * j;
+                let ($x, $y, $acc) = (vld1q_f32(pa.add(off)), vld1q_f32(pb.add(off)), *s);
+                *s = $step;
+            }
+            k += 16;
+        }
+        while k + 4 <= n {
+            let ($x, $y, $acc) = (vld1q_f32(pa.add(k)), vld1q_f32(pb.add(k)), acc[0]);
+            acc[0] = $step;
+            k += 4;
+        }
+        let mut r = vaddvq_f32(vaddq_f32(
+            vaddq_f32(acc[0], acc[1]),
+            vaddq_f32(acc[2], acc[3]),
+        ));
+        while k < n {
+            let ($sx, $sy) = ($a[k], $b[k]);
+            r += $tail;
+            k += 1;
+        }
+        r
+    }};
+}
+
 #[target_feature(enable = "neon")]
 unsafe fn dot_neon_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [vdupq_n_f32(0.0); 4];
-    let mut k = 0;
-    while k + 16 <= n {
-        for (j, s) in acc.iter_mut().enumerate() {
-            let off = k + 4 * j;
-            *s = vfmaq_f32(*s, vld1q_f32(pa.add(off)), vld1q_f32(pb.add(off)));
-        }
-        k += 16;
-    }
-    while k + 4 <= n {
-        acc[0] = vfmaq_f32(acc[0], vld1q_f32(pa.add(k)), vld1q_f32(pb.add(k)));
-        k += 4;
-    }
-    let mut r = vaddvq_f32(vaddq_f32(
-        vaddq_f32(acc[0], acc[1]),
-        vaddq_f32(acc[2], acc[3]),
-    ));
-    while k < n {
-        r += a[k] * b[k];
-        k += 1;
-    }
-    r
+    reduce_neon!(a, b, |x, y, acc| vfmaq_f32(acc, x, y), |x, y| x * y)
 }
 
 #[target_feature(enable = "neon")]
 unsafe fn l2sq_neon_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [vdupq_n_f32(0.0); 4];
-    let mut k = 0;
-    while k + 16 <= n {
-        for (j, s) in acc.iter_mut().enumerate() {
-            let off = k + 4 * j;
-            let t = vsubq_f32(vld1q_f32(pa.add(off)), vld1q_f32(pb.add(off)));
-            *s = vfmaq_f32(*s, t, t);
-        }
-        k += 16;
-    }
-    while k + 4 <= n {
-        let t = vsubq_f32(vld1q_f32(pa.add(k)), vld1q_f32(pb.add(k)));
-        acc[0] = vfmaq_f32(acc[0], t, t);
-        k += 4;
-    }
-    let mut r = vaddvq_f32(vaddq_f32(
-        vaddq_f32(acc[0], acc[1]),
-        vaddq_f32(acc[2], acc[3]),
-    ));
-    while k < n {
-        let t = a[k] - b[k];
-        r += t * t;
-        k += 1;
-    }
-    r
+    reduce_neon!(
+        a,
+        b,
+        |x, y, acc| {
+            let t = vsubq_f32(x, y);
+            vfmaq_f32(acc, t, t)
+        },
+        |x, y| (x - y) * (x - y)
+    )
 }
 
 #[target_feature(enable = "neon")]

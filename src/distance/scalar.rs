@@ -1,64 +1,39 @@
 //! The plain scalar kernels: the reference every SIMD level is tested against.
 
-/// `Σ a[i]·c[i]` over f32 weights and u8 codes.
-pub fn dot_u8(a: &[f32], c: &[u8]) -> f32 {
-    assert_eq!(a.len(), c.len());
+/// `Σ term(a[i], b[i])` in eight independent lanes (so it vectorizes), then the tail.
+#[inline(always)]
+fn lanes8<T: Copy>(a: &[f32], b: &[T], term: impl Fn(f32, T) -> f32) -> f32 {
+    assert_eq!(a.len(), b.len());
     let mut acc = [0f32; 8];
     let ca = a.chunks_exact(8);
-    let cc = c.chunks_exact(8);
+    let cb = b.chunks_exact(8);
     let tail: f32 = ca
         .remainder()
         .iter()
-        .zip(cc.remainder())
-        .map(|(x, &y)| x * y as f32)
+        .zip(cb.remainder())
+        .map(|(&x, &y)| term(x, y))
         .sum();
-    for (x, y) in ca.zip(cc) {
+    for (x, y) in ca.zip(cb) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i] as f32;
+            acc[i] += term(x[i], y[i]);
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a[i]·c[i]` over f32 weights and u8 codes.
+pub fn dot_u8(a: &[f32], c: &[u8]) -> f32 {
+    lanes8(a, c, |x, y| x * y as f32)
 }
 
 /// The dot product.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    lanes8(a, b, |x, y| x * y)
 }
 
 /// The squared euclidean distance.
 pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            let t = x[i] - y[i];
-            acc[i] += t * t;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    lanes8(a, b, |x, y| (x - y) * (x - y))
 }
 
 /// Dot products of every query in `q` with every row of `x` (`d` values each), into

@@ -13,67 +13,64 @@ unsafe fn hsum256(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// The unrolled reduction `dot` and `l2sq` share: four accumulators of eight lanes; `$step`
+/// folds the registers `$x`, `$y` into the accumulator `$acc`, `$tail` one pair of scalars
+/// `$sx`, `$sy` past the last full register.
+macro_rules! reduce_avx2 {
+    ($a:ident, $b:ident, |$x:ident, $y:ident, $acc:ident| $step:expr,
+     |$sx:ident, $sy:ident| $tail:expr) => {{
+        let n = $a.len();
+        let (pa, pb) = ($a.as_ptr(), $b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut k = 0;
+        while k + 32 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let off = k + 8 * j;
+                let ($x, $y, $acc) = (
+                    _mm256_loadu_ps(pa.add(off)),
+                    _mm256_loadu_ps(pb.add(off)),
+                    *s,
+                );
+                *s = $step;
+            }
+            k += 32;
+        }
+        while k + 8 <= n {
+            let ($x, $y, $acc) = (
+                _mm256_loadu_ps(pa.add(k)),
+                _mm256_loadu_ps(pb.add(k)),
+                acc[0],
+            );
+            acc[0] = $step;
+            k += 8;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut r = hsum256(sum);
+        while k < n {
+            let ($sx, $sy) = ($a[k], $b[k]);
+            r += $tail;
+            k += 1;
+        }
+        r
+    }};
+}
+
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut k = 0;
-    while k + 32 <= n {
-        for (j, s) in acc.iter_mut().enumerate() {
-            let off = k + 8 * j;
-            *s = _mm256_fmadd_ps(
-                _mm256_loadu_ps(pa.add(off)),
-                _mm256_loadu_ps(pb.add(off)),
-                *s,
-            );
-        }
-        k += 32;
-    }
-    while k + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(k)),
-            _mm256_loadu_ps(pb.add(k)),
-            acc[0],
-        );
-        k += 8;
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut r = hsum256(sum);
-    while k < n {
-        r += a[k] * b[k];
-        k += 1;
-    }
-    r
+    reduce_avx2!(a, b, |x, y, acc| _mm256_fmadd_ps(x, y, acc), |x, y| x * y)
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn l2sq_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut k = 0;
-    while k + 32 <= n {
-        for (j, s) in acc.iter_mut().enumerate() {
-            let off = k + 8 * j;
-            let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(off)), _mm256_loadu_ps(pb.add(off)));
-            *s = _mm256_fmadd_ps(t, t, *s);
-        }
-        k += 32;
-    }
-    while k + 8 <= n {
-        let t = _mm256_sub_ps(_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)));
-        acc[0] = _mm256_fmadd_ps(t, t, acc[0]);
-        k += 8;
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut r = hsum256(sum);
-    while k < n {
-        let t = a[k] - b[k];
-        r += t * t;
-        k += 1;
-    }
-    r
+    reduce_avx2!(
+        a,
+        b,
+        |x, y, acc| {
+            let t = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(t, t, acc)
+        },
+        |x, y| (x - y) * (x - y)
+    )
 }
 
 /// A `Q × R` tile of dot products with AVX2 + FMA.

@@ -10,72 +10,60 @@ unsafe fn tail_mask(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 
+/// The unrolled reduction `dot` and `l2sq` share: four accumulators of sixteen lanes, and a
+/// masked load for the tail; `$step` folds the registers `$x`, `$y` into the accumulator `$acc`.
+macro_rules! reduce_avx512 {
+    ($a:ident, $b:ident, |$x:ident, $y:ident, $acc:ident| $step:expr) => {{
+        let n = $a.len();
+        let (pa, pb) = ($a.as_ptr(), $b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut k = 0;
+        while k + 64 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let off = k + 16 * j;
+                let ($x, $y, $acc) = (
+                    _mm512_loadu_ps(pa.add(off)),
+                    _mm512_loadu_ps(pb.add(off)),
+                    *s,
+                );
+                *s = $step;
+            }
+            k += 64;
+        }
+        while k + 16 <= n {
+            let ($x, $y, $acc) = (
+                _mm512_loadu_ps(pa.add(k)),
+                _mm512_loadu_ps(pb.add(k)),
+                acc[0],
+            );
+            acc[0] = $step;
+            k += 16;
+        }
+        if k < n {
+            let m = tail_mask(n - k);
+            let ($x, $y, $acc) = (
+                _mm512_maskz_loadu_ps(m, pa.add(k)),
+                _mm512_maskz_loadu_ps(m, pb.add(k)),
+                acc[1],
+            );
+            acc[1] = $step;
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(sum)
+    }};
+}
+
 #[target_feature(enable = "avx512f")]
 unsafe fn dot_avx512_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut k = 0;
-    while k + 64 <= n {
-        for (j, s) in acc.iter_mut().enumerate() {
-            let off = k + 16 * j;
-            *s = _mm512_fmadd_ps(
-                _mm512_loadu_ps(pa.add(off)),
-                _mm512_loadu_ps(pb.add(off)),
-                *s,
-            );
-        }
-        k += 64;
-    }
-    while k + 16 <= n {
-        acc[0] = _mm512_fmadd_ps(
-            _mm512_loadu_ps(pa.add(k)),
-            _mm512_loadu_ps(pb.add(k)),
-            acc[0],
-        );
-        k += 16;
-    }
-    if k < n {
-        let m = tail_mask(n - k);
-        acc[1] = _mm512_fmadd_ps(
-            _mm512_maskz_loadu_ps(m, pa.add(k)),
-            _mm512_maskz_loadu_ps(m, pb.add(k)),
-            acc[1],
-        );
-    }
-    let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(sum)
+    reduce_avx512!(a, b, |x, y, acc| _mm512_fmadd_ps(x, y, acc))
 }
 
 #[target_feature(enable = "avx512f")]
 unsafe fn l2sq_avx512_impl(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut k = 0;
-    while k + 64 <= n {
-        for (j, s) in acc.iter_mut().enumerate() {
-            let off = k + 16 * j;
-            let t = _mm512_sub_ps(_mm512_loadu_ps(pa.add(off)), _mm512_loadu_ps(pb.add(off)));
-            *s = _mm512_fmadd_ps(t, t, *s);
-        }
-        k += 64;
-    }
-    while k + 16 <= n {
-        let t = _mm512_sub_ps(_mm512_loadu_ps(pa.add(k)), _mm512_loadu_ps(pb.add(k)));
-        acc[0] = _mm512_fmadd_ps(t, t, acc[0]);
-        k += 16;
-    }
-    if k < n {
-        let m = tail_mask(n - k);
-        let t = _mm512_sub_ps(
-            _mm512_maskz_loadu_ps(m, pa.add(k)),
-            _mm512_maskz_loadu_ps(m, pb.add(k)),
-        );
-        acc[1] = _mm512_fmadd_ps(t, t, acc[1]);
-    }
-    let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(sum)
+    reduce_avx512!(a, b, |x, y, acc| {
+        let t = _mm512_sub_ps(x, y);
+        _mm512_fmadd_ps(t, t, acc)
+    })
 }
 
 /// A `Q × R` tile of dot products with AVX-512 (masked tail, no scalar loop).
