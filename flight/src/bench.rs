@@ -14,7 +14,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
 use omendb::{
-    CollectionOptions, Database, IndexSettings, Metric, SearchRequest, Selection, Snapshot,
+    CollectionOptions, Database, IndexKind, IndexSettings, Metric, SearchRequest, Selection,
+    Snapshot,
 };
 use omendb_testkit::npy;
 
@@ -27,7 +28,7 @@ pub struct AnnArgs {
     metric: Metric,
     /// `hnsw`, or `flat` for exact search.
     #[arg(long, default_value = "hnsw")]
-    index: String,
+    index: IndexKind,
     #[arg(long, default_value_t = 16)]
     m: usize,
     #[arg(long, default_value_t = 200)]
@@ -70,9 +71,6 @@ impl Drop for Scratch {
 const BUCKETS: i64 = 10_000;
 
 pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if !matches!(args.index.as_str(), "hnsw" | "flat") {
-        return Err(format!("--index must be hnsw or flat, got '{}'", args.index).into());
-    }
     if let Some(f) = args.filter_fraction {
         if !(f > 0.0 && f <= 1.0) {
             return Err(format!("--filter-fraction must be in (0, 1], got {f}").into());
@@ -171,7 +169,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let build_s = if reuse {
         f64::NAN // built by an earlier run
-    } else if args.index == "hnsw" {
+    } else if args.index == IndexKind::Hnsw {
         let t = Instant::now();
         pool(args.build_threads)?.install(|| c.build_index(1))?;
         t.elapsed().as_secs_f64()
@@ -181,8 +179,8 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     let snap = c.snapshot();
     let sel = filter(&snap)?;
     let search = pool(args.threads)?;
-    let system = format!("omendb-{}", args.index);
-    let efs = if args.index == "flat" {
+    let system = format!("omendb-{}", args.index.as_str());
+    let efs = if args.index == IndexKind::Flat {
         vec![0]
     } else {
         args.ef.clone()
@@ -216,7 +214,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
         if let Some(f) = args.filter_fraction {
             line["filter_fraction"] = f.into();
         }
-        if args.index == "flat" {
+        if args.index == IndexKind::Flat {
             line.as_object_mut().expect("object").remove("ef");
         }
         println!("{line}");
