@@ -1,8 +1,8 @@
 //! Helpers shared by the Flight tests: puts, SQL tickets and error statuses over a real client.
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{FlightClient, FlightData, FlightDescriptor, Ticket};
-use datafusion::arrow::array::RecordBatch;
+use arrow_flight::{FlightClient, FlightData, FlightDescriptor, FlightInfo, Ticket};
+use datafusion::arrow::array::{Int64Array, RecordBatch};
 use futures::TryStreamExt;
 
 pub fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
@@ -48,4 +48,24 @@ pub async fn sql(client: &mut FlightClient, text: &str) -> Result<Vec<RecordBatc
         Ok(s) => s.try_collect().await.map_err(status),
         Err(e) => Err(status(e)),
     }
+}
+
+/// Every flight the server lists.
+pub async fn flights(client: &mut FlightClient) -> Vec<FlightInfo> {
+    client
+        .list_flights(Vec::<u8>::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// Column `i` of `batch`, which must be Int64.
+pub fn int64s(batch: &RecordBatch, i: usize) -> &Int64Array {
+    batch
+        .column(i)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
 }

@@ -7,7 +7,7 @@ use arrow_flight::{FlightClient, FlightDescriptor};
 use datafusion::arrow::array::{
     ArrayRef, Float64Builder, Int64Array, ListBuilder, RecordBatch, StringArray,
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use omendb::Database;
 use tonic::Code;
 
@@ -97,21 +97,11 @@ async fn put_query_describe_and_error_codes() {
     )
     .await
     .unwrap();
-    let ids = got[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap();
+    let ids = int64s(&got[0], 0);
     assert_eq!(ids.value(0) % 17, 42 % 17); // ids ≡ 42 mod 17 share the vector
     assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
 
-    let infos: Vec<_> = client
-        .list_flights(Vec::<u8>::new())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let infos: Vec<_> = flights(&mut client).await;
     assert_eq!(infos.len(), 1);
     assert_eq!(infos[0].total_records, 100);
     let info = client
@@ -176,14 +166,7 @@ async fn put_query_describe_and_error_codes() {
     let n = sql(&mut client, "SELECT count(*) AS n FROM docs")
         .await
         .unwrap();
-    assert_eq!(
-        n[0].column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0),
-        100
-    );
+    assert_eq!(int64s(&n[0], 0).value(0), 100);
 
     // Actions: build_index, stats and drop.
     let built: Vec<_> = client

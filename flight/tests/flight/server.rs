@@ -111,12 +111,7 @@ fn batch(ids: std::ops::Range<i64>, dim: usize) -> RecordBatch {
 
 async fn count(client: &mut FlightClient, text: &str) -> i64 {
     let got = sql(client, text).await.unwrap();
-    got[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0)
+    int64s(&got[0], 0).value(0)
 }
 
 async fn action(
@@ -341,13 +336,7 @@ async fn hostile_input_is_refused_and_the_process_lives() {
         "duplicate id 50 is already stored",
     );
     assert_eq!(count(&mut c, "SELECT count(*) FROM docs").await, 100);
-    let infos: Vec<_> = c
-        .list_flights(Vec::<u8>::new())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let infos: Vec<_> = flights(&mut c).await;
     assert_eq!(infos.len(), 1, "{infos:?}");
     let leftovers: Vec<_> = std::fs::read_dir(&server.data)
         .unwrap()
@@ -635,11 +624,7 @@ async fn damage_is_contained() {
     let got = sql(&mut c, &format!("SELECT id FROM knn('indexed', {q}, 1)"))
         .await
         .unwrap();
-    let first = got[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap();
+    let first = int64s(&got[0], 0);
     assert_eq!(first.value(0) % 101, 1234 % 101); // the rows sharing its vector
     let stats = action(&mut c, "stats", "indexed").await.unwrap();
     assert!(
@@ -666,13 +651,7 @@ async fn damage_is_contained() {
         "MANIFEST",
     );
     assert_eq!(count(&mut c, "SELECT count(*) FROM changed").await, 100);
-    let infos: Vec<_> = c
-        .list_flights(Vec::<u8>::new())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let infos: Vec<_> = flights(&mut c).await;
     let names: Vec<String> = infos
         .iter()
         .map(|i| i.flight_descriptor.as_ref().unwrap().path[0].clone())
