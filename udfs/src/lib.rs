@@ -1,5 +1,5 @@
 //! OmenDB inside DataFusion: every collection of a [`Database`] is a table, `knn()` is a table
-//! function returning the nearest rows with their `_distance`, and `cosine_distance`,
+//! source returning the nearest rows with their `_distance`, and `cosine_distance`,
 //! `l2_distance` and `inner_product` are scalar functions usable anywhere.
 //!
 //! ```no_run
@@ -21,7 +21,7 @@ use omendb::Database;
 
 pub use catalog::{CollectionTable, OmenSchema};
 pub use distance::{distance_udfs, VectorDistance};
-pub use knn::{KnnFunction, KnnLimits, KnnTable};
+pub use knn::{KnnBinder, KnnExec, KnnLimits, KnnNode, KnnPlanner, KnnTable};
 
 /// A scan over in-memory batches (one partition per inner `Vec`), projected.
 fn memory_scan(
@@ -80,7 +80,8 @@ pub fn register_with_limits(
         .catalog("datafusion")
         .ok_or_else(|| DataFusionError::Plan("no default catalog".into()))?;
     catalog.register_schema("public", Arc::new(OmenSchema::new(db.clone())))?;
-    ctx.register_udtf("knn", Arc::new(KnnFunction::with_limits(db, limits)));
+    ctx.register_relation_planner(Arc::new(KnnPlanner::new(db.clone(), limits)))?;
+    ctx.add_analyzer_rule(Arc::new(KnnBinder::new(db, limits)));
     for udf in distance_udfs() {
         ctx.register_udf(udf);
     }

@@ -427,3 +427,137 @@ async fn where_on_knn_through_an_index() {
     };
     assert!(err.contains("nope"), "{err}");
 }
+
+/// The text of an EXPLAIN's plans.
+async fn explain(ctx: &SessionContext, sql: &str) -> String {
+    let b = query(ctx, &format!("EXPLAIN {sql}")).await;
+    datafusion::arrow::util::pretty::pretty_format_batches(&[b])
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn explain_shows_the_knn_exec_without_searching() {
+    let (_tmp, ctx) = indexed_setup();
+    let q = literal(&vector(77));
+    let text = explain(
+        &ctx,
+        &format!("SELECT id FROM knn('docs', {q}, 5, 40) WHERE tag = 't2'"),
+    )
+    .await;
+    // The filter is pushed into the scan of the call, and the search is a KnnExec.
+    assert!(
+        text.contains("TableScan: knn() projection=[id], full_filters=[knn().tag = Utf8(\"t2\")]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("KnnExec: collection=docs, k=5, ef=40, metric=cosine, segments=[hnsw]"),
+        "{text}"
+    );
+    assert!(text.contains("filter=tag = Utf8(\"t2\")"), "{text}");
+    // EXPLAIN ANALYZE runs it and reports what it did.
+    let b = query(
+        &ctx,
+        &format!("EXPLAIN ANALYZE SELECT id FROM knn('docs', {q}, 5)"),
+    )
+    .await;
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&[b])
+        .unwrap()
+        .to_string();
+    assert!(text.contains("segments=1"), "{text}");
+    assert!(text.contains("rows_selected=997"), "{text}");
+}
+
+#[tokio::test]
+async fn bound_parameters_reach_the_search() {
+    use datafusion::common::ParamValues;
+    use datafusion::common::ScalarValue;
+    let (_tmp, ctx) = setup(Metric::Cosine).await;
+    let q = vector(4242);
+    let literal_rows = query(
+        &ctx,
+        &format!(
+            "SELECT id, _distance FROM knn('docs', {}, 7) WHERE tag = 't3'",
+            literal(&q)
+        ),
+    )
+    .await;
+    let as_list = ScalarValue::List(ScalarValue::new_list_nullable(
+        &q.iter()
+            .map(|v| ScalarValue::Float32(Some(*v)))
+            .collect::<Vec<_>>(),
+        &datafusion::arrow::datatypes::DataType::Float32,
+    ));
+
+    // Through the DataFrame API, as a Flight SQL server binds a prepared statement.
+    let sql = "SELECT id, _distance FROM knn('docs', $1, $2) WHERE tag = 't3'";
+    let plan = ctx.state().create_logical_plan(sql).await.unwrap();
+    let types = plan.get_parameter_types().unwrap();
+    assert_eq!(
+        types.get("$1").cloned().flatten(),
+        Some(datafusion::arrow::datatypes::DataType::List(Arc::new(
+            datafusion::arrow::datatypes::Field::new(
+                "item",
+                datafusion::arrow::datatypes::DataType::Float32,
+                true
+            )
+        ))),
+        "{types:?}"
+    );
+    assert_eq!(
+        types.get("$2").cloned().flatten(),
+        Some(datafusion::arrow::datatypes::DataType::Int64)
+    );
+    let bound = plan
+        .with_param_values(ParamValues::List(vec![
+            as_list.clone().into(),
+            ScalarValue::Int64(Some(7)).into(),
+        ]))
+        .unwrap();
+    let df = ctx.execute_logical_plan(bound).await.unwrap();
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let got = concat_batches(&schema, &df.collect().await.unwrap()).unwrap();
+    assert_eq!(got, literal_rows);
+
+    // Through SQL PREPARE / EXECUTE.
+    ctx.sql("PREPARE near(FLOAT[], BIGINT) AS SELECT id, _distance FROM knn('docs', $1, $2) WHERE tag = 't3'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let got = query(&ctx, &format!("EXECUTE near({}, 7)", literal(&q))).await;
+    assert_eq!(int_column(&got, "id"), int_column(&literal_rows, "id"));
+
+    // A parameter left unbound, or of the wrong kind, is refused naming it.
+    let err = ctx
+        .sql("SELECT id FROM knn('docs', $1, 3)")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("parameter $1, which has no value"), "{err}");
+    let plan = ctx
+        .state()
+        .create_logical_plan("SELECT id FROM knn('docs', $1, 3)")
+        .await
+        .unwrap()
+        .with_param_values(ParamValues::List(vec![ScalarValue::Int64(Some(3)).into()]));
+    let err = match plan {
+        Err(e) => e.to_string(),
+        Ok(p) => ctx
+            .execute_logical_plan(p)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+            .to_string(),
+    };
+    assert!(
+        err.contains("query vector must be an array of numbers"),
+        "{err}"
+    );
+}

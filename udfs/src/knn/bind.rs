@@ -1,0 +1,167 @@
+//! `KnnNode` → a scan of a `KnnTable`, once its arguments are known: the analyzer rule that
+//! evaluates the query vector, k and ef (bound parameters substituted by then), checks them
+//! against the collection and the limits, and takes the snapshot the search will read. Filters
+//! above the scan are then pushed into it by DataFusion's own filter pushdown.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::Schema;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, ScalarValue, TableReference};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::Result;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::optimizer::AnalyzerRule;
+use omendb::Database;
+
+use super::node::KnnNode;
+use super::planner::KNN_TABLE;
+use super::provider::KnnTable;
+use super::{query_vector, usage, KnnLimits};
+use crate::engine_error;
+
+/// Turns bound `KnnNode`s into scans.
+#[derive(Debug)]
+pub struct KnnBinder {
+    db: Arc<Database>,
+    limits: KnnLimits,
+}
+
+impl KnnBinder {
+    /// A binder over `db`, refusing calls past `limits`.
+    pub fn new(db: Arc<Database>, limits: KnnLimits) -> Self {
+        KnnBinder { db, limits }
+    }
+
+    /// Checks the arguments of `node` now when they are all known (no parameters), so a bad
+    /// literal is refused when the statement is planned rather than when it runs.
+    pub(super) fn check_if_bound(&self, node: &KnnNode) -> Result<()> {
+        let bound = [&node.query, &node.k]
+            .into_iter()
+            .chain(node.ef.as_ref())
+            .all(|e| find_placeholder(e).is_none());
+        if bound {
+            self.bind(node)?;
+        }
+        Ok(())
+    }
+
+    fn bind(&self, node: &KnnNode) -> Result<LogicalPlan> {
+        let k = match ScalarValue::try_from_array(&constant(&node.k, "k")?, 0)? {
+            ScalarValue::Int64(Some(k)) if k >= 0 => k as usize,
+            ScalarValue::Int32(Some(k)) if k >= 0 => k as usize,
+            ScalarValue::UInt64(Some(k)) => k as usize,
+            other => {
+                return Err(usage(&format!(
+                    "k must be a non-negative integer, got {other}"
+                )))
+            }
+        };
+        let ef = match &node.ef {
+            None => None,
+            Some(e) => match ScalarValue::try_from_array(&constant(e, "ef")?, 0)? {
+                ScalarValue::Int64(Some(ef)) if ef > 0 => Some(ef as usize),
+                ScalarValue::Int32(Some(ef)) if ef > 0 => Some(ef as usize),
+                other => {
+                    return Err(usage(&format!(
+                        "ef must be a positive integer, got {other}"
+                    )))
+                }
+            },
+        };
+        if k > self.limits.max_k {
+            return Err(usage(&format!(
+                "k = {k} exceeds the limit of {} rows (max_k)",
+                self.limits.max_k
+            )));
+        }
+        if let Some(ef) = ef.filter(|&ef| ef > self.limits.max_ef) {
+            return Err(usage(&format!(
+                "ef = {ef} exceeds the limit of {} (max_ef)",
+                self.limits.max_ef
+            )));
+        }
+        let name = &node.collection;
+        let collection = self.db.collection(name).map_err(engine_error)?;
+        let snapshot = collection.snapshot();
+        let query = query_vector(&constant(&node.query, "query vector")?, "query vector")?;
+        if query.len() != snapshot.dim() {
+            return Err(engine_error(omendb::Error::InvalidInput(format!(
+                "knn(): the query vector has dimension {}, collection '{name}' has dimension {}",
+                query.len(),
+                snapshot.dim()
+            ))));
+        }
+        let table = KnnTable::new(name.clone(), snapshot, query, k, ef);
+        LogicalPlanBuilder::scan(
+            TableReference::bare(KNN_TABLE),
+            provider_as_source(Arc::new(table)),
+            None,
+        )?
+        .build()
+    }
+}
+
+/// Evaluates a constant argument expression (a list literal, `make_array(...)`, a cast, a
+/// bound parameter's value...) to a single value.
+fn constant(expr: &Expr, what: &str) -> Result<ArrayRef> {
+    if let Some(p) = find_placeholder(expr) {
+        return Err(usage(&format!(
+            "the {what} is the parameter {p}, which has no value: bind it (EXECUTE, or the \
+             statement's parameters)"
+        )));
+    }
+    // Coerced as a session would (`[1, 2.5]` is a list of floats), then planned.
+    let simplifier = ExprSimplifier::new(SimplifyContext::default());
+    let expr = simplifier.coerce(expr.clone(), &DFSchema::empty())?;
+    let physical = datafusion::physical_expr::create_physical_expr(
+        &expr,
+        &DFSchema::empty(),
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )
+    .map_err(|e| usage(&format!("the {what} must be a constant ({e})")))?;
+    let one_row = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    physical.evaluate(&one_row)?.into_array(1)
+}
+
+/// The first parameter `expr` still holds.
+fn find_placeholder(expr: &Expr) -> Option<String> {
+    let mut found = None;
+    let _ = expr.apply(|e| {
+        if let Expr::Placeholder(p) = e {
+            found = Some(p.id.clone());
+            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+impl AnalyzerRule for KnnBinder {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|plan| {
+            if let LogicalPlan::Extension(ext) = &plan {
+                if let Some(node) = ext.node.as_any().downcast_ref::<KnnNode>() {
+                    return Ok(Transformed::yes(self.bind(node)?));
+                }
+            }
+            Ok(Transformed::no(plan))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "omendb_knn_bind"
+    }
+}

@@ -1,0 +1,229 @@
+//! `KnnExec`: the physical plan of one knn() search. Planning builds it from a snapshot, the
+//! query, k, ef and the pushed-down filter without searching; `execute()` evaluates the filter
+//! and searches on a blocking thread. `EXPLAIN` shows what it will do, `EXPLAIN ANALYZE` what
+//! it did.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use omendb::{SearchRequest, Selection, Snapshot};
+
+use crate::engine_error;
+
+/// One knn() search, planned.
+#[derive(Debug)]
+pub struct KnnExec {
+    collection: String,
+    snapshot: Arc<Snapshot>,
+    query: Vec<f32>,
+    k: usize,
+    ef: Option<usize>,
+    /// The pushed-down filter over the collection's stored columns, as written.
+    filter: Option<(String, Arc<dyn PhysicalExpr>)>,
+    /// Columns of the result schema (the collection's columns, then `_distance`) to return.
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl KnnExec {
+    /// A search of `snapshot` (of `collection`) for the `k` rows nearest `query`.
+    pub fn new(
+        collection: String,
+        snapshot: Arc<Snapshot>,
+        query: Vec<f32>,
+        k: usize,
+        ef: Option<usize>,
+        filter: Option<(String, Arc<dyn PhysicalExpr>)>,
+        projection: Option<Vec<usize>>,
+    ) -> Result<Self> {
+        let full = omendb::result_schema(&snapshot.schema());
+        let schema = match &projection {
+            Some(p) => Arc::new(full.project(p)?),
+            None => full,
+        };
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Ok(KnnExec {
+            collection,
+            snapshot,
+            query,
+            k,
+            ef,
+            filter,
+            projection,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The search, on the calling thread: filter, search, rows.
+    fn search(&self) -> Result<RecordBatch> {
+        let snapshot = &self.snapshot;
+        let selection = match &self.filter {
+            None => None,
+            Some((_, predicate)) => Some(
+                Selection::from_masks(snapshot, |batch| {
+                    let mask = predicate
+                        .evaluate(batch)
+                        .and_then(|v| v.into_array(batch.num_rows()))
+                        .map_err(|e| omendb::Error::InvalidInput(format!("knn() filter: {e}")))?;
+                    mask.as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .cloned()
+                        .ok_or_else(|| {
+                            omendb::Error::InvalidInput(format!(
+                                "knn() filter is not a boolean condition (it gives {})",
+                                mask.data_type()
+                            ))
+                        })
+                })
+                .map_err(engine_error)?,
+            ),
+        };
+        let selected = selection.as_ref().map(|s| s.count(snapshot));
+        let req = SearchRequest::new(&self.query, self.k)
+            .ef(self.ef)
+            .filter(selection.as_ref());
+        let hits = snapshot
+            .search(&req)
+            .map_err(engine_error)?
+            .pop()
+            .unwrap_or_default();
+        let m = |name: &'static str, v: usize| {
+            MetricBuilder::new(&self.metrics)
+                .global_counter(name)
+                .add(v)
+        };
+        m("segments", snapshot.segments().len());
+        m("rows_selected", selected.unwrap_or(snapshot.count()));
+        m("output_rows", hits.len());
+        let batch = snapshot.hits_to_batch(&hits).map_err(engine_error)?;
+        Ok(match &self.projection {
+            Some(p) => batch.project(p)?,
+            None => batch,
+        })
+    }
+}
+
+impl DisplayAs for KnnExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let ef = match self.ef {
+            Some(ef) => ef.to_string(),
+            None => format!(
+                "{} (the collection's)",
+                self.snapshot.index_settings().ef_search
+            ),
+        };
+        let indexes: Vec<&str> = self
+            .snapshot
+            .segments()
+            .iter()
+            .map(|s| s.index.map_or("flat", |k| k.as_str()))
+            .collect();
+        write!(
+            f,
+            "KnnExec: collection={}, k={}, ef={ef}, metric={}, segments=[{}]",
+            self.collection,
+            self.k,
+            self.snapshot.metric(),
+            indexes.join(", ")
+        )?;
+        if let Some((text, _)) = &self.filter {
+            write!(f, ", filter={text}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for KnnExec {
+    fn name(&self) -> &'static str {
+        "KnnExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        match &self.filter {
+            Some((_, e)) => f(e),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "KnnExec has one partition, asked for {partition}"
+            )));
+        }
+        let me = KnnExec::new(
+            self.collection.clone(),
+            self.snapshot.clone(),
+            self.query.clone(),
+            self.k,
+            self.ef,
+            self.filter.clone(),
+            self.projection.clone(),
+        )?;
+        let metrics = self.metrics.clone();
+        // The filter and the search are CPU work: they run on a blocking thread, never on the
+        // async runtime's workers.
+        let search = async move {
+            let me = KnnExec { metrics, ..me };
+            tokio::task::spawn_blocking(move || me.search())
+                .await
+                .map_err(|e| DataFusionError::Execution(format!("knn() search failed: {e}")))?
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::once(search),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}

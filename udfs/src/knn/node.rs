@@ -1,0 +1,81 @@
+//! `KnnNode`: knn() in a logical plan, before its arguments are known. The query vector, k
+//! and ef are expressions, so bound parameters (`$1`) reach them through
+//! `LogicalPlan::with_param_values` or `EXECUTE`; the node becomes a scan when it is analyzed
+//! (`bind`).
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use datafusion::common::DFSchemaRef;
+use datafusion::error::Result;
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
+
+/// One knn() call in a logical plan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KnnNode {
+    /// The collection searched.
+    pub collection: String,
+    /// The query vector: a list literal or a parameter.
+    pub query: Expr,
+    /// Rows wanted.
+    pub k: Expr,
+    /// Beam width, if given.
+    pub ef: Option<Expr>,
+    /// The collection's columns and `_distance`, qualified as the call's table.
+    pub schema: DFSchemaRef,
+}
+
+impl PartialOrd for KnnNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        self.collection.partial_cmp(&other.collection)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for KnnNode {
+    fn name(&self) -> &str {
+        "Knn"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        let mut exprs = vec![self.query.clone(), self.k.clone()];
+        exprs.extend(self.ef.clone());
+        exprs
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "Knn: collection={}, query={}, k={}",
+            self.collection, self.query, self.k
+        )?;
+        if let Some(ef) = &self.ef {
+            write!(f, ", ef={ef}")?;
+        }
+        Ok(())
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        mut exprs: Vec<Expr>,
+        _inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
+        let ef = (exprs.len() > 2).then(|| exprs.remove(2));
+        let k = exprs.remove(1);
+        let query = exprs.remove(0);
+        Ok(KnnNode {
+            collection: self.collection.clone(),
+            query,
+            k,
+            ef,
+            schema: self.schema.clone(),
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! `KnnTable`: one bound knn() call as a table, so DataFusion pushes the `WHERE` conditions on
+//! the collection's columns into it; it plans a `KnnExec` (nothing is searched while planning).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchema;
+use datafusion::error::Result;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use omendb::Snapshot;
+
+use super::exec::KnnExec;
+
+/// The rows of one knn() call over the snapshot taken when it was bound.
+#[derive(Debug)]
+pub struct KnnTable {
+    collection: String,
+    snapshot: Arc<Snapshot>,
+    query: Vec<f32>,
+    k: usize,
+    /// Graph beam width for indexed segments (default: the collection's).
+    ef: Option<usize>,
+    schema: SchemaRef,
+}
+
+impl KnnTable {
+    /// The `k` rows of `snapshot` nearest `query`.
+    pub fn new(
+        collection: String,
+        snapshot: Arc<Snapshot>,
+        query: Vec<f32>,
+        k: usize,
+        ef: Option<usize>,
+    ) -> Self {
+        let schema = omendb::result_schema(&snapshot.schema());
+        KnnTable {
+            collection,
+            snapshot,
+            query,
+            k,
+            ef,
+            schema,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for KnnTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let stored = self.snapshot.schema();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                let on_stored_columns = f
+                    .column_refs()
+                    .iter()
+                    .all(|c| stored.field_with_name(&c.name).is_ok());
+                if on_stored_columns && !f.is_volatile() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let filter = match conjunction(filters.iter().cloned()) {
+            None => None,
+            Some(predicate) => {
+                let schema = DFSchema::try_from(self.snapshot.schema().as_ref().clone())?;
+                let text = predicate.to_string();
+                Some((text, state.create_physical_expr(predicate, &schema)?))
+            }
+        };
+        Ok(Arc::new(KnnExec::new(
+            self.collection.clone(),
+            self.snapshot.clone(),
+            self.query.clone(),
+            self.k,
+            self.ef,
+            filter,
+            projection.cloned(),
+        )?))
+    }
+}
