@@ -94,6 +94,11 @@ impl CollectionTable {
     pub fn new(collection: Arc<Collection>) -> Self {
         CollectionTable { collection }
     }
+
+    /// The collection read.
+    pub fn collection(&self) -> &Arc<Collection> {
+        &self.collection
+    }
 }
 
 #[async_trait]

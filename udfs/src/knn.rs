@@ -27,6 +27,7 @@ use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::error::{DataFusionError, Result};
 
+pub(crate) use bind::constant;
 pub use bind::KnnBinder;
 pub use exec::KnnExec;
 pub use node::KnnNode;

@@ -12,6 +12,7 @@
 mod catalog;
 mod distance;
 mod knn;
+mod rewrite;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use omendb::Database;
 pub use catalog::{CollectionTable, OmenSchema};
 pub use distance::{distance_udfs, VectorDistance};
 pub use knn::{KnnBinder, KnnExec, KnnLimits, KnnNode, KnnPlanner, KnnTable};
+pub use rewrite::OrderByDistance;
 
 /// A scan over in-memory batches (one partition per inner `Vec`), projected.
 fn memory_scan(
@@ -82,6 +84,7 @@ pub fn register_with_limits(
     catalog.register_schema("public", Arc::new(OmenSchema::new(db.clone())))?;
     ctx.register_relation_planner(Arc::new(KnnPlanner::new(db.clone(), limits)))?;
     ctx.add_analyzer_rule(Arc::new(KnnBinder::new(db, limits)));
+    ctx.add_analyzer_rule(Arc::new(OrderByDistance::new(limits)));
     for udf in distance_udfs() {
         ctx.register_udf(udf);
     }

@@ -110,7 +110,7 @@ impl KnnBinder {
 
 /// Evaluates a constant argument expression (a list literal, `make_array(...)`, a cast, a
 /// bound parameter's value...) to a single value.
-fn constant(expr: &Expr, what: &str) -> Result<ArrayRef> {
+pub(crate) fn constant(expr: &Expr, what: &str) -> Result<ArrayRef> {
     if let Some(p) = find_placeholder(expr) {
         return Err(usage(&format!(
             "the {what} is the parameter {p}, which has no value: bind it (EXECUTE, or the \

@@ -28,6 +28,17 @@ pub struct KnnTable {
 }
 
 impl KnnTable {
+    /// Another table over the same search.
+    pub fn clone_of(other: &KnnTable) -> Self {
+        KnnTable::new(
+            other.collection.clone(),
+            other.snapshot.clone(),
+            other.query.clone(),
+            other.k,
+            other.ef,
+        )
+    }
+
     /// The `k` rows of `snapshot` nearest `query`.
     pub fn new(
         collection: String,

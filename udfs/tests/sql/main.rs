@@ -561,3 +561,104 @@ async fn bound_parameters_reach_the_search() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn order_by_distance_limit_is_a_knn_search() {
+    let flat = setup(Metric::Cosine).await;
+    let indexed = indexed_setup();
+    for (_tmp, ctx) in [&flat, &indexed] {
+        for qi in 0..5 {
+            let q = literal(&vector(90_000 + qi));
+            let knn = query(
+                ctx,
+                &format!("SELECT id FROM knn('docs', {q}, 8, 400) WHERE tag <> 't1'"),
+            )
+            .await;
+            let sql = format!(
+                "SELECT id, cosine_distance(vec, {q}) AS d FROM docs WHERE tag <> 't1' \
+                 ORDER BY d LIMIT 8"
+            );
+            let ordered = query(ctx, &sql).await;
+            assert_eq!(
+                int_column(&ordered, "id"),
+                int_column(&knn, "id"),
+                "query {qi}"
+            );
+            // The distance column is the user's expression, in ascending order.
+            let d = ordered
+                .column_by_name("d")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Float32Array>()
+                .unwrap()
+                .values()
+                .to_vec();
+            assert!(d.windows(2).all(|w| w[0] <= w[1]), "{d:?}");
+            let plan = explain(ctx, &sql).await;
+            assert!(plan.contains("KnnExec: collection=docs, k=8"), "{plan}");
+            assert!(plan.contains("filter=tag != Utf8(\"t1\")"), "{plan}");
+        }
+    }
+    // The expression itself in ORDER BY, and SELECT *, rewrite too.
+    let (_tmp, ctx) = &flat;
+    let q = literal(&vector(123));
+    let sql = format!("SELECT * FROM docs ORDER BY cosine_distance(vec, {q}) LIMIT 3");
+    let got = query(ctx, &sql).await;
+    assert_eq!(
+        got.num_columns(),
+        3,
+        "no _distance column leaks into SELECT *"
+    );
+    assert_eq!(
+        int_column(&got, "id"),
+        brute_force(&vector(123), 3, Metric::Cosine)
+    );
+    assert!(explain(ctx, &sql).await.contains("KnnExec"));
+    // A distance that is not the collection's metric stays a full sort, still correct.
+    let sql = format!("SELECT id FROM docs ORDER BY l2_distance(vec, {q}) LIMIT 3");
+    let plan = explain(ctx, &sql).await;
+    assert!(
+        !plan.contains("KnnExec") && plan.contains("SortExec"),
+        "{plan}"
+    );
+    assert_eq!(
+        int_column(&query(ctx, &sql).await, "id"),
+        brute_force(&vector(123), 3, Metric::L2)
+    );
+}
+
+#[tokio::test]
+async fn order_by_inner_product_desc_and_a_bound_vector() {
+    use datafusion::common::{ParamValues, ScalarValue};
+    let (_tmp, ctx) = setup(Metric::Dot).await;
+    let q = vector(555);
+    let knn = query(
+        &ctx,
+        &format!("SELECT id FROM knn('docs', {}, 6)", literal(&q)),
+    )
+    .await;
+    let sql = "SELECT id FROM docs ORDER BY inner_product(vec, $1) DESC LIMIT 6";
+    let as_list = ScalarValue::List(ScalarValue::new_list_nullable(
+        &q.iter()
+            .map(|v| ScalarValue::Float32(Some(*v)))
+            .collect::<Vec<_>>(),
+        &datafusion::arrow::datatypes::DataType::Float32,
+    ));
+    let plan = ctx
+        .state()
+        .create_logical_plan(sql)
+        .await
+        .unwrap()
+        .with_param_values(ParamValues::List(vec![as_list.into()]))
+        .unwrap();
+    let df = ctx.execute_logical_plan(plan).await.unwrap();
+    let physical = df.clone().create_physical_plan().await.unwrap();
+    let shown = datafusion::physical_plan::displayable(physical.as_ref())
+        .indent(false)
+        .to_string();
+    assert!(shown.contains("KnnExec: collection=docs, k=6"), "{shown}");
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let got = concat_batches(&schema, &df.collect().await.unwrap()).unwrap();
+    assert_eq!(int_column(&got, "id"), int_column(&knn, "id"));
+    assert_eq!(int_column(&got, "id"), brute_force(&q, 6, Metric::Dot));
+}
