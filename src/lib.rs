@@ -51,7 +51,7 @@ pub use options::{
     CollectionOptions, IndexKind, IndexSettings, QuantKind, DEFAULT_INDEX_THRESHOLD, OPTION_KEYS,
 };
 pub use schema::{check_name, result_schema, DISTANCE_COLUMN};
-pub use search::{Hit, SearchRequest, SegmentInfo, Selection};
+pub use search::{Hit, SearchRequest, SegmentInfo, SegmentPlan, Selection};
 pub use snapshot::Snapshot;
 pub use stats::{IndexParams, Stats};
 pub use vector::VectorView;

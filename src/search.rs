@@ -98,6 +98,25 @@ pub struct SegmentInfo {
     pub index: Option<IndexKind>,
 }
 
+/// How one segment was searched, as `Snapshot::search_traced` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentPlan {
+    /// Through its index.
+    Index,
+    /// Every row, exactly.
+    Scan {
+        /// Rows read per query.
+        rows: usize,
+    },
+    /// Only the rows the filter selects, exactly.
+    Rows {
+        /// Rows read per query.
+        rows: usize,
+    },
+    /// Not at all: the filter selects none of its rows.
+    Skip,
+}
+
 /// Checks query vectors: the right dimension and finite values. Returns how many there are.
 pub(crate) fn check_queries(queries: &[f32], dim: usize) -> Result<usize> {
     if queries.is_empty() || !queries.len().is_multiple_of(dim) {
@@ -137,6 +156,14 @@ impl Snapshot {
     /// Runs `req`: for each query, the `k` nearest live rows (of the filter, when there is
     /// one), nearest first; all of them when fewer match.
     pub fn search(&self, req: &SearchRequest<'_>) -> Result<Vec<Vec<Hit>>> {
+        Ok(self.search_traced(req)?.0)
+    }
+
+    /// As [`Snapshot::search`], also saying how each segment was searched.
+    pub fn search_traced(
+        &self,
+        req: &SearchRequest<'_>,
+    ) -> Result<(Vec<Vec<Hit>>, Vec<SegmentPlan>)> {
         let dim = self.dim();
         let nq = check_queries(req.queries, dim)?;
         if let Some(f) = req.filter {
@@ -146,7 +173,10 @@ impl Snapshot {
         let count = self.count();
         let k = req.k.min(count);
         if k == 0 {
-            return Ok(vec![Vec::new(); nq]);
+            return Ok((
+                vec![Vec::new(); nq],
+                vec![SegmentPlan::Skip; self.parts.len()],
+            ));
         }
         let ef = req.ef.unwrap_or(self.index.ef_search).max(k).min(count);
         let plans: Vec<Plan> = self
@@ -156,6 +186,18 @@ impl Snapshot {
             .map(|(p, part)| {
                 let sel = req.filter.and_then(|f| f.parts[p].as_ref());
                 plan(part, sel, ef, req.exact)
+            })
+            .collect();
+        let trace = plans
+            .iter()
+            .zip(&self.parts)
+            .map(|(plan, part)| match plan {
+                Plan::Index(_) => SegmentPlan::Index,
+                Plan::Scan(_) => SegmentPlan::Scan {
+                    rows: part.seg.rows(),
+                },
+                Plan::Rows(rows) => SegmentPlan::Rows { rows: rows.len() },
+                Plan::Skip => SegmentPlan::Skip,
             })
             .collect();
         let metric = self.metric();
@@ -227,7 +269,7 @@ impl Snapshot {
                 top.merge(hits);
             }
         }
-        Ok(merged
+        let hits = merged
             .into_iter()
             .map(|t| {
                 t.into_sorted()
@@ -239,7 +281,8 @@ impl Snapshot {
                     })
                     .collect()
             })
-            .collect())
+            .collect();
+        Ok((hits, trace))
     }
 
     /// One query against the parts searched per query: indexes, and the selected rows of

@@ -19,7 +19,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use omendb::{SearchRequest, Selection, Snapshot};
+use omendb::{SearchRequest, SegmentPlan, Selection, Snapshot};
 
 use crate::engine_error;
 
@@ -104,17 +104,41 @@ impl KnnExec {
         let req = SearchRequest::new(&self.query, self.k)
             .ef(self.ef)
             .filter(selection.as_ref());
-        let hits = snapshot
-            .search(&req)
-            .map_err(engine_error)?
-            .pop()
-            .unwrap_or_default();
+        let (mut hits, trace) = snapshot.search_traced(&req).map_err(engine_error)?;
+        let hits = hits.pop().unwrap_or_default();
         let m = |name: &'static str, v: usize| {
             MetricBuilder::new(&self.metrics)
                 .global_counter(name)
                 .add(v)
         };
-        m("segments", snapshot.segments().len());
+        let count = |f: fn(&SegmentPlan) -> bool| trace.iter().filter(|p| f(p)).count();
+        m("segments", trace.len());
+        m(
+            "segments_by_index",
+            count(|p| matches!(p, SegmentPlan::Index)),
+        );
+        m(
+            "segments_scanned",
+            count(|p| matches!(p, SegmentPlan::Scan { .. })),
+        );
+        m(
+            "segments_by_rows",
+            count(|p| matches!(p, SegmentPlan::Rows { .. })),
+        );
+        m(
+            "segments_skipped",
+            count(|p| matches!(p, SegmentPlan::Skip)),
+        );
+        m(
+            "rows_scanned",
+            trace
+                .iter()
+                .map(|p| match p {
+                    SegmentPlan::Scan { rows } | SegmentPlan::Rows { rows } => *rows,
+                    _ => 0,
+                })
+                .sum(),
+        );
         m("rows_selected", selected.unwrap_or(snapshot.count()));
         m("output_rows", hits.len());
         let batch = snapshot.hits_to_batch(&hits).map_err(engine_error)?;

@@ -465,7 +465,19 @@ async fn explain_shows_the_knn_exec_without_searching() {
         .unwrap()
         .to_string();
     assert!(text.contains("segments=1"), "{text}");
+    assert!(text.contains("segments_by_index=1"), "{text}");
     assert!(text.contains("rows_selected=997"), "{text}");
+    // A selective filter on the indexed segment is answered by an exact pass over its rows.
+    let b = query(
+        &ctx,
+        &format!("EXPLAIN ANALYZE SELECT id FROM knn('docs', {q}, 5) WHERE id < 20"),
+    )
+    .await;
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&[b])
+        .unwrap()
+        .to_string();
+    assert!(text.contains("segments_by_rows=1"), "{text}");
+    assert!(text.contains("rows_scanned=17"), "{text}");
 }
 
 #[tokio::test]
