@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 
 use crate::distance::Metric;
@@ -163,21 +163,8 @@ impl Collection {
     /// before anything is written; a refused append leaves the collection as it was.
     /// Returns the number of rows appended.
     pub fn append(&self, batches: &[RecordBatch]) -> Result<usize> {
-        let prepared = batches
-            .iter()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| self.layout.prepare(b))
-            .collect::<Result<Vec<_>>>()?;
-        if prepared.is_empty() {
+        let Some(batch) = self.prepare_all(batches)? else {
             return Ok(0);
-        }
-        let batch = if prepared.len() == 1 {
-            prepared.into_iter().next().expect("one batch")
-        } else {
-            let batch = arrow_select::concat::concat_batches(&self.layout.schema, &prepared)?;
-            drop(prepared);
-            self.layout.check_unique_ids_of(&batch)?;
-            batch
         };
         let ids = batch.column(self.layout.id_index).clone();
         let check = |snap: &Snapshot| refuse_stored(snap, snap.first_stored(ids_of(ids.as_ref())));
@@ -194,6 +181,26 @@ impl Collection {
         drop(batch);
         self.commit_staged(vec![staged], check)?;
         Ok(rows)
+    }
+
+    /// `batches` in the layout as one batch (`None` when they hold no rows), refused if they
+    /// break the schema or repeat an id.
+    fn prepare_all(&self, batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
+        let prepared = batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| self.layout.prepare(b))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(match prepared.len() {
+            0 => None,
+            1 => prepared.into_iter().next(),
+            _ => {
+                let batch = arrow_select::concat::concat_batches(&self.layout.schema, &prepared)?;
+                drop(prepared);
+                self.layout.check_unique_ids_of(&batch)?;
+                Some(batch)
+            }
+        })
     }
 
     /// Commits staged segments (in this collection's store) in one transaction, after `check`
@@ -233,6 +240,90 @@ impl Collection {
             let (parts, deleted) = delete_rows(txn, snapshot, &by_part)?;
             Ok((deleted, parts))
         })
+    }
+
+    /// Deletes the live rows `mask` selects (it is evaluated on each segment's rows; a null
+    /// does not select). Returns how many rows were deleted.
+    pub fn delete_where(
+        &self,
+        mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
+    ) -> Result<usize> {
+        self.transact(|txn, snapshot| {
+            let by_part = selected_rows(snapshot, mask)?;
+            let (parts, deleted) = delete_rows(txn, snapshot, &by_part)?;
+            Ok((deleted, parts))
+        })
+    }
+
+    /// Replaces the live rows `mask` selects with the rows `update` makes of them (given in
+    /// the collection's schema), in one commit: the old rows are deleted and the new ones
+    /// appended, validated like any append (an id may not collide with a row that stays).
+    /// Returns how many rows were replaced.
+    pub fn update_where(
+        &self,
+        mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
+        update: impl FnOnce(RecordBatch) -> Result<RecordBatch>,
+    ) -> Result<usize> {
+        self.transact(|txn, snapshot| {
+            let by_part = selected_rows(snapshot, mask)?;
+            let at: Vec<(usize, usize)> = by_part
+                .iter()
+                .flat_map(|(&p, rows)| rows.iter().map(move |&r| (p, r)))
+                .collect();
+            if at.is_empty() {
+                return Ok((0, snapshot.parts.clone()));
+            }
+            let new = self.layout.prepare(&update(snapshot.rows_at(&at)?)?)?;
+            let (parts, deleted) = delete_rows(txn, snapshot, &by_part)?;
+            let staying = snapshot.with_parts(snapshot.version, parts);
+            let ids = new.column(self.layout.id_index);
+            refuse_stored(&staying, staying.first_stored(ids_of(ids.as_ref())))?;
+            let parts = self.add_rows(txn, staying.parts, &new)?;
+            Ok((deleted, parts))
+        })
+        .inspect(|_| self.schedule_indexing())
+    }
+
+    /// Appends `batches`, replacing the stored rows that have the same ids, in one commit.
+    /// The batches are validated like an append (their ids must be unique among them).
+    /// Returns the number of rows written.
+    pub fn upsert(&self, batches: &[RecordBatch]) -> Result<usize> {
+        let Some(batch) = self.prepare_all(batches)? else {
+            return Ok(0);
+        };
+        self.transact(|txn, snapshot| {
+            let mut by_part: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            let ids = batch.column(self.layout.id_index);
+            for id in ids_of(ids.as_ref()) {
+                if let Some((p, row)) = snapshot.locate(id) {
+                    by_part.entry(p).or_default().push(row);
+                }
+            }
+            let (parts, _) = delete_rows(txn, snapshot, &by_part)?;
+            let parts = self.add_rows(txn, parts, &batch)?;
+            Ok((batch.num_rows(), parts))
+        })
+        .inspect(|_| self.schedule_indexing())
+    }
+
+    /// Stages `batch` (in the layout) as a new segment of `txn`; returns `parts` with it.
+    fn add_rows(
+        &self,
+        txn: &mut Transaction<'_>,
+        mut parts: Vec<Part>,
+        batch: &RecordBatch,
+    ) -> Result<Vec<Part>> {
+        let staged = Staged::write(
+            self.store.clone(),
+            &self.layout,
+            txn.next.metric,
+            batch,
+            &crate::storage::unique(),
+        )?;
+        let p = txn.add_segment(&staged)?;
+        let meta = &txn.next.segments[p];
+        parts.push(Part::open(txn.store(), &self.layout, txn.next.metric, meta, false)?.0);
+        Ok(parts)
     }
 
     /// The one commit path: under the writer lock, `edit` changes the next version in a
@@ -520,6 +611,37 @@ impl Collection {
         }
         Ok(built)
     }
+}
+
+/// The live rows of each part of `snapshot` that `mask` selects.
+fn selected_rows(
+    snapshot: &Snapshot,
+    mut mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
+) -> Result<BTreeMap<usize, Vec<usize>>> {
+    let mut by_part = BTreeMap::new();
+    for (p, part) in snapshot.parts.iter().enumerate() {
+        if part.live_rows() == 0 {
+            continue;
+        }
+        let m = mask(&part.seg.batch)?;
+        if m.len() != part.seg.rows() {
+            return Err(Error::invalid(format!(
+                "condition gave {} values for a segment of {} rows",
+                m.len(),
+                part.seg.rows()
+            )));
+        }
+        let rows: Vec<usize> = m
+            .iter()
+            .enumerate()
+            .filter(|(r, v)| *v == Some(true) && !part.is_deleted(*r))
+            .map(|(r, _)| r)
+            .collect();
+        if !rows.is_empty() {
+            by_part.insert(p, rows);
+        }
+    }
+    Ok(by_part)
 }
 
 /// Refuses a write holding an id that is stored already (`id` as `first_stored` gives it).

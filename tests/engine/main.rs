@@ -723,3 +723,68 @@ fn a_damaged_index_file_is_set_aside_and_rebuilt_while_the_collection_answers() 
         .repairs
         .is_empty());
 }
+
+#[test]
+fn delete_where_update_where_and_upsert_commit_once_each() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_array::BooleanArray;
+    let tmp = tempfile::tempdir().unwrap();
+    let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
+    c.append(&[batch(0..100, DIM)]).unwrap();
+    let ids =
+        |b: &RecordBatch| -> Vec<i64> { b.column(0).as_primitive::<Int64Type>().values().to_vec() };
+    let below = |n: i64| {
+        move |b: &RecordBatch| -> omendb::Result<BooleanArray> {
+            Ok(b.column(0)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .map(|v| v.map(|v| v < n))
+                .collect())
+        }
+    };
+    // delete_where: the rows selected go, once.
+    let version = c.snapshot().version();
+    assert_eq!(c.delete_where(below(10)).unwrap(), 10);
+    assert_eq!(c.snapshot().version(), version + 1);
+    assert_eq!(c.delete_where(below(10)).unwrap(), 0);
+    assert_eq!(c.count(), 90);
+    // update_where: ids 10..20 get new words, still one row per id, in one commit.
+    let version = c.snapshot().version();
+    let n = c
+        .update_where(below(20), |rows| {
+            let words: StringArray = (0..rows.num_rows()).map(|_| Some("new")).collect();
+            let mut cols = rows.columns().to_vec();
+            cols[2] = Arc::new(words);
+            Ok(RecordBatch::try_new(rows.schema(), cols)?)
+        })
+        .unwrap();
+    assert_eq!(n, 10);
+    assert_eq!(c.snapshot().version(), version + 1);
+    assert_eq!(c.count(), 90);
+    let got = c.get(&Int64Array::from(vec![15])).unwrap();
+    assert_eq!(got.column(2).as_string::<i32>().value(0), "new");
+    // An update that would collide with a row that stays is refused, and changes nothing.
+    let err = c
+        .update_where(below(11), |rows| {
+            let mut cols = rows.columns().to_vec();
+            cols[0] = Arc::new(Int64Array::from(vec![50]));
+            Ok(RecordBatch::try_new(rows.schema(), cols)?)
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("duplicate id 50"), "{err}");
+    assert_eq!(c.count(), 90);
+    // upsert: ids 95..105 replace 95..99 and add 100..104.
+    assert_eq!(c.upsert(&[batch(95..105, DIM)]).unwrap(), 10);
+    assert_eq!(c.count(), 95);
+    let mut all = ids(&c
+        .get(&Int64Array::from((0..200).collect::<Vec<i64>>()))
+        .unwrap());
+    all.sort();
+    assert_eq!(all, (10..105).collect::<Vec<i64>>());
+    // Reopened, the same rows.
+    drop(c);
+    drop(_db);
+    let db = Database::open(tmp.path()).unwrap();
+    assert_eq!(db.collection("docs").unwrap().count(), 95);
+}
