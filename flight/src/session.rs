@@ -220,7 +220,9 @@ impl FilePolicy {
             LogicalPlan::Ddl(ddl) => {
                 require(role, Role::Admin, &format!("{} (DDL)", ddl.name()))?;
                 if let DdlStatement::CreateExternalTable(t) = ddl {
-                    for location in &t.locations {
+                    // STORED AS OMENDB: the location is a collection's name, not a file.
+                    let collection = t.file_type.eq_ignore_ascii_case("omendb");
+                    for location in t.locations.iter().filter(|_| !collection) {
                         self.check("CREATE EXTERNAL TABLE location", location)?;
                     }
                 }

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use omendb::{Collection, Database};
 
+use crate::dml::CollectionSink;
 use crate::{engine_error, memory_scan};
 
 /// The default schema of an OmenDB session: every collection of the database, plus whatever
@@ -66,6 +69,11 @@ impl SchemaProvider for OmenSchema {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = table.downcast_ref::<CollectionTable>() {
+            if t.collection().name() == name {
+                return Ok(None); // created by CREATE EXTERNAL TABLE ... STORED AS OMENDB
+            }
+        }
         if self.db.exists(&name) {
             return Err(DataFusionError::Plan(format!(
                 "'{name}' is a collection; choose another table name"
@@ -74,8 +82,14 @@ impl SchemaProvider for OmenSchema {
         self.others.register_table(name, table)
     }
 
+    /// `DROP TABLE` of a collection drops it and its files.
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        self.others.deregister_table(name)
+        if self.others.table_exist(name) || !self.db.exists(name) {
+            return self.others.deregister_table(name);
+        }
+        let c = self.db.collection(name).map_err(engine_error)?;
+        self.db.drop_collection(name).map_err(engine_error)?;
+        Ok(Some(Arc::new(CollectionTable::new(c))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -109,6 +123,39 @@ impl TableProvider for CollectionTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if op != InsertOp::Append {
+            return Err(DataFusionError::Plan(format!(
+                "collection '{}': only INSERT INTO (append) is supported, not {op}",
+                self.collection.name()
+            )));
+        }
+        let sink = CollectionSink::new(self.collection.clone());
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.delete_plan(state, filters)
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.update_plan(state, assignments, filters)
     }
 
     async fn scan(

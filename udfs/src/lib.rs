@@ -11,6 +11,7 @@
 
 mod catalog;
 mod distance;
+mod dml;
 mod knn;
 mod rewrite;
 
@@ -22,6 +23,7 @@ use omendb::Database;
 
 pub use catalog::{CollectionTable, OmenSchema};
 pub use distance::{distance_udfs, VectorDistance};
+pub use dml::{CollectionFactory, CollectionSink, DmlExec};
 pub use knn::{KnnBinder, KnnExec, KnnLimits, KnnNode, KnnPlanner, KnnTable};
 pub use rewrite::OrderByDistance;
 
@@ -83,7 +85,11 @@ pub fn register_with_limits(
         .ok_or_else(|| DataFusionError::Plan("no default catalog".into()))?;
     catalog.register_schema("public", Arc::new(OmenSchema::new(db.clone())))?;
     ctx.register_relation_planner(Arc::new(KnnPlanner::new(db.clone(), limits)))?;
-    ctx.add_analyzer_rule(Arc::new(KnnBinder::new(db, limits)));
+    ctx.add_analyzer_rule(Arc::new(KnnBinder::new(db.clone(), limits)));
+    ctx.state_ref()
+        .write()
+        .table_factories_mut()
+        .insert("OMENDB".into(), Arc::new(CollectionFactory::new(db)));
     ctx.add_analyzer_rule(Arc::new(OrderByDistance::new(limits)));
     for udf in distance_udfs() {
         ctx.register_udf(udf);

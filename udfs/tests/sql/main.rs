@@ -674,3 +674,87 @@ async fn order_by_inner_product_desc_and_a_bound_vector() {
     assert_eq!(int_column(&got, "id"), int_column(&knn, "id"));
     assert_eq!(int_column(&got, "id"), brute_force(&q, 6, Metric::Dot));
 }
+
+/// The single `count` value of a DML result.
+async fn count_of(ctx: &SessionContext, sql: &str) -> u64 {
+    let b = query(ctx, sql).await;
+    b.column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+        .unwrap_or_else(|| panic!("{sql}: {b:?}"))
+        .value(0)
+}
+
+#[tokio::test]
+async fn dml_creates_inserts_updates_deletes_and_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(tmp.path()).unwrap());
+    let ctx = omendb_udfs::session(db.clone()).unwrap();
+    query(
+        &ctx,
+        "CREATE EXTERNAL TABLE notes (id BIGINT NOT NULL, vec FLOAT[4] NOT NULL, note VARCHAR) \
+         STORED AS OMENDB LOCATION 'notes' OPTIONS ('metric' 'l2', 'index_threshold' '0')",
+    )
+    .await;
+    assert_eq!(db.collection("notes").unwrap().metric(), Metric::L2);
+    let n = count_of(
+        &ctx,
+        "INSERT INTO notes VALUES (1, [1.0, 0.0, 0.0, 0.0], 'a'), (2, [0.0, 1.0, 0.0, 0.0], 'b')",
+    )
+    .await;
+    assert_eq!(n, 2);
+    let near = |q: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            int_column(
+                &query(&ctx, &format!("SELECT id FROM knn('notes', {q}, 1)")).await,
+                "id",
+            )
+        }
+    };
+    assert_eq!(near("[0.9, 0.1, 0.0, 0.0]").await, vec![1]);
+    assert_eq!(
+        count_of(
+            &ctx,
+            "INSERT INTO notes SELECT id + 10, vec, note FROM notes"
+        )
+        .await,
+        2
+    );
+    // A duplicate id is refused and nothing of the statement is written.
+    let err = ctx
+        .sql("INSERT INTO notes VALUES (3, [0.0, 0.0, 1.0, 0.0], 'c'), (1, [0.0, 0.0, 0.0, 1.0], 'd')")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("duplicate id 1"), "{err}");
+    assert_eq!(db.collection("notes").unwrap().count(), 4);
+    // DELETE with a predicate.
+    assert_eq!(count_of(&ctx, "DELETE FROM notes WHERE id > 10").await, 2);
+    assert_eq!(db.collection("notes").unwrap().count(), 2);
+    // UPDATE keeps one row per id, with the new value, and moves a vector.
+    assert_eq!(
+        count_of(
+            &ctx,
+            "UPDATE notes SET note = 'z', vec = [0.0, 0.0, 0.0, 1.0] WHERE id = 1"
+        )
+        .await,
+        1
+    );
+    let got = query(&ctx, "SELECT id, note FROM notes ORDER BY id").await;
+    assert_eq!(int_column(&got, "id"), vec![1, 2]);
+    let notes = got
+        .column_by_name("note")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .map(|a| a.iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert_eq!(notes, vec!["z", "b"]);
+    assert_eq!(near("[0.0, 0.0, 0.1, 0.9]").await, vec![1]);
+    // DROP TABLE drops the collection.
+    query(&ctx, "DROP TABLE notes").await;
+    assert!(!db.exists("notes"));
+}
