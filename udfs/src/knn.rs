@@ -32,7 +32,7 @@ pub use bind::KnnBinder;
 pub use exec::KnnExec;
 pub use node::KnnNode;
 pub use planner::KnnPlanner;
-pub use provider::KnnTable;
+pub use provider::{KnnTable, QueryVector};
 
 use crate::engine_error;
 

@@ -20,7 +20,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, SortExpr, 
 use datafusion::optimizer::AnalyzerRule;
 use omendb::Metric;
 
-use crate::knn::{constant, query_vector, KnnLimits, KnnTable};
+use crate::knn::{constant, query_vector, KnnLimits, KnnTable, QueryVector};
 use crate::CollectionTable;
 
 /// Rewrites nearest-neighbour `ORDER BY ... LIMIT` queries to searches.
@@ -99,7 +99,7 @@ impl OrderByDistance {
         let knn = KnnTable::new(
             collection.name().to_string(),
             snapshot.clone(),
-            query,
+            QueryVector::Values(query),
             k,
             None,
         );

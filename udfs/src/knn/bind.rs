@@ -22,7 +22,7 @@ use omendb::Database;
 
 use super::node::KnnNode;
 use super::planner::KNN_TABLE;
-use super::provider::KnnTable;
+use super::provider::{KnnTable, QueryVector};
 use super::{query_vector, usage, KnnLimits};
 use crate::engine_error;
 
@@ -90,14 +90,23 @@ impl KnnBinder {
         let name = &node.collection;
         let collection = self.db.collection(name).map_err(engine_error)?;
         let snapshot = collection.snapshot();
-        let query = query_vector(&constant(&node.query, "query vector")?, "query vector")?;
-        if query.len() != snapshot.dim() {
-            return Err(engine_error(omendb::Error::InvalidInput(format!(
-                "knn(): the query vector has dimension {}, collection '{name}' has dimension {}",
-                query.len(),
-                snapshot.dim()
-            ))));
-        }
+        let query = match node.query.clone().unalias_nested().data {
+            Expr::ScalarSubquery(sq) if sq.outer_ref_columns.is_empty() => {
+                QueryVector::Subquery(sq.subquery.as_ref().clone())
+            }
+            _ => {
+                let query = query_vector(&constant(&node.query, "query vector")?, "query vector")?;
+                if query.len() != snapshot.dim() {
+                    return Err(engine_error(omendb::Error::InvalidInput(format!(
+                        "knn(): the query vector has dimension {}, collection '{name}' has \
+                         dimension {}",
+                        query.len(),
+                        snapshot.dim()
+                    ))));
+                }
+                QueryVector::Values(query)
+            }
+        };
         let table = KnnTable::new(name.clone(), snapshot, query, k, ef);
         LogicalPlanBuilder::scan(
             TableReference::bare(KNN_TABLE),

@@ -28,7 +28,10 @@ use crate::engine_error;
 pub struct KnnExec {
     collection: String,
     snapshot: Arc<Snapshot>,
+    /// The query vector, or empty when `input` computes it.
     query: Vec<f32>,
+    /// The plan whose one row holds the query vector (`knn('docs', (SELECT ...), k)`).
+    input: Option<Arc<dyn ExecutionPlan>>,
     k: usize,
     ef: Option<usize>,
     /// The pushed-down filter over the collection's stored columns, as written.
@@ -41,11 +44,14 @@ pub struct KnnExec {
 }
 
 impl KnnExec {
-    /// A search of `snapshot` (of `collection`) for the `k` rows nearest `query`.
+    /// A search of `snapshot` (of `collection`) for the `k` rows nearest `query` (or, with
+    /// `input`, nearest the vector in the one row `input` returns).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         collection: String,
         snapshot: Arc<Snapshot>,
         query: Vec<f32>,
+        input: Option<Arc<dyn ExecutionPlan>>,
         k: usize,
         ef: Option<usize>,
         filter: Option<(String, Arc<dyn PhysicalExpr>)>,
@@ -66,6 +72,7 @@ impl KnnExec {
             collection,
             snapshot,
             query,
+            input,
             k,
             ef,
             filter,
@@ -77,8 +84,16 @@ impl KnnExec {
     }
 
     /// The search, on the calling thread: filter, search, rows.
-    fn search(&self) -> Result<RecordBatch> {
+    fn search(&self, query: &[f32]) -> Result<RecordBatch> {
         let snapshot = &self.snapshot;
+        if query.len() != snapshot.dim() {
+            return Err(engine_error(omendb::Error::InvalidInput(format!(
+                "knn(): the query vector has dimension {}, collection '{}' has dimension {}",
+                query.len(),
+                self.collection,
+                snapshot.dim()
+            ))));
+        }
         let selection = match &self.filter {
             None => None,
             Some((_, predicate)) => Some(
@@ -101,7 +116,7 @@ impl KnnExec {
             ),
         };
         let selected = selection.as_ref().map(|s| s.count(snapshot));
-        let req = SearchRequest::new(&self.query, self.k)
+        let req = SearchRequest::new(query, self.k)
             .ef(self.ef)
             .filter(selection.as_ref());
         let (mut hits, trace) = snapshot.search_traced(&req).map_err(engine_error)?;
@@ -175,6 +190,9 @@ impl DisplayAs for KnnExec {
         if let Some((text, _)) = &self.filter {
             write!(f, ", filter={text}")?;
         }
+        if self.input.is_some() {
+            write!(f, ", query=from its input")?;
+        }
         Ok(())
     }
 }
@@ -193,7 +211,7 @@ impl ExecutionPlan for KnnExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
+        self.input.iter().collect()
     }
 
     fn apply_expressions(
@@ -208,36 +226,54 @@ impl ExecutionPlan for KnnExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
+        Ok(Arc::new(KnnExec::new(
+            self.collection.clone(),
+            self.snapshot.clone(),
+            self.query.clone(),
+            children.into_iter().next(),
+            self.k,
+            self.ef,
+            self.filter.clone(),
+            self.projection.clone(),
+        )?))
     }
 
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
                 "KnnExec has one partition, asked for {partition}"
             )));
         }
-        let me = KnnExec::new(
-            self.collection.clone(),
-            self.snapshot.clone(),
-            self.query.clone(),
-            self.k,
-            self.ef,
-            self.filter.clone(),
-            self.projection.clone(),
-        )?;
-        let metrics = self.metrics.clone();
-        // The filter and the search are CPU work: they run on a blocking thread, never on the
-        // async runtime's workers.
+        let me = KnnExec {
+            metrics: self.metrics.clone(),
+            ..KnnExec::new(
+                self.collection.clone(),
+                self.snapshot.clone(),
+                self.query.clone(),
+                self.input.clone(),
+                self.k,
+                self.ef,
+                self.filter.clone(),
+                self.projection.clone(),
+            )?
+        };
         let search = async move {
-            let me = KnnExec { metrics, ..me };
-            tokio::task::spawn_blocking(move || me.search())
+            let query = match &me.input {
+                None => me.query.clone(),
+                Some(input) => {
+                    let rows = datafusion::physical_plan::collect(input.clone(), context).await?;
+                    vector_of_one_row(&rows)?
+                }
+            };
+            // The filter and the search are CPU work: they run on a blocking thread, never
+            // on the async runtime's workers.
+            tokio::task::spawn_blocking(move || me.search(&query))
                 .await
                 .map_err(|e| DataFusionError::Execution(format!("knn() search failed: {e}")))?
         };
@@ -250,4 +286,22 @@ impl ExecutionPlan for KnnExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// The query vector in the one row (first column) a query-vector subquery returned.
+fn vector_of_one_row(rows: &[RecordBatch]) -> Result<Vec<f32>> {
+    let n: usize = rows.iter().map(RecordBatch::num_rows).sum();
+    if n != 1 {
+        return Err(super::usage(&format!(
+            "the query vector subquery must return exactly one row, it returned {n}"
+        )));
+    }
+    let batch = rows.iter().find(|b| b.num_rows() == 1).expect("one row");
+    if batch.num_columns() != 1 {
+        return Err(super::usage(&format!(
+            "the query vector subquery must return one column, it returned {}",
+            batch.num_columns()
+        )));
+    }
+    super::query_vector(batch.column(0), "query vector")
 }

@@ -9,18 +9,28 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::error::Result;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use omendb::Snapshot;
 
 use super::exec::KnnExec;
+
+/// Where a knn() call's query vector comes from.
+#[derive(Debug, Clone)]
+pub enum QueryVector {
+    /// Known when the call was bound.
+    Values(Vec<f32>),
+    /// The one row of a subquery (`knn('docs', (SELECT vec FROM docs WHERE id = 42), 10)`),
+    /// computed when the search runs.
+    Subquery(LogicalPlan),
+}
 
 /// The rows of one knn() call over the snapshot taken when it was bound.
 #[derive(Debug)]
 pub struct KnnTable {
     collection: String,
     snapshot: Arc<Snapshot>,
-    query: Vec<f32>,
+    query: QueryVector,
     k: usize,
     /// Graph beam width for indexed segments (default: the collection's).
     ef: Option<usize>,
@@ -43,7 +53,7 @@ impl KnnTable {
     pub fn new(
         collection: String,
         snapshot: Arc<Snapshot>,
-        query: Vec<f32>,
+        query: QueryVector,
         k: usize,
         ef: Option<usize>,
     ) -> Self {
@@ -105,10 +115,17 @@ impl TableProvider for KnnTable {
                 Some((text, state.create_physical_expr(predicate, &schema)?))
             }
         };
+        let (query, input) = match &self.query {
+            QueryVector::Values(v) => (v.clone(), None),
+            QueryVector::Subquery(plan) => {
+                (Vec::new(), Some(state.create_physical_plan(plan).await?))
+            }
+        };
         Ok(Arc::new(KnnExec::new(
             self.collection.clone(),
             self.snapshot.clone(),
-            self.query.clone(),
+            query,
+            input,
             self.k,
             self.ef,
             filter,

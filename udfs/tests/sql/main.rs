@@ -758,3 +758,38 @@ async fn dml_creates_inserts_updates_deletes_and_drops() {
     query(&ctx, "DROP TABLE notes").await;
     assert!(!db.exists("notes"));
 }
+
+#[tokio::test]
+async fn the_query_vector_can_come_from_a_subquery() {
+    let (_tmp, ctx) = setup(Metric::Cosine).await;
+    let sql = "SELECT id FROM knn('docs', (SELECT vec FROM docs WHERE id = 42), 5) WHERE id <> 42";
+    let got = query(&ctx, sql).await;
+    let want: Vec<i64> = brute_force(&vector(42), 6, Metric::Cosine)
+        .into_iter()
+        .filter(|&i| i != 42)
+        .take(5)
+        .collect();
+    assert_eq!(int_column(&got, "id"), want);
+    assert!(explain(&ctx, sql).await.contains("query=from its input"));
+    // Not exactly one row: refused, saying so.
+    for (sql, needle) in [
+        (
+            "SELECT id FROM knn('docs', (SELECT vec FROM docs WHERE id < 10), 5)",
+            "exactly one row, it returned 7",
+        ),
+        (
+            "SELECT id FROM knn('docs', (SELECT vec FROM docs WHERE id = -1), 5)",
+            "exactly one row, it returned 0",
+        ),
+    ] {
+        let err = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{sql}: {err}");
+    }
+}
