@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 mod bind;
 mod exec;
+mod join;
 mod node;
 mod planner;
 mod provider;
@@ -30,6 +31,7 @@ use datafusion::error::{DataFusionError, Result};
 pub(crate) use bind::constant;
 pub use bind::KnnBinder;
 pub use exec::KnnExec;
+pub use join::{KnnJoinExec, KnnJoinTable};
 pub use node::KnnNode;
 pub use planner::KnnPlanner;
 pub use provider::{KnnTable, QueryVector};

@@ -24,7 +24,10 @@ use omendb::Database;
 pub use catalog::{CollectionTable, OmenSchema};
 pub use distance::{distance_udfs, VectorDistance};
 pub use dml::{CollectionFactory, CollectionSink, DmlExec};
-pub use knn::{KnnBinder, KnnExec, KnnLimits, KnnNode, KnnPlanner, KnnTable};
+pub use knn::{
+    KnnBinder, KnnExec, KnnJoinExec, KnnJoinTable, KnnLimits, KnnNode, KnnPlanner, KnnTable,
+    QueryVector,
+};
 pub use rewrite::OrderByDistance;
 
 /// A scan over in-memory batches (one partition per inner `Vec`), projected.

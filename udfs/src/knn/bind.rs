@@ -52,8 +52,9 @@ impl KnnBinder {
         Ok(())
     }
 
-    fn bind(&self, node: &KnnNode) -> Result<LogicalPlan> {
-        let k = match ScalarValue::try_from_array(&constant(&node.k, "k")?, 0)? {
+    /// k and ef from their argument expressions, checked against the limits.
+    pub(super) fn k_and_ef(&self, k: &Expr, ef: Option<&Expr>) -> Result<(usize, Option<usize>)> {
+        let k = match ScalarValue::try_from_array(&constant(k, "k")?, 0)? {
             ScalarValue::Int64(Some(k)) if k >= 0 => k as usize,
             ScalarValue::Int32(Some(k)) if k >= 0 => k as usize,
             ScalarValue::UInt64(Some(k)) => k as usize,
@@ -63,7 +64,7 @@ impl KnnBinder {
                 )))
             }
         };
-        let ef = match &node.ef {
+        let ef = match ef {
             None => None,
             Some(e) => match ScalarValue::try_from_array(&constant(e, "ef")?, 0)? {
                 ScalarValue::Int64(Some(ef)) if ef > 0 => Some(ef as usize),
@@ -87,6 +88,11 @@ impl KnnBinder {
                 self.limits.max_ef
             )));
         }
+        Ok((k, ef))
+    }
+
+    fn bind(&self, node: &KnnNode) -> Result<LogicalPlan> {
+        let (k, ef) = self.k_and_ef(&node.k, node.ef.as_ref())?;
         let name = &node.collection;
         let collection = self.db.collection(name).map_err(engine_error)?;
         let snapshot = collection.snapshot();

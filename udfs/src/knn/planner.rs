@@ -8,16 +8,18 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, ScalarValue, TableReference};
+use datafusion::datasource::provider_as_source;
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::planner::{
     PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
 };
-use datafusion::logical_expr::{Expr, Extension, LogicalPlan};
-use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, TableFactor};
+use datafusion::logical_expr::{Expr, Extension, LogicalPlan, LogicalPlanBuilder};
+use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, FunctionArg, FunctionArgExpr, TableFactor};
 use omendb::Database;
 
 use super::bind::KnnBinder;
+use super::join::KnnJoinTable;
 use super::node::KnnNode;
 use super::{usage, KnnLimits};
 use crate::engine_error;
@@ -40,6 +42,43 @@ impl KnnPlanner {
             binder: KnnBinder::new(db.clone(), limits),
             db,
         }
+    }
+}
+
+/// The string a literal argument holds.
+fn text(expr: &Expr, what: &str) -> Result<String> {
+    match expr {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Ok(s.clone()),
+        other => Err(usage(&format!("{what} must be a string, got {other}"))),
+    }
+}
+
+impl KnnPlanner {
+    /// `knn_join('queries', 'vector', 'docs', k [, ef])`.
+    fn plan_join(&self, queries: LogicalPlan, exprs: Vec<Expr>) -> Result<LogicalPlan> {
+        let join_usage = |what: &str| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "knn_join(): {what}; usage: knn_join((SELECT ... FROM queries), 'its vector \
+                 column', 'collection', k [, ef])"
+            ))
+        };
+        if exprs.len() != 3 && exprs.len() != 4 {
+            return Err(join_usage(&format!(
+                "expected 4 or 5 arguments, got {}",
+                exprs.len() + 1
+            )));
+        }
+        let column = text(&exprs[0], "the query vector column")?;
+        let collection = text(&exprs[1], "the collection")?;
+        let (k, ef) = self.binder.k_and_ef(&exprs[2], exprs.get(3))?;
+        let c = self.db.collection(&collection).map_err(engine_error)?;
+        let join = KnnJoinTable::new(queries, column, collection, c.snapshot(), k, ef)?;
+        LogicalPlanBuilder::scan("knn_join()", provider_as_source(Arc::new(join)), None)?.build()
     }
 }
 
@@ -74,21 +113,51 @@ impl RelationPlanner for KnnPlanner {
         else {
             return Ok(RelationPlanning::Original(Box::new(relation)));
         };
-        let is_knn = name.0.len() == 1
-            && name.0[0]
+        let function = match name.0.as_slice() {
+            [part] => part
                 .as_ident()
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("knn"));
-        if !is_knn {
+                .map(|i| i.value.to_ascii_lowercase())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        if function != "knn" && function != "knn_join" {
             return Ok(RelationPlanning::Original(Box::new(relation)));
         }
         let alias = alias.clone();
         let empty = DFSchema::empty();
         let mut exprs = Vec::new();
-        for arg in args.args.clone() {
+        let mut raw = args.args.clone();
+        // knn_join's query table: a query in parentheses, planned as a derived table.
+        let mut queries = None;
+        if function == "knn_join" {
+            if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(SQLExpr::Subquery(q)))) =
+                raw.first().cloned()
+            {
+                raw.remove(0);
+                queries = Some(context.plan(TableFactor::Derived {
+                    lateral: false,
+                    subquery: q,
+                    alias: None,
+                    sample: None,
+                })?);
+            } else {
+                return Err(usage(
+                    "knn_join()'s first argument must be a query in parentheses, e.g. \
+                     (SELECT * FROM queries)",
+                ));
+            }
+        }
+        for arg in raw {
             let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg else {
                 return Err(usage(&format!("unsupported argument {arg}")));
             };
             exprs.push(context.sql_to_expr(e, &empty)?);
+        }
+        if let Some(queries) = queries {
+            let plan = self.plan_join(queries, exprs)?;
+            return Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
+                plan, alias,
+            ))));
         }
         if exprs.len() != 3 && exprs.len() != 4 {
             return Err(usage(&format!(
@@ -96,19 +165,7 @@ impl RelationPlanner for KnnPlanner {
                 exprs.len()
             )));
         }
-        let collection = match &exprs[0] {
-            Expr::Literal(
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::LargeUtf8(Some(s))
-                | ScalarValue::Utf8View(Some(s)),
-                _,
-            ) => s.clone(),
-            other => {
-                return Err(usage(&format!(
-                    "the first argument must be a collection name string, got {other}"
-                )))
-            }
-        };
+        let collection = text(&exprs[0], "the first argument (the collection's name)")?;
         let c = self.db.collection(&collection).map_err(engine_error)?;
         let schema = omendb::result_schema(&c.schema());
         let schema = Arc::new(DFSchema::try_from_qualified_schema(

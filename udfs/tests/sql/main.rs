@@ -793,3 +793,55 @@ async fn the_query_vector_can_come_from_a_subquery() {
         assert!(err.contains(needle), "{sql}: {err}");
     }
 }
+
+#[tokio::test]
+async fn knn_join_searches_every_row_of_a_query_table() {
+    let (_tmp, ctx) = setup(Metric::Cosine).await;
+    let picks = [5_000u64, 5_001, 5_002];
+    let mut vb = FixedSizeListBuilder::new(Float32Builder::new(), DIM as i32);
+    for &p in &picks {
+        vb.values().append_slice(&vector(p));
+        vb.append(true);
+    }
+    let queries = RecordBatch::try_from_iter(vec![
+        (
+            "id",
+            Arc::new(Int64Array::from(vec![100, 101, 102])) as ArrayRef,
+        ),
+        ("vector", Arc::new(vb.finish()) as ArrayRef),
+    ])
+    .unwrap();
+    ctx.register_batch("queries", queries).unwrap();
+    let got = query(
+        &ctx,
+        "SELECT query_id, id, _distance FROM knn_join((SELECT * FROM queries), 'vector', 'docs', 4)",
+    )
+    .await;
+    assert_eq!(got.num_rows(), 12);
+    let qids = int_column(&got, "query_id");
+    let ids = int_column(&got, "id");
+    for (i, &p) in picks.iter().enumerate() {
+        assert!(qids[i * 4..(i + 1) * 4]
+            .iter()
+            .all(|&q| q == 100 + i as i64));
+        assert_eq!(
+            &ids[i * 4..(i + 1) * 4],
+            brute_force(&vector(p), 4, Metric::Cosine).as_slice()
+        );
+    }
+    let plan = explain(
+        &ctx,
+        "SELECT * FROM knn_join((SELECT * FROM queries), 'vector', 'docs', 4)",
+    )
+    .await;
+    assert!(
+        plan.contains("KnnJoinExec: collection=docs, query column=vector, k=4"),
+        "{plan}"
+    );
+    let err = ctx
+        .sql("SELECT * FROM knn_join((SELECT * FROM queries), 'nope', 'docs', 4)")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no column 'nope'"), "{err}");
+}
