@@ -153,20 +153,7 @@ fn mask(
     let Some(p) = predicate else {
         return Ok(BooleanArray::from(vec![true; batch.num_rows()]));
     };
-    let value = p
-        .evaluate(batch)
-        .and_then(|v| v.into_array(batch.num_rows()))
-        .map_err(|e| omendb::Error::InvalidInput(format!("WHERE: {e}")))?;
-    value
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .cloned()
-        .ok_or_else(|| {
-            omendb::Error::InvalidInput(format!(
-                "WHERE is not a boolean condition (it gives {})",
-                value.data_type()
-            ))
-        })
+    crate::condition_mask(p.as_ref(), batch, "WHERE")
 }
 
 /// The conjunction of `filters` over the collection's rows (`None`: every row).

@@ -50,6 +50,28 @@ fn memory_scan(
     )
 }
 
+/// The rows `predicate` selects in `batch` (a null does not select); errors name `what`.
+pub(crate) fn condition_mask(
+    predicate: &dyn datafusion::physical_expr::PhysicalExpr,
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    what: &str,
+) -> omendb::Result<datafusion::arrow::array::BooleanArray> {
+    let value = predicate
+        .evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .map_err(|e| omendb::Error::InvalidInput(format!("{what}: {e}")))?;
+    value
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+        .cloned()
+        .ok_or_else(|| {
+            omendb::Error::InvalidInput(format!(
+                "{what} is not a boolean condition (it gives {})",
+                value.data_type()
+            ))
+        })
+}
+
 /// Wraps an engine error so callers can recover it (and its kind) from a DataFusion error.
 pub fn engine_error(e: omendb::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
@@ -98,19 +98,7 @@ impl KnnExec {
             None => None,
             Some((_, predicate)) => Some(
                 Selection::from_masks(snapshot, |batch| {
-                    let mask = predicate
-                        .evaluate(batch)
-                        .and_then(|v| v.into_array(batch.num_rows()))
-                        .map_err(|e| omendb::Error::InvalidInput(format!("knn() filter: {e}")))?;
-                    mask.as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .cloned()
-                        .ok_or_else(|| {
-                            omendb::Error::InvalidInput(format!(
-                                "knn() filter is not a boolean condition (it gives {})",
-                                mask.data_type()
-                            ))
-                        })
+                    crate::condition_mask(predicate.as_ref(), batch, "knn() filter")
                 })
                 .map_err(engine_error)?,
             ),

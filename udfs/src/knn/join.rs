@@ -177,6 +177,20 @@ impl KnnJoinExec {
         }
     }
 
+    /// The same join over another input.
+    fn over(&self, input: Arc<dyn ExecutionPlan>) -> Self {
+        KnnJoinExec::with_input(
+            input,
+            self.vector_column.clone(),
+            self.collection.clone(),
+            self.snapshot.clone(),
+            self.k,
+            self.ef,
+            self.full_schema.clone(),
+            self.projection.clone(),
+        )
+    }
+
     /// Searches every query row of `queries` and joins.
     fn join(&self, queries: RecordBatch) -> Result<RecordBatch> {
         let snapshot = &self.snapshot;
@@ -265,16 +279,7 @@ impl ExecutionPlan for KnnJoinExec {
             .into_iter()
             .next()
             .ok_or_else(|| DataFusionError::Internal("KnnJoinExec needs its input".into()))?;
-        Ok(Arc::new(KnnJoinExec::with_input(
-            input,
-            self.vector_column.clone(),
-            self.collection.clone(),
-            self.snapshot.clone(),
-            self.k,
-            self.ef,
-            self.full_schema.clone(),
-            self.projection.clone(),
-        )))
+        Ok(Arc::new(self.over(input)))
     }
 
     fn execute(
@@ -282,16 +287,7 @@ impl ExecutionPlan for KnnJoinExec {
         _partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let me = KnnJoinExec::with_input(
-            self.input.clone(),
-            self.vector_column.clone(),
-            self.collection.clone(),
-            self.snapshot.clone(),
-            self.k,
-            self.ef,
-            self.full_schema.clone(),
-            self.projection.clone(),
-        );
+        let me = self.over(self.input.clone());
         let run = async move {
             let rows = datafusion::physical_plan::collect(me.input.clone(), context).await?;
             let queries = concat_batches(&me.input.schema(), &rows)?;

@@ -430,7 +430,12 @@ async fn where_on_knn_through_an_index() {
 
 /// The text of an EXPLAIN's plans.
 async fn explain(ctx: &SessionContext, sql: &str) -> String {
-    let b = query(ctx, &format!("EXPLAIN {sql}")).await;
+    explain_as(ctx, "EXPLAIN", sql).await
+}
+
+/// The text of `how` (EXPLAIN, EXPLAIN ANALYZE...) of `sql`.
+async fn explain_as(ctx: &SessionContext, how: &str, sql: &str) -> String {
+    let b = query(ctx, &format!("{how} {sql}")).await;
     datafusion::arrow::util::pretty::pretty_format_batches(&[b])
         .unwrap()
         .to_string()
@@ -456,26 +461,22 @@ async fn explain_shows_the_knn_exec_without_searching() {
     );
     assert!(text.contains("filter=tag = Utf8(\"t2\")"), "{text}");
     // EXPLAIN ANALYZE runs it and reports what it did.
-    let b = query(
+    let text = explain_as(
         &ctx,
-        &format!("EXPLAIN ANALYZE SELECT id FROM knn('docs', {q}, 5)"),
+        "EXPLAIN ANALYZE",
+        &format!("SELECT id FROM knn('docs', {q}, 5)"),
     )
     .await;
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&[b])
-        .unwrap()
-        .to_string();
     assert!(text.contains("segments=1"), "{text}");
     assert!(text.contains("segments_by_index=1"), "{text}");
     assert!(text.contains("rows_selected=997"), "{text}");
     // A selective filter on the indexed segment is answered by an exact pass over its rows.
-    let b = query(
+    let text = explain_as(
         &ctx,
-        &format!("EXPLAIN ANALYZE SELECT id FROM knn('docs', {q}, 5) WHERE id < 20"),
+        "EXPLAIN ANALYZE",
+        &format!("SELECT id FROM knn('docs', {q}, 5) WHERE id < 20"),
     )
     .await;
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&[b])
-        .unwrap()
-        .to_string();
     assert!(text.contains("segments_by_rows=1"), "{text}");
     assert!(text.contains("rows_scanned=17"), "{text}");
 }
