@@ -24,7 +24,7 @@ use omendb::{SearchRequest, SegmentPlan, Selection, Snapshot};
 use crate::engine_error;
 
 /// One knn() search, planned.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KnnExec {
     collection: String,
     snapshot: Arc<Snapshot>,
@@ -216,16 +216,10 @@ impl ExecutionPlan for KnnExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(KnnExec::new(
-            self.collection.clone(),
-            self.snapshot.clone(),
-            self.query.clone(),
-            children.into_iter().next(),
-            self.k,
-            self.ef,
-            self.filter.clone(),
-            self.projection.clone(),
-        )?))
+        Ok(Arc::new(KnnExec {
+            input: children.into_iter().next(),
+            ..self.as_ref().clone()
+        }))
     }
 
     fn execute(
@@ -238,19 +232,7 @@ impl ExecutionPlan for KnnExec {
                 "KnnExec has one partition, asked for {partition}"
             )));
         }
-        let me = KnnExec {
-            metrics: self.metrics.clone(),
-            ..KnnExec::new(
-                self.collection.clone(),
-                self.snapshot.clone(),
-                self.query.clone(),
-                self.input.clone(),
-                self.k,
-                self.ef,
-                self.filter.clone(),
-                self.projection.clone(),
-            )?
-        };
+        let me = self.clone();
         let search = async move {
             let query = match &me.input {
                 None => me.query.clone(),

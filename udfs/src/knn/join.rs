@@ -105,12 +105,16 @@ impl TableProvider for KnnJoinTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let input = state.create_physical_plan(&self.queries).await?;
-        Ok(Arc::new(KnnJoinExec::new(input, self, projection.cloned())))
+        Ok(Arc::new(KnnJoinExec::new(
+            input,
+            self,
+            projection.cloned(),
+        )?))
     }
 }
 
 /// Runs a knn_join(): collects the query rows, searches them all at once, joins.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KnnJoinExec {
     input: Arc<dyn ExecutionPlan>,
     vector_column: String,
@@ -129,33 +133,10 @@ impl KnnJoinExec {
         input: Arc<dyn ExecutionPlan>,
         t: &KnnJoinTable,
         projection: Option<Vec<usize>>,
-    ) -> Self {
-        Self::with_input(
-            input,
-            t.vector_column.clone(),
-            t.collection.clone(),
-            t.snapshot.clone(),
-            t.k,
-            t.ef,
-            t.schema.clone(),
-            projection,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn with_input(
-        input: Arc<dyn ExecutionPlan>,
-        vector_column: String,
-        collection: String,
-        snapshot: Arc<Snapshot>,
-        k: usize,
-        ef: Option<usize>,
-        full_schema: SchemaRef,
-        projection: Option<Vec<usize>>,
-    ) -> Self {
+    ) -> Result<Self> {
         let schema = match &projection {
-            Some(p) => Arc::new(full_schema.project(p).expect("projection of the schema")),
-            None => full_schema.clone(),
+            Some(p) => Arc::new(t.schema.project(p)?),
+            None => t.schema.clone(),
         };
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -163,32 +144,18 @@ impl KnnJoinExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        KnnJoinExec {
+        Ok(KnnJoinExec {
             input,
-            vector_column,
-            collection,
-            snapshot,
-            k,
-            ef,
-            full_schema,
+            vector_column: t.vector_column.clone(),
+            collection: t.collection.clone(),
+            snapshot: t.snapshot.clone(),
+            k: t.k,
+            ef: t.ef,
+            full_schema: t.schema.clone(),
             projection,
             schema,
             properties,
-        }
-    }
-
-    /// The same join over another input.
-    fn over(&self, input: Arc<dyn ExecutionPlan>) -> Self {
-        KnnJoinExec::with_input(
-            input,
-            self.vector_column.clone(),
-            self.collection.clone(),
-            self.snapshot.clone(),
-            self.k,
-            self.ef,
-            self.full_schema.clone(),
-            self.projection.clone(),
-        )
+        })
     }
 
     /// Searches every query row of `queries` and joins.
@@ -279,7 +246,10 @@ impl ExecutionPlan for KnnJoinExec {
             .into_iter()
             .next()
             .ok_or_else(|| DataFusionError::Internal("KnnJoinExec needs its input".into()))?;
-        Ok(Arc::new(self.over(input)))
+        Ok(Arc::new(KnnJoinExec {
+            input,
+            ..self.as_ref().clone()
+        }))
     }
 
     fn execute(
@@ -287,7 +257,7 @@ impl ExecutionPlan for KnnJoinExec {
         _partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let me = self.over(self.input.clone());
+        let me = self.clone();
         let run = async move {
             let rows = datafusion::physical_plan::collect(me.input.clone(), context).await?;
             let queries = concat_batches(&me.input.schema(), &rows)?;
