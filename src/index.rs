@@ -26,7 +26,6 @@ pub(crate) struct SearchParams {
 /// The read side of an index over one segment's rows.
 pub(crate) trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// Which kind of index this is.
-    #[allow(dead_code)] // read by tests and by the coming index kinds' plans
     fn kind(&self) -> IndexKind;
     /// The `k` nearest rows of `view` to `query` (raw; the index prepares it) that `accept`
     /// lets through, nearest first, with their ranking distances.
