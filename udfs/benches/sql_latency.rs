@@ -12,6 +12,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::{ParamValues, ScalarValue};
+use futures::TryStreamExt;
 use omendb::{CollectionOptions, Database, SearchRequest};
 
 fn percentiles(mut us: Vec<f64>) -> (f64, f64) {
@@ -58,30 +59,26 @@ async fn main() {
         engine.push(t.elapsed().as_secs_f64() * 1e6);
     }
 
-    // Bound: planned once, as a prepared statement is; each query binds and runs.
-    let prepared = ctx
-        .state()
-        .create_logical_plan("SELECT * FROM knn('bench', $1, 10)")
+    // Bound: prepared once, as a server prepares a statement; each query binds and runs.
+    let prepared = omendb_udfs::Prepared::new(&ctx, "SELECT * FROM knn('bench', $1, 10)")
         .await
         .unwrap();
+    assert!(prepared.binds_planned_searches());
     let mut bound = Vec::new();
     for q in &queries {
         let t = Instant::now();
-        let list = ScalarValue::List(ScalarValue::new_list_nullable(
-            &q.iter()
-                .map(|v| ScalarValue::Float32(Some(*v)))
-                .collect::<Vec<_>>(),
-            &DataType::Float32,
+        let list = ScalarValue::List(Arc::new(
+            datafusion::arrow::array::ListArray::from_iter_primitive::<
+                datafusion::arrow::datatypes::Float32Type,
+                _,
+                _,
+            >([Some(q.iter().map(|v| Some(*v)))]),
         ));
-        let plan = prepared
-            .clone()
-            .with_param_values(ParamValues::List(vec![list.into()]))
-            .unwrap();
-        let rows = ctx
-            .execute_logical_plan(plan)
+        let rows: Vec<RecordBatch> = prepared
+            .execute(ParamValues::List(vec![list.into()]))
             .await
             .unwrap()
-            .collect()
+            .try_collect()
             .await
             .unwrap();
         assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 10);

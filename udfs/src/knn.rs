@@ -32,7 +32,7 @@ pub(crate) use bind::constant;
 pub use bind::KnnBinder;
 pub use exec::KnnExec;
 pub use join::{KnnJoinExec, KnnJoinTable};
-pub use node::KnnNode;
+pub use node::{KnnNode, KnnParams};
 pub use planner::KnnPlanner;
 pub use provider::{KnnTable, QueryVector};
 

@@ -13,6 +13,7 @@ mod catalog;
 mod distance;
 mod dml;
 mod knn;
+mod prepared;
 mod rewrite;
 
 use std::sync::Arc;
@@ -25,9 +26,10 @@ pub use catalog::{CollectionTable, OmenSchema};
 pub use distance::{distance_udfs, VectorDistance};
 pub use dml::{CollectionFactory, CollectionSink, DmlExec};
 pub use knn::{
-    KnnBinder, KnnExec, KnnJoinExec, KnnJoinTable, KnnLimits, KnnNode, KnnPlanner, KnnTable,
-    QueryVector,
+    KnnBinder, KnnExec, KnnJoinExec, KnnJoinTable, KnnLimits, KnnNode, KnnParams, KnnPlanner,
+    KnnTable, QueryVector,
 };
+pub use prepared::Prepared;
 pub use rewrite::OrderByDistance;
 
 /// A scan over in-memory batches (one partition per inner `Vec`), projected.

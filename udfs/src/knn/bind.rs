@@ -20,6 +20,7 @@ use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::optimizer::AnalyzerRule;
 use omendb::Database;
 
+use super::exec::Rebind;
 use super::node::KnnNode;
 use super::planner::KNN_TABLE;
 use super::provider::{KnnTable, QueryVector};
@@ -54,41 +55,12 @@ impl KnnBinder {
 
     /// k and ef from their argument expressions, checked against the limits.
     pub(super) fn k_and_ef(&self, k: &Expr, ef: Option<&Expr>) -> Result<(usize, Option<usize>)> {
-        let k = match ScalarValue::try_from_array(&constant(k, "k")?, 0)? {
-            ScalarValue::Int64(Some(k)) if k >= 0 => k as usize,
-            ScalarValue::Int32(Some(k)) if k >= 0 => k as usize,
-            ScalarValue::UInt64(Some(k)) => k as usize,
-            other => {
-                return Err(usage(&format!(
-                    "k must be a non-negative integer, got {other}"
-                )))
-            }
-        };
+        let k = ScalarValue::try_from_array(&constant(k, "k")?, 0)?;
         let ef = match ef {
             None => None,
-            Some(e) => match ScalarValue::try_from_array(&constant(e, "ef")?, 0)? {
-                ScalarValue::Int64(Some(ef)) if ef > 0 => Some(ef as usize),
-                ScalarValue::Int32(Some(ef)) if ef > 0 => Some(ef as usize),
-                other => {
-                    return Err(usage(&format!(
-                        "ef must be a positive integer, got {other}"
-                    )))
-                }
-            },
+            Some(e) => Some(ScalarValue::try_from_array(&constant(e, "ef")?, 0)?),
         };
-        if k > self.limits.max_k {
-            return Err(usage(&format!(
-                "k = {k} exceeds the limit of {} rows (max_k)",
-                self.limits.max_k
-            )));
-        }
-        if let Some(ef) = ef.filter(|&ef| ef > self.limits.max_ef) {
-            return Err(usage(&format!(
-                "ef = {ef} exceeds the limit of {} (max_ef)",
-                self.limits.max_ef
-            )));
-        }
-        Ok((k, ef))
+        check_k_and_ef(&self.limits, k, ef)
     }
 
     fn bind(&self, node: &KnnNode) -> Result<LogicalPlan> {
@@ -113,7 +85,11 @@ impl KnnBinder {
                 QueryVector::Values(query)
             }
         };
-        let table = KnnTable::new(name.clone(), snapshot, query, k, ef);
+        let table = KnnTable::new(name.clone(), snapshot, query, k, ef).with_rebind(Rebind {
+            db: self.db.clone(),
+            limits: self.limits,
+            params: node.params.clone(),
+        });
         LogicalPlanBuilder::scan(
             TableReference::bare(KNN_TABLE),
             provider_as_source(Arc::new(table)),
@@ -121,6 +97,48 @@ impl KnnBinder {
         )?
         .build()
     }
+}
+
+/// k and ef from their values, checked against `limits`.
+pub(super) fn check_k_and_ef(
+    limits: &KnnLimits,
+    k: ScalarValue,
+    ef: Option<ScalarValue>,
+) -> Result<(usize, Option<usize>)> {
+    let k = match k {
+        ScalarValue::Int64(Some(k)) if k >= 0 => k as usize,
+        ScalarValue::Int32(Some(k)) if k >= 0 => k as usize,
+        ScalarValue::UInt64(Some(k)) => k as usize,
+        other => {
+            return Err(usage(&format!(
+                "k must be a non-negative integer, got {other}"
+            )))
+        }
+    };
+    let ef = match ef {
+        None => None,
+        Some(ScalarValue::Int64(Some(ef))) if ef > 0 => Some(ef as usize),
+        Some(ScalarValue::Int32(Some(ef))) if ef > 0 => Some(ef as usize),
+        Some(ScalarValue::UInt64(Some(ef))) if ef > 0 => Some(ef as usize),
+        Some(other) => {
+            return Err(usage(&format!(
+                "ef must be a positive integer, got {other}"
+            )))
+        }
+    };
+    if k > limits.max_k {
+        return Err(usage(&format!(
+            "k = {k} exceeds the limit of {} rows (max_k)",
+            limits.max_k
+        )));
+    }
+    if let Some(ef) = ef.filter(|&ef| ef > limits.max_ef) {
+        return Err(usage(&format!(
+            "ef = {ef} exceeds the limit of {} (max_ef)",
+            limits.max_ef
+        )));
+    }
+    Ok((k, ef))
 }
 
 /// Evaluates a constant argument expression (a list literal, `make_array(...)`, a cast, a

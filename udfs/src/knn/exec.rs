@@ -9,6 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -19,8 +20,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use omendb::{SearchRequest, SegmentPlan, Selection, Snapshot};
+use omendb::{Database, SearchRequest, SegmentPlan, Selection, Snapshot};
 
+use super::bind::check_k_and_ef;
+use super::{query_vector, KnnLimits, KnnParams};
 use crate::engine_error;
 
 /// One knn() search, planned.
@@ -41,6 +44,17 @@ pub struct KnnExec {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// How a prepared plan binds this search again, when it can.
+    rebind: Option<Rebind>,
+}
+
+/// What binding a planned knn() search again takes: the database to take a fresh snapshot
+/// from, the limits the new k and ef are held to, and which arguments are parameters.
+#[derive(Debug, Clone)]
+pub(crate) struct Rebind {
+    pub db: Arc<Database>,
+    pub limits: KnnLimits,
+    pub params: KnnParams,
 }
 
 impl KnnExec {
@@ -80,7 +94,66 @@ impl KnnExec {
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
+            rebind: None,
         })
+    }
+
+    /// This search, bindable again by a prepared plan when `rebind` is given.
+    pub(crate) fn with_rebind(self, rebind: Option<Rebind>) -> Self {
+        KnnExec { rebind, ..self }
+    }
+
+    /// The same search with the parameters' new `values` and a fresh snapshot of the
+    /// collection, ready to run again; `None` when it cannot be bound again (it was not
+    /// planned from a knn() call, or the collection's columns changed) and must be planned
+    /// anew.
+    pub(crate) fn bind_again(&self, values: &ParamValues) -> Result<Option<KnnExec>> {
+        let Some(rebind) = &self.rebind else {
+            return Ok(None);
+        };
+        let snapshot = rebind
+            .db
+            .collection(&self.collection)
+            .map_err(engine_error)?
+            .snapshot();
+        if snapshot.schema() != self.snapshot.schema() {
+            return Ok(None);
+        }
+        let value = |id: &Option<String>| -> Result<Option<ScalarValue>> {
+            id.as_ref()
+                .map(|id| Ok(values.get_placeholders_with_values(id)?.value))
+                .transpose()
+        };
+        let query = match value(&rebind.params.query)? {
+            None => self.query.clone(),
+            Some(v) => {
+                let query = query_vector(&v.to_array()?, "query vector")?;
+                if query.len() != snapshot.dim() {
+                    return Err(engine_error(omendb::Error::InvalidInput(format!(
+                        "knn(): the query vector has dimension {}, collection '{}' has \
+                         dimension {}",
+                        query.len(),
+                        self.collection,
+                        snapshot.dim()
+                    ))));
+                }
+                query
+            }
+        };
+        let k = value(&rebind.params.k)?.unwrap_or(ScalarValue::UInt64(Some(self.k as u64)));
+        let ef = match value(&rebind.params.ef)? {
+            Some(v) => Some(v),
+            None => self.ef.map(|ef| ScalarValue::UInt64(Some(ef as u64))),
+        };
+        let (k, ef) = check_k_and_ef(&rebind.limits, k, ef)?;
+        Ok(Some(KnnExec {
+            snapshot,
+            query,
+            k,
+            ef,
+            metrics: ExecutionPlanMetricsSet::new(),
+            ..self.clone()
+        }))
     }
 
     /// The search, on the calling thread: filter, search, rows.

@@ -21,8 +21,44 @@ pub struct KnnNode {
     pub k: Expr,
     /// Beam width, if given.
     pub ef: Option<Expr>,
+    /// The parameters the arguments are, when an argument is exactly one (`$1`): kept when
+    /// the parameters are replaced by values, so a prepared plan can be bound again.
+    pub params: KnnParams,
     /// The collection's columns and `_distance`, qualified as the call's table.
     pub schema: DFSchemaRef,
+}
+
+/// The parameter each knn() argument is, if it is one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct KnnParams {
+    /// The query vector's parameter.
+    pub query: Option<String>,
+    /// k's parameter.
+    pub k: Option<String>,
+    /// ef's parameter.
+    pub ef: Option<String>,
+}
+
+impl KnnParams {
+    /// The parameters among the arguments of a call.
+    pub fn of(query: &Expr, k: &Expr, ef: Option<&Expr>) -> Self {
+        let id = |e: &Expr| match e {
+            Expr::Placeholder(p) => Some(p.id.clone()),
+            _ => None,
+        };
+        KnnParams {
+            query: id(query),
+            k: id(k),
+            ef: ef.and_then(id),
+        }
+    }
+
+    /// Whether `id` is one of them.
+    pub fn contains(&self, id: &str) -> bool {
+        [&self.query, &self.k, &self.ef]
+            .into_iter()
+            .any(|p| p.as_deref() == Some(id))
+    }
 }
 
 impl PartialOrd for KnnNode {
@@ -75,6 +111,7 @@ impl UserDefinedLogicalNodeCore for KnnNode {
             query,
             k,
             ef,
+            params: self.params.clone(),
             schema: self.schema.clone(),
         })
     }

@@ -20,7 +20,7 @@ use omendb::Database;
 
 use super::bind::KnnBinder;
 use super::join::KnnJoinTable;
-use super::node::KnnNode;
+use super::node::{KnnNode, KnnParams};
 use super::{usage, KnnLimits};
 use crate::engine_error;
 
@@ -181,6 +181,7 @@ impl RelationPlanner for KnnPlanner {
             .map(|e| typed(e, DataType::Int64))
             .transpose()?;
         let node = KnnNode {
+            params: KnnParams::of(&query, &k, ef.as_ref()),
             collection,
             query,
             k,

@@ -13,7 +13,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, T
 use datafusion::physical_plan::ExecutionPlan;
 use omendb::Snapshot;
 
-use super::exec::KnnExec;
+use super::exec::{KnnExec, Rebind};
 
 /// Where a knn() call's query vector comes from.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct KnnTable {
     /// Graph beam width for indexed segments (default: the collection's).
     ef: Option<usize>,
     schema: SchemaRef,
+    /// How a prepared plan binds the search again.
+    rebind: Option<Rebind>,
 }
 
 impl KnnTable {
@@ -47,6 +49,16 @@ impl KnnTable {
             other.k,
             other.ef,
         )
+        .with_rebind_opt(other.rebind.clone())
+    }
+
+    /// The table of a call a prepared plan can bind again through `rebind`.
+    pub(crate) fn with_rebind(self, rebind: Rebind) -> Self {
+        self.with_rebind_opt(Some(rebind))
+    }
+
+    fn with_rebind_opt(self, rebind: Option<Rebind>) -> Self {
+        KnnTable { rebind, ..self }
     }
 
     /// The `k` rows of `snapshot` nearest `query`.
@@ -65,6 +77,7 @@ impl KnnTable {
             k,
             ef,
             schema,
+            rebind: None,
         }
     }
 }
@@ -121,15 +134,18 @@ impl TableProvider for KnnTable {
                 (Vec::new(), Some(state.create_physical_plan(plan).await?))
             }
         };
-        Ok(Arc::new(KnnExec::new(
-            self.collection.clone(),
-            self.snapshot.clone(),
-            query,
-            input,
-            self.k,
-            self.ef,
-            filter,
-            projection.cloned(),
-        )?))
+        Ok(Arc::new(
+            KnnExec::new(
+                self.collection.clone(),
+                self.snapshot.clone(),
+                query,
+                input,
+                self.k,
+                self.ef,
+                filter,
+                projection.cloned(),
+            )?
+            .with_rebind(self.rebind.clone()),
+        ))
     }
 }

@@ -846,3 +846,113 @@ async fn knn_join_searches_every_row_of_a_query_table() {
         .to_string();
     assert!(err.contains("no column 'nope'"), "{err}");
 }
+
+fn list_param(q: &[f32]) -> datafusion::common::metadata::ScalarAndMetadata {
+    datafusion::common::ScalarValue::List(Arc::new(
+        datafusion::arrow::array::ListArray::from_iter_primitive::<
+            datafusion::arrow::datatypes::Float32Type,
+            _,
+            _,
+        >([Some(q.iter().map(|v| Some(*v)))]),
+    ))
+    .into()
+}
+
+async fn run_prepared(
+    p: &omendb_udfs::Prepared,
+    values: Vec<datafusion::common::metadata::ScalarAndMetadata>,
+) -> datafusion::error::Result<RecordBatch> {
+    use futures::TryStreamExt;
+    let stream = p
+        .execute(datafusion::common::ParamValues::List(values))
+        .await?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    Ok(concat_batches(&p.schema(), &batches).unwrap())
+}
+
+#[tokio::test]
+async fn a_prepared_search_binds_again_without_planning() {
+    use datafusion::common::ScalarValue;
+    let (_tmp, ctx) = setup(Metric::Cosine).await;
+    let sql = "SELECT id, _distance FROM knn('docs', $1, $2) WHERE tag <> 't1' ORDER BY _distance";
+    let p = omendb_udfs::Prepared::new(&ctx, sql).await.unwrap();
+    assert!(p.binds_planned_searches());
+    // Each run equals the literal form, with other vectors and other k.
+    for (i, k) in [(11_u64, 5_i64), (4242, 9), (77, 1), (11, 0)] {
+        let q = vector(i);
+        let got = run_prepared(&p, vec![list_param(&q), ScalarValue::Int64(Some(k)).into()])
+            .await
+            .unwrap();
+        let want = query(
+            &ctx,
+            &format!(
+                "SELECT id, _distance FROM knn('docs', {}, {k}) WHERE tag <> 't1' ORDER BY _distance",
+                literal(&q)
+            ),
+        )
+        .await;
+        assert_eq!(got, want, "vector {i}, k {k}");
+        let exact = brute_force_where(&q, k as usize, Metric::Cosine, |id| id % 5 != 1);
+        assert_eq!(int_column(&got, "id"), exact);
+    }
+    // Bad values are refused on every run, naming what is wrong.
+    let q = vector(6);
+    let err = run_prepared(
+        &p,
+        vec![list_param(&q[..3]), ScalarValue::Int64(Some(3)).into()],
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("query vector has dimension 3"), "{err}");
+    let err = run_prepared(
+        &p,
+        vec![list_param(&q), ScalarValue::Int64(Some(1_000_000)).into()],
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("exceeds the limit of 10000 rows (max_k)"),
+        "{err}"
+    );
+    let err = run_prepared(&p, vec![list_param(&q)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("No value found for placeholder with id $2"),
+        "{err}"
+    );
+
+    // Statements the planned search cannot stand for are planned each run, still correct.
+    for sql in [
+        "SELECT id FROM docs ORDER BY cosine_distance(vec, $1) LIMIT 3",
+        "SELECT id FROM knn('docs', $1, 3) WHERE id > 0 AND random() >= 0",
+        "SELECT k.id FROM knn('docs', $1, 3) k JOIN docs d ON k.id = d.id",
+    ] {
+        let p = omendb_udfs::Prepared::new(&ctx, sql).await.unwrap();
+        assert!(!p.binds_planned_searches(), "{sql}");
+        for i in [8_u64, 9] {
+            let q = vector(i);
+            let got = run_prepared(&p, vec![list_param(&q)]).await.unwrap();
+            let mut ids = int_column(&got, "id");
+            ids.sort();
+            let mut want: Vec<i64> = brute_force(&q, 3, Metric::Cosine);
+            want.sort();
+            assert_eq!(ids, want, "{sql}");
+        }
+    }
+
+    // Rows written after the first run are searched by later runs (a fresh snapshot each).
+    let q = vector(5000);
+    query(
+        &ctx,
+        &format!("INSERT INTO docs VALUES (5000, {}, 't0')", literal(&q)),
+    )
+    .await;
+    let got = run_prepared(&p, vec![list_param(&q), ScalarValue::Int64(Some(3)).into()])
+        .await
+        .unwrap();
+    assert_eq!(int_column(&got, "id")[0], 5000);
+}

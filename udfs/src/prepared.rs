@@ -1,0 +1,209 @@
+//! `Prepared`: a statement planned once and run many times with bound parameters.
+//!
+//! Any statement can be prepared: each run replaces the parameters by their values and plans
+//! the result, as `EXECUTE` does. A query that only searches (its rows all come from knn()
+//! calls, and its parameters are exactly knn() arguments: `SELECT id, _distance FROM
+//! knn('docs', $1, 10) WHERE lang = 'en'`) is planned once, at its first run; later runs bind
+//! the new vector, k and ef into the planned searches, take a fresh snapshot of each
+//! collection and run, skipping SQL analysis, optimization and physical planning, which cost
+//! several times the search itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::{FieldRef, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::ParamValues;
+use datafusion::error::Result;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
+use datafusion::prelude::SessionContext;
+
+use crate::knn::{KnnExec, KnnNode};
+
+/// A statement planned once, run with parameter values.
+pub struct Prepared {
+    ctx: SessionContext,
+    plan: LogicalPlan,
+    /// The parameters (`$1`, `$name`) and their types where known.
+    parameters: HashMap<String, Option<FieldRef>>,
+    /// Whether runs can bind the planned searches again instead of planning anew.
+    reusable: bool,
+    /// The physical plan of the last run, for binding again.
+    physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("plan", &self.plan)
+            .field("reusable", &self.reusable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// Parses and plans `sql` in `ctx`.
+    pub async fn new(ctx: &SessionContext, sql: &str) -> Result<Prepared> {
+        let plan = ctx.state().create_logical_plan(sql).await?;
+        Prepared::from_plan(ctx, plan)
+    }
+
+    /// Prepares an already planned statement.
+    pub fn from_plan(ctx: &SessionContext, plan: LogicalPlan) -> Result<Prepared> {
+        let parameters = plan.get_parameter_fields()?;
+        Ok(Prepared {
+            ctx: ctx.clone(),
+            reusable: only_searches(&plan),
+            plan,
+            parameters,
+            physical: Mutex::new(None),
+        })
+    }
+
+    /// The statement's logical plan, parameters unbound.
+    pub fn logical_plan(&self) -> &LogicalPlan {
+        &self.plan
+    }
+
+    /// The schema of the rows a run returns.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.plan.schema().as_arrow().clone())
+    }
+
+    /// The parameters by name (`$1`, `$name`), with their types where the statement implies
+    /// one (a knn() query vector is a list of Float32, k and ef Int64).
+    pub fn parameters(&self) -> &HashMap<String, Option<FieldRef>> {
+        &self.parameters
+    }
+
+    /// Whether a run after the first binds the planned search again rather than planning.
+    pub fn binds_planned_searches(&self) -> bool {
+        self.reusable
+    }
+
+    /// Runs the statement with `values` for its parameters.
+    pub async fn execute(&self, values: ParamValues) -> Result<SendableRecordBatchStream> {
+        if !self.reusable {
+            let plan = self.plan.clone().with_param_values(values)?;
+            return self
+                .ctx
+                .execute_logical_plan(plan)
+                .await?
+                .execute_stream()
+                .await;
+        }
+        let planned = self.physical.lock().expect("not poisoned").clone();
+        let plan = match planned {
+            Some(plan) => match bind_again(plan, &values)? {
+                Some(plan) => plan,
+                None => self.plan_anew(values).await?,
+            },
+            None => self.plan_anew(values).await?,
+        };
+        execute_stream(plan, self.ctx.task_ctx())
+    }
+
+    /// Plans the statement with `values`, keeping the plan for the next run.
+    async fn plan_anew(&self, values: ParamValues) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.plan.clone().with_param_values(values)?;
+        let physical = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await?
+            .create_physical_plan()
+            .await?;
+        *self.physical.lock().expect("not poisoned") = Some(physical.clone());
+        Ok(physical)
+    }
+}
+
+/// `plan` with every knn() search bound to `values` and every other node's run state reset,
+/// or `None` when a search cannot be bound again.
+fn bind_again(
+    plan: Arc<dyn ExecutionPlan>,
+    values: &ParamValues,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let mut stale = false;
+    let plan = plan
+        .transform_up(|node| {
+            if let Some(knn) = node.downcast_ref::<KnnExec>() {
+                return Ok(match knn.bind_again(values)? {
+                    Some(knn) => Transformed::yes(Arc::new(knn) as Arc<dyn ExecutionPlan>),
+                    None => {
+                        stale = true;
+                        Transformed::new(node, false, TreeNodeRecursion::Stop)
+                    }
+                });
+            }
+            Ok(Transformed::yes(node.reset_state()?))
+        })?
+        .data;
+    Ok((!stale).then_some(plan))
+}
+
+/// Whether `plan` is a query whose rows all come from knn() calls, whose parameters are all
+/// knn() arguments on their own, and which computes nothing that could change between runs
+/// (a volatile or stable function, a subquery): then its planned form holds for any values.
+fn only_searches(plan: &LogicalPlan) -> bool {
+    let mut ok = true;
+    let _ = plan.apply(|node| {
+        let knn = match node {
+            LogicalPlan::Extension(ext) => match ext.node.as_any().downcast_ref::<KnnNode>() {
+                Some(knn) => Some(knn),
+                None => {
+                    ok = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            },
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Aggregate(_)
+            | LogicalPlan::Join(_)
+            | LogicalPlan::Union(_)
+            | LogicalPlan::Distinct(_)
+            | LogicalPlan::Values(_)
+            | LogicalPlan::EmptyRelation(_) => None,
+            _ => {
+                ok = false;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        };
+        let _ = node.apply_expressions(|e| {
+            // A knn() argument that is exactly a parameter is bound by the search itself.
+            if let (Some(knn), Expr::Placeholder(p)) = (knn, e) {
+                if knn.params.contains(&p.id) {
+                    return Ok(TreeNodeRecursion::Continue);
+                }
+            }
+            e.apply(|e| {
+                let fixed = match e {
+                    Expr::Placeholder(_)
+                    | Expr::ScalarSubquery(_)
+                    | Expr::Exists(_)
+                    | Expr::InSubquery(_)
+                    | Expr::OuterReferenceColumn(..) => false,
+                    Expr::ScalarFunction(f) => {
+                        f.func.signature().volatility == Volatility::Immutable
+                    }
+                    _ => true,
+                };
+                if !fixed {
+                    ok = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        });
+        Ok(if ok {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    ok
+}
