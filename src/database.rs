@@ -134,6 +134,18 @@ impl Database {
         Ingest::new(self.clone(), name, opts)
     }
 
+    /// Starts a streamed ingest that, when it commits, replaces collection `name` (if it
+    /// exists) with a new one made of the stream's rows and `opts`. The old collection stays
+    /// whole until the commit; the drop and the create are two steps, so a reader between
+    /// them finds no collection.
+    pub fn ingest_replacing(
+        self: &Arc<Self>,
+        name: &str,
+        opts: CollectionOptions,
+    ) -> Result<Ingest> {
+        Ok(Ingest::new(self.clone(), name, opts)?.replacing())
+    }
+
     /// Appends `batches` to collection `name` in one commit, creating it with `opts` (and the
     /// schema of the batches) if it does not exist. Returns the rows written.
     pub fn append_or_create(

@@ -49,6 +49,7 @@ use tonic::{Request, Response, Status, Streaming};
 pub mod auth;
 pub mod config;
 pub mod session;
+mod sql;
 pub mod status;
 mod wire;
 
@@ -66,6 +67,8 @@ pub struct OmenFlight {
     sessions: Arc<Sessions>,
     files: Arc<FilePolicy>,
     puts: Arc<Semaphore>,
+    /// Signs Flight SQL statement handles.
+    signer: Arc<sql::Signer>,
 }
 
 impl std::fmt::Debug for OmenFlight {
@@ -155,6 +158,7 @@ impl OmenFlight {
             db,
             files: Arc::new(files),
             puts: Arc::new(Semaphore::new(config.max_concurrent_puts)),
+            signer: Arc::new(sql::Signer::new().map_err(DataFusionError::Configuration)?),
             config: Arc::new(config),
         })
     }
@@ -177,13 +181,19 @@ impl OmenFlight {
         Ok(role)
     }
 
-    /// The caller's SQL session and its id.
-    fn session<T>(&self, request: &Request<T>) -> Result<(String, Arc<SessionContext>), Status> {
-        let asked = request
-            .metadata()
-            .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok());
-        self.sessions.get(asked, request.remote_addr())
+    /// The caller's SQL session.
+    fn session<T>(&self, request: &Request<T>) -> Result<Arc<session::Session>, Status> {
+        self.session_of(request.metadata(), request.remote_addr())
+    }
+
+    /// The SQL session of the caller whose request has `metadata` and came from `peer`.
+    fn session_of(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<Arc<session::Session>, Status> {
+        let asked = metadata.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+        self.sessions.get(asked, peer)
     }
 
     /// Plans `sql` in `ctx`, checks it against the caller's role and the file policy, and only
@@ -241,12 +251,15 @@ impl OmenFlight {
                 self.collection_info(name).await
             }
             DescriptorType::Cmd => {
+                if let Some(command) = sql::command(&descriptor.cmd) {
+                    return self.sql_flight_info(request, descriptor, command?).await;
+                }
                 let role = self.role(request.metadata(), Role::Read, "a query")?;
                 let sql = std::str::from_utf8(&descriptor.cmd).map_err(|_| {
                     Status::invalid_argument("command descriptor must be UTF-8 SQL")
                 })?;
-                let (_, ctx) = self.session(request)?;
-                let df = self.plan(&ctx, sql, role).await?;
+                let session = self.session(request)?;
+                let df = self.plan(&session.ctx, sql, role).await?;
                 let schema: Schema = df.schema().as_arrow().clone();
                 FlightInfo::new()
                     .try_with_schema(&schema)
@@ -357,12 +370,15 @@ impl OmenFlight {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Stream<FlightData>>, Status> {
+        if let Some(command) = sql::command(&request.get_ref().ticket) {
+            return self.sql_do_get(request, command?).await;
+        }
         let role = self.role(request.metadata(), Role::Read, "a query")?;
         let sql = std::str::from_utf8(&request.get_ref().ticket)
             .map_err(|_| Status::invalid_argument("ticket must be UTF-8 SQL text"))?
             .to_string();
-        let (session_id, ctx) = self.session(&request)?;
-        let df = self.plan(&ctx, &sql, role).await?;
+        let session = self.session(&request)?;
+        let df = self.plan(&session.ctx, &sql, role).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.execute_stream().await.map_err(df_status)?;
         let limited = limit_results(
@@ -376,7 +392,7 @@ impl OmenFlight {
             .map_err(flight_status);
         let mut response: Response<Stream<FlightData>> =
             Response::new(caught_stream("a query", flight));
-        if let Ok(v) = MetadataValue::try_from(session_id) {
+        if let Ok(v) = MetadataValue::try_from(&session.id) {
             response.metadata_mut().insert(SESSION_HEADER, v);
         }
         Ok(response)
@@ -386,13 +402,9 @@ impl OmenFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Stream<PutResult>>, Status> {
-        self.role(request.metadata(), Role::Write, "a put")?;
-        let _permit = self.puts.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "too many puts in progress: the limit is {} at once (--max-concurrent-puts); retry",
-                self.config.max_concurrent_puts
-            ))
-        })?;
+        let role = self.role(request.metadata(), Role::Write, "a put")?;
+        let peer = request.remote_addr();
+        let metadata = request.metadata().clone();
         let mut input = request.into_inner();
         let first = input
             .message()
@@ -401,16 +413,46 @@ impl OmenFlight {
         let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
             Status::invalid_argument("the first message of do_put must carry a flight descriptor")
         })?;
+        if descriptor.r#type() == DescriptorType::Cmd {
+            if let Some(command) = sql::command(&descriptor.cmd) {
+                let session = self.session_of(&metadata, peer)?;
+                let result = self.sql_put(&session, role, command?, first, input).await?;
+                return Ok(Response::new(Box::pin(stream::iter([Ok(result)]))));
+            }
+        }
         let (name, opts) = put_target(&descriptor)?;
+        let (name, rows) = self
+            .ingest_stream(first, input, move |db| db.ingest(&name, opts))
+            .await?;
+        let meta = serde_json::json!({ "collection": name, "rows": rows }).to_string();
+        let result = PutResult {
+            app_metadata: meta.into(),
+        };
+        Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
+    }
 
+    /// Streams the batches of a put (`first`, then `input`) into the ingest `open` starts, and
+    /// commits them when the stream has ended cleanly; returns the collection and the rows
+    /// written. Nothing is written unless every batch is accepted.
+    async fn ingest_stream(
+        &self,
+        first: FlightData,
+        input: Streaming<FlightData>,
+        open: impl FnOnce(&Arc<Database>) -> omendb::Result<omendb::Ingest> + Send + 'static,
+    ) -> Result<(String, usize), Status> {
+        let _permit = self.puts.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many puts in progress: the limit is {} at once (--max-concurrent-puts); retry",
+                self.config.max_concurrent_puts
+            ))
+        })?;
         // Batches go to a blocking worker one at a time as they are decoded: it validates and
         // stages them, and commits only when the stream has ended cleanly. Memory stays at a
         // few batches whatever the size of the stream.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<PutMsg>(2);
         let (db, max_rows) = (self.db.clone(), self.config.max_put_rows);
         let worker = blocking("a put", move || {
-            let mut ingest = db
-                .ingest(&name, opts)
+            let mut ingest = open(&db)
                 .map_err(|e| engine_status(&e))?
                 .with_max_rows(max_rows);
             while let Some(msg) = rx.blocking_recv() {
@@ -423,24 +465,13 @@ impl OmenFlight {
             // what it staged).
             Err(Status::aborted("put stream ended without completing"))
         });
-        let data = stream::once(async { Ok(first) })
-            .chain(input.map_err(FlightError::from))
-            .map(|m| m.and_then(wire::check_message));
-        let mut batches =
-            AssertUnwindSafe(FlightRecordBatchStream::new_from_flight_data(data)).catch_unwind();
+        let mut batches = put_batches(first, input);
         let mut failed = None;
         while let Some(item) = batches.next().await {
             let batch = match item {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    failed = Some(flight_status(e));
-                    break;
-                }
-                Err(p) => {
-                    failed = Some(Status::invalid_argument(format!(
-                        "malformed Arrow data: {}",
-                        panic_status("decoding", p).message()
-                    )));
+                Ok(b) => b,
+                Err(e) => {
+                    failed = Some(e);
                     break;
                 }
             };
@@ -456,18 +487,18 @@ impl OmenFlight {
         if let Some(e) = failed {
             return Err(e);
         }
-        let (name, rows) = outcome?;
-        let meta = serde_json::json!({ "collection": name, "rows": rows }).to_string();
-        let result = PutResult {
-            app_metadata: meta.into(),
-        };
-        Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
+        outcome
     }
 
     async fn do_action_inner(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Stream<arrow_flight::Result>>, Status> {
+        if let Some(results) = self.sql_action(&request).await {
+            return Ok(Response::new(Box::pin(stream::iter(
+                results?.into_iter().map(Ok),
+            ))));
+        }
         let need = match request.get_ref().r#type.as_str() {
             "stats" => Role::Read,
             _ => Role::Admin,
@@ -519,6 +550,42 @@ impl OmenFlight {
         };
         Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
     }
+}
+
+/// The record batches of a put stream (`first`, then `input`), each message checked before
+/// it is decoded; malformed data ends the stream with an error saying what is wrong.
+fn put_batches(
+    first: FlightData,
+    input: Streaming<FlightData>,
+) -> impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + Unpin {
+    // A message carrying only the descriptor (a Flight SQL update without parameters) holds
+    // no data.
+    let data = stream::once(async { Ok(first) })
+        .chain(input.map_err(FlightError::from))
+        .filter(|m| {
+            futures::future::ready(m.as_ref().map_or(true, |m| {
+                !(m.data_header.is_empty() && m.data_body.is_empty())
+            }))
+        })
+        .map(|m| m.and_then(wire::check_message));
+    let batches =
+        AssertUnwindSafe(FlightRecordBatchStream::new_from_flight_data(data)).catch_unwind();
+    batches
+        .map(|item| match item {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(flight_status(e)),
+            Err(p) => Err(Status::invalid_argument(format!(
+                "malformed Arrow data: {}",
+                panic_status("decoding", p).message()
+            ))),
+        })
+        .scan(false, |failed, item| {
+            // The first error ends the stream.
+            let out = (!*failed).then_some(item);
+            *failed |= out.as_ref().is_some_and(|i| i.is_err());
+            futures::future::ready(out)
+        })
+        .boxed()
 }
 
 /// Ends a result stream with an error once it passes `max_rows` rows or `timeout`.
@@ -657,7 +724,15 @@ impl FlightService for OmenFlight {
             ("stats", "Rows, segments, bytes on disk and index kinds of the collection named in the body (JSON)"),
         ]
         .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));
-        Ok(Response::new(Box::pin(stream::iter(actions))))
+        let flight_sql = sql::ACTIONS.iter().map(|t| {
+            Ok(ActionType {
+                r#type: t.to_string(),
+                description: "Flight SQL (see the Flight SQL protocol)".into(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream::iter(
+            actions.into_iter().chain(flight_sql).collect::<Vec<_>>(),
+        ))))
     }
 }
 

@@ -27,8 +27,52 @@ use crate::status::df_status;
 pub const SESSION_HEADER: &str = "x-omendb-session";
 
 struct Entry {
-    ctx: Arc<SessionContext>,
+    session: Arc<Session>,
     used: Instant,
+}
+
+/// The most statements a session keeps planned; past it the oldest plans are forgotten (a
+/// handle naming one is planned again from its SQL text).
+const MAX_STATEMENTS: usize = 256;
+
+/// One client's SQL session: its context and the statements it has planned.
+pub struct Session {
+    /// The id the client is told in the session header.
+    pub id: String,
+    /// Its SQL context: the collections, and the tables it registered.
+    pub ctx: Arc<SessionContext>,
+    statements: Mutex<HashMap<String, Arc<omendb_udfs::Prepared>>>,
+}
+
+impl Session {
+    /// The statement `sql` planned in this session, planned now if it has not been.
+    pub async fn statement(&self, sql: &str) -> Result<Arc<omendb_udfs::Prepared>, Status> {
+        if let Some(p) = self.lock_statements().get(sql) {
+            return Ok(p.clone());
+        }
+        let prepared = Arc::new(
+            omendb_udfs::Prepared::new(&self.ctx, sql)
+                .await
+                .map_err(df_status)?,
+        );
+        let mut statements = self.lock_statements();
+        if statements.len() >= MAX_STATEMENTS {
+            statements.clear();
+        }
+        statements.insert(sql.to_string(), prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Forgets the plan of `sql` (the client closed its prepared statement).
+    pub fn forget(&self, sql: &str) {
+        self.lock_statements().remove(sql);
+    }
+
+    fn lock_statements(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<omendb_udfs::Prepared>>> {
+        self.statements.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The live sessions of a server.
@@ -66,7 +110,7 @@ impl Sessions {
         &self,
         asked: Option<&str>,
         peer: Option<std::net::SocketAddr>,
-    ) -> Result<(String, Arc<SessionContext>), Status> {
+    ) -> Result<Arc<Session>, Status> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         map.retain(|_, e| now.duration_since(e.used) < self.idle);
@@ -74,7 +118,7 @@ impl Sessions {
         for key in asked.into_iter().chain(by_peer.as_deref()) {
             if let Some(e) = map.get_mut(key) {
                 e.used = now;
-                return Ok((key.to_string(), e.ctx.clone()));
+                return Ok(e.session.clone());
             }
         }
         let id = match by_peer {
@@ -83,15 +127,19 @@ impl Sessions {
         };
         let ctx = omendb_udfs::session_in(self.db.clone(), self.runtime.clone(), self.limits)
             .map_err(df_status)?;
-        let ctx = Arc::new(ctx);
+        let session = Arc::new(Session {
+            id: id.clone(),
+            ctx: Arc::new(ctx),
+            statements: Mutex::new(HashMap::new()),
+        });
         map.insert(
-            id.clone(),
+            id,
             Entry {
-                ctx: ctx.clone(),
+                session: session.clone(),
                 used: now,
             },
         );
-        Ok((id, ctx))
+        Ok(session)
     }
 
     /// Sessions alive now.

@@ -50,6 +50,8 @@ pub struct Ingest {
     pending_bytes: usize,
     staged: Vec<Staged>,
     rows: usize,
+    /// Whether commit replaces an existing collection of the name instead of appending.
+    replace: bool,
 }
 
 impl Ingest {
@@ -72,7 +74,17 @@ impl Ingest {
             pending_bytes: 0,
             staged: Vec::new(),
             rows: 0,
+            replace: false,
         })
+    }
+
+    /// An ingest whose commit replaces the collection (dropping it, then creating it from the
+    /// stream's rows, schema and `opts`) rather than appending to it. Until then the existing
+    /// collection is untouched: a stream refused midway leaves it as it was.
+    pub(super) fn replacing(mut self) -> Self {
+        self.target = Target::Undecided;
+        self.replace = true;
+        self
     }
 
     /// Refuses the stream once it holds more than `max_rows` rows.
@@ -178,6 +190,10 @@ impl Ingest {
             refuse_stored(snap, ids.as_ref().and_then(|i| snap.first_stored(i.iter())))
         };
         match std::mem::replace(&mut self.target, Target::Undecided) {
+            Target::Undecided if self.replace => Err(Error::invalid(format!(
+                "replacing collection '{}' needs at least one row to define the new one",
+                self.name
+            ))),
             Target::Undecided => Err(Error::invalid(format!(
                 "collection '{}' does not exist and the stream has no rows to create it from",
                 self.name
@@ -187,6 +203,9 @@ impl Ingest {
                 Ok((self.name.clone(), self.rows))
             }
             Target::New { store, layout } => {
+                if self.replace && self.db.exists(&self.name) {
+                    self.db.drop_collection(&self.name)?;
+                }
                 let created = self.db.create_with(&self.name, &store, |tmp| {
                     let mut txn = Transaction::create(tmp, first_manifest(&layout, &self.opts)?);
                     for s in &staged {

@@ -15,12 +15,14 @@ use datafusion::arrow::datatypes::{FieldRef, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::ParamValues;
 use datafusion::error::Result;
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 
 use crate::knn::{KnnExec, KnnNode};
+
+type Planned = (Arc<dyn ExecutionPlan>, Arc<TaskContext>);
 
 /// A statement planned once, run with parameter values.
 pub struct Prepared {
@@ -30,8 +32,9 @@ pub struct Prepared {
     parameters: HashMap<String, Option<FieldRef>>,
     /// Whether runs can bind the planned searches again instead of planning anew.
     reusable: bool,
-    /// The physical plan of the last run, for binding again.
-    physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
+    /// The physical plan of the last run, for binding again, and the task context it ran in
+    /// (made once: it copies the session's function registries).
+    physical: Mutex<Option<Planned>>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -95,18 +98,18 @@ impl Prepared {
                 .await;
         }
         let planned = self.physical.lock().expect("not poisoned").clone();
-        let plan = match planned {
-            Some(plan) => match bind_again(plan, &values)? {
-                Some(plan) => plan,
+        let (plan, task) = match planned {
+            Some((plan, task)) => match bind_again(plan, &values)? {
+                Some(plan) => (plan, task),
                 None => self.plan_anew(values).await?,
             },
             None => self.plan_anew(values).await?,
         };
-        execute_stream(plan, self.ctx.task_ctx())
+        execute_stream(plan, task)
     }
 
     /// Plans the statement with `values`, keeping the plan for the next run.
-    async fn plan_anew(&self, values: ParamValues) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn plan_anew(&self, values: ParamValues) -> Result<Planned> {
         let plan = self.plan.clone().with_param_values(values)?;
         let physical = self
             .ctx
@@ -114,8 +117,9 @@ impl Prepared {
             .await?
             .create_physical_plan()
             .await?;
-        *self.physical.lock().expect("not poisoned") = Some(physical.clone());
-        Ok(physical)
+        let planned = (physical, self.ctx.task_ctx());
+        *self.physical.lock().expect("not poisoned") = Some(planned.clone());
+        Ok(planned)
     }
 }
 

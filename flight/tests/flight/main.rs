@@ -4,3 +4,4 @@
 mod common;
 mod plain;
 mod server;
+mod sql;

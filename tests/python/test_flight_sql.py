@@ -1,0 +1,176 @@
+"""Flight SQL client matrix against the real server: the ADBC Flight SQL driver (DB-API), polars
+and pandas over an ADBC connection, each checked against numpy or known counts."""
+import adbc_driver_flightsql.dbapi as flightsql
+import adbc_driver_manager
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from conftest import DATASET
+
+N = 3_000  # under the index threshold: a flat collection, so knn() is exact
+
+
+@pytest.fixture(scope="module")
+def words():
+    base = np.load(DATASET / "base.npy")[:N].astype(np.float32)
+    queries = np.load(DATASET / "queries.npy")[:20].astype(np.float32)
+    names = (DATASET / "base_words.txt").read_text().splitlines()[:N]
+    return base, queries, names
+
+
+def connect(server, **kwargs):
+    return flightsql.connect(f"grpc://{server['addr']}", **kwargs)
+
+
+def cosine_top(base, q, k):
+    d = 1.0 - (base @ q) / (np.linalg.norm(base, axis=1) * np.linalg.norm(q))
+    return list(np.argsort(d, kind="stable")[:k])
+
+
+def table_of(base, names, start=0):
+    n = len(base)
+    return pa.table({
+        "id": pa.array(np.arange(start, start + n, dtype=np.int64)),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1)), base.shape[1]),
+        "word": pa.array(names),
+    })
+
+
+def count(cur, table):
+    cur.execute(f"SELECT count(*) FROM {table}")
+    return cur.fetchone()[0]
+
+
+def test_ingest_modes_and_bound_knn_equal_numpy(server, words):
+    base, queries, names = words
+    with connect(server) as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("fsql_words", table_of(base[:2000], names[:2000]), mode="create") == 2000
+        with pytest.raises(adbc_driver_manager.Error, match="already exists"):
+            cur.adbc_ingest("fsql_words", table_of(base[:1], names[:1]), mode="create")
+        cur.adbc_ingest("fsql_words", table_of(base[2000:], names[2000:], start=2000), mode="append")
+        assert count(cur, "fsql_words") == N
+
+        # The query vector bound as a Python list, a numpy array and an Arrow list.
+        sql = "SELECT id, word, _distance FROM knn('fsql_words', $1, 10)"
+        for i, q in enumerate(queries[:8]):
+            param = [q.tolist(), q, pa.array([q.tolist()], pa.list_(pa.float32()))[0]][i % 3]
+            cur.execute(sql, parameters=(param,))
+            got = cur.fetch_arrow_table()
+            assert got.column("id").to_pylist() == cosine_top(base, q, 10)
+            assert got.column("word").to_pylist() == [names[j] for j in cosine_top(base, q, 10)]
+
+        # ORDER BY the distance to a bound vector: the same rows.
+        q = queries[9]
+        cur.execute(
+            "SELECT id FROM fsql_words ORDER BY cosine_distance(vector, $1) LIMIT 5", parameters=(q.tolist(),)
+        )
+        assert [r[0] for r in cur.fetchall()] == cosine_top(base, q, 5)
+
+        # A wrong dimension is refused, naming it.
+        with pytest.raises(adbc_driver_manager.Error, match="dimension 3"):
+            cur.execute(sql, parameters=([1.0, 2.0, 3.0],))
+            cur.fetchall()
+
+        # replace: the collection becomes the new rows; create_append creates or appends.
+        cur.adbc_ingest("fsql_words", table_of(base[:100], names[:100]), mode="replace")
+        assert count(cur, "fsql_words") == 100
+        cur.adbc_ingest("fsql_more", table_of(base[:10], names[:10]), mode="create_append")
+        cur.adbc_ingest("fsql_more", table_of(base[10:30], names[10:30], start=10), mode="create_append")
+        assert count(cur, "fsql_more") == 30
+
+
+def test_dml_reports_affected_rows(server, words):
+    base, _, names = words
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("fsql_dml", table_of(base[:50], names[:50]), mode="create")
+        cur.executemany("DELETE FROM fsql_dml WHERE id = $1", [(1,), (2,), (3,), (999,)])
+        assert cur.rowcount == 3
+        cur.execute("DELETE FROM fsql_dml WHERE id >= 40")
+        assert cur.fetchone()[0] == 10
+        assert count(cur, "fsql_dml") == 37
+
+
+def test_metadata_get_info_objects_and_table_schema(server, words):
+    base, _, names = words
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("fsql_meta", table_of(base[:5], names[:5]), mode="create")
+        info = conn.adbc_get_info()
+        assert info["vendor_name"] == "OmenDB"
+        schema = conn.adbc_get_table_schema("fsql_meta")
+        assert schema.names == ["id", "vector", "word"]
+        assert schema.field("vector").type == pa.list_(pa.float32(), 384)
+        objects = conn.adbc_get_objects(depth="all", table_name_filter="fsql_meta").read_all().to_pylist()
+        tables = [
+            t
+            for catalog in objects
+            for db_schema in catalog["catalog_db_schemas"] or []
+            for t in db_schema["db_schema_tables"] or []
+        ]
+        assert [t["table_name"] for t in tables] == ["fsql_meta"]
+        assert [c["column_name"] for c in tables[0]["table_columns"]] == ["id", "vector", "word"]
+        assert "TABLE" in conn.adbc_get_table_types()
+
+
+def test_polars_and_pandas_read_and_write(server, words):
+    base, queries, names = words
+    with connect(server) as conn:
+        frame = pl.DataFrame({
+            "id": np.arange(500, dtype=np.int64),
+            "vector": pl.Series(base[:500]).cast(pl.Array(pl.Float32, 384)),
+            "word": names[:500],
+        })
+        frame.write_database("fsql_polars", connection=conn, engine="adbc", if_table_exists="fail")
+        got = pl.read_database("SELECT count(*) AS n FROM fsql_polars", connection=conn)
+        assert got["n"][0] == 500
+        q = queries[0]
+        literal = "[" + ",".join(repr(float(x)) for x in q) + "]"
+        near = pl.read_database(f"SELECT id FROM knn('fsql_polars', {literal}, 5)", connection=conn)
+        assert near["id"].to_list() == cosine_top(base[:500], q, 5)
+
+        df = pd.DataFrame({"id": np.arange(1000, 1100), "vector": list(base[:100].astype(np.float64)), "word": names[:100]})
+        assert df.to_sql("fsql_pandas", conn, if_exists="fail", index=False) == 100
+        df2 = df.assign(id=df["id"] + 1000)
+        df2.to_sql("fsql_pandas", conn, if_exists="append", index=False)
+        back = pd.read_sql("SELECT id, word FROM fsql_pandas ORDER BY id LIMIT 3", conn)
+        assert back["id"].tolist() == [1000, 1001, 1002]
+        assert back["word"].tolist() == names[:3]
+        assert pd.read_sql("SELECT count(*) AS n FROM fsql_pandas", conn)["n"][0] == 200
+
+
+def test_sessions_are_private_and_files_confined(server):
+    with connect(server) as a, connect(server) as b, a.cursor() as ca, b.cursor() as cb:
+        ca.execute("CREATE VIEW fsql_mine AS SELECT 42 AS answer")
+        ca.fetchall()
+        ca.execute("SELECT answer FROM fsql_mine")
+        assert ca.fetchone()[0] == 42
+        with pytest.raises(adbc_driver_manager.Error, match="fsql_mine"):
+            cb.execute("SELECT answer FROM fsql_mine")
+            cb.fetchall()
+        with pytest.raises(adbc_driver_manager.Error, match="refused"):
+            ca.execute("CREATE EXTERNAL TABLE passwd STORED AS CSV LOCATION '/etc/passwd'")
+            ca.fetchall()
+
+
+def test_username_password_handshake(start_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("reader-token read\nwriter-token write\n")
+    addr, _ = start_server("--token-file", str(tokens))
+    uri = f"grpc://{addr}"
+    with flightsql.connect(uri, db_kwargs={"username": "me", "password": "reader-token"}) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 + 1")
+            assert cur.fetchone()[0] == 2
+            with pytest.raises(adbc_driver_manager.Error, match="role"):
+                cur.execute("CREATE TABLE t AS SELECT 1")
+                cur.fetchall()
+    with pytest.raises(adbc_driver_manager.Error):
+        with flightsql.connect(uri, db_kwargs={"username": "me", "password": "wrong"}) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+    with pytest.raises(adbc_driver_manager.Error):
+        with flightsql.connect(uri) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
