@@ -32,6 +32,35 @@ pub struct ServerConfig {
     pub external_dirs: Vec<PathBuf>,
     /// A client's SQL session is forgotten after this long unused (`--session-idle`).
     pub session_idle: Duration,
+    /// Serve TLS with this certificate chain and private key, both PEM (`--tls-cert`,
+    /// `--tls-key`); plain TCP when `None`.
+    pub tls: Option<Tls>,
+}
+
+/// A server's TLS identity, PEM-encoded.
+#[derive(Clone)]
+pub struct Tls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls { .. }")
+    }
+}
+
+impl Tls {
+    /// Reads the certificate chain and the key, naming the file that cannot be read.
+    pub fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<Tls, String> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).map_err(|e| format!("--{what} {}: {e}", p.display()))
+        };
+        Ok(Tls {
+            cert_pem: read(cert, "tls-cert")?,
+            key_pem: read(key, "tls-key")?,
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -49,6 +78,7 @@ impl Default for ServerConfig {
             tokens: None,
             external_dirs: Vec::new(),
             session_idle: Duration::from_secs(30 * 60),
+            tls: None,
         }
     }
 }

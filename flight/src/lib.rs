@@ -402,7 +402,9 @@ impl OmenFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Stream<PutResult>>, Status> {
-        let role = self.role(request.metadata(), Role::Write, "a put")?;
+        // Binding parameters is a put too: a read token may do it; what a put writes is
+        // checked below.
+        let role = self.role(request.metadata(), Role::Read, "a put")?;
         let peer = request.remote_addr();
         let metadata = request.metadata().clone();
         let mut input = request.into_inner();
@@ -420,6 +422,7 @@ impl OmenFlight {
                 return Ok(Response::new(Box::pin(stream::iter([Ok(result)]))));
             }
         }
+        require(role, Role::Write, "a put")?;
         let (name, opts) = put_target(&descriptor)?;
         let (name, rows) = self
             .ingest_stream(first, input, move |db| db.ingest(&name, opts))
@@ -757,7 +760,14 @@ pub async fn serve_with(
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| format!("TLS (--tls-cert, --tls-key): {e}"))?;
+    }
+    builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(OmenFlight::with_config(db, config)?.into_server())

@@ -79,6 +79,12 @@ struct ServeArgs {
     /// Seconds after which an unused client session is forgotten.
     #[arg(long, default_value_t = 1800.0)]
     session_idle: f64,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -105,6 +111,10 @@ impl ServeArgs {
             tokens,
             external_dirs: self.external_dirs.clone(),
             session_idle: secs("session-idle", self.session_idle)?,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(omendb_flight::config::Tls::load(cert, key)?),
+                _ => None,
+            },
         })
     }
 }
@@ -143,8 +153,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let db = Arc::new(omendb::Database::open(&args.data)?);
             let (listener, local) = omendb_flight::bind(args.addr).await?;
+            let scheme = if config.tls.is_some() {
+                "TLS"
+            } else {
+                "plain TCP"
+            };
             println!(
-                "omendb listening on {local} (data: {}, auth: {auth})",
+                "omendb listening on {local} (data: {}, auth: {auth}, {scheme})",
                 args.data.display()
             );
             omendb_flight::serve_with(db, config, listener, shutdown_signal())

@@ -1,11 +1,14 @@
 """Flight SQL client matrix against the real server: the ADBC Flight SQL driver (DB-API), polars
 and pandas over an ADBC connection, each checked against numpy or known counts."""
+import subprocess
+
 import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.flight as flight
 import pytest
 
 from conftest import DATASET
@@ -22,7 +25,7 @@ def words():
 
 
 def connect(server, **kwargs):
-    return flightsql.connect(f"grpc://{server['addr']}", **kwargs)
+    return flightsql.connect(f"grpc://{server['addr']}", autocommit=True, **kwargs)
 
 
 def cosine_top(base, q, k):
@@ -159,13 +162,23 @@ def test_username_password_handshake(start_server, tmp_path):
     tokens.write_text("reader-token read\nwriter-token write\n")
     addr, _ = start_server("--token-file", str(tokens))
     uri = f"grpc://{addr}"
-    with flightsql.connect(uri, db_kwargs={"username": "me", "password": "reader-token"}) as conn:
+    with flightsql.connect(uri, db_kwargs={"username": "me", "password": "reader-token"}, autocommit=True) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 + 1")
             assert cur.fetchone()[0] == 2
+            # A reader binds parameters (a put on the wire) but writes nothing.
+            cur.execute("SELECT $1 + 1", parameters=(41,))
+            assert cur.fetchone()[0] == 42
             with pytest.raises(adbc_driver_manager.Error, match="role"):
                 cur.execute("CREATE TABLE t AS SELECT 1")
                 cur.fetchall()
+            with pytest.raises(adbc_driver_manager.Error, match="'write' role"):
+                cur.adbc_ingest("t", pa.table({"id": [1], "v": [[1.0, 2.0]]}), mode="create")
+    with flightsql.connect(uri, db_kwargs={"username": "me", "password": "writer-token"}) as conn:
+        with conn.cursor() as cur:
+            assert cur.adbc_ingest("t", pa.table({"id": [1], "v": [[1.0, 2.0]]}), mode="create") == 1
+            with pytest.raises(adbc_driver_manager.Error, match="'admin' role"):
+                cur.adbc_ingest("t", pa.table({"id": [2], "v": [[1.0, 2.0]]}), mode="replace")
     with pytest.raises(adbc_driver_manager.Error):
         with flightsql.connect(uri, db_kwargs={"username": "me", "password": "wrong"}) as conn:
             with conn.cursor() as cur:
@@ -174,3 +187,25 @@ def test_username_password_handshake(start_server, tmp_path):
         with flightsql.connect(uri) as conn:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")
+
+
+def test_tls_with_pyarrow_and_adbc(start_server, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    addr, _ = start_server("--tls-cert", str(cert), "--tls-key", str(key))
+    port = addr.rsplit(":", 1)[1]
+    client = flight.connect(f"grpc+tls://localhost:{port}", tls_root_certs=cert.read_bytes())
+    assert client.do_get(flight.Ticket(b"SELECT 6 * 7 AS x")).read_all().column("x").to_pylist() == [42]
+    uri = f"grpc+tls://localhost:{port}"
+    options = {"adbc.flight.sql.client_option.tls_root_certs": cert.read_text()}
+    with flightsql.connect(uri, db_kwargs=options, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT $1 * 2", parameters=(21,))
+        assert cur.fetchone()[0] == 42
+    # A client that does not speak TLS gets nothing.
+    plain = flight.connect(f"grpc://localhost:{port}")
+    with pytest.raises(flight.FlightError):
+        plain.do_get(flight.Ticket(b"SELECT 1"), options=flight.FlightCallOptions(timeout=5)).read_all()

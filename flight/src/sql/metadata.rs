@@ -82,12 +82,12 @@ pub(super) fn flight_info(
 ) -> Result<FlightInfo, Status> {
     let schema: SchemaRef = match &command {
         Command::CommandGetSqlInfo(c) => c.clone().into_builder(&SQL_INFO).schema(),
-        Command::CommandGetCatalogs(c) => c.clone().into_builder().schema(),
+        Command::CommandGetCatalogs(c) => (*c).into_builder().schema(),
         Command::CommandGetDbSchemas(c) => c.clone().into_builder().schema(),
         Command::CommandGetTables(c) => c.clone().into_builder().schema(),
-        Command::CommandGetTableTypes(c) => c.clone().into_builder().schema(),
-        Command::CommandGetXdbcTypeInfo(c) => c.clone().into_builder(&XDBC_TYPES).schema(),
-        other => return Err(unsupported(&other)),
+        Command::CommandGetTableTypes(c) => (*c).into_builder().schema(),
+        Command::CommandGetXdbcTypeInfo(c) => (*c).into_builder(&XDBC_TYPES).schema(),
+        other => return Err(unsupported(other)),
     };
     let ticket = Ticket::new(command.into_any().encode_to_vec());
     FlightInfo::new()

@@ -47,7 +47,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub use handle::{Handle, Signer};
 
-use crate::auth::Role;
+use crate::auth::{require, Role};
 use crate::session::Session;
 use crate::status::{df_status, engine_status, flight_status};
 use crate::{caught_stream, limit_results, put_batches, OmenFlight, Stream};
@@ -194,17 +194,27 @@ impl OmenFlight {
         Ok(prepared)
     }
 
-    /// The parameter values a handle carries (none when it carries none).
-    fn bound(prepared: &omendb_udfs::Prepared, handle: &Handle) -> Result<ParamValues, Status> {
+    /// The rows of parameters a handle carries.
+    fn bound_rows(handle: &Handle) -> Result<Vec<RecordBatch>, Status> {
         if handle.params.is_empty() {
-            return Ok(ParamValues::List(vec![]));
+            return Ok(Vec::new());
         }
-        let (_, batches) = from_ipc(&handle.params)?;
-        let batch = batches
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .ok_or_else(|| Status::invalid_argument("the bound parameters have no row"))?;
-        param_values(prepared, batch, 0)
+        Ok(from_ipc(&handle.params)?.1)
+    }
+
+    /// The parameter values of a query's run: the one row its handle carries (none when it
+    /// carries none).
+    fn bound(prepared: &omendb_udfs::Prepared, handle: &Handle) -> Result<ParamValues, Status> {
+        let batches = Self::bound_rows(handle)?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        match batches.iter().find(|b| b.num_rows() > 0) {
+            None => Ok(ParamValues::List(vec![])),
+            Some(_) if rows > 1 => Err(Status::invalid_argument(format!(
+                "a prepared query runs with one row of parameters, {rows} were bound; run it \
+                 once per row (or use it as an update, which runs once per row)"
+            ))),
+            Some(batch) => param_values(prepared, batch, 0),
+        }
     }
 
     /// Runs `prepared` with `values` to the end, within the server's limits.
@@ -236,8 +246,9 @@ impl OmenFlight {
     ) -> Result<FlightInfo, Status> {
         let prepared = self.statement(session, &handle.sql, role).await?;
         let schema = prepared.schema();
+        // The bound parameters are checked now, so a bad binding fails the execute call.
+        let values = Self::bound(&prepared, &handle)?;
         if !only_reads(prepared.logical_plan()) && handle.result.is_empty() {
-            let values = Self::bound(&prepared, &handle)?;
             let batches = self.run_to_end(&prepared, values).await?;
             handle.result = to_ipc(&schema, &batches)?;
         }
@@ -361,12 +372,14 @@ impl OmenFlight {
                     .signer
                     .decode(&u.prepared_statement_handle, &session.id)?;
                 let prepared = self.statement(session, &handle.sql, role).await?;
-                let params: Vec<RecordBatch> = put_batches(first, input).try_collect().await?;
+                let mut params: Vec<RecordBatch> = put_batches(first, input).try_collect().await?;
+                if params.iter().all(|b| b.num_rows() == 0) {
+                    params = Self::bound_rows(&handle)?;
+                }
                 let mut affected = 0;
-                let rows: usize = params.iter().map(RecordBatch::num_rows).sum();
-                if rows == 0 {
-                    let values = Self::bound(&prepared, &handle)?;
-                    affected += affected_rows(&self.run_to_end(&prepared, values).await?);
+                if params.iter().all(|b| b.num_rows() == 0) {
+                    let none = ParamValues::List(vec![]);
+                    affected += affected_rows(&self.run_to_end(&prepared, none).await?);
                 }
                 // One run per row of parameters, as a client's executemany asks.
                 for batch in &params {
@@ -383,12 +396,6 @@ impl OmenFlight {
                     .decode(&q.prepared_statement_handle, &session.id)?;
                 let params: Vec<RecordBatch> = put_batches(first, input).try_collect().await?;
                 let rows: usize = params.iter().map(RecordBatch::num_rows).sum();
-                if rows > 1 {
-                    return Err(Status::invalid_argument(format!(
-                        "a prepared query binds one row of parameters, {rows} were sent; run \
-                         it once per row"
-                    )));
-                }
                 let schema = params
                     .first()
                     .map(RecordBatch::schema)
@@ -407,6 +414,14 @@ impl OmenFlight {
                 })
             }
             Command::CommandStatementIngest(ingest) => {
+                let replaces = ingest
+                    .table_definition_options
+                    .is_some_and(|o| o.if_exists() == TableExistsOption::Replace);
+                if replaces {
+                    require(role, Role::Admin, "an ingest that replaces a collection")?;
+                } else {
+                    require(role, Role::Write, "an ingest")?;
+                }
                 let rows = self.sql_ingest(ingest, first, input).await?;
                 Ok(update(rows as i64))
             }

@@ -345,7 +345,8 @@ async fn prepared_knn_binds_vectors_and_handles_stay_in_their_session() {
     .unwrap();
     let err = code_of(stmt.execute().await.unwrap_err());
     assert!(
-        err.message().contains("binds one row of parameters"),
+        err.message()
+            .contains("one row of parameters, 2 were bound"),
         "{err}"
     );
 

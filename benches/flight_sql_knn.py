@@ -1,0 +1,135 @@
+"""Bound knn() over ADBC Flight SQL against the real server: latency of one client and the
+throughput of many, on the minilm-words rows with an HNSW index.
+
+For each ef: recall@10 against the exact cosine ground truth, p50/p99 latency of
+`cursor.execute("SELECT id FROM knn('docs', $1, 10, <ef>)", parameters=(vector,))` from one
+client (prepared once by the driver; each call binds, describes and fetches), then queries/s
+with CLIENTS concurrent clients, each on its own connection. Prints one JSON line per
+measurement.
+
+  cargo build --release --bin omendb
+  python benches/flight_sql_knn.py [DATASET_DIR] [OMENDB_BIN]
+Environment: N (rows, default 100000), NQ (queries, default 1000), CLIENTS (default 16),
+EFS (default 16,32,64,128).
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import adbc_driver_flightsql.dbapi as flightsql
+import numpy as np
+import pyarrow as pa
+import pyarrow.flight as fl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+data_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "..", "shared", "datasets", "minilm-words")
+binary = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "target", "release", "omendb")
+N = int(os.environ.get("N", 100_000))
+NQ = int(os.environ.get("NQ", 1000))
+CLIENTS = int(os.environ.get("CLIENTS", 16))
+EFS = [int(e) for e in os.environ.get("EFS", "16,32,64,128").split(",")]
+
+base = np.load(f"{data_dir}/base.npy")[:N].astype(np.float32)
+queries = np.load(f"{data_dir}/queries.npy")[:NQ].astype(np.float32)
+gt = np.load(f"{data_dir}/gt_cosine.npy")[:NQ, :10]
+if N < len(np.load(f"{data_dir}/base.npy", mmap_mode="r")):
+    # Ground truth for a cut of the rows: exact search over the cut.
+    b = base / np.linalg.norm(base, axis=1, keepdims=True)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    gt = np.argsort(-(q @ b.T), axis=1, kind="stable")[:, :10]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def emit(**r):
+    print(json.dumps(r), flush=True)
+
+
+def recall(ids):
+    return float(np.mean([len(set(ids[i]) & set(gt[i].tolist())) / 10 for i in range(len(ids))]))
+
+
+def search(cur, q, ef):
+    cur.execute(f"SELECT id FROM knn('docs', $1, 10, {ef})", parameters=(q.tolist(),))
+    return cur.fetch_arrow_table().column("id").to_pylist()
+
+
+def main():
+    data = tempfile.mkdtemp(prefix="omendb-adbc-bench-")
+    port = free_port()
+    server = subprocess.Popen([binary, "serve", "--data", data, "--addr", f"127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = fl.FlightClient(f"grpc://127.0.0.1:{port}")
+        client.wait_for_available(timeout=30)
+        table = pa.table({
+            "id": pa.array(np.arange(N, dtype=np.int64)),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.ravel()), base.shape[1]),
+        })
+        t = time.perf_counter()
+        writer, _ = client.do_put(fl.FlightDescriptor.for_path("docs", "index_threshold=0"), table.schema)
+        writer.write_table(table, max_chunksize=10_000)
+        writer.close()
+        list(client.do_action(fl.Action("build_index", b"docs")))
+        emit(bench="load_and_index", rows=N, seconds=round(time.perf_counter() - t, 1))
+
+        uri = f"grpc://127.0.0.1:{port}"
+        with flightsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
+            for ef in EFS:
+                for q in queries[:50]:
+                    search(cur, q, ef)
+                ids, lat = [], []
+                for q in queries:
+                    t = time.perf_counter()
+                    ids.append(search(cur, q, ef))
+                    lat.append(time.perf_counter() - t)
+                lat = np.array(lat) * 1000
+                emit(bench="adbc_bound_knn_1_client", ef=ef, recall=round(recall(ids), 4),
+                     p50_ms=round(float(np.median(lat)), 3), p99_ms=round(float(np.percentile(lat, 99)), 3),
+                     qps=round(len(lat) / (lat.sum() / 1000), 1))
+
+        for ef in EFS:
+            conns = [flightsql.connect(uri, autocommit=True) for _ in range(CLIENTS)]
+            barrier = threading.Barrier(CLIENTS + 1)
+            done = []
+
+            def work(conn, offset):
+                with conn.cursor() as cur:
+                    search(cur, queries[0], ef)
+                    barrier.wait()
+                    n = 0
+                    for i in range(len(queries) // 4):
+                        search(cur, queries[(offset + i) % len(queries)], ef)
+                        n += 1
+                    done.append(n)
+
+            threads = [threading.Thread(target=work, args=(c, i * 61)) for i, c in enumerate(conns)]
+            for th in threads:
+                th.start()
+            barrier.wait()
+            t = time.perf_counter()
+            for th in threads:
+                th.join()
+            elapsed = time.perf_counter() - t
+            for c in conns:
+                c.close()
+            emit(bench=f"adbc_bound_knn_{CLIENTS}_clients", ef=ef, queries=sum(done),
+                 qps=round(sum(done) / elapsed, 1))
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
