@@ -7,7 +7,7 @@ client (prepared once by the driver; each call binds, describes and fetches), th
 with CLIENTS concurrent clients, each on its own connection. Prints one JSON line per
 measurement.
 
-  cargo build --release --bin omendb
+  cargo build --release -p omendb-flight --bin omendb
   python benches/flight_sql_knn.py [DATASET_DIR] [OMENDB_BIN]
 Environment: N (rows, default 100000), NQ (queries, default 1000), CLIENTS (default 16),
 EFS (default 16,32,64,128).
