@@ -32,7 +32,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
@@ -386,12 +386,7 @@ impl OmenFlight {
             self.config.max_result_rows,
             self.config.query_timeout,
         );
-        let flight = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(limited.map_err(|s| FlightError::Tonic(Box::new(s))))
-            .map_err(flight_status);
-        let mut response: Response<Stream<FlightData>> =
-            Response::new(caught_stream("a query", flight));
+        let mut response = Response::new(encode(schema, limited, "a query"));
         if let Ok(v) = MetadataValue::try_from(&session.id) {
             response.metadata_mut().insert(SESSION_HEADER, v);
         }
@@ -553,6 +548,30 @@ impl OmenFlight {
         };
         Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
     }
+}
+
+/// Streams `batches` as Flight data under `schema` (batches are given that schema, so the
+/// stream's schema is the one described), in messages of at most the encoder's 2 MiB
+/// default; a panic while streaming is reported as INTERNAL in `what`.
+fn encode(
+    schema: SchemaRef,
+    batches: impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
+    what: &'static str,
+) -> Stream<FlightData> {
+    let target = schema.clone();
+    let batches = batches.map(move |b| {
+        let b = b?;
+        if b.schema() == target {
+            return Ok(b);
+        }
+        RecordBatch::try_new(target.clone(), b.columns().to_vec())
+            .map_err(|e| Status::internal(format!("result does not fit its schema: {e}")))
+    });
+    let flight = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches.map_err(|s| FlightError::Tonic(Box::new(s))))
+        .map_err(flight_status);
+    caught_stream(what, flight)
 }
 
 /// The record batches of a put stream (`first`, then `input`), each message checked before

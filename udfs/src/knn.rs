@@ -62,6 +62,18 @@ pub(crate) fn usage(what: &str) -> DataFusionError {
     ))
 }
 
+/// Refuses a query vector whose dimension is not the collection's, naming both.
+pub(crate) fn check_dimension(query: &[f32], collection: &str, dim: usize) -> Result<()> {
+    if query.len() == dim {
+        return Ok(());
+    }
+    Err(engine_error(omendb::Error::InvalidInput(format!(
+        "knn(): the query vector has dimension {}, collection '{collection}' has dimension \
+         {dim}",
+        query.len()
+    ))))
+}
+
 /// The floats of a query vector given as any numeric list.
 pub(crate) fn query_vector(value: &ArrayRef, what: &str) -> Result<Vec<f32>> {
     let list_type = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));

@@ -28,6 +28,8 @@ type Planned = (Arc<dyn ExecutionPlan>, Arc<TaskContext>);
 pub struct Prepared {
     ctx: SessionContext,
     plan: LogicalPlan,
+    /// The schema of the rows a run returns.
+    schema: SchemaRef,
     /// The parameters (`$1`, `$name`) and their types where known.
     parameters: HashMap<String, Option<FieldRef>>,
     /// Whether runs can bind the planned searches again instead of planning anew.
@@ -59,6 +61,7 @@ impl Prepared {
         Ok(Prepared {
             ctx: ctx.clone(),
             reusable: only_searches(&plan),
+            schema: Arc::new(plan.schema().as_arrow().clone()),
             plan,
             parameters,
             physical: Mutex::new(None),
@@ -72,7 +75,7 @@ impl Prepared {
 
     /// The schema of the rows a run returns.
     pub fn schema(&self) -> SchemaRef {
-        Arc::new(self.plan.schema().as_arrow().clone())
+        self.schema.clone()
     }
 
     /// The parameters by name (`$1`, `$name`), with their types where the statement implies

@@ -22,8 +22,6 @@ mod metadata;
 
 use std::sync::Arc;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, Command, CommandPreparedStatementQuery,
@@ -40,7 +38,7 @@ use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, TryStreamExt};
 use omendb::CollectionOptions;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
@@ -49,8 +47,8 @@ pub use handle::{Handle, Signer};
 
 use crate::auth::{require, Role};
 use crate::session::Session;
-use crate::status::{df_status, engine_status, flight_status};
-use crate::{caught_stream, limit_results, put_batches, OmenFlight, Stream};
+use crate::status::{df_status, engine_status};
+use crate::{encode, limit_results, put_batches, OmenFlight, Stream};
 
 /// The type URL prefix of every Flight SQL message.
 const PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
@@ -324,7 +322,11 @@ impl OmenFlight {
                 .decode(&q.prepared_statement_handle, &session.id)?,
             other => {
                 let (schema, batch) = metadata::rows(other, &session.ctx).await?;
-                return Ok(Response::new(encode(schema, stream::iter([Ok(batch)]))));
+                return Ok(Response::new(encode(
+                    schema,
+                    stream::iter([Ok(batch)]),
+                    "a Flight SQL query",
+                )));
             }
         };
         if !handle.result.is_empty() {
@@ -332,6 +334,7 @@ impl OmenFlight {
             return Ok(Response::new(encode(
                 schema,
                 stream::iter(batches.into_iter().map(Ok)),
+                "a Flight SQL query",
             )));
         }
         let prepared = self.statement(&session, &handle.sql, role).await?;
@@ -343,7 +346,7 @@ impl OmenFlight {
             self.config.max_result_rows,
             self.config.query_timeout,
         );
-        Ok(Response::new(encode(schema, limited)))
+        Ok(Response::new(encode(schema, limited, "a Flight SQL query")))
     }
 
     /// Flight SQL `DoPut`: updates, ingest and parameter binding.
@@ -586,26 +589,4 @@ fn refuse_transaction(id: Option<&prost::bytes::Bytes>) -> Result<(), Status> {
         )),
         None => Ok(()),
     }
-}
-
-/// Streams `batches` as Flight data under `schema` (batches are given that schema, so the
-/// stream's schema is the FlightInfo's), in messages of at most the encoder's 2 MiB default.
-fn encode(
-    schema: SchemaRef,
-    batches: impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
-) -> Stream<FlightData> {
-    let target = schema.clone();
-    let batches = batches.map(move |b| {
-        let b = b?;
-        if b.schema() == target {
-            return Ok(b);
-        }
-        RecordBatch::try_new(target.clone(), b.columns().to_vec())
-            .map_err(|e| Status::internal(format!("result does not fit its schema: {e}")))
-    });
-    let flight = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches.map_err(|s| FlightError::Tonic(Box::new(s))))
-        .map_err(flight_status);
-    caught_stream("a Flight SQL query", flight)
 }

@@ -61,6 +61,34 @@ pub async fn flights(client: &mut FlightClient) -> Vec<FlightInfo> {
         .unwrap()
 }
 
+/// Starts the Flight service over a fresh database in this process on 127.0.0.1; it stops
+/// when the sender is dropped.
+pub async fn serve_in_process() -> (
+    tempfile::TempDir,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = std::sync::Arc::new(omendb::Database::open(tmp.path()).unwrap());
+    let (listener, addr) = omendb_flight::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(omendb_flight::serve(db, listener, async {
+        let _ = stopped.await;
+    }));
+    (tmp, addr, stop)
+}
+
+/// Column `i` of `batch`, which must be Utf8.
+pub fn strings(batch: &RecordBatch, i: usize) -> &datafusion::arrow::array::StringArray {
+    batch
+        .column(i)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+        .unwrap()
+}
+
 /// Column `i` of `batch`, which must be Int64.
 pub fn int64s(batch: &RecordBatch, i: usize) -> &Int64Array {
     batch

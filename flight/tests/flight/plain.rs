@@ -8,7 +8,6 @@ use datafusion::arrow::array::{
     ArrayRef, Float64Builder, Int64Array, ListBuilder, RecordBatch, StringArray,
 };
 use futures::StreamExt;
-use omendb::Database;
 use tonic::Code;
 
 async fn start() -> (
@@ -16,15 +15,7 @@ async fn start() -> (
     FlightClient,
     tokio::sync::oneshot::Sender<()>,
 ) {
-    let tmp = tempfile::tempdir().unwrap();
-    let db = Arc::new(Database::open(tmp.path()).unwrap());
-    let (listener, addr) = omendb_flight::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(omendb_flight::serve(db, listener, async {
-        let _ = stopped.await;
-    }));
+    let (tmp, addr, stop) = serve_in_process().await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

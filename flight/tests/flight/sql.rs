@@ -2,6 +2,7 @@
 //! prepared statements with bound vectors, updates, ingest modes, metadata, and handles that
 //! stay in their session.
 
+use super::common::{int64s, serve_in_process, status, strings};
 use std::sync::Arc;
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -16,28 +17,10 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field};
 use futures::TryStreamExt;
-use omendb::Database;
 use tonic::transport::Channel;
 use tonic::Code;
 
 type Client = FlightSqlServiceClient<Channel>;
-
-async fn start() -> (
-    tempfile::TempDir,
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let tmp = tempfile::tempdir().unwrap();
-    let db = Arc::new(Database::open(tmp.path()).unwrap());
-    let (listener, addr) = omendb_flight::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(omendb_flight::serve(db, listener, async {
-        let _ = stopped.await;
-    }));
-    (tmp, addr, stop)
-}
 
 /// A client on its own connection (so its own session).
 async fn connect(addr: std::net::SocketAddr) -> Client {
@@ -108,11 +91,7 @@ async fn query(client: &mut Client, sql: &str) -> RecordBatch {
 }
 
 fn ids(b: &RecordBatch) -> Vec<i64> {
-    b.column_by_name("id")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
+    int64s(b, b.schema().index_of("id").unwrap())
         .values()
         .to_vec()
 }
@@ -141,22 +120,12 @@ async fn ingest_rows(
     client
         .execute_ingest(cmd, futures::stream::iter(batches.into_iter().map(Ok)))
         .await
-        .map_err(|e| match e {
-            arrow_flight::error::FlightError::Tonic(s) => *s,
-            other => tonic::Status::unknown(other.to_string()),
-        })
-}
-
-fn code_of(e: arrow_flight::error::FlightError) -> tonic::Status {
-    match e {
-        arrow_flight::error::FlightError::Tonic(s) => *s,
-        other => tonic::Status::unknown(other.to_string()),
-    }
+        .map_err(status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_modes_statements_and_updates() {
-    let (_tmp, addr, _stop) = start().await;
+    let (_tmp, addr, _stop) = serve_in_process().await;
     let mut c = connect(addr).await;
     use TableExistsOption as E;
     use TableNotExistOption as M;
@@ -203,14 +172,7 @@ async fn ingest_modes_statements_and_updates() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
     let n = query(&mut c, "SELECT count(*) AS n FROM docs").await;
-    assert_eq!(
-        n.column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0),
-        100
-    );
+    assert_eq!(int64s(&n, 0).value(0), 100);
 
     // replace: the collection is what the stream holds, with the stream's metric.
     let mut cmd = ingest("other", E::Replace, M::Create);
@@ -259,14 +221,7 @@ async fn ingest_modes_statements_and_updates() {
     .await;
     assert_eq!(got.num_rows(), 1);
     let n = query(&mut c, "SELECT count(*) AS n FROM docs").await;
-    assert_eq!(
-        n.column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0),
-        92
-    );
+    assert_eq!(int64s(&n, 0).value(0), 92);
 
     // A prepared update binds its parameters row by row.
     let mut stmt = c
@@ -286,7 +241,7 @@ async fn ingest_modes_statements_and_updates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_knn_binds_vectors_and_handles_stay_in_their_session() {
-    let (_tmp, addr, _stop) = start().await;
+    let (_tmp, addr, _stop) = serve_in_process().await;
     let mut c = connect(addr).await;
     let cmd = ingest("docs", TableExistsOption::Fail, TableNotExistOption::Create);
     ingest_rows(&mut c, cmd, vec![rows(0..300)]).await.unwrap();
@@ -343,7 +298,7 @@ async fn prepared_knn_binds_vectors_and_handles_stay_in_their_session() {
         RecordBatch::try_from_iter(vec![("$1", vector_list([vector(1), vector(2)]))]).unwrap(),
     )
     .unwrap();
-    let err = code_of(stmt.execute().await.unwrap_err());
+    let err = status(stmt.execute().await.unwrap_err());
     assert!(
         err.message()
             .contains("one row of parameters, 2 were bound"),
@@ -359,8 +314,8 @@ async fn prepared_knn_binds_vectors_and_handles_stay_in_their_session() {
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut other = connect(addr).await;
     let err = match other.do_get(ticket.clone()).await {
-        Ok(s) => code_of(s.try_collect::<Vec<_>>().await.unwrap_err()),
-        Err(e) => code_of(e),
+        Ok(s) => status(s.try_collect::<Vec<_>>().await.unwrap_err()),
+        Err(e) => status(e),
     };
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     let mut forged = ticket.clone();
@@ -369,21 +324,21 @@ async fn prepared_knn_binds_vectors_and_handles_stay_in_their_session() {
     bytes[n - 40] ^= 1;
     forged.ticket = bytes.into();
     let err = match c.do_get(forged).await {
-        Ok(s) => code_of(s.try_collect::<Vec<_>>().await.unwrap_err()),
-        Err(e) => code_of(e),
+        Ok(s) => status(s.try_collect::<Vec<_>>().await.unwrap_err()),
+        Err(e) => status(e),
     };
     assert!(err.message().contains("invalid statement handle"), "{err}");
     stmt.close().await.unwrap();
 
     // Transactions are refused saying why.
-    let err = code_of(c.begin_transaction().await.unwrap_err());
+    let err = status(c.begin_transaction().await.unwrap_err());
     assert_eq!(err.code(), Code::Unimplemented, "{err}");
     assert!(err.message().contains("autocommit"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_describes_the_server_and_its_tables() {
-    let (_tmp, addr, _stop) = start().await;
+    let (_tmp, addr, _stop) = serve_in_process().await;
     let mut c = connect(addr).await;
     let cmd = ingest("docs", TableExistsOption::Fail, TableNotExistOption::Create);
     ingest_rows(&mut c, cmd, vec![rows(0..10)]).await.unwrap();
@@ -398,11 +353,7 @@ async fn metadata_describes_the_server_and_its_tables() {
 
     let info = c.get_catalogs().await.unwrap();
     let got = fetch(&mut c, info).await;
-    let names = got
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
+    let names = strings(&got, 0);
     assert!(names.iter().any(|n| n == Some("datafusion")));
 
     let info = c
@@ -414,14 +365,7 @@ async fn metadata_describes_the_server_and_its_tables() {
         .unwrap();
     let got = fetch(&mut c, info).await;
     assert_eq!(got.num_rows(), 1);
-    assert_eq!(
-        got.column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .value(0),
-        "public"
-    );
+    assert_eq!(strings(&got, 1).value(0), "public");
 
     let info = c
         .get_tables(CommandGetTables {
@@ -435,22 +379,8 @@ async fn metadata_describes_the_server_and_its_tables() {
         .unwrap();
     let got = fetch(&mut c, info).await;
     assert_eq!(got.num_rows(), 1);
-    assert_eq!(
-        got.column(2)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .value(0),
-        "docs"
-    );
-    assert_eq!(
-        got.column(3)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .value(0),
-        "TABLE"
-    );
+    assert_eq!(strings(&got, 2).value(0), "docs");
+    assert_eq!(strings(&got, 3).value(0), "TABLE");
     let schema_bytes = got
         .column(4)
         .as_any()

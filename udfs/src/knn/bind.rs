@@ -24,7 +24,7 @@ use super::exec::Rebind;
 use super::node::KnnNode;
 use super::planner::KNN_TABLE;
 use super::provider::{KnnTable, QueryVector};
-use super::{query_vector, usage, KnnLimits};
+use super::{check_dimension, query_vector, usage, KnnLimits};
 use crate::engine_error;
 
 /// Turns bound `KnnNode`s into scans.
@@ -74,14 +74,7 @@ impl KnnBinder {
             }
             _ => {
                 let query = query_vector(&constant(&node.query, "query vector")?, "query vector")?;
-                if query.len() != snapshot.dim() {
-                    return Err(engine_error(omendb::Error::InvalidInput(format!(
-                        "knn(): the query vector has dimension {}, collection '{name}' has \
-                         dimension {}",
-                        query.len(),
-                        snapshot.dim()
-                    ))));
-                }
+                check_dimension(&query, name, snapshot.dim())?;
                 QueryVector::Values(query)
             }
         };

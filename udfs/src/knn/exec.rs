@@ -23,7 +23,7 @@ use datafusion::physical_plan::{
 use omendb::{Database, SearchRequest, SegmentPlan, Selection, Snapshot};
 
 use super::bind::check_k_and_ef;
-use super::{query_vector, KnnLimits, KnnParams};
+use super::{check_dimension, query_vector, KnnLimits, KnnParams};
 use crate::engine_error;
 
 /// One knn() search, planned.
@@ -128,15 +128,7 @@ impl KnnExec {
             None => self.query.clone(),
             Some(v) => {
                 let query = query_vector(&v.to_array()?, "query vector")?;
-                if query.len() != snapshot.dim() {
-                    return Err(engine_error(omendb::Error::InvalidInput(format!(
-                        "knn(): the query vector has dimension {}, collection '{}' has \
-                         dimension {}",
-                        query.len(),
-                        self.collection,
-                        snapshot.dim()
-                    ))));
-                }
+                check_dimension(&query, &self.collection, snapshot.dim())?;
                 query
             }
         };
@@ -159,14 +151,7 @@ impl KnnExec {
     /// The search, on the calling thread: filter, search, rows.
     fn search(&self, query: &[f32]) -> Result<RecordBatch> {
         let snapshot = &self.snapshot;
-        if query.len() != snapshot.dim() {
-            return Err(engine_error(omendb::Error::InvalidInput(format!(
-                "knn(): the query vector has dimension {}, collection '{}' has dimension {}",
-                query.len(),
-                self.collection,
-                snapshot.dim()
-            ))));
-        }
+        check_dimension(query, &self.collection, snapshot.dim())?;
         let selection = match &self.filter {
             None => None,
             Some((_, predicate)) => Some(
