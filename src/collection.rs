@@ -28,7 +28,9 @@ use crate::storage::manifest::{IndexFileMeta, Manifest, MANIFEST};
 use crate::storage::{FileKind, Store};
 use crate::writer::append::Staged;
 use crate::writer::background::Worker;
+use crate::writer::compact;
 use crate::writer::delete::delete_rows;
+use crate::writer::policy::{self, Moment, SegInfo};
 use crate::writer::Transaction;
 use crate::{Error, Result};
 
@@ -48,6 +50,10 @@ pub struct Collection {
     damage: Mutex<Option<(PathBuf, String)>>,
     /// When the mapped files were last checked for outside changes.
     last_check: Mutex<Instant>,
+    /// When rows were last written (merges of fresh rows wait for a quiet moment).
+    last_write: Mutex<Instant>,
+    /// Held by the merge that runs (one at a time, whoever asked).
+    merging: Mutex<()>,
 }
 
 impl Collection {
@@ -96,6 +102,8 @@ impl Collection {
             worker: Worker::default(),
             damage: Mutex::new(None),
             last_check: Mutex::new(Instant::now()),
+            last_write: Mutex::new(Instant::now()),
+            merging: Mutex::new(()),
         });
         // A damaged index is set aside and rebuilt from its segment; the segment is searched
         // exactly meanwhile.
@@ -103,8 +111,8 @@ impl Collection {
             collection.set_aside_index(seg_id, &e)?;
         }
         // Segments that reached the threshold but whose build was interrupted (a crash or a
-        // close) get their index now.
-        collection.schedule_indexing();
+        // close) get their index now, and merges left undone are done.
+        collection.schedule_work();
         Ok(collection)
     }
 
@@ -222,7 +230,7 @@ impl Collection {
             }
             Ok(((), parts))
         })?;
-        self.schedule_indexing();
+        self.written();
         Ok(())
     }
 
@@ -240,6 +248,7 @@ impl Collection {
             let (parts, deleted) = delete_rows(txn, snapshot, &by_part)?;
             Ok((deleted, parts))
         })
+        .inspect(|_| self.written())
     }
 
     /// Deletes the live rows `mask` selects (it is evaluated on each segment's rows; a null
@@ -253,6 +262,7 @@ impl Collection {
             let (parts, deleted) = delete_rows(txn, snapshot, &by_part)?;
             Ok((deleted, parts))
         })
+        .inspect(|_| self.written())
     }
 
     /// Replaces the live rows `mask` selects with the rows `update` makes of them (given in
@@ -281,7 +291,7 @@ impl Collection {
             let parts = self.add_rows(txn, staying.parts, &new)?;
             Ok((deleted, parts))
         })
-        .inspect(|_| self.schedule_indexing())
+        .inspect(|_| self.written())
     }
 
     /// Appends `batches`, replacing the stored rows that have the same ids, in one commit.
@@ -303,7 +313,7 @@ impl Collection {
             let parts = self.add_rows(txn, parts, &batch)?;
             Ok((batch.num_rows(), parts))
         })
-        .inspect(|_| self.schedule_indexing())
+        .inspect(|_| self.written())
     }
 
     /// Stages `batch` (in the layout) as a new segment of `txn`; returns `parts` with it.
@@ -553,14 +563,139 @@ impl Collection {
         }
     }
 
-    /// Has the worker index the segments that reached the threshold and have no index yet.
-    fn schedule_indexing(&self) {
-        if self.worker.stopped() || self.unindexed(self.auto_threshold()).is_empty() {
+    /// Notes a write and has the worker do what it calls for.
+    fn written(&self) {
+        *lock(&self.last_write) = Instant::now();
+        self.schedule_work();
+    }
+
+    /// The live segments as the merge policy sees them.
+    fn seg_infos(&self) -> Vec<SegInfo> {
+        self.snapshot()
+            .parts
+            .iter()
+            .map(|p| SegInfo {
+                id: p.seg.id,
+                rows: p.seg.rows(),
+                live: p.live_rows(),
+                indexed: p.index.is_some(),
+            })
+            .collect()
+    }
+
+    /// Has the worker merge what the policy asks for and index the segments that reached the
+    /// threshold and have none yet.
+    fn schedule_work(&self) {
+        if self.worker.stopped() {
+            return;
+        }
+        let settings = self.lock_writer().index;
+        let merges = settings.compaction
+            && policy::choose(&self.seg_infos(), &settings, Moment::Idle).is_some();
+        if !merges && self.unindexed(self.auto_threshold()).is_empty() {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
-        self.worker
-            .kick(move |cancel| me.build_indexes(me.auto_threshold(), cancel).map(|_| ()));
+        self.worker.kick(move |cancel| me.maintain(cancel));
+    }
+
+    /// One pass of the worker: merges (those due after a commit, then, once the collection
+    /// has been quiet for `compaction_idle_ms`, the fresh rows into the largest graph) and
+    /// index builds, until none is left or `cancel` is set.
+    fn maintain(&self, cancel: &AtomicBool) -> Result<()> {
+        while !cancel.load(Ordering::Relaxed) {
+            let settings = self.lock_writer().index;
+            if settings.compaction {
+                if let Some(plan) = policy::choose(&self.seg_infos(), &settings, Moment::Commit) {
+                    if self.run_merge(&plan.segments, cancel)? {
+                        continue;
+                    }
+                    return Ok(());
+                }
+            }
+            self.build_indexes(self.auto_threshold(), cancel)?;
+            if !settings.compaction
+                || policy::choose(&self.seg_infos(), &settings, Moment::Idle).is_none()
+            {
+                return Ok(());
+            }
+            let quiet = Duration::from_millis(settings.compaction_idle_ms);
+            loop {
+                let since = lock(&self.last_write).elapsed();
+                if since >= quiet {
+                    break;
+                }
+                if cancel.load(Ordering::Relaxed) || self.worker.pending() {
+                    return Ok(()); // a write came: the worker runs the pass again
+                }
+                std::thread::sleep((quiet - since).min(Duration::from_millis(20)));
+            }
+            match policy::choose(&self.seg_infos(), &settings, Moment::Idle) {
+                Some(plan) if self.run_merge(&plan.segments, cancel)? => continue,
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges every segment that fits into as few segments as `max_segment_rows` allows,
+    /// dropping deleted rows, with the index that suits each merged size; returns how many
+    /// merges ran. Readers keep their snapshots and writers go on meanwhile.
+    pub fn compact(&self) -> Result<usize> {
+        let cancel = AtomicBool::new(false);
+        let mut merges = 0;
+        loop {
+            let settings = self.lock_writer().index;
+            let Some(plan) = policy::choose(&self.seg_infos(), &settings, Moment::Full) else {
+                return Ok(merges);
+            };
+            if !self.run_merge(&plan.segments, &cancel)? {
+                return Ok(merges);
+            }
+            merges += 1;
+        }
+    }
+
+    /// Merges the segments `ids` (the first one's graph is extended when it has one) and
+    /// commits the result; `false` when cancelled or an input went away meanwhile.
+    fn run_merge(&self, ids: &[u64], cancel: &AtomicBool) -> Result<bool> {
+        let _one = lock(&self.merging);
+        let snapshot = self.snapshot();
+        let settings = self.lock_writer().index;
+        let inputs: Option<Vec<Part>> = ids
+            .iter()
+            .map(|id| snapshot.parts.iter().find(|p| p.seg.id == *id).cloned())
+            .collect();
+        let Some(inputs) = inputs else {
+            return Ok(false);
+        };
+        drop(snapshot);
+        let Some(merged) = compact::merge(
+            &self.store,
+            &self.layout,
+            self.metric(),
+            &settings,
+            inputs,
+            cancel,
+        )?
+        else {
+            return Ok(false);
+        };
+        let retired = self.transact(|txn, current| {
+            Ok(
+                match compact::commit(txn, current, &merged, &self.layout)? {
+                    Some((parts, retired)) => (Some(retired), parts),
+                    None => (None, current.parts.clone()),
+                },
+            )
+        })?;
+        let Some(retired) = retired else {
+            return Ok(false);
+        };
+        for (seg, files) in retired {
+            seg.retire(self.store.clone(), files);
+        }
+        Ok(true)
     }
 
     fn build_indexes(&self, min_rows: usize, cancel: &AtomicBool) -> Result<usize> {
@@ -571,7 +706,8 @@ impl Collection {
         }
         let mut built = 0;
         for seg in self.unindexed(min_rows) {
-            let Some(bytes) = index::build(&settings, &seg.view(self.metric()), cancel)? else {
+            let Some(bytes) = index::build(&settings, &seg.view(self.metric()), None, cancel)?
+            else {
                 return Ok(built); // cancelled
             };
             let done = self.transact(|txn, snapshot| {

@@ -37,6 +37,10 @@ pub(crate) trait VectorIndex: Send + Sync + std::fmt::Debug {
         params: &SearchParams,
         accept: &dyn Fn(u32) -> bool,
     ) -> Vec<(u32, f32)>;
+    /// The graph, for indexes that are one (a merge extends it instead of rebuilding).
+    fn graph(&self) -> Option<&hnsw::Hnsw> {
+        None
+    }
 }
 
 /// Opens an index of `kind` from its file image (read in place). `path` names it in errors.
@@ -48,16 +52,23 @@ pub(crate) fn open(kind: IndexKind, buffer: Buffer, path: &Path) -> Result<Arc<d
 }
 
 /// Builds the index `settings` ask for over `view` and returns its file image, or `None` when
-/// `cancel` was set meanwhile.
+/// `cancel` was set meanwhile. With `base` (an index over another segment, and where each of
+/// its rows went in `view`, see `hnsw::builder::Base`) a graph starts from its links when it
+/// can, and inserts only the other rows.
 pub(crate) fn build(
     settings: &IndexSettings,
     view: &VectorView<'_>,
+    base: Option<(&dyn VectorIndex, &[u32])>,
     cancel: &AtomicBool,
 ) -> Result<Option<Vec<u8>>> {
     match settings.kind {
         IndexKind::Hnsw => {
             let params = hnsw::HnswParams::from_settings(settings);
-            Ok(hnsw::builder::build(view, params, cancel).map(|g| g.to_bytes()))
+            let base = base.and_then(|(index, keep)| {
+                let graph = index.graph()?;
+                Some(hnsw::builder::Base { graph, keep })
+            });
+            Ok(hnsw::builder::extend(view, params, base, cancel).map(|g| g.to_bytes()))
         }
         IndexKind::Flat => Err(Error::Internal(
             "asked to build an index for a flat collection".into(),

@@ -106,6 +106,20 @@ pub struct IndexSettings {
     /// automatic indexing off (`build_index` still works).
     #[serde(default = "default_index_threshold")]
     pub threshold: usize,
+    /// Whether the background worker merges segments (`Collection::compact` works either way).
+    #[serde(default = "default_true")]
+    pub compaction: bool,
+    /// Segments of about the same size merge once this many of them exist; the fresh rows
+    /// of unindexed segments merge once they add up to the index threshold.
+    #[serde(default = "default_merge_factor")]
+    pub merge_factor: usize,
+    /// Merges never make a segment of more rows than this.
+    #[serde(default = "default_max_segment_rows")]
+    pub max_segment_rows: usize,
+    /// After this long without a write, the fresh unindexed rows are merged into the indexed
+    /// segment (inserted into its graph), so a quiet collection is searched as one graph.
+    #[serde(default = "default_idle_ms")]
+    pub compaction_idle_ms: u64,
 }
 
 /// The default automatic-indexing threshold, in rows.
@@ -113,6 +127,18 @@ pub const DEFAULT_INDEX_THRESHOLD: usize = 10_000;
 
 fn default_index_threshold() -> usize {
     DEFAULT_INDEX_THRESHOLD
+}
+fn default_true() -> bool {
+    true
+}
+fn default_merge_factor() -> usize {
+    10
+}
+fn default_max_segment_rows() -> usize {
+    4_000_000
+}
+fn default_idle_ms() -> u64 {
+    1000
 }
 fn default_kind() -> IndexKind {
     IndexKind::Hnsw
@@ -130,6 +156,10 @@ impl Default for IndexSettings {
             ef_construction: 200,
             ef_search: 64,
             threshold: DEFAULT_INDEX_THRESHOLD,
+            compaction: true,
+            merge_factor: default_merge_factor(),
+            max_segment_rows: default_max_segment_rows(),
+            compaction_idle_ms: default_idle_ms(),
         }
     }
 }
@@ -153,9 +183,68 @@ impl IndexSettings {
                 )));
             }
         }
+        if !(2..=1000).contains(&self.merge_factor) {
+            return Err(Error::invalid(format!(
+                "setting merge_factor must be between 2 and 1000, got {}",
+                self.merge_factor
+            )));
+        }
+        if !(1..=u32::MAX as usize).contains(&self.max_segment_rows) {
+            return Err(Error::invalid(format!(
+                "setting max_segment_rows must be between 1 and {}, got {}",
+                u32::MAX,
+                self.max_segment_rows
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets one of the settings that may change after a collection is created (they apply to
+    /// what is indexed or compacted afterwards): `index`, `quantization`, `m`,
+    /// `ef_construction`, `ef_search`, `index_threshold`, `compaction` (on, off),
+    /// `merge_factor`, `max_segment_rows`, `compaction_idle_ms`.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let int = || -> Result<usize> {
+            value.parse().map_err(|_| {
+                Error::invalid(format!(
+                    "setting '{key}' must be a non-negative integer, got '{value}'"
+                ))
+            })
+        };
+        match key {
+            "index" => self.kind = value.parse()?,
+            "quantization" => self.quant = value.parse()?,
+            "m" => self.m = int()?,
+            "ef_construction" => self.ef_construction = int()?,
+            "ef_search" => self.ef_search = int()?,
+            "index_threshold" => self.threshold = int()?,
+            "merge_factor" => self.merge_factor = int()?,
+            "max_segment_rows" => self.max_segment_rows = int()?,
+            "compaction_idle_ms" => self.compaction_idle_ms = int()? as u64,
+            "compaction" => {
+                self.compaction = match value {
+                    "on" | "true" => true,
+                    "off" | "false" => false,
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "setting 'compaction' must be on or off, got '{value}'"
+                        )))
+                    }
+                }
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown setting '{other}' (expected {SETTING_KEYS})"
+                )))
+            }
+        }
         Ok(())
     }
 }
+
+/// The setting keys `IndexSettings::set` knows.
+pub const SETTING_KEYS: &str = "index, quantization, m, ef_construction, ef_search, \
+     index_threshold, compaction, merge_factor, max_segment_rows or compaction_idle_ms";
 
 /// How a new collection is defined beyond its schema.
 #[derive(Debug, Clone)]
@@ -182,8 +271,8 @@ impl Default for CollectionOptions {
 }
 
 /// The option keys `CollectionOptions::set` knows.
-pub const OPTION_KEYS: &str =
-    "metric, id, vector, index, quantization, m, ef_construction, ef_search or index_threshold";
+pub const OPTION_KEYS: &str = "metric, id, vector, index, quantization, m, ef_construction, \
+     ef_search, index_threshold, compaction, merge_factor, max_segment_rows or compaction_idle_ms";
 
 impl CollectionOptions {
     /// Sets one option from its text form: `metric` (cosine, l2, dot), `id` and `vector`
@@ -191,27 +280,17 @@ impl CollectionOptions {
     /// `ef_construction`, `ef_search`, `index_threshold`. Values are checked when the options
     /// are used ([`IndexSettings::check`]).
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let int = || -> Result<usize> {
-            value.parse().map_err(|_| {
-                Error::invalid(format!(
-                    "option '{key}' must be a non-negative integer, got '{value}'"
-                ))
-            })
-        };
         match key {
             "metric" => self.metric = value.parse()?,
             "id" => self.id_column = value.to_string(),
             "vector" => self.vector_column = Some(value.to_string()),
-            "index" => self.index.kind = value.parse()?,
-            "quantization" => self.index.quant = value.parse()?,
-            "m" => self.index.m = int()?,
-            "ef_construction" => self.index.ef_construction = int()?,
-            "ef_search" => self.index.ef_search = int()?,
-            "index_threshold" => self.index.threshold = int()?,
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown option '{other}' (expected {OPTION_KEYS})"
-                )))
+            _ => {
+                self.index.set(key, value).map_err(|e| match e {
+                    Error::InvalidInput(m) if m.starts_with("unknown setting") => {
+                        Error::invalid(format!("unknown option '{key}' (expected {OPTION_KEYS})"))
+                    }
+                    e => e,
+                })?;
             }
         }
         Ok(())

@@ -6,16 +6,17 @@
 //! threads wait on it, and a rayon loop inside one can steal a job that waits on the same
 //! initializer (the deadlock of issue 7).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_array::RecordBatch;
 use arrow_buffer::ScalarBuffer;
 
 use crate::distance::Metric;
+use crate::error::lock;
 use crate::ids::IdMap;
 use crate::ingest::vector_values;
 use crate::schema::Layout;
-use crate::storage::Stamp;
+use crate::storage::{Stamp, Store};
 use crate::vector::{inverse_norms, squared_norms, VectorView};
 
 /// One segment's rows and what is derived from them.
@@ -31,6 +32,19 @@ pub(crate) struct Segment {
     inv_norms: OnceLock<ScalarBuffer<f32>>,
     /// The segment file's size and modification time when it was mapped.
     pub stamp: Option<Stamp>,
+    /// Files to remove once no snapshot holds the segment (set when a merge replaced it).
+    retired: Mutex<Option<(Arc<dyn Store>, Vec<String>)>>,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Some((store, files)) = lock(&self.retired).take() {
+            for file in files {
+                // A failure leaves garbage the next open removes.
+                let _ = store.delete(&file);
+            }
+        }
+    }
 }
 
 impl Segment {
@@ -46,7 +60,14 @@ impl Segment {
             sq_norms: OnceLock::new(),
             inv_norms: OnceLock::new(),
             stamp: None,
+            retired: Mutex::new(None),
         }
+    }
+
+    /// Has `files` (this segment's files, which no manifest names any more) removed once the
+    /// last snapshot that maps the segment is gone, never while a reader can still use them.
+    pub(crate) fn retire(&self, store: Arc<dyn Store>, files: Vec<String>) {
+        *lock(&self.retired) = Some((store, files));
     }
 
     /// Adopts the norms stored beside the segment for `metric` (see `vector::metric_norms`).

@@ -6,11 +6,15 @@
 //!
 //! - `append`: rows staged as segment files before the commit that names them;
 //! - `delete`: new deletion bitmaps;
-//! - `background`: the worker that builds indexes after commits.
+//! - `compact`: merged segments, swapped in for their inputs;
+//! - `policy`: which segments merge, and when;
+//! - `background`: the worker that merges segments and builds indexes after commits.
 
 pub(crate) mod append;
 pub(crate) mod background;
+pub(crate) mod compact;
 pub(crate) mod delete;
+pub(crate) mod policy;
 
 use crate::storage::manifest::{FileMeta, Manifest, SegmentMeta};
 use crate::storage::{FileKind, Store, Written};

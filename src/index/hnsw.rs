@@ -222,4 +222,8 @@ impl super::VectorIndex for Hnsw {
     ) -> Vec<(u32, f32)> {
         Hnsw::search(self, view, query, k, params.ef, accept)
     }
+
+    fn graph(&self) -> Option<&Hnsw> {
+        Some(self)
+    }
 }

@@ -1,5 +1,5 @@
-//! The background worker of one collection: runs passes of work (index builds today,
-//! compactions next) on its own thread after commits, one pass at a time; work that arrives
+//! The background worker of one collection: runs passes of work (merges and index builds)
+//! on its own thread after commits, one pass at a time; work that arrives
 //! while a pass runs makes the worker look again before it stops. It is cancellable: `stop`
 //! makes the running pass give up soon and keeps new ones from starting (on close and drop).
 
@@ -73,6 +73,11 @@ impl Worker {
             state.status.running = false;
             break;
         }));
+    }
+
+    /// Whether work arrived while the running pass runs (it is run again after).
+    pub(crate) fn pending(&self) -> bool {
+        lock(&self.shared.state).pending
     }
 
     /// Whether `stop` was called.

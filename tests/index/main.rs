@@ -142,11 +142,13 @@ mod collection {
         rows(&vec![0.0; dim], dim, 0..1).schema().as_ref().clone()
     }
 
+    /// Indexing at `threshold`, without merges (these tests look at segments as appended).
     fn options(threshold: usize) -> CollectionOptions {
         CollectionOptions {
             metric: Metric::Cosine,
             index: IndexSettings {
                 threshold,
+                compaction: false,
                 ..Default::default()
             },
             ..Default::default()

@@ -78,28 +78,47 @@ impl Links for Building {
     }
 }
 
+/// The graph a build starts from: `graph` was built over another segment, and `keep[old]` is
+/// the row of the new view its node `old` becomes (`DROPPED` for rows left out). The kept rows
+/// must be the first rows of the new view, in their old order.
+pub(crate) struct Base<'a> {
+    pub graph: &'a Hnsw,
+    pub keep: &'a [u32],
+}
+
+/// A row of a base graph that the new view leaves out.
+pub(crate) const DROPPED: u32 = u32::MAX;
+
 /// Builds a graph over every row of `view`; gives up (`None`) soon after `cancel` is set.
 pub(crate) fn build(
     view: &VectorView<'_>,
     params: HnswParams,
     cancel: &AtomicBool,
 ) -> Option<Hnsw> {
+    extend(view, params, None, cancel)
+}
+
+/// Builds a graph over every row of `view`, starting from `base` when it is given and fits
+/// (same `m`, levels readable): its links are carried over (through `keep`), the links that
+/// pointed at dropped rows are repaired from their neighbours, and only the other rows are
+/// inserted. Merging segments this way costs the new rows, not a rebuild. Gives up (`None`)
+/// soon after `cancel` is set.
+pub(crate) fn extend(
+    view: &VectorView<'_>,
+    params: HnswParams,
+    base: Option<Base<'_>>,
+    cancel: &AtomicBool,
+) -> Option<Hnsw> {
     let n = view.len();
     let m = params.m.max(2);
     let ml = 1.0 / (m as f64).ln();
-    let levels: Vec<u8> = (0..n)
+    let mut levels: Vec<u8> = (0..n)
         .map(|i| {
             let r = splitmix(params.seed ^ i as u64);
             let u = ((r >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
             ((-u.ln() * ml) as usize).min(16) as u8
         })
         .collect();
-    let graph = Building {
-        links: levels
-            .iter()
-            .map(|&l| (0..=l).map(|_| Mutex::new(Vec::new())).collect())
-            .collect(),
-    };
     let codes = Codes::train(params.quant, view);
     if n == 0 {
         return Some(Hnsw {
@@ -112,7 +131,25 @@ pub(crate) fn build(
             codes,
         });
     }
-    let entry = RwLock::new((0u32, levels[0] as usize));
+    let carried = base.and_then(|b| carry(view, b, m, &mut levels));
+    let graph = Building {
+        links: levels
+            .iter()
+            .map(|&l| (0..=l).map(|_| Mutex::new(Vec::new())).collect())
+            .collect(),
+    };
+    let (entry, first) = match carried {
+        Some((lists, entry, kept)) => {
+            for (node, node_lists) in lists.into_iter().enumerate() {
+                for (l, list) in node_lists.into_iter().enumerate() {
+                    *lock(&graph.links[node][l]) = list;
+                }
+            }
+            ((entry, levels[entry as usize] as usize), kept)
+        }
+        None => ((0, levels[0] as usize), 1),
+    };
+    let entry = RwLock::new(entry);
     let insert = |i: u32| {
         if cancel.load(Ordering::Relaxed) {
             return;
@@ -134,8 +171,8 @@ pub(crate) fn build(
         }
     };
     // A small sequential start gives the parallel phase a connected graph to search.
-    let head = n.min(1000) as u32;
-    (1..head).for_each(insert);
+    let head = n.min(1000).max(first) as u32;
+    (first as u32..head).for_each(insert);
     (head..n as u32).into_par_iter().for_each(insert);
     if cancel.load(Ordering::Relaxed) {
         return None;
@@ -150,14 +187,14 @@ pub(crate) fn build(
         let l0 = lock(&node[0]);
         layer0[i * w0] = l0.len() as u32;
         layer0[i * w0 + 1..i * w0 + 1 + l0.len()].copy_from_slice(&l0);
-        if node.len() > 1 {
-            upper_offsets[i] = upper.len() as u32;
-            for list in &node[1..] {
-                let list = lock(list);
-                upper.push(list.len() as u32);
-                upper.extend_from_slice(&list);
-                upper.extend(std::iter::repeat_n(0, m - list.len()));
-            }
+        // Offsets never decrease (a node without upper lists gets the next one's), so each
+        // node's level can be read back when the graph is extended.
+        upper_offsets[i] = upper.len() as u32;
+        for list in &node[1..] {
+            let list = lock(list);
+            upper.push(list.len() as u32);
+            upper.extend_from_slice(&list);
+            upper.extend(std::iter::repeat_n(0, m - list.len()));
         }
     }
     Some(Hnsw {
@@ -169,6 +206,121 @@ pub(crate) fn build(
         upper: upper.into(),
         codes,
     })
+}
+
+/// Each node's lists by level, as `Building` holds them.
+type Lists = Vec<Vec<Vec<u32>>>;
+
+/// The links of `base` renumbered into `view`'s rows (repaired where they lost a neighbour to a
+/// dropped row), the new entry point, and how many rows they cover; `levels` gets the kept
+/// nodes' levels. `None` when the base cannot be carried over (another `m`, unreadable levels,
+/// rows out of order, nothing kept): the caller builds from scratch.
+fn carry(
+    view: &VectorView<'_>,
+    base: Base<'_>,
+    m: usize,
+    levels: &mut [u8],
+) -> Option<(Lists, u32, usize)> {
+    let Base { graph, keep } = base;
+    let old_levels = graph_levels(graph)?;
+    if graph.m != m || keep.len() != graph.len() {
+        return None;
+    }
+    // The kept rows must be 0..kept in their old order.
+    let mut kept = 0usize;
+    for &new in keep {
+        if new != DROPPED {
+            if new as usize != kept || kept >= view.len() {
+                return None;
+            }
+            kept += 1;
+        }
+    }
+    if kept == 0 {
+        return None;
+    }
+    let mut old_of = vec![0u32; kept];
+    for (old, &new) in keep.iter().enumerate() {
+        if new != DROPPED {
+            old_of[new as usize] = old as u32;
+            levels[new as usize] = old_levels[old];
+        }
+    }
+    let lists: Lists = (0..kept)
+        .into_par_iter()
+        .map(|new| {
+            let old = old_of[new];
+            let mut scratch = Vec::new();
+            (0..=old_levels[old as usize] as usize)
+                .map(|l| {
+                    graph.neighbours(old, l, &mut scratch);
+                    let cap = if l == 0 { 2 * m } else { m };
+                    let mapped: Vec<u32> = scratch
+                        .iter()
+                        .filter_map(|&x| Some(keep[x as usize]).filter(|&y| y != DROPPED))
+                        .collect();
+                    if mapped.len() == scratch.len() {
+                        return mapped;
+                    }
+                    // Lost links: choose again among the neighbours left and the kept
+                    // neighbours of the dropped ones.
+                    let dropped: Vec<u32> = scratch
+                        .iter()
+                        .copied()
+                        .filter(|&x| keep[x as usize] == DROPPED)
+                        .collect();
+                    let mut cands = mapped;
+                    let mut two_hop = Vec::new();
+                    for d in dropped {
+                        graph.neighbours(d, l, &mut two_hop);
+                        cands.extend(
+                            two_hop
+                                .iter()
+                                .map(|&x| keep[x as usize])
+                                .filter(|&y| y != DROPPED && y != new as u32),
+                        );
+                    }
+                    cands.sort_unstable();
+                    cands.dedup();
+                    let mut scored: Vec<Neighbor> = cands
+                        .into_iter()
+                        .map(|x| Neighbor::new(view.dist_rows(new as u32, x), x))
+                        .collect();
+                    scored.sort();
+                    select(view, &scored, cap)
+                })
+                .collect()
+        })
+        .collect();
+    let entry = match keep[graph.entry as usize] {
+        DROPPED => (0..kept).max_by_key(|&i| (levels[i], std::cmp::Reverse(i)))? as u32,
+        e => e,
+    };
+    Some((lists, entry, kept))
+}
+
+/// The level of every node of `graph`, read from its upper offsets (which never decrease in
+/// graphs this builder writes); `None` for graphs written before they did.
+fn graph_levels(graph: &Hnsw) -> Option<Vec<u8>> {
+    let n = graph.len();
+    let w = 1 + graph.m;
+    let offsets = &graph.upper_offsets;
+    let mut levels = Vec::with_capacity(n);
+    for i in 0..n {
+        let end = if i + 1 < n {
+            offsets[i + 1] as usize
+        } else {
+            graph.upper.len()
+        };
+        let start = offsets[i] as usize;
+        if end < start || !(end - start).is_multiple_of(w) || (end - start) / w > 16 {
+            return None;
+        }
+        levels.push(((end - start) / w) as u8);
+    }
+    let top = levels.iter().copied().max().unwrap_or(0) as usize;
+    (top == graph.max_level && n > 0 && levels[graph.entry as usize] as usize == top)
+        .then_some(levels)
 }
 
 /// One node's insertion.
