@@ -4,7 +4,7 @@
 //! `writer::background::Worker`. Damage to mapped files is contained here: an index found
 //! damaged is set aside and rebuilt; a segment changed under us marks the collection damaged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -52,8 +52,11 @@ pub struct Collection {
     last_check: Mutex<Instant>,
     /// When rows were last written (merges of fresh rows wait for a quiet moment).
     last_write: Mutex<Instant>,
-    /// Held by the merge that runs (one at a time, whoever asked).
-    merging: Mutex<()>,
+    /// Merges of small unindexed segments, beside the worker (which builds graphs), so small
+    /// writes do not pile up while a graph is built.
+    merger: Worker,
+    /// Segments a running merge is reading: no other merge takes them.
+    claimed: Mutex<HashSet<u64>>,
 }
 
 impl Collection {
@@ -103,7 +106,8 @@ impl Collection {
             damage: Mutex::new(None),
             last_check: Mutex::new(Instant::now()),
             last_write: Mutex::new(Instant::now()),
-            merging: Mutex::new(()),
+            merger: Worker::default(),
+            claimed: Mutex::new(HashSet::new()),
         });
         // A damaged index is set aside and rebuilt from its segment; the segment is searched
         // exactly meanwhile.
@@ -487,11 +491,18 @@ impl Collection {
     /// Waits until the background worker has indexed every segment at or over the threshold
     /// (returns at once when nothing is being built).
     pub fn wait_for_indexing(&self) {
-        self.worker.wait();
+        loop {
+            self.merger.wait();
+            self.worker.wait();
+            if !self.merger.running() && !self.worker.running() {
+                return;
+            }
+        }
     }
 
     /// Stops the background worker (an unfinished index is discarded) and starts no other.
     pub(crate) fn stop_indexing(&self) {
+        self.merger.stop();
         self.worker.stop();
     }
 
@@ -569,11 +580,13 @@ impl Collection {
         self.schedule_work();
     }
 
-    /// The live segments as the merge policy sees them.
+    /// The live segments as the merge policy sees them (those a merge is reading left out).
     fn seg_infos(&self) -> Vec<SegInfo> {
+        let claimed = lock(&self.claimed).clone();
         self.snapshot()
             .parts
             .iter()
+            .filter(|p| !claimed.contains(&p.seg.id))
             .map(|p| SegInfo {
                 id: p.seg.id,
                 rows: p.seg.rows(),
@@ -590,13 +603,53 @@ impl Collection {
             return;
         }
         let settings = self.lock_writer().index;
-        let merges = settings.compaction
-            && policy::choose(&self.seg_infos(), &settings, Moment::Idle).is_some();
+        let infos = self.seg_infos();
+        if settings.compaction && policy::choose_small(&infos, &settings).is_some() {
+            if let Some(me) = self.me.upgrade() {
+                self.merger.kick(move |cancel| me.merge_small(cancel));
+            }
+        }
+        let merges =
+            settings.compaction && policy::choose(&infos, &settings, Moment::Idle).is_some();
         if !merges && self.unindexed(self.auto_threshold()).is_empty() {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
         self.worker.kick(move |cancel| me.maintain(cancel));
+    }
+
+    /// One pass of the merger: small merges (no graph built) while the policy asks for them;
+    /// then the worker looks at what they made.
+    fn merge_small(&self, cancel: &AtomicBool) -> Result<()> {
+        let mut merged = false;
+        while !cancel.load(Ordering::Relaxed) {
+            let settings = self.lock_writer().index;
+            if !settings.compaction {
+                break;
+            }
+            let Some(plan) = policy::choose_small(&self.seg_infos(), &settings) else {
+                break;
+            };
+            let flat = IndexSettings {
+                kind: IndexKind::Flat,
+                ..settings
+            };
+            if !self.run_merge(&plan.segments, &flat, cancel)? {
+                break;
+            }
+            merged = true;
+        }
+        if merged {
+            self.schedule_worker();
+        }
+        Ok(())
+    }
+
+    /// Kicks the worker alone (after the merger changed the segments).
+    fn schedule_worker(&self) {
+        if let Some(me) = self.me.upgrade() {
+            self.worker.kick(move |cancel| me.maintain(cancel));
+        }
     }
 
     /// One pass of the worker: merges (those due after a commit, then, once the collection
@@ -607,7 +660,7 @@ impl Collection {
             let settings = self.lock_writer().index;
             if settings.compaction {
                 if let Some(plan) = policy::choose(&self.seg_infos(), &settings, Moment::Commit) {
-                    if self.run_merge(&plan.segments, cancel)? {
+                    if self.run_merge(&plan.segments, &settings, cancel)? {
                         continue;
                     }
                     return Ok(());
@@ -631,7 +684,7 @@ impl Collection {
                 std::thread::sleep((quiet - since).min(Duration::from_millis(20)));
             }
             match policy::choose(&self.seg_infos(), &settings, Moment::Idle) {
-                Some(plan) if self.run_merge(&plan.segments, cancel)? => continue,
+                Some(plan) if self.run_merge(&plan.segments, &settings, cancel)? => continue,
                 _ => return Ok(()),
             }
         }
@@ -649,19 +702,26 @@ impl Collection {
             let Some(plan) = policy::choose(&self.seg_infos(), &settings, Moment::Full) else {
                 return Ok(merges);
             };
-            if !self.run_merge(&plan.segments, &cancel)? {
+            if !self.run_merge(&plan.segments, &settings, &cancel)? {
                 return Ok(merges);
             }
             merges += 1;
         }
     }
 
-    /// Merges the segments `ids` (the first one's graph is extended when it has one) and
-    /// commits the result; `false` when cancelled or an input went away meanwhile.
-    fn run_merge(&self, ids: &[u64], cancel: &AtomicBool) -> Result<bool> {
-        let _one = lock(&self.merging);
+    /// Merges the segments `ids` (the first one's graph is extended when it has one) with the
+    /// index `settings` ask for, and commits the result; `false` when cancelled, or when an
+    /// input went away or another merge has it.
+    fn run_merge(
+        &self,
+        ids: &[u64],
+        settings: &IndexSettings,
+        cancel: &AtomicBool,
+    ) -> Result<bool> {
+        let Some(_claim) = Claim::take(&self.claimed, ids) else {
+            return Ok(false);
+        };
         let snapshot = self.snapshot();
-        let settings = self.lock_writer().index;
         let inputs: Option<Vec<Part>> = ids
             .iter()
             .map(|id| snapshot.parts.iter().find(|p| p.seg.id == *id).cloned())
@@ -674,7 +734,7 @@ impl Collection {
             &self.store,
             &self.layout,
             self.metric(),
-            &settings,
+            settings,
             inputs,
             cancel,
         )?
@@ -706,6 +766,10 @@ impl Collection {
         }
         let mut built = 0;
         for seg in self.unindexed(min_rows) {
+            // A segment a merge is reading gets its index from the merge.
+            let Some(_claim) = Claim::take(&self.claimed, &[seg.id]) else {
+                continue;
+            };
             let Some(bytes) = index::build(&settings, &seg.view(self.metric()), None, cancel)?
             else {
                 return Ok(built); // cancelled
@@ -746,6 +810,35 @@ impl Collection {
             }
         }
         Ok(built)
+    }
+}
+
+/// Segments claimed by a running merge, released when it ends however it ends.
+struct Claim<'a> {
+    set: &'a Mutex<HashSet<u64>>,
+    ids: Vec<u64>,
+}
+
+impl<'a> Claim<'a> {
+    fn take(set: &'a Mutex<HashSet<u64>>, ids: &[u64]) -> Option<Claim<'a>> {
+        let mut claimed = lock(set);
+        if ids.iter().any(|id| claimed.contains(id)) {
+            return None;
+        }
+        claimed.extend(ids);
+        Some(Claim {
+            set,
+            ids: ids.to_vec(),
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut claimed = lock(self.set);
+        for id in &self.ids {
+            claimed.remove(id);
+        }
     }
 }
 

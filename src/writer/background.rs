@@ -75,6 +75,11 @@ impl Worker {
         }));
     }
 
+    /// Whether a pass is running or queued.
+    pub(crate) fn running(&self) -> bool {
+        lock(&self.shared.state).status.running
+    }
+
     /// Whether work arrived while the running pass runs (it is run again after).
     pub(crate) fn pending(&self) -> bool {
         lock(&self.shared.state).pending

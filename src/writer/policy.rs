@@ -36,21 +36,15 @@ pub(crate) enum Moment {
 /// A segment holding at least this share of deleted rows is rewritten without them.
 const DELETED_SHARE: f64 = 0.2;
 
-/// The next merge for `segs` under `settings` at `moment`, if any.
+/// The next merge that involves graphs (the collection's worker runs these) for `segs` under
+/// `settings` at `moment`, if any. `segs` leaves out segments another merge is working on.
 pub(crate) fn choose(segs: &[SegInfo], s: &IndexSettings, moment: Moment) -> Option<Merge> {
     let f = s.merge_factor.max(2);
     let max = s.max_segment_rows.max(1);
     let indexing = s.kind != IndexKind::Flat && s.threshold > 0;
-    let merge = |mut chosen: Vec<SegInfo>| -> Option<Merge> {
-        // The base first: the largest segment with a graph, else the largest.
-        chosen.sort_by_key(|g| (std::cmp::Reverse((g.indexed, g.live)), g.id));
-        Some(Merge {
-            segments: chosen.iter().map(|g| g.id).collect(),
-        })
-    };
     // Segments that lost every row, or enough of them, are rewritten (or just dropped).
     if let Some(g) = segs.iter().find(|g| {
-        g.live == 0 || (g.rows - g.live) as f64 >= DELETED_SHARE * g.rows as f64 && g.rows > 0
+        g.live == 0 || (g.rows > 0 && (g.rows - g.live) as f64 >= DELETED_SHARE * g.rows as f64)
     }) {
         return merge(vec![*g]);
     }
@@ -67,13 +61,9 @@ pub(crate) fn choose(segs: &[SegInfo], s: &IndexSettings, moment: Moment) -> Opt
                 chosen.push(*g);
             }
         }
-        return (chosen.len() > 1).then(|| merge(chosen)).flatten();
+        return merge(chosen);
     }
-    let fresh: Vec<SegInfo> = segs
-        .iter()
-        .copied()
-        .filter(|g| !g.indexed && (!indexing || g.live < s.threshold))
-        .collect();
+    let fresh: Vec<SegInfo> = segs.iter().copied().filter(|g| !g.indexed).collect();
     let fresh_rows: usize = fresh.iter().map(|g| g.live).sum();
     // The largest graph the fresh rows may join: within `f` times their size (so a big
     // segment is not rewritten for a few rows), or any size once the collection is quiet.
@@ -85,11 +75,53 @@ pub(crate) fn choose(segs: &[SegInfo], s: &IndexSettings, moment: Moment) -> Opt
             .max_by_key(|g| (g.live, std::cmp::Reverse(g.id)))
     };
     if indexing && fresh_rows >= s.threshold && fresh_rows <= max {
+        // (One fresh segment and no graph to join: indexed in place instead.)
         let mut chosen = fresh.clone();
         chosen.extend(host(true));
         return merge(chosen);
     }
-    // Tiers: segments whose live rows have the same order of magnitude (base `f`).
+    if let Some(group) = tier_group(segs.iter().filter(|g| g.indexed), f, max) {
+        return merge(group);
+    }
+    if moment == Moment::Idle && !fresh.is_empty() {
+        if let Some(h) = host(false).filter(|_| indexing) {
+            let mut chosen = fresh;
+            chosen.push(h);
+            return merge(chosen);
+        }
+        if fresh_rows <= max {
+            return merge(fresh);
+        }
+    }
+    None
+}
+
+/// The next merge of unindexed segments that builds no graph (a second worker runs these, so
+/// that small writes never pile up behind a graph build): tiers of `merge_factor` segments of
+/// about the same size, up to `merge_factor` times the index threshold in all.
+pub(crate) fn choose_small(segs: &[SegInfo], s: &IndexSettings) -> Option<Merge> {
+    let f = s.merge_factor.max(2);
+    let indexing = s.kind != IndexKind::Flat && s.threshold > 0;
+    let cap = if indexing {
+        s.threshold.saturating_mul(f)
+    } else {
+        s.max_segment_rows
+    };
+    tier_group(
+        segs.iter().filter(|g| !g.indexed),
+        f,
+        cap.min(s.max_segment_rows).max(1),
+    )
+    .and_then(merge)
+}
+
+/// Segments whose live rows have the same order of magnitude (base `f`): the smallest group of
+/// at least `f` of them, as many as fit in `max` rows (at least two).
+fn tier_group<'a>(
+    segs: impl Iterator<Item = &'a SegInfo>,
+    f: usize,
+    max: usize,
+) -> Option<Vec<SegInfo>> {
     let tier = |rows: usize| {
         let mut t = 0;
         let mut r = rows.max(1);
@@ -103,31 +135,33 @@ pub(crate) fn choose(segs: &[SegInfo], s: &IndexSettings, moment: Moment) -> Opt
     for g in segs {
         tiers.entry(tier(g.live)).or_default().push(*g);
     }
-    for group in tiers.into_values() {
-        if group.len() >= f {
-            let mut group = group;
-            group.sort_by_key(|g| (g.live, g.id));
-            let mut total = 0;
-            group.retain(|g| {
-                total += g.live;
-                total <= max
-            });
-            if group.len() >= 2 {
-                return merge(group);
-            }
+    tiers.into_values().find_map(|mut group| {
+        if group.len() < f {
+            return None;
         }
+        group.sort_by_key(|g| (g.live, g.id));
+        let mut total = 0;
+        group.retain(|g| {
+            total += g.live;
+            total <= max
+        });
+        (group.len() >= 2).then_some(group)
+    })
+}
+
+/// A merge of `chosen` (at least two segments, or one to rewrite), the base first: the
+/// largest segment with a graph, else the largest.
+fn merge(mut chosen: Vec<SegInfo>) -> Option<Merge> {
+    if chosen.is_empty() {
+        return None;
     }
-    if moment == Moment::Idle && !fresh.is_empty() {
-        if let Some(h) = host(false).filter(|_| indexing) {
-            let mut chosen = fresh;
-            chosen.push(h);
-            return merge(chosen);
-        }
-        if fresh.len() > 1 && fresh_rows <= max {
-            return merge(fresh);
-        }
+    if chosen.len() == 1 && chosen[0].live == chosen[0].rows && chosen[0].live > 0 {
+        return None; // nothing to gain from rewriting it
     }
-    None
+    chosen.sort_by_key(|g| (std::cmp::Reverse((g.indexed, g.live)), g.id));
+    Some(Merge {
+        segments: chosen.iter().map(|g| g.id).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -144,46 +178,57 @@ mod tests {
     }
 
     /// Simulates `puts` writes of `rows` rows each, merging after every commit as the
-    /// worker would (merged segments of at least the threshold get a graph).
-    fn simulate(puts: usize, rows: usize, s: &IndexSettings) -> (Vec<SegInfo>, usize) {
+    /// workers would (graph merges index their result, small merges do not, and an unindexed
+    /// segment at the threshold gets indexed in place). Returns the segments, the most seen at
+    /// once, and the rows rewritten.
+    fn simulate(puts: usize, rows: usize, s: &IndexSettings) -> (Vec<SegInfo>, usize, usize) {
         let mut segs = Vec::new();
-        let mut next = 0;
-        let mut written = 0;
-        let apply = |segs: &mut Vec<SegInfo>, m: Merge, next: &mut u64, written: &mut usize| {
+        let (mut next, mut written, mut most) = (0, 0, 0);
+        let mut apply = |segs: &mut Vec<SegInfo>, m: Merge, indexed: bool| {
             let live: usize = segs
                 .iter()
                 .filter(|g| m.segments.contains(&g.id))
                 .map(|g| g.live)
                 .sum();
             segs.retain(|g| !m.segments.contains(&g.id));
-            *next += 1;
-            *written += live;
+            next += 1;
+            written += live;
             if live > 0 {
-                segs.push(seg(*next, live, live >= s.threshold));
+                segs.push(seg(next, live, indexed && live >= s.threshold));
             }
         };
-        for _ in 0..puts {
-            next += 1;
-            segs.push(seg(next, rows, false));
-            while let Some(m) = choose(&segs, s, Moment::Commit) {
-                apply(&mut segs, m, &mut next, &mut written);
+        for i in 0..puts {
+            segs.push(seg(1_000_000 + i as u64, rows, false));
+            loop {
+                if let Some(m) = choose_small(&segs, s) {
+                    apply(&mut segs, m, false);
+                } else if let Some(m) = choose(&segs, s, Moment::Commit) {
+                    apply(&mut segs, m, true);
+                } else {
+                    break;
+                }
             }
+            for g in &mut segs {
+                g.indexed |= s.threshold > 0 && g.live >= s.threshold;
+            }
+            most = most.max(segs.len());
         }
         while let Some(m) = choose(&segs, s, Moment::Idle) {
-            apply(&mut segs, m, &mut next, &mut written);
+            apply(&mut segs, m, true);
         }
-        (segs, written)
+        (segs, most, written)
     }
 
     #[test]
     fn small_puts_stay_few_segments_and_end_in_one_graph() {
         let s = IndexSettings::default();
-        let (segs, rewritten) = simulate(1000, 100, &s);
+        let (segs, most, rewritten) = simulate(1000, 100, &s);
         assert_eq!(segs.len(), 1, "{segs:?}");
         assert!(segs[0].indexed && segs[0].live == 100_000);
+        assert!(most <= 20, "{most} segments at once");
         // Each row is rewritten a few times, not once per put.
         assert!(rewritten < 10 * 100_000, "{rewritten}");
-        let (segs, _) = simulate(10_000, 10, &s);
+        let (segs, _, _) = simulate(10_000, 10, &s);
         assert_eq!(segs.iter().map(|g| g.live).sum::<usize>(), 100_000);
         assert_eq!(segs.len(), 1);
     }
@@ -198,7 +243,7 @@ mod tests {
         let mut most = 0;
         for id in 0..20_000u64 {
             segs.push(seg(id * 2, 7, false));
-            while let Some(m) = choose(&segs, &s, Moment::Commit) {
+            while let Some(m) = choose_small(&segs, &s) {
                 let live: usize = segs
                     .iter()
                     .filter(|g| m.segments.contains(&g.id))
