@@ -15,7 +15,7 @@ use arrow_schema::SchemaRef;
 
 use crate::distance::Metric;
 use crate::error::{lock, read, write};
-use crate::ids::ids_of;
+use crate::ids::{ids_of, IdSet};
 use crate::index;
 use crate::options::{IndexKind, IndexSettings};
 use crate::schema::Layout;
@@ -236,6 +236,54 @@ impl Collection {
         })?;
         self.written();
         Ok(())
+    }
+
+    /// Commits staged segments that replace the stored rows with the same ids (`ids`, every
+    /// id the segments hold) in one transaction: those rows are deleted and the segments
+    /// added. On error nothing is committed and the staged files are removed.
+    pub(crate) fn commit_staged_upsert(&self, staged: Vec<Staged>, ids: &IdSet) -> Result<()> {
+        self.transact(|txn, snapshot| {
+            let mut by_part: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for id in ids.iter() {
+                if let Some((p, row)) = snapshot.locate(id) {
+                    by_part.entry(p).or_default().push(row);
+                }
+            }
+            let (mut parts, _) = delete_rows(txn, snapshot, &by_part)?;
+            for s in &staged {
+                let p = txn.add_segment(s)?;
+                let meta = &txn.next.segments[p];
+                parts.push(Part::open(txn.store(), &self.layout, txn.next.metric, meta, false)?.0);
+            }
+            Ok(((), parts))
+        })?;
+        self.written();
+        Ok(())
+    }
+
+    /// Changes settings (`key`, `value` pairs, see [`IndexSettings::set`]) in one commit;
+    /// they apply to what is indexed or merged afterwards. Returns the new settings. Refused
+    /// as a whole if any pair is.
+    pub fn alter(&self, changes: &[(&str, &str)]) -> Result<IndexSettings> {
+        let mut manifest = self.writable()?;
+        let mut settings = manifest.index;
+        for (key, value) in changes {
+            settings.set(key, value)?;
+        }
+        settings.check()?;
+        if settings != manifest.index {
+            let mut txn = Transaction::begin(&*self.store, &manifest);
+            txn.next.index = settings;
+            let next = txn.commit()?;
+            let mut current = write(&self.current);
+            let mut snapshot = current.with_parts(next.version, current.parts.clone());
+            snapshot.index = settings;
+            *current = Arc::new(snapshot);
+            *manifest = next;
+        }
+        drop(manifest);
+        self.schedule_work();
+        Ok(settings)
     }
 
     /// Deletes the rows with these ids; ids not stored are ignored. Returns how many rows were

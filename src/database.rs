@@ -146,6 +146,17 @@ impl Database {
         Ok(Ingest::new(self.clone(), name, opts)?.replacing())
     }
 
+    /// Starts a streamed upsert into collection `name`: when it commits, stored rows with the
+    /// ids of the stream's rows are replaced and the other rows appended, in one transaction
+    /// (the collection is created with `opts` if it does not exist).
+    pub fn ingest_upserting(
+        self: &Arc<Self>,
+        name: &str,
+        opts: CollectionOptions,
+    ) -> Result<Ingest> {
+        Ok(Ingest::new(self.clone(), name, opts)?.upserting())
+    }
+
     /// Appends `batches` to collection `name` in one commit, creating it with `opts` (and the
     /// schema of the batches) if it does not exist. Returns the rows written.
     pub fn append_or_create(

@@ -49,6 +49,7 @@ pub use error::{Error, Result};
 pub use ingest::coerce_vectors;
 pub use options::{
     CollectionOptions, IndexKind, IndexSettings, QuantKind, DEFAULT_INDEX_THRESHOLD, OPTION_KEYS,
+    SETTING_KEYS,
 };
 pub use schema::{check_name, result_schema, DISTANCE_COLUMN};
 pub use search::{Hit, SearchRequest, SegmentInfo, SegmentPlan, Selection};

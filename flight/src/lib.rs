@@ -284,7 +284,18 @@ fn timed_out(limit: Duration) -> Status {
 }
 
 /// The collection name and creation options a put descriptor names.
-fn put_target(descriptor: &FlightDescriptor) -> Result<(String, CollectionOptions), Status> {
+/// What a plain put does with rows whose ids are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutMode {
+    /// Refuse the put (the default).
+    Append,
+    /// Replace the stored rows.
+    Upsert,
+}
+
+fn put_target(
+    descriptor: &FlightDescriptor,
+) -> Result<(String, CollectionOptions, PutMode), Status> {
     if descriptor.r#type() != DescriptorType::Path {
         return Err(Status::invalid_argument(
             "do_put needs a path descriptor naming the collection, e.g. [\"docs\"]",
@@ -295,13 +306,27 @@ fn put_target(descriptor: &FlightDescriptor) -> Result<(String, CollectionOption
         .next()
         .ok_or_else(|| Status::invalid_argument("empty path descriptor: name the collection"))?
         .clone();
-    let opts = CollectionOptions::parse(parts.map(String::as_str)).map_err(|e| {
+    let mut mode = PutMode::Append;
+    let mut options = Vec::new();
+    for part in parts {
+        match part.split_once('=') {
+            Some(("mode", "append")) => mode = PutMode::Append,
+            Some(("mode", "upsert")) => mode = PutMode::Upsert,
+            Some(("mode", other)) => {
+                return Err(Status::invalid_argument(format!(
+                    "bad descriptor option: mode must be append or upsert, got '{other}'"
+                )))
+            }
+            _ => options.push(part.as_str()),
+        }
+    }
+    let opts = CollectionOptions::parse(options).map_err(|e| {
         Status::invalid_argument(format!(
             "bad descriptor option: {}",
             engine_status(&e).message()
         ))
     })?;
-    Ok((name, opts))
+    Ok((name, opts, mode))
 }
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -418,11 +443,19 @@ impl OmenFlight {
             }
         }
         require(role, Role::Write, "a put")?;
-        let (name, opts) = put_target(&descriptor)?;
+        let (name, opts, mode) = put_target(&descriptor)?;
         let (name, rows) = self
-            .ingest_stream(first, input, move |db| db.ingest(&name, opts))
+            .ingest_stream(first, input, move |db| match mode {
+                PutMode::Append => db.ingest(&name, opts),
+                PutMode::Upsert => db.ingest_upserting(&name, opts),
+            })
             .await?;
-        let meta = serde_json::json!({ "collection": name, "rows": rows }).to_string();
+        let mode = match mode {
+            PutMode::Append => "append",
+            PutMode::Upsert => "upsert",
+        };
+        let meta =
+            serde_json::json!({ "collection": name, "rows": rows, "mode": mode }).to_string();
         let result = PutResult {
             app_metadata: meta.into(),
         };
@@ -504,9 +537,12 @@ impl OmenFlight {
         let what = format!("the action '{}'", request.get_ref().r#type);
         self.role(request.metadata(), need, &what)?;
         let action = request.into_inner();
-        let name = std::str::from_utf8(&action.body)
-            .map_err(|_| Status::invalid_argument("action body must be a UTF-8 collection name"))?
-            .to_string();
+        let body = std::str::from_utf8(&action.body)
+            .map_err(|_| Status::invalid_argument("action body must be a UTF-8 collection name"))?;
+        // The collection's name, then (for `alter`) key=value settings.
+        let mut words = body.split_whitespace();
+        let name = words.next().unwrap_or_default().to_string();
+        let args: Vec<String> = words.map(str::to_string).collect();
         let db = self.db.clone();
         let body = match action.r#type.as_str() {
             "drop_collection" => {
@@ -525,6 +561,51 @@ impl OmenFlight {
                 .await?;
                 serde_json::json!({ "collection": name, "indexes_built": built })
             }
+            "compact" => {
+                let c = self.open(&name).await?;
+                let (merges, stats) = blocking("compact", move || {
+                    let merges = c.compact().map_err(|e| engine_status(&e))?;
+                    Ok((merges, c.stats().map_err(|e| engine_status(&e))?))
+                })
+                .await?;
+                serde_json::json!({
+                    "collection": name,
+                    "merges": merges,
+                    "segments": stats.segments,
+                    "rows": stats.rows,
+                })
+            }
+            "alter" => {
+                let c = self.open(&name).await?;
+                let changes: Vec<(String, String)> = args
+                    .iter()
+                    .map(|a| {
+                        a.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .ok_or_else(|| {
+                                Status::invalid_argument(format!(
+                                    "alter: '{a}' is not key=value (the body is the \
+                                     collection's name, then settings)"
+                                ))
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                if changes.is_empty() {
+                    return Err(Status::invalid_argument(format!(
+                        "alter: name at least one setting after the collection ({})",
+                        omendb::SETTING_KEYS
+                    )));
+                }
+                let settings = blocking("alter", move || {
+                    let pairs: Vec<(&str, &str)> = changes
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    c.alter(&pairs).map_err(|e| engine_status(&e))
+                })
+                .await?;
+                serde_json::json!({ "collection": name, "settings": settings })
+            }
             "verify" => {
                 let c = self.open(&name).await?;
                 let (files, bytes) =
@@ -539,7 +620,8 @@ impl OmenFlight {
             }
             other => {
                 return Err(Status::invalid_argument(format!(
-                "unknown action '{other}' (expected stats, build_index, verify or drop_collection)"
+                "unknown action '{other}' (expected stats, build_index, compact, alter, verify or \
+                 drop_collection)"
             )))
             }
         };
@@ -742,6 +824,8 @@ impl FlightService for OmenFlight {
         let actions = [
             ("drop_collection", "Drop the collection named in the body (admin)"),
             ("build_index", "Build an HNSW index for every unindexed segment of the collection named in the body (admin)"),
+            ("compact", "Merge the segments of the collection named in the body, dropping deleted rows (admin)"),
+            ("alter", "Change settings: the body is the collection's name, then key=value pairs (admin)"),
             ("verify", "Check every file of the collection named in the body against its checksum (admin)"),
             ("stats", "Rows, segments, bytes on disk and index kinds of the collection named in the body (JSON)"),
         ]

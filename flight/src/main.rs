@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod bench;
 
 #[derive(Parser)]
@@ -33,6 +34,24 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Merge a collection's segments into as few as its max_segment_rows allows, dropping
+    /// deleted rows.
+    Compact(admin::Target),
+    /// Change a collection's settings (key=value ...); they apply to what is indexed or
+    /// merged afterwards.
+    Alter {
+        #[command(flatten)]
+        target: admin::Target,
+        /// Settings as key=value: index, quantization, m, ef_construction, ef_search,
+        /// index_threshold, compaction (on/off), merge_factor, max_segment_rows,
+        /// compaction_idle_ms.
+        #[arg(required = true, last = true)]
+        settings: Vec<String>,
+    },
+    /// Print a collection's rows, segments, indexes, deleted rows and bytes (JSON).
+    Stats(admin::Target),
+    /// Check every file of a collection against its checksum.
+    Verify(admin::Target),
 }
 
 #[derive(clap::Args)]
@@ -172,6 +191,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let ctx = omendb_udfs::session(db)?;
             ctx.sql(&query).await?.show().await?;
         }
+        Command::Compact(t) => admin::run("compact", t, Vec::new()).await?,
+        Command::Alter { target, settings } => admin::run("alter", target, settings).await?,
+        Command::Stats(t) => admin::run("stats", t, Vec::new()).await?,
+        Command::Verify(t) => admin::run("verify", t, Vec::new()).await?,
         Command::Bench(BenchCommand::Ann(args)) => {
             tokio::task::spawn_blocking(move || bench::ann(args).map_err(|e| e.to_string()))
                 .await??

@@ -52,6 +52,9 @@ pub struct Ingest {
     rows: usize,
     /// Whether commit replaces an existing collection of the name instead of appending.
     replace: bool,
+    /// Whether commit replaces the stored rows with the ids of the stream's rows (an upsert)
+    /// instead of refusing ids that are stored.
+    upsert: bool,
 }
 
 impl Ingest {
@@ -75,6 +78,7 @@ impl Ingest {
             staged: Vec::new(),
             rows: 0,
             replace: false,
+            upsert: false,
         })
     }
 
@@ -84,6 +88,13 @@ impl Ingest {
     pub(super) fn replacing(mut self) -> Self {
         self.target = Target::Undecided;
         self.replace = true;
+        self
+    }
+
+    /// An ingest whose rows replace the stored rows with the same ids, and are appended
+    /// otherwise, in one commit (ids must still be unique within the stream).
+    pub(super) fn upserting(mut self) -> Self {
+        self.upsert = true;
         self
     }
 
@@ -147,7 +158,7 @@ impl Ingest {
                 self.name
             )));
         }
-        if let Target::Existing(c) = &self.target {
+        if let (Target::Existing(c), false) = (&self.target, self.upsert) {
             let snapshot = c.snapshot();
             let stored = snapshot.first_stored(crate::ids::ids_of(id_column.as_ref()));
             refuse_stored(&snapshot, stored)?;
@@ -198,6 +209,12 @@ impl Ingest {
                 "collection '{}' does not exist and the stream has no rows to create it from",
                 self.name
             ))),
+            Target::Existing(c) if self.upsert => {
+                if let Some(ids) = &ids {
+                    c.commit_staged_upsert(staged, ids)?;
+                }
+                Ok((self.name.clone(), self.rows))
+            }
             Target::Existing(c) => {
                 c.commit_staged(staged, check)?;
                 Ok((self.name.clone(), self.rows))

@@ -73,7 +73,7 @@ async fn put_query_describe_and_error_codes() {
     )
     .await
     .unwrap();
-    assert_eq!(meta, r#"{"collection":"docs","rows":100}"#);
+    assert_eq!(meta, r#"{"collection":"docs","mode":"append","rows":100}"#);
 
     // knn over SQL: the nearest row to row 42's own vector is row 42 (l2 distance 0).
     let q: Vec<String> = (0..4)
@@ -192,4 +192,145 @@ async fn put_query_describe_and_error_codes() {
             .code(),
         Code::NotFound
     );
+}
+
+/// Runs action `kind` with `body`; its one result as text.
+async fn action(
+    client: &mut FlightClient,
+    kind: &str,
+    body: &str,
+) -> Result<String, tonic::Status> {
+    let results: Vec<_> = client
+        .do_action(arrow_flight::Action::new(kind, body.to_string()))
+        .await
+        .map_err(status)?
+        .collect::<Vec<_>>()
+        .await;
+    let first = results
+        .into_iter()
+        .next()
+        .expect("one result")
+        .map_err(status)?;
+    Ok(String::from_utf8(first.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_puts_compaction_and_settings_over_flight() {
+    let (_tmp, mut client, _stop) = start().await;
+    for start in (0..50).step_by(5) {
+        put(
+            &mut client,
+            &["docs", "metric=l2"],
+            vec![batch(start..start + 5, 4)],
+        )
+        .await
+        .unwrap();
+    }
+    // Rows 40..60: 40..50 replace stored rows (new titles), 50..60 are new.
+    let renamed = |b: RecordBatch| {
+        let titles = StringArray::from_iter_values(
+            int64s(&b, 0).values().iter().map(|i| format!("new {i}")),
+        );
+        let mut cols = b.columns().to_vec();
+        cols[2] = Arc::new(titles);
+        RecordBatch::try_new(b.schema(), cols).unwrap()
+    };
+    let meta = put(
+        &mut client,
+        &["docs", "mode=upsert"],
+        vec![renamed(batch(40..60, 4))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(meta, r#"{"collection":"docs","mode":"upsert","rows":20}"#);
+    assert_eq!(count(&mut client, "SELECT count(*) FROM docs").await, 60);
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM docs WHERE title LIKE 'new %'"
+        )
+        .await,
+        20
+    );
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM docs WHERE id = 45").await,
+        1
+    );
+    let got = sql(
+        &mut client,
+        "SELECT title FROM docs WHERE id IN (30, 45) ORDER BY id",
+    )
+    .await
+    .unwrap();
+    assert_eq!(strings(&got[0], 0).value(0), "doc 30");
+    assert_eq!(strings(&got[0], 0).value(1), "new 45");
+    // An upsert still refuses an id sent twice, and a bad mode; nothing changes.
+    refused(
+        &mut client,
+        &["docs", "mode=upsert"],
+        vec![batch(1..3, 4), batch(2..3, 4)],
+        "duplicate id 2",
+    )
+    .await;
+    refused(
+        &mut client,
+        &["docs", "mode=merge"],
+        vec![batch(0..1, 4)],
+        "mode must be append or upsert",
+    )
+    .await;
+    assert_eq!(count(&mut client, "SELECT count(*) FROM docs").await, 60);
+
+    // Settings change after creation; bad ones are refused whole.
+    let altered = action(&mut client, "alter", "docs ef_search=99 compaction=off")
+        .await
+        .unwrap();
+    assert!(
+        altered.contains(r#""ef_search":99"#) && altered.contains(r#""compaction":false"#),
+        "{altered}"
+    );
+    let err = action(&mut client, "alter", "docs ef_search=7 m=1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("m must be between 2 and 256"),
+        "{}",
+        err.message()
+    );
+    let err = action(&mut client, "alter", "docs").await.unwrap_err();
+    assert!(
+        err.message().contains("name at least one setting"),
+        "{}",
+        err.message()
+    );
+    let stats = action(&mut client, "stats", "docs").await.unwrap();
+    assert!(stats.contains(r#""ef_search":99"#), "{stats}");
+
+    // Compaction on request: one segment, the replaced rows gone for good.
+    let compacted = action(&mut client, "compact", "docs").await.unwrap();
+    assert!(
+        compacted.contains(r#""segments":1"#) && compacted.contains(r#""rows":60"#),
+        "{compacted}"
+    );
+    let stats = action(&mut client, "stats", "docs").await.unwrap();
+    assert!(
+        stats.contains(r#""deleted_rows":0"#) && stats.contains(r#""segments":1"#),
+        "{stats}"
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM docs WHERE title LIKE 'new %'"
+        )
+        .await,
+        20
+    );
+    let err = action(&mut client, "compact", "missing").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+/// The one integer `text` returns.
+async fn count(client: &mut FlightClient, text: &str) -> i64 {
+    int64s(&sql(client, text).await.unwrap()[0], 0).value(0)
 }
