@@ -51,7 +51,7 @@ def loaded(server, dataset):
     # index_threshold=0 keeps every segment exact (no automatic HNSW), so knn() must match
     # numpy brute force id for id.
     table = pa.Table.from_pandas(df, preserve_index=False)
-    assert put(client, ["words", "index_threshold=0"], table) == {"collection": "words", "rows": half}
+    assert put(client, ["words", "index_threshold=0"], table) == {"collection": "words", "mode": "append", "rows": half}
     # polars: float64 lists and polars' own string layout, converted on the way in.
     pf = pl.DataFrame({
         "id": np.arange(half, N, dtype=np.int64),

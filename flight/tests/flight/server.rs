@@ -756,3 +756,215 @@ async fn kill_9_during_streamed_puts_keeps_every_acknowledged_row() {
     let staged = files_named(&tmp.path().join("docs"), "stage-");
     assert!(staged.is_empty(), "{staged:?}");
 }
+
+/// Rows `ids` with titles `v{version}`.
+fn versioned(ids: &[i64], version: i64, dim: usize) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef),
+        ("vector", vectors(ids, dim)),
+        (
+            "title",
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|_| format!("v{version}")),
+            )),
+        ),
+    ])
+    .unwrap()
+}
+
+/// The files of a collection directory that its manifest does not name.
+fn unnamed_files(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("MANIFEST")).unwrap();
+    let json = &text[text.find('{').unwrap()..];
+    let m: serde_json::Value = serde_json::from_str(json).unwrap();
+    let mut named = std::collections::HashSet::new();
+    for s in m["segments"].as_array().unwrap() {
+        named.insert(s["file"].as_str().unwrap().to_string());
+        for k in ["index", "norms", "deletes"] {
+            if let Some(f) = s[k]["file"].as_str() {
+                named.insert(f.to_string());
+            }
+        }
+    }
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "MANIFEST" && !named.contains(n))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_puts_upserts_deletes_merges_and_builds_loses_nothing() {
+    const DIM: usize = 16;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    // The model: every acknowledged row's version; ids an unacknowledged write touched.
+    let mut model: std::collections::BTreeMap<i64, i64> = Default::default();
+    let mut unsure: std::collections::BTreeSet<i64> = Default::default();
+    let (mut next_id, mut version, mut seed) = (0i64, 0i64, 0x9E37_79B9_7F4A_7C15u64);
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    };
+    let (mut merged_rounds, mut indexed_rounds) = (0, 0);
+    for round in 0..24 {
+        use std::os::unix::fs::MetadataExt;
+        // (A file is known by its inode, time and size: a name, and an inode number, may be
+        // given to a new file.)
+        let identity = |m: std::fs::Metadata| (m.ino(), m.mtime_nsec(), m.mtime(), m.len());
+        let garbage: Vec<(String, _)> = if dir.exists() {
+            unnamed_files(&dir)
+                .into_iter()
+                .filter_map(|g| Some((g.clone(), identity(std::fs::metadata(dir.join(&g)).ok()?))))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut server = serve(tmp.path(), &[]);
+        let mut c = server.client().await;
+
+        // Everything acknowledged before is there exactly once, at its last version; nothing
+        // deleted is back. Ids an unacknowledged write touched may be either way.
+        if !model.is_empty() || !unsure.is_empty() {
+            let rows = sql(&mut c, "SELECT id, title FROM docs").await.unwrap();
+            let mut seen: std::collections::BTreeMap<i64, i64> = Default::default();
+            for b in &rows {
+                for r in 0..b.num_rows() {
+                    let id = int64s(b, 0).value(r);
+                    let v: i64 = strings(b, 1).value(r)[1..].parse().unwrap();
+                    assert!(seen.insert(id, v).is_none(), "round {round}: id {id} twice");
+                }
+            }
+            for (id, v) in &model {
+                if !unsure.contains(id) {
+                    assert_eq!(
+                        seen.get(id),
+                        Some(v),
+                        "round {round}: acknowledged row {id}"
+                    );
+                }
+            }
+            for id in seen.keys() {
+                assert!(
+                    model.contains_key(id) || unsure.contains(id),
+                    "round {round}: row {id} is back (deleted, or never acknowledged)"
+                );
+            }
+            for id in std::mem::take(&mut unsure) {
+                match seen.get(&id) {
+                    Some(v) => model.insert(id, *v),
+                    None => model.remove(&id),
+                };
+            }
+            let hits = sql(
+                &mut c,
+                &format!("SELECT id FROM knn('docs', {}, 5)", literal(3, DIM)),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                hits.iter().map(|b| b.num_rows()).sum::<usize>(),
+                model.len().min(5),
+                "round {round}: knn() answers"
+            );
+            // The files the crash left are gone now that the collection was opened (a name
+            // may be in use again, by a new file).
+            for (g, id) in &garbage {
+                let now = std::fs::metadata(dir.join(g)).map(identity);
+                assert!(
+                    now.ok() != Some(*id),
+                    "round {round}: {g} left after the open"
+                );
+            }
+            let stats = action(&mut c, "stats", "docs").await.unwrap();
+            merged_rounds += (stats["segments"].as_u64().unwrap() < 4) as usize;
+            indexed_rounds += stats["index_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k == "hnsw") as usize;
+        }
+
+        // Load: small puts, upserts of stored ids, deletes; merges and index builds run
+        // behind them (threshold 300 rows, merges of 4, 20 ms of quiet folds fresh rows in).
+        let deadline = Instant::now() + Duration::from_millis(300 + rand(500));
+        while Instant::now() < deadline {
+            let stored: Vec<i64> = model.keys().copied().collect();
+            version += 1;
+            let op = rand(10);
+            let (ids, result) = if op < 6 || stored.len() < 20 {
+                let n = 20 + rand(40) as i64;
+                let ids: Vec<i64> = (next_id..next_id + n).collect();
+                next_id += n;
+                let path = [
+                    "docs",
+                    "metric=l2",
+                    "index_threshold=300",
+                    "merge_factor=4",
+                    "compaction_idle_ms=20",
+                ];
+                let r = put(&mut c, &path, vec![versioned(&ids, version, DIM)]).await;
+                (ids, r.map(|_| true))
+            } else if op < 8 {
+                let mut ids: Vec<i64> = (0..10)
+                    .map(|_| stored[rand(stored.len() as u64) as usize])
+                    .collect();
+                ids.extend(next_id..next_id + 5);
+                next_id += 5;
+                ids.sort();
+                ids.dedup();
+                let r = put(
+                    &mut c,
+                    &["docs", "mode=upsert"],
+                    vec![versioned(&ids, version, DIM)],
+                )
+                .await;
+                (ids, r.map(|_| true))
+            } else {
+                let mut ids: Vec<i64> = (0..5)
+                    .map(|_| stored[rand(stored.len() as u64) as usize])
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+                let r = sql(
+                    &mut c,
+                    &format!("DELETE FROM docs WHERE id IN ({})", list.join(",")),
+                )
+                .await;
+                (ids, r.map(|_| false))
+            };
+            match result {
+                Ok(true) => ids.iter().for_each(|&id| {
+                    model.insert(id, version);
+                }),
+                Ok(false) => ids.iter().for_each(|&id| {
+                    model.remove(&id);
+                }),
+                Err(_) => unsure.extend(ids),
+            }
+        }
+        // A put in flight when the process dies: it may or may not have committed.
+        let ids: Vec<i64> = (next_id..next_id + 50).collect();
+        next_id += 50;
+        version += 1;
+        unsure.extend(ids.iter().copied());
+        let in_flight = {
+            let mut c = server.client().await;
+            let b = versioned(&ids, version, DIM);
+            tokio::spawn(async move { put(&mut c, &["docs"], vec![b]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(rand(20))).await;
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        let _ = in_flight.await;
+    }
+    // The load did reach merges and index builds between the kills.
+    assert!(
+        merged_rounds > 0 && indexed_rounds > 0,
+        "{merged_rounds} {indexed_rounds}"
+    );
+    assert!(model.len() > 1000, "{} rows", model.len());
+}
