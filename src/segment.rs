@@ -33,8 +33,11 @@ pub(crate) struct Segment {
     /// The segment file's size and modification time when it was mapped.
     pub stamp: Option<Stamp>,
     /// Files to remove once no snapshot holds the segment (set when a merge replaced it).
-    retired: Mutex<Option<(Arc<dyn Store>, Vec<String>)>>,
+    retired: Mutex<Option<Retired>>,
 }
+
+/// The store and the files of a replaced segment.
+type Retired = (Arc<dyn Store>, Vec<String>);
 
 impl Drop for Segment {
     fn drop(&mut self) {
