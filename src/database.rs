@@ -18,6 +18,7 @@ use crate::collection::Collection;
 use crate::error::lock;
 use crate::options::CollectionOptions;
 use crate::schema::{check_name, Layout};
+use crate::storage::faults::{Faults, FaultyStore};
 use crate::storage::local::{sync_dir, LocalStore};
 use crate::storage::manifest::{Manifest, MANIFEST};
 use crate::storage::{unique, FileKind, Store};
@@ -31,6 +32,8 @@ pub struct Database {
     /// Held for the life of the handle: a second open of the same directory fails.
     _lock: File,
     open: Mutex<HashMap<String, Arc<Collection>>>,
+    /// Failures to inject into the collections' storage (tests only).
+    faults: Option<Arc<Faults>>,
 }
 
 impl Database {
@@ -63,7 +66,30 @@ impl Database {
             root,
             _lock: lock,
             open: Mutex::new(HashMap::new()),
+            faults: None,
         })
+    }
+
+    /// Opens the database in `path` with storage that fails when `faults` says so: for tests
+    /// of what a failed write, rename or sync leaves behind.
+    #[doc(hidden)]
+    pub fn open_with_faults(path: impl AsRef<Path>, faults: Arc<Faults>) -> Result<Database> {
+        Ok(Database {
+            faults: Some(faults),
+            ..Database::open(path)?
+        })
+    }
+
+    /// The store of the collection in `dir`.
+    fn store(&self, dir: PathBuf) -> Arc<dyn Store> {
+        let inner = LocalStore::new(dir);
+        match &self.faults {
+            Some(faults) => Arc::new(FaultyStore {
+                inner,
+                faults: faults.clone(),
+            }),
+            None => Arc::new(inner),
+        }
     }
 
     /// The database's directory.
@@ -122,7 +148,7 @@ impl Database {
         write(tmp)?;
         fs::rename(tmp.dir(), &dir).map_err(|e| Error::io(&dir, e))?;
         sync_dir(&self.root)?;
-        let c = Collection::open(Arc::new(LocalStore::new(dir)))?;
+        let c = Collection::open(self.store(dir))?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -194,7 +220,7 @@ impl Database {
                 ),
             });
         }
-        let c = Collection::open(Arc::new(LocalStore::new(dir)))?;
+        let c = Collection::open(self.store(dir))?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }

@@ -7,6 +7,7 @@
 
 pub(crate) mod checksum;
 pub(crate) mod deletes;
+pub mod faults;
 pub(crate) mod gc;
 pub(crate) mod local;
 pub(crate) mod manifest;

@@ -45,7 +45,7 @@ enum Command {
         /// Settings as key=value: index, quantization, m, ef_construction, ef_search,
         /// index_threshold, compaction (on/off), merge_factor, max_segment_rows,
         /// compaction_idle_ms.
-        #[arg(required = true, last = true)]
+        #[arg(required = true)]
         settings: Vec<String>,
     },
     /// Print a collection's rows, segments, indexes, deleted rows and bytes (JSON).

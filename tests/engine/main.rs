@@ -10,6 +10,8 @@ use arrow_schema::{DataType, Field, Schema};
 use omendb::{CollectionOptions, Database, Error, Metric, SearchRequest};
 use omendb_testkit::*;
 
+mod faults;
+
 const DIM: usize = 16;
 
 fn opts(metric: Metric) -> CollectionOptions {
