@@ -274,7 +274,7 @@ impl Collection {
         if settings != manifest.index {
             let mut txn = Transaction::begin(&*self.store, &manifest);
             txn.next.index = settings;
-            let next = txn.commit()?;
+            let next = txn.commit().inspect_err(|e| self.unsettled(e))?;
             let mut current = write(&self.current);
             let mut snapshot = current.with_parts(next.version, current.parts.clone());
             snapshot.index = settings;
@@ -404,7 +404,7 @@ impl Collection {
         {
             return Ok(result); // nothing changed: no new version
         }
-        let next = txn.commit()?;
+        let next = txn.commit().inspect_err(|e| self.unsettled(e))?;
         *write(&self.current) = Arc::new(snapshot.with_parts(next.version, parts));
         *manifest = next;
         Ok(result)
@@ -567,7 +567,18 @@ impl Collection {
         lock(&self.writer)
     }
 
+    /// After a commit whose outcome is unknown, every later use fails until the collection is
+    /// opened again (and reads whichever version is on disk).
+    fn unsettled(&self, e: &Error) {
+        if let Error::Unsettled(why) = e {
+            *lock(&self.damage) = Some((self.store.path(MANIFEST), why.clone()));
+        }
+    }
+
     fn writable(&self) -> Result<MutexGuard<'_, Manifest>> {
+        if let Some((path, reason)) = lock(&self.damage).clone() {
+            return Err(Error::corrupt(path, reason));
+        }
         let guard = self.lock_writer();
         if self.dropped.load(Ordering::SeqCst) {
             return Err(Error::NotFound(format!(

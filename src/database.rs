@@ -20,7 +20,7 @@ use crate::options::CollectionOptions;
 use crate::schema::{check_name, Layout};
 use crate::storage::faults::{Faults, FaultyStore};
 use crate::storage::local::{sync_dir, LocalStore};
-use crate::storage::manifest::{Manifest, MANIFEST};
+use crate::storage::manifest::{CommitError, Manifest, MANIFEST};
 use crate::storage::{unique, FileKind, Store};
 use crate::{Error, Result};
 
@@ -74,10 +74,9 @@ impl Database {
     /// of what a failed write, rename or sync leaves behind.
     #[doc(hidden)]
     pub fn open_with_faults(path: impl AsRef<Path>, faults: Arc<Faults>) -> Result<Database> {
-        Ok(Database {
-            faults: Some(faults),
-            ..Database::open(path)?
-        })
+        let mut db = Database::open(path)?;
+        db.faults = Some(faults);
+        Ok(db)
     }
 
     /// The store of the collection in `dir`.
@@ -116,7 +115,9 @@ impl Database {
         )?;
         let tmp = self.staging_dir(name)?;
         let made = self.create_with(name, &tmp, |store| {
-            first_manifest(&layout, &opts)?.commit(store)
+            first_manifest(&layout, &opts)?
+                .commit(store)
+                .map_err(CommitError::into_error)
         });
         if made.is_err() {
             let _ = fs::remove_dir_all(tmp.dir());

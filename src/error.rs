@@ -47,6 +47,11 @@ pub enum Error {
     /// An Arrow failure while encoding or decoding data.
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// A commit failed after its manifest was put in place (syncing the directory failed, and
+    /// so did putting the previous manifest back): the collection may be at either version
+    /// until it is opened again, and refuses writes meanwhile.
+    #[error("commit outcome unknown: {0}")]
+    Unsettled(String),
     /// A bug in the engine: an invariant did not hold. Nothing was written.
     #[error("internal error: {0}")]
     Internal(String),

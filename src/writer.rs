@@ -16,9 +16,9 @@ pub(crate) mod compact;
 pub(crate) mod delete;
 pub(crate) mod policy;
 
-use crate::storage::manifest::{FileMeta, Manifest, SegmentMeta};
+use crate::storage::manifest::{CommitError, FileMeta, Manifest, SegmentMeta};
 use crate::storage::{FileKind, Store, Written};
-use crate::Result;
+use crate::{Error, Result};
 use append::Staged;
 
 /// One change to a collection, from its first file to its manifest commit.
@@ -26,6 +26,8 @@ pub(crate) struct Transaction<'a> {
     store: &'a dyn Store,
     /// The version being written.
     pub next: Manifest,
+    /// The version it replaces (`None` for a new collection).
+    base: Option<Manifest>,
     /// Files this transaction put in place (removed if it does not commit).
     created: Vec<String>,
     /// Files the new version stops naming (removed once it has committed).
@@ -38,7 +40,9 @@ impl<'a> Transaction<'a> {
     pub(crate) fn begin(store: &'a dyn Store, base: &Manifest) -> Self {
         let mut next = base.clone();
         next.version += 1;
-        Self::with_manifest(store, next)
+        let mut txn = Self::with_manifest(store, next);
+        txn.base = Some(base.clone());
+        txn
     }
 
     /// The first version of a new collection.
@@ -50,6 +54,7 @@ impl<'a> Transaction<'a> {
         Transaction {
             store,
             next,
+            base: None,
             created: Vec::new(),
             replaced: Vec::new(),
             committed: false,
@@ -122,7 +127,27 @@ impl<'a> Transaction<'a> {
     /// Makes the new files durable and commits the manifest; returns it.
     pub(crate) fn commit(mut self) -> Result<Manifest> {
         self.store.sync()?;
-        self.next.commit(self.store)?;
+        match self.next.commit(self.store) {
+            Ok(()) => {}
+            Err(CommitError::Failed(e)) => return Err(e),
+            Err(CommitError::Unsynced(e)) => {
+                // The new manifest is in place but not durable. Put the previous one back; only
+                // once that is durable may this transaction's files go (else a crash could
+                // leave a manifest naming removed files).
+                let restored = match &self.base {
+                    Some(base) => base.commit(self.store).is_ok(),
+                    None => false,
+                };
+                if !restored {
+                    self.committed = true; // keep every file: either version may be on disk
+                    return Err(Error::Unsettled(format!(
+                        "{e}; the commit's outcome is unknown until the collection is opened \
+                         again"
+                    )));
+                }
+                return Err(e);
+            }
+        }
         self.committed = true;
         for file in std::mem::take(&mut self.replaced) {
             // Readers hold what they read of these in memory or mapped: they are garbage now

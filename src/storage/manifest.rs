@@ -18,6 +18,31 @@ const HEADER: &str = "omendb-manifest-v1 crc32=";
 /// The format version this engine writes and reads.
 const FORMAT: u32 = 1;
 
+/// Why a manifest commit failed.
+#[derive(Debug)]
+pub(crate) enum CommitError {
+    /// Before the new manifest was put in place: the previous version stands.
+    Failed(Error),
+    /// After: the new manifest is in place, but syncing the directory failed.
+    Unsynced(Error),
+}
+
+impl CommitError {
+    /// The error, whichever step failed (for a collection being created, whose directory is
+    /// removed either way).
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            CommitError::Failed(e) | CommitError::Unsynced(e) => e,
+        }
+    }
+}
+
+impl From<Error> for CommitError {
+    fn from(e: Error) -> Self {
+        CommitError::Failed(e)
+    }
+}
+
 /// A plain file: its name, size and CRC32.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct FileMeta {
@@ -151,14 +176,15 @@ impl Manifest {
     }
 
     /// Commits this manifest: write a temporary file durably, rename it over the old one,
-    /// sync the directory.
-    pub(crate) fn commit(&self, store: &dyn Store) -> Result<()> {
+    /// sync the directory. An error from the last step is `Unsynced`: the new manifest is in
+    /// place but may not survive a crash, so the caller must not treat it as absent.
+    pub(crate) fn commit(&self, store: &dyn Store) -> std::result::Result<(), CommitError> {
         let body = serde_json::to_string_pretty(self)
             .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
         let text = format!("{HEADER}{:08x}\n{body}", crc32fast::hash(body.as_bytes()));
         store.put(MANIFEST_TMP, text.as_bytes())?;
         store.rename(MANIFEST_TMP, MANIFEST)?;
-        store.sync()
+        store.sync().map_err(CommitError::Unsynced)
     }
 
     /// The collection's Arrow schema.

@@ -96,7 +96,8 @@ fn a_failure_at_any_write_step_leaves_the_previous_version() {
                     failed_steps += 1;
                     let msg = e.to_string();
                     assert!(
-                        msg.contains("injected failure") && msg.contains(tmp.path().to_str().unwrap()),
+                        msg.contains("injected failure")
+                            && msg.contains(tmp.path().to_str().unwrap()),
                         "{what}, step {step}: {msg}"
                     );
                     assert_eq!(ids(&c), before, "{what}, step {step}: changed in memory");
