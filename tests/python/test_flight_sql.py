@@ -96,6 +96,14 @@ def test_dml_reports_affected_rows(server, words):
         assert count(cur, "fsql_dml") == 37
 
 
+def test_a_parameter_types_its_result_column(server):
+    with connect(server) as conn, conn.cursor() as cur:
+        for value, kind in ((7, pa.int64()), ("seven", pa.string()), (2.5, pa.float64())):
+            cur.execute("SELECT $1 AS x", parameters=(value,))
+            t = cur.fetch_arrow_table()
+            assert t.column("x").to_pylist() == [value] and t.schema.field("x").type == kind
+
+
 def test_metadata_get_info_objects_and_table_schema(server, words):
     base, _, names = words
     with connect(server) as conn, conn.cursor() as cur:

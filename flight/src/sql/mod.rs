@@ -215,6 +215,25 @@ impl OmenFlight {
         }
     }
 
+    /// The schema of `prepared`'s result with `values` bound: a column typed by a parameter
+    /// (`SELECT $1`) has the bound value's type, not the unbound plan's Null.
+    fn bound_schema(
+        prepared: &omendb_udfs::Prepared,
+        values: &ParamValues,
+    ) -> Result<SchemaRef, Status> {
+        let schema = prepared.schema();
+        let untyped = schema.fields().iter().any(|f| f.data_type().is_null());
+        if !untyped || matches!(values, ParamValues::List(v) if v.is_empty()) {
+            return Ok(schema);
+        }
+        let plan = prepared
+            .logical_plan()
+            .clone()
+            .with_param_values(values.clone())
+            .map_err(df_status)?;
+        Ok(Arc::new(plan.schema().as_arrow().clone()))
+    }
+
     /// Runs `prepared` with `values` to the end, within the server's limits.
     async fn run_to_end(
         &self,
@@ -243,9 +262,9 @@ impl OmenFlight {
         ticket: impl FnOnce(Vec<u8>) -> Vec<u8>,
     ) -> Result<FlightInfo, Status> {
         let prepared = self.statement(session, &handle.sql, role).await?;
-        let schema = prepared.schema();
         // The bound parameters are checked now, so a bad binding fails the execute call.
         let values = Self::bound(&prepared, &handle)?;
+        let schema = Self::bound_schema(&prepared, &values)?;
         if !only_reads(prepared.logical_plan()) && handle.result.is_empty() {
             let batches = self.run_to_end(&prepared, values).await?;
             handle.result = to_ipc(&schema, &batches)?;
@@ -339,7 +358,7 @@ impl OmenFlight {
         }
         let prepared = self.statement(&session, &handle.sql, role).await?;
         let values = Self::bound(&prepared, &handle)?;
-        let schema = prepared.schema();
+        let schema = Self::bound_schema(&prepared, &values)?;
         let rows = prepared.execute(values).await.map_err(df_status)?;
         let limited = limit_results(
             rows.map_err(df_status),

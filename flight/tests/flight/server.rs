@@ -968,3 +968,64 @@ async fn kill_9_during_puts_upserts_deletes_merges_and_builds_loses_nothing() {
     );
     assert!(model.len() > 1000, "{} rows", model.len());
 }
+
+/// Runs the `omendb` binary with `args`; its stdout as JSON, or its stderr as the error.
+fn cli(args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_omendb"))
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_work_on_a_directory_and_through_a_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+    {
+        let server = serve(tmp.path(), &[]);
+        let mut c = server.client().await;
+        for lo in (0..400).step_by(100) {
+            put(
+                &mut c,
+                &["docs", "compaction=off"],
+                vec![batch(lo..lo + 100, 8)],
+            )
+            .await
+            .unwrap();
+        }
+        sql(&mut c, "DELETE FROM docs WHERE id < 50").await.unwrap();
+        // Through the running server (which holds the directory).
+        let addr = format!("http://{}", server.addr);
+        let stats = cli(&["stats", "--addr", &addr, "docs"]).unwrap();
+        assert_eq!(
+            (stats["segments"].as_u64(), stats["rows"].as_u64()),
+            (Some(4), Some(350))
+        );
+        let err = cli(&["stats", "--data", data, "docs"]).unwrap_err();
+        assert!(err.contains("already open"), "{err}");
+        let altered = cli(&["alter", "--addr", &addr, "docs", "ef_search=77"]).unwrap();
+        assert_eq!(altered["settings"]["ef_search"], 77);
+    }
+    // On the directory itself, no server running.
+    let compacted = cli(&["compact", "--data", data, "docs"]).unwrap();
+    assert_eq!(
+        (compacted["segments"].as_u64(), compacted["rows"].as_u64()),
+        (Some(1), Some(350))
+    );
+    let stats = cli(&["stats", "--data", data, "docs"]).unwrap();
+    assert_eq!(stats["deleted_rows"], 0);
+    assert_eq!(stats["index"]["ef_search"], 77);
+    let verified = cli(&["verify", "--data", data, "docs"]).unwrap();
+    assert_eq!(verified["ok"], true);
+    let err = cli(&["alter", "--data", data, "docs", "m=1"]).unwrap_err();
+    assert!(err.contains("m must be between 2 and 256"), "{err}");
+    let err = cli(&["alter", "--data", data, "docs", "colour=red"]).unwrap_err();
+    assert!(err.contains("unknown setting 'colour'"), "{err}");
+    let err = cli(&["compact", "--data", data, "missing"]).unwrap_err();
+    assert!(err.contains("not found"), "{err}");
+}

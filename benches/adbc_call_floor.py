@@ -1,0 +1,66 @@
+"""What one call costs the client, whatever the server does: p50 latency and client CPU per
+call of trivial calls against the real server, over pyarrow.flight (gRPC C++) and over the ADBC
+Flight SQL driver (Go, through cgo). Shows the floor under any ADBC latency figure on this
+machine. One JSON line per call kind.
+
+  cargo build --release -p omendb-flight --bin omendb
+  python benches/adbc_call_floor.py [OMENDB_BIN]
+Environment: CALLS (default 500).
+"""
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import adbc_driver_flightsql.dbapi as flightsql
+import numpy as np
+import pyarrow.flight as fl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "omendb")
+CALLS = int(os.environ.get("CALLS", 500))
+
+
+def measure(what, call):
+    call()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    lat = []
+    for _ in range(CALLS):
+        t = time.perf_counter()
+        call()
+        lat.append(time.perf_counter() - t)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / CALLS
+    print(json.dumps({"call": what, "p50_ms": round(float(np.median(lat)) * 1e3, 3),
+                      "client_cpu_ms_per_call": round(cpu * 1e3, 3)}), flush=True)
+
+
+def main():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = subprocess.Popen([binary, "serve", "--data", tempfile.mkdtemp(), "--addr", f"127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = fl.FlightClient(f"grpc://127.0.0.1:{port}")
+        client.wait_for_available(timeout=30)
+        measure("pyarrow.flight list_actions", lambda: list(client.list_actions()))
+        measure("pyarrow.flight do_get SELECT 1", lambda: client.do_get(fl.Ticket(b"SELECT 1")).read_all())
+        with flightsql.connect(f"grpc://127.0.0.1:{port}") as conn, conn.cursor() as cur:
+            def adbc(sql, params=None):
+                cur.execute(sql, parameters=params)
+                cur.fetch_arrow_table()
+            measure("adbc execute+fetch SELECT 1", lambda: adbc("SELECT 1"))
+            measure("adbc execute+fetch SELECT $1 (bound)", lambda: adbc("SELECT $1", (1,)))
+    finally:
+        server.kill()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
