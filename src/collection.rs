@@ -15,7 +15,7 @@ use arrow_schema::SchemaRef;
 
 use crate::distance::Metric;
 use crate::error::{lock, read, write};
-use crate::ids::{ids_of, IdSet};
+use crate::ids::{ids_of, IdRef};
 use crate::index;
 use crate::options::{IndexKind, IndexSettings};
 use crate::schema::Layout;
@@ -227,10 +227,7 @@ impl Collection {
             check(snapshot)?;
             let mut parts = snapshot.parts.clone();
             for s in &staged {
-                let p = txn.add_segment(s)?;
-                // Mapped as a reopen would read them: zero-copy from the page cache.
-                let meta = &txn.next.segments[p];
-                parts.push(Part::open(txn.store(), &self.layout, txn.next.metric, meta, false)?.0);
+                self.add_staged(txn, &mut parts, s)?;
             }
             Ok(((), parts))
         })?;
@@ -241,23 +238,33 @@ impl Collection {
     /// Commits staged segments that replace the stored rows with the same ids (`ids`, every
     /// id the segments hold) in one transaction: those rows are deleted and the segments
     /// added. On error nothing is committed and the staged files are removed.
-    pub(crate) fn commit_staged_upsert(&self, staged: Vec<Staged>, ids: &IdSet) -> Result<()> {
+    pub(crate) fn commit_staged_upsert<'a>(
+        &self,
+        staged: Vec<Staged>,
+        ids: impl Iterator<Item = IdRef<'a>>,
+    ) -> Result<()> {
         self.transact(|txn, snapshot| {
-            let mut by_part: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-            for id in ids.iter() {
-                if let Some((p, row)) = snapshot.locate(id) {
-                    by_part.entry(p).or_default().push(row);
-                }
-            }
-            let (mut parts, _) = delete_rows(txn, snapshot, &by_part)?;
+            let (mut parts, _) = delete_rows(txn, snapshot, &located(snapshot, ids))?;
             for s in &staged {
-                let p = txn.add_segment(s)?;
-                let meta = &txn.next.segments[p];
-                parts.push(Part::open(txn.store(), &self.layout, txn.next.metric, meta, false)?.0);
+                self.add_staged(txn, &mut parts, s)?;
             }
             Ok(((), parts))
         })?;
         self.written();
+        Ok(())
+    }
+
+    /// Renames `staged` into place as a new segment of `txn` and adds its part to `parts`,
+    /// mapped as a reopen would read it (zero-copy from the page cache).
+    fn add_staged(
+        &self,
+        txn: &mut Transaction<'_>,
+        parts: &mut Vec<Part>,
+        staged: &Staged,
+    ) -> Result<()> {
+        let p = txn.add_segment(staged)?;
+        let meta = &txn.next.segments[p];
+        parts.push(Part::open(txn.store(), &self.layout, txn.next.metric, meta, false)?.0);
         Ok(())
     }
 
@@ -291,12 +298,7 @@ impl Collection {
     pub fn delete(&self, ids: &dyn Array) -> Result<usize> {
         let ids = self.layout.cast_ids(ids)?;
         self.transact(|txn, snapshot| {
-            let mut by_part: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-            for id in ids_of(ids.as_ref()) {
-                if let Some((p, row)) = snapshot.locate(id) {
-                    by_part.entry(p).or_default().push(row);
-                }
-            }
+            let by_part = located(snapshot, ids_of(ids.as_ref()));
             let (parts, deleted) = delete_rows(txn, snapshot, &by_part)?;
             Ok((deleted, parts))
         })
@@ -353,19 +355,16 @@ impl Collection {
         let Some(batch) = self.prepare_all(batches)? else {
             return Ok(0);
         };
-        self.transact(|txn, snapshot| {
-            let mut by_part: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-            let ids = batch.column(self.layout.id_index);
-            for id in ids_of(ids.as_ref()) {
-                if let Some((p, row)) = snapshot.locate(id) {
-                    by_part.entry(p).or_default().push(row);
-                }
-            }
-            let (parts, _) = delete_rows(txn, snapshot, &by_part)?;
-            let parts = self.add_rows(txn, parts, &batch)?;
-            Ok((batch.num_rows(), parts))
-        })
-        .inspect(|_| self.written())
+        let staged = Staged::write(
+            self.store.clone(),
+            &self.layout,
+            self.metric(),
+            &batch,
+            &crate::storage::unique(),
+        )?;
+        let ids = batch.column(self.layout.id_index);
+        self.commit_staged_upsert(vec![staged], ids_of(ids.as_ref()))?;
+        Ok(batch.num_rows())
     }
 
     /// Stages `batch` (in the layout) as a new segment of `txn`; returns `parts` with it.
@@ -382,9 +381,7 @@ impl Collection {
             batch,
             &crate::storage::unique(),
         )?;
-        let p = txn.add_segment(&staged)?;
-        let meta = &txn.next.segments[p];
-        parts.push(Part::open(txn.store(), &self.layout, txn.next.metric, meta, false)?.0);
+        self.add_staged(txn, &mut parts, &staged)?;
         Ok(parts)
     }
 
@@ -899,6 +896,18 @@ impl Drop for Claim<'_> {
             claimed.remove(id);
         }
     }
+}
+
+/// Where the live rows with `ids` are in `snapshot`: part → rows (ids not stored are skipped).
+fn located<'a>(
+    snapshot: &Snapshot,
+    ids: impl Iterator<Item = IdRef<'a>>,
+) -> BTreeMap<usize, Vec<usize>> {
+    let mut by_part: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (p, row) in ids.filter_map(|id| snapshot.locate(id)) {
+        by_part.entry(p).or_default().push(row);
+    }
+    by_part
 }
 
 /// The live rows of each part of `snapshot` that `mask` selects.

@@ -60,22 +60,12 @@ fn local(
     let c: Arc<omendb::Collection> = db.collection(name).map_err(|e| e.to_string())?;
     let e = |e: omendb::Error| e.to_string();
     Ok(match kind {
-        "compact" => {
-            let merges = c.compact().map_err(e)?;
-            let stats = c.stats().map_err(e)?;
-            serde_json::json!({
-                "collection": name,
-                "merges": merges,
-                "segments": stats.segments,
-                "rows": stats.rows,
-            })
-        }
+        "compact" => omendb_flight::maintenance::compact(&c).map_err(e)?,
         "alter" => {
-            let pairs = pairs(args)?;
-            let settings = c.alter(&pairs).map_err(e)?;
+            let reply = omendb_flight::maintenance::alter(&c, args).map_err(e)?;
             // Merges and builds the new settings call for run before the directory is let go.
             c.wait_for_indexing();
-            serde_json::json!({ "collection": name, "settings": settings })
+            reply
         }
         "stats" => serde_json::to_value(c.stats().map_err(e)?).map_err(|e| e.to_string())?,
         "verify" => {
@@ -86,21 +76,6 @@ fn local(
     })
 }
 
-fn pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
-    if args.is_empty() {
-        return Err(format!(
-            "name at least one setting as key=value ({})",
-            omendb::SETTING_KEYS
-        ));
-    }
-    args.iter()
-        .map(|a| {
-            a.split_once('=')
-                .ok_or_else(|| format!("'{a}' is not key=value"))
-        })
-        .collect()
-}
-
 async fn remote(
     addr: &str,
     token: Option<&str>,
@@ -108,9 +83,6 @@ async fn remote(
     name: &str,
     args: &[String],
 ) -> Result<serde_json::Value, String> {
-    if kind == "alter" {
-        pairs(args)?;
-    }
     let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
         .map_err(|e| format!("bad --addr {addr}: {e}"))?
         .connect()

@@ -48,6 +48,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub mod auth;
 pub mod config;
+pub mod maintenance;
 pub mod session;
 mod sql;
 pub mod status;
@@ -563,48 +564,17 @@ impl OmenFlight {
             }
             "compact" => {
                 let c = self.open(&name).await?;
-                let (merges, stats) = blocking("compact", move || {
-                    let merges = c.compact().map_err(|e| engine_status(&e))?;
-                    Ok((merges, c.stats().map_err(|e| engine_status(&e))?))
+                blocking("compact", move || {
+                    maintenance::compact(&c).map_err(|e| engine_status(&e))
                 })
-                .await?;
-                serde_json::json!({
-                    "collection": name,
-                    "merges": merges,
-                    "segments": stats.segments,
-                    "rows": stats.rows,
-                })
+                .await?
             }
             "alter" => {
                 let c = self.open(&name).await?;
-                let changes: Vec<(String, String)> = args
-                    .iter()
-                    .map(|a| {
-                        a.split_once('=')
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .ok_or_else(|| {
-                                Status::invalid_argument(format!(
-                                    "alter: '{a}' is not key=value (the body is the \
-                                     collection's name, then settings)"
-                                ))
-                            })
-                    })
-                    .collect::<Result<_, _>>()?;
-                if changes.is_empty() {
-                    return Err(Status::invalid_argument(format!(
-                        "alter: name at least one setting after the collection ({})",
-                        omendb::SETTING_KEYS
-                    )));
-                }
-                let settings = blocking("alter", move || {
-                    let pairs: Vec<(&str, &str)> = changes
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    c.alter(&pairs).map_err(|e| engine_status(&e))
+                blocking("alter", move || {
+                    maintenance::alter(&c, &args).map_err(|e| engine_status(&e))
                 })
-                .await?;
-                serde_json::json!({ "collection": name, "settings": settings })
+                .await?
             }
             "verify" => {
                 let c = self.open(&name).await?;

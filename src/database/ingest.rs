@@ -211,7 +211,7 @@ impl Ingest {
             ))),
             Target::Existing(c) if self.upsert => {
                 if let Some(ids) = &ids {
-                    c.commit_staged_upsert(staged, ids)?;
+                    c.commit_staged_upsert(staged, ids.iter())?;
                 }
                 Ok((self.name.clone(), self.rows))
             }

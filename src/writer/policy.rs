@@ -177,6 +177,17 @@ mod tests {
         }
     }
 
+    /// Removes the segments `m` merges from `segs`; returns their live rows.
+    fn take(segs: &mut Vec<SegInfo>, m: &Merge) -> usize {
+        let live = segs
+            .iter()
+            .filter(|g| m.segments.contains(&g.id))
+            .map(|g| g.live)
+            .sum();
+        segs.retain(|g| !m.segments.contains(&g.id));
+        live
+    }
+
     /// Simulates `puts` writes of `rows` rows each, merging after every commit as the
     /// workers would (graph merges index their result, small merges do not, and an unindexed
     /// segment at the threshold gets indexed in place). Returns the segments, the most seen at
@@ -185,12 +196,7 @@ mod tests {
         let mut segs = Vec::new();
         let (mut next, mut written, mut most) = (0, 0, 0);
         let mut apply = |segs: &mut Vec<SegInfo>, m: Merge, indexed: bool| {
-            let live: usize = segs
-                .iter()
-                .filter(|g| m.segments.contains(&g.id))
-                .map(|g| g.live)
-                .sum();
-            segs.retain(|g| !m.segments.contains(&g.id));
+            let live = take(segs, &m);
             next += 1;
             written += live;
             if live > 0 {
@@ -244,12 +250,7 @@ mod tests {
         for id in 0..20_000u64 {
             segs.push(seg(id * 2, 7, false));
             while let Some(m) = choose_small(&segs, &s) {
-                let live: usize = segs
-                    .iter()
-                    .filter(|g| m.segments.contains(&g.id))
-                    .map(|g| g.live)
-                    .sum();
-                segs.retain(|g| !m.segments.contains(&g.id));
+                let live = take(&mut segs, &m);
                 segs.push(seg(id * 2 + 1, live, false));
             }
             most = most.max(segs.len());

@@ -131,3 +131,24 @@ pub fn ids_of(batch: &RecordBatch) -> Vec<i64> {
         .values()
         .to_vec()
 }
+
+/// The files of collection directory `dir` that its `MANIFEST` does not name (crash or failed
+/// write leftovers, or files of a write in progress), sorted.
+pub fn unnamed_files(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(dir.join("MANIFEST")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    let mut named = std::collections::BTreeSet::from(["MANIFEST".to_string()]);
+    for s in m["segments"].as_array().unwrap() {
+        named.insert(s["file"].as_str().unwrap().to_string());
+        for k in ["index", "norms", "deletes"] {
+            if let Some(f) = s[k]["file"].as_str() {
+                named.insert(f.to_string());
+            }
+        }
+    }
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !named.contains(n))
+        .collect()
+}

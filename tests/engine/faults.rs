@@ -25,26 +25,6 @@ fn ids(c: &Collection) -> Vec<i64> {
     v
 }
 
-/// Files of the collection directory its manifest does not name.
-fn unnamed(dir: &Path) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(dir.join("MANIFEST")).unwrap();
-    let m: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
-    let mut named = BTreeSet::from(["MANIFEST".to_string()]);
-    for s in m["segments"].as_array().unwrap() {
-        named.insert(s["file"].as_str().unwrap().to_string());
-        for k in ["index", "norms", "deletes"] {
-            if let Some(f) = s[k]["file"].as_str() {
-                named.insert(f.to_string());
-            }
-        }
-    }
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !named.contains(n))
-        .collect()
-}
-
 /// A collection of three segments (300 rows, two deleted), no background work.
 fn setup(path: &Path, faults: &Arc<Faults>) -> (Database, Arc<Collection>) {
     let db = Database::open_with_faults(path, faults.clone()).unwrap();
@@ -113,7 +93,7 @@ fn a_failure_at_any_write_step_leaves_the_previous_version() {
             let c = db.collection("docs").unwrap();
             assert_eq!(ids(&c), after, "{what}, step {step}: changed on disk");
             assert_eq!(
-                unnamed(&tmp.path().join("docs")),
+                unnamed_files(&tmp.path().join("docs")),
                 BTreeSet::new(),
                 "{what}, step {step}: files left"
             );

@@ -772,27 +772,6 @@ fn versioned(ids: &[i64], version: i64, dim: usize) -> RecordBatch {
     .unwrap()
 }
 
-/// The files of a collection directory that its manifest does not name.
-fn unnamed_files(dir: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join("MANIFEST")).unwrap();
-    let json = &text[text.find('{').unwrap()..];
-    let m: serde_json::Value = serde_json::from_str(json).unwrap();
-    let mut named = std::collections::HashSet::new();
-    for s in m["segments"].as_array().unwrap() {
-        named.insert(s["file"].as_str().unwrap().to_string());
-        for k in ["index", "norms", "deletes"] {
-            if let Some(f) = s[k]["file"].as_str() {
-                named.insert(f.to_string());
-            }
-        }
-    }
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "MANIFEST" && !named.contains(n))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_puts_upserts_deletes_merges_and_builds_loses_nothing() {
     const DIM: usize = 16;
@@ -815,7 +794,7 @@ async fn kill_9_during_puts_upserts_deletes_merges_and_builds_loses_nothing() {
         // given to a new file.)
         let identity = |m: std::fs::Metadata| (m.ino(), m.mtime_nsec(), m.mtime(), m.len());
         let garbage: Vec<(String, _)> = if dir.exists() {
-            unnamed_files(&dir)
+            omendb_testkit::unnamed_files(&dir)
                 .into_iter()
                 .filter_map(|g| Some((g.clone(), identity(std::fs::metadata(dir.join(&g)).ok()?))))
                 .collect()
