@@ -457,8 +457,8 @@ impl Collection {
             if let Some(i) = &s.index {
                 check(&i.file, i.bytes, i.crc32)?;
             }
-            if let Some(n) = &s.norms {
-                check(&n.file, n.bytes, n.crc32)?;
+            for f in s.norms.iter().chain(&s.pk) {
+                check(&f.file, f.bytes, f.crc32)?;
             }
             if let Some(d) = &s.deletes {
                 crate::storage::deletes::read(store, &d.file, s.rows as usize)?;
@@ -481,7 +481,8 @@ impl Collection {
         for s in &manifest.segments {
             bytes += s.bytes
                 + s.index.as_ref().map_or(0, |i| i.bytes)
-                + s.norms.as_ref().map_or(0, |n| n.bytes);
+                + s.norms.as_ref().map_or(0, |n| n.bytes)
+                + s.pk.as_ref().map_or(0, |n| n.bytes);
             if let Some(d) = &s.deletes {
                 bytes += self.store.stamp(&d.file)?.bytes;
             }

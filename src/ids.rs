@@ -1,8 +1,8 @@
 //! The primary key: ids are Int64 or Utf8 (never null), and this is the one place that tells
-//! the two apart. Lookups within a segment (`IdMap`), sets of ids seen by a write (`IdSet`),
-//! and the text an error message shows for an id.
+//! the two apart: sets of ids seen by a write (`IdSet`) and the text an error message shows for
+//! an id. Lookups within a segment are the primary-key index's (`pk`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
@@ -42,45 +42,6 @@ pub(crate) fn ids_of(array: &dyn Array) -> Box<dyn Iterator<Item = IdRef<'_>> + 
                 .iter()
                 .map(|v| IdRef::Str(v.unwrap_or_default())),
         ),
-    }
-}
-
-/// Row lookup by id within one segment.
-#[derive(Debug)]
-pub(crate) enum IdMap {
-    Int(HashMap<i64, u32>),
-    Str(HashMap<Box<str>, u32>),
-}
-
-impl IdMap {
-    /// The table of an id column: id → row.
-    pub(crate) fn build(ids: &dyn Array) -> IdMap {
-        match ids.data_type() {
-            DataType::Int64 => IdMap::Int(
-                ids.as_primitive::<Int64Type>()
-                    .values()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| (v, i as u32))
-                    .collect(),
-            ),
-            _ => IdMap::Str(
-                ids.as_string::<i32>()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (Box::from(v.unwrap_or_default()), i as u32))
-                    .collect(),
-            ),
-        }
-    }
-
-    /// The row holding `id`.
-    pub(crate) fn get(&self, id: IdRef<'_>) -> Option<u32> {
-        match (self, id) {
-            (IdMap::Int(m), IdRef::Int(v)) => m.get(&v).copied(),
-            (IdMap::Str(m), IdRef::Str(v)) => m.get(v).copied(),
-            _ => None,
-        }
     }
 }
 
@@ -137,9 +98,6 @@ mod tests {
         assert_eq!(first_duplicate(&ints), Some((2, "3".into())));
         let strs = StringArray::from(vec!["a", "b"]);
         assert_eq!(first_duplicate(&strs), None);
-        let map = IdMap::build(&strs);
-        assert_eq!(map.get(IdRef::Str("b")), Some(1));
-        assert_eq!(map.get(IdRef::Int(1)), None);
         let mut set = IdSet::for_type(strs.data_type());
         assert_eq!(set.insert_all(&strs), None);
         assert_eq!(

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Modules, from the bottom up (a module only uses those before it): `error`; `distance`,
-//! `bitmap`, `schema`, `topk`; `vector`, `ids`, `options`; `quant`, `ingest`, `segment`,
+//! `bitmap`, `schema`, `topk`; `vector`, `ids`, `pk`, `options`; `quant`, `ingest`, `segment`,
 //! `storage`; `index`; `snapshot`; `search`; `writer`; `stats`, `collection`; `database`.
 
 #![warn(missing_docs)]
@@ -31,6 +31,8 @@ mod ids;
 pub mod index;
 mod ingest;
 mod options;
+#[doc(hidden)]
+pub mod pk;
 mod quant;
 mod schema;
 mod search;

@@ -1,6 +1,6 @@
 //! A segment: one immutable, memory-mapped record batch plus what is derived from it: the
-//! per-row norms the metric needs (written beside the segment when it is committed and mapped
-//! with it) and the id lookup table (built on first use).
+//! per-row norms the metric needs and the primary-key index (both written beside the segment
+//! when it is committed and mapped with it; computed on first use for segments without them).
 //!
 //! Nothing derived lazily here runs a parallel loop: a lazy initializer runs while other
 //! threads wait on it, and a rayon loop inside one can steal a job that waits on the same
@@ -13,8 +13,9 @@ use arrow_buffer::ScalarBuffer;
 
 use crate::distance::Metric;
 use crate::error::lock;
-use crate::ids::IdMap;
+use crate::ids::IdRef;
 use crate::ingest::vector_values;
+use crate::pk::PkIndex;
 use crate::schema::Layout;
 use crate::storage::{Stamp, Store};
 use crate::vector::{inverse_norms, squared_norms, VectorView};
@@ -27,7 +28,7 @@ pub(crate) struct Segment {
     pub dim: usize,
     vector_index: usize,
     id_index: usize,
-    ids: OnceLock<IdMap>,
+    pk: OnceLock<PkIndex>,
     sq_norms: OnceLock<ScalarBuffer<f32>>,
     inv_norms: OnceLock<ScalarBuffer<f32>>,
     /// The segment file's size and modification time when it was mapped.
@@ -59,7 +60,7 @@ impl Segment {
             dim: layout.dim,
             vector_index: layout.vector_index,
             id_index: layout.id_index,
-            ids: OnceLock::new(),
+            pk: OnceLock::new(),
             sq_norms: OnceLock::new(),
             inv_norms: OnceLock::new(),
             stamp: None,
@@ -127,9 +128,16 @@ impl Segment {
         VectorView::with_inverse_norms(self.vectors(), self.dim, metric, inv)
     }
 
-    /// The id → row table, built on first use.
-    pub(crate) fn id_map(&self) -> &IdMap {
-        self.ids
-            .get_or_init(|| IdMap::build(self.batch.column(self.id_index).as_ref()))
+    /// Adopts the primary-key index stored beside the segment.
+    pub(crate) fn with_pk(self, pk: PkIndex) -> Self {
+        let _ = self.pk.set(pk);
+        self
+    }
+
+    /// The row holding `id`, through the primary-key index (built on first use for a segment
+    /// stored without one).
+    pub(crate) fn row_of(&self, id: IdRef<'_>) -> Option<u32> {
+        let ids = self.batch.column(self.id_index).as_ref();
+        self.pk.get_or_init(|| PkIndex::build(ids)).get(id, ids)
     }
 }

@@ -71,6 +71,10 @@ impl Part {
         if let Some(n) = &meta.norms {
             seg = seg.with_norms(metric, map_f32s(store, n, rows)?);
         }
+        if let Some(pk) = &meta.pk {
+            let buffer = store.map(&pk.file, pk.bytes, Some(pk.crc32))?;
+            seg = seg.with_pk(crate::pk::open_file(buffer, rows, &store.path(&pk.file))?);
+        }
         let (index, damage) = match &meta.index {
             None => (None, None),
             Some(i) => match open_index(store, i) {
@@ -170,7 +174,7 @@ impl Snapshot {
         // Newest segments first: an id lives in at most one segment, so the order only
         // matters for speed.
         self.parts.iter().enumerate().rev().find_map(|(p, part)| {
-            let row = part.seg.id_map().get(id)? as usize;
+            let row = part.seg.row_of(id)? as usize;
             (!part.is_deleted(row)).then_some((p, row))
         })
     }

@@ -83,6 +83,8 @@ pub(crate) enum FileKind {
     Segment,
     /// A segment's per-row norms (raw f32).
     Norms,
+    /// A segment's primary-key index (`pk`).
+    Pk,
     /// One version of a segment's deletion bitmap.
     Deletes,
     /// One version of a segment's index.
@@ -95,6 +97,7 @@ impl FileKind {
         match self {
             FileKind::Segment => format!("seg-{seg:010}.arrow"),
             FileKind::Norms => format!("nrm-{seg:010}.f32"),
+            FileKind::Pk => format!("pk-{seg:010}.bin"),
             FileKind::Deletes => format!("del-{seg:010}-{id:010}.bin"),
             FileKind::Index(kind) => format!("idx-{seg:010}-{id:010}.{}", kind.as_str()),
         }
@@ -105,6 +108,7 @@ impl FileKind {
     pub(crate) fn is_collection_file(name: &str) -> bool {
         (name.starts_with("seg-") && name.ends_with(".arrow"))
             || (name.starts_with("nrm-") && name.ends_with(".f32"))
+            || (name.starts_with("pk-") && name.ends_with(".bin"))
             || (name.starts_with("del-") && name.ends_with(".bin"))
             || (name.starts_with("idx-") && name.ends_with(".hnsw"))
             || name.starts_with(STAGED_PREFIX)

@@ -91,21 +91,8 @@ impl<'a> Transaction<'a> {
         let file = FileKind::Segment.name(id, id);
         self.store.rename(staged.segment_name(), &file)?;
         self.created.push(file.clone());
-        let norms = match staged.norms() {
-            Some((from, written)) => {
-                let to = FileKind::Norms.name(id, id);
-                self.store.rename(from, &to)?;
-                self.created.push(to.clone());
-                Some(FileMeta {
-                    file: to,
-                    bytes: written.bytes,
-                    crc32: written.crc32,
-                })
-            }
-            None => None,
-        };
         let written = staged.written();
-        self.next.segments.push(SegmentMeta {
+        let mut meta = SegmentMeta {
             id,
             mtime_ns: self.store.stamp(&file)?.mtime_ns,
             file,
@@ -114,8 +101,25 @@ impl<'a> Transaction<'a> {
             crc32: written.crc32,
             deletes: None,
             index: None,
-            norms,
-        });
+            norms: None,
+            pk: None,
+        };
+        for (kind, from, written) in staged.sidecars() {
+            let to = kind.name(id, id);
+            self.store.rename(from, &to)?;
+            self.created.push(to.clone());
+            let file = Some(FileMeta {
+                file: to,
+                bytes: written.bytes,
+                crc32: written.crc32,
+            });
+            match kind {
+                FileKind::Norms => meta.norms = file,
+                FileKind::Pk => meta.pk = file,
+                _ => return Err(Error::Internal(format!("{kind:?} is not a sidecar"))),
+            }
+        }
+        self.next.segments.push(meta);
         Ok(self.next.segments.len() - 1)
     }
 

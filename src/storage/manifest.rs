@@ -67,6 +67,9 @@ pub(crate) struct SegmentMeta {
     /// l2: |v|²), so opening computes nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub norms: Option<FileMeta>,
+    /// The primary-key index (`pk::PkIndex`), so opening builds no id lookup table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pk: Option<FileMeta>,
     /// The segment file's modification time when it was committed (0: not recorded). A file
     /// whose size and time still match is not re-hashed when the collection opens.
     #[serde(default)]
@@ -74,6 +77,15 @@ pub(crate) struct SegmentMeta {
 }
 
 impl SegmentMeta {
+    /// Every file of the segment: its rows, norms, primary-key index, index and deletions.
+    pub(crate) fn files(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.file.as_str())
+            .chain(self.norms.iter().map(|n| n.file.as_str()))
+            .chain(self.pk.iter().map(|n| n.file.as_str()))
+            .chain(self.index.iter().map(|i| i.file.as_str()))
+            .chain(self.deletes.iter().map(|d| d.file.as_str()))
+    }
+
     /// The segment file itself.
     pub(crate) fn segment_file(&self) -> FileMeta {
         FileMeta {
@@ -199,12 +211,7 @@ impl Manifest {
 
     /// Files this manifest names (besides itself).
     pub(crate) fn live_files(&self) -> impl Iterator<Item = &str> {
-        self.segments.iter().flat_map(|s| {
-            std::iter::once(s.file.as_str())
-                .chain(s.deletes.iter().map(|d| d.file.as_str()))
-                .chain(s.index.iter().map(|i| i.file.as_str()))
-                .chain(s.norms.iter().map(|n| n.file.as_str()))
-        })
+        self.segments.iter().flat_map(SegmentMeta::files)
     }
 
     /// Hands out the next file id.

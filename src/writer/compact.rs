@@ -165,10 +165,7 @@ pub(crate) fn commit(
         else {
             return Ok(None);
         };
-        let mut files = vec![meta.file.clone()];
-        files.extend(meta.norms.as_ref().map(|n| n.file.clone()));
-        files.extend(meta.index.as_ref().map(|i| i.file.clone()));
-        files.extend(meta.deletes.as_ref().map(|d| d.file.clone()));
+        let files = meta.files().map(String::from).collect();
         retired.push((now.seg.clone(), files));
     }
     let gone: Vec<u64> = merged.inputs.iter().map(|p| p.seg.id).collect();

@@ -140,7 +140,7 @@ pub fn unnamed_files(dir: &std::path::Path) -> std::collections::BTreeSet<String
     let mut named = std::collections::BTreeSet::from(["MANIFEST".to_string()]);
     for s in m["segments"].as_array().unwrap() {
         named.insert(s["file"].as_str().unwrap().to_string());
-        for k in ["index", "norms", "deletes"] {
+        for k in ["index", "norms", "pk", "deletes"] {
             if let Some(f) = s[k]["file"].as_str() {
                 named.insert(f.to_string());
             }
