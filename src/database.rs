@@ -266,6 +266,40 @@ impl Database {
         fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))
     }
 
+    /// Backs up collection `only` (or every collection) into directory `to`, which must be
+    /// new or empty; the copy opens as a database (see `Collection::backup`). A collection is
+    /// copied under a temporary name and renamed into place, so a backup cut short holds
+    /// whole collections only. A damaged collection fails the backup, naming it.
+    pub fn backup(&self, to: &Path, only: Option<&str>) -> Result<Vec<crate::Backup>> {
+        if fs::read_dir(to).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::AlreadyExists(format!(
+                "backup destination {} (it is not empty)",
+                to.display()
+            )));
+        }
+        fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+        let names = match only {
+            Some(name) => vec![name.to_string()],
+            None => self.list_collections()?,
+        };
+        let mut done = Vec::new();
+        for name in names {
+            let c = self.collection(&name)?;
+            let tmp = to.join(format!(".creating-{name}-{}", unique()));
+            let copied = c.backup(&tmp).and_then(|b| {
+                let dir = to.join(&name);
+                fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+                sync_dir(to)?;
+                Ok(b)
+            });
+            if copied.is_err() {
+                let _ = fs::remove_dir_all(&tmp);
+            }
+            done.push(copied?);
+        }
+        Ok(done)
+    }
+
     fn lock_open(&self) -> MutexGuard<'_, HashMap<String, Arc<Collection>>> {
         lock(&self.open)
     }

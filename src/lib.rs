@@ -56,7 +56,7 @@ pub use options::{
 pub use schema::{check_name, result_schema, DISTANCE_COLUMN};
 pub use search::{Hit, SearchRequest, SegmentInfo, SegmentPlan, Selection};
 pub use snapshot::Snapshot;
-pub use stats::{IndexParams, Stats};
+pub use stats::{Backup, IndexParams, Stats};
 #[doc(hidden)]
 pub use storage::faults::Faults;
 pub use vector::VectorView;

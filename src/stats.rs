@@ -53,3 +53,18 @@ pub struct IndexParams {
     /// Rows from which a segment is indexed automatically (0: never).
     pub index_threshold: usize,
 }
+
+/// What a backup of one collection copied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backup {
+    /// The collection.
+    pub collection: String,
+    /// The manifest version copied.
+    pub version: u64,
+    /// Files copied (the manifest included).
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// How many of them are hard links to the originals (same file system) rather than copies.
+    pub linked: usize,
+}

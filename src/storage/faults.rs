@@ -124,4 +124,8 @@ impl Store for FaultyStore {
     fn stamp(&self, name: &str) -> Result<Stamp> {
         self.inner.stamp(name)
     }
+
+    fn export(&self, name: &str, to: &std::path::Path) -> Result<bool> {
+        self.inner.export(name, to)
+    }
 }

@@ -129,6 +129,18 @@ impl Store for LocalStore {
         sync_dir(&self.dir)
     }
 
+    fn export(&self, name: &str, to: &Path) -> Result<bool> {
+        let from = self.path(name);
+        if fs::hard_link(&from, to).is_ok() {
+            return Ok(true);
+        }
+        fs::copy(&from, to).map_err(|e| missing_is_corrupt(&from, e))?;
+        File::open(to)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(to, e))?;
+        Ok(false)
+    }
+
     fn stamp(&self, name: &str) -> Result<Stamp> {
         let path = self.path(name);
         let m = fs::metadata(&path).map_err(|e| missing_is_corrupt(&path, e))?;

@@ -11,6 +11,7 @@ use omendb::{CollectionOptions, Database, Error, Metric, SearchRequest};
 use omendb_testkit::*;
 
 mod faults;
+mod format;
 
 const DIM: usize = 16;
 
