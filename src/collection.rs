@@ -443,13 +443,29 @@ impl Collection {
     /// Reads every file of the current version and checks it against its checksum; returns
     /// the number of files and bytes checked, or `Corrupt` naming the first bad file.
     pub fn verify(&self) -> Result<(usize, u64)> {
+        self.verify_with(&mut |_, _| {})
+    }
+
+    /// `verify`, calling `progress(bytes checked, bytes to check)` after each file.
+    pub fn verify_with(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<(usize, u64)> {
         let manifest = self.lock_writer().clone();
         let store = &*self.store;
+        let total: u64 = manifest
+            .segments
+            .iter()
+            .map(|s| {
+                s.bytes
+                    + s.index.as_ref().map_or(0, |i| i.bytes)
+                    + s.norms.as_ref().map_or(0, |n| n.bytes)
+                    + s.pk.as_ref().map_or(0, |n| n.bytes)
+            })
+            .sum();
         let (mut files, mut bytes) = (0, 0);
         let mut check = |file: &str, len: u64, crc: u32| -> Result<()> {
             store.map(file, len, Some(crc))?;
             files += 1;
             bytes += len;
+            progress(bytes, total);
             Ok(())
         };
         let result = manifest.segments.iter().try_for_each(|s| {

@@ -1,17 +1,18 @@
-//! Operator subcommands (`compact`, `alter`, `stats`, `verify`): on a database directory no
-//! server holds (`--data`), or through a running server's Flight actions (`--addr`). Both
-//! print the same JSON object.
+//! Operator subcommands (`compact`, `alter`, `stats`, `verify`, `backup`): on a database
+//! directory no server holds (`--data`), or through a running server's Flight actions
+//! (`--addr`). Both print the same JSON object; progress goes to standard error.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::Action;
 use futures::StreamExt;
 
-/// Where the collection is: a directory, or a server.
-#[derive(clap::Args)]
-pub struct Target {
+use crate::progress::{ticking, Progress};
+
+/// Where the database is: a directory, or a server.
+#[derive(clap::Args, Clone)]
+pub struct Conn {
     /// The database directory (no server may hold it).
     #[arg(long, conflicts_with = "addr", required_unless_present = "addr")]
     pub data: Option<PathBuf>,
@@ -21,89 +22,119 @@ pub struct Target {
     /// The bearer token to send to --addr.
     #[arg(long, requires = "addr")]
     pub token: Option<String>,
-    /// The collection.
-    pub collection: String,
 }
 
-/// Runs the action `kind` (`args`: its key=value settings, for `alter`) and prints its JSON.
-pub async fn run(kind: &str, target: Target, args: Vec<String>) -> Result<(), String> {
-    let out = match (&target.data, &target.addr) {
+/// A command's database and, optionally, one collection.
+#[derive(clap::Args)]
+pub struct Target {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The collection (every collection when left out).
+    pub collection: Option<String>,
+}
+
+/// Runs maintenance action `kind` (see `omendb_flight::maintenance`) with `body` and prints its
+/// JSON; a reply that reports damage fails the command after printing.
+pub async fn run(kind: &str, conn: &Conn, body: String) -> Result<(), String> {
+    let out = match (&conn.data, &conn.addr) {
         (Some(dir), _) => {
             let db = omendb::Database::open(dir).map_err(|e| e.to_string())?;
-            let (kind, name) = (kind.to_string(), target.collection.clone());
-            tokio::task::spawn_blocking(move || local(&db, &kind, &name, &args))
+            let kind = kind.to_string();
+            tokio::task::spawn_blocking(move || local(&db, &kind, &body))
                 .await
                 .map_err(|e| e.to_string())??
         }
         (None, Some(addr)) => {
-            remote(
-                addr,
-                target.token.as_deref(),
-                kind,
-                &target.collection,
-                &args,
-            )
-            .await?
+            let label = format!("{kind} through {addr}");
+            let started = std::time::Instant::now();
+            let reply = action(addr, conn.token.as_deref(), kind, body).await;
+            Progress::new(label, "").finish(started.elapsed().as_secs());
+            reply?
         }
         (None, None) => return Err("give --data DIR or --addr URL".into()),
     };
     println!("{out}");
+    if out["ok"] == false {
+        return Err(format!("{kind}: damage found (see above)"));
+    }
     Ok(())
 }
 
-fn local(
-    db: &omendb::Database,
-    kind: &str,
-    name: &str,
-    args: &[String],
-) -> Result<serde_json::Value, String> {
-    let c: Arc<omendb::Collection> = db.collection(name).map_err(|e| e.to_string())?;
-    let e = |e: omendb::Error| e.to_string();
-    Ok(match kind {
-        "compact" => omendb_flight::maintenance::compact(&c).map_err(e)?,
-        "alter" => {
-            let reply = omendb_flight::maintenance::alter(&c, args).map_err(e)?;
-            // Merges and builds the new settings call for run before the directory is let go.
-            c.wait_for_indexing();
-            reply
+fn local(db: &omendb::Database, kind: &str, body: &str) -> Result<serde_json::Value, String> {
+    let mut bar: Option<(String, Progress)> = None;
+    let mut progress = |label: &str, done: u64, all: u64| {
+        if bar.as_ref().is_none_or(|(l, _)| l != label) {
+            if let Some((_, mut old)) = bar.take() {
+                old.finish(all);
+            }
+            bar = Some((label.to_string(), Progress::new(label, "bytes")));
         }
-        "stats" => serde_json::to_value(c.stats().map_err(e)?).map_err(|e| e.to_string())?,
-        "verify" => {
-            let (files, bytes) = c.verify().map_err(e)?;
-            serde_json::json!({ "collection": name, "files": files, "bytes": bytes, "ok": true })
+        if let Some((_, p)) = &mut bar {
+            p.update(done, (all > 0).then(|| done as f64 / all as f64));
         }
-        other => return Err(format!("unknown command {other}")),
-    })
+    };
+    let reply = if kind == "verify" {
+        omendb_flight::maintenance::run(db, kind, body, &mut progress)
+    } else {
+        ticking(kind, || {
+            omendb_flight::maintenance::run(db, kind, body, &mut |_, _, _| {})
+        })
+    };
+    if let Some((_, mut p)) = bar {
+        p.finish(0);
+    }
+    let reply = reply.map_err(|e| e.to_string())?;
+    if kind == "alter" || kind == "compact" {
+        // Merges and builds the new settings call for run before the directory is let go.
+        ticking("indexing", || wait_for_indexing(db));
+    }
+    Ok(reply)
 }
 
-async fn remote(
-    addr: &str,
-    token: Option<&str>,
-    kind: &str,
-    name: &str,
-    args: &[String],
-) -> Result<serde_json::Value, String> {
+/// Waits for every open collection's background index builds and merges.
+pub fn wait_for_indexing(db: &omendb::Database) {
+    for name in db.list_collections().unwrap_or_default() {
+        if let Ok(c) = db.collection(&name) {
+            c.wait_for_indexing();
+        }
+    }
+}
+
+/// Connects to a server.
+pub async fn connect(addr: &str) -> Result<FlightServiceClient<tonic::transport::Channel>, String> {
     let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
         .map_err(|e| format!("bad --addr {addr}: {e}"))?
         .connect()
         .await
         .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-    let mut client = FlightServiceClient::new(channel);
-    let mut body = name.to_string();
-    for a in args {
-        body.push(' ');
-        body.push_str(a);
-    }
-    let mut request = tonic::Request::new(Action {
-        r#type: kind.to_string(),
-        body: body.into(),
-    });
+    Ok(FlightServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
+}
+
+/// Puts `token` on `request` as a bearer token.
+pub fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> Result<(), String> {
     if let Some(t) = token {
         let value = format!("Bearer {t}")
             .parse()
             .map_err(|_| "the token holds characters a header cannot".to_string())?;
         request.metadata_mut().insert("authorization", value);
     }
+    Ok(())
+}
+
+async fn action(
+    addr: &str,
+    token: Option<&str>,
+    kind: &str,
+    body: String,
+) -> Result<serde_json::Value, String> {
+    let mut client = connect(addr).await?;
+    let mut request = tonic::Request::new(Action {
+        r#type: kind.to_string(),
+        body: body.into(),
+    });
+    authorize(&mut request, token)?;
     let mut results = client
         .do_action(request)
         .await

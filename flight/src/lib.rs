@@ -8,8 +8,8 @@
 //! - `do_get` with a ticket holding SQL text streams the result.
 //! - `list_flights` / `get_flight_info` / `get_schema` describe collections (path
 //!   descriptors) or SQL queries (command descriptors).
-//! - `do_action`: `drop_collection`, `build_index`, `verify` (admin), `stats` (body: collection
-//!   name; JSON result).
+//! - `do_action`: `drop_collection`, `build_index`, `compact`, `alter`, `verify`, `backup`
+//!   (admin), `stats` (body: a collection's name; JSON result; see [`maintenance`]).
 //!
 //! The server holds itself to its [`ServerConfig`]: tokens and roles ([`auth`]), one SQL
 //! session per client and the files SQL may touch ([`session`]), and limits on k, puts,
@@ -541,9 +541,11 @@ impl OmenFlight {
         let body = std::str::from_utf8(&action.body)
             .map_err(|_| Status::invalid_argument("action body must be a UTF-8 collection name"))?;
         // The collection's name, then (for `alter`) key=value settings.
-        let mut words = body.split_whitespace();
-        let name = words.next().unwrap_or_default().to_string();
-        let args: Vec<String> = words.map(str::to_string).collect();
+        let name = body
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let db = self.db.clone();
         let body = match action.r#type.as_str() {
             "drop_collection" => {
@@ -562,37 +564,19 @@ impl OmenFlight {
                 .await?;
                 serde_json::json!({ "collection": name, "indexes_built": built })
             }
-            "compact" => {
-                let c = self.open(&name).await?;
-                blocking("compact", move || {
-                    maintenance::compact(&c).map_err(|e| engine_status(&e))
+            kind if maintenance::ACTIONS.contains(&kind) => {
+                let (kind, body) = (kind.to_string(), body.to_string());
+                blocking("maintenance", move || {
+                    maintenance::run(&db, &kind, &body, &mut |_, _, _| {})
+                        .map_err(|e| engine_status(&e))
                 })
                 .await?
-            }
-            "alter" => {
-                let c = self.open(&name).await?;
-                blocking("alter", move || {
-                    maintenance::alter(&c, &args).map_err(|e| engine_status(&e))
-                })
-                .await?
-            }
-            "verify" => {
-                let c = self.open(&name).await?;
-                let (files, bytes) =
-                    blocking("verify", move || c.verify().map_err(|e| engine_status(&e))).await?;
-                serde_json::json!({ "collection": name, "files": files, "bytes": bytes, "ok": true })
-            }
-            "stats" => {
-                let c = self.open(&name).await?;
-                let s = blocking("stats", move || c.stats().map_err(|e| engine_status(&e))).await?;
-                serde_json::to_value(&s)
-                    .map_err(|e| Status::internal(format!("stats do not serialize: {e}")))?
             }
             other => {
                 return Err(Status::invalid_argument(format!(
-                "unknown action '{other}' (expected stats, build_index, compact, alter, verify or \
-                 drop_collection)"
-            )))
+                    "unknown action '{other}' (expected stats, build_index, compact, alter, \
+                     verify, backup or drop_collection)"
+                )))
             }
         };
         let result = arrow_flight::Result {
@@ -794,10 +778,11 @@ impl FlightService for OmenFlight {
         let actions = [
             ("drop_collection", "Drop the collection named in the body (admin)"),
             ("build_index", "Build an HNSW index for every unindexed segment of the collection named in the body (admin)"),
-            ("compact", "Merge the segments of the collection named in the body, dropping deleted rows (admin)"),
+            ("compact", "Merge the segments of the collection named in the body (every collection if none), dropping deleted rows (admin)"),
             ("alter", "Change settings: the body is the collection's name, then key=value pairs (admin)"),
-            ("verify", "Check every file of the collection named in the body against its checksum (admin)"),
-            ("stats", "Rows, segments, bytes on disk and index kinds of the collection named in the body (JSON)"),
+            ("verify", "Check every file of the collection named in the body (every collection if none) against its checksum (admin)"),
+            ("stats", "Rows, segments, bytes on disk and index kinds of the collection named in the body, or of every collection (JSON)"),
+            ("backup", "Copy one consistent version of the database (or of the collection named on the body's second line) into the new directory on the body's first line, on the server's machine (admin)"),
         ]
         .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));
         let flight_sql = sql::ACTIONS.iter().map(|t| {

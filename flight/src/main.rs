@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod bench;
+mod import;
+mod progress;
 
 #[derive(Parser)]
 #[command(
@@ -34,24 +36,42 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Merge a collection's segments into as few as its max_segment_rows allows, dropping
-    /// deleted rows.
+    /// Merge a collection's segments (every collection's, with no name) into as few as its
+    /// max_segment_rows allows, dropping deleted rows.
     Compact(admin::Target),
     /// Change a collection's settings (key=value ...); they apply to what is indexed or
     /// merged afterwards.
     Alter {
         #[command(flatten)]
-        target: admin::Target,
+        conn: admin::Conn,
+        /// The collection.
+        collection: String,
         /// Settings as key=value: index, quantization, m, ef_construction, ef_search,
         /// index_threshold, compaction (on/off), merge_factor, max_segment_rows,
         /// compaction_idle_ms.
         #[arg(required = true)]
         settings: Vec<String>,
     },
-    /// Print a collection's rows, segments, indexes, deleted rows and bytes (JSON).
+    /// Print a collection's rows, segments, indexes, deleted rows and bytes (JSON; every
+    /// collection's, with no name).
     Stats(admin::Target),
-    /// Check every file of a collection against its checksum.
+    /// Check every file and manifest of a collection (of every collection, with no name)
+    /// against its checksum; fails naming any damaged file.
     Verify(admin::Target),
+    /// Copy one consistent version of the database (or of one collection) into a new
+    /// directory, while a server runs (--addr: a directory on the server's machine). The copy
+    /// opens as a database: `omendb serve --data DEST` restores it.
+    Backup {
+        #[command(flatten)]
+        conn: admin::Conn,
+        /// The new (or empty) directory to copy into.
+        dest: PathBuf,
+        /// Only this collection.
+        collection: Option<String>,
+    },
+    /// Load Parquet, CSV, Arrow IPC or .npy files into a collection, in one all-or-nothing
+    /// write, with progress.
+    Import(import::ImportArgs),
 }
 
 #[derive(clap::Args)]
@@ -191,10 +211,39 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let ctx = omendb_udfs::session(db)?;
             ctx.sql(&query).await?.show().await?;
         }
-        Command::Compact(t) => admin::run("compact", t, Vec::new()).await?,
-        Command::Alter { target, settings } => admin::run("alter", target, settings).await?,
-        Command::Stats(t) => admin::run("stats", t, Vec::new()).await?,
-        Command::Verify(t) => admin::run("verify", t, Vec::new()).await?,
+        Command::Compact(t) => {
+            admin::run("compact", &t.conn, t.collection.unwrap_or_default()).await?
+        }
+        Command::Alter {
+            conn,
+            collection,
+            settings,
+        } => {
+            admin::run(
+                "alter",
+                &conn,
+                format!("{collection} {}", settings.join(" ")),
+            )
+            .await?
+        }
+        Command::Stats(t) => admin::run("stats", &t.conn, t.collection.unwrap_or_default()).await?,
+        Command::Verify(t) => {
+            admin::run("verify", &t.conn, t.collection.unwrap_or_default()).await?
+        }
+        Command::Backup {
+            conn,
+            dest,
+            collection,
+        } => {
+            let dest = match (&conn.data, dest.is_absolute()) {
+                // A relative destination is the caller's; the server needs it whole.
+                (None, false) => std::env::current_dir()?.join(dest),
+                _ => dest,
+            };
+            let body = format!("{}\n{}", dest.display(), collection.unwrap_or_default());
+            admin::run("backup", &conn, body).await?
+        }
+        Command::Import(args) => import::run(args).await?,
         Command::Bench(BenchCommand::Ann(args)) => {
             tokio::task::spawn_blocking(move || bench::ann(args).map_err(|e| e.to_string()))
                 .await??

@@ -1,15 +1,88 @@
-//! Collection maintenance as the `compact` and `alter` Flight actions and the `omendb compact`
-//! and `omendb alter` commands run it: one implementation, one JSON reply. Blocking: call from
-//! a blocking thread.
+//! Maintenance actions (`compact`, `alter`, `stats`, `verify`, `backup`) as the Flight actions
+//! and the `omendb` commands run them: one implementation, one JSON reply. Blocking: call
+//! from a blocking thread.
+//!
+//! Bodies: `compact`, `stats` and `verify` take a collection's name, or nothing for every
+//! collection; `alter` the name, then `key=value` settings; `backup` the destination
+//! directory on the first line and, optionally, a collection's name on the second.
 
-use omendb::{Collection, Error};
+use std::sync::Arc;
+
+use omendb::{Collection, Database, Error};
+use serde_json::{json, Value};
+
+/// The actions this module runs.
+pub const ACTIONS: [&str; 5] = ["compact", "alter", "stats", "verify", "backup"];
+
+/// Runs maintenance action `kind` with `body` (see the module docs). `progress` hears
+/// `(label, bytes done, bytes in all)` while files are checked.
+pub fn run(
+    db: &Database,
+    kind: &str,
+    body: &str,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> omendb::Result<Value> {
+    if kind == "backup" {
+        let mut lines = body.lines();
+        let dest = lines.next().map(str::trim).unwrap_or_default();
+        if dest.is_empty() {
+            return Err(Error::InvalidInput(
+                "backup: name the destination directory".into(),
+            ));
+        }
+        let only = lines.next().map(str::trim).filter(|n| !n.is_empty());
+        let copied = db.backup(std::path::Path::new(dest), only)?;
+        return Ok(json!({ "destination": dest, "collections": copied }));
+    }
+    let mut words = body.split_whitespace();
+    let name = words.next();
+    let args: Vec<String> = words.map(str::to_string).collect();
+    let one = |c: &Arc<Collection>, progress: &mut dyn FnMut(&str, u64, u64)| match kind {
+        "compact" => compact(c),
+        "alter" => alter(c, &args),
+        "stats" => serde_json::to_value(c.stats()?)
+            .map_err(|e| Error::Internal(format!("stats do not serialize: {e}"))),
+        "verify" => {
+            let label = format!("verify {}", c.name());
+            let (files, bytes) = c.verify_with(&mut |done, all| progress(&label, done, all))?;
+            Ok(json!({ "collection": c.name(), "files": files, "bytes": bytes, "ok": true }))
+        }
+        other => Err(Error::InvalidInput(format!(
+            "unknown action '{other}' (expected one of {ACTIONS:?})"
+        ))),
+    };
+    match name {
+        Some(name) => one(&db.collection(name)?, progress),
+        None if kind == "alter" => Err(Error::InvalidInput(format!(
+            "alter: name the collection, then key=value settings ({})",
+            omendb::SETTING_KEYS
+        ))),
+        None => {
+            // Every collection: a damaged one is reported in its entry, not as the error.
+            let mut all = Vec::new();
+            let mut ok = true;
+            for name in db.list_collections()? {
+                match db.collection(&name).and_then(|c| one(&c, progress)) {
+                    Ok(v) => all.push(v),
+                    Err(e) => {
+                        ok = false;
+                        all.push(
+                            json!({ "collection": name, "ok": false, "error": e.to_string() }),
+                        );
+                    }
+                }
+            }
+            Ok(json!({ "collections": all, "ok": ok }))
+        }
+    }
+}
 
 /// Merges `c`'s segments (see `Collection::compact`); the reply names the merges and what is
 /// left.
-pub fn compact(c: &Collection) -> omendb::Result<serde_json::Value> {
+pub fn compact(c: &Collection) -> omendb::Result<Value> {
     let merges = c.compact()?;
     let stats = c.stats()?;
-    Ok(serde_json::json!({
+    Ok(json!({
         "collection": c.name(),
         "merges": merges,
         "segments": stats.segments,
@@ -19,7 +92,7 @@ pub fn compact(c: &Collection) -> omendb::Result<serde_json::Value> {
 
 /// Changes `c`'s settings from `key=value` words (see `Collection::alter`); the reply holds
 /// the new settings.
-pub fn alter(c: &Collection, args: &[String]) -> omendb::Result<serde_json::Value> {
+pub fn alter(c: &Collection, args: &[String]) -> omendb::Result<Value> {
     if args.is_empty() {
         return Err(Error::InvalidInput(format!(
             "alter: name at least one setting after the collection ({})",
@@ -37,5 +110,5 @@ pub fn alter(c: &Collection, args: &[String]) -> omendb::Result<serde_json::Valu
         })
         .collect::<omendb::Result<Vec<_>>>()?;
     let settings = c.alter(&pairs)?;
-    Ok(serde_json::json!({ "collection": c.name(), "settings": settings }))
+    Ok(json!({ "collection": c.name(), "settings": settings }))
 }

@@ -1008,3 +1008,188 @@ async fn operator_commands_work_on_a_directory_and_through_a_server() {
     let err = cli(&["compact", "--data", data, "missing"]).unwrap_err();
     assert!(err.contains("not found"), "{err}");
 }
+
+/// Runs the `omendb` binary: whether it succeeded, its stdout as JSON (null if none), stderr.
+fn cli_output(args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_omendb"))
+        .args(args)
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), json, stderr)
+}
+
+/// A `.npy` file of little-endian `descr` values with `shape`.
+fn write_npy(path: &Path, descr: &str, shape: &str, body: &[u8]) {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(body);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Import files of every kind, verify every collection, and back up: on a directory and
+/// through a running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_verify_and_backup_work_on_a_directory_and_through_a_server() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tmp.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let file = |name: &str| files.join(name).to_str().unwrap().to_string();
+    // Rows 0..100 as Parquet, 100..200 as an Arrow IPC file, 200..203 as CSV.
+    let parquet = std::fs::File::create(file("a.parquet")).unwrap();
+    let rows = omendb_testkit::batch(0..100, 8);
+    let mut w = ArrowWriter::try_new(parquet, rows.schema(), None).unwrap();
+    w.write(&rows).unwrap();
+    w.close().unwrap();
+    let ipc = std::fs::File::create(file("b.arrow")).unwrap();
+    let rows = omendb_testkit::batch(100..200, 8);
+    let mut w = datafusion::arrow::ipc::writer::FileWriter::try_new(ipc, &rows.schema()).unwrap();
+    w.write(&rows).unwrap();
+    w.finish().unwrap();
+    let csv_row = |id: i64| {
+        let v: Vec<String> = (0..8)
+            .map(|j| format!("{}", (id + j) as f32 / 10.0))
+            .collect();
+        format!("{id},\"[{}]\",w{id}\n", v.join(", "))
+    };
+    let csv: String = "id,vec,word\n".to_string() + &(200..203).map(csv_row).collect::<String>();
+    std::fs::write(file("c.csv"), csv).unwrap();
+    let csv: String = "id,vec,word\n".to_string() + &(300..303).map(csv_row).collect::<String>();
+    std::fs::write(file("d.csv"), csv).unwrap();
+    std::fs::write(
+        file("bad.csv"),
+        "id,vec\n500,\"[1, 2, oops, 4, 5, 6, 7, 8]\"\n",
+    )
+    .unwrap();
+    // 50 vectors of dimension 4 with ids 1000.. in .npy files.
+    let vectors: Vec<u8> = (0..200).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    write_npy(&files.join("v.npy"), "<f4", "(50, 4)", &vectors);
+    let ids: Vec<u8> = (1000..1050i64).flat_map(|i| i.to_le_bytes()).collect();
+    write_npy(&files.join("ids.npy"), "<i8", "(50,)", &ids);
+
+    let db = tmp.path().join("db");
+    let data = db.to_str().unwrap();
+    let (ok, out, err) = cli_output(&[
+        "import",
+        "--data",
+        data,
+        "--collection",
+        "docs",
+        "--option",
+        "metric=l2",
+        &file("a.parquet"),
+        &file("b.arrow"),
+        &file("c.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        (out["rows_imported"].as_u64(), out["rows"].as_u64()),
+        (Some(203), Some(203))
+    );
+    assert!(err.contains("import docs: 203 rows"), "progress: {err}");
+    // A bad value fails the whole import, naming the file and the row; nothing is written.
+    let (ok, _, err) = cli_output(&[
+        "import",
+        "--data",
+        data,
+        "--collection",
+        "docs",
+        &file("d.csv"),
+        &file("bad.csv"),
+    ]);
+    assert!(
+        !ok && err.contains("bad.csv") && err.contains("'oops' is not a number"),
+        "{err}"
+    );
+    let (ok, out, err) = cli_output(&[
+        "import",
+        "--data",
+        data,
+        "--collection",
+        "vecs",
+        "--ids",
+        &file("ids.npy"),
+        &file("v.npy"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out["rows"], 50);
+    let stats = cli(&["stats", "--data", data]).unwrap();
+    let counts: Vec<_> = stats["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["rows"].clone())
+        .collect();
+    assert_eq!(counts, [203, 50]);
+
+    // Every collection verifies; damage in one is named and the other still passes.
+    let (ok, out, _) = cli_output(&["verify", "--data", data]);
+    assert!(ok && out["ok"] == true, "{out}");
+    let seg = std::fs::read_dir(db.join("vecs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("seg-"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&seg, bytes).unwrap();
+    let (ok, out, err) = cli_output(&["verify", "--data", data]);
+    assert!(!ok && err.contains("damage found"), "{err}");
+    let entries = out["collections"].as_array().unwrap();
+    assert_eq!(entries[0]["ok"], true);
+    assert_eq!(entries[1]["ok"], false);
+    let why = entries[1]["error"].as_str().unwrap();
+    assert!(
+        why.contains(seg.file_name().unwrap().to_str().unwrap()),
+        "{why}"
+    );
+    std::fs::remove_dir_all(db.join("vecs")).unwrap();
+
+    // Through a running server: import streams to it, a backup is taken while it serves.
+    let server = serve(&db, &[]);
+    let addr = format!("http://{}", server.addr);
+    let (ok, out, err) = cli_output(&[
+        "import",
+        "--addr",
+        &addr,
+        "--collection",
+        "vecs",
+        "--ids",
+        &file("ids.npy"),
+        &file("v.npy"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out["rows_imported"], 50);
+    let (ok, _, err) = cli_output(&[
+        "import",
+        "--addr",
+        &addr,
+        "--collection",
+        "vecs",
+        &file("bad.csv"),
+    ]);
+    assert!(!ok && err.contains("'oops' is not a number"), "{err}");
+    let backup = tmp.path().join("backup");
+    let copied = cli(&["backup", "--addr", &addr, backup.to_str().unwrap()]).unwrap();
+    assert_eq!(copied["collections"].as_array().unwrap().len(), 2);
+    let err = cli(&["backup", "--addr", &addr, backup.to_str().unwrap()]).unwrap_err();
+    assert!(err.contains("not empty"), "{err}");
+    let mut c = server.client().await;
+    assert_eq!(count(&mut c, "SELECT count(*) FROM vecs").await, 50);
+    drop(server);
+    // The copy opens as a database with the same rows.
+    let restored = backup.to_str().unwrap();
+    let stats = cli(&["stats", "--data", restored, "vecs"]).unwrap();
+    assert_eq!(stats["rows"], 50);
+    let (ok, out, _) = cli_output(&["verify", "--data", restored]);
+    assert!(ok && out["ok"] == true, "{out}");
+}
