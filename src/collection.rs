@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,9 @@ pub struct Collection {
     merger: Worker,
     /// Segments a running merge is reading: no other merge takes them.
     claimed: Mutex<HashSet<u64>>,
+    /// Merges and index builds running now (for stats and metrics).
+    merges_running: AtomicUsize,
+    builds_running: AtomicUsize,
 }
 
 impl Collection {
@@ -108,6 +111,8 @@ impl Collection {
             last_write: Mutex::new(Instant::now()),
             merger: Worker::default(),
             claimed: Mutex::new(HashSet::new()),
+            merges_running: AtomicUsize::new(0),
+            builds_running: AtomicUsize::new(0),
         });
         // A damaged index is set aside and rebuilt from its segment; the segment is searched
         // exactly meanwhile.
@@ -569,6 +574,8 @@ impl Collection {
                 index_threshold: settings.threshold,
             },
             indexing: worker.running,
+            merges_running: self.merges_running.load(Ordering::Relaxed),
+            index_builds_running: self.builds_running.load(Ordering::Relaxed),
             index_error: worker.last_error,
             repairs: worker.repairs,
         })
@@ -826,6 +833,7 @@ impl Collection {
         let Some(_claim) = Claim::take(&self.claimed, ids) else {
             return Ok(false);
         };
+        let _running = Running::count(&self.merges_running);
         let snapshot = self.snapshot();
         let inputs: Option<Vec<Part>> = ids
             .iter()
@@ -875,6 +883,7 @@ impl Collection {
             let Some(_claim) = Claim::take(&self.claimed, &[seg.id]) else {
                 continue;
             };
+            let _running = Running::count(&self.builds_running);
             let Some(bytes) = index::build(&settings, &seg.view(self.metric()), None, cancel)?
             else {
                 return Ok(built); // cancelled
@@ -915,6 +924,22 @@ impl Collection {
             }
         }
         Ok(built)
+    }
+}
+
+/// One running merge or index build, counted while it lives.
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn count(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Running(counter)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

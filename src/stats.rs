@@ -35,6 +35,10 @@ pub struct Stats {
     pub index: IndexParams,
     /// Whether a background index build is running or queued.
     pub indexing: bool,
+    /// Segment merges (compactions) running now.
+    pub merges_running: usize,
+    /// Index builds running now.
+    pub index_builds_running: usize,
     /// The error of the last failed background index build, if any.
     pub index_error: Option<String>,
     /// Damage found and contained since the collection opened (an index set aside and rebuilt).

@@ -35,6 +35,10 @@ pub struct ServerConfig {
     /// Serve TLS with this certificate chain and private key, both PEM (`--tls-cert`,
     /// `--tls-key`); plain TCP when `None`.
     pub tls: Option<Tls>,
+    /// Calls that take at least this long are logged with their SQL text (None: never).
+    pub slow_query: Option<Duration>,
+    /// Where to serve Prometheus metrics over HTTP (GET /metrics), if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A server's TLS identity, PEM-encoded.
@@ -79,6 +83,8 @@ impl Default for ServerConfig {
             external_dirs: Vec::new(),
             session_idle: Duration::from_secs(30 * 60),
             tls: None,
+            slow_query: Some(Duration::from_secs(1)),
+            metrics_addr: None,
         }
     }
 }

@@ -49,6 +49,7 @@ use tonic::{Request, Response, Status, Streaming};
 pub mod auth;
 pub mod config;
 pub mod maintenance;
+pub mod metrics;
 pub mod session;
 mod sql;
 pub mod status;
@@ -70,6 +71,7 @@ pub struct OmenFlight {
     puts: Arc<Semaphore>,
     /// Signs Flight SQL statement handles.
     signer: Arc<sql::Signer>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl std::fmt::Debug for OmenFlight {
@@ -129,6 +131,46 @@ fn caught_stream<T: Send + 'static>(
     )
 }
 
+/// Times a call that answers with a stream: recorded when the stream ends or is dropped, as
+/// failed if the call or any item failed, naming the query text a handler attached.
+fn timed<T: Send + 'static>(
+    mut timer: metrics::Timer,
+    answer: Result<Response<Stream<T>>, Status>,
+) -> Result<Response<Stream<T>>, Status> {
+    match answer {
+        Err(e) => {
+            timer.fail();
+            if !e.message().is_empty() {
+                timer.detail(e.message().to_string());
+            }
+            Err(e)
+        }
+        Ok(response) => {
+            let (meta, stream, ext) = response.into_parts();
+            if let Some(q) = ext.get::<metrics::QueryText>() {
+                timer.detail(q.0.clone());
+            }
+            let stream = stream.inspect(move |item| {
+                if item.is_err() {
+                    timer.fail();
+                }
+            });
+            Ok(Response::from_parts(meta, Box::pin(stream), ext))
+        }
+    }
+}
+
+/// Times a call with a single answer.
+fn timed_unary<T>(
+    mut timer: metrics::Timer,
+    answer: Result<Response<T>, Status>,
+) -> Result<Response<T>, Status> {
+    if answer.is_err() {
+        timer.fail();
+    }
+    answer
+}
+
 impl OmenFlight {
     /// A service with the default configuration (no tokens, no file access from SQL).
     pub fn new(db: Arc<Database>) -> Result<Self, DataFusionError> {
@@ -160,6 +202,7 @@ impl OmenFlight {
             files: Arc::new(files),
             puts: Arc::new(Semaphore::new(config.max_concurrent_puts)),
             signer: Arc::new(sql::Signer::new().map_err(DataFusionError::Configuration)?),
+            metrics: Arc::new(metrics::Metrics::new(config.slow_query)),
             config: Arc::new(config),
         })
     }
@@ -413,6 +456,7 @@ impl OmenFlight {
             self.config.query_timeout,
         );
         let mut response = Response::new(encode(schema, limited, "a query"));
+        response.extensions_mut().insert(metrics::QueryText(sql));
         if let Ok(v) = MetadataValue::try_from(&session.id) {
             response.metadata_mut().insert(SESSION_HEADER, v);
         }
@@ -692,26 +736,36 @@ impl FlightService for OmenFlight {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        caught("handshake", self.handshake_inner(request)).await
+        let timer = self.metrics.start("handshake");
+        timed(
+            timer,
+            caught("handshake", self.handshake_inner(request)).await,
+        )
     }
 
     async fn list_flights(
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        caught("list_flights", self.list_flights_inner(request)).await
+        let timer = self.metrics.start("list_flights");
+        timed(
+            timer,
+            caught("list_flights", self.list_flights_inner(request)).await,
+        )
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        caught("get_flight_info", async {
+        let timer = self.metrics.start("get_flight_info");
+        let answer = caught("get_flight_info", async {
             Ok(Response::new(
                 self.describe(&request, request.get_ref()).await?,
             ))
         })
-        .await
+        .await;
+        timed_unary(timer, answer)
     }
 
     async fn poll_flight_info(
@@ -727,7 +781,8 @@ impl FlightService for OmenFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        caught("get_schema", async {
+        let timer = self.metrics.start("get_schema");
+        let answer = caught("get_schema", async {
             let info = self.describe(&request, request.get_ref()).await?;
             let schema = info
                 .try_decode_schema()
@@ -739,21 +794,24 @@ impl FlightService for OmenFlight {
                 })?;
             Ok(Response::new(result))
         })
-        .await
+        .await;
+        timed_unary(timer, answer)
     }
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        caught("do_get", self.do_get_inner(request)).await
+        let timer = self.metrics.start("do_get");
+        timed(timer, caught("do_get", self.do_get_inner(request)).await)
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        caught("do_put", self.do_put_inner(request)).await
+        let timer = self.metrics.start("do_put");
+        timed(timer, caught("do_put", self.do_put_inner(request)).await)
     }
 
     async fn do_exchange(
@@ -767,7 +825,11 @@ impl FlightService for OmenFlight {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        caught("do_action", self.do_action_inner(request)).await
+        let timer = self.metrics.start("do_action");
+        timed(
+            timer,
+            caught("do_action", self.do_action_inner(request)).await,
+        )
     }
 
     async fn list_actions(
@@ -825,10 +887,28 @@ pub async fn serve_with(
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| format!("TLS (--tls-cert, --tls-key): {e}"))?;
     }
+    let metrics_addr = config.metrics_addr;
+    let service = OmenFlight::with_config(db.clone(), config)?;
+    if let Some(addr) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+        eprintln!(
+            "omendb: metrics on http://{}/metrics",
+            listener.local_addr()?
+        );
+        tokio::spawn(metrics::serve(listener, service.metrics.clone(), db));
+    }
+    // The standard gRPC health service (grpc.health.v1), open to every client.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<FlightServiceServer<OmenFlight>>()
+        .await;
     builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(OmenFlight::with_config(db, config)?.into_server())
+        .add_service(health_service)
+        .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -118,6 +118,12 @@ struct ServeArgs {
     /// Seconds after which an unused client session is forgotten.
     #[arg(long, default_value_t = 1800.0)]
     session_idle: f64,
+    /// Serve Prometheus metrics over HTTP at this address (GET /metrics).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Log every call that takes at least this many milliseconds, with its SQL (0: none).
+    #[arg(long, default_value_t = 1000)]
+    slow_query_ms: u64,
     /// Serve TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -150,6 +156,9 @@ impl ServeArgs {
             tokens,
             external_dirs: self.external_dirs.clone(),
             session_idle: secs("session-idle", self.session_idle)?,
+            slow_query: (self.slow_query_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.slow_query_ms)),
+            metrics_addr: self.metrics_addr,
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some(omendb_flight::config::Tls::load(cert, key)?),
                 _ => None,

@@ -365,7 +365,11 @@ impl OmenFlight {
             self.config.max_result_rows,
             self.config.query_timeout,
         );
-        Ok(Response::new(encode(schema, limited, "a Flight SQL query")))
+        let mut response = Response::new(encode(schema, limited, "a Flight SQL query"));
+        response
+            .extensions_mut()
+            .insert(crate::metrics::QueryText(handle.sql.clone()));
+        Ok(response)
     }
 
     /// Flight SQL `DoPut`: updates, ingest and parameter binding.

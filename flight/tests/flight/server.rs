@@ -1193,3 +1193,93 @@ async fn import_verify_and_backup_work_on_a_directory_and_through_a_server() {
     let (ok, out, _) = cli_output(&["verify", "--data", restored]);
     assert!(ok && out["ok"] == true, "{out}");
 }
+
+/// Prometheus metrics, the gRPC health service and the slow-query log of a running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_the_slow_query_log() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let log = tmp.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omendb"))
+        .args(["serve", "--data", tmp.path().join("db").to_str().unwrap()])
+        .args(["--addr", "127.0.0.1:0", "--metrics-addr", &metrics_addr])
+        .args(["--slow-query-ms", "1"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Server {
+        addr: line.split_whitespace().nth(3).unwrap().to_string(),
+        child,
+        data: tmp.path().join("db"),
+    };
+    let mut c = server.client().await;
+    put(&mut c, &["docs"], vec![batch(0..300, 8)])
+        .await
+        .unwrap();
+    let slow_sql = "SELECT count(*) FROM docs CROSS JOIN docs AS b CROSS JOIN docs AS c";
+    assert_eq!(count(&mut c, slow_sql).await, 300 * 300 * 300);
+    sql(&mut c, "SELECT nope FROM docs").await.unwrap_err();
+
+    let scrape = || {
+        let mut s = std::net::TcpStream::connect(&metrics_addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let text = scrape();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for needle in [
+        "omendb_requests_total{call=\"do_put\",outcome=\"ok\"} 1\n",
+        "omendb_requests_total{call=\"do_get\",outcome=\"ok\"} 1\n",
+        "omendb_requests_total{call=\"do_get\",outcome=\"error\"} 1\n",
+        "omendb_request_seconds_count{call=\"do_get\"} 2\n",
+        "omendb_request_seconds_bucket{call=\"do_get\",le=\"+Inf\"} 2\n",
+        "omendb_collection_rows{collection=\"docs\"} 300\n",
+        "omendb_collection_segments{collection=\"docs\"} 1\n",
+        "omendb_index_builds_running{collection=\"docs\"} 0\n",
+        "# TYPE omendb_merges_running gauge\n",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in\n{text}");
+    }
+
+    // Health: the standard grpc.health.v1 service, no token needed.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "arrow.flight.protocol.FlightService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // The slow query is logged with its SQL text.
+    drop(server);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let slow = logged
+        .lines()
+        .find(|l| l.contains("slow query: do_get"))
+        .unwrap_or_else(|| panic!("no slow-query line in {logged}"));
+    assert!(slow.contains(slow_sql), "{slow}");
+}
