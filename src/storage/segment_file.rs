@@ -1,8 +1,11 @@
 //! Segment files: one record batch as a 64-byte-aligned Arrow IPC file, decoded zero-copy from
 //! its mapping; and the raw little-endian f32 files of per-row values written beside them.
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use arrow_buffer::{Buffer, ScalarBuffer};
+use arrow_data::ArrayData;
 use arrow_ipc::reader::{read_footer_length, FileDecoder};
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_ipc::MetadataVersion;
@@ -71,10 +74,50 @@ fn decode_single_batch(buffer: &Buffer, schema: &SchemaRef) -> Result<RecordBatc
     if start.checked_add(len).is_none_or(|end| end > buffer.len()) {
         return Err("record batch block lies outside the file".into());
     }
-    decoder
+    let batch = decoder
         .read_record_batch(block, &buffer.slice_with_length(start, len))
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| "empty record batch block".to_string())
+        .ok_or_else(|| "empty record batch block".to_string())?;
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| arrow_array::make_array(own_sizes(c.to_data())))
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).map_err(|e| e.to_string())
+}
+
+/// The same array with each buffer reporting its own length as its size. Decoded from one
+/// mapping, every buffer would otherwise report the whole file (`Buffer::capacity`), so a query
+/// reading one column of many segments would count each file once per buffer against its
+/// memory limit and fail far below it.
+fn own_sizes(data: ArrayData) -> ArrayData {
+    let rewrap = |b: &Buffer| -> Buffer {
+        let Some(ptr) = std::ptr::NonNull::new(b.as_ptr() as *mut u8) else {
+            return b.clone();
+        };
+        let owner: Arc<dyn arrow_buffer::alloc::Allocation> =
+            Arc::new(std::panic::AssertUnwindSafe(b.clone()));
+        // SAFETY: `ptr` points at `b.len()` initialized, immutable bytes of the read-only
+        // mapping, which `owner` (a clone of `b`) keeps alive for as long as the new buffer.
+        unsafe { Buffer::from_custom_allocation(ptr, b.len(), owner) }
+    };
+    let buffers = data.buffers().iter().map(rewrap).collect();
+    let children = data.child_data().iter().cloned().map(own_sizes).collect();
+    let nulls = data.nulls().map(|n| {
+        let bits = n.inner();
+        let inner =
+            arrow_buffer::BooleanBuffer::new(rewrap(bits.inner()), bits.offset(), bits.len());
+        // SAFETY: the same bits as `n`, so the same null count.
+        unsafe { arrow_buffer::NullBuffer::new_unchecked(inner, n.null_count()) }
+    });
+    let builder = data
+        .into_builder()
+        .buffers(buffers)
+        .child_data(children)
+        .nulls(nulls);
+    // SAFETY: the layout, lengths, offsets and contents are those of `data`, which the IPC
+    // decoder built and validated; only the buffers' owners changed.
+    unsafe { builder.build_unchecked() }
 }
 
 /// Writes `values` as raw little-endian f32 file `name`, durably.
