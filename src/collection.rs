@@ -24,7 +24,7 @@ use crate::segment::Segment;
 use crate::snapshot::{open_index, Part, Snapshot};
 use crate::stats::{Backup, IndexParams, Stats};
 use crate::storage::gc::remove_garbage;
-use crate::storage::manifest::{IndexFileMeta, Manifest, MANIFEST};
+use crate::storage::manifest::{IndexFileMeta, Manifest, SegmentMeta, MANIFEST};
 use crate::storage::{FileKind, Store};
 use crate::writer::append::Staged;
 use crate::writer::background::Worker;
@@ -458,12 +458,7 @@ impl Collection {
         let total: u64 = manifest
             .segments
             .iter()
-            .map(|s| {
-                s.bytes
-                    + s.index.as_ref().map_or(0, |i| i.bytes)
-                    + s.norms.as_ref().map_or(0, |n| n.bytes)
-                    + s.pk.as_ref().map_or(0, |n| n.bytes)
-            })
+            .map(SegmentMeta::checksummed_bytes)
             .sum();
         let (mut files, mut bytes) = (0, 0);
         let mut check = |file: &str, len: u64, crc: u32| -> Result<()> {
@@ -532,10 +527,7 @@ impl Collection {
         let snapshot = self.snapshot();
         let mut bytes = self.store.stamp(MANIFEST)?.bytes;
         for s in &manifest.segments {
-            bytes += s.bytes
-                + s.index.as_ref().map_or(0, |i| i.bytes)
-                + s.norms.as_ref().map_or(0, |n| n.bytes)
-                + s.pk.as_ref().map_or(0, |n| n.bytes);
+            bytes += s.checksummed_bytes();
             if let Some(d) = &s.deletes {
                 bytes += self.store.stamp(&d.file)?.bytes;
             }

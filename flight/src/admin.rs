@@ -61,17 +61,16 @@ pub async fn run(kind: &str, conn: &Conn, body: String) -> Result<(), String> {
 }
 
 fn local(db: &omendb::Database, kind: &str, body: &str) -> Result<serde_json::Value, String> {
-    let mut bar: Option<(String, Progress)> = None;
+    // One bar per collection checked: (label, bar, bytes done).
+    let mut bar: Option<(String, Progress, u64)> = None;
     let mut progress = |label: &str, done: u64, all: u64| {
-        if bar.as_ref().is_none_or(|(l, _)| l != label) {
-            if let Some((_, mut old)) = bar.take() {
-                old.finish(all);
-            }
-            bar = Some((label.to_string(), Progress::new(label, "bytes")));
+        if let Some((_, mut old, old_done)) = bar.take_if(|(l, _, _)| l != label) {
+            old.finish(old_done);
         }
-        if let Some((_, p)) = &mut bar {
-            p.update(done, (all > 0).then(|| done as f64 / all as f64));
-        }
+        let (_, p, seen) =
+            bar.get_or_insert_with(|| (label.to_string(), Progress::new(label, "bytes"), 0));
+        *seen = done;
+        p.update(done, (all > 0).then(|| done as f64 / all as f64));
     };
     let reply = if kind == "verify" {
         omendb_flight::maintenance::run(db, kind, body, &mut progress)
@@ -80,8 +79,8 @@ fn local(db: &omendb::Database, kind: &str, body: &str) -> Result<serde_json::Va
             omendb_flight::maintenance::run(db, kind, body, &mut |_, _, _| {})
         })
     };
-    if let Some((_, mut p)) = bar {
-        p.finish(0);
+    if let Some((_, mut p, done)) = bar {
+        p.finish(done);
     }
     let reply = reply.map_err(|e| e.to_string())?;
     if kind == "alter" || kind == "compact" {

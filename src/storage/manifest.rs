@@ -86,6 +86,14 @@ impl SegmentMeta {
             .chain(self.deletes.iter().map(|d| d.file.as_str()))
     }
 
+    /// Bytes of the segment's checksummed files: rows, index, norms, primary-key index.
+    pub(crate) fn checksummed_bytes(&self) -> u64 {
+        self.bytes
+            + self.index.as_ref().map_or(0, |i| i.bytes)
+            + self.norms.as_ref().map_or(0, |n| n.bytes)
+            + self.pk.as_ref().map_or(0, |n| n.bytes)
+    }
+
     /// The segment file itself.
     pub(crate) fn segment_file(&self) -> FileMeta {
         FileMeta {
