@@ -135,6 +135,16 @@ impl Collection {
         self.layout.schema.clone()
     }
 
+    /// The position of the id column in the schema.
+    pub fn id_index(&self) -> usize {
+        self.layout.id_index
+    }
+
+    /// The position of the vector column in the schema.
+    pub fn vector_index(&self) -> usize {
+        self.layout.vector_index
+    }
+
     /// The vectors' dimension.
     pub fn dim(&self) -> usize {
         self.layout.dim

@@ -49,6 +49,28 @@ impl Selection {
         })
     }
 
+    /// The rows with these ids (in the collection's id type; ids not stored select nothing):
+    /// a filter by id list, for callers without SQL conditions (the C ABI).
+    pub fn from_ids(snapshot: &Snapshot, ids: &dyn Array) -> Result<Selection> {
+        let ids = snapshot.layout.cast_ids(ids)?;
+        let mut parts: Vec<Option<Bitmap>> = snapshot
+            .parts
+            .iter()
+            .map(|p| Some(Bitmap::new(p.seg.rows())))
+            .collect();
+        for id in crate::ids::ids_of(ids.as_ref()) {
+            if let Some((p, row)) = snapshot.locate(id) {
+                if let Some(bits) = parts[p].as_mut() {
+                    bits.insert(row);
+                }
+            }
+        }
+        Ok(Selection {
+            version: snapshot.version,
+            parts,
+        })
+    }
+
     /// Selected rows, deleted ones included.
     pub fn count(&self, snapshot: &Snapshot) -> usize {
         self.parts

@@ -1,0 +1,240 @@
+"""The omendb package in-process: real databases in temporary directories, results checked
+against numpy brute force."""
+
+import threading
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import omendb
+
+DIM = 16
+
+
+def unit(rng, n, dim=DIM):
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def cosine_topk(data, q, k, mask=None):
+    d = 1.0 - (data @ q) / (np.linalg.norm(data, axis=1) * np.linalg.norm(q))
+    if mask is not None:
+        d = np.where(mask, d, np.inf)
+    order = np.argsort(d, kind="stable")[:k]
+    return order[np.isfinite(d[order])], d
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+@pytest.fixture
+def db(tmp_path):
+    with omendb.connect(tmp_path / "db") as db:
+        yield db
+
+
+def filled(db, rng, n=500, name="docs"):
+    data = unit(rng, n)
+    docs_lang = np.array(["en", "de", "fr"])[np.arange(n) % 3]
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(n, dtype=np.int64)),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(data.reshape(-1)), DIM),
+            "lang": pa.array(docs_lang),
+        }
+    )
+    docs = db.create_collection(name, data=table, metric="cosine", index="flat")
+    return docs, data, docs_lang
+
+
+def test_search_equals_brute_force_and_filters_return_k_rows(db, rng):
+    docs, data, lang = filled(db, rng)
+    assert docs.count() == 500 and len(docs) == 500
+    for q in unit(rng, 5):
+        want, dist = cosine_topk(data, q, 10)
+        got = docs.search(q, k=10)
+        assert got.column("id").to_pylist() == want.tolist()
+        np.testing.assert_allclose(got.column("_distance").to_numpy(), dist[want], atol=1e-5)
+        # A filter: every row matches it, k of them come back, as brute force over the matches.
+        want_en, _ = cosine_topk(data, q, 10, mask=(lang == "en"))
+        got_en = docs.search(q.tolist(), k=10, where="lang = 'en'")
+        assert got_en.num_rows == 10
+        assert got_en.column("id").to_pylist() == want_en.tolist()
+        assert set(got_en.column("lang").to_pylist()) == {"en"}
+
+
+def test_batched_search_numbers_its_queries(db, rng):
+    docs, data, _ = filled(db, rng)
+    queries = unit(rng, 4)
+    got = docs.search(queries, k=3)
+    assert got.column_names[0] == "_query"
+    assert got.column("_query").to_pylist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    for i, q in enumerate(queries):
+        one = docs.search(q, k=3).column("id").to_pylist()
+        assert got.filter(pa.compute.equal(got["_query"], i)).column("id").to_pylist() == one
+    filtered = docs.search(queries, k=3, where="lang <> 'fr'")
+    assert filtered.num_rows == 12 and "fr" not in filtered.column("lang").to_pylist()
+
+
+@pytest.mark.parametrize("kind", ["arrow", "batch", "pandas", "polars", "dict", "numpy", "list_vectors"])
+def test_every_input_kind_adds_the_same_rows(tmp_path, rng, kind):
+    data = unit(rng, 20)
+    ids = np.arange(20, dtype=np.int64)
+    langs = ["en"] * 20
+    with omendb.connect(tmp_path) as db:
+        docs = db.create_collection("docs", dim=DIM, schema=pa.schema(
+            [("id", pa.int64()), ("vector", pa.list_(pa.float32(), DIM)), ("lang", pa.string())]))
+        fixed = pa.FixedSizeListArray.from_arrays(pa.array(data.reshape(-1)), DIM)
+        if kind == "arrow":
+            n = docs.add(pa.table({"id": ids, "vector": fixed, "lang": langs}))
+        elif kind == "batch":
+            n = docs.add(pa.RecordBatch.from_pydict({"id": ids, "vector": fixed, "lang": langs}))
+        elif kind == "pandas":
+            n = docs.add(pd.DataFrame({"id": ids, "vector": list(data), "lang": langs}))
+        elif kind == "polars":
+            n = docs.add(pl.DataFrame({"id": ids, "vector": data, "lang": langs}))
+        elif kind == "dict":
+            n = docs.add({"id": ids, "vector": data, "lang": langs})
+        elif kind == "numpy":
+            n = docs.add(ids=ids, vectors=data, lang=langs)
+        else:
+            n = docs.add(pa.table({"id": ids, "vector": pa.array(data.tolist()), "lang": langs}))
+        assert n == 20 and docs.count() == 20
+        back = docs.get([3, 19, 7])
+        assert back.column("id").to_pylist() == [3, 19, 7]
+        np.testing.assert_allclose(np.stack(back.column("vector").to_numpy(zero_copy_only=False)), data[[3, 19, 7]])
+
+
+def test_get_delete_upsert_stats_and_sql(db, rng):
+    docs, data, _ = filled(db, rng, n=100)
+    assert docs.delete([1, 2, 999]) == 2
+    assert docs.count() == 98
+    assert docs.get([1, 3]).column("id").to_pylist() == [3]
+    moved = unit(rng, 1)
+    assert docs.upsert(ids=[3], vectors=moved, lang=["xx"]) == 1
+    assert docs.get(3).column("lang").to_pylist() == ["xx"]
+    stats = docs.stats()
+    assert stats["rows"] == 98 and stats["dim"] == DIM and stats["metric"] == "cosine"
+
+    q = unit(rng, 1)[0]
+    by_sql = db.sql("SELECT id, _distance FROM knn('docs', $1, 5)", params=[q])
+    assert by_sql.column("id").to_pylist() == docs.search(q, k=5).column("id").to_pylist()
+    # The same statement again: planned once, bound anew.
+    q2 = unit(rng, 1)[0]
+    again = db.sql("SELECT id, _distance FROM knn('docs', $1, 5)", params=[q2.tolist()])
+    assert again.column("id").to_pylist() == docs.search(q2, k=5).column("id").to_pylist()
+    ordered = db.sql(
+        "SELECT id FROM docs ORDER BY cosine_distance(vector, $1) LIMIT 5", params=[pa.array(q.tolist())]
+    )
+    assert ordered.column("id").to_pylist() == docs.search(q, k=5).column("id").to_pylist()
+    deleted = db.sql("DELETE FROM docs WHERE lang = 'fr'")
+    assert deleted.column(0).to_pylist()[0] > 0
+    assert db.sql("SELECT count(*) AS n FROM docs WHERE lang = 'fr'").column("n").to_pylist() == [0]
+    assert db.sql("SELECT count(*) AS n FROM docs").column("n").to_pylist() == [docs.count()]
+    # Results convert as usual.
+    assert list(docs.search(q, k=3).to_pandas()["id"]) == docs.search(q, k=3).column("id").to_pylist()
+    assert pl.from_arrow(docs.search(q, k=3))["id"].to_list() == docs.search(q, k=3).column("id").to_pylist()
+
+
+def test_an_index_keeps_recall_against_exact_search(db, rng):
+    n = 3000
+    data = unit(rng, n, 32)
+    docs = db.create_collection("big", dim=32, index="hnsw", index_threshold=0)
+    docs.add(ids=np.arange(n), vectors=data)
+    assert docs.build_index() == 1
+    assert docs.stats()["index_kinds"] == ["hnsw"]
+    queries = unit(rng, 50, 32)
+    got = docs.search(queries, k=10, ef=64)
+    recall = 0.0
+    for i, q in enumerate(queries):
+        want, _ = cosine_topk(data, q, 10)
+        ids = got.filter(pa.compute.equal(got["_query"], i)).column("id").to_pylist()
+        recall += len(set(ids) & set(want.tolist())) / 10
+    assert recall / len(queries) >= 0.9
+
+
+def test_errors_are_typed_and_name_what_was_wrong(tmp_path, rng):
+    db = omendb.connect(tmp_path)
+    docs = db.create_collection("docs", dim=DIM)
+    with pytest.raises(omendb.InvalidInput, match="dimension 16"):
+        docs.search(np.zeros(3, dtype=np.float32), k=1)
+    with pytest.raises(omendb.InvalidInput, match="non-finite"):
+        docs.search(np.full(DIM, np.nan, dtype=np.float32), k=1)
+    docs.add(ids=[1], vectors=unit(rng, 1))
+    with pytest.raises(omendb.InvalidInput, match="1"):
+        docs.add(ids=[1], vectors=unit(rng, 1))
+    assert docs.count() == 1
+    with pytest.raises(omendb.AlreadyExists):
+        db.create_collection("docs", dim=DIM)
+    with pytest.raises(omendb.NotFound, match="nope"):
+        db.open_collection("nope")
+    with pytest.raises(omendb.InvalidInput):
+        db.sql("SELEC nonsense")
+    with pytest.raises(omendb.NotFound):
+        db.sql("SELECT * FROM knn('nope', $1, 3)", params=[[0.0] * DIM])
+    with pytest.raises(omendb.Locked):
+        omendb.connect(tmp_path)
+    for cls in (omendb.InvalidInput, omendb.NotFound, omendb.Locked, omendb.Closed, omendb.Corrupt):
+        assert issubclass(cls, omendb.Error)
+    db.close()
+    db.close()
+    with pytest.raises(omendb.Closed):
+        docs.count()
+    with pytest.raises(omendb.Closed):
+        db.list_collections()
+    # Closed means released: the directory opens again, with its rows.
+    with omendb.connect(tmp_path) as again:
+        assert again.open_collection("docs").count() == 1
+
+
+def test_independent_databases_and_threads(tmp_path, rng):
+    dbs = [omendb.connect(tmp_path / f"db{i}") for i in range(3)]
+    datas = []
+    for i, db in enumerate(dbs):
+        data = unit(rng, 200)
+        db.create_collection("docs", dim=DIM).add(ids=np.arange(200) + i * 1000, vectors=data)
+        datas.append(data)
+    for i, db in enumerate(dbs):
+        assert db.list_collections() == ["docs"]
+        top = db.open_collection("docs").search(datas[i][5], k=1).column("id").to_pylist()
+        assert top == [i * 1000 + 5]
+    queries = unit(rng, 40)
+    docs = dbs[0].open_collection("docs")
+    expected = [docs.search(q, k=5).column("id").to_pylist() for q in queries]
+    results = {}
+
+    def worker(t):
+        results[t] = [docs.search(q, k=5).column("id").to_pylist() for q in queries]
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(results[t] == expected for t in range(4))
+    for db in dbs:
+        db.close()
+
+
+def test_the_short_form(tmp_path, rng):
+    data = unit(rng, 50)
+    db = omendb.DB(tmp_path / "v", dim=DIM)
+    assert db.add_batch(data[:30], metadata={"tag": [f"s{i}" for i in range(30)]}) == 30
+    assert db.add_batch(data[30:], metadata=[{"tag": f"t{i}"} for i in range(20)]) == 20
+    assert len(db) == 50
+    assert db.search(data[42], k=1).column("id").to_pylist() == [42]
+    assert db.get([31]).column("tag").to_pylist() == ["t1"]
+    assert db.delete([0]) == 1
+    db.close()
+    again = omendb.DB.load(tmp_path / "v")
+    assert again.count() == 49
+    again.close()
+    with pytest.raises(omendb.NotFound):
+        omendb.DB.load(tmp_path / "empty")
+    with pytest.raises(omendb.InvalidInput, match="dimension"):
+        omendb.DB(tmp_path / "v", dim=8)
