@@ -3,9 +3,9 @@
 # runs both, and runs the shared one under valgrind (leaks and invalid reads or writes fail).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The workspace build with every target resolves features as `cargo test --workspace` does, so
+# The workspace build with its test targets resolves features as `cargo test --workspace` does, so
 # it reuses that build (a build of this package alone would rebuild its dependencies).
-cargo build --workspace --all-targets --quiet
+cargo build --workspace --lib --bins --tests --examples --quiet
 out=target/c-example
 mkdir -p "$out"
 cc -std=c11 -Wall -Wextra -Werror -O1 -g capi/examples/example.c -Icapi/include \

@@ -320,6 +320,22 @@ unsafe fn put<T>(out: *mut T, value: T, what: &str) -> Outcome {
     Ok(())
 }
 
+/// Issues a handle to collection `name` of `db` into `out`.
+///
+/// # Safety
+/// `out` is null or writable.
+unsafe fn collection_handle(db: Arc<OpenDb>, name: &str, out: *mut omendb_collection) -> Outcome {
+    if out.is_null() {
+        return Err(invalid("out is null"));
+    }
+    let id = insert(Object::Collection(Arc::new(CollectionRef {
+        db,
+        name: name.to_string(),
+    })));
+    // SAFETY: the caller's contract above.
+    unsafe { put(out, omendb_collection { id }, "out") }
+}
+
 /// Returns the message of the calling thread's last failed call ("" after a success). The
 /// text stays valid until the thread's next call.
 #[no_mangle]
@@ -337,6 +353,9 @@ pub unsafe extern "C" fn omendb_open(path: *const c_char, out: *mut omendb_db) -
     call(|| {
         // SAFETY: the caller's contract above.
         let path = unsafe { text(path, "path") }?;
+        if out.is_null() {
+            return Err(invalid("out is null"));
+        }
         let db = omendb::Database::open(path)?;
         let id = insert(Object::Db(Arc::new(OpenDb {
             path: path.to_string(),
@@ -398,12 +417,8 @@ pub unsafe extern "C" fn omendb_create_collection(
             ),
         ]);
         open.with(|d| Ok(d.create_collection(name, &schema, opts).map(drop)?))?;
-        let id = insert(Object::Collection(Arc::new(CollectionRef {
-            db: open,
-            name: name.to_string(),
-        })));
         // SAFETY: the caller's contract above.
-        unsafe { put(out, omendb_collection { id }, "out") }
+        unsafe { collection_handle(open, name, out) }
     })
 }
 
@@ -440,12 +455,8 @@ pub unsafe extern "C" fn omendb_create_collection_arrow(
             CollectionOptions::parse(text.split(',').map(str::trim).filter(|s| !s.is_empty()))?
         };
         open.with(|d| Ok(d.create_collection(name, &schema, opts).map(drop)?))?;
-        let id = insert(Object::Collection(Arc::new(CollectionRef {
-            db: open,
-            name: name.to_string(),
-        })));
         // SAFETY: the caller's contract above.
-        unsafe { put(out, omendb_collection { id }, "out") }
+        unsafe { collection_handle(open, name, out) }
     })
 }
 
@@ -464,12 +475,8 @@ pub unsafe extern "C" fn omendb_open_collection(
         // SAFETY: the caller's contract above.
         let name = unsafe { text(name, "name") }?;
         open.with(|d| Ok(d.collection(name).map(drop)?))?;
-        let id = insert(Object::Collection(Arc::new(CollectionRef {
-            db: open,
-            name: name.to_string(),
-        })));
         // SAFETY: the caller's contract above.
-        unsafe { put(out, omendb_collection { id }, "out") }
+        unsafe { collection_handle(open, name, out) }
     })
 }
 
