@@ -9,7 +9,7 @@ cargo build --workspace --lib --bins --tests --examples --quiet
 out=target/c-example
 mkdir -p "$out"
 cc -std=c11 -Wall -Wextra -Werror -O1 -g capi/examples/example.c -Icapi/include \
-  -Ltarget/debug -lomendb_c -lm -o "$out/example"
+  -Ltarget/debug -lomendb_c -lm -pthread -o "$out/example"
 cc -std=c11 -Wall -Wextra -Werror -O1 -g capi/examples/example.c -Icapi/include \
   target/debug/libomendb_c.a -lpthread -ldl -lm -o "$out/example-static"
 run() {

@@ -7,6 +7,7 @@
  *
  * Exits non-zero, naming the check, when anything is not as expected. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,6 +179,32 @@ static void exercise(omendb_db db, int64_t id_base, omendb_collection *out) {
     *out = docs;
 }
 
+/* Threads: each searches the same collection for its own rows, 50 times. */
+struct job {
+    omendb_collection docs;
+    int first;
+    int ok;
+};
+
+static void *search_worker(void *arg) {
+    struct job *job = arg;
+    job->ok = 1;
+    for (int i = 0; i < 50; i++) {
+        int row = (job->first + i) % ROWS;
+        float q[DIM];
+        fill(q, row);
+        omendb_result res;
+        int64_t id = -1;
+        size_t n = 0;
+        if (omendb_search(job->docs, q, 1, 1, 0, NULL, 0, &res) != OMENDB_OK ||
+            omendb_result_hits(res, 0, &id, NULL, 1, &n) != OMENDB_OK || n != 1 || id != row ||
+            omendb_result_free(res) != OMENDB_OK) {
+            job->ok = 0;
+        }
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s DIR1 DIR2\n", argv[0]);
@@ -193,6 +220,18 @@ int main(int argc, char **argv) {
     omendb_collection docs_a, docs_b;
     exercise(a, 0, &docs_a);
     exercise(b, 1000000, &docs_b);
+
+    struct job jobs[4];
+    pthread_t threads[4];
+    for (int t = 0; t < 4; t++) {
+        jobs[t].docs = docs_a;
+        jobs[t].first = t * 37;
+        CHECK(pthread_create(&threads[t], NULL, search_worker, &jobs[t]) == 0, "thread %d started", t);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(threads[t], NULL);
+        CHECK(jobs[t].ok, "thread %d found its rows", t);
+    }
 
     /* Arrow in: a hand-built record batch, taken over by OmenDB (it calls release). */
     make_batch();
