@@ -53,8 +53,8 @@ pub use options::{
     CollectionOptions, IndexKind, IndexSettings, QuantKind, DEFAULT_INDEX_THRESHOLD, OPTION_KEYS,
     SETTING_KEYS,
 };
-pub use schema::{check_name, result_schema, DISTANCE_COLUMN};
-pub use search::{Hit, SearchRequest, SegmentInfo, SegmentPlan, Selection};
+pub use schema::{check_name, number_queries, result_schema, DISTANCE_COLUMN, QUERY_COLUMN};
+pub use search::{check_queries, Hit, SearchRequest, SegmentInfo, SegmentPlan, Selection};
 pub use snapshot::Snapshot;
 pub use stats::{Backup, IndexParams, Stats};
 #[doc(hidden)]

@@ -118,7 +118,7 @@ pub enum SegmentPlan {
 }
 
 /// Checks query vectors: the right dimension and finite values. Returns how many there are.
-pub(crate) fn check_queries(queries: &[f32], dim: usize) -> Result<usize> {
+pub fn check_queries(queries: &[f32], dim: usize) -> Result<usize> {
     if queries.is_empty() || !queries.len().is_multiple_of(dim) {
         return Err(Error::invalid(format!(
             "query has {} values; expected a multiple of the collection's dimension {dim}",

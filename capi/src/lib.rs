@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{
-    new_null_array, Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, Int64Array,
-    RecordBatch, StructArray,
+    new_null_array, Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch,
+    StructArray,
 };
 use arrow_schema::{DataType, Field, Schema};
 use omendb::{CollectionOptions, SearchRequest, Selection};
@@ -758,18 +758,9 @@ pub unsafe extern "C" fn omendb_search(
             for h in &hits {
                 starts.push(starts.last().copied().unwrap_or(0) + h.len());
             }
-            let query: Int32Array = hits
-                .iter()
-                .enumerate()
-                .flat_map(|(i, h)| std::iter::repeat_n(i as i32, h.len()))
-                .collect();
             let flat: Vec<omendb::Hit> = hits.into_iter().flatten().collect();
-            let rows = snap.hits_to_batch(&flat)?;
-            let mut fields = vec![Arc::new(Field::new("_query", DataType::Int32, false))];
-            fields.extend(rows.schema().fields().iter().cloned());
-            let mut columns: Vec<ArrayRef> = vec![Arc::new(query)];
-            columns.extend(rows.columns().iter().cloned());
-            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+            let per_query: Vec<usize> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+            let batch = omendb::number_queries(&snap.hits_to_batch(&flat)?, &per_query)?;
             Ok(Found {
                 batch,
                 id_column: c.id_index() + 1,

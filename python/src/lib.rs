@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::ffi_stream::ArrowArrayStreamReader;
-use arrow_array::{
-    make_array, Array, ArrayRef, Float32Array, Int32Array, ListArray, RecordBatch, StructArray,
-};
+use arrow_array::{make_array, Array, Float32Array, ListArray, RecordBatch, StructArray};
 use arrow_data::ArrayData;
 use arrow_pyarrow::{FromPyArrow, PyArrowType};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -603,7 +601,7 @@ impl Collection {
             Some(cond) => self.search_sql(&q, k, cond, ef),
         })?;
         let batch = if batched {
-            with_query_column(batch, &per_query)?
+            omendb::number_queries(&batch, &per_query).map_err(to_py)?
         } else {
             batch
         };
@@ -700,12 +698,7 @@ impl Collection {
         self.shared.with(|db| {
             let c = db.collection(&self.name).map_err(to_py)?;
             let dim = c.dim();
-            if q.is_empty() || !q.len().is_multiple_of(dim) {
-                return Err(invalid(format!(
-                    "query has {} values; expected a multiple of the collection's dimension {dim}",
-                    q.len()
-                )));
-            }
+            omendb::check_queries(q, dim).map_err(to_py)?;
             let k = i64::try_from(k).map_err(|_| invalid(format!("k {k} is too large")))?;
             let text = match ef {
                 Some(_) => format!(
@@ -728,30 +721,11 @@ impl Collection {
                 schema = Some(s);
             }
             let schema = schema.expect("at least one query");
-            let batch = arrow_select_concat(&schema, &batches)?;
+            let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
+                .map_err(|e| ArrowError::new_err(e.to_string()))?;
             Ok((batch, per_query))
         })
     }
-}
-
-fn arrow_select_concat(schema: &SchemaRef, batches: &[RecordBatch]) -> PyResult<RecordBatch> {
-    datafusion::arrow::compute::concat_batches(schema, batches)
-        .map_err(|e| ArrowError::new_err(e.to_string()))
-}
-
-/// `batch` with a leading `_query` column: the first `per_query[0]` rows answer query 0, ...
-fn with_query_column(batch: RecordBatch, per_query: &[usize]) -> PyResult<RecordBatch> {
-    let query: Int32Array = per_query
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &n)| std::iter::repeat_n(i as i32, n))
-        .collect();
-    let mut fields = vec![Arc::new(Field::new("_query", DataType::Int32, false))];
-    fields.extend(batch.schema().fields().iter().cloned());
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(query)];
-    columns.extend(batch.columns().iter().cloned());
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| ArrowError::new_err(e.to_string()))
 }
 
 /// The native module.
