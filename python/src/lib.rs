@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::ffi::FFI_ArrowArray;
 use arrow_array::ffi_stream::ArrowArrayStreamReader;
 use arrow_array::{make_array, Array, Float32Array, ListArray, RecordBatch, StructArray};
 use arrow_data::ArrayData;
@@ -25,9 +25,10 @@ use omendb_udfs::Prepared;
 use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyCapsule, PyDict, PyList, PyType};
+use pyo3::types::{PyDict, PyList, PyType};
 
 create_exception!(
     omendb,
@@ -155,6 +156,8 @@ struct Shared {
     path: String,
     db: RwLock<Option<Arc<omendb::Database>>>,
     sql: Mutex<Option<Sql>>,
+    /// Result schemas already converted to pyarrow (see `py_schema`).
+    schemas: Mutex<Vec<(SchemaRef, Py<PyAny>)>>,
 }
 
 /// The SQL session of a database and its planned statements.
@@ -246,36 +249,63 @@ fn pyarrow(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|m| m.bind(py))
 }
 
-/// `batch` as a `pyarrow.RecordBatch`, moved through the C Data Interface in capsules (the
-/// capsules own the exported structs; pyarrow takes them over, or dropping the capsule
-/// releases them).
-fn batch_to_py<'py>(py: Python<'py>, batch: RecordBatch) -> PyResult<Bound<'py, PyAny>> {
-    let data = StructArray::from(batch).into_data();
-    let schema = FFI_ArrowSchema::try_from(data.data_type())
-        .map_err(|e| ArrowError::new_err(e.to_string()))?;
-    let array = FFI_ArrowArray::new(&data);
-    let schema = PyCapsule::new_with_value(py, schema, c"arrow_schema")?;
-    let array = PyCapsule::new_with_value(py, array, c"arrow_array")?;
-    pyarrow(py)?
-        .getattr("RecordBatch")?
-        .call_method1("_import_from_c_capsule", (schema, array))
+/// How many result schemas a database keeps converted to pyarrow (a collection's search
+/// results, batched and not, `get`, and recent SQL statements); past this the cache starts
+/// afresh.
+const SCHEMA_CACHE: usize = 16;
+
+/// `schema` as a `pyarrow.Schema`, converted once per distinct schema: a search returns the
+/// same schema every call, and converting it costs more than the rest of a small search.
+fn py_schema<'py>(
+    py: Python<'py>,
+    shared: &Shared,
+    schema: &SchemaRef,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut cache = shared.schemas.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = cache
+        .iter()
+        .find(|(known, _)| Arc::ptr_eq(known, schema) || known == schema)
+    {
+        return Ok(s.bind(py).clone());
+    }
+    let converted = PyArrowType(schema.as_ref().clone()).into_pyobject(py)?;
+    if cache.len() >= SCHEMA_CACHE {
+        cache.clear();
+    }
+    cache.push((schema.clone(), converted.clone().unbind()));
+    Ok(converted)
 }
 
-/// `batches` as one `pyarrow.Table` of `schema`.
+/// `batches` as one `pyarrow.Table` of `schema`. Each batch crosses through the C Data
+/// Interface: its array is exported and pyarrow moves it out (marking the exported struct
+/// released, so dropping it afterwards frees nothing twice); the schema is the cached
+/// pyarrow one, not exported again.
 fn table_to_py<'py>(
     py: Python<'py>,
+    shared: &Shared,
     batches: Vec<RecordBatch>,
     schema: SchemaRef,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let pa = pyarrow(py)?;
+    let py_schema = py_schema(py, shared, &schema)?;
+    let import = pa.getattr(intern!(py, "RecordBatch"))?;
     let list = PyList::empty(py);
     for b in batches {
-        list.append(batch_to_py(py, b)?)?;
+        let b = if b.schema() == schema {
+            b
+        } else {
+            b.with_schema(schema.clone())
+                .map_err(|e| ArrowError::new_err(e.to_string()))?
+        };
+        let data = StructArray::from(b).into_data();
+        let array = Box::new(FFI_ArrowArray::new(&data));
+        let address = std::ptr::from_ref::<FFI_ArrowArray>(&array) as usize;
+        list.append(
+            import.call_method1(intern!(py, "_import_from_c"), (address, py_schema.clone()))?,
+        )?;
     }
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("schema", PyArrowType(schema.as_ref().clone()))?;
-    pyarrow(py)?
-        .getattr("Table")?
-        .call_method("from_batches", (list,), Some(&kwargs))
+    pa.getattr(intern!(py, "Table"))?
+        .call_method1(intern!(py, "from_batches"), (list, py_schema))
 }
 
 /// Reads every batch of an Arrow stream (anything with `__arrow_c_stream__`).
@@ -337,6 +367,7 @@ impl Database {
                 path: path.display().to_string(),
                 db: RwLock::new(Some(Arc::new(db))),
                 sql: Mutex::new(None),
+                schemas: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -491,7 +522,7 @@ impl Database {
             self.shared
                 .with(|db| self.shared.run_sql(db, query, values))
         })?;
-        table_to_py(py, batches, schema)
+        table_to_py(py, &self.shared, batches, schema)
     }
 
     fn __repr__(&self) -> String {
@@ -569,7 +600,7 @@ impl Collection {
             c.get(ids.as_ref()).map_err(to_py)
         })?;
         let schema = batch.schema();
-        table_to_py(py, vec![batch], schema)
+        table_to_py(py, &self.shared, vec![batch], schema)
     }
 
     /// Deletes the rows with ids `ids` (a pyarrow array); returns how many there were.
@@ -606,7 +637,28 @@ impl Collection {
             batch
         };
         let schema = batch.schema();
-        table_to_py(py, vec![batch], schema)
+        table_to_py(py, &self.shared, vec![batch], schema)
+    }
+
+    /// Benchmark aid: the mean seconds of `repeat` engine searches of `queries` without
+    /// Python (what a Rust caller pays: the collection lookup, the search and the result
+    /// batch), to set beside the time of `search` called from Python.
+    fn _engine_search_seconds(
+        &self,
+        py: Python<'_>,
+        queries: &Bound<'_, PyAny>,
+        k: usize,
+        repeat: usize,
+    ) -> PyResult<f64> {
+        let q = floats(py, queries, "queries")?;
+        let repeat = repeat.max(1);
+        py.detach(|| {
+            let start = std::time::Instant::now();
+            for _ in 0..repeat {
+                std::hint::black_box(self.search_engine(&q, k, None)?);
+            }
+            Ok(start.elapsed().as_secs_f64() / repeat as f64)
+        })
     }
 
     /// Counts, sizes and settings, as JSON text.

@@ -141,6 +141,32 @@ def test_get_delete_upsert_stats_and_sql(db, rng):
     assert pl.from_arrow(docs.search(q, k=3))["id"].to_list() == docs.search(q, k=3).column("id").to_pylist()
 
 
+def test_results_keep_their_own_schema(db, rng):
+    """Result schemas are converted to pyarrow once and reused: results of different shapes,
+    one after another and past the cache's size, each keep their own columns and values."""
+    docs, data, lang = filled(db, rng, n=60)
+    plain = db.create_collection("plain", dim=DIM, metric="cosine")
+    plain.add(ids=np.arange(60, dtype=np.int64), vectors=data)
+    q = unit(rng, 3)
+    for _ in range(2):
+        one = docs.search(q[0], k=4)
+        assert one.column_names == ["id", "vector", "lang", "_distance"]
+        many = docs.search(q, k=4)
+        assert many.column_names == ["_query", "id", "vector", "lang", "_distance"]
+        assert many.column("_query").to_pylist() == [0] * 4 + [1] * 4 + [2] * 4
+        other = plain.search(q[0], k=4)
+        assert other.column_names == ["id", "vector", "_distance"]
+        assert other.column("id").to_pylist() == one.column("id").to_pylist()
+        got = docs.get([5, 7])
+        assert got.column("lang").to_pylist() == [lang[5], lang[7]]
+        none = docs.search(q[0], k=4, where="lang = 'none'")
+        assert none.num_rows == 0 and none.column_names == one.column_names
+    for i in range(40):
+        t = db.sql(f"SELECT id AS c{i}, id + {i} AS d{i} FROM docs WHERE id = {i}")
+        assert t.column_names == [f"c{i}", f"d{i}"]
+        assert t.to_pylist() == [{f"c{i}": i, f"d{i}": 2 * i}]
+
+
 def test_an_index_keeps_recall_against_exact_search(db, rng):
     n = 3000
     data = unit(rng, n, 32)
