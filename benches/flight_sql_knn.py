@@ -10,7 +10,10 @@ measurement.
   cargo build --release -p omendb-flight --bin omendb
   python benches/flight_sql_knn.py [DATASET_DIR] [OMENDB_BIN]
 Environment: N (rows, default 100000), NQ (queries, default 1000), CLIENTS (default 16),
-EFS (default 16,32,64,128).
+EFS (default 16,32,64,128), SYSTEMS (default omendb; omendb,pgvector runs pgvector after it on
+the same rows and queries: a PostgreSQL with pgvector at PG_DSN, e.g. "host=127.0.0.1 port=5433
+user=postgres", queried through psycopg with a prepared statement, PG_EFS default
+40,64,100,200).
 """
 import json
 import os
@@ -33,6 +36,8 @@ N = int(os.environ.get("N", 100_000))
 NQ = int(os.environ.get("NQ", 1000))
 CLIENTS = int(os.environ.get("CLIENTS", 16))
 EFS = [int(e) for e in os.environ.get("EFS", "16,32,64,128").split(",")]
+PG_EFS = [int(e) for e in os.environ.get("PG_EFS", "40,64,100,200").split(",")]
+SYSTEMS = os.environ.get("SYSTEMS", "omendb").split(",")
 
 base = np.load(f"{data_dir}/base.npy")[:N].astype(np.float32)
 queries = np.load(f"{data_dir}/queries.npy")[:NQ].astype(np.float32)
@@ -65,7 +70,52 @@ def search(cur, q, ef):
     return cur.fetch_arrow_table().column("id").to_pylist()
 
 
-def main():
+def one_client(system, ef, run):
+    """p50/p99 latency and recall of `run(q)` over every query, one call at a time."""
+    for q in queries[:50]:
+        run(q)
+    ids, lat = [], []
+    for q in queries:
+        t = time.perf_counter()
+        ids.append(run(q))
+        lat.append(time.perf_counter() - t)
+    lat = np.array(lat) * 1000
+    emit(system=system, bench="bound_knn_1_client", ef=ef, recall=round(recall(ids), 4),
+         p50_ms=round(float(np.median(lat)), 3), p99_ms=round(float(np.percentile(lat, 99)), 3),
+         qps=round(len(lat) / (lat.sum() / 1000), 1))
+
+
+def many_clients(system, ef, connect):
+    """Queries/s of CLIENTS threads, each on its own connection (`connect()` returns a
+    connection and a `run(q)` on it; `close` ends it)."""
+    clients = [connect() for _ in range(CLIENTS)]
+    barrier = threading.Barrier(CLIENTS + 1)
+    done = []
+
+    def work(run, offset):
+        run(queries[0])
+        barrier.wait()
+        n = 0
+        for i in range(len(queries) // 4):
+            run(queries[(offset + i) % len(queries)])
+            n += 1
+        done.append(n)
+
+    threads = [threading.Thread(target=work, args=(r, i * 61)) for i, (_, r) in enumerate(clients)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    t = time.perf_counter()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t
+    for c, _ in clients:
+        c.close()
+    emit(system=system, bench=f"bound_knn_{CLIENTS}_clients", ef=ef, queries=sum(done),
+         qps=round(sum(done) / elapsed, 1))
+
+
+def run_omendb():
     data = tempfile.mkdtemp(prefix="omendb-adbc-bench-")
     port = free_port()
     server = subprocess.Popen([binary, "serve", "--data", data, "--addr", f"127.0.0.1:{port}"],
@@ -82,54 +132,71 @@ def main():
         writer.write_table(table, max_chunksize=10_000)
         writer.close()
         list(client.do_action(fl.Action("build_index", b"docs")))
-        emit(bench="load_and_index", rows=N, seconds=round(time.perf_counter() - t, 1))
+        emit(system="omendb-adbc", bench="load_and_index", rows=N, seconds=round(time.perf_counter() - t, 1))
 
         uri = f"grpc://127.0.0.1:{port}"
-        with flightsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
-            for ef in EFS:
-                for q in queries[:50]:
-                    search(cur, q, ef)
-                ids, lat = [], []
-                for q in queries:
-                    t = time.perf_counter()
-                    ids.append(search(cur, q, ef))
-                    lat.append(time.perf_counter() - t)
-                lat = np.array(lat) * 1000
-                emit(bench="adbc_bound_knn_1_client", ef=ef, recall=round(recall(ids), 4),
-                     p50_ms=round(float(np.median(lat)), 3), p99_ms=round(float(np.percentile(lat, 99)), 3),
-                     qps=round(len(lat) / (lat.sum() / 1000), 1))
+
+        def connect(ef):
+            conn = flightsql.connect(uri, autocommit=True)
+            cur = conn.cursor()
+            return conn, lambda q: search(cur, q, ef)
 
         for ef in EFS:
-            conns = [flightsql.connect(uri, autocommit=True) for _ in range(CLIENTS)]
-            barrier = threading.Barrier(CLIENTS + 1)
-            done = []
-
-            def work(conn, offset):
-                with conn.cursor() as cur:
-                    search(cur, queries[0], ef)
-                    barrier.wait()
-                    n = 0
-                    for i in range(len(queries) // 4):
-                        search(cur, queries[(offset + i) % len(queries)], ef)
-                        n += 1
-                    done.append(n)
-
-            threads = [threading.Thread(target=work, args=(c, i * 61)) for i, c in enumerate(conns)]
-            for th in threads:
-                th.start()
-            barrier.wait()
-            t = time.perf_counter()
-            for th in threads:
-                th.join()
-            elapsed = time.perf_counter() - t
-            for c in conns:
-                c.close()
-            emit(bench=f"adbc_bound_knn_{CLIENTS}_clients", ef=ef, queries=sum(done),
-                 qps=round(sum(done) / elapsed, 1))
+            conn, run = connect(ef)
+            one_client("omendb-adbc", ef, run)
+            conn.close()
+        for ef in EFS:
+            many_clients("omendb-adbc", ef, lambda: connect(ef))
     finally:
         server.terminate()
         server.wait(30)
 
 
+def run_pgvector(dsn):
+    """pgvector beside it: the same rows and queries, HNSW (m 16, ef_construction 200, as
+    ../shared/bench/bench_sql_peers.py builds it), a prepared statement through psycopg with the
+    vector bound, `hnsw.ef_search` per setting."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    dim = base.shape[1]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.execute("DROP TABLE IF EXISTS omendb_bench_docs")
+        conn.execute(f"CREATE TABLE omendb_bench_docs (id bigint PRIMARY KEY, embedding vector({dim}))")
+        t = time.perf_counter()
+        with conn.cursor().copy("COPY omendb_bench_docs (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as cp:
+            cp.set_types(["int8", "vector"])
+            for i in range(N):
+                cp.write_row((i, base[i]))
+        conn.execute("SET maintenance_work_mem = '2GB'")
+        conn.execute("CREATE INDEX ON omendb_bench_docs USING hnsw (embedding vector_cosine_ops) "
+                     "WITH (m = 16, ef_construction = 200)")
+        conn.execute("VACUUM ANALYZE omendb_bench_docs")
+        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+        emit(system=f"pgvector-{version}", bench="load_and_index", rows=N, seconds=round(time.perf_counter() - t, 1))
+
+    def connect(ef):
+        conn = psycopg.connect(dsn, autocommit=True)
+        register_vector(conn)
+        conn.execute(f"SET hnsw.ef_search = {ef}")
+        cur = conn.cursor()
+        sql = "SELECT id FROM omendb_bench_docs ORDER BY embedding <=> %s LIMIT 10"
+        return conn, lambda q: [r[0] for r in cur.execute(sql, (q,), prepare=True)]
+
+    for ef in PG_EFS:
+        conn, run = connect(ef)
+        one_client(f"pgvector-{version}", ef, run)
+        conn.close()
+    for ef in PG_EFS:
+        many_clients(f"pgvector-{version}", ef, lambda: connect(ef))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE omendb_bench_docs")
+
+
 if __name__ == "__main__":
-    main()
+    if "omendb" in SYSTEMS:
+        run_omendb()
+    if "pgvector" in SYSTEMS:
+        run_pgvector(os.environ["PG_DSN"])
