@@ -132,7 +132,14 @@ def run_omendb():
         writer.write_table(table, max_chunksize=10_000)
         writer.close()
         list(client.do_action(fl.Action("build_index", b"docs")))
-        emit(system="omendb-adbc", bench="load_and_index", rows=N, seconds=round(time.perf_counter() - t, 1))
+        # Queries start once background merges and index builds are done.
+        while True:
+            stats = json.loads(b"".join(r.body.to_pybytes() for r in client.do_action(fl.Action("stats", b"docs"))))
+            if not stats["indexing"] and not stats["merges_running"] and not stats["index_builds_running"]:
+                break
+            time.sleep(0.5)
+        emit(system="omendb-adbc", bench="load_and_index", rows=N, seconds=round(time.perf_counter() - t, 1),
+             segments=stats["segments"], index_kinds=stats["index_kinds"])
 
         uri = f"grpc://127.0.0.1:{port}"
 

@@ -586,9 +586,30 @@ impl Collection {
     /// Builds an index (the collection's kind, with its parameters) for every segment that has
     /// none and holds at least `min_rows` rows, commits each, and returns how many were built.
     /// The index is built without holding the writer lock, so appends and deletes go on
-    /// meanwhile.
+    /// meanwhile. Segments a background merge reads or makes while the call runs (a merge of
+    /// small segments makes an unindexed one) are waited for and indexed too; segments that
+    /// writes keep adding during the call are left after `BUILD_PASSES` passes.
     pub fn build_index(&self, min_rows: usize) -> Result<usize> {
-        self.build_indexes(min_rows, &AtomicBool::new(false))
+        const BUILD_PASSES: usize = 16;
+        let cancel = AtomicBool::new(false);
+        let mut built = 0;
+        for _ in 0..BUILD_PASSES {
+            built += self.build_indexes(min_rows, &cancel)?;
+            let mut left: Vec<u64> = self.unindexed(min_rows).iter().map(|s| s.id).collect();
+            if left.is_empty() {
+                break;
+            }
+            // Those a merge is reading: wait until it ends (committed, cancelled or failed)
+            // and releases them; the next pass indexes what it made, or them.
+            loop {
+                left.retain(|id| lock(&self.claimed).contains(id));
+                if left.is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(built)
     }
 
     /// Waits until the background worker has indexed every segment at or over the threshold

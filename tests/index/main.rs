@@ -411,6 +411,36 @@ mod collection {
     }
 
     #[test]
+    fn build_index_leaves_no_segment_unindexed_while_small_segments_merge() {
+        let (data, _, dim) = super::dataset();
+        for round in 0..3 {
+            let tmp = tempfile::tempdir().unwrap();
+            // No automatic builds; small writes, merged in the background as they come.
+            let opts = CollectionOptions {
+                index: IndexSettings {
+                    threshold: 0,
+                    merge_factor: 4,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let db = Database::open(tmp.path()).unwrap();
+            let c = db.create_collection("words", &schema(dim), opts).unwrap();
+            for start in (0..4000).step_by(500) {
+                c.append(&[rows(&data, dim, start..start + 500)]).unwrap();
+            }
+            assert!(c.build_index(0).unwrap() >= 1);
+            let stats = c.stats().unwrap();
+            assert!(
+                stats.index_kinds.iter().all(|k| k == "hnsw"),
+                "round {round}: after build_index {:?}",
+                stats.index_kinds
+            );
+            assert_eq!(c.count(), 4000);
+        }
+    }
+
+    #[test]
     fn small_writes_merge_into_one_graph_and_compaction_drops_deleted_rows() {
         let (data, queries, dim) = super::dataset();
         let queries = &queries[..50 * dim];
