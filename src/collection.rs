@@ -925,6 +925,7 @@ impl Collection {
                     file: file.file,
                     bytes: file.bytes,
                     crc32: file.crc32,
+                    mtime_ns: file.mtime_ns,
                 };
                 let index = open_index(txn.store(), &meta)?;
                 txn.next.segments[p].index = Some(meta);

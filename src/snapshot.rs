@@ -16,7 +16,7 @@ use crate::schema::Layout;
 use crate::segment::Segment;
 use crate::storage::manifest::{IndexFileMeta, SegmentMeta};
 use crate::storage::segment_file::{map_f32s, open_segment};
-use crate::storage::{deletes, Store};
+use crate::storage::{deletes, map_committed, Store};
 use crate::{Error, Result};
 
 /// One segment as a snapshot sees it: its rows, the deletions committed so far, its index.
@@ -72,7 +72,7 @@ impl Part {
             seg = seg.with_norms(metric, map_f32s(store, n, rows)?);
         }
         if let Some(pk) = &meta.pk {
-            let buffer = store.map(&pk.file, pk.bytes, Some(pk.crc32))?;
+            let buffer = map_committed(store, &pk.file, pk.bytes, pk.crc32, pk.mtime_ns)?;
             seg = seg.with_pk(crate::pk::open_file(buffer, rows, &store.path(&pk.file))?);
         }
         let (index, damage) = match &meta.index {
@@ -94,7 +94,7 @@ impl Part {
 
 /// Maps an index file and opens the index in place.
 pub(crate) fn open_index(store: &dyn Store, meta: &IndexFileMeta) -> Result<Arc<dyn VectorIndex>> {
-    let buffer = store.map(&meta.file, meta.bytes, Some(meta.crc32))?;
+    let buffer = map_committed(store, &meta.file, meta.bytes, meta.crc32, meta.mtime_ns)?;
     index::open(meta.kind, buffer, &store.path(&meta.file))
 }
 

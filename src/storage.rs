@@ -37,6 +37,23 @@ pub(crate) struct Stamp {
     pub mtime_ns: u64,
 }
 
+/// Maps committed file `name`: checked against `crc32` unless its size and modification time
+/// still match those recorded when it was committed (`mtime_ns`; 0 when not recorded), so
+/// opening stays instant however large the file. A file changed since is re-hashed.
+pub(crate) fn map_committed(
+    store: &dyn Store,
+    name: &str,
+    bytes: u64,
+    crc32: u32,
+    mtime_ns: u64,
+) -> Result<Buffer> {
+    let unchanged = mtime_ns != 0
+        && store
+            .stamp(name)
+            .is_ok_and(|s| s == Stamp { bytes, mtime_ns });
+    store.map(name, bytes, (!unchanged).then_some(crc32))
+}
+
 /// The files of one collection. Names are plain file names (no separators).
 pub(crate) trait Store: Send + Sync + fmt::Debug {
     /// Where `name` lives, for messages.

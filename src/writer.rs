@@ -78,6 +78,7 @@ impl<'a> Transaction<'a> {
         self.created.push(file.clone());
         let written = write(self.store, &file)?;
         Ok(FileMeta {
+            mtime_ns: self.store.stamp(&file)?.mtime_ns,
             file,
             bytes: written.bytes,
             crc32: written.crc32,
@@ -109,6 +110,7 @@ impl<'a> Transaction<'a> {
             self.store.rename(from, &to)?;
             self.created.push(to.clone());
             let file = Some(FileMeta {
+                mtime_ns: self.store.stamp(&to)?.mtime_ns,
                 file: to,
                 bytes: written.bytes,
                 crc32: written.crc32,

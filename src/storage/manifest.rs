@@ -49,6 +49,14 @@ pub(crate) struct FileMeta {
     pub file: String,
     pub bytes: u64,
     pub crc32: u32,
+    /// The file's modification time when it was committed (0: not recorded). A file whose
+    /// size and time still match is mapped without re-hashing it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mtime_ns: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A committed segment as the manifest records it.
@@ -100,6 +108,7 @@ impl SegmentMeta {
             file: self.file.clone(),
             bytes: self.bytes,
             crc32: self.crc32,
+            mtime_ns: self.mtime_ns,
         }
     }
 }
@@ -111,6 +120,9 @@ pub(crate) struct IndexFileMeta {
     pub file: String,
     pub bytes: u64,
     pub crc32: u32,
+    /// As `FileMeta::mtime_ns`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mtime_ns: u64,
 }
 
 /// A segment's current deletion bitmap file.

@@ -12,7 +12,7 @@ use arrow_ipc::MetadataVersion;
 use arrow_schema::SchemaRef;
 
 use super::manifest::FileMeta;
-use super::{Store, Written};
+use super::{map_committed, Store, Written};
 use crate::{Error, Result};
 
 /// Writes `batch` as a 64-byte-aligned Arrow IPC file `name`, durably.
@@ -126,8 +126,8 @@ pub(crate) fn write_f32s(store: &dyn Store, name: &str, values: &[f32]) -> Resul
     store.put(name, &bytes)
 }
 
-/// Maps a raw f32 file written by [`write_f32s`] holding one value per row (size and
-/// checksum checked against `meta`).
+/// Maps a raw f32 file written by [`write_f32s`] holding one value per row (size checked
+/// against `meta`, and the checksum unless the file is unchanged since its commit).
 pub(crate) fn map_f32s(
     store: &dyn Store,
     meta: &FileMeta,
@@ -142,6 +142,6 @@ pub(crate) fn map_f32s(
     if cfg!(target_endian = "big") {
         return Err(Error::invalid("big-endian hosts are not supported"));
     }
-    let buffer = store.map(&meta.file, meta.bytes, Some(meta.crc32))?;
+    let buffer = map_committed(store, &meta.file, meta.bytes, meta.crc32, meta.mtime_ns)?;
     Ok(ScalarBuffer::new(buffer, 0, rows))
 }

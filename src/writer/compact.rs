@@ -109,6 +109,7 @@ pub(crate) fn merge(
             file: staged.segment_name().to_string(),
             bytes: written.bytes,
             crc32: written.crc32,
+            mtime_ns: 0,
         };
         let batch = open_segment(&**store, &file, &layout.schema, false)?;
         let seg = Segment::new(0, batch, layout);
@@ -189,6 +190,7 @@ pub(crate) fn commit(
                 file: meta.file,
                 bytes: meta.bytes,
                 crc32: meta.crc32,
+                mtime_ns: meta.mtime_ns,
             });
         }
         if !late.is_empty() {

@@ -728,6 +728,58 @@ fn a_damaged_index_file_is_set_aside_and_rebuilt_while_the_collection_answers() 
 }
 
 #[test]
+fn unchanged_index_files_open_without_rehashing_and_verify_still_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
+        c.append(&[batch(0..500, DIM)]).unwrap();
+        assert_eq!(c.build_index(1).unwrap(), 1);
+    }
+    let dir = tmp.path().join("docs");
+    let idx = dir.join(
+        files(&dir)
+            .into_iter()
+            .find(|f| f.ends_with(".hnsw"))
+            .unwrap(),
+    );
+    // A byte changed behind the engine's back, the size and modification time put back as
+    // they were committed: opening trusts the stamp (no re-hash of the whole file) ...
+    let stamp = std::fs::metadata(&idx).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&idx).unwrap();
+    let at = bytes.len() - 8;
+    bytes[at] ^= 0x55;
+    std::fs::write(&idx, &bytes).unwrap();
+    let file = std::fs::File::options().write(true).open(&idx).unwrap();
+    file.set_modified(stamp).unwrap();
+    drop(file);
+    {
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db.collection("docs").unwrap();
+        let stats = c.stats().unwrap();
+        assert!(stats.repairs.is_empty(), "{:?}", stats.repairs);
+        assert_eq!(stats.index_kinds, ["hnsw"]);
+        // ... while verify reads every byte and names the file.
+        let err = c.verify().unwrap_err();
+        let name = idx.file_name().unwrap().to_str().unwrap();
+        assert!(
+            err.to_string().contains(name) && err.to_string().contains("checksum"),
+            "{err}"
+        );
+    }
+    // Once its modification time differs too, opening re-hashes it and sets it aside.
+    let file = std::fs::File::options().write(true).open(&idx).unwrap();
+    file.set_modified(stamp + std::time::Duration::from_secs(1))
+        .unwrap();
+    drop(file);
+    let db = Database::open(tmp.path()).unwrap();
+    let repairs = db.collection("docs").unwrap().stats().unwrap().repairs;
+    assert!(
+        repairs.len() == 1 && repairs[0].contains("checksum"),
+        "{repairs:?}"
+    );
+}
+
+#[test]
 fn delete_where_update_where_and_upsert_commit_once_each() {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
