@@ -2,9 +2,11 @@
 //!
 //! The dataset is loaded through the engine API into a scratch database (one segment), the
 //! index is built with `--build-threads`, then every `--ef` is timed over the whole query set
-//! in one batched call on `--threads`. One JSON object per line goes to stdout.
+//! in one batched call on `--threads`. One JSON object per line goes to stdout; a summary
+//! (open time, index bytes per vector, peak anonymous and file-backed memory) to stderr.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -86,6 +88,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let (n, dim) = (base.rows, base.cols);
+    let memory = MemoryPeaks::start();
 
     let (dir, remove) = match &args.data {
         Some(d) => (d.clone(), false),
@@ -234,9 +237,72 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             "index_kinds": stats.index_kinds,
             "index_bytes_per_vector": (index_bytes as f64 / n as f64 * 10.0).round() / 10.0,
             "bytes_on_disk": stats.bytes_on_disk,
+            "peak_rss_anon_mib": memory.peaks().map(|(anon, _)| anon >> 20),
+            "peak_rss_file_mib": memory.peaks().map(|(_, file)| file >> 20),
         })
     );
     Ok(())
+}
+
+/// Peaks of the process's resident memory while the bench runs, anonymous (heap: graphs,
+/// codes, buffers) and file-backed (mapped segments and index files, which the kernel can
+/// drop and read again) apart, sampled every 10 ms from `/proc/self/status` (Linux; `None`
+/// elsewhere).
+struct MemoryPeaks {
+    peaks: Arc<[AtomicU64; 2]>,
+    stop: Arc<AtomicBool>,
+}
+
+impl MemoryPeaks {
+    fn start() -> MemoryPeaks {
+        let peaks = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let stop = Arc::new(AtomicBool::new(false));
+        if resident().is_some() {
+            let (peaks, stop) = (peaks.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some((anon, file)) = resident() {
+                        peaks[0].fetch_max(anon, Ordering::Relaxed);
+                        peaks[1].fetch_max(file, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            });
+        }
+        MemoryPeaks { peaks, stop }
+    }
+
+    /// Peak anonymous and file-backed resident bytes so far.
+    fn peaks(&self) -> Option<(u64, u64)> {
+        let (anon, file) = resident()?;
+        self.peaks[0].fetch_max(anon, Ordering::Relaxed);
+        self.peaks[1].fetch_max(file, Ordering::Relaxed);
+        Some((
+            self.peaks[0].load(Ordering::Relaxed),
+            self.peaks[1].load(Ordering::Relaxed),
+        ))
+    }
+}
+
+impl Drop for MemoryPeaks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Resident anonymous and file-backed bytes of this process now (`RssAnon`, `RssFile`).
+fn resident() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    Some((kib("RssAnon:")? << 10, kib("RssFile:")? << 10))
 }
 
 fn pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {

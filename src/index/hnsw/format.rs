@@ -109,24 +109,85 @@ impl Hnsw {
         Ok(graph)
     }
 
-    /// Checks every neighbour id and list count.
+    /// Checks every neighbour id and list count (on every open, so the search can index by
+    /// them): each list's largest id against the row count.
     fn validate(&self) -> Result<(), String> {
         let n = self.len() as u32;
-        for list in self.layer0.chunks(1 + 2 * self.m) {
+        let in_range = |list: &[u32], most: usize| {
             let c = list[0] as usize;
-            if c > 2 * self.m || list[1..1 + c].iter().any(|&x| x >= n) {
-                return Err("layer 0 list out of range".into());
-            }
+            c <= most && list[1..1 + c].iter().fold(0, |m, &x| m.max(x)) < n.max(1)
+        };
+        if !self
+            .layer0
+            .chunks(1 + 2 * self.m)
+            .all(|l| in_range(l, 2 * self.m))
+        {
+            return Err("layer 0 list out of range".into());
         }
         if !self.upper.len().is_multiple_of(1 + self.m) {
             return Err("upper lists are ragged".into());
         }
-        for list in self.upper.chunks(1 + self.m) {
-            let c = list[0] as usize;
-            if c > self.m || list[1..1 + c].iter().any(|&x| x >= n) {
-                return Err("upper list out of range".into());
-            }
+        if !self.upper.chunks(1 + self.m).all(|l| in_range(l, self.m)) {
+            return Err("upper list out of range".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::distance::Metric;
+    use crate::index::hnsw::builder::{extend, HnswParams};
+    use crate::vector::VectorView;
+
+    fn image() -> (Vec<u8>, usize, usize) {
+        let (n, dim) = (300, 8);
+        let data: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let view = VectorView::new(&data, dim, Metric::L2);
+        let params = HnswParams::default();
+        let graph = extend(&view, params, None, &AtomicBool::new(false)).unwrap();
+        (graph.to_bytes(), n, graph.m)
+    }
+
+    fn open(bytes: &[u8]) -> Result<Hnsw> {
+        Hnsw::from_buffer(Buffer::from(bytes.to_vec()), Path::new("g.hnsw"))
+    }
+
+    fn set_word(bytes: &mut [u8], word: usize, value: u32) {
+        bytes[word * 4..word * 4 + 4].copy_from_slice(&value.to_le_bytes());
+    }
+
+    #[test]
+    fn a_graph_opens_and_damaged_lists_are_refused() {
+        let (bytes, n, m) = image();
+        let graph = open(&bytes).unwrap();
+        assert_eq!(graph.len(), n);
+        let list = |row: usize| HEADER_WORDS + row * (1 + 2 * m);
+        // A neighbour id past the last row, in the last list of layer 0.
+        let row = n - 1;
+        let count = graph.layer0[row * (1 + 2 * m)] as usize;
+        assert!(count > 0);
+        let mut bad = bytes.clone();
+        set_word(&mut bad, list(row) + count, n as u32);
+        let err = open(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("layer 0 list out of range") && err.contains("g.hnsw"),
+            "{err}"
+        );
+        // A count over 2m.
+        let mut bad = bytes.clone();
+        set_word(&mut bad, list(0), (2 * m + 1) as u32);
+        assert!(open(&bad).unwrap_err().to_string().contains("layer 0 list"));
+        // An id past the count is not a neighbour: not checked, not refused.
+        if count < 2 * m {
+            let mut unused = bytes.clone();
+            set_word(&mut unused, list(row) + count + 1, u32::MAX);
+            assert_eq!(open(&unused).unwrap().len(), n);
+        }
     }
 }
