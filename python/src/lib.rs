@@ -255,24 +255,36 @@ fn pyarrow(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 const SCHEMA_CACHE: usize = 16;
 
 /// `schema` as a `pyarrow.Schema`, converted once per distinct schema: a search returns the
-/// same schema every call, and converting it costs more than the rest of a small search.
+/// same schema every call, and converting it costs more than the rest of a small search. The
+/// cache's lock is never held while Python code runs (which may hand the GIL to a thread
+/// waiting for that lock).
 fn py_schema<'py>(
     py: Python<'py>,
     shared: &Shared,
     schema: &SchemaRef,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let mut cache = shared.schemas.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, s)) = cache
-        .iter()
-        .find(|(known, _)| Arc::ptr_eq(known, schema) || known == schema)
-    {
-        return Ok(s.bind(py).clone());
+    let known = {
+        let cache = shared.schemas.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .iter()
+            .find(|(known, _)| Arc::ptr_eq(known, schema) || known == schema)
+            .map(|(_, s)| s.clone_ref(py))
+    };
+    if let Some(s) = known {
+        return Ok(s.into_bound(py));
     }
     let converted = PyArrowType(schema.as_ref().clone()).into_pyobject(py)?;
-    if cache.len() >= SCHEMA_CACHE {
-        cache.clear();
-    }
-    cache.push((schema.clone(), converted.clone().unbind()));
+    let dropped = {
+        let mut cache = shared.schemas.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = if cache.len() >= SCHEMA_CACHE {
+            std::mem::take(&mut *cache)
+        } else {
+            Vec::new()
+        };
+        cache.push((schema.clone(), converted.clone().unbind()));
+        dropped
+    };
+    drop(dropped);
     Ok(converted)
 }
 
