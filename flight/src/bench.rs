@@ -16,8 +16,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
 use omendb::{
-    CollectionOptions, Database, IndexKind, IndexSettings, Metric, SearchRequest, Selection,
-    Snapshot,
+    CollectionOptions, Database, IndexKind, IndexSettings, Metric, QuantKind, SearchRequest,
+    Selection, Snapshot,
 };
 use omendb_testkit::npy;
 
@@ -35,6 +35,9 @@ pub struct AnnArgs {
     m: usize,
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
+    /// The codes the graph traverses: `sq8`, or `none` for the float vectors.
+    #[arg(long, default_value = "sq8")]
+    quantization: QuantKind,
     /// Beam widths to sweep.
     #[arg(
         long,
@@ -120,6 +123,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
                 index: IndexSettings {
                     m: args.m,
                     ef_construction: args.ef_construction,
+                    quant: args.quantization,
                     threshold: 0, // built (and timed) below
                     ..Default::default()
                 },
@@ -182,6 +186,8 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     let snap = c.snapshot();
     let sel = filter(&snap)?;
     let search = pool(args.threads)?;
+    // The collection's own setting (a reused `--data` directory keeps the one it was built with).
+    let stats_quant = c.stats()?.quantization;
     let system = format!("omendb-{}", args.index.as_str());
     let efs = if args.index == IndexKind::Flat {
         vec![0]
@@ -219,6 +225,8 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         if args.index == IndexKind::Flat {
             line.as_object_mut().expect("object").remove("ef");
+        } else {
+            line["quantization"] = stats_quant.as_str().into();
         }
         println!("{line}");
     }
