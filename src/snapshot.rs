@@ -52,8 +52,7 @@ impl Part {
     ) -> Result<(Part, Option<Error>)> {
         let path = store.path(&meta.file);
         let stamp = store.stamp(&meta.file)?;
-        let verify = trust_stamp
-            && (meta.mtime_ns == 0 || stamp.mtime_ns != meta.mtime_ns || stamp.bytes != meta.bytes);
+        let verify = trust_stamp && !stamp.unchanged_since(meta.bytes, meta.mtime_ns);
         let batch = open_segment(store, &meta.segment_file(), &layout.schema, verify)?;
         let rows = batch.num_rows();
         if rows as u64 != meta.rows {

@@ -37,6 +37,14 @@ pub(crate) struct Stamp {
     pub mtime_ns: u64,
 }
 
+impl Stamp {
+    /// Whether the file still has the size and modification time recorded when it was
+    /// committed (`mtime_ns` 0: not recorded, so never).
+    pub(crate) fn unchanged_since(&self, bytes: u64, mtime_ns: u64) -> bool {
+        mtime_ns != 0 && *self == Stamp { bytes, mtime_ns }
+    }
+}
+
 /// Maps committed file `name`: checked against `crc32` unless its size and modification time
 /// still match those recorded when it was committed (`mtime_ns`; 0 when not recorded), so
 /// opening stays instant however large the file. A file changed since is re-hashed.
@@ -47,10 +55,9 @@ pub(crate) fn map_committed(
     crc32: u32,
     mtime_ns: u64,
 ) -> Result<Buffer> {
-    let unchanged = mtime_ns != 0
-        && store
-            .stamp(name)
-            .is_ok_and(|s| s == Stamp { bytes, mtime_ns });
+    let unchanged = store
+        .stamp(name)
+        .is_ok_and(|s| s.unchanged_since(bytes, mtime_ns));
     store.map(name, bytes, (!unchanged).then_some(crc32))
 }
 
