@@ -907,7 +907,8 @@ impl Collection {
                 continue;
             };
             let _running = Running::count(&self.builds_running);
-            let Some(bytes) = index::build(&settings, &seg.view(self.metric()), None, cancel)?
+            let Some((kind, bytes)) =
+                index::build(&settings, &seg.view(self.metric()), None, cancel)?
             else {
                 return Ok(built); // cancelled
             };
@@ -918,10 +919,11 @@ impl Collection {
                 if txn.next.segments[p].index.is_some() {
                     return Ok((false, snapshot.parts.clone())); // indexed meanwhile
                 }
-                let kind = FileKind::Index(settings.kind);
-                let file = txn.write_file(kind, seg.id, |store, name| store.put(name, &bytes))?;
+                let file = txn.write_file(FileKind::Index(kind), seg.id, |store, name| {
+                    store.put(name, &bytes)
+                })?;
                 let meta = IndexFileMeta {
-                    kind: settings.kind,
+                    kind,
                     file: file.file,
                     bytes: file.bytes,
                     crc32: file.crc32,

@@ -120,6 +120,7 @@ pub enum Level {
 type DotFn = fn(&[f32], &[f32]) -> f32;
 type BlockFn = fn(&[f32], &[f32], usize, &mut [f32]);
 type DotU8Fn = fn(&[f32], &[u8]) -> f32;
+type BitsFn = fn(&[u64], &[u64], usize) -> u64;
 
 /// One level's kernels.
 pub struct Kernels {
@@ -135,6 +136,10 @@ pub struct Kernels {
     /// `Σ a[i] · c[i]` for 8-bit codes `c` (the quantized vectors graph search traverses);
     /// the slices have equal length.
     pub dot_u8: DotU8Fn,
+    /// `bits_dot(code, query, words)`: the integer dot product of two codes stored as bit
+    /// planes of `words` u64 each (see `scalar::bits_dot`), what 1- to 9-bit codes are
+    /// scored with.
+    pub bits_dot: BitsFn,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -143,6 +148,7 @@ static SCALAR: Kernels = Kernels {
     l2sq: scalar::l2sq,
     dot_block: scalar::dot_block,
     dot_u8: scalar::dot_u8,
+    bits_dot: scalar::bits_dot,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -152,6 +158,7 @@ static AVX2: Kernels = Kernels {
     l2sq: x86::l2sq_avx2,
     dot_block: x86::dot_block_avx2,
     dot_u8: x86::dot_u8_avx2,
+    bits_dot: x86::bits_dot_popcnt,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -161,6 +168,7 @@ static AVX512: Kernels = Kernels {
     l2sq: x86::l2sq_avx512,
     dot_block: x86::dot_block_avx512,
     dot_u8: x86::dot_u8_avx512,
+    bits_dot: x86::bits_dot_popcnt,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -170,6 +178,8 @@ static NEON: Kernels = Kernels {
     l2sq: aarch64::l2sq_neon,
     dot_block: aarch64::dot_block_neon,
     dot_u8: aarch64::dot_u8_neon,
+    // count_ones compiles to NEON's cnt on every AArch64 target.
+    bits_dot: scalar::bits_dot,
 };
 
 impl Kernels {

@@ -1,10 +1,11 @@
 //! Vector indexes. Search reaches them only through the read-side `VectorIndex` trait (opened
 //! from a mapped file by `open`); the write side (`build`) is reached only from the writer.
 //! `flat` is the exact scan every index is measured against and what segments without an index
-//! use; `hnsw` is the graph.
+//! use; `hnsw` is the graph; `ivf` the inverted lists for segments past a graph's reach.
 
 pub(crate) mod flat;
 pub mod hnsw;
+pub mod ivf;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -19,8 +20,10 @@ use crate::{Error, Result};
 /// Per-query search parameters an index may use.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SearchParams {
-    /// Beam width (graphs).
+    /// Beam width (graphs); candidates re-ranked (IVF).
     pub ef: usize,
+    /// Lists scanned (IVF).
+    pub nprobe: usize,
 }
 
 /// The read side of an index over one segment's rows.
@@ -47,30 +50,39 @@ pub(crate) trait VectorIndex: Send + Sync + std::fmt::Debug {
 pub(crate) fn open(kind: IndexKind, buffer: Buffer, path: &Path) -> Result<Arc<dyn VectorIndex>> {
     match kind {
         IndexKind::Hnsw => Ok(Arc::new(hnsw::Hnsw::from_buffer(buffer, path)?)),
-        IndexKind::Flat => Err(Error::corrupt(path, "a flat segment has no index file")),
+        IndexKind::Ivf => Ok(Arc::new(ivf::Ivf::from_buffer(buffer, path)?)),
+        IndexKind::Flat | IndexKind::Auto => Err(Error::corrupt(
+            path,
+            format!("a segment indexed '{}' has no index file", kind.as_str()),
+        )),
     }
 }
 
-/// Builds the index `settings` ask for over `view` and returns its file image, or `None` when
-/// `cancel` was set meanwhile. With `base` (an index over another segment, and where each of
-/// its rows went in `view`, see `hnsw::builder::Base`) a graph starts from its links when it
-/// can, and inserts only the other rows.
+/// Builds the index `settings` ask for over `view` (`auto` chosen by its size) and returns
+/// its kind and file image, or `None` when `cancel` was set meanwhile. With `base` (an index
+/// over another segment, and where each of its rows went in `view`, see
+/// `hnsw::builder::Base`) a graph starts from its links when it can, and inserts only the
+/// other rows.
 pub(crate) fn build(
     settings: &IndexSettings,
     view: &VectorView<'_>,
     base: Option<(&dyn VectorIndex, &[u32])>,
     cancel: &AtomicBool,
-) -> Result<Option<Vec<u8>>> {
-    match settings.kind {
+) -> Result<Option<(IndexKind, Vec<u8>)>> {
+    match settings.kind_for(view.len()) {
         IndexKind::Hnsw => {
             let params = hnsw::HnswParams::from_settings(settings);
             let base = base.and_then(|(index, keep)| {
                 let graph = index.graph()?;
                 Some(hnsw::builder::Base { graph, keep })
             });
-            Ok(hnsw::builder::extend(view, params, base, cancel).map(|g| g.to_bytes()))
+            Ok(hnsw::builder::extend(view, params, base, cancel)
+                .map(|g| (IndexKind::Hnsw, g.to_bytes())))
         }
-        IndexKind::Flat => Err(Error::Internal(
+        IndexKind::Ivf => {
+            Ok(ivf::Ivf::build(view, settings, cancel).map(|i| (IndexKind::Ivf, i.to_bytes())))
+        }
+        IndexKind::Flat | IndexKind::Auto => Err(Error::Internal(
             "asked to build an index for a flat collection".into(),
         )),
     }

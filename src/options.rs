@@ -16,6 +16,11 @@ pub enum IndexKind {
     Flat,
     /// A hierarchical navigable small-world graph.
     Hnsw,
+    /// Inverted lists around k-means centroids, scanned `nprobe` lists at a time.
+    Ivf,
+    /// Chosen by the segment's size when it is indexed (a setting, never an index file's
+    /// kind): a graph below `ivf_threshold` rows, IVF from there on.
+    Auto,
 }
 
 impl IndexKind {
@@ -24,6 +29,8 @@ impl IndexKind {
         match self {
             IndexKind::Flat => "flat",
             IndexKind::Hnsw => "hnsw",
+            IndexKind::Ivf => "ivf",
+            IndexKind::Auto => "auto",
         }
     }
 }
@@ -34,7 +41,7 @@ impl std::str::FromStr for IndexKind {
         parse_name(
             "index kind",
             s,
-            &[IndexKind::Flat, IndexKind::Hnsw],
+            &[IndexKind::Auto, IndexKind::Flat, IndexKind::Hnsw, IndexKind::Ivf],
             IndexKind::as_str,
         )
     }
@@ -48,27 +55,52 @@ pub enum QuantKind {
     None,
     /// 8-bit scalar codes, one range per dimension: a quarter of the bytes.
     Sq8,
+    /// RaBitQ codes of 1 to 9 bits per dimension (rotated offsets from a centre, unbiased
+    /// distance estimates): `bits / 32` of the bytes.
+    #[serde(rename = "rabitq")]
+    RaBitQ(u8),
+    /// The sign of each dimension, 1 bit: a thirty-second of the bytes.
+    Binary,
 }
 
+const RABITQ_NAMES: [&str; 9] = [
+    "rabitq1", "rabitq2", "rabitq3", "rabitq4", "rabitq5", "rabitq6", "rabitq7", "rabitq8",
+    "rabitq9",
+];
+
 impl QuantKind {
-    /// The kind's name, as options spell it.
+    /// The kind's name, as options spell it (`rabitq4` for 4-bit RaBitQ).
     pub fn as_str(self) -> &'static str {
         match self {
             QuantKind::None => "none",
             QuantKind::Sq8 => "sq8",
+            QuantKind::Binary => "binary",
+            QuantKind::RaBitQ(b) => RABITQ_NAMES
+                .get(usize::from(b).wrapping_sub(1))
+                .copied()
+                .unwrap_or("rabitq?"),
         }
+    }
+
+    /// Every kind, as options name them.
+    fn all() -> Vec<QuantKind> {
+        let mut all = vec![QuantKind::None, QuantKind::Sq8, QuantKind::Binary];
+        all.extend((1..=9).map(QuantKind::RaBitQ));
+        all
     }
 }
 
 impl std::str::FromStr for QuantKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        parse_name(
-            "quantization",
-            s,
-            &[QuantKind::None, QuantKind::Sq8],
-            QuantKind::as_str,
-        )
+        QuantKind::all()
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown quantization '{s}' (expected none, sq8, binary or rabitq1 to rabitq9)"
+                ))
+            })
     }
 }
 
@@ -120,6 +152,25 @@ pub struct IndexSettings {
     /// segment (inserted into its graph), so a quiet collection is searched as one graph.
     #[serde(default = "default_idle_ms")]
     pub compaction_idle_ms: u64,
+    /// With `index=auto`, segments of at least this many rows get IVF instead of a graph.
+    #[serde(default = "default_ivf_threshold")]
+    pub ivf_threshold: usize,
+    /// IVF lists per segment (0: about 4·√rows).
+    #[serde(default)]
+    pub nlist: usize,
+    /// IVF lists scanned when a query does not say.
+    #[serde(default = "default_nprobe")]
+    pub nprobe: usize,
+}
+
+/// Segments of this many rows or more get IVF rather than a graph under `index=auto`.
+pub const DEFAULT_IVF_THRESHOLD: usize = 2_000_000;
+
+fn default_ivf_threshold() -> usize {
+    DEFAULT_IVF_THRESHOLD
+}
+fn default_nprobe() -> usize {
+    32
 }
 
 /// The default automatic-indexing threshold, in rows.
@@ -150,7 +201,7 @@ fn default_quant() -> QuantKind {
 impl Default for IndexSettings {
     fn default() -> Self {
         IndexSettings {
-            kind: IndexKind::Hnsw,
+            kind: IndexKind::Auto,
             quant: QuantKind::Sq8,
             m: 16,
             ef_construction: 200,
@@ -160,11 +211,23 @@ impl Default for IndexSettings {
             merge_factor: default_merge_factor(),
             max_segment_rows: default_max_segment_rows(),
             compaction_idle_ms: default_idle_ms(),
+            ivf_threshold: DEFAULT_IVF_THRESHOLD,
+            nlist: 0,
+            nprobe: default_nprobe(),
         }
     }
 }
 
 impl IndexSettings {
+    /// The index a segment of `rows` rows gets (`auto` resolved by size).
+    pub fn kind_for(&self, rows: usize) -> IndexKind {
+        match self.kind {
+            IndexKind::Auto if rows >= self.ivf_threshold => IndexKind::Ivf,
+            IndexKind::Auto => IndexKind::Hnsw,
+            kind => kind,
+        }
+    }
+
     /// Refuses settings no index can be built or searched with.
     pub fn check(&self) -> Result<()> {
         if !(2..=256).contains(&self.m) {
@@ -180,6 +243,20 @@ impl IndexSettings {
             if !(1..=100_000).contains(&v) {
                 return Err(Error::invalid(format!(
                     "index setting {name} must be between 1 and 100000, got {v}"
+                )));
+            }
+        }
+        if !(1..=1 << 20).contains(&self.nprobe) || self.nlist > 1 << 20 {
+            return Err(Error::invalid(format!(
+                "index settings nprobe (1 to 1048576) and nlist (0 for automatic, up to \
+                 1048576) out of range: nprobe {}, nlist {}",
+                self.nprobe, self.nlist
+            )));
+        }
+        if let QuantKind::RaBitQ(b) = self.quant {
+            if !(1..=9).contains(&b) {
+                return Err(Error::invalid(format!(
+                    "quantization rabitq takes 1 to 9 bits, got {b}"
                 )));
             }
         }
@@ -202,7 +279,8 @@ impl IndexSettings {
     /// Sets one of the settings that may change after a collection is created (they apply to
     /// what is indexed or compacted afterwards): `index`, `quantization`, `m`,
     /// `ef_construction`, `ef_search`, `index_threshold`, `compaction` (on, off),
-    /// `merge_factor`, `max_segment_rows`, `compaction_idle_ms`.
+    /// `merge_factor`, `max_segment_rows`, `compaction_idle_ms`, `ivf_threshold`, `nlist`,
+    /// `nprobe`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let int = || -> Result<usize> {
             value.parse().map_err(|_| {
@@ -221,6 +299,9 @@ impl IndexSettings {
             "merge_factor" => self.merge_factor = int()?,
             "max_segment_rows" => self.max_segment_rows = int()?,
             "compaction_idle_ms" => self.compaction_idle_ms = int()? as u64,
+            "ivf_threshold" => self.ivf_threshold = int()?,
+            "nlist" => self.nlist = int()?,
+            "nprobe" => self.nprobe = int()?,
             "compaction" => {
                 self.compaction = match value {
                     "on" | "true" => true,
@@ -244,7 +325,8 @@ impl IndexSettings {
 
 /// The setting keys `IndexSettings::set` knows.
 pub const SETTING_KEYS: &str = "index, quantization, m, ef_construction, ef_search, \
-     index_threshold, compaction, merge_factor, max_segment_rows or compaction_idle_ms";
+     index_threshold, compaction, merge_factor, max_segment_rows, compaction_idle_ms, \
+     ivf_threshold, nlist or nprobe";
 
 /// How a new collection is defined beyond its schema.
 #[derive(Debug, Clone)]
@@ -272,12 +354,14 @@ impl Default for CollectionOptions {
 
 /// The option keys `CollectionOptions::set` knows.
 pub const OPTION_KEYS: &str = "metric, id, vector, index, quantization, m, ef_construction, \
-     ef_search, index_threshold, compaction, merge_factor, max_segment_rows or compaction_idle_ms";
+     ef_search, index_threshold, compaction, merge_factor, max_segment_rows, \
+     compaction_idle_ms, ivf_threshold, nlist or nprobe";
 
 impl CollectionOptions {
     /// Sets one option from its text form: `metric` (cosine, l2, dot), `id` and `vector`
-    /// (column names), `index` (flat, hnsw), `quantization` (none, sq8), and the integers `m`,
-    /// `ef_construction`, `ef_search`, `index_threshold`. Values are checked when the options
+    /// (column names), `index` (auto, flat, hnsw, ivf), `quantization` (none, sq8, binary,
+    /// rabitq1 to rabitq9), and the integers `m`, `ef_construction`, `ef_search`,
+    /// `index_threshold`, `ivf_threshold`, `nlist`, `nprobe`. Values are checked when the options
     /// are used ([`IndexSettings::check`]).
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         match key {
@@ -334,6 +418,36 @@ mod tests {
     fn old_manifests_read_with_defaults() {
         let s: IndexSettings =
             serde_json::from_str(r#"{"m":16,"ef_construction":200,"ef_search":64}"#).unwrap();
-        assert_eq!(s, IndexSettings::default());
+        // Collections made before `index=auto` existed were graphs.
+        assert_eq!(
+            s,
+            IndexSettings {
+                kind: IndexKind::Hnsw,
+                ..IndexSettings::default()
+            }
+        );
+    }
+
+    #[test]
+    fn quantizations_parse_and_round_trip() {
+        for (text, kind) in [
+            ("rabitq4", QuantKind::RaBitQ(4)),
+            ("RaBitQ1", QuantKind::RaBitQ(1)),
+            ("rabitq9", QuantKind::RaBitQ(9)),
+            ("binary", QuantKind::Binary),
+        ] {
+            let k: QuantKind = text.parse().unwrap();
+            assert_eq!(k, kind);
+            assert_eq!(k.as_str(), text.to_ascii_lowercase());
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(serde_json::from_str::<QuantKind>(&json).unwrap(), k);
+        }
+        for bad in ["rabitq0", "rabitq10", "rabitq", "pq"] {
+            let err = bad.parse::<QuantKind>().unwrap_err().to_string();
+            assert!(err.contains("rabitq1 to rabitq9"), "{err}");
+        }
+        let o = CollectionOptions::parse(["index=ivf", "nlist=100", "nprobe=7"]).unwrap();
+        assert_eq!((o.index.kind, o.index.nlist, o.index.nprobe), (IndexKind::Ivf, 100, 7));
+        assert_eq!(IndexSettings::default().kind, IndexKind::Auto);
     }
 }

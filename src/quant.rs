@@ -4,6 +4,7 @@
 //! and writes its section of an index file. `Codes` dispatches on `QuantKind` once per search,
 //! outside the hot loop; a new quantizer is a new file here and a new arm there.
 
+pub(crate) mod rabitq;
 pub(crate) mod sq8;
 
 use arrow_buffer::Buffer;
@@ -18,48 +19,186 @@ pub(crate) trait Quantizer: Sized {
     type Scorer<'a>: Scorer
     where
         Self: 'a;
-    /// Learns the code book from `view` and encodes every row of it.
-    fn train(view: &VectorView<'_>) -> Self;
     /// The scorer of `query`, prepared for `metric` (see `Metric::prepare_query`).
     fn scorer<'a>(&'a self, metric: Metric, query: &[f32]) -> Self::Scorer<'a>;
     /// Rows coded.
     fn rows(&self) -> usize;
     /// Dimensions per row.
     fn dim(&self) -> usize;
-    /// Bytes of the file section for `rows` rows of `dim` dimensions (a multiple of four).
-    fn section_bytes(rows: usize, dim: usize) -> usize;
-    /// Appends the file section.
+    /// Bytes of the file section when it starts at file offset `at` (a multiple of four).
+    fn section_bytes(&self, at: usize) -> usize;
+    /// Appends the file section; `out` holds the file image up to it.
     fn write(&self, out: &mut Vec<u8>);
-    /// Reads a section written by `write` from `buffer` at byte `at` (in place, no copy).
-    fn read(buffer: &Buffer, at: usize, rows: usize, dim: usize) -> Self;
 }
 
 /// The codes an index holds, of whichever kind.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Codes {
     Sq8(sq8::Sq8),
+    RaBitQ(rabitq::RaBitQ),
 }
 
+/// Applies `$body` to the quantizer inside `$codes`, bound to `$c`.
+macro_rules! with_codes {
+    ($codes:expr, |$c:ident| $body:expr) => {
+        match $codes {
+            $crate::quant::Codes::Sq8($c) => $body,
+            $crate::quant::Codes::RaBitQ($c) => $body,
+        }
+    };
+}
+pub(crate) use with_codes;
+
 impl Codes {
-    /// Trains the quantizer `kind` names on `view` (`None` for `QuantKind::None`).
+    /// Trains the quantizer `kind` names on `view` (`None` for `QuantKind::None`). RaBitQ
+    /// codes are centred on the mean of the rows.
     pub(crate) fn train(kind: QuantKind, view: &VectorView<'_>) -> Option<Codes> {
+        let rows: Vec<u32> = (0..view.len() as u32).collect();
+        let zero = || vec![0f32; view.dim()];
         match kind {
             QuantKind::None => None,
             QuantKind::Sq8 => Some(Codes::Sq8(sq8::Sq8::train(view))),
+            QuantKind::Binary => Some(Codes::RaBitQ(rabitq::RaBitQ::encode(
+                view,
+                &rows,
+                zero(),
+                &|_| 0,
+                1,
+                false,
+            ))),
+            QuantKind::RaBitQ(bits) => Some(Codes::RaBitQ(rabitq::RaBitQ::encode(
+                view,
+                &rows,
+                mean(view),
+                &|_| 0,
+                usize::from(bits),
+                true,
+            ))),
+        }
+    }
+
+    /// Which kind these codes are.
+    pub(crate) fn kind(&self) -> QuantKind {
+        match self {
+            Codes::Sq8(_) => QuantKind::Sq8,
+            Codes::RaBitQ(c) if !c.rotated() => QuantKind::Binary,
+            Codes::RaBitQ(c) => QuantKind::RaBitQ(c.bits() as u8),
         }
     }
 
     /// Rows coded.
     pub(crate) fn rows(&self) -> usize {
-        match self {
-            Codes::Sq8(c) => c.rows(),
-        }
+        with_codes!(self, |c| c.rows())
     }
 
     /// Dimensions per row.
     pub(crate) fn dim(&self) -> usize {
-        match self {
-            Codes::Sq8(c) => c.dim(),
+        with_codes!(self, |c| Quantizer::dim(c))
+    }
+
+    /// Appends the file section.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        with_codes!(self, |c| c.write(out))
+    }
+
+    /// Bytes of the file section when it starts at file offset `at`.
+    pub(crate) fn section_bytes(&self, at: usize) -> usize {
+        with_codes!(self, |c| c.section_bytes(at))
+    }
+
+    /// Reads a section of `kind` (with `centres` centres, for RaBitQ) written by `write` at
+    /// file offset `at`; returns the codes and the bytes read.
+    pub(crate) fn read(
+        kind: QuantKind,
+        buffer: &Buffer,
+        at: usize,
+        rows: usize,
+        dim: usize,
+        centres: usize,
+    ) -> Result<(Option<Codes>, usize), String> {
+        Ok(match kind {
+            QuantKind::None => (None, 0),
+            QuantKind::Sq8 => {
+                let (c, used) = sq8::Sq8::read(buffer, at, rows, dim)?;
+                (Some(Codes::Sq8(c)), used)
+            }
+            QuantKind::Binary | QuantKind::RaBitQ(_) => {
+                let (bits, rotated) = match kind {
+                    QuantKind::RaBitQ(b) => (usize::from(b), true),
+                    _ => (1, false),
+                };
+                let (c, used) =
+                    rabitq::RaBitQ::read(buffer, at, rows, dim, centres, bits, rotated)?;
+                (Some(Codes::RaBitQ(c)), used)
+            }
+        })
+    }
+
+    /// How many times `ef` candidates an index re-ranks exactly over these codes (coarser
+    /// codes rank the true neighbours lower, so more are re-ranked).
+    pub(crate) fn oversample(&self) -> usize {
+        match self.kind() {
+            QuantKind::Binary => 8,
+            QuantKind::RaBitQ(1) => 4,
+            QuantKind::RaBitQ(2) => 2,
+            _ => 1,
         }
     }
+}
+
+/// The file header's word for a quantization: 0 none, 1 sq8, 2 binary, 16 + bits RaBitQ.
+pub(crate) fn quant_tag(kind: QuantKind) -> u32 {
+    match kind {
+        QuantKind::None => 0,
+        QuantKind::Sq8 => 1,
+        QuantKind::Binary => 2,
+        QuantKind::RaBitQ(b) => 16 + u32::from(b),
+    }
+}
+
+/// The quantization a file header's word names.
+pub(crate) fn quant_of_tag(tag: u32) -> Option<QuantKind> {
+    match tag {
+        0 => Some(QuantKind::None),
+        1 => Some(QuantKind::Sq8),
+        2 => Some(QuantKind::Binary),
+        t if (17..=16 + rabitq::MAX_BITS as u32).contains(&t) => {
+            Some(QuantKind::RaBitQ((t - 16) as u8))
+        }
+        _ => None,
+    }
+}
+
+/// The mean of `view`'s rows as its search sees them (normalized for cosine).
+pub(crate) fn mean(view: &VectorView<'_>) -> Vec<f32> {
+    use rayon::prelude::*;
+    let dim = view.dim();
+    let n = view.len().max(1) as f64;
+    let sums = (0..view.len())
+        .into_par_iter()
+        .fold(
+            || vec![0f64; dim],
+            |mut acc, i| {
+                for (a, &v) in acc.iter_mut().zip(view.normalized_row(i).iter()) {
+                    *a += f64::from(v);
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0f64; dim],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    sums.iter().map(|s| (s / n) as f32).collect()
+}
+
+/// A 64-bit mix of `x` (splitmix64's finalizer): seeds levels, rotations and samples.
+pub(crate) fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }

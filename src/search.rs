@@ -37,8 +37,11 @@ pub struct SearchRequest<'a> {
     pub queries: &'a [f32],
     /// Rows wanted per query.
     pub k: usize,
-    /// Beam width for graph indexes (default: the collection's `ef_search`).
+    /// Beam width for graph indexes, candidates re-ranked for IVF (default: the collection's
+    /// `ef_search`).
     pub ef: Option<usize>,
+    /// IVF lists scanned (default: the collection's `nprobe`).
+    pub nprobe: Option<usize>,
     /// Only rows of this selection (made from the same snapshot) may be returned.
     pub filter: Option<&'a Selection>,
     /// Ignore indexes: scan every segment exactly.
@@ -52,6 +55,7 @@ impl<'a> SearchRequest<'a> {
             queries,
             k,
             ef: None,
+            nprobe: None,
             filter: None,
             exact: false,
         }
@@ -60,6 +64,12 @@ impl<'a> SearchRequest<'a> {
     /// With beam width `ef` (`None`: the collection's).
     pub fn ef(mut self, ef: Option<usize>) -> Self {
         self.ef = ef;
+        self
+    }
+
+    /// Scanning `nprobe` IVF lists (`None`: the collection's).
+    pub fn nprobe(mut self, nprobe: Option<usize>) -> Self {
+        self.nprobe = nprobe;
         self
     }
 
@@ -179,6 +189,10 @@ impl Snapshot {
             ));
         }
         let ef = req.ef.unwrap_or(self.index.ef_search).max(k).min(count);
+        let params = SearchParams {
+            ef,
+            nprobe: req.nprobe.unwrap_or(self.index.nprobe).max(1),
+        };
         let plans: Vec<Plan> = self
             .parts
             .iter()
@@ -263,7 +277,7 @@ impl Snapshot {
                 .queries
                 .par_chunks(dim)
                 .zip(qs.par_chunks(dim))
-                .map(|(raw, prepared)| self.search_one(&plans, raw, prepared, k, ef))
+                .map(|(raw, prepared)| self.search_one(&plans, raw, prepared, k, &params))
                 .collect();
             for (top, hits) in merged.iter_mut().zip(per_query) {
                 top.merge(hits);
@@ -293,7 +307,7 @@ impl Snapshot {
         raw: &[f32],
         prepared: &[f32],
         k: usize,
-        ef: usize,
+        params: &SearchParams,
     ) -> Vec<Neighbor<u64>> {
         let mut out = Vec::new();
         for (p, part) in self.parts.iter().enumerate() {
@@ -305,7 +319,7 @@ impl Snapshot {
                         !part.is_deleted(row as usize)
                             && sel.is_none_or(|s| s.contains(row as usize))
                     };
-                    let found = index.search(&view, raw, k, &SearchParams { ef }, &accept);
+                    let found = index.search(&view, raw, k, params, &accept);
                     out.extend(
                         found
                             .into_iter()

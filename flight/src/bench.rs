@@ -28,23 +28,27 @@ pub struct AnnArgs {
     dataset: PathBuf,
     #[arg(long, default_value = "cosine")]
     metric: Metric,
-    /// `hnsw`, or `flat` for exact search.
+    /// `hnsw`, `ivf`, `auto` (chosen by size), or `flat` for exact search.
     #[arg(long, default_value = "hnsw")]
     index: IndexKind,
+    /// IVF lists (0: about 4·√rows).
+    #[arg(long, default_value_t = 0)]
+    nlist: usize,
+    /// IVF lists scanned per query, swept (each with every `--ef`).
+    #[arg(long, value_delimiter = ',', default_value = "4,8,16,32,64,128")]
+    nprobe: Vec<usize>,
     #[arg(long, default_value_t = 16)]
     m: usize,
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
-    /// The codes the graph traverses: `sq8`, or `none` for the float vectors.
+    /// The codes the index traverses: `sq8`, `rabitq1` to `rabitq9`, `binary`, or `none`
+    /// for the float vectors.
     #[arg(long, default_value = "sq8")]
     quantization: QuantKind,
-    /// Beam widths to sweep.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "10,16,24,32,48,64,96,128,192,256,400"
-    )]
-    ef: Vec<usize>,
+    /// Beam widths (graphs) or candidates re-ranked (IVF) to sweep; default
+    /// 10,16,24,32,48,64,96,128,192,256,400 for graphs and 64 for IVF.
+    #[arg(long, value_delimiter = ',')]
+    ef: Option<Vec<usize>>,
     /// Search threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -121,6 +125,8 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             CollectionOptions {
                 metric: args.metric,
                 index: IndexSettings {
+                    kind: args.index,
+                    nlist: args.nlist,
                     m: args.m,
                     ef_construction: args.ef_construction,
                     quant: args.quantization,
@@ -176,7 +182,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let build_s = if reuse {
         f64::NAN // built by an earlier run
-    } else if args.index == IndexKind::Hnsw {
+    } else if args.index != IndexKind::Flat {
         let t = Instant::now();
         pool(args.build_threads)?.install(|| c.build_index(1))?;
         t.elapsed().as_secs_f64()
@@ -188,19 +194,36 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     let search = pool(args.threads)?;
     // The collection's own setting (a reused `--data` directory keeps the one it was built with).
     let stats_quant = c.stats()?.quantization;
-    let system = format!("omendb-{}", args.index.as_str());
-    let efs = if args.index == IndexKind::Flat {
-        vec![0]
-    } else {
-        args.ef.clone()
+    let built = c.stats()?.index_kinds;
+    let kind = match built.first() {
+        Some(k) if args.index != IndexKind::Flat => k.clone(),
+        _ => args.index.as_str().to_string(),
     };
+    let ivf = kind == "ivf";
+    let system = format!("omendb-{kind}");
+    let efs = match (&args.ef, args.index) {
+        (_, IndexKind::Flat) => vec![0],
+        (Some(efs), _) => efs.clone(),
+        (None, _) if ivf => vec![64],
+        (None, _) => vec![10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 400],
+    };
+    let nprobes = if ivf { args.nprobe.clone() } else { vec![0] };
+    let sweep: Vec<(usize, usize)> = nprobes
+        .iter()
+        .flat_map(|&p| efs.iter().map(move |&e| (p, e)))
+        .collect();
+    eprintln!(
+        "{}",
+        serde_json::json!({ "kernel": format!("{:?}", omendb::distance::kernels().level) })
+    );
     // Warm the page cache and the segment's cached norms.
     snap.search(&SearchRequest::new(&queries.data[..dim], args.k).filter(sel.as_ref()))?;
-    for ef in efs {
+    for (nprobe, ef) in sweep {
         let t = Instant::now();
         let hits = search.install(|| {
             let req = SearchRequest::new(&queries.data, args.k)
                 .ef(Some(ef.max(1)))
+                .nprobe(Some(nprobe.max(1)))
                 .filter(sel.as_ref());
             snap.search(&req)
         })?;
@@ -227,6 +250,9 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             line.as_object_mut().expect("object").remove("ef");
         } else {
             line["quantization"] = stats_quant.as_str().into();
+        }
+        if ivf {
+            line["nprobe"] = nprobe.into();
         }
         println!("{line}");
     }

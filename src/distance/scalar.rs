@@ -26,6 +26,30 @@ pub fn dot_u8(a: &[f32], c: &[u8]) -> f32 {
     lanes8(a, c, |x, y| x * y as f32)
 }
 
+/// `Σ_j Σ_k 2^(j+k) · popcount(code_j & query_k)` over bit planes of `words` u64 each:
+/// `code` holds the planes of an unsigned integer code (least significant first), `query`
+/// those of an unsigned integer query; the result is their integer dot product.
+pub fn bits_dot(code: &[u64], query: &[u64], words: usize) -> u64 {
+    bits_dot_body(code, query, words)
+}
+
+/// The body of `bits_dot`, inlined into each level's copy so `count_ones` compiles to the
+/// level's popcount instruction.
+#[inline(always)]
+pub(crate) fn bits_dot_body(code: &[u64], query: &[u64], words: usize) -> u64 {
+    assert!(words > 0 && code.len() % words == 0 && query.len() % words == 0);
+    let mut total = 0u64;
+    for (j, cp) in code.chunks_exact(words).enumerate() {
+        let mut plane = 0u64;
+        for (k, qp) in query.chunks_exact(words).enumerate() {
+            let ones: u32 = cp.iter().zip(qp).map(|(c, q)| (c & q).count_ones()).sum();
+            plane += u64::from(ones) << k;
+        }
+        total += plane << j;
+    }
+    total
+}
+
 /// The dot product.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes8(a, b, |x, y| x * y)

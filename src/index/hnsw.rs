@@ -17,7 +17,7 @@ use arrow_buffer::ScalarBuffer;
 pub use builder::HnswParams;
 
 use crate::options::IndexKind;
-use crate::quant::{Codes, Quantizer};
+use crate::quant::{with_codes, Codes, Quantizer};
 use crate::topk::Neighbor;
 use crate::vector::{Exact, Scorer, VectorView};
 use visited::{with_scratch, Scratch};
@@ -180,14 +180,13 @@ impl Hnsw {
         let ef = ef.max(k);
         let found = match &self.codes {
             Some(codes) if codes.dim() == view.dim() && codes.rows() == view.len() => {
-                // Traverse the codes, then re-rank the ef candidates exactly.
-                match codes {
-                    Codes::Sq8(c) => {
-                        let coded = c.scorer(view.metric(), &q);
-                        let eps = self.descend(&coded);
-                        rerank(&exact, search_layer(&coded, self, &eps, ef, 0, accept))
-                    }
-                }
+                // Traverse the codes, then re-rank the beam exactly (wider for coarse codes).
+                let beam = ef * codes.oversample();
+                with_codes!(codes, |c| {
+                    let coded = c.scorer(view.metric(), &q);
+                    let eps = self.descend(&coded);
+                    rerank(&exact, search_layer(&coded, self, &eps, beam, 0, accept))
+                })
             }
             _ => {
                 let eps = self.descend(&exact);

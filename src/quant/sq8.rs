@@ -33,10 +33,9 @@ impl Sq8 {
     }
 }
 
-impl Quantizer for Sq8 {
-    type Scorer<'a> = Sq8Scorer<'a>;
-
-    fn train(view: &VectorView<'_>) -> Sq8 {
+impl Sq8 {
+    /// Learns each dimension's range from `view` and encodes every row of it.
+    pub(crate) fn train(view: &VectorView<'_>) -> Sq8 {
         let dim = view.dim();
         let empty = || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]);
         let (lo, hi) = (0..view.len())
@@ -97,6 +96,38 @@ impl Quantizer for Sq8 {
         }
     }
 
+    fn section_len(rows: usize, dim: usize) -> usize {
+        (2 * dim + rows) * 4 + (rows * dim).next_multiple_of(4)
+    }
+
+    /// Reads a section written by `write` from `buffer` at byte `at` (in place, no copy);
+    /// returns the codes and the bytes read.
+    pub(crate) fn read(
+        buffer: &Buffer,
+        at: usize,
+        rows: usize,
+        dim: usize,
+    ) -> Result<(Sq8, usize), String> {
+        let len = Sq8::section_len(rows, dim);
+        if !at.is_multiple_of(4) || at + len > buffer.len() {
+            return Err("code section runs past the end of the file".into());
+        }
+        let floats =
+            |word: usize, len: usize| ScalarBuffer::<f32>::new(buffer.clone(), at / 4 + word, len);
+        let codes = Sq8 {
+            dim,
+            lo: floats(0, dim),
+            step: floats(dim, dim),
+            sq: floats(2 * dim, rows),
+            codes: ScalarBuffer::<u8>::new(buffer.clone(), at + (2 * dim + rows) * 4, rows * dim),
+        };
+        Ok((codes, len))
+    }
+}
+
+impl Quantizer for Sq8 {
+    type Scorer<'a> = Sq8Scorer<'a>;
+
     fn scorer<'a>(&'a self, metric: Metric, q: &[f32]) -> Sq8Scorer<'a> {
         let weights = q.iter().zip(self.step.iter()).map(|(q, s)| q * s).collect();
         let dot = kernels().dot;
@@ -117,8 +148,8 @@ impl Quantizer for Sq8 {
         self.dim
     }
 
-    fn section_bytes(rows: usize, dim: usize) -> usize {
-        (2 * dim + rows) * 4 + (rows * dim).next_multiple_of(4)
+    fn section_bytes(&self, _at: usize) -> usize {
+        Sq8::section_len(self.rows(), self.dim)
     }
 
     fn write(&self, out: &mut Vec<u8>) {
@@ -131,17 +162,6 @@ impl Quantizer for Sq8 {
         out.resize(out.len().next_multiple_of(4), 0);
     }
 
-    fn read(buffer: &Buffer, at: usize, rows: usize, dim: usize) -> Sq8 {
-        let floats =
-            |word: usize, len: usize| ScalarBuffer::<f32>::new(buffer.clone(), at / 4 + word, len);
-        Sq8 {
-            dim,
-            lo: floats(0, dim),
-            step: floats(dim, dim),
-            sq: floats(2 * dim, rows),
-            codes: ScalarBuffer::<u8>::new(buffer.clone(), at + (2 * dim + rows) * 4, rows * dim),
-        }
-    }
 }
 
 /// Approximate distances from a prepared query to coded rows.
@@ -190,9 +210,9 @@ mod tests {
             let codes = Sq8::train(&view);
             let mut bytes = Vec::new();
             codes.write(&mut bytes);
-            assert_eq!(bytes.len(), Sq8::section_bytes(64, dim));
-            let read = Sq8::read(&Buffer::from(bytes), 0, 64, dim);
-            assert_eq!(read, codes);
+            assert_eq!(bytes.len(), codes.section_bytes(0));
+            let (read, used) = Sq8::read(&Buffer::from(bytes), 0, 64, dim).unwrap();
+            assert_eq!((&read, used), (&codes, Sq8::section_len(64, dim)));
             let q = view.prepare(view.row(3));
             let scorer = codes.scorer(metric, &q);
             for i in 0..64 {

@@ -117,13 +117,13 @@ pub(crate) fn merge(
             .index
             .as_deref()
             .map(|i| (i, merged.rowmaps[0].as_slice()));
-        let Some(bytes) = index::build(settings, &seg.view(metric), base, cancel)? else {
+        let Some((kind, bytes)) = index::build(settings, &seg.view(metric), base, cancel)? else {
             return Ok(None);
         };
         let name = format!("{STAGED_PREFIX}{tag}.idx");
         let written = store.put(&name, &bytes)?;
         merged.index = Some((
-            settings.kind,
+            kind,
             StagedFile {
                 store: store.clone(),
                 name,

@@ -71,6 +71,30 @@ proptest! {
     }
 
     #[test]
+    fn bits_dot_matches_the_integer_dot_product(
+        (words, cb, qb, seed) in (1usize..9, 1usize..10, 1usize..9, any::<u64>())
+    ) {
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            state
+        };
+        let code: Vec<u64> = (0..words * cb).map(|_| next()).collect();
+        let query: Vec<u64> = (0..words * qb).map(|_| next()).collect();
+        // The integer each plane set spells in dimension i, multiplied out directly.
+        let value = |planes: &[u64], i: usize| -> u64 {
+            planes.chunks_exact(words).enumerate()
+                .map(|(b, p)| ((p[i / 64] >> (i % 64)) & 1) << b)
+                .sum()
+        };
+        let want: u64 = (0..words * 64).map(|i| value(&code, i) * value(&query, i)).sum();
+        prop_assert_eq!(scalar::bits_dot(&code, &query, words), want);
+        for k in Kernels::available() {
+            prop_assert_eq!((k.bits_dot)(&code, &query, words), want, "{:?}", k.level);
+        }
+    }
+
+    #[test]
     fn simd_dot_block_matches_scalar(
         d in 1usize..70,
         nq in 1usize..20,

@@ -146,6 +146,18 @@ pub fn dot_u8_avx2(a: &[f32], c: &[u8]) -> f32 {
     unsafe { dot_u8_avx2_impl(a, c) }
 }
 
+#[target_feature(enable = "popcnt")]
+unsafe fn bits_dot_popcnt_impl(code: &[u64], query: &[u64], words: usize) -> u64 {
+    crate::distance::scalar::bits_dot_body(code, query, words)
+}
+
+/// `scalar::bits_dot` with the popcnt instruction (every CPU with AVX2 has it).
+pub fn bits_dot_popcnt(code: &[u64], query: &[u64], words: usize) -> u64 {
+    // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables, handed out after
+    // avx2 (or avx512f) is detected; every such CPU has popcnt. The body is safe code.
+    unsafe { bits_dot_popcnt_impl(code, query, words) }
+}
+
 pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: this function is only reachable through the AVX2 kernel table, which

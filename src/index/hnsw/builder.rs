@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::{rerank, search_layer, Hnsw, Links};
 use crate::error::{lock, read, write};
 use crate::options::{IndexSettings, QuantKind};
-use crate::quant::{Codes, Quantizer};
+use crate::quant::{splitmix, with_codes, Codes, Quantizer};
 use crate::topk::Neighbor;
 use crate::vector::{Scorer, VectorView};
 
@@ -166,7 +166,7 @@ pub(crate) fn extend(
             level: levels[i as usize] as usize,
         };
         match &codes {
-            Some(Codes::Sq8(c)) => ctx.run(i, &c.scorer(view.metric(), &q)),
+            Some(codes) => with_codes!(codes, |c| ctx.run(i, &c.scorer(view.metric(), &q))),
             None => ctx.run(i, &exact),
         }
     };
@@ -374,9 +374,3 @@ impl Insert<'_> {
     }
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}

@@ -1,33 +1,34 @@
 //! The HNSW index file, searched in place from its mapping. All words little-endian:
 //!
-//! - header, eight u32: magic (`OMENHNS1`, two words), m, entry, max_level, n, upper length,
-//!   code dimension (0: no codes);
+//! - header, nine u32: magic (`OMENHNS2`, two words), m, entry, max_level, n, upper length,
+//!   code dimension (0: no codes), the codes' kind (`quant::quant_tag`);
 //! - layer 0: `n × (1 + 2m)` u32 (a count, then the neighbour ids);
 //! - upper offsets: n u32; upper lists: `1 + m` u32 each;
-//! - with codes, the 8-bit quantizer's section (`quant::sq8`).
+//! - with codes, the quantizer's section (`quant::sq8`, `quant::rabitq`).
 //!
-//! Opening validates every count and neighbour id, so a damaged file cannot make search
-//! panic. A new quantizer kind in the file needs a new magic.
+//! Files of the first format (`OMENHNS1`, eight header words, 8-bit codes when the code
+//! dimension is not 0) still open. Opening validates every count and neighbour id, so a
+//! damaged file cannot make search panic.
 
 use std::path::Path;
 
 use arrow_buffer::{Buffer, ScalarBuffer};
 
 use super::Hnsw;
-use crate::quant::sq8::Sq8;
-use crate::quant::{Codes, Quantizer};
+use crate::options::QuantKind;
+use crate::quant::{quant_of_tag, quant_tag, Codes};
 use crate::{Error, Result};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"OMENHNS1");
-const HEADER_WORDS: usize = 8;
+const MAGIC: u64 = u64::from_le_bytes(*b"OMENHNS2");
+const HEADER_WORDS: usize = 9;
+/// The first format: eight header words, 8-bit codes or none.
+const MAGIC_V1: u64 = u64::from_le_bytes(*b"OMENHNS1");
 
 impl Hnsw {
     /// The file image.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let code_bytes = self.codes.as_ref().map_or(0, |c| match c {
-            Codes::Sq8(_) => Sq8::section_bytes(c.rows(), c.dim()),
-        });
         let words = HEADER_WORDS + self.layer0.len() + self.upper_offsets.len() + self.upper.len();
+        let code_bytes = self.codes.as_ref().map_or(0, |c| c.section_bytes(words * 4));
         let mut out = Vec::with_capacity(words * 4 + code_bytes);
         out.extend_from_slice(&MAGIC.to_le_bytes());
         for w in [
@@ -37,6 +38,7 @@ impl Hnsw {
             self.len(),
             self.upper.len(),
             self.codes.as_ref().map_or(0, Codes::dim),
+            quant_tag(self.codes.as_ref().map_or(QuantKind::None, Codes::kind)) as usize,
         ] {
             out.extend_from_slice(&(w as u32).to_le_bytes());
         }
@@ -45,9 +47,8 @@ impl Hnsw {
                 out.extend_from_slice(&w.to_le_bytes());
             }
         }
-        match &self.codes {
-            Some(Codes::Sq8(c)) => c.write(&mut out),
-            None => {}
+        if let Some(c) = &self.codes {
+            c.write(&mut out);
         }
         out
     }
@@ -56,7 +57,7 @@ impl Hnsw {
     /// `path` names the file in errors.
     pub fn from_buffer(buffer: Buffer, path: &Path) -> Result<Hnsw> {
         let bad = |why: &str| Error::corrupt(path, format!("bad HNSW index: {why}"));
-        if buffer.len() < HEADER_WORDS * 4 || !buffer.len().is_multiple_of(4) {
+        if buffer.len() < 8 * 4 || !buffer.len().is_multiple_of(4) {
             return Err(bad("size"));
         }
         if cfg!(target_endian = "big") {
@@ -64,10 +65,17 @@ impl Hnsw {
         }
         let len = buffer.len() / 4;
         let words = ScalarBuffer::<u32>::new(buffer.clone(), 0, len);
-        let header = &words[..HEADER_WORDS];
-        if u64::from(header[0]) | (u64::from(header[1]) << 32) != MAGIC {
-            return Err(bad("magic"));
-        }
+        let header = &words[..len.min(HEADER_WORDS)];
+        let magic = u64::from(header[0]) | (u64::from(header[1]) << 32);
+        let (header_words, quant) = match magic {
+            MAGIC if header.len() == HEADER_WORDS => (
+                HEADER_WORDS,
+                quant_of_tag(header[8]).ok_or_else(|| bad("unknown code kind"))?,
+            ),
+            MAGIC_V1 if header[7] == 0 => (8, QuantKind::None),
+            MAGIC_V1 => (8, QuantKind::Sq8),
+            _ => return Err(bad("magic")),
+        };
         let (m, entry, max_level, n, upper_len, dim) = (
             header[2] as usize,
             header[3],
@@ -77,25 +85,25 @@ impl Hnsw {
             header[7] as usize,
         );
         let l0 = n * (1 + 2 * m);
-        let code_words = if dim == 0 {
-            0
-        } else {
-            Sq8::section_bytes(n, dim) / 4
-        };
-        if m < 2
-            || HEADER_WORDS + l0 + n + upper_len + code_words != words.len()
-            || (n > 0 && entry as usize >= n)
-        {
+        let graph_words = header_words + l0 + n + upper_len;
+        if m < 2 || graph_words > words.len() || (n > 0 && entry as usize >= n) {
             return Err(bad("layout does not match the header"));
         }
-        let mut at = HEADER_WORDS;
+        if (dim == 0) != (quant == QuantKind::None) {
+            return Err(bad("code dimension does not match the code kind"));
+        }
+        let mut at = header_words;
         let mut take = |len: usize| {
             let s = words.slice(at, len);
             at += len;
             s
         };
         let (layer0, upper_offsets, upper) = (take(l0), take(n), take(upper_len));
-        let codes = (dim > 0).then(|| Codes::Sq8(Sq8::read(&buffer, at * 4, n, dim)));
+        let (codes, code_bytes) =
+            Codes::read(quant, &buffer, graph_words * 4, n, dim, 1).map_err(|why| bad(&why))?;
+        if graph_words * 4 + code_bytes != buffer.len() {
+            return Err(bad("layout does not match the header"));
+        }
         let graph = Hnsw {
             m,
             entry,

@@ -1,0 +1,546 @@
+//! RaBitQ codes (Gao and Long, SIGMOD 2024, and its extended multi-bit form, SIGMOD 2025):
+//! each vector's offset from a centre, turned by a random rotation, is stored as a `B`-bit
+//! unsigned integer per dimension (1 to 9 bits) chosen so the code points in nearly the same
+//! direction, plus one scale per row that makes the inner-product estimate unbiased:
+//!
+//! `o = P(x - c)`, `ȳ = code - (2^B - 1)/2`, `⟨o, v⟩ ≈ |o|/⟨ȳ, o/|o|⟩ · ⟨ȳ, v⟩`.
+//!
+//! Queries are rotated once and quantized to a few bits per dimension, so a row is scored by
+//! integer dot products of bit planes (`Kernels::bits_dot`). `binary` is the plain 1-bit
+//! sign code the seeds plan: no rotation and no centre, the same estimator.
+//!
+//! One code book may hold several centres (an IVF's lists, see `index::ivf`); rows name
+//! theirs through the caller, which scores them with that centre's term (`centre_term`).
+//!
+//! File section (words little-endian; the section starts 4-byte aligned): the rotation
+//! (`dim × dim` f32, only when rotated), the centres (`centres × dim` f32), four f32 per row
+//! (scale, |o|², ⟨o, c⟩, Σ code) as four arrays, zero padding to an 8-byte file offset, then
+//! the codes: per row `bits` planes of `words` u64.
+
+use arrow_buffer::{Buffer, ScalarBuffer};
+use rayon::prelude::*;
+
+use super::{splitmix, Quantizer};
+use crate::distance::{kernels, prefetch_rows, Metric};
+use crate::vector::{Scorer, VectorView};
+
+/// Most bits per dimension a code may have.
+pub(crate) const MAX_BITS: usize = 9;
+
+/// Bits per dimension of the quantized query for `bits`-bit codes: enough that its rounding
+/// stays well under the code's own error.
+fn query_bits(bits: usize) -> usize {
+    (bits + 3).clamp(4, 8)
+}
+
+/// RaBitQ (or plain binary) codes of a segment's vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RaBitQ {
+    dim: usize,
+    bits: usize,
+    /// u64 words per bit plane.
+    words: usize,
+    /// Whether offsets are rotated (`false`: the plain binary code).
+    rotated: bool,
+    /// `dim × dim`, row-major (empty when not rotated).
+    rotation: ScalarBuffer<f32>,
+    /// `centres × dim`, in the vectors' own space.
+    centres: ScalarBuffer<f32>,
+    /// Per row: `|o| / ⟨ȳ, u⟩`.
+    scale: ScalarBuffer<f32>,
+    /// Per row: `|o|²`.
+    norm2: ScalarBuffer<f32>,
+    /// Per row: `⟨o, c⟩` with its centre (l2 needs it).
+    cdot: ScalarBuffer<f32>,
+    /// Per row: `Σ code`.
+    sum: ScalarBuffer<f32>,
+    /// Per row: `bits × words` u64.
+    codes: ScalarBuffer<u64>,
+}
+
+/// A Gaussian sample from two uniform 64-bit draws (Box–Muller).
+fn gaussian(a: u64, b: u64) -> f32 {
+    let u = ((a >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let v = (b >> 11) as f64 / (1u64 << 53) as f64;
+    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+}
+
+/// A random orthogonal `dim × dim` matrix (row-major), the same for the same seed: Gaussian
+/// rows made orthonormal by modified Gram–Schmidt.
+fn rotation(dim: usize, seed: u64) -> Vec<f32> {
+    let dot = kernels().dot;
+    let mut m: Vec<f32> = (0..dim * dim)
+        .map(|i| {
+            let i = i as u64;
+            gaussian(splitmix(seed ^ (2 * i)), splitmix(seed ^ (2 * i + 1)))
+        })
+        .collect();
+    for r in 0..dim {
+        let (done, rest) = m.split_at_mut(r * dim);
+        let row = &mut rest[..dim];
+        for _ in 0..2 {
+            // Twice, so rounding leaves the rows orthogonal to working precision.
+            for prev in done.chunks_exact(dim) {
+                let p = dot(row, prev);
+                row.iter_mut().zip(prev).for_each(|(x, y)| *x -= p * y);
+            }
+        }
+        let n = dot(row, row).sqrt();
+        if n > 1e-6 {
+            row.iter_mut().for_each(|x| *x /= n);
+        } else {
+            // A degenerate draw (never in practice): fall back to a unit vector.
+            row.iter_mut().enumerate().for_each(|(i, x)| *x = f32::from(i == r));
+        }
+    }
+    m
+}
+
+/// The `bits`-bit code of unit vector `u` (length `dim`): the grid point nearest in
+/// direction among those a scale of `u` rounds to. Returns the codes and `⟨ȳ, u⟩`.
+fn encode_unit(u: &[f32], bits: usize, out: &mut [u16]) -> f32 {
+    let top = ((1u32 << bits) - 1) as f32;
+    let h = top / 2.0;
+    if bits == 1 {
+        let mut ip = 0.0;
+        for (c, &v) in out.iter_mut().zip(u) {
+            *c = u16::from(v > 0.0);
+            ip += 0.5 * v.abs();
+        }
+        return ip;
+    }
+    let max = u.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 {
+        out.iter_mut().for_each(|c| *c = h.round() as u16);
+        return 0.0;
+    }
+    // Scales from well inside the grid to slightly past its edge (clipping the largest
+    // coordinates can point the code closer to u); the best cosine wins.
+    let edge = (h + 0.5) / max;
+    let (mut best, mut best_t) = (f32::NEG_INFINITY, edge);
+    const STEPS: usize = 40;
+    for s in 0..STEPS {
+        let t = edge * (0.2 + 1.0 * s as f32 / (STEPS - 1) as f32);
+        let (mut ip, mut n2) = (0.0f32, 0.0f32);
+        for &v in u {
+            let y = (t * v + h).round().clamp(0.0, top) - h;
+            ip += y * v;
+            n2 += y * y;
+        }
+        if n2 > 0.0 {
+            let cos = ip / n2.sqrt();
+            if cos > best {
+                best = cos;
+                best_t = t;
+            }
+        }
+    }
+    let mut ip = 0.0;
+    for (c, &v) in out.iter_mut().zip(u) {
+        let code = (best_t * v + h).round().clamp(0.0, top);
+        *c = code as u16;
+        ip += (code - h) * v;
+    }
+    ip
+}
+
+/// Packs integer codes into `bits` planes of `words` u64 (least significant plane first).
+fn pack(codes: &[u16], bits: usize, words: usize, out: &mut [u64]) {
+    out.iter_mut().for_each(|w| *w = 0);
+    for (i, &c) in codes.iter().enumerate() {
+        for b in 0..bits {
+            out[b * words + i / 64] |= u64::from((c >> b) & 1) << (i % 64);
+        }
+    }
+}
+
+impl RaBitQ {
+    /// Codes of every row of `view` around `centres` (`centres × dim`); `centre_of(i)` is
+    /// row i's. `bits` is 1 to 9; `rotated == false` gives the plain binary code (1 bit, no
+    /// rotation: pass one zero centre).
+    pub(crate) fn encode(
+        view: &VectorView<'_>,
+        rows: &[u32],
+        centres: Vec<f32>,
+        centre_of: &(dyn Fn(usize) -> usize + Sync),
+        bits: usize,
+        rotated: bool,
+    ) -> RaBitQ {
+        assert!((1..=MAX_BITS).contains(&bits));
+        let dim = view.dim();
+        let words = dim.div_ceil(64).max(1);
+        let rotation = if rotated {
+            rotation(dim, 0x0BAD_5EED ^ dim as u64)
+        } else {
+            Vec::new()
+        };
+        let n = rows.len();
+        let plane = bits * words;
+        let mut codes = vec![0u64; n * plane];
+        let dot = kernels().dot;
+        let factors: Vec<[f32; 4]> = codes
+            .par_chunks_mut(plane)
+            .enumerate()
+            .map_init(
+                || (vec![0f32; dim], vec![0f32; dim], vec![0u16; dim]),
+                |(off, turned, ints), (i, out)| {
+                    let x = view.normalized_row(rows[i] as usize);
+                    let c = &centres[centre_of(i) * dim..][..dim];
+                    off.iter_mut()
+                        .zip(x.iter().zip(c))
+                        .for_each(|(o, (x, c))| *o = x - c);
+                    let norm2 = dot(off, off);
+                    let cdot = dot(off, c);
+                    let o: &[f32] = if rotated {
+                        for (t, r) in turned.iter_mut().zip(rotation.chunks_exact(dim)) {
+                            *t = dot(r, off);
+                        }
+                        turned
+                    } else {
+                        off
+                    };
+                    let norm = norm2.sqrt();
+                    if norm == 0.0 {
+                        ints.iter_mut().for_each(|c| *c = 0);
+                        pack(ints, bits, words, out);
+                        return [0.0, 0.0, cdot, 0.0];
+                    }
+                    let u: Vec<f32> = o.iter().map(|v| v / norm).collect();
+                    let ip = encode_unit(&u, bits, ints);
+                    pack(ints, bits, words, out);
+                    let sum = ints.iter().map(|&c| f32::from(c)).sum();
+                    let scale = if ip > 0.0 { norm / ip } else { 0.0 };
+                    [scale, norm2, cdot, sum]
+                },
+            )
+            .collect();
+        let column = |j: usize| -> ScalarBuffer<f32> { factors.iter().map(|f| f[j]).collect() };
+        RaBitQ {
+            dim,
+            bits,
+            words,
+            rotated,
+            rotation: rotation.into(),
+            centres: centres.into(),
+            scale: column(0),
+            norm2: column(1),
+            cdot: column(2),
+            sum: column(3),
+            codes: codes.into(),
+        }
+    }
+
+    /// Bits per dimension.
+    pub(crate) fn bits(&self) -> usize {
+        self.bits
+    }
+
+    /// Whether this is the rotated RaBitQ code (`false`: plain binary).
+    pub(crate) fn rotated(&self) -> bool {
+        self.rotated
+    }
+
+    /// The centres, `centres × dim`.
+    pub(crate) fn centres(&self) -> &[f32] {
+        &self.centres
+    }
+
+    /// Reads a section written by `write` at file offset `at` of `buffer` (in place when
+    /// aligned), for `rows` rows of `dim` dimensions around `centres` centres. Returns the
+    /// codes and the bytes read, or why the section does not fit.
+    pub(crate) fn read(
+        buffer: &Buffer,
+        at: usize,
+        rows: usize,
+        dim: usize,
+        centres: usize,
+        bits: usize,
+        rotated: bool,
+    ) -> Result<(RaBitQ, usize), String> {
+        if !(1..=MAX_BITS).contains(&bits) || dim == 0 || (!rotated && bits != 1) {
+            return Err(format!("bad code parameters ({bits} bits)"));
+        }
+        let words = dim.div_ceil(64);
+        let rot = if rotated { dim * dim } else { 0 };
+        let floats = rot + centres * dim + 4 * rows;
+        let codes_at = (at + floats * 4).next_multiple_of(8);
+        let n_codes = rows * bits * words;
+        let end = codes_at + n_codes * 8;
+        if !at.is_multiple_of(4) || end > buffer.len() {
+            return Err("code section runs past the end of the file".into());
+        }
+        let mut word = at / 4;
+        let mut take = |len: usize| {
+            let s = ScalarBuffer::<f32>::new(buffer.clone(), word, len);
+            word += len;
+            s
+        };
+        let (rotation, centres) = (take(rot), take(centres * dim));
+        let (scale, norm2, cdot, sum) = (take(rows), take(rows), take(rows), take(rows));
+        let aligned = (buffer.as_ptr() as usize + codes_at).is_multiple_of(8);
+        let codes = if aligned {
+            ScalarBuffer::<u64>::new(buffer.clone(), codes_at / 8, n_codes)
+        } else {
+            // A file image in memory that is not 8-byte aligned (never a mapping): copied.
+            buffer[codes_at..end]
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect()
+        };
+        let codes = RaBitQ {
+            dim,
+            bits,
+            words,
+            rotated,
+            rotation,
+            centres,
+            scale,
+            norm2,
+            cdot,
+            sum,
+            codes,
+        };
+        if codes.scale.iter().any(|v| !v.is_finite()) {
+            return Err("code scales are not finite".into());
+        }
+        Ok((codes, end - at))
+    }
+
+    #[inline]
+    fn row(&self, i: u32) -> &[u64] {
+        let w = self.bits * self.words;
+        &self.codes[i as usize * w..(i as usize + 1) * w]
+    }
+}
+
+impl Quantizer for RaBitQ {
+    type Scorer<'a> = RaBitQScorer<'a>;
+
+    fn rows(&self) -> usize {
+        self.scale.len()
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn scorer<'a>(&'a self, metric: Metric, q: &[f32]) -> RaBitQScorer<'a> {
+        let dim = self.dim;
+        let dot = kernels().dot;
+        let turned: Vec<f32> = if self.rotated {
+            self.rotation.chunks_exact(dim).map(|r| dot(r, q)).collect()
+        } else {
+            q.to_vec()
+        };
+        let qb = query_bits(self.bits);
+        let (lo, hi) = turned
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
+        let levels = ((1u32 << qb) - 1) as f32;
+        let delta = if hi > lo { (hi - lo) / levels } else { 1.0 };
+        let lo = if lo.is_finite() { lo } else { 0.0 };
+        let ints: Vec<u16> = turned
+            .iter()
+            .map(|&v| ((v - lo) / delta).round().clamp(0.0, levels) as u16)
+            .collect();
+        let mut planes = vec![0u64; qb * self.words];
+        pack(&ints, qb, self.words, &mut planes);
+        let sum_q: f32 = ints.iter().map(|&c| f32::from(c)).sum();
+        let h = ((1u32 << self.bits) - 1) as f32 / 2.0;
+        let mut s = RaBitQScorer {
+            codes: self,
+            metric,
+            planes,
+            lo,
+            delta,
+            // ⟨ȳ, q'⟩ = lo·Σcode + Δ·⟨code, q_int⟩ − h·(lo·dim + Δ·Σq_int).
+            offset: h * (lo * dim as f32 + delta * sum_q),
+            q: q.to_vec(),
+            qn2: dot(q, q),
+            term: 0.0,
+        };
+        s.term = s.centre_term(0);
+        s
+    }
+
+    fn section_bytes(&self, at: usize) -> usize {
+        let floats = self.rotation.len() + self.centres.len() + 4 * self.rows();
+        let codes_at = (at + floats * 4).next_multiple_of(8);
+        codes_at + self.codes.len() * 8 - at
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        for part in [
+            &self.rotation,
+            &self.centres,
+            &self.scale,
+            &self.norm2,
+            &self.cdot,
+            &self.sum,
+        ] {
+            for v in part.iter() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out.resize(out.len().next_multiple_of(8), 0);
+        for w in self.codes.iter() {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+}
+
+/// Approximate distances from a prepared query to RaBitQ-coded rows.
+pub(crate) struct RaBitQScorer<'a> {
+    codes: &'a RaBitQ,
+    metric: Metric,
+    /// The rotated query's integer bit planes.
+    planes: Vec<u64>,
+    lo: f32,
+    delta: f32,
+    offset: f32,
+    /// The prepared query, in the vectors' own space.
+    q: Vec<f32>,
+    qn2: f32,
+    /// `centre_term(0)`, what `Scorer::dist` uses.
+    term: f32,
+}
+
+impl RaBitQScorer<'_> {
+    /// The part of every estimate that depends only on centre `c`: `⟨c, q⟩` (dot, cosine)
+    /// or `|c − q|²` (l2).
+    pub(crate) fn centre_term(&self, c: usize) -> f32 {
+        let dim = self.codes.dim;
+        let centre = &self.codes.centres[c * dim..(c + 1) * dim];
+        let k = kernels();
+        match self.metric {
+            Metric::L2 => (k.l2sq)(centre, &self.q),
+            _ => (k.dot)(centre, &self.q),
+        }
+    }
+
+    /// The estimated ranking distance of coded row `i`, whose centre's term is `term`.
+    #[inline]
+    pub(crate) fn estimate(&self, i: u32, term: f32) -> f32 {
+        let c = self.codes;
+        let r = i as usize;
+        let int = (kernels().bits_dot)(c.row(i), &self.planes, c.words) as f32;
+        let ip_o = c.scale[r] * (self.lo * c.sum[r] + self.delta * int - self.offset);
+        match self.metric {
+            Metric::L2 => c.norm2[r] + term + 2.0 * c.cdot[r] - 2.0 * ip_o,
+            // Cosine codes are of unit vectors: |x| = 1.
+            m => m.rank(term + ip_o, self.qn2, 1.0),
+        }
+    }
+
+    pub(crate) fn prefetch_row(&self, i: u32) {
+        let w = self.codes.bits * self.codes.words;
+        prefetch_rows(&self.codes.codes, i as usize * w, w);
+    }
+}
+
+impl Scorer for RaBitQScorer<'_> {
+    #[inline]
+    fn dist(&self, i: u32) -> f32 {
+        self.estimate(i, self.term)
+    }
+    #[inline]
+    fn prefetch(&self, i: u32) {
+        self.prefetch_row(i);
+    }
+    fn len(&self) -> usize {
+        self.codes.rows()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, dim: usize) -> Vec<f32> {
+        (0..n * dim)
+            .map(|i| gaussian(splitmix(i as u64), splitmix(!(i as u64))))
+            .collect()
+    }
+
+    #[test]
+    fn the_rotation_is_orthogonal() {
+        let dim = 37;
+        let m = rotation(dim, 7);
+        for i in 0..dim {
+            for j in 0..dim {
+                let d = crate::distance::scalar::dot(&m[i * dim..][..dim], &m[j * dim..][..dim]);
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((d - want).abs() < 1e-4, "{i},{j}: {d}");
+            }
+        }
+    }
+
+    /// Estimates track exact distances closer as bits grow, and round-trip through the file
+    /// section.
+    #[test]
+    fn estimates_approach_exact_distances_as_bits_grow() {
+        let (n, dim) = (400, 70);
+        let data = data(n, dim);
+        let rows: Vec<u32> = (0..n as u32).collect();
+        for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
+            let view = VectorView::new(&data, dim, metric);
+            let mut mean = vec![0f32; dim];
+            for i in 0..n {
+                for (m, v) in mean.iter_mut().zip(view.normalized_row(i).iter()) {
+                    *m += v / n as f32;
+                }
+            }
+            let mut last = f32::INFINITY;
+            for (bits, rotated) in [(1, false), (1, true), (2, true), (4, true), (8, true)] {
+                let centres = if rotated { mean.clone() } else { vec![0.0; dim] };
+                let codes = RaBitQ::encode(&view, &rows, centres, &|_| 0, bits, rotated);
+                let mut bytes = vec![0u8; 4]; // an offset that is not 8-aligned
+                codes.write(&mut bytes);
+                assert_eq!(bytes.len() - 4, codes.section_bytes(4));
+                let (read, used) =
+                    RaBitQ::read(&Buffer::from(bytes), 4, n, dim, 1, bits, rotated).unwrap();
+                assert_eq!(used, codes.section_bytes(4));
+                assert_eq!(read, codes);
+                let mut err = 0.0;
+                for qi in 0..20u32 {
+                    let q = view.prepare(view.row(qi * 7 + 3));
+                    let s = codes.scorer(metric, &q);
+                    for i in 0..n as u32 {
+                        err += (s.dist(i) - view.dist(&q, i)).abs();
+                    }
+                }
+                let err = err / (20 * n) as f32;
+                // Binary (unrotated) is not part of the sequence: on isotropic data it is
+                // about as good as 1-bit RaBitQ.
+                assert!(
+                    !rotated || err < last || err < 1e-3,
+                    "{metric} {bits} bits: mean error {err} not below {last}"
+                );
+                if bits == 8 {
+                    let scale = if metric == Metric::Cosine { 0.02 } else { 0.5 };
+                    assert!(err < scale, "{metric} 8 bits: mean error {err}");
+                }
+                if rotated {
+                    last = err;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_sections_are_refused() {
+        let (n, dim) = (10, 8);
+        let data = data(n, dim);
+        let view = VectorView::new(&data, dim, Metric::L2);
+        let rows: Vec<u32> = (0..n as u32).collect();
+        let codes = RaBitQ::encode(&view, &rows, vec![0.0; dim], &|_| 0, 3, true);
+        let mut bytes = Vec::new();
+        codes.write(&mut bytes);
+        let buffer = Buffer::from(bytes);
+        assert!(RaBitQ::read(&buffer, 0, n + 1, dim, 1, 3, true).is_err());
+        assert!(RaBitQ::read(&buffer, 0, n, dim, 1, 10, true).is_err());
+        assert!(RaBitQ::read(&buffer, 0, n, dim, 1, 2, false).is_err());
+    }
+}
