@@ -41,7 +41,12 @@ impl std::str::FromStr for IndexKind {
         parse_name(
             "index kind",
             s,
-            &[IndexKind::Auto, IndexKind::Flat, IndexKind::Hnsw, IndexKind::Ivf],
+            &[
+                IndexKind::Auto,
+                IndexKind::Flat,
+                IndexKind::Hnsw,
+                IndexKind::Ivf,
+            ],
             IndexKind::as_str,
         )
     }
@@ -447,7 +452,10 @@ mod tests {
             assert!(err.contains("rabitq1 to rabitq9"), "{err}");
         }
         let o = CollectionOptions::parse(["index=ivf", "nlist=100", "nprobe=7"]).unwrap();
-        assert_eq!((o.index.kind, o.index.nlist, o.index.nprobe), (IndexKind::Ivf, 100, 7));
+        assert_eq!(
+            (o.index.kind, o.index.nlist, o.index.nprobe),
+            (IndexKind::Ivf, 100, 7)
+        );
         assert_eq!(IndexSettings::default().kind, IndexKind::Auto);
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! Centroids are trained on the vectors as search sees them (normalized for cosine); l2 and
 //! cosine assign and probe by euclidean distance to the centroid, dot by inner product.
-//! RaBitQ codes are centred on their list's centroid and stored in list order; 8-bit codes
-//! are stored in row order; without codes the lists are scanned exactly.
+//! Codes are stored in list order, so a list's codes are read in one sweep (RaBitQ codes are
+//! centred on their list's centroid); without codes the lists are scanned exactly.
 //!
 //! File, all words little-endian: header of eight u32 (magic `OMENIVF1`, two words; rows,
 //! dimension, lists, the codes' kind (`quant::quant_tag`), two zero words); the centroids
@@ -25,6 +25,7 @@ use super::{SearchParams, VectorIndex};
 use crate::distance::{kernels, Metric};
 use crate::options::{IndexKind, IndexSettings, QuantKind};
 use crate::quant::rabitq::RaBitQ;
+use crate::quant::sq8::Sq8;
 use crate::quant::{quant_of_tag, quant_tag, splitmix, Codes, Quantizer};
 use crate::topk::{Neighbor, TopK};
 use crate::vector::{Scorer, VectorView};
@@ -38,6 +39,8 @@ const ROUNDS: usize = 10;
 const SAMPLE_PER_LIST: usize = 64;
 /// Rows per assignment block (a block × lists score tile).
 const ASSIGN_BLOCK: usize = 64;
+/// How many entries ahead an exact scan prefetches their rows.
+const PREFETCH_AHEAD: usize = 4;
 
 /// An IVF index over one segment.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,8 +52,10 @@ pub struct Ivf {
     offsets: ScalarBuffer<u32>,
     /// The segment row of each list entry, list by list.
     rows: ScalarBuffer<u32>,
-    /// RaBitQ: one per list entry; 8-bit codes: one per segment row.
+    /// One per list entry, in list order.
     codes: Option<Codes>,
+    /// Per centroid, its squared norm (computed when built or opened).
+    norms: Vec<f32>,
 }
 
 /// The number of lists for `rows` rows when the settings leave it open: about 4·√rows.
@@ -196,13 +201,13 @@ impl Ivf {
         }
         .min(n.max(1));
         if n == 0 {
-            return Some(Ivf {
+            return Some(Ivf::new(
                 dim,
-                centroids: vec![0f32; dim].into(),
-                offsets: vec![0u32, 0].into(),
-                rows: Vec::new().into(),
-                codes: Codes::train(settings.quant, view),
-            });
+                vec![0f32; dim].into(),
+                vec![0u32, 0].into(),
+                Vec::new().into(),
+                Codes::train(settings.quant, view),
+            ));
         }
         let centroids = train(view, lists, cancel)?;
         // Every row to its list, a block at a time so the copy stays small.
@@ -251,18 +256,38 @@ impl Ivf {
                     false,
                 )))
             }
-            other => Codes::train(other, view),
+            QuantKind::Sq8 => Some(Codes::Sq8(Sq8::train_rows(view, Some(&rows)))),
+            QuantKind::None => None,
         };
         if cancel.load(Ordering::Relaxed) {
             return None;
         }
-        Some(Ivf {
+        Some(Ivf::new(
             dim,
-            centroids: centroids.into(),
-            offsets: offsets.into(),
-            rows: rows.into(),
+            centroids.into(),
+            offsets.into(),
+            rows.into(),
             codes,
-        })
+        ))
+    }
+
+    fn new(
+        dim: usize,
+        centroids: ScalarBuffer<f32>,
+        offsets: ScalarBuffer<u32>,
+        rows: ScalarBuffer<u32>,
+        codes: Option<Codes>,
+    ) -> Ivf {
+        let dot = kernels().dot;
+        let norms = centroids.chunks_exact(dim).map(|c| dot(c, c)).collect();
+        Ivf {
+            dim,
+            centroids,
+            offsets,
+            rows,
+            codes,
+            norms,
+        }
     }
 
     /// Lists.
@@ -349,13 +374,7 @@ impl Ivf {
                 return Err(bad("code centres differ from the centroids"));
             }
         }
-        Ok(Ivf {
-            dim,
-            centroids,
-            offsets,
-            rows,
-            codes,
-        })
+        Ok(Ivf::new(dim, centroids, offsets, rows, codes))
     }
 
     /// The lists in order of their centroids' nearness to the prepared query `q`; the first
@@ -366,8 +385,9 @@ impl Ivf {
         let mut ranked: Vec<(f32, u32)> = self
             .centroids
             .chunks_exact(self.dim)
+            .zip(&self.norms)
             .enumerate()
-            .map(|(j, c)| (probe.rank(dot(c, q), dot(c, c)), j as u32))
+            .map(|(j, (c, &c2))| (probe.rank(dot(c, q), c2), j as u32))
             .collect();
         let nprobe = nprobe.clamp(1, ranked.len());
         let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0);
@@ -421,7 +441,11 @@ impl Ivf {
             None => {
                 let mut top = TopK::<u32>::new(k);
                 for l in lists {
-                    for &row in &self.rows[entries(l)] {
+                    let list = &self.rows[entries(l)];
+                    for (j, &row) in list.iter().enumerate() {
+                        if let Some(&next) = list.get(j + PREFETCH_AHEAD) {
+                            exact.prefetch(next);
+                        }
                         if accept(row) {
                             seen.set(seen.get() + 1);
                             top.push(Neighbor::new(exact.dist(row), row));
@@ -435,33 +459,45 @@ impl Ivf {
                 match codes {
                     Codes::Sq8(c) => {
                         let s = c.scorer(view.metric(), &q);
-                        for l in lists {
-                            for &row in &self.rows[entries(l)] {
-                                if accept(row) {
-                                    seen.set(seen.get() + 1);
-                                    top.push(Neighbor::new(s.dist(row), row));
-                                }
-                            }
-                        }
+                        self.scan(lists, accept, &seen, &mut top, |at, _| s.dist(at), &|_| 0.0);
                     }
                     Codes::RaBitQ(c) => {
                         let s = c.scorer(view.metric(), &q);
-                        for l in lists {
-                            let term = s.centre_term(if c.rotated() { l as usize } else { 0 });
-                            let range = entries(l);
-                            for (at, &row) in range.clone().zip(&self.rows[range]) {
-                                if accept(row) {
-                                    seen.set(seen.get() + 1);
-                                    top.push(Neighbor::new(s.estimate(at as u32, term), row));
-                                }
-                            }
-                        }
+                        let rotated = c.rotated();
+                        let term = |l: u32| s.centre_term(if rotated { l as usize } else { 0 });
+                        let dist = |at, t| s.estimate(at, t);
+                        self.scan(lists, accept, &seen, &mut top, dist, &term);
                     }
                 }
                 rerank(&exact, top.into_unsorted().collect())
             }
         };
         found.into_iter().take(k).map(|n| (n.id, n.dist)).collect()
+    }
+}
+
+impl Ivf {
+    /// Offers every accepted entry of `lists` to `top` with distance `dist(at, term(list))`,
+    /// counting them in `seen`.
+    fn scan(
+        &self,
+        lists: impl Iterator<Item = u32>,
+        accept: &dyn Fn(u32) -> bool,
+        seen: &std::cell::Cell<usize>,
+        top: &mut TopK<u32>,
+        dist: impl Fn(u32, f32) -> f32,
+        term: &dyn Fn(u32) -> f32,
+    ) {
+        for l in lists {
+            let t = term(l);
+            let range = self.offsets[l as usize] as usize..self.offsets[l as usize + 1] as usize;
+            for (at, &row) in range.clone().zip(&self.rows[range]) {
+                if accept(row) {
+                    seen.set(seen.get() + 1);
+                    top.push(Neighbor::new(dist(at as u32, t), row));
+                }
+            }
+        }
     }
 }
 
@@ -498,7 +534,9 @@ mod tests {
 
     fn exact_top(view: &VectorView<'_>, q: &[f32], k: usize) -> Vec<u32> {
         let p = view.prepare(q);
-        let mut all: Vec<(f32, u32)> = (0..view.len() as u32).map(|i| (view.dist(&p, i), i)).collect();
+        let mut all: Vec<(f32, u32)> = (0..view.len() as u32)
+            .map(|i| (view.dist(&p, i), i))
+            .collect();
         all.sort_by(|a, b| a.0.total_cmp(&b.0));
         all.into_iter().take(k).map(|(_, i)| i).collect()
     }
@@ -511,12 +549,22 @@ mod tests {
         let data = clustered(n, dim);
         for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
             let view = VectorView::new(&data, dim, metric);
-            for quant in [QuantKind::None, QuantKind::Sq8, QuantKind::RaBitQ(4), QuantKind::Binary] {
-                let settings = IndexSettings { nlist: 20, quant, ..IndexSettings::default() };
+            for quant in [
+                QuantKind::None,
+                QuantKind::Sq8,
+                QuantKind::RaBitQ(4),
+                QuantKind::Binary,
+            ] {
+                let settings = IndexSettings {
+                    nlist: 20,
+                    quant,
+                    ..IndexSettings::default()
+                };
                 let ivf = Ivf::build(&view, &settings, &AtomicBool::new(false)).unwrap();
                 assert_eq!(ivf.lists(), 20);
                 let bytes = ivf.to_bytes();
-                let read = Ivf::from_buffer(Buffer::from(bytes.clone()), Path::new("i.ivf")).unwrap();
+                let read =
+                    Ivf::from_buffer(Buffer::from(bytes.clone()), Path::new("i.ivf")).unwrap();
                 assert_eq!(read, ivf);
                 let mut hits = 0;
                 for qi in 0..20u32 {
@@ -537,6 +585,11 @@ mod tests {
                 let even = read.search(&view, &q, k, 64, 20, &|r| r % 2 == 0);
                 assert_eq!(even.len(), k);
                 assert!(even.iter().all(|(r, _)| r % 2 == 0));
+                // A filter that leaves few rows in the nearest list: more lists are scanned
+                // until k are found.
+                let rare = read.search(&view, &q, k, k, 1, &|r| r % 50 == 0);
+                assert_eq!(rare.len(), k, "{metric} {quant:?}");
+                assert!(rare.iter().all(|(r, _)| r % 50 == 0));
                 // Damage.
                 let mut bad = bytes.clone();
                 let entry = HEADER_WORDS + 20 * dim + 21;

@@ -90,7 +90,9 @@ fn rotation(dim: usize, seed: u64) -> Vec<f32> {
             row.iter_mut().for_each(|x| *x /= n);
         } else {
             // A degenerate draw (never in practice): fall back to a unit vector.
-            row.iter_mut().enumerate().for_each(|(i, x)| *x = f32::from(i == r));
+            row.iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = f32::from(i == r));
         }
     }
     m
@@ -494,7 +496,11 @@ mod tests {
             }
             let mut last = f32::INFINITY;
             for (bits, rotated) in [(1, false), (1, true), (2, true), (4, true), (8, true)] {
-                let centres = if rotated { mean.clone() } else { vec![0.0; dim] };
+                let centres = if rotated {
+                    mean.clone()
+                } else {
+                    vec![0.0; dim]
+                };
                 let codes = RaBitQ::encode(&view, &rows, centres, &|_| 0, bits, rotated);
                 let mut bytes = vec![0u8; 4]; // an offset that is not 8-aligned
                 codes.write(&mut bytes);

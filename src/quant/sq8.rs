@@ -36,12 +36,19 @@ impl Sq8 {
 impl Sq8 {
     /// Learns each dimension's range from `view` and encodes every row of it.
     pub(crate) fn train(view: &VectorView<'_>) -> Sq8 {
+        Sq8::train_rows(view, None)
+    }
+
+    /// As `train`, over the rows `rows` names (code i is of row `rows[i]`), or every row.
+    pub(crate) fn train_rows(view: &VectorView<'_>, rows: Option<&[u32]>) -> Sq8 {
         let dim = view.dim();
+        let n = rows.map_or(view.len(), <[u32]>::len);
+        let row = |i: usize| rows.map_or(i, |r| r[i] as usize);
         let empty = || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]);
-        let (lo, hi) = (0..view.len())
+        let (lo, hi) = (0..n)
             .into_par_iter()
             .fold(empty, |(mut lo, mut hi), i| {
-                for (d, &v) in view.normalized_row(i).iter().enumerate() {
+                for (d, &v) in view.normalized_row(row(i)).iter().enumerate() {
                     lo[d] = lo[d].min(v);
                     hi[d] = hi[d].max(v);
                 }
@@ -68,14 +75,14 @@ impl Sq8 {
                 }
             })
             .collect();
-        let mut codes = vec![0u8; view.len() * dim];
+        let mut codes = vec![0u8; n * dim];
         let sq: Vec<f32> = codes
             .par_chunks_mut(dim.max(1))
             .enumerate()
             .map(|(i, out)| {
                 let mut sq = 0.0;
                 for (d, (&v, c)) in view
-                    .normalized_row(i)
+                    .normalized_row(row(i))
                     .iter()
                     .zip(out.iter_mut())
                     .enumerate()
@@ -161,7 +168,6 @@ impl Quantizer for Sq8 {
         out.extend_from_slice(&self.codes);
         out.resize(out.len().next_multiple_of(4), 0);
     }
-
 }
 
 /// Approximate distances from a prepared query to coded rows.

@@ -28,7 +28,10 @@ impl Hnsw {
     /// The file image.
     pub fn to_bytes(&self) -> Vec<u8> {
         let words = HEADER_WORDS + self.layer0.len() + self.upper_offsets.len() + self.upper.len();
-        let code_bytes = self.codes.as_ref().map_or(0, |c| c.section_bytes(words * 4));
+        let code_bytes = self
+            .codes
+            .as_ref()
+            .map_or(0, |c| c.section_bytes(words * 4));
         let mut out = Vec::with_capacity(words * 4 + code_bytes);
         out.extend_from_slice(&MAGIC.to_le_bytes());
         for w in [
