@@ -121,6 +121,7 @@ type DotFn = fn(&[f32], &[f32]) -> f32;
 type BlockFn = fn(&[f32], &[f32], usize, &mut [f32]);
 type DotU8Fn = fn(&[f32], &[u8]) -> f32;
 type BitsFn = fn(&[u64], &[u64], usize) -> u64;
+type FastScanFn = fn(&[u8], &[u8], &mut [u16; 32]);
 
 /// One level's kernels.
 pub struct Kernels {
@@ -140,6 +141,9 @@ pub struct Kernels {
     /// planes of `words` u64 each (see `scalar::bits_dot`), what 1- to 9-bit codes are
     /// scored with.
     pub bits_dot: BitsFn,
+    /// `fastscan(codes, lut, out)`: 32 rows' 1-bit codes scored at once by 4-bit table
+    /// lookups (see `scalar::fastscan`), how IVF scans its lists.
+    pub fastscan: FastScanFn,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -149,6 +153,7 @@ static SCALAR: Kernels = Kernels {
     dot_block: scalar::dot_block,
     dot_u8: scalar::dot_u8,
     bits_dot: scalar::bits_dot,
+    fastscan: scalar::fastscan,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -159,6 +164,7 @@ static AVX2: Kernels = Kernels {
     dot_block: x86::dot_block_avx2,
     dot_u8: x86::dot_u8_avx2,
     bits_dot: x86::bits_dot_popcnt,
+    fastscan: x86::fastscan_avx2,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -169,6 +175,7 @@ static AVX512: Kernels = Kernels {
     dot_block: x86::dot_block_avx512,
     dot_u8: x86::dot_u8_avx512,
     bits_dot: x86::bits_dot_popcnt,
+    fastscan: x86::fastscan_avx2,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -180,6 +187,7 @@ static NEON: Kernels = Kernels {
     dot_u8: aarch64::dot_u8_neon,
     // count_ones compiles to NEON's cnt on every AArch64 target.
     bits_dot: scalar::bits_dot,
+    fastscan: scalar::fastscan,
 };
 
 impl Kernels {

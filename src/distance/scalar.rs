@@ -37,7 +37,7 @@ pub fn bits_dot(code: &[u64], query: &[u64], words: usize) -> u64 {
 /// level's popcount instruction.
 #[inline(always)]
 pub(crate) fn bits_dot_body(code: &[u64], query: &[u64], words: usize) -> u64 {
-    assert!(words > 0 && code.len() % words == 0 && query.len() % words == 0);
+    assert!(words > 0 && code.len().is_multiple_of(words) && query.len().is_multiple_of(words));
     let mut total = 0u64;
     for (j, cp) in code.chunks_exact(words).enumerate() {
         let mut plane = 0u64;
@@ -48,6 +48,22 @@ pub(crate) fn bits_dot_body(code: &[u64], query: &[u64], words: usize) -> u64 {
         total += plane << j;
     }
     total
+}
+
+/// Sums of 4-bit table lookups for a block of 32 codes (the "fast scan" of 1-bit codes):
+/// `codes` and `lut` hold 16 bytes per group of four dimensions. Byte `i` of a group's codes
+/// holds row `i`'s four bits in its low nibble and row `i + 16`'s in its high nibble; the
+/// group's table gives, for each nibble value, its partial dot product with the query. Writes
+/// `out[r] = Σ_groups lut[nibble of row r]` (wrapping; callers keep it under 2^16).
+pub fn fastscan(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
+    assert!(codes.len() == lut.len() && codes.len().is_multiple_of(16));
+    out.fill(0);
+    for (c, t) in codes.chunks_exact(16).zip(lut.chunks_exact(16)) {
+        for i in 0..16 {
+            out[i] = out[i].wrapping_add(u16::from(t[usize::from(c[i] & 15)]));
+            out[i + 16] = out[i + 16].wrapping_add(u16::from(t[usize::from(c[i] >> 4)]));
+        }
+    }
 }
 
 /// The dot product.

@@ -9,10 +9,15 @@
 //! Codes are stored in list order, so a list's codes are read in one sweep (RaBitQ codes are
 //! centred on their list's centroid); without codes the lists are scanned exactly.
 //!
+//! 1-bit codes (`rabitq1`, `binary`) are also stored for fast scan: each list in blocks of 32
+//! entries, a block holding 16 bytes per group of four dimensions (two entries' nibbles per
+//! byte, see `distance::scalar::fastscan`), so one table lookup scores 32 entries at once.
+//!
 //! File, all words little-endian: header of eight u32 (magic `OMENIVF1`, two words; rows,
-//! dimension, lists, the codes' kind (`quant::quant_tag`), two zero words); the centroids
-//! (`lists × dim` f32); list offsets (`lists + 1` u32, into the next part); the row of each
-//! list entry (`rows` u32); then the codes' section.
+//! dimension, lists, the codes' kind (`quant::quant_tag`), 1 when fast-scan blocks follow the
+//! codes, a zero word); the centroids (`lists × dim` f32); list offsets (`lists + 1` u32, into
+//! the next part); the row of each list entry (`rows` u32); the codes' section; the fast-scan
+//! blocks (`Σ ⌈list length / 32⌉ × groups × 16` bytes).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,8 +59,49 @@ pub struct Ivf {
     rows: ScalarBuffer<u32>,
     /// One per list entry, in list order.
     codes: Option<Codes>,
+    /// 1-bit codes in fast-scan blocks (see the module notes).
+    blocks: Option<ScalarBuffer<u8>>,
     /// Per centroid, its squared norm (computed when built or opened).
     norms: Vec<f32>,
+    /// Per list, its first fast-scan block (`lists + 1`, computed from the offsets).
+    block_starts: Vec<usize>,
+}
+
+/// Entries per fast-scan block.
+const BLOCK: usize = 32;
+
+/// The fast-scan blocks of 1-bit codes, list by list (`starts` from `block_starts`).
+fn pack_blocks(codes: &RaBitQ, offsets: &[u32], starts: &[usize]) -> Vec<u8> {
+    let groups = codes.groups();
+    let lists = offsets.len() - 1;
+    let mut out = vec![0u8; starts[lists] * groups * 16];
+    for l in 0..lists {
+        let (first, last) = (offsets[l] as usize, offsets[l + 1] as usize);
+        for (b, block) in (first..last).step_by(BLOCK).enumerate() {
+            let at = (starts[l] + b) * groups * 16;
+            let bytes = &mut out[at..at + groups * 16];
+            for i in 0..BLOCK.min(last - block) {
+                let e = (block + i) as u32;
+                for g in 0..groups {
+                    let nibble = codes.nibble(e, g);
+                    bytes[g * 16 + i % 16] |= if i < 16 { nibble } else { nibble << 4 };
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Per list, its first fast-scan block, and the total after the last.
+fn block_starts(offsets: &[u32]) -> Vec<usize> {
+    let mut starts = Vec::with_capacity(offsets.len());
+    let mut at = 0;
+    starts.push(0);
+    for w in offsets.windows(2) {
+        at += (w[1] - w[0]).div_ceil(BLOCK as u32) as usize;
+        starts.push(at);
+    }
+    starts
 }
 
 /// The number of lists for `rows` rows when the settings leave it open: about 4·√rows.
@@ -207,6 +253,7 @@ impl Ivf {
                 vec![0u32, 0].into(),
                 Vec::new().into(),
                 Codes::train(settings.quant, view),
+                None,
             ));
         }
         let centroids = train(view, lists, cancel)?;
@@ -262,13 +309,20 @@ impl Ivf {
         if cancel.load(Ordering::Relaxed) {
             return None;
         }
-        Some(Ivf::new(
+        let mut ivf = Ivf::new(
             dim,
             centroids.into(),
             offsets.into(),
             rows.into(),
             codes,
-        ))
+            None,
+        );
+        if let Some(Codes::RaBitQ(c)) = &ivf.codes {
+            if c.bits() == 1 {
+                ivf.blocks = Some(pack_blocks(c, &ivf.offsets, &ivf.block_starts).into());
+            }
+        }
+        Some(ivf)
     }
 
     fn new(
@@ -277,16 +331,20 @@ impl Ivf {
         offsets: ScalarBuffer<u32>,
         rows: ScalarBuffer<u32>,
         codes: Option<Codes>,
+        blocks: Option<ScalarBuffer<u8>>,
     ) -> Ivf {
         let dot = kernels().dot;
         let norms = centroids.chunks_exact(dim).map(|c| dot(c, c)).collect();
+        let block_starts = block_starts(&offsets);
         Ivf {
             dim,
             centroids,
             offsets,
             rows,
             codes,
+            blocks,
             norms,
+            block_starts,
         }
     }
 
@@ -306,7 +364,7 @@ impl Ivf {
             self.dim as u32,
             self.lists() as u32,
             quant_tag(kind),
-            0,
+            u32::from(self.blocks.is_some()),
             0,
         ] {
             out.extend_from_slice(&w.to_le_bytes());
@@ -321,6 +379,9 @@ impl Ivf {
         }
         if let Some(c) = &self.codes {
             c.write(&mut out);
+        }
+        if let Some(b) = &self.blocks {
+            out.extend_from_slice(b);
         }
         out
     }
@@ -357,9 +418,28 @@ impl Ivf {
         };
         let (codes, code_bytes) =
             Codes::read(quant, &buffer, head * 4, n, dim, centres).map_err(|why| bad(&why))?;
-        if head * 4 + code_bytes != buffer.len() {
+        let fast = match (words[6], &codes) {
+            (0, _) => None,
+            (1, Some(Codes::RaBitQ(c))) if c.bits() == 1 => Some(c.groups()),
+            _ => return Err(bad("fast-scan blocks without 1-bit codes")),
+        };
+        let block_at = head * 4 + code_bytes;
+        let block_bytes = fast.map_or(0, |groups| {
+            // Counted the way `block_starts` counts them, from offsets not yet checked.
+            let blocks: usize = (0..lists)
+                .map(|l| {
+                    (words[HEADER_WORDS + floats + l + 1]
+                        .saturating_sub(words[HEADER_WORDS + floats + l])
+                        as usize)
+                        .div_ceil(BLOCK)
+                })
+                .sum();
+            blocks * groups * 16
+        });
+        if block_at + block_bytes != buffer.len() {
             return Err(bad("layout does not match the header"));
         }
+        let blocks = fast.map(|_| ScalarBuffer::<u8>::new(buffer.clone(), block_at, block_bytes));
         if offsets[0] != 0
             || offsets[lists] as usize != n
             || offsets.windows(2).any(|w| w[0] > w[1])
@@ -374,7 +454,7 @@ impl Ivf {
                 return Err(bad("code centres differ from the centroids"));
             }
         }
-        Ok(Ivf::new(dim, centroids, offsets, rows, codes))
+        Ok(Ivf::new(dim, centroids, offsets, rows, codes, blocks))
     }
 
     /// The lists in order of their centroids' nearness to the prepared query `q`; the first
@@ -465,8 +545,40 @@ impl Ivf {
                         let s = c.scorer(view.metric(), &q);
                         let rotated = c.rotated();
                         let term = |l: u32| s.centre_term(if rotated { l as usize } else { 0 });
-                        let dist = |at, t| s.estimate(at, t);
-                        self.scan(lists, accept, &seen, &mut top, dist, &term);
+                        match (&self.blocks, s.tables()) {
+                            (Some(blocks), Some(lut)) => {
+                                let groups = c.groups();
+                                let fastscan = kernels().fastscan;
+                                let mut ints = [0u16; BLOCK];
+                                for l in lists {
+                                    let t = term(l);
+                                    let (first, last) = (
+                                        self.offsets[l as usize] as usize,
+                                        self.offsets[l as usize + 1] as usize,
+                                    );
+                                    let start = self.block_starts[l as usize];
+                                    for (b, block) in (first..last).step_by(BLOCK).enumerate() {
+                                        let at = (start + b) * groups * 16;
+                                        fastscan(&blocks[at..at + groups * 16], &lut, &mut ints);
+                                        for (i, &int) in
+                                            ints.iter().enumerate().take(BLOCK.min(last - block))
+                                        {
+                                            let e = block + i;
+                                            let row = self.rows[e];
+                                            if accept(row) {
+                                                seen.set(seen.get() + 1);
+                                                let d = s.estimate_int(e as u32, f32::from(int), t);
+                                                top.push(Neighbor::new(d, row));
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            _ => {
+                                let dist = |at, t| s.estimate(at, t);
+                                self.scan(lists, accept, &seen, &mut top, dist, &term);
+                            }
+                        }
                     }
                 }
                 rerank(&exact, top.into_unsorted().collect())
@@ -553,6 +665,7 @@ mod tests {
                 QuantKind::None,
                 QuantKind::Sq8,
                 QuantKind::RaBitQ(4),
+                QuantKind::RaBitQ(1),
                 QuantKind::Binary,
             ] {
                 let settings = IndexSettings {

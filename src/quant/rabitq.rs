@@ -308,6 +308,18 @@ impl RaBitQ {
         Ok((codes, end - at))
     }
 
+    /// Groups of four dimensions per row (the unit of a fast-scan table).
+    pub(crate) fn groups(&self) -> usize {
+        self.words * 16
+    }
+
+    /// The four code bits of group `g` of row `i` (1-bit codes).
+    #[inline]
+    pub(crate) fn nibble(&self, i: u32, g: usize) -> u8 {
+        debug_assert_eq!(self.bits, 1);
+        ((self.codes[i as usize * self.words + g / 16] >> (4 * (g % 16))) & 15) as u8
+    }
+
     #[inline]
     fn row(&self, i: u32) -> &[u64] {
         let w = self.bits * self.words;
@@ -354,6 +366,7 @@ impl Quantizer for RaBitQ {
         let mut s = RaBitQScorer {
             codes: self,
             metric,
+            ints,
             planes,
             lo,
             delta,
@@ -397,6 +410,8 @@ impl Quantizer for RaBitQ {
 pub(crate) struct RaBitQScorer<'a> {
     codes: &'a RaBitQ,
     metric: Metric,
+    /// The rotated query quantized to integers, per dimension.
+    ints: Vec<u16>,
     /// The rotated query's integer bit planes.
     planes: Vec<u64>,
     lo: f32,
@@ -426,8 +441,35 @@ impl RaBitQScorer<'_> {
     #[inline]
     pub(crate) fn estimate(&self, i: u32, term: f32) -> f32 {
         let c = self.codes;
+        let int = (kernels().bits_dot)(c.row(i), &self.planes, c.words);
+        self.estimate_int(i, int as f32, term)
+    }
+
+    /// The fast-scan tables of 1-bit codes: per group of four dimensions, the query's partial
+    /// dot product for each of the 16 nibbles (at most 60 each: 4-bit query integers), or
+    /// `None` for codes of more bits.
+    pub(crate) fn tables(&self) -> Option<Vec<u8>> {
+        let groups = self.codes.groups();
+        // Sums of up to 60 per group must stay under 2^16.
+        if self.codes.bits != 1 || query_bits(1) != 4 || groups * 60 > usize::from(u16::MAX) {
+            return None;
+        }
+        let mut lut = vec![0u8; groups * 16];
+        for (g, table) in lut.chunks_exact_mut(16).enumerate() {
+            let q = |b: usize| self.ints.get(4 * g + b).map_or(0, |&v| v as u8);
+            for (v, t) in table.iter_mut().enumerate() {
+                *t = (0..4).filter(|b| v >> b & 1 == 1).map(q).sum();
+            }
+        }
+        Some(lut)
+    }
+
+    /// `estimate` from the integer dot product `int` of row `i`'s code with the query's
+    /// integers (what `bits_dot` or a fast scan computes).
+    #[inline]
+    pub(crate) fn estimate_int(&self, i: u32, int: f32, term: f32) -> f32 {
+        let c = self.codes;
         let r = i as usize;
-        let int = (kernels().bits_dot)(c.row(i), &self.planes, c.words) as f32;
         let ip_o = c.scale[r] * (self.lo * c.sum[r] + self.delta * int - self.offset);
         match self.metric {
             Metric::L2 => c.norm2[r] + term + 2.0 * c.cdot[r] - 2.0 * ip_o,

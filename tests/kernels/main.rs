@@ -95,6 +95,35 @@ proptest! {
     }
 
     #[test]
+    fn fastscan_matches_table_sums(
+        (groups, seed) in (1usize..40, any::<u64>())
+    ) {
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            state
+        };
+        let codes: Vec<u8> = (0..groups * 16).map(|_| next() as u8).collect();
+        let lut: Vec<u8> = (0..groups * 16).map(|_| next() as u8).collect();
+        let mut want = [0u16; 32];
+        for g in 0..groups {
+            for r in 0..32 {
+                let byte = codes[g * 16 + r % 16];
+                let nibble = if r < 16 { byte & 15 } else { byte >> 4 };
+                want[r] = want[r].wrapping_add(u16::from(lut[g * 16 + usize::from(nibble)]));
+            }
+        }
+        let mut got = [0u16; 32];
+        scalar::fastscan(&codes, &lut, &mut got);
+        prop_assert_eq!(got, want);
+        for k in Kernels::available() {
+            let mut got = [7u16; 32];
+            (k.fastscan)(&codes, &lut, &mut got);
+            prop_assert_eq!(got, want, "{:?}", k.level);
+        }
+    }
+
+    #[test]
     fn simd_dot_block_matches_scalar(
         d in 1usize..70,
         nq in 1usize..20,

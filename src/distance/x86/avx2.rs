@@ -158,6 +158,53 @@ pub fn bits_dot_popcnt(code: &[u64], query: &[u64], words: usize) -> u64 {
     unsafe { bits_dot_popcnt_impl(code, query, words) }
 }
 
+#[target_feature(enable = "avx2")]
+unsafe fn fastscan_avx2_impl(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
+    let groups = codes.len() / 16;
+    let (pc, pt) = (codes.as_ptr(), lut.as_ptr());
+    let mask = _mm256_set1_epi8(0x0F);
+    // u16 sums of rows 0..15 and 16..31.
+    let (mut low, mut high) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let mut g = 0;
+    while g + 2 <= groups {
+        // Two groups: each 128-bit lane holds one group's codes and its table, and the
+        // shuffle looks up within a lane.
+        let c = _mm256_loadu_si256(pc.add(g * 16) as *const __m256i);
+        let t = _mm256_loadu_si256(pt.add(g * 16) as *const __m256i);
+        let lo = _mm256_shuffle_epi8(t, _mm256_and_si256(c, mask));
+        let hi = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16::<4>(c), mask));
+        low = _mm256_add_epi16(low, _mm256_cvtepu8_epi16(_mm256_castsi256_si128(lo)));
+        low = _mm256_add_epi16(low, _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(lo)));
+        high = _mm256_add_epi16(high, _mm256_cvtepu8_epi16(_mm256_castsi256_si128(hi)));
+        high = _mm256_add_epi16(
+            high,
+            _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(hi)),
+        );
+        g += 2;
+    }
+    if g < groups {
+        let mask = _mm_set1_epi8(0x0F);
+        let c = _mm_loadu_si128(pc.add(g * 16) as *const __m128i);
+        let t = _mm_loadu_si128(pt.add(g * 16) as *const __m128i);
+        let lo = _mm_shuffle_epi8(t, _mm_and_si128(c, mask));
+        let hi = _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16::<4>(c), mask));
+        low = _mm256_add_epi16(low, _mm256_cvtepu8_epi16(lo));
+        high = _mm256_add_epi16(high, _mm256_cvtepu8_epi16(hi));
+    }
+    let po = out.as_mut_ptr();
+    _mm256_storeu_si256(po as *mut __m256i, low);
+    _mm256_storeu_si256(po.add(16) as *mut __m256i, high);
+}
+
+/// `scalar::fastscan` with 32-byte table lookups.
+pub fn fastscan_avx2(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
+    assert!(codes.len() == lut.len() && codes.len().is_multiple_of(16));
+    // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected);
+    // loads stay within the equal-length `codes` and `lut` (16 bytes per group, 32 only while
+    // two groups remain), and the two 32-byte stores fill `out`'s 32 u16 exactly.
+    unsafe { fastscan_avx2_impl(codes, lut, out) }
+}
+
 pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: this function is only reachable through the AVX2 kernel table, which
