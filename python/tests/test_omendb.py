@@ -184,6 +184,36 @@ def test_an_index_keeps_recall_against_exact_search(db, rng):
     assert recall / len(queries) >= 0.9
 
 
+@pytest.mark.parametrize("quantization", ["rabitq1", "rabitq4", "sq8"])
+def test_ivf_over_compact_codes_keeps_recall(db, rng, quantization):
+    n = 3000
+    data = unit(rng, n, 32)
+    docs = db.create_collection(
+        "lists", dim=32, index="ivf", quantization=quantization, nlist=30, index_threshold=0
+    )
+    docs.add(ids=np.arange(n), vectors=data)
+    assert docs.build_index() == 1
+    assert docs.stats()["index_kinds"] == ["ivf"]
+    queries = unit(rng, 50, 32)
+
+    def recall():
+        got = docs.search(queries, k=10, ef=64)
+        total = 0.0
+        for i, q in enumerate(queries):
+            want, _ = cosine_topk(data, q, 10)
+            ids = got.filter(pa.compute.equal(got["_query"], i)).column("id").to_pylist()
+            total += len(set(ids) & set(want.tolist())) / 10
+        return total / len(queries)
+
+    # Every list scanned: only the codes' ranking stands between the result and exact.
+    docs.alter(nprobe=30)
+    assert recall() >= 0.97
+    docs.alter(nprobe=1)
+    assert recall() < 0.9
+    with pytest.raises(omendb.InvalidInput, match="rabitq1 to rabitq9"):
+        db.create_collection("bad", dim=4, quantization="rabitq12")
+
+
 def test_errors_are_typed_and_name_what_was_wrong(tmp_path, rng):
     db = omendb.connect(tmp_path)
     docs = db.create_collection("docs", dim=DIM)

@@ -564,10 +564,16 @@ impl Ivf {
                                             ints.iter().enumerate().take(BLOCK.min(last - block))
                                         {
                                             let e = block + i;
+                                            let d = s.estimate_int(e as u32, f32::from(int), t);
+                                            // Only candidates that would enter are looked up
+                                            // and filtered (a finite threshold means the top
+                                            // already holds `want` accepted rows).
+                                            if d >= top.threshold() {
+                                                continue;
+                                            }
                                             let row = self.rows[e];
                                             if accept(row) {
                                                 seen.set(seen.get() + 1);
-                                                let d = s.estimate_int(e as u32, f32::from(int), t);
                                                 top.push(Neighbor::new(d, row));
                                             }
                                         }
