@@ -205,9 +205,10 @@ def test_ivf_over_compact_codes_keeps_recall(db, rng, quantization):
             total += len(set(ids) & set(want.tolist())) / 10
         return total / len(queries)
 
-    # Every list scanned: only the codes' ranking stands between the result and exact.
+    # Every list scanned: only the codes' ranking stands between the result and exact (1 bit
+    # per dimension of 32 ranks coarsely, so more of the truth falls past the re-ranked set).
     docs.alter(nprobe=30)
-    assert recall() >= 0.97
+    assert recall() >= (0.93 if quantization == "rabitq1" else 0.97)
     docs.alter(nprobe=1)
     assert recall() < 0.9
     with pytest.raises(omendb.InvalidInput, match="rabitq1 to rabitq9"):
