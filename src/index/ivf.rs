@@ -67,6 +67,11 @@ pub struct Ivf {
     block_starts: Vec<usize>,
 }
 
+/// Orders (ranking, list) pairs nearest first.
+fn by_rank(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0)
+}
+
 /// Entries per fast-scan block.
 const BLOCK: usize = 32;
 
@@ -457,9 +462,9 @@ impl Ivf {
         Ok(Ivf::new(dim, centroids, offsets, rows, codes, blocks))
     }
 
-    /// The lists in order of their centroids' nearness to the prepared query `q`; the first
-    /// `nprobe` are sure to come first.
-    fn probe(&self, metric: Metric, q: &[f32], nprobe: usize) -> Vec<u32> {
+    /// Every list with its centroid's ranking against the prepared query `q`: the `nprobe`
+    /// nearest first, nearest first; the rest after them, in no order.
+    fn probe(&self, metric: Metric, q: &[f32], nprobe: usize) -> Vec<(f32, u32)> {
         let probe = Probe::of(metric);
         let dot = kernels().dot;
         let mut ranked: Vec<(f32, u32)> = self
@@ -470,14 +475,11 @@ impl Ivf {
             .map(|(j, (c, &c2))| (probe.rank(dot(c, q), c2), j as u32))
             .collect();
         let nprobe = nprobe.clamp(1, ranked.len());
-        let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0);
         if nprobe < ranked.len() {
-            ranked.select_nth_unstable_by(nprobe - 1, by);
-            // The rest are only read when a filter leaves too few rows in the first lists.
-            ranked[nprobe..].sort_unstable_by(by);
+            ranked.select_nth_unstable_by(nprobe - 1, by_rank);
         }
-        ranked[..nprobe].sort_unstable_by(by);
-        ranked.into_iter().map(|(_, j)| j).collect()
+        ranked[..nprobe].sort_unstable_by(by_rank);
+        ranked
     }
 
     /// The `k` nearest accepted rows to `query` (raw; prepared here), nearest first, with
@@ -499,16 +501,24 @@ impl Ivf {
         }
         let q = view.prepare(query);
         let exact = view.scorer(&q);
-        let order = self.probe(view.metric(), &q, nprobe);
+        let nprobe = nprobe.clamp(1, self.lists());
+        let mut order = self.probe(view.metric(), &q, nprobe);
         let want = ef.max(k);
         // Lists in order while fewer than `nprobe` were scanned or fewer than `want` accepted
-        // rows seen; `seen` is updated by the scans.
+        // rows seen (`seen` is updated by the scans); the lists past the first `nprobe` are
+        // sorted only when a filter leaves too few rows in those.
         let seen = std::cell::Cell::new(0usize);
-        let lists = order
-            .iter()
-            .enumerate()
-            .take_while(|&(i, _)| i < nprobe.max(1) || seen.get() < want)
-            .map(|(_, &l)| l);
+        let mut next = 0;
+        let lists = std::iter::from_fn(|| {
+            if next >= order.len() || (next >= nprobe && seen.get() >= want) {
+                return None;
+            }
+            if next == nprobe {
+                order[nprobe..].sort_unstable_by(by_rank);
+            }
+            next += 1;
+            Some(order[next - 1].1)
+        });
         let entries = |l: u32| {
             let l = l as usize;
             self.offsets[l] as usize..self.offsets[l + 1] as usize
