@@ -122,6 +122,7 @@ type BlockFn = fn(&[f32], &[f32], usize, &mut [f32]);
 type DotU8Fn = fn(&[f32], &[u8]) -> f32;
 type BitsFn = fn(&[u64], &[u64], usize) -> u64;
 type FastScanFn = fn(&[u8], &[u8], &mut [u16; 32]);
+type IntDotFn = fn(&[u8], &[i8]) -> i32;
 
 /// One level's kernels.
 pub struct Kernels {
@@ -144,6 +145,12 @@ pub struct Kernels {
     /// `fastscan(codes, lut, out)`: 32 rows' 1-bit codes scored at once by 4-bit table
     /// lookups (see `scalar::fastscan`), how IVF scans its lists.
     pub fastscan: FastScanFn,
+    /// `Σ code · q` for 4-bit codes packed in nibbles and a signed 8-bit query (see
+    /// `scalar::dot_u4_i8`): 2- to 4-bit codes.
+    pub dot_u4_i8: IntDotFn,
+    /// `Σ code · q` for 8-bit codes and a signed 8-bit query (see `scalar::dot_u8_i8`): 5- to
+    /// 8-bit codes.
+    pub dot_u8_i8: IntDotFn,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -154,6 +161,8 @@ static SCALAR: Kernels = Kernels {
     dot_u8: scalar::dot_u8,
     bits_dot: scalar::bits_dot,
     fastscan: scalar::fastscan,
+    dot_u4_i8: scalar::dot_u4_i8,
+    dot_u8_i8: scalar::dot_u8_i8,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -165,6 +174,8 @@ static AVX2: Kernels = Kernels {
     dot_u8: x86::dot_u8_avx2,
     bits_dot: x86::bits_dot_popcnt,
     fastscan: x86::fastscan_avx2,
+    dot_u4_i8: x86::dot_u4_i8_avx2,
+    dot_u8_i8: x86::dot_u8_i8_avx2,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -176,6 +187,8 @@ static AVX512: Kernels = Kernels {
     dot_u8: x86::dot_u8_avx512,
     bits_dot: x86::bits_dot_popcnt,
     fastscan: x86::fastscan_avx2,
+    dot_u4_i8: x86::dot_u4_i8_avx2,
+    dot_u8_i8: x86::dot_u8_i8_avx2,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -188,6 +201,8 @@ static NEON: Kernels = Kernels {
     // count_ones compiles to NEON's cnt on every AArch64 target.
     bits_dot: scalar::bits_dot,
     fastscan: scalar::fastscan,
+    dot_u4_i8: scalar::dot_u4_i8,
+    dot_u8_i8: scalar::dot_u8_i8,
 };
 
 impl Kernels {

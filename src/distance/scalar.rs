@@ -66,6 +66,32 @@ pub fn fastscan(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
     }
 }
 
+/// `Σ code[i] · q[i]` for 4-bit codes packed two to a byte in blocks of 32 dimensions (byte
+/// `j` of a block: dimension `j` in the low nibble, `j + 16` in the high one) and signed 8-bit
+/// query values; `q.len()` is a multiple of 32 and twice `codes.len()`.
+pub fn dot_u4_i8(codes: &[u8], q: &[i8]) -> i32 {
+    assert!(q.len().is_multiple_of(32) && codes.len() * 2 == q.len());
+    let mut total = 0i32;
+    for (c, q) in codes.chunks_exact(16).zip(q.chunks_exact(32)) {
+        for j in 0..16 {
+            total += i32::from(c[j] & 15) * i32::from(q[j]);
+            total += i32::from(c[j] >> 4) * i32::from(q[j + 16]);
+        }
+    }
+    total
+}
+
+/// `Σ code[i] · q[i]` for 8-bit unsigned codes and signed 8-bit query values; equal lengths,
+/// a multiple of 32.
+pub fn dot_u8_i8(codes: &[u8], q: &[i8]) -> i32 {
+    assert!(q.len().is_multiple_of(32) && codes.len() == q.len());
+    codes
+        .iter()
+        .zip(q)
+        .map(|(&c, &v)| i32::from(c) * i32::from(v))
+        .sum()
+}
+
 /// The dot product.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes8(a, b, |x, y| x * y)

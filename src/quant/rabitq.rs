@@ -5,9 +5,11 @@
 //!
 //! `o = P(x - c)`, `ȳ = code - (2^B - 1)/2`, `⟨o, v⟩ ≈ |o|/⟨ȳ, o/|o|⟩ · ⟨ȳ, v⟩`.
 //!
-//! Queries are rotated once and quantized to a few bits per dimension, so a row is scored by
-//! integer dot products of bit planes (`Kernels::bits_dot`). `binary` is the plain 1-bit
-//! sign code the seeds plan: no rotation and no centre, the same estimator.
+//! Queries are rotated once and quantized, so a row is scored by an integer dot product: 1-
+//! and 9-bit codes are stored as bit planes and scored against a few-bit query by popcounts
+//! (`Kernels::bits_dot`); 2- to 4-bit codes as nibbles and 5- to 8-bit codes as bytes, scored
+//! against a signed 8-bit query (`Kernels::dot_u4_i8`, `dot_u8_i8`). `binary` is the plain
+//! 1-bit sign code the seeds plan: no rotation and no centre, the same estimator.
 //!
 //! One code book may hold several centres (an IVF's lists, see `index::ivf`); rows name
 //! theirs through the caller, which scores them with that centre's term (`centre_term`).
@@ -15,7 +17,8 @@
 //! File section (words little-endian; the section starts 4-byte aligned): the rotation
 //! (`dim × dim` f32, only when rotated), the centres (`centres × dim` f32), four f32 per row
 //! (scale, |o|², ⟨o, c⟩, Σ code) as four arrays, zero padding to an 8-byte file offset, then
-//! the codes: per row `bits` planes of `words` u64.
+//! the codes: per row `bits` planes of `words` u64, or `64 · words` nibbles (two per byte, see
+//! `Kernels::dot_u4_i8`) or bytes, whichever `Layout::of(bits)` says.
 
 use arrow_buffer::{Buffer, ScalarBuffer};
 use rayon::prelude::*;
@@ -146,6 +149,58 @@ fn encode_unit(u: &[f32], bits: usize, out: &mut [u16]) -> f32 {
     ip
 }
 
+/// How a row's codes are stored, decided by their bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `bits` planes of `words` u64 (1 and 9 bits).
+    Planes,
+    /// Two 4-bit codes per byte, in blocks of 32 dimensions (2 to 4 bits).
+    Nibbles,
+    /// One byte per dimension (5 to 8 bits).
+    Bytes,
+}
+
+impl Layout {
+    fn of(bits: usize) -> Layout {
+        match bits {
+            2..=4 => Layout::Nibbles,
+            5..=8 => Layout::Bytes,
+            _ => Layout::Planes,
+        }
+    }
+
+    /// u64 words per row.
+    fn row_words(self, bits: usize, words: usize) -> usize {
+        match self {
+            Layout::Planes => bits * words,
+            Layout::Nibbles => 4 * words,
+            Layout::Bytes => 8 * words,
+        }
+    }
+
+    /// Stores integer codes (`64 · words` of them at most) into `out` (one row's words).
+    fn store(self, codes: &[u16], bits: usize, words: usize, out: &mut [u64]) {
+        match self {
+            Layout::Planes => pack(codes, bits, words, out),
+            Layout::Nibbles | Layout::Bytes => {
+                let mut bytes = vec![0u8; out.len() * 8];
+                for (i, &c) in codes.iter().enumerate() {
+                    if self == Layout::Bytes {
+                        bytes[i] = c as u8;
+                    } else {
+                        let (block, j) = (i / 32, i % 32);
+                        let shift = if j < 16 { 0 } else { 4 };
+                        bytes[block * 16 + j % 16] |= (c as u8 & 15) << shift;
+                    }
+                }
+                for (w, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                    *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                }
+            }
+        }
+    }
+}
+
 /// Packs integer codes into `bits` planes of `words` u64 (least significant plane first).
 fn pack(codes: &[u16], bits: usize, words: usize, out: &mut [u64]) {
     out.iter_mut().for_each(|w| *w = 0);
@@ -177,7 +232,8 @@ impl RaBitQ {
             Vec::new()
         };
         let n = rows.len();
-        let plane = bits * words;
+        let layout = Layout::of(bits);
+        let plane = layout.row_words(bits, words);
         let mut codes = vec![0u64; n * plane];
         let dot = kernels().dot;
         let factors: Vec<[f32; 4]> = codes
@@ -204,12 +260,12 @@ impl RaBitQ {
                     let norm = norm2.sqrt();
                     if norm == 0.0 {
                         ints.iter_mut().for_each(|c| *c = 0);
-                        pack(ints, bits, words, out);
+                        layout.store(ints, bits, words, out);
                         return [0.0, 0.0, cdot, 0.0];
                     }
                     let u: Vec<f32> = o.iter().map(|v| v / norm).collect();
                     let ip = encode_unit(&u, bits, ints);
-                    pack(ints, bits, words, out);
+                    layout.store(ints, bits, words, out);
                     let sum = ints.iter().map(|&c| f32::from(c)).sum();
                     let scale = if ip > 0.0 { norm / ip } else { 0.0 };
                     [scale, norm2, cdot, sum]
@@ -266,7 +322,7 @@ impl RaBitQ {
         let rot = if rotated { dim * dim } else { 0 };
         let floats = rot + centres * dim + 4 * rows;
         let codes_at = (at + floats * 4).next_multiple_of(8);
-        let n_codes = rows * bits * words;
+        let n_codes = rows * Layout::of(bits).row_words(bits, words);
         let end = codes_at + n_codes * 8;
         if !at.is_multiple_of(4) || end > buffer.len() {
             return Err("code section runs past the end of the file".into());
@@ -313,17 +369,29 @@ impl RaBitQ {
         self.words * 16
     }
 
-    /// The four code bits of group `g` of row `i` (1-bit codes).
+    /// The four code bits of group `g` of row `i` (1-bit codes, bit planes).
     #[inline]
     pub(crate) fn nibble(&self, i: u32, g: usize) -> u8 {
         debug_assert_eq!(self.bits, 1);
         ((self.codes[i as usize * self.words + g / 16] >> (4 * (g % 16))) & 15) as u8
     }
 
+    /// u64 words per row.
+    fn row_words(&self) -> usize {
+        Layout::of(self.bits).row_words(self.bits, self.words)
+    }
+
     #[inline]
     fn row(&self, i: u32) -> &[u64] {
-        let w = self.bits * self.words;
+        let w = self.row_words();
         &self.codes[i as usize * w..(i as usize + 1) * w]
+    }
+
+    /// Row `i`'s codes as bytes (nibble and byte layouts).
+    #[inline]
+    fn row_bytes(&self, i: u32) -> &[u8] {
+        let w = self.row_words() * 8;
+        &self.codes.inner()[i as usize * w..(i as usize + 1) * w]
     }
 }
 
@@ -346,36 +414,52 @@ impl Quantizer for RaBitQ {
         } else {
             q.to_vec()
         };
-        let qb = query_bits(self.bits);
-        let (lo, hi) = turned
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
-                (l.min(v), h.max(v))
-            });
-        let levels = ((1u32 << qb) - 1) as f32;
-        let delta = if hi > lo { (hi - lo) / levels } else { 1.0 };
-        let lo = if lo.is_finite() { lo } else { 0.0 };
-        let ints: Vec<u16> = turned
-            .iter()
-            .map(|&v| ((v - lo) / delta).round().clamp(0.0, levels) as u16)
-            .collect();
-        let mut planes = vec![0u64; qb * self.words];
-        pack(&ints, qb, self.words, &mut planes);
-        let sum_q: f32 = ints.iter().map(|&c| f32::from(c)).sum();
         let h = ((1u32 << self.bits) - 1) as f32 / 2.0;
         let mut s = RaBitQScorer {
             codes: self,
             metric,
-            ints,
-            planes,
-            lo,
-            delta,
-            // ⟨ȳ, q'⟩ = lo·Σcode + Δ·⟨code, q_int⟩ − h·(lo·dim + Δ·Σq_int).
-            offset: h * (lo * dim as f32 + delta * sum_q),
+            ints: Vec::new(),
+            planes: Vec::new(),
+            int8: Vec::new(),
+            lo: 0.0,
+            delta: 1.0,
+            offset: 0.0,
             q: q.to_vec(),
             qn2: dot(q, q),
             term: 0.0,
         };
+        let layout = Layout::of(self.bits);
+        if layout == Layout::Planes {
+            let qb = query_bits(self.bits);
+            let (lo, hi) = turned
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                    (l.min(v), h.max(v))
+                });
+            let levels = ((1u32 << qb) - 1) as f32;
+            let delta = if hi > lo { (hi - lo) / levels } else { 1.0 };
+            let lo = if lo.is_finite() { lo } else { 0.0 };
+            s.ints = turned
+                .iter()
+                .map(|&v| ((v - lo) / delta).round().clamp(0.0, levels) as u16)
+                .collect();
+            s.planes = vec![0u64; qb * self.words];
+            pack(&s.ints, qb, self.words, &mut s.planes);
+            let sum_q: f32 = s.ints.iter().map(|&c| f32::from(c)).sum();
+            // ⟨ȳ, q'⟩ = lo·Σcode + Δ·⟨code, q_int⟩ − h·(lo·dim + Δ·Σq_int).
+            (s.lo, s.delta, s.offset) = (lo, delta, h * (lo * dim as f32 + delta * sum_q));
+        } else {
+            // Symmetric signed 8-bit query: ⟨ȳ, q'⟩ = Δ·⟨code, q_int⟩ − h·Σq'.
+            let most = 127.0f32;
+            let max = turned.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let delta = if max > 0.0 { max / most } else { 1.0 };
+            s.int8 = vec![0i8; self.words * 64];
+            for (o, &v) in s.int8.iter_mut().zip(&turned) {
+                *o = (v / delta).round().clamp(-most, most) as i8;
+            }
+            let sum: f32 = turned.iter().sum();
+            (s.delta, s.offset) = (delta, h * sum);
+        }
         s.term = s.centre_term(0);
         s
     }
@@ -412,8 +496,10 @@ pub(crate) struct RaBitQScorer<'a> {
     metric: Metric,
     /// The rotated query quantized to integers, per dimension.
     ints: Vec<u16>,
-    /// The rotated query's integer bit planes.
+    /// The rotated query's integer bit planes (bit-plane codes).
     planes: Vec<u64>,
+    /// The rotated query as signed 8-bit integers (nibble and byte codes).
+    int8: Vec<i8>,
     lo: f32,
     delta: f32,
     offset: f32,
@@ -441,8 +527,13 @@ impl RaBitQScorer<'_> {
     #[inline]
     pub(crate) fn estimate(&self, i: u32, term: f32) -> f32 {
         let c = self.codes;
-        let int = (kernels().bits_dot)(c.row(i), &self.planes, c.words);
-        self.estimate_int(i, int as f32, term)
+        let k = kernels();
+        let int = match Layout::of(c.bits) {
+            Layout::Planes => (k.bits_dot)(c.row(i), &self.planes, c.words) as f32,
+            Layout::Nibbles => (k.dot_u4_i8)(c.row_bytes(i), &self.int8) as f32,
+            Layout::Bytes => (k.dot_u8_i8)(c.row_bytes(i), &self.int8) as f32,
+        };
+        self.estimate_int(i, int, term)
     }
 
     /// The fast-scan tables of 1-bit codes: per group of four dimensions, the query's partial
@@ -470,6 +561,7 @@ impl RaBitQScorer<'_> {
     pub(crate) fn estimate_int(&self, i: u32, int: f32, term: f32) -> f32 {
         let c = self.codes;
         let r = i as usize;
+        // `lo` is 0 for the signed 8-bit query (its offset is folded into `offset`).
         let ip_o = c.scale[r] * (self.lo * c.sum[r] + self.delta * int - self.offset);
         match self.metric {
             Metric::L2 => c.norm2[r] + term + 2.0 * c.cdot[r] - 2.0 * ip_o,
@@ -479,7 +571,7 @@ impl RaBitQScorer<'_> {
     }
 
     pub(crate) fn prefetch_row(&self, i: u32) {
-        let w = self.codes.bits * self.codes.words;
+        let w = self.codes.row_words();
         prefetch_rows(&self.codes.codes, i as usize * w, w);
     }
 }
@@ -537,7 +629,15 @@ mod tests {
                 }
             }
             let mut last = f32::INFINITY;
-            for (bits, rotated) in [(1, false), (1, true), (2, true), (4, true), (8, true)] {
+            for (bits, rotated) in [
+                (1, false),
+                (1, true),
+                (2, true),
+                (4, true),
+                (6, true),
+                (8, true),
+                (9, true),
+            ] {
                 let centres = if rotated {
                     mean.clone()
                 } else {

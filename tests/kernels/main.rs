@@ -124,6 +124,37 @@ proptest! {
     }
 
     #[test]
+    fn int_code_dots_match_the_integer_dot_product(
+        (blocks, seed) in (1usize..20, any::<u64>())
+    ) {
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            state
+        };
+        let n = blocks * 32;
+        let q4: Vec<i8> = (0..n).map(|_| next() as i8).collect();
+        let q8: Vec<i8> = (0..n).map(|_| next() as i8).collect();
+        let codes4: Vec<u8> = (0..n).map(|_| (next() % 16) as u8).collect();
+        let codes8: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+        // Nibbles packed as the kernel reads them.
+        let packed: Vec<u8> = (0..n / 2)
+            .map(|i| {
+                let (b, j) = (i / 16, i % 16);
+                codes4[b * 32 + j] | (codes4[b * 32 + j + 16] << 4)
+            })
+            .collect();
+        let want4: i32 = codes4.iter().zip(&q4).map(|(&c, &v)| i32::from(c) * i32::from(v)).sum();
+        let want8: i32 = codes8.iter().zip(&q8).map(|(&c, &v)| i32::from(c) * i32::from(v)).sum();
+        prop_assert_eq!(scalar::dot_u4_i8(&packed, &q4), want4);
+        prop_assert_eq!(scalar::dot_u8_i8(&codes8, &q8), want8);
+        for k in Kernels::available() {
+            prop_assert_eq!((k.dot_u4_i8)(&packed, &q4), want4, "{:?}", k.level);
+            prop_assert_eq!((k.dot_u8_i8)(&codes8, &q8), want8, "{:?}", k.level);
+        }
+    }
+
+    #[test]
     fn simd_dot_block_matches_scalar(
         d in 1usize..70,
         nq in 1usize..20,

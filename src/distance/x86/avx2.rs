@@ -205,6 +205,70 @@ pub fn fastscan_avx2(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
     unsafe { fastscan_avx2_impl(codes, lut, out) }
 }
 
+#[target_feature(enable = "avx2")]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn dot_u4_i8_impl(codes: &[u8], q: &[i8]) -> i32 {
+    let (pc, pq) = (codes.as_ptr(), q.as_ptr());
+    let mask = _mm_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_si256();
+    for b in 0..q.len() / 32 {
+        let packed = _mm_loadu_si128(pc.add(b * 16) as *const __m128i);
+        let lo = _mm_and_si128(packed, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(packed), mask);
+        // Dimensions 0..15 of the block in the low lane, 16..31 in the high one.
+        let c = _mm256_set_m128i(hi, lo);
+        let v = _mm256_loadu_si256(pq.add(b * 32) as *const __m256i);
+        // u8 × i8 pairs summed into i16 (at most 2 · 15 · 128: no saturation), then i32.
+        let pairs = _mm256_maddubs_epi16(c, v);
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+    }
+    hsum_epi32(acc)
+}
+
+/// `scalar::dot_u4_i8` with 32 dimensions per step.
+pub fn dot_u4_i8_avx2(codes: &[u8], q: &[i8]) -> i32 {
+    assert!(q.len().is_multiple_of(32) && codes.len() * 2 == q.len());
+    // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected);
+    // block b reads bytes 16b..16b+16 of `codes` and 32b..32b+32 of `q`, both in bounds by
+    // the lengths asserted above.
+    unsafe { dot_u4_i8_impl(codes, q) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn dot_u8_i8_impl(codes: &[u8], q: &[i8]) -> i32 {
+    let (pc, pq) = (codes.as_ptr(), q.as_ptr());
+    let mask = _mm256_set1_epi8(0x0F);
+    let (ones, sixteen) = (_mm256_set1_epi16(1), _mm256_set1_epi16(16));
+    let mut acc = _mm256_setzero_si256();
+    for b in 0..q.len() / 32 {
+        let c = _mm256_loadu_si256(pc.add(b * 32) as *const __m256i);
+        let v = _mm256_loadu_si256(pq.add(b * 32) as *const __m256i);
+        // Each code as 16·high + low nibble, so the u8 × i8 pairs summed in i16 stay within
+        // 2 · 15 · 128 and never saturate.
+        let lo = _mm256_maddubs_epi16(_mm256_and_si256(c, mask), v);
+        let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(c), mask), v);
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(lo, ones));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(hi, sixteen));
+    }
+    hsum_epi32(acc)
+}
+
+/// `scalar::dot_u8_i8` with 32 dimensions per step.
+pub fn dot_u8_i8_avx2(codes: &[u8], q: &[i8]) -> i32 {
+    assert!(q.len().is_multiple_of(32) && codes.len() == q.len());
+    // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected);
+    // block b reads bytes 32b..32b+32 of both slices, in bounds by the lengths asserted.
+    unsafe { dot_u8_i8_impl(codes, q) }
+}
+
 pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: this function is only reachable through the AVX2 kernel table, which
