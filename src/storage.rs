@@ -138,7 +138,7 @@ impl FileKind {
             || (name.starts_with("nrm-") && name.ends_with(".f32"))
             || (name.starts_with("pk-") && name.ends_with(".bin"))
             || (name.starts_with("del-") && name.ends_with(".bin"))
-            || (name.starts_with("idx-") && name.ends_with(".hnsw"))
+            || (name.starts_with("idx-") && (name.ends_with(".hnsw") || name.ends_with(".ivf")))
             || name.starts_with(STAGED_PREFIX)
             || name == manifest::MANIFEST_TMP
     }

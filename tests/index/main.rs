@@ -356,8 +356,19 @@ mod collection {
                 }
                 hit_ids(&snap, snap.search(&req).unwrap())
             };
+            // A leftover index file of this kind that no manifest names is collected on open.
+            let stray = tmp
+                .path()
+                .join("words")
+                .join(format!("idx-0000000099-0000000099.{kind}"));
+            std::fs::write(&stray, b"left over").unwrap();
             let db = Database::open(tmp.path()).unwrap();
             let c = db.collection("words").unwrap();
+            assert!(
+                !stray.exists(),
+                "{opts:?}: {} was not collected",
+                stray.display()
+            );
             assert_eq!(c.stats().unwrap().index_kinds, [kind]);
             let snap = c.snapshot();
             let req = SearchRequest::new(queries, 10)
