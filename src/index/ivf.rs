@@ -152,21 +152,21 @@ fn assign(data: &[f32], dim: usize, centroids: &[f32], probe: Probe) -> Vec<u32>
     data.par_chunks(ASSIGN_BLOCK * dim)
         .flat_map_iter(|block| {
             let nr = block.len() / dim;
-            let mut scores = vec![0f32; nr * lists];
-            (kernels().dot_block)(block, centroids, dim, &mut scores);
-            scores
-                .chunks_exact(lists)
-                .map(|s| {
-                    let mut best = (f32::INFINITY, 0u32);
-                    for (j, (&ip, &c)) in s.iter().zip(&c2).enumerate() {
-                        let r = probe.rank(ip, c);
-                        if r < best.0 {
-                            best = (r, j as u32);
-                        }
+            // Centroids as the "queries" and the rows as the block the kernel packs, the
+            // shape flat search tunes it for: the packing is of these few rows, not of every
+            // centroid once per block.
+            let mut scores = vec![0f32; lists * nr];
+            (kernels().dot_block)(centroids, block, dim, &mut scores);
+            let mut best = vec![(f32::INFINITY, 0u32); nr];
+            for (j, (s, &c)) in scores.chunks_exact(nr).zip(&c2).enumerate() {
+                for (b, &ip) in best.iter_mut().zip(s) {
+                    let r = probe.rank(ip, c);
+                    if r < b.0 {
+                        *b = (r, j as u32);
                     }
-                    best.1
-                })
-                .collect::<Vec<_>>()
+                }
+            }
+            best.into_iter().map(|(_, j)| j)
         })
         .collect()
 }
