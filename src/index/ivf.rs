@@ -149,14 +149,16 @@ fn assign(data: &[f32], dim: usize, centroids: &[f32], probe: Probe) -> Vec<u32>
         .chunks_exact(dim)
         .map(|c| (kernels().dot)(c, c))
         .collect();
-    data.par_chunks(ASSIGN_BLOCK * dim)
-        .flat_map_iter(|block| {
+    let blocks: Vec<Vec<u32>> = data
+        .par_chunks(ASSIGN_BLOCK * dim)
+        .map_init(Vec::new, |scores, block| {
             let nr = block.len() / dim;
             // Centroids as the "queries" and the rows as the block the kernel packs, the
             // shape flat search tunes it for: the packing is of these few rows, not of every
             // centroid once per block.
-            let mut scores = vec![0f32; lists * nr];
-            (kernels().dot_block)(centroids, block, dim, &mut scores);
+            scores.resize(lists * nr, 0f32);
+            let scores = &mut scores[..lists * nr];
+            (kernels().dot_block)(centroids, block, dim, scores);
             let mut best = vec![(f32::INFINITY, 0u32); nr];
             for (j, (s, &c)) in scores.chunks_exact(nr).zip(&c2).enumerate() {
                 for (b, &ip) in best.iter_mut().zip(s) {
@@ -166,9 +168,10 @@ fn assign(data: &[f32], dim: usize, centroids: &[f32], probe: Probe) -> Vec<u32>
                     }
                 }
             }
-            best.into_iter().map(|(_, j)| j)
+            best.into_iter().map(|(_, j)| j).collect()
         })
-        .collect()
+        .collect();
+    blocks.concat()
 }
 
 /// The vectors of `rows` of `view` as search sees them, row-major.
