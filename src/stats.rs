@@ -56,6 +56,12 @@ pub struct IndexParams {
     pub ef_search: usize,
     /// Rows from which a segment is indexed automatically (0: never).
     pub index_threshold: usize,
+    /// Rows from which `index=auto` builds IVF rather than a graph.
+    pub ivf_threshold: usize,
+    /// IVF lists per segment (0: about 4·√rows).
+    pub nlist: usize,
+    /// IVF lists scanned by default.
+    pub nprobe: usize,
 }
 
 /// What a backup of one collection copied.

@@ -124,7 +124,15 @@ def test_segments_past_the_threshold_are_indexed_automatically(server, dataset):
         time.sleep(0.5)
     final = stats()
     assert final["index_error"] is None and not final["indexing"]
-    assert final["index"] == {"m": 12, "ef_construction": 200, "ef_search": 80, "index_threshold": 5000}
+    assert final["index"] == {
+        "m": 12,
+        "ef_construction": 200,
+        "ef_search": 80,
+        "index_threshold": 5000,
+        "ivf_threshold": 2_000_000,
+        "nlist": 0,
+        "nprobe": 32,
+    }
     normed = base[:n] / np.linalg.norm(base[:n], axis=1, keepdims=True)
     found = 0
     for qi in range(50):
