@@ -111,14 +111,17 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let _scratch = Scratch(dir.clone(), remove);
     let db = Database::open(&dir)?;
+    // The floats move into the batch (no second copy of the dataset in memory).
+    let base = base.data;
     let c = if reuse {
+        drop(base);
         let c = db.collection("bench")?;
         if c.count() != n || c.dim() != dim {
             return Err(format!("{} holds another dataset", dir.display()).into());
         }
         c
     } else {
-        let batch = dataset_batch(&base.data, dim)?;
+        let batch = dataset_batch(base, dim)?;
         let c = db.create_collection(
             "bench",
             &batch.schema(),
@@ -139,7 +142,6 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
         c.append(&[batch])?;
         c
     };
-    drop(base);
 
     let snap = c.snapshot();
     let keep_below = args
@@ -347,15 +349,11 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError
 
 /// The dataset as one batch: `id` (row number), `vector`, and `bucket` (row mod 10,000) for
 /// filters.
-fn dataset_batch(data: &[f32], dim: usize) -> Result<RecordBatch, Box<dyn std::error::Error>> {
+fn dataset_batch(data: Vec<f32>, dim: usize) -> Result<RecordBatch, Box<dyn std::error::Error>> {
     let n = data.len() / dim;
     let item = Arc::new(Field::new("item", DataType::Float32, true));
-    let vectors = FixedSizeListArray::try_new(
-        item,
-        dim as i32,
-        Arc::new(Float32Array::from(data.to_vec())),
-        None,
-    )?;
+    let vectors =
+        FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(data)), None)?;
     Ok(RecordBatch::try_from_iter(vec![
         (
             "id",
