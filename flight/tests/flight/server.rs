@@ -858,7 +858,14 @@ async fn kill_9_during_puts_upserts_deletes_merges_and_builds_loses_nothing() {
                 );
             }
             let stats = action(&mut c, "stats", "docs").await.unwrap();
-            merged_rounds += (stats["segments"].as_u64().unwrap() < 4) as usize;
+            // A merge was reached when the segments hold more rows on average than any one
+            // write makes (puts are at most 60 rows): how far merging caught up with the
+            // small puts before the kill depends on the machine's load.
+            let (segments, rows) = (
+                stats["segments"].as_u64().unwrap(),
+                stats["rows"].as_u64().unwrap(),
+            );
+            merged_rounds += (segments < 4 || rows > 60 * segments) as usize;
             indexed_rounds += stats["index_kinds"]
                 .as_array()
                 .unwrap()
