@@ -1,0 +1,40 @@
+"""A 1,000,000-row stand-in built from minilm-words, for scale runs where minilm-phrases (which
+needs torch) cannot be built: every base row and 9 copies jittered by Gaussian noise of sigma
+0.02 per dimension and renormalized (the recipe of minilm-phrases' SCALE=10), float16, the same
+queries, and their exact top-100 by cosine.
+
+    python benches/make_words_x10.py ../shared/datasets/minilm-words OUT_DIR    # about 2 minutes
+    omendb bench ann --dataset OUT_DIR --index ivf --quantization rabitq1 --nprobe 32,64,128,256 --ef 32
+"""
+import pathlib
+import sys
+
+import numpy as np
+
+src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+K = 10
+base = np.load(src / "base.npy").astype(np.float32)
+base /= np.linalg.norm(base, axis=1, keepdims=True)
+queries = np.load(src / "queries.npy").astype(np.float32)
+rng = np.random.default_rng(11)
+big = np.empty((len(base) * K, base.shape[1]), dtype=np.float16)
+for j in range(K):
+    b = base if j == 0 else base + rng.normal(0, 0.02, base.shape).astype(np.float32)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    big[j::K] = b.astype(np.float16)
+np.save(out / "base.npy", big)
+np.save(out / "queries.npy", queries)
+qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+best_s = np.full((len(qn), 100), -np.inf, np.float32)
+best_i = np.zeros((len(qn), 100), np.int64)
+for s in range(0, len(big), 65536):
+    b = big[s : s + 65536].astype(np.float32)
+    sims = qn @ b.T
+    cs = np.concatenate([best_s, sims], 1)
+    ci = np.concatenate([best_i, np.broadcast_to(np.arange(s, s + len(b)), (len(qn), len(b)))], 1)
+    top = np.argpartition(-cs, 100, axis=1)[:, :100]
+    best_s, best_i = np.take_along_axis(cs, top, 1), np.take_along_axis(ci, top, 1)
+order = np.argsort(-best_s, axis=1, kind="stable")
+np.save(out / "gt_cosine.npy", np.take_along_axis(best_i, order, 1).astype(np.int32))
+print("wrote", out, big.shape)
