@@ -54,27 +54,23 @@ impl Codes {
     /// codes are centred on the mean of the rows.
     pub(crate) fn train(kind: QuantKind, view: &VectorView<'_>) -> Option<Codes> {
         let rows: Vec<u32> = (0..view.len() as u32).collect();
-        let zero = || vec![0f32; view.dim()];
-        match kind {
-            QuantKind::None => None,
-            QuantKind::Sq8 => Some(Codes::Sq8(sq8::Sq8::train(view))),
-            QuantKind::Binary => Some(Codes::RaBitQ(rabitq::RaBitQ::encode(
-                view,
-                &rows,
-                zero(),
-                &|_| 0,
-                1,
-                false,
-            ))),
-            QuantKind::RaBitQ(bits) => Some(Codes::RaBitQ(rabitq::RaBitQ::encode(
-                view,
-                &rows,
-                mean(view),
-                &|_| 0,
-                usize::from(bits),
-                true,
-            ))),
-        }
+        Codes::train_rows(kind, view, &rows)
+    }
+
+    /// As `train`, with code i of row `rows[i]` (every row, in any order).
+    pub(crate) fn train_rows(
+        kind: QuantKind,
+        view: &VectorView<'_>,
+        rows: &[u32],
+    ) -> Option<Codes> {
+        let (centre, bits, rotated) = match kind {
+            QuantKind::None => return None,
+            QuantKind::Sq8 => return Some(Codes::Sq8(sq8::Sq8::train_rows(view, Some(rows)))),
+            QuantKind::Binary => (vec![0f32; view.dim()], 1, false),
+            QuantKind::RaBitQ(bits) => (mean(view), usize::from(bits), true),
+        };
+        let codes = rabitq::RaBitQ::encode(view, rows, centre, &|_| 0, bits, rotated);
+        Some(Codes::RaBitQ(codes))
     }
 
     /// Which kind these codes are.

@@ -174,14 +174,18 @@ def test_an_index_keeps_recall_against_exact_search(db, rng):
     docs.add(ids=np.arange(n), vectors=data)
     assert docs.build_index() == 1
     assert docs.stats()["index_kinds"] == ["hnsw"]
-    queries = unit(rng, 50, 32)
+    assert recall_at_10(docs, data, unit(rng, 50, 32)) >= 0.9
+
+
+def recall_at_10(docs, data, queries):
+    """Mean recall@10 of a batched search (ef 64) against brute force over ``data``."""
     got = docs.search(queries, k=10, ef=64)
-    recall = 0.0
+    total = 0.0
     for i, q in enumerate(queries):
         want, _ = cosine_topk(data, q, 10)
         ids = got.filter(pa.compute.equal(got["_query"], i)).column("id").to_pylist()
-        recall += len(set(ids) & set(want.tolist())) / 10
-    assert recall / len(queries) >= 0.9
+        total += len(set(ids) & set(want.tolist())) / 10
+    return total / len(queries)
 
 
 @pytest.mark.parametrize("quantization", ["rabitq1", "rabitq4", "sq8"])
@@ -197,13 +201,7 @@ def test_ivf_over_compact_codes_keeps_recall(db, rng, quantization):
     queries = unit(rng, 50, 32)
 
     def recall():
-        got = docs.search(queries, k=10, ef=64)
-        total = 0.0
-        for i, q in enumerate(queries):
-            want, _ = cosine_topk(data, q, 10)
-            ids = got.filter(pa.compute.equal(got["_query"], i)).column("id").to_pylist()
-            total += len(set(ids) & set(want.tolist())) / 10
-        return total / len(queries)
+        return recall_at_10(docs, data, queries)
 
     # Every list scanned: only the codes' ranking stands between the result and exact (1 bit
     # per dimension of 32 ranks coarsely, so more of the truth falls past the re-ranked set).

@@ -19,6 +19,7 @@
 //! the next part); the row of each list entry (`rows` u32); the codes' section; the fast-scan
 //! blocks (`Σ ⌈list length / 32⌉ × groups × 16` bytes).
 
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -29,8 +30,7 @@ use super::hnsw::rerank;
 use super::{SearchParams, VectorIndex};
 use crate::distance::{kernels, Metric};
 use crate::options::{IndexKind, IndexSettings, QuantKind};
-use crate::quant::rabitq::RaBitQ;
-use crate::quant::sq8::Sq8;
+use crate::quant::rabitq::{RaBitQ, RaBitQScorer};
 use crate::quant::{quant_of_tag, quant_tag, splitmix, Codes, Quantizer};
 use crate::topk::{Neighbor, TopK};
 use crate::vector::{Scorer, VectorView};
@@ -288,6 +288,7 @@ impl Ivf {
             rows[next[c as usize] as usize] = r as u32;
             next[c as usize] += 1;
         }
+        // RaBitQ codes are centred on their list's centroid; the others train as anywhere.
         let codes = match settings.quant {
             QuantKind::RaBitQ(bits) => {
                 let list_of: Vec<u32> = rows.iter().map(|&r| owner[r as usize]).collect();
@@ -300,19 +301,7 @@ impl Ivf {
                     true,
                 )))
             }
-            QuantKind::Binary => {
-                let zero = vec![0f32; dim];
-                Some(Codes::RaBitQ(RaBitQ::encode(
-                    view,
-                    &rows,
-                    zero,
-                    &|_| 0,
-                    1,
-                    false,
-                )))
-            }
-            QuantKind::Sq8 => Some(Codes::Sq8(Sq8::train_rows(view, Some(&rows)))),
-            QuantKind::None => None,
+            other => Codes::train_rows(other, view, &rows),
         };
         if cancel.load(Ordering::Relaxed) {
             return None;
@@ -510,7 +499,7 @@ impl Ivf {
         // Lists in order while fewer than `nprobe` were scanned or fewer than `want` accepted
         // rows seen (`seen` is updated by the scans); the lists past the first `nprobe` are
         // sorted only when a filter leaves too few rows in those.
-        let seen = std::cell::Cell::new(0usize);
+        let seen = Cell::new(0usize);
         let mut next = 0;
         let lists = std::iter::from_fn(|| {
             if next >= order.len() || (next >= nprobe && seen.get() >= want) {
@@ -522,10 +511,6 @@ impl Ivf {
             next += 1;
             Some(order[next - 1].1)
         });
-        let entries = |l: u32| {
-            let l = l as usize;
-            self.offsets[l] as usize..self.offsets[l + 1] as usize
-        };
         let usable = self
             .codes
             .as_ref()
@@ -534,7 +519,7 @@ impl Ivf {
             None => {
                 let mut top = TopK::<u32>::new(k);
                 for l in lists {
-                    let list = &self.rows[entries(l)];
+                    let list = &self.rows[self.entries(l)];
                     for (j, &row) in list.iter().enumerate() {
                         if let Some(&next) = list.get(j + PREFETCH_AHEAD) {
                             exact.prefetch(next);
@@ -560,38 +545,12 @@ impl Ivf {
                         let term = |l: u32| s.centre_term(if rotated { l as usize } else { 0 });
                         match (&self.blocks, s.tables()) {
                             (Some(blocks), Some(lut)) => {
-                                let groups = c.groups();
-                                let fastscan = kernels().fastscan;
-                                let mut ints = [0u16; BLOCK];
-                                for l in lists {
-                                    let t = term(l);
-                                    let (first, last) = (
-                                        self.offsets[l as usize] as usize,
-                                        self.offsets[l as usize + 1] as usize,
-                                    );
-                                    let start = self.block_starts[l as usize];
-                                    for (b, block) in (first..last).step_by(BLOCK).enumerate() {
-                                        let at = (start + b) * groups * 16;
-                                        fastscan(&blocks[at..at + groups * 16], &lut, &mut ints);
-                                        for (i, &int) in
-                                            ints.iter().enumerate().take(BLOCK.min(last - block))
-                                        {
-                                            let e = block + i;
-                                            let d = s.estimate_int(e as u32, f32::from(int), t);
-                                            // Only candidates that would enter are looked up
-                                            // and filtered (a finite threshold means the top
-                                            // already holds `want` accepted rows).
-                                            if d >= top.threshold() {
-                                                continue;
-                                            }
-                                            let row = self.rows[e];
-                                            if accept(row) {
-                                                seen.set(seen.get() + 1);
-                                                top.push(Neighbor::new(d, row));
-                                            }
-                                        }
-                                    }
-                                }
+                                let scan = FastScan {
+                                    blocks,
+                                    lut: &lut,
+                                    scorer: &s,
+                                };
+                                self.scan_fast(lists, accept, &seen, &mut top, scan, &term);
                             }
                             _ => {
                                 let dist = |at, t| s.estimate(at, t);
@@ -608,20 +567,25 @@ impl Ivf {
 }
 
 impl Ivf {
+    /// The entries of list `l`.
+    fn entries(&self, l: u32) -> std::ops::Range<usize> {
+        self.offsets[l as usize] as usize..self.offsets[l as usize + 1] as usize
+    }
+
     /// Offers every accepted entry of `lists` to `top` with distance `dist(at, term(list))`,
     /// counting them in `seen`.
     fn scan(
         &self,
         lists: impl Iterator<Item = u32>,
         accept: &dyn Fn(u32) -> bool,
-        seen: &std::cell::Cell<usize>,
+        seen: &Cell<usize>,
         top: &mut TopK<u32>,
         dist: impl Fn(u32, f32) -> f32,
         term: &dyn Fn(u32) -> f32,
     ) {
         for l in lists {
             let t = term(l);
-            let range = self.offsets[l as usize] as usize..self.offsets[l as usize + 1] as usize;
+            let range = self.entries(l);
             for (at, &row) in range.clone().zip(&self.rows[range]) {
                 if accept(row) {
                     seen.set(seen.get() + 1);
@@ -630,6 +594,50 @@ impl Ivf {
             }
         }
     }
+
+    /// `scan` over 1-bit codes, 32 entries per fast-scan kernel call. Only the entries that
+    /// would enter `top` are looked up and filtered: a finite threshold means it already holds
+    /// `ef` accepted rows, so `seen` needs no count of the others.
+    fn scan_fast(
+        &self,
+        lists: impl Iterator<Item = u32>,
+        accept: &dyn Fn(u32) -> bool,
+        seen: &Cell<usize>,
+        top: &mut TopK<u32>,
+        scan: FastScan<'_>,
+        term: &dyn Fn(u32) -> f32,
+    ) {
+        let bytes = scan.scorer.groups() * 16;
+        let fastscan = kernels().fastscan;
+        let mut ints = [0u16; BLOCK];
+        for l in lists {
+            let t = term(l);
+            let range = self.entries(l);
+            let start = self.block_starts[l as usize];
+            for (b, block) in range.clone().step_by(BLOCK).enumerate() {
+                let at = (start + b) * bytes;
+                fastscan(&scan.blocks[at..at + bytes], scan.lut, &mut ints);
+                for (e, &int) in (block..range.end).zip(&ints) {
+                    let d = scan.scorer.estimate_int(e as u32, f32::from(int), t);
+                    if d >= top.threshold() {
+                        continue;
+                    }
+                    let row = self.rows[e];
+                    if accept(row) {
+                        seen.set(seen.get() + 1);
+                        top.push(Neighbor::new(d, row));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a fast scan reads: the blocks, the query's tables and the scorer of its estimates.
+struct FastScan<'a> {
+    blocks: &'a [u8],
+    lut: &'a [u8],
+    scorer: &'a RaBitQScorer<'a>,
 }
 
 impl VectorIndex for Ivf {

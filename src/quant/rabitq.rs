@@ -24,7 +24,7 @@ use arrow_buffer::{Buffer, ScalarBuffer};
 use rayon::prelude::*;
 
 use super::{splitmix, Quantizer};
-use crate::distance::{kernels, prefetch_rows, Metric};
+use crate::distance::{kernels, prefetch_rows, Kernels, Metric};
 use crate::vector::{Scorer, VectorView};
 
 /// Most bits per dimension a code may have.
@@ -183,18 +183,17 @@ impl Layout {
         match self {
             Layout::Planes => pack(codes, bits, words, out),
             Layout::Nibbles | Layout::Bytes => {
-                let mut bytes = vec![0u8; out.len() * 8];
+                // Byte `at` of the row is byte `at % 8` of word `at / 8` (little-endian).
+                out.iter_mut().for_each(|w| *w = 0);
                 for (i, &c) in codes.iter().enumerate() {
-                    if self == Layout::Bytes {
-                        bytes[i] = c as u8;
+                    let (at, value) = if self == Layout::Bytes {
+                        (i, u64::from(c as u8))
                     } else {
                         let (block, j) = (i / 32, i % 32);
                         let shift = if j < 16 { 0 } else { 4 };
-                        bytes[block * 16 + j % 16] |= (c as u8 & 15) << shift;
-                    }
-                }
-                for (w, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-                    *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                        (block * 16 + j % 16, u64::from(c as u8 & 15) << shift)
+                    };
+                    out[at / 8] |= value << (8 * (at % 8));
                 }
             }
         }
@@ -249,22 +248,23 @@ impl RaBitQ {
                         .for_each(|(o, (x, c))| *o = x - c);
                     let norm2 = dot(off, off);
                     let cdot = dot(off, c);
-                    let o: &[f32] = if rotated {
-                        for (t, r) in turned.iter_mut().zip(rotation.chunks_exact(dim)) {
+                    // `unit`: the (rotated) offset, scaled to unit length in place.
+                    let unit = turned;
+                    if rotated {
+                        for (t, r) in unit.iter_mut().zip(rotation.chunks_exact(dim)) {
                             *t = dot(r, off);
                         }
-                        turned
                     } else {
-                        off
-                    };
+                        unit.copy_from_slice(off);
+                    }
                     let norm = norm2.sqrt();
                     if norm == 0.0 {
                         ints.iter_mut().for_each(|c| *c = 0);
                         layout.store(ints, bits, words, out);
                         return [0.0, 0.0, cdot, 0.0];
                     }
-                    let u: Vec<f32> = o.iter().map(|v| v / norm).collect();
-                    let ip = encode_unit(&u, bits, ints);
+                    unit.iter_mut().for_each(|v| *v /= norm);
+                    let ip = encode_unit(unit, bits, ints);
                     layout.store(ints, bits, words, out);
                     let sum = ints.iter().map(|&c| f32::from(c)).sum();
                     let scale = if ip > 0.0 { norm / ip } else { 0.0 };
@@ -415,9 +415,12 @@ impl Quantizer for RaBitQ {
             q.to_vec()
         };
         let h = ((1u32 << self.bits) - 1) as f32 / 2.0;
+        let layout = Layout::of(self.bits);
         let mut s = RaBitQScorer {
             codes: self,
             metric,
+            layout,
+            kernels: kernels(),
             ints: Vec::new(),
             planes: Vec::new(),
             int8: Vec::new(),
@@ -428,7 +431,6 @@ impl Quantizer for RaBitQ {
             qn2: dot(q, q),
             term: 0.0,
         };
-        let layout = Layout::of(self.bits);
         if layout == Layout::Planes {
             let qb = query_bits(self.bits);
             let (lo, hi) = turned
@@ -494,6 +496,9 @@ impl Quantizer for RaBitQ {
 pub(crate) struct RaBitQScorer<'a> {
     codes: &'a RaBitQ,
     metric: Metric,
+    /// The codes' layout and the kernels that score it, looked up once per query.
+    layout: Layout,
+    kernels: &'static Kernels,
     /// The rotated query quantized to integers, per dimension.
     ints: Vec<u16>,
     /// The rotated query's integer bit planes (bit-plane codes).
@@ -516,7 +521,7 @@ impl RaBitQScorer<'_> {
     pub(crate) fn centre_term(&self, c: usize) -> f32 {
         let dim = self.codes.dim;
         let centre = &self.codes.centres[c * dim..(c + 1) * dim];
-        let k = kernels();
+        let k = self.kernels;
         match self.metric {
             Metric::L2 => (k.l2sq)(centre, &self.q),
             _ => (k.dot)(centre, &self.q),
@@ -526,9 +531,8 @@ impl RaBitQScorer<'_> {
     /// The estimated ranking distance of coded row `i`, whose centre's term is `term`.
     #[inline]
     pub(crate) fn estimate(&self, i: u32, term: f32) -> f32 {
-        let c = self.codes;
-        let k = kernels();
-        let int = match Layout::of(c.bits) {
+        let (c, k) = (self.codes, self.kernels);
+        let int = match self.layout {
             Layout::Planes => (k.bits_dot)(c.row(i), &self.planes, c.words) as f32,
             Layout::Nibbles => (k.dot_u4_i8)(c.row_bytes(i), &self.int8) as f32,
             Layout::Bytes => (k.dot_u8_i8)(c.row_bytes(i), &self.int8) as f32,
@@ -553,6 +557,11 @@ impl RaBitQScorer<'_> {
             }
         }
         Some(lut)
+    }
+
+    /// Groups of four dimensions per row (see `RaBitQ::groups`).
+    pub(crate) fn groups(&self) -> usize {
+        self.codes.groups()
     }
 
     /// `estimate` from the integer dot product `int` of row `i`'s code with the query's

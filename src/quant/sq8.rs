@@ -34,12 +34,8 @@ impl Sq8 {
 }
 
 impl Sq8 {
-    /// Learns each dimension's range from `view` and encodes every row of it.
-    pub(crate) fn train(view: &VectorView<'_>) -> Sq8 {
-        Sq8::train_rows(view, None)
-    }
-
-    /// As `train`, over the rows `rows` names (code i is of row `rows[i]`), or every row.
+    /// Learns each dimension's range from the rows `rows` names (code i is of row `rows[i]`),
+    /// or every row of `view`, and encodes them.
     pub(crate) fn train_rows(view: &VectorView<'_>, rows: Option<&[u32]>) -> Sq8 {
         let dim = view.dim();
         let n = rows.map_or(view.len(), <[u32]>::len);
@@ -213,7 +209,7 @@ mod tests {
             .collect();
         for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
             let view = VectorView::new(&data, dim, metric);
-            let codes = Sq8::train(&view);
+            let codes = Sq8::train_rows(&view, None);
             let mut bytes = Vec::new();
             codes.write(&mut bytes);
             assert_eq!(bytes.len(), codes.section_bytes(0));

@@ -16,6 +16,17 @@ fn vecs(max_dim: usize) -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
     })
 }
 
+/// A xorshift64 stream from `seed`: the values property tests build their inputs from.
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 fn reference_dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
 }
@@ -74,11 +85,7 @@ proptest! {
     fn bits_dot_matches_the_integer_dot_product(
         (words, cb, qb, seed) in (1usize..9, 1usize..10, 1usize..9, any::<u64>())
     ) {
-        let mut state = seed | 1;
-        let mut next = || {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(seed);
         let code: Vec<u64> = (0..words * cb).map(|_| next()).collect();
         let query: Vec<u64> = (0..words * qb).map(|_| next()).collect();
         // The integer each plane set spells in dimension i, multiplied out directly.
@@ -98,11 +105,7 @@ proptest! {
     fn fastscan_matches_table_sums(
         (groups, seed) in (1usize..40, any::<u64>())
     ) {
-        let mut state = seed | 1;
-        let mut next = || {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(seed);
         let codes: Vec<u8> = (0..groups * 16).map(|_| next() as u8).collect();
         let lut: Vec<u8> = (0..groups * 16).map(|_| next() as u8).collect();
         let mut want = [0u16; 32];
@@ -127,11 +130,7 @@ proptest! {
     fn int_code_dots_match_the_integer_dot_product(
         (blocks, seed) in (1usize..20, any::<u64>())
     ) {
-        let mut state = seed | 1;
-        let mut next = || {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(seed);
         let n = blocks * 32;
         let q4: Vec<i8> = (0..n).map(|_| next() as i8).collect();
         let q8: Vec<i8> = (0..n).map(|_| next() as i8).collect();
@@ -161,11 +160,8 @@ proptest! {
         nr in 1usize..40,
         seed in any::<u64>(),
     ) {
-        let mut state = seed | 1;
-        let mut next = || {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-            (state % 2000) as f32 / 100.0 - 10.0
-        };
+        let mut bits = xorshift(seed);
+        let mut next = || (bits() % 2000) as f32 / 100.0 - 10.0;
         let q: Vec<f32> = (0..nq * d).map(|_| next()).collect();
         let x: Vec<f32> = (0..nr * d).map(|_| next()).collect();
         let mut want = vec![0.0; nq * nr];
