@@ -554,6 +554,7 @@ impl Collection {
             segments: manifest.segments.len(),
             bytes_on_disk: bytes,
             dim: self.layout.dim,
+            vector_type: self.layout.vector_type.as_str().to_string(),
             metric: manifest.metric,
             index_kinds: manifest
                 .segments

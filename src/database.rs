@@ -111,7 +111,7 @@ impl Database {
             schema,
             &opts.id_column,
             opts.vector_column.as_deref(),
-            None,
+            opts.vector_type,
         )?;
         let tmp = self.staging_dir(name)?;
         let made = self.create_with(name, &tmp, |store| {

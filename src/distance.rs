@@ -7,6 +7,8 @@
 
 use std::sync::OnceLock;
 
+use half::f16;
+
 /// The metric a collection is searched with. Distances are "smaller is nearer":
 /// cosine → `1 - cos(a, b)`, l2 → euclidean distance, dot → `-(a · b)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -123,6 +125,8 @@ type DotU8Fn = fn(&[f32], &[u8]) -> f32;
 type BitsFn = fn(&[u64], &[u64], usize) -> u64;
 type FastScanFn = fn(&[u8], &[u8], &mut [u16; 32]);
 type IntDotFn = fn(&[u8], &[i8]) -> i32;
+type DotHFn = fn(&[f32], &[f16]) -> f32;
+type WidenFn = fn(&[f16], &mut [f32]);
 
 /// One level's kernels.
 pub struct Kernels {
@@ -151,6 +155,13 @@ pub struct Kernels {
     /// `Σ code · q` for 8-bit codes and a signed 8-bit query (see `scalar::dot_u8_i8`): 5- to
     /// 8-bit codes.
     pub dot_u8_i8: IntDotFn,
+    /// `a · b` for an f32 query and a half-precision row (float16 collections).
+    pub dot_h: DotHFn,
+    /// `|a - b|²` for an f32 query and a half-precision row.
+    pub l2sq_h: DotHFn,
+    /// `widen(src, dst)`: half-precision values to f32 (blocks of float16 rows for the
+    /// blocked kernels); the slices have equal length.
+    pub widen: WidenFn,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -163,6 +174,9 @@ static SCALAR: Kernels = Kernels {
     fastscan: scalar::fastscan,
     dot_u4_i8: scalar::dot_u4_i8,
     dot_u8_i8: scalar::dot_u8_i8,
+    dot_h: scalar::dot_h,
+    l2sq_h: scalar::l2sq_h,
+    widen: scalar::widen,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -176,6 +190,9 @@ static AVX2: Kernels = Kernels {
     fastscan: x86::fastscan_avx2,
     dot_u4_i8: x86::dot_u4_i8_avx2,
     dot_u8_i8: x86::dot_u8_i8_avx2,
+    dot_h: x86::dot_h_avx2,
+    l2sq_h: x86::l2sq_h_avx2,
+    widen: x86::widen_avx2,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -189,6 +206,9 @@ static AVX512: Kernels = Kernels {
     fastscan: x86::fastscan_avx2,
     dot_u4_i8: x86::dot_u4_i8_avx2,
     dot_u8_i8: x86::dot_u8_i8_avx2,
+    dot_h: x86::dot_h_avx2,
+    l2sq_h: x86::l2sq_h_avx2,
+    widen: x86::widen_avx2,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -203,6 +223,9 @@ static NEON: Kernels = Kernels {
     fastscan: scalar::fastscan,
     dot_u4_i8: scalar::dot_u4_i8,
     dot_u8_i8: scalar::dot_u8_i8,
+    dot_h: scalar::dot_h,
+    l2sq_h: scalar::l2sq_h,
+    widen: scalar::widen,
 };
 
 impl Kernels {
@@ -211,11 +234,12 @@ impl Kernels {
         match level {
             Level::Scalar => Some(&SCALAR),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => (std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma"))
-            .then_some(&AVX2),
+            Level::Avx2 => avx2_and_f16c().then_some(&AVX2),
+            // The AVX-512 table reuses AVX2 kernels where it has none of its own.
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => std::is_x86_feature_detected!("avx512f").then_some(&AVX512),
+            Level::Avx512 => {
+                (std::is_x86_feature_detected!("avx512f") && avx2_and_f16c()).then_some(&AVX512)
+            }
             #[cfg(target_arch = "aarch64")]
             Level::Neon => std::arch::is_aarch64_feature_detected!("neon").then_some(&NEON),
             #[allow(unreachable_patterns)]
@@ -230,6 +254,15 @@ impl Kernels {
             .filter_map(Kernels::for_level)
             .collect()
     }
+}
+
+/// Whether this CPU runs the AVX2 table: avx2 and fma, and f16c for its float16 kernels
+/// (every CPU with AVX2 has it).
+#[cfg(target_arch = "x86_64")]
+fn avx2_and_f16c() -> bool {
+    std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
 }
 
 /// The best kernels for this CPU, detected on first use. `OMENDB_KERNEL=scalar|avx2|avx512|neon`

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type};
 use arrow_array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, GenericListArray, OffsetSizeTrait,
-    RecordBatch,
+    Array, ArrayRef, FixedSizeListArray, Float16Array, Float32Array, GenericListArray,
+    OffsetSizeTrait, RecordBatch,
 };
 use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, FieldRef, Schema};
+use half::f16;
 
 use crate::ids::first_duplicate;
 use crate::schema::{
-    column_names, is_vector_like, storage_type, vector_item_field, vector_type, Layout,
+    column_names, is_vector_like, storage_type, vector_item_field, vector_type, Layout, VectorType,
 };
+use crate::vector::Floats;
 use crate::{Error, Result};
 
 /// Converts a vector column (FixedSizeList, List or LargeList of float16/32/64) into
@@ -27,6 +29,18 @@ pub fn coerce_vectors(
     column: &str,
     array: &ArrayRef,
     dim: Option<usize>,
+) -> Result<FixedSizeListArray> {
+    coerce_vectors_to(column, array, dim, VectorType::Float32)
+}
+
+/// [`coerce_vectors`] into the precision `to`: float16 values stay as they are, others are
+/// rounded to the nearest float16, and a value beyond float16's range (±65504) is refused
+/// rather than stored as infinity.
+pub fn coerce_vectors_to(
+    column: &str,
+    array: &ArrayRef,
+    dim: Option<usize>,
+    to: VectorType,
 ) -> Result<FixedSizeListArray> {
     let n = array.len();
     if let Some(row) = first_null(array.as_ref()) {
@@ -69,7 +83,55 @@ pub fn coerce_vectors(
             "vector column '{column}': row {row} has a null element"
         )));
     }
-    let floats: ScalarBuffer<f32> = match values.data_type() {
+    let non_finite = |i: usize, v: f32, what: &str| {
+        Error::invalid(format!(
+            "vector column '{column}': row {} has {what} ({v}) at position {}",
+            i / len,
+            i % len
+        ))
+    };
+    let values: ArrayRef = match (to, values.data_type()) {
+        (VectorType::Float16, DataType::Float16) => {
+            let halves = values.as_primitive::<Float16Type>().values();
+            if let Some(i) = halves.iter().position(|v| !v.is_finite()) {
+                return Err(non_finite(i, halves[i].to_f32(), "a non-finite value"));
+            }
+            Arc::new(Float16Array::new(halves.clone(), None))
+        }
+        (VectorType::Float16, _) => {
+            let floats = f32_values(column, &values)?;
+            if let Some(i) = floats.iter().position(|v| !v.is_finite()) {
+                return Err(non_finite(i, floats[i], "a non-finite value"));
+            }
+            let halves: ScalarBuffer<f16> = floats.iter().map(|&v| f16::from_f32(v)).collect();
+            if let Some(i) = halves.iter().position(|v| !v.is_finite()) {
+                return Err(non_finite(
+                    i,
+                    floats[i],
+                    "a value beyond float16's range of ±65504 (the collection stores float16)",
+                ));
+            }
+            Arc::new(Float16Array::new(halves, None))
+        }
+        (VectorType::Float32, _) => {
+            let floats = f32_values(column, &values)?;
+            if let Some(i) = floats.iter().position(|v| !v.is_finite()) {
+                return Err(non_finite(i, floats[i], "a non-finite value"));
+            }
+            Arc::new(Float32Array::new(floats, None))
+        }
+    };
+    Ok(FixedSizeListArray::try_new(
+        vector_item_field(to),
+        len as i32,
+        values,
+        None,
+    )?)
+}
+
+/// Float values of any width as f32.
+fn f32_values(column: &str, values: &ArrayRef) -> Result<ScalarBuffer<f32>> {
+    Ok(match values.data_type() {
         DataType::Float32 => values.as_primitive::<Float32Type>().values().clone(),
         DataType::Float64 => values
             .as_primitive::<Float64Type>()
@@ -88,22 +150,7 @@ pub fn coerce_vectors(
                 "vector column '{column}' holds {other}; expected float32 (or float16/float64)"
             )))
         }
-    };
-    if let Some(i) = floats.iter().position(|v| !v.is_finite()) {
-        return Err(Error::invalid(format!(
-            "vector column '{column}': row {} has a non-finite value ({}) at position {}",
-            i / len,
-            floats[i],
-            i % len
-        )));
-    }
-    let values = Float32Array::new(floats, None);
-    Ok(FixedSizeListArray::try_new(
-        vector_item_field(),
-        len as i32,
-        Arc::new(values),
-        None,
-    )?)
+    })
 }
 
 /// The values of a list column of vectors, each row's start in them, and the row length
@@ -179,7 +226,12 @@ impl Layout {
                 ))
             })?;
             let col = if i == self.vector_index {
-                Arc::new(coerce_vectors(field.name(), col, Some(self.dim))?) as ArrayRef
+                Arc::new(coerce_vectors_to(
+                    field.name(),
+                    col,
+                    Some(self.dim),
+                    self.vector_type,
+                )?) as ArrayRef
             } else {
                 let col = self.cast_column(field, col)?;
                 if !field.is_nullable() {
@@ -253,7 +305,8 @@ impl Layout {
 }
 
 /// The schema a collection created from `batch` gets: the vector column (named, or the one
-/// vector-like column) becomes `FixedSizeList<Float32, d>` with `d` taken from the first row.
+/// vector-like column) becomes `FixedSizeList<Float32, d>` (`Float16` if it holds float16)
+/// with `d` taken from the first row.
 pub(crate) fn schema_for_batch(
     batch: &RecordBatch,
     id_column: &str,
@@ -292,19 +345,30 @@ pub(crate) fn schema_for_batch(
     };
     let field = schema.field(index);
     let vectors = coerce_vectors(field.name(), batch.column(index), None)?;
+    let item = match field.data_type() {
+        DataType::FixedSizeList(f, _) | DataType::List(f) | DataType::LargeList(f) => {
+            f.data_type().clone()
+        }
+        _ => DataType::Float32,
+    };
     let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
     fields[index] = Arc::new(Field::new(
         field.name(),
-        vector_type(vectors.value_length() as usize),
+        vector_type(vectors.value_length() as usize, VectorType::of_item(&item)),
         false,
     ));
     Ok(Schema::new(fields))
 }
 
-/// The values of a vector column (`FixedSizeList<Float32, dim>`), row-major, in place.
-pub(crate) fn vector_values(column: &dyn Array, dim: usize) -> &[f32] {
+/// The values of a stored vector column (`FixedSizeList<Float32 | Float16, dim>`),
+/// row-major, in place.
+pub(crate) fn vector_values(column: &dyn Array, dim: usize) -> Floats<'_> {
     let fsl = column.as_fixed_size_list();
-    let values = fsl.values().as_primitive::<Float32Type>().values();
-    let start = fsl.offset() * dim;
-    &values[start..start + fsl.len() * dim]
+    let (start, end) = (fsl.offset() * dim, (fsl.offset() + fsl.len()) * dim);
+    match fsl.value_type() {
+        DataType::Float16 => {
+            Floats::F16(&fsl.values().as_primitive::<Float16Type>().values()[start..end])
+        }
+        _ => Floats::F32(&fsl.values().as_primitive::<Float32Type>().values()[start..end]),
+    }
 }

@@ -48,15 +48,17 @@ pub use collection::Collection;
 pub use database::{Database, Ingest};
 pub use distance::Metric;
 pub use error::{Error, Result};
-pub use ingest::coerce_vectors;
+pub use ingest::{coerce_vectors, coerce_vectors_to};
 pub use options::{
     CollectionOptions, IndexKind, IndexSettings, QuantKind, DEFAULT_INDEX_THRESHOLD, OPTION_KEYS,
     SETTING_KEYS,
 };
-pub use schema::{check_name, number_queries, result_schema, DISTANCE_COLUMN, QUERY_COLUMN};
+pub use schema::{
+    check_name, number_queries, result_schema, VectorType, DISTANCE_COLUMN, QUERY_COLUMN,
+};
 pub use search::{check_queries, Hit, SearchRequest, SegmentInfo, SegmentPlan, Selection};
 pub use snapshot::Snapshot;
 pub use stats::{Backup, IndexParams, Stats};
 #[doc(hidden)]
 pub use storage::faults::Faults;
-pub use vector::VectorView;
+pub use vector::{Floats, VectorView};

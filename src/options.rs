@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::distance::Metric;
+use crate::schema::VectorType;
 use crate::{Error, Result};
 
 /// Which index a segment gets once it reaches the collection's threshold.
@@ -342,6 +343,9 @@ pub struct CollectionOptions {
     pub id_column: String,
     /// The vector column; by default the one FixedSizeList<Float32, d> column.
     pub vector_column: Option<String>,
+    /// The precision vectors are stored in; by default float16 for vectors that arrive (or
+    /// are declared) as float16 and float32 for any other.
+    pub vector_type: Option<VectorType>,
     /// Index kind, quantization and parameters.
     pub index: IndexSettings,
 }
@@ -352,19 +356,20 @@ impl Default for CollectionOptions {
             metric: Metric::Cosine,
             id_column: "id".into(),
             vector_column: None,
+            vector_type: None,
             index: IndexSettings::default(),
         }
     }
 }
 
 /// The option keys `CollectionOptions::set` knows.
-pub const OPTION_KEYS: &str = "metric, id, vector, index, quantization, m, ef_construction, \
+pub const OPTION_KEYS: &str = "metric, id, vector, vector_type, index, quantization, m, ef_construction, \
      ef_search, index_threshold, compaction, merge_factor, max_segment_rows, \
      compaction_idle_ms, ivf_threshold, nlist or nprobe";
 
 impl CollectionOptions {
     /// Sets one option from its text form: `metric` (cosine, l2, dot), `id` and `vector`
-    /// (column names), `index` (auto, flat, hnsw, ivf), `quantization` (none, sq8, binary,
+    /// (column names), `vector_type` (float32, float16), `index` (auto, flat, hnsw, ivf), `quantization` (none, sq8, binary,
     /// rabitq1 to rabitq9), and the integers `m`, `ef_construction`, `ef_search`,
     /// `index_threshold`, `ivf_threshold`, `nlist`, `nprobe`. Values are checked when the options
     /// are used ([`IndexSettings::check`]).
@@ -373,6 +378,7 @@ impl CollectionOptions {
             "metric" => self.metric = value.parse()?,
             "id" => self.id_column = value.to_string(),
             "vector" => self.vector_column = Some(value.to_string()),
+            "vector_type" => self.vector_type = Some(value.parse()?),
             _ => {
                 self.index.set(key, value).map_err(|e| match e {
                     Error::InvalidInput(m) if m.starts_with("unknown setting") => {

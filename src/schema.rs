@@ -12,14 +12,67 @@ use crate::{Error, Result};
 /// The name of the distance column search results carry.
 pub const DISTANCE_COLUMN: &str = "_distance";
 
-/// The child field every stored vector column uses.
-pub(crate) fn vector_item_field() -> FieldRef {
-    Arc::new(Field::new("item", DataType::Float32, true))
+/// The precision a collection stores its vectors in (`vector_type=float32|float16`).
+/// Distances are computed in f32 arithmetic either way; float16 halves the disk and page
+/// cache the vectors take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum VectorType {
+    /// `FixedSizeList<Float32, d>`.
+    #[default]
+    Float32,
+    /// `FixedSizeList<Float16, d>`.
+    Float16,
 }
 
-/// The stored type of a vector column of dimension `dim`.
-pub(crate) fn vector_type(dim: usize) -> DataType {
-    DataType::FixedSizeList(vector_item_field(), dim as i32)
+impl VectorType {
+    /// The name options spell it with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorType::Float32 => "float32",
+            VectorType::Float16 => "float16",
+        }
+    }
+
+    /// The Arrow type of one value.
+    pub fn item_type(self) -> DataType {
+        match self {
+            VectorType::Float32 => DataType::Float32,
+            VectorType::Float16 => DataType::Float16,
+        }
+    }
+
+    /// The precision a list of `item` values is stored in when nothing else says: float16
+    /// stays float16, every other float type becomes float32.
+    pub(crate) fn of_item(item: &DataType) -> VectorType {
+        match item {
+            DataType::Float16 => VectorType::Float16,
+            _ => VectorType::Float32,
+        }
+    }
+}
+
+impl std::str::FromStr for VectorType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "float32" | "f32" => Ok(VectorType::Float32),
+            "float16" | "f16" | "half" => Ok(VectorType::Float16),
+            other => Err(Error::invalid(format!(
+                "unknown vector_type '{other}' (expected float32 or float16)"
+            ))),
+        }
+    }
+}
+
+/// The child field every stored vector column of `t` uses.
+pub(crate) fn vector_item_field(t: VectorType) -> FieldRef {
+    Arc::new(Field::new("item", t.item_type(), true))
+}
+
+/// The stored type of a vector column of dimension `dim` in precision `t`.
+pub(crate) fn vector_type(dim: usize, t: VectorType) -> DataType {
+    DataType::FixedSizeList(vector_item_field(t), dim as i32)
 }
 
 /// Whether `dt` can hold vectors that we accept (before coercion).
@@ -54,18 +107,21 @@ pub(crate) struct Layout {
     pub id_index: usize,
     pub vector_index: usize,
     pub dim: usize,
+    /// The precision vectors are stored in.
+    pub vector_type: VectorType,
 }
 
 impl Layout {
     /// Builds the stored layout from a user-given schema: checks the id column (Utf8 or Int64,
-    /// any string or integer layout accepted and normalized) and the vector column, and marks
-    /// both non-nullable.
+    /// any string or integer layout accepted and normalized) and the vector column (a
+    /// fixed-size list of floats, stored in `store_as`, or by default float16 if declared so
+    /// and float32 otherwise), and marks both non-nullable.
     pub(crate) fn from_schema(
         name: &str,
         schema: &Schema,
         id_column: &str,
         vector_column: Option<&str>,
-        dim_hint: Option<usize>,
+        store_as: Option<VectorType>,
     ) -> Result<Layout> {
         let id_index = schema.index_of(id_column).map_err(|_| {
             Error::invalid(format!(
@@ -107,17 +163,17 @@ impl Layout {
             )));
         }
         let vfield = schema.field(vector_index);
-        let dim = match vfield.data_type() {
-            DataType::FixedSizeList(f, size) if f.data_type() == &DataType::Float32 => {
-                *size as usize
+        let (dim, declared) = match vfield.data_type() {
+            DataType::FixedSizeList(f, size) if is_vector_like(vfield.data_type()) => {
+                (*size as usize, VectorType::of_item(f.data_type()))
             }
-            dt if is_vector_like(dt) => dim_hint.ok_or_else(|| {
-                Error::invalid(format!(
+            dt if is_vector_like(dt) => {
+                return Err(Error::invalid(format!(
                     "collection '{name}': vector column '{}' has type {dt} and no dimension; \
                      declare it as FixedSizeList<Float32, d>",
                     vfield.name()
-                ))
-            })?,
+                )))
+            }
             dt => {
                 return Err(Error::invalid(format!(
                     "collection '{name}': vector column '{}' has type {dt}; expected \
@@ -131,6 +187,7 @@ impl Layout {
                 "collection '{name}': dimension {dim} is out of range (1..=65536)"
             )));
         }
+        let stored = store_as.unwrap_or(declared);
         let id_type = match schema.field(id_index).data_type() {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
             DataType::Int8
@@ -166,7 +223,7 @@ impl Layout {
                 Ok(if i == id_index {
                     Field::new(f.name(), id_type.clone(), false)
                 } else if i == vector_index {
-                    Field::new(f.name(), vector_type(dim), false)
+                    Field::new(f.name(), vector_type(dim, stored), false)
                 } else {
                     Field::new(f.name(), storage_type(f.data_type()), f.is_nullable())
                 })
@@ -178,6 +235,7 @@ impl Layout {
             id_index,
             vector_index,
             dim,
+            vector_type: stored,
         })
     }
 

@@ -18,7 +18,7 @@ use crate::ingest::vector_values;
 use crate::pk::PkIndex;
 use crate::schema::Layout;
 use crate::storage::{Stamp, Store};
-use crate::vector::{inverse_norms, squared_norms, VectorView};
+use crate::vector::{inverse_norms, squared_norms, Floats, VectorView};
 
 /// One segment's rows and what is derived from them.
 #[derive(Debug)]
@@ -90,7 +90,7 @@ impl Segment {
     }
 
     /// The vectors, row-major, read in place from the mapped file.
-    pub(crate) fn vectors(&self) -> &[f32] {
+    pub(crate) fn vectors(&self) -> Floats<'_> {
         vector_values(self.batch.column(self.vector_index).as_ref(), self.dim)
     }
 

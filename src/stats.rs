@@ -21,6 +21,8 @@ pub struct Stats {
     pub bytes_on_disk: u64,
     /// The vectors' dimension.
     pub dim: usize,
+    /// The precision vectors are stored in: `float32` or `float16`.
+    pub vector_type: String,
     /// The metric rows are ranked by.
     pub metric: Metric,
     /// The index kind of each segment, in segment order (`flat`: none).

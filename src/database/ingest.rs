@@ -139,7 +139,7 @@ impl Ingest {
                 &schema,
                 &self.opts.id_column,
                 self.opts.vector_column.as_deref(),
-                None,
+                self.opts.vector_type,
             )?;
             self.target = Target::New {
                 store: self.db.staging_dir(&self.name)?,

@@ -1,5 +1,7 @@
 //! The plain scalar kernels: the reference every SIMD level is tested against.
 
+use half::f16;
+
 /// `Σ term(a[i], b[i])` in eight independent lanes (so it vectorizes), then the tail.
 #[inline(always)]
 fn lanes8<T: Copy>(a: &[f32], b: &[T], term: impl Fn(f32, T) -> f32) -> f32 {
@@ -90,6 +92,28 @@ pub fn dot_u8_i8(codes: &[u8], q: &[i8]) -> i32 {
         .zip(q)
         .map(|(&c, &v)| i32::from(c) * i32::from(v))
         .sum()
+}
+
+/// `a · b` for f32 `a` and half-precision `b`, each half widened exactly to f32.
+pub fn dot_h(a: &[f32], b: &[f16]) -> f32 {
+    lanes8(a, b, |x, y| x * y.to_f32_const())
+}
+
+/// `|a - b|²` for f32 `a` and half-precision `b`, in f32 arithmetic.
+pub fn l2sq_h(a: &[f32], b: &[f16]) -> f32 {
+    lanes8(a, b, |x, y| {
+        let t = x - y.to_f32_const();
+        t * t
+    })
+}
+
+/// Widens half-precision values to f32 (exactly: every f16 is an f32); the slices have
+/// equal length.
+pub fn widen(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32_const();
+    }
 }
 
 /// The dot product.

@@ -9,7 +9,7 @@
 use crate::bitmap::Bitmap;
 use crate::distance::{kernels, Metric};
 use crate::topk::{Neighbor, TopK};
-use crate::vector::VectorView;
+use crate::vector::{Floats, VectorView};
 
 /// Rows per kernel call: the score tile is queries × ROW_BLOCK floats.
 const ROW_BLOCK: usize = 64;
@@ -19,7 +19,7 @@ pub(crate) struct FlatRows<'a> {
     pub metric: Metric,
     pub dim: usize,
     /// Row-major vectors.
-    pub vectors: &'a [f32],
+    pub vectors: Floats<'a>,
     /// Per row, what the metric ranks with (`Segment::rank_norms`).
     pub norms: &'a [f32],
     pub deletes: Option<&'a Bitmap>,
@@ -46,10 +46,13 @@ impl FlatRows<'_> {
         let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
         let mut scores = vec![0f32; nq * ROW_BLOCK];
         let mut dists = vec![0f32; ROW_BLOCK];
+        // Half-precision rows are widened a block at a time.
+        let mut wide = Vec::new();
         for x0 in (r0..r1).step_by(ROW_BLOCK) {
             let nr = ROW_BLOCK.min(r1 - x0);
             let scores = &mut scores[..nq * nr];
-            block(qs, &self.vectors[x0 * dim..(x0 + nr) * dim], dim, scores);
+            let rows = self.vectors.slice(x0 * dim, (x0 + nr) * dim);
+            block(qs, rows.widened(&mut wide), dim, scores);
             for (qi, top) in tops.iter_mut().enumerate() {
                 let row_scores = &scores[qi * nr..(qi + 1) * nr];
                 let dists = &mut dists[..nr];

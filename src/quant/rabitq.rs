@@ -662,7 +662,7 @@ mod tests {
                 assert_eq!(read, codes);
                 let mut err = 0.0;
                 for qi in 0..20u32 {
-                    let q = view.prepare(view.row(qi * 7 + 3));
+                    let q = view.prepare(&view.row(qi * 7 + 3));
                     let s = codes.scorer(metric, &q);
                     for i in 0..n as u32 {
                         err += (s.dist(i) - view.dist(&q, i)).abs();

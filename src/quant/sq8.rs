@@ -215,7 +215,7 @@ mod tests {
             assert_eq!(bytes.len(), codes.section_bytes(0));
             let (read, used) = Sq8::read(&Buffer::from(bytes), 0, 64, dim).unwrap();
             assert_eq!((&read, used), (&codes, Sq8::section_len(64, dim)));
-            let q = view.prepare(view.row(3));
+            let q = view.prepare(&view.row(3));
             let scorer = codes.scorer(metric, &q);
             for i in 0..64 {
                 let (approx, exact) = (scorer.dist(i), view.dist(&q, i));

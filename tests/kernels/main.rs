@@ -1,6 +1,7 @@
 //! Every SIMD kernel level this CPU runs, against the scalar reference.
 
 use omendb::distance::{scalar, Kernels, Level};
+use half::f16;
 use proptest::prelude::*;
 
 fn close(a: f32, b: f32, scale: f32) -> bool {
@@ -42,6 +43,23 @@ fn levels_are_detected() {
     eprintln!("kernel levels on this CPU: {levels:?}");
 }
 
+#[test]
+fn widen_is_exact_for_every_half_value() {
+    // All 65,536 bit patterns (subnormals, infinities and NaNs included) against the
+    // software conversion, bit for bit; 65,536 is a multiple of 8, so the tail is checked
+    // with an odd-length slice too.
+    let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    let want: Vec<u32> = all.iter().map(|v| v.to_f32_const().to_bits()).collect();
+    for k in Kernels::available() {
+        for n in [all.len(), all.len() - 3] {
+            let mut out = vec![0f32; n];
+            (k.widen)(&all[..n], &mut out);
+            let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+            assert!(got == want[..n], "{:?} widen differs", k.level);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -62,6 +80,31 @@ proptest! {
             prop_assert!(close(d, scalar::dot(&a, &b), scale), "{:?} dot {} vs {}", k.level, d, scalar::dot(&a, &b));
             let e = (k.l2sq)(&a, &b);
             prop_assert!(close(e, l2, l2), "{:?} l2sq {} vs {}", k.level, e, l2);
+        }
+    }
+
+    #[test]
+    fn half_kernels_match_the_widened_f32_kernels((a, b) in vecs(1600)) {
+        // Rows stored in half precision: every kernel level widens them exactly and then
+        // computes in f32, as the f32 kernels do on the widened values.
+        let h: Vec<f16> = b.iter().map(|&v| f16::from_f32(v)).collect();
+        let wide: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+        let mut out = vec![0f32; h.len()];
+        scalar::widen(&h, &mut out);
+        prop_assert_eq!(&out, &wide);
+        let scale = a.iter().zip(&wide).map(|(x, y)| (x * y).abs()).sum::<f32>();
+        let dot = reference_dot(&a, &wide) as f32;
+        let l2: f64 = a.iter().zip(&wide).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+        prop_assert!(close(scalar::dot_h(&a, &h), dot, scale));
+        prop_assert!(close(scalar::l2sq_h(&a, &h), l2 as f32, l2 as f32));
+        for k in Kernels::available() {
+            let mut out = vec![f32::NAN; h.len()];
+            (k.widen)(&h, &mut out);
+            prop_assert_eq!(&out, &wide, "{:?} widen", k.level);
+            let d = (k.dot_h)(&a, &h);
+            prop_assert!(close(d, dot, scale), "{:?} dot_h {} vs {}", k.level, d, dot);
+            let e = (k.l2sq_h)(&a, &h);
+            prop_assert!(close(e, l2 as f32, l2 as f32), "{:?} l2sq_h {} vs {}", k.level, e, l2);
         }
     }
 

@@ -3,6 +3,8 @@
 
 use std::arch::x86_64::*;
 
+use half::f16;
+
 use crate::distance::tiles::{check_block, drive_tiles, Tiles};
 
 #[target_feature(enable = "avx2,fma")]
@@ -18,6 +20,10 @@ unsafe fn hsum256(v: __m256) -> f32 {
 /// `$sx`, `$sy` past the last full register.
 macro_rules! reduce_avx2 {
     ($a:ident, $b:ident, |$x:ident, $y:ident, $acc:ident| $step:expr,
+     |$sx:ident, $sy:ident| $tail:expr) => {
+        reduce_avx2!($a, $b, _mm256_loadu_ps, |$x, $y, $acc| $step, |$sx, $sy| $tail)
+    };
+    ($a:ident, $b:ident, $load_b:ident, |$x:ident, $y:ident, $acc:ident| $step:expr,
      |$sx:ident, $sy:ident| $tail:expr) => {{
         let n = $a.len();
         let (pa, pb) = ($a.as_ptr(), $b.as_ptr());
@@ -26,21 +32,13 @@ macro_rules! reduce_avx2 {
         while k + 32 <= n {
             for (j, s) in acc.iter_mut().enumerate() {
                 let off = k + 8 * j;
-                let ($x, $y, $acc) = (
-                    _mm256_loadu_ps(pa.add(off)),
-                    _mm256_loadu_ps(pb.add(off)),
-                    *s,
-                );
+                let ($x, $y, $acc) = (_mm256_loadu_ps(pa.add(off)), $load_b(pb.add(off)), *s);
                 *s = $step;
             }
             k += 32;
         }
         while k + 8 <= n {
-            let ($x, $y, $acc) = (
-                _mm256_loadu_ps(pa.add(k)),
-                _mm256_loadu_ps(pb.add(k)),
-                acc[0],
-            );
+            let ($x, $y, $acc) = (_mm256_loadu_ps(pa.add(k)), $load_b(pb.add(k)), acc[0]);
             acc[0] = $step;
             k += 8;
         }
@@ -71,6 +69,71 @@ unsafe fn l2sq_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
         },
         |x, y| (x - y) * (x - y)
     )
+}
+
+/// Eight half-precision values at `p`, widened to f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8_f16(p: *const f16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_h_impl(a: &[f32], b: &[f16]) -> f32 {
+    reduce_avx2!(a, b, load8_f16, |x, y, acc| _mm256_fmadd_ps(x, y, acc), |x, y| x
+        * y.to_f32_const())
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn l2sq_h_impl(a: &[f32], b: &[f16]) -> f32 {
+    reduce_avx2!(
+        a,
+        b,
+        load8_f16,
+        |x, y, acc| {
+            let t = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(t, t, acc)
+        },
+        |x, y| (x - y.to_f32_const()) * (x - y.to_f32_const())
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_impl(src: &[f16], dst: &mut [f32]) {
+    let n = src.len();
+    let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+    let mut k = 0;
+    while k + 8 <= n {
+        _mm256_storeu_ps(pd.add(k), load8_f16(ps.add(k)));
+        k += 8;
+    }
+    while k < n {
+        dst[k] = src[k].to_f32_const();
+        k += 1;
+    }
+}
+
+/// `scalar::dot_h` with F16C conversions.
+pub fn dot_h_avx2(a: &[f32], b: &[f16]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables, handed out after
+    // avx2, fma and f16c are detected; the loops read 8 values at k only while k + 8 <= len
+    // of both slices.
+    unsafe { dot_h_impl(a, b) }
+}
+
+/// `scalar::l2sq_h` with F16C conversions.
+pub fn l2sq_h_avx2(a: &[f32], b: &[f16]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    // SAFETY: as in dot_h_avx2.
+    unsafe { l2sq_h_impl(a, b) }
+}
+
+/// `scalar::widen` with F16C conversions.
+pub fn widen_avx2(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    // SAFETY: as in dot_h_avx2: 8 values are read and written at k only while k + 8 <= len.
+    unsafe { widen_impl(src, dst) }
 }
 
 /// A `Q × R` tile of dot products with AVX2 + FMA.

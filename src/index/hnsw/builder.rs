@@ -154,7 +154,7 @@ pub(crate) fn extend(
         if cancel.load(Ordering::Relaxed) {
             return;
         }
-        let q = view.prepare(view.row(i));
+        let q = view.prepare(&view.row(i));
         let exact = view.scorer(&q);
         let ctx = Insert {
             view,
