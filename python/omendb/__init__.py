@@ -68,11 +68,13 @@ def connect(path: PathLike) -> "Database":
 
 def _vector_array(vectors: Any) -> pa.Array:
     """Vectors as ``FixedSizeList<float32, d>``: a 2-D numpy array (no copy when it is float32
-    and contiguous), a list of equal-length sequences, or an Arrow list array (the engine
-    converts List and float64 lists itself)."""
+    and contiguous; float16 arrays stay float16), a list of equal-length sequences, or an
+    Arrow list array (the engine converts List and float64 lists itself)."""
     if isinstance(vectors, (pa.Array, pa.ChunkedArray)):
         return vectors
-    arr = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    arr = np.asarray(vectors)
+    dtype = np.float16 if arr.dtype == np.float16 else np.float32
+    arr = np.ascontiguousarray(arr, dtype=dtype)
     if arr.ndim != 2:
         raise InvalidInput(f"invalid input: vectors must be 2-D (rows x dim), got shape {arr.shape}")
     return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
@@ -191,7 +193,10 @@ class Database:
         """Creates collection ``name``, from ``schema``, from the rows of ``data`` (written in
         the same commit), or from ``dim`` alone (an ``id`` column of ``id_type``, ``int64``
         or ``string``, and a ``vector`` column). ``options`` are the server's collection
-        options: ``index`` (flat, hnsw), ``m``, ``ef_construction``, ``ef_search``,
+        options: ``index`` (auto, flat, hnsw, ivf), ``quantization`` (none, sq8, binary,
+        rabitq1 .. rabitq9), ``vector_type`` (float32, float16: the precision vectors are
+        stored in; float16 halves their disk and page cache, distances are computed in f32),
+        ``m``, ``ef_construction``, ``ef_search``, ``nlist``, ``nprobe``,
         ``index_threshold``, ``id`` and ``vector`` (column names), ..."""
         opts = {"metric": metric, **options}
         if data is not None:

@@ -213,6 +213,37 @@ def test_ivf_over_compact_codes_keeps_recall(db, rng, quantization):
         db.create_collection("bad", dim=4, quantization="rabitq12")
 
 
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_float16_collections_answer_as_their_rounded_vectors(db, rng, index):
+    n = 800
+    data = unit(rng, n, 32)
+    half = db.create_collection("half", dim=32, index=index, vector_type="float16", index_threshold=0)
+    half.add(ids=np.arange(n), vectors=data)
+    if index == "hnsw":
+        assert half.build_index() == 1
+    stats = half.stats()
+    assert stats["vector_type"] == "float16" and stats["index_kinds"] == [index]
+    stored = half.get([5]).column("vector")
+    assert stored.type == pa.list_(pa.field("item", pa.float16()), 32)
+    rounded = data.astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(stored[0].values.to_numpy(), dtype=np.float32), rounded[5])
+    for q in unit(rng, 5, 32):
+        want, dist = cosine_topk(rounded, q, 10)
+        got = half.search(q, k=10, ef=200)
+        assert got.column("id").to_pylist() == want.tolist()
+        np.testing.assert_allclose(got.column("_distance").to_numpy(), dist[want], atol=1e-5)
+        by_sql = db.sql(
+            "SELECT id FROM half ORDER BY cosine_distance(vector, $1) LIMIT 10", params=[pa.array(q.tolist())]
+        )
+        assert by_sql.column("id").to_pylist() == want.tolist()
+    with pytest.raises(omendb.InvalidInput, match="65504"):
+        half.add(ids=[n], vectors=np.full((1, 32), 1e5, dtype=np.float32))
+    assert half.count() == n
+    # float16 arrays make a float16 collection without being asked.
+    made = db.create_collection("made", data={"id": np.arange(3), "vector": data[:3].astype(np.float16)})
+    assert made.stats()["vector_type"] == "float16"
+
+
 def test_errors_are_typed_and_name_what_was_wrong(tmp_path, rng):
     db = omendb.connect(tmp_path)
     docs = db.create_collection("docs", dim=DIM)
