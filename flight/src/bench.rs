@@ -3,7 +3,8 @@
 //! The dataset is loaded through the engine API into a scratch database (one segment), the
 //! index is built with `--build-threads`, then every `--ef` is timed over the whole query set
 //! in one batched call on `--threads`. One JSON object per line goes to stdout; a summary
-//! (open time, index bytes per vector, peak anonymous and file-backed memory) to stderr.
+//! (load time, open time, index bytes per vector, peak anonymous and file-backed memory) to
+//! stderr. A float16 base.npy makes a float16 collection unless `--vector-type` says otherwise.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,13 +12,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int64Array,
+    Array, ArrayRef, BooleanArray, FixedSizeListArray, Float16Array, Float32Array, Int64Array,
 };
 use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
+use datafusion::arrow::datatypes::{Field, Int64Type};
 use omendb::{
     CollectionOptions, Database, IndexKind, IndexSettings, Metric, QuantKind, SearchRequest,
-    Selection, Snapshot,
+    Selection, Snapshot, VectorType,
 };
 use omendb_testkit::npy;
 
@@ -61,6 +62,10 @@ pub struct AnnArgs {
     /// Neighbours per query.
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// The precision the collection stores vectors in, `float32` or `float16` (default: as
+    /// base.npy holds them).
+    #[arg(long)]
+    vector_type: Option<VectorType>,
     /// Where the scratch database goes (default: a fresh directory under the system temp dir,
     /// removed afterwards).
     #[arg(long)]
@@ -85,17 +90,31 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("--filter-fraction must be in (0, 1], got {f}").into());
         }
     }
-    let base = npy::read_f32(args.dataset.join("base.npy"))?;
+    let memory = MemoryPeaks::start();
+    let base_path = args.dataset.join("base.npy");
+    let half_file = npy::is_f16(&base_path)?;
+    let stored = args.vector_type.unwrap_or(if half_file {
+        VectorType::Float16
+    } else {
+        VectorType::Float32
+    });
+    let t = Instant::now();
+    // float16 rows stay float16 on their way to a float16 collection (one copy in memory).
+    let (n, dim, base): (usize, usize, ArrayRef) = if half_file && stored == VectorType::Float16 {
+        let b = npy::read_f16(&base_path)?;
+        (b.rows, b.cols, Arc::new(Float16Array::from(b.data)))
+    } else {
+        let b = npy::read_f32(&base_path)?;
+        (b.rows, b.cols, Arc::new(Float32Array::from(b.data)))
+    };
     let queries = npy::read_f32(args.dataset.join("queries.npy"))?;
-    if base.cols != queries.cols {
+    if dim != queries.cols {
         return Err(format!(
-            "base.npy has dimension {}, queries.npy {}",
-            base.cols, queries.cols
+            "base.npy has dimension {dim}, queries.npy {}",
+            queries.cols
         )
         .into());
     }
-    let (n, dim) = (base.rows, base.cols);
-    let memory = MemoryPeaks::start();
 
     let (dir, remove) = match &args.data {
         Some(d) => (d.clone(), false),
@@ -111,8 +130,6 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let _scratch = Scratch(dir.clone(), remove);
     let db = Database::open(&dir)?;
-    // The floats move into the batch (no second copy of the dataset in memory).
-    let base = base.data;
     let c = if reuse {
         drop(base);
         let c = db.collection("bench")?;
@@ -136,12 +153,14 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
                     threshold: 0, // built (and timed) below
                     ..Default::default()
                 },
+                vector_type: Some(stored),
                 ..Default::default()
             },
         )?;
         c.append(&[batch])?;
         c
     };
+    let load_s = t.elapsed().as_secs_f64();
 
     let snap = c.snapshot();
     let keep_below = args
@@ -244,6 +263,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             "build_s": (!build_s.is_nan()).then_some((build_s * 10.0).round() / 10.0),
             "n": n,
             "dim": dim,
+            "vector_type": c.stats()?.vector_type,
         });
         if let Some(f) = args.filter_fraction {
             line["filter_fraction"] = f.into();
@@ -268,6 +288,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!(
         "{}",
         serde_json::json!({
+            "load_s": (!reuse).then_some((load_s * 10.0).round() / 10.0),
             "open_ms": (open_ms * 10.0).round() / 10.0,
             "rows": c.count(),
             "index_kinds": stats.index_kinds,
@@ -347,13 +368,12 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError
         .build()
 }
 
-/// The dataset as one batch: `id` (row number), `vector`, and `bucket` (row mod 10,000) for
-/// filters.
-fn dataset_batch(data: Vec<f32>, dim: usize) -> Result<RecordBatch, Box<dyn std::error::Error>> {
-    let n = data.len() / dim;
-    let item = Arc::new(Field::new("item", DataType::Float32, true));
-    let vectors =
-        FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(data)), None)?;
+/// The dataset as one batch: `id` (row number), `vector` (`values`, float32 or float16, `dim`
+/// per row), and `bucket` (row mod 10,000) for filters.
+fn dataset_batch(values: ArrayRef, dim: usize) -> Result<RecordBatch, Box<dyn std::error::Error>> {
+    let n = values.len() / dim;
+    let item = Arc::new(Field::new("item", values.data_type().clone(), true));
+    let vectors = FixedSizeListArray::try_new(item, dim as i32, values, None)?;
     Ok(RecordBatch::try_from_iter(vec![
         (
             "id",

@@ -1,9 +1,11 @@
 //! A small reader for NumPy `.npy` files (little-endian float16, float32 or int32, C order),
 //! used by the benchmarks and the import tools.
 
+use std::fs::File;
+use std::io::{BufReader, Error, ErrorKind, Read, Result, Seek, SeekFrom};
 use std::path::Path;
 
-use std::io::{Error, ErrorKind, Result};
+use half::f16;
 
 /// An error naming the file and what is wrong with it.
 fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
@@ -61,83 +63,165 @@ fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize)> {
     Ok((descr.to_string(), shape, start + hlen))
 }
 
-fn read(path: &Path) -> Result<(String, usize, usize, Vec<u8>)> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    let (descr, shape, offset) = header(path, &bytes)?;
+/// Opens a `.npy` file: its dtype, shape, and a reader at the first byte of its data.
+fn open(path: &Path) -> Result<(String, usize, usize, BufReader<File>)> {
+    let with_path = |e: Error| Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(with_path)?);
+    let mut head = vec![0u8; 12];
+    file.read_exact(&mut head).map_err(with_path)?;
+    let hlen = match head[6] {
+        1 => u16::from_le_bytes([head[8], head[9]]) as usize + 10,
+        _ => u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize + 12,
+    };
+    if hlen > 1 << 20 {
+        return Err(corrupt(path, "not a .npy file: header too long"));
+    }
+    head.resize(hlen.max(12), 0);
+    file.read_exact(&mut head[12..]).map_err(with_path)?;
+    let (descr, shape, offset) = header(path, &head)?;
+    file.seek(SeekFrom::Start(offset as u64))
+        .map_err(with_path)?;
     let (rows, cols) = match shape.as_slice() {
         [r] => (*r, 1),
         [r, c] => (*r, *c),
         _ => return Err(corrupt(path, "expected a 1-d or 2-d array")),
     };
-    let mut body = bytes;
-    body.drain(..offset);
-    Ok((descr, rows, cols, body))
+    Ok((descr, rows, cols, file))
 }
 
-fn check_len(path: &Path, body: &[u8], n: usize, width: usize) -> Result<()> {
-    if body.len() < n * width {
-        return Err(corrupt(path, "truncated .npy data"));
+/// The `n` values of `width` bytes each that follow in `body`, decoded a chunk at a time (so
+/// a large array is held once, not also as bytes).
+fn decode<T>(
+    path: &Path,
+    mut body: impl Read,
+    n: usize,
+    width: usize,
+    value: impl Fn(&[u8]) -> T,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(n);
+    let mut chunk = vec![0u8; (1 << 20) / width * width];
+    while out.len() < n {
+        let want = ((n - out.len()) * width).min(chunk.len());
+        body.read_exact(&mut chunk[..want]).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                corrupt(path, "truncated .npy data")
+            } else {
+                Error::new(e.kind(), format!("{}: {e}", path.display()))
+            }
+        })?;
+        out.extend(chunk[..want].chunks_exact(width).map(&value));
     }
-    Ok(())
+    Ok(out)
+}
+
+fn wrong_dtype(path: &Path, dtype: &str, expected: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidData,
+        format!("{}: dtype {dtype} is not {expected}", path.display()),
+    )
 }
 
 /// Reads a float16 or float32 array as float32.
 pub fn read_f32(path: impl AsRef<Path>) -> Result<Npy<f32>> {
     let path = path.as_ref();
-    let (descr, rows, cols, body) = read(path)?;
+    let (descr, rows, cols, body) = open(path)?;
     let n = rows * cols;
     let data = match descr.as_str() {
-        "<f4" => {
-            check_len(path, &body, n, 4)?;
-            body.chunks_exact(4)
-                .take(n)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-                .collect()
-        }
-        "<f2" => {
-            check_len(path, &body, n, 2)?;
-            body.chunks_exact(2)
-                .take(n)
-                .map(|c| half::f16::from_le_bytes(c.try_into().expect("2")).to_f32())
-                .collect()
-        }
-        other => {
-            return Err(Error::new(
-                ErrorKind::InvalidData,
-                format!("{}: dtype {other} is not float16/float32", path.display()),
-            ))
-        }
+        "<f4" => decode(path, body, n, 4, |c| {
+            f32::from_le_bytes(c.try_into().expect("4"))
+        })?,
+        "<f2" => decode(path, body, n, 2, |c| {
+            f16::from_le_bytes(c.try_into().expect("2")).to_f32()
+        })?,
+        other => return Err(wrong_dtype(path, other, "float16/float32")),
     };
     Ok(Npy { rows, cols, data })
+}
+
+/// Reads a float16 array as it is stored.
+pub fn read_f16(path: impl AsRef<Path>) -> Result<Npy<f16>> {
+    let path = path.as_ref();
+    let (descr, rows, cols, body) = open(path)?;
+    if descr != "<f2" {
+        return Err(wrong_dtype(path, &descr, "float16"));
+    }
+    let data = decode(path, body, rows * cols, 2, |c| {
+        f16::from_le_bytes(c.try_into().expect("2"))
+    })?;
+    Ok(Npy { rows, cols, data })
+}
+
+/// Whether the `.npy` file at `path` holds float16.
+pub fn is_f16(path: impl AsRef<Path>) -> Result<bool> {
+    Ok(open(path.as_ref())?.0 == "<f2")
 }
 
 /// Reads an int32 or int64 array as i64.
 pub fn read_i64(path: impl AsRef<Path>) -> Result<Npy<i64>> {
     let path = path.as_ref();
-    let (descr, rows, cols, body) = read(path)?;
+    let (descr, rows, cols, body) = open(path)?;
     let n = rows * cols;
     let data = match descr.as_str() {
-        "<i4" => {
-            check_len(path, &body, n, 4)?;
-            body.chunks_exact(4)
-                .take(n)
-                .map(|c| i32::from_le_bytes(c.try_into().expect("4")) as i64)
-                .collect()
-        }
-        "<i8" => {
-            check_len(path, &body, n, 8)?;
-            body.chunks_exact(8)
-                .take(n)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
-                .collect()
-        }
-        other => {
-            return Err(Error::new(
-                ErrorKind::InvalidData,
-                format!("{}: dtype {other} is not int32/int64", path.display()),
-            ))
-        }
+        "<i4" => decode(path, body, n, 4, |c| {
+            i32::from_le_bytes(c.try_into().expect("4")) as i64
+        })?,
+        "<i8" => decode(path, body, n, 8, |c| {
+            i64::from_le_bytes(c.try_into().expect("8"))
+        })?,
+        other => return Err(wrong_dtype(path, other, "int32/int64")),
     };
     Ok(Npy { rows, cols, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1 `.npy` file of `shape` holding `body`.
+    fn npy(dir: &Path, name: &str, descr: &str, shape: &str, body: &[u8]) -> std::path::PathBuf {
+        let mut text = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + text.len() + 1) % 64 != 0 {
+            text.push(' ');
+        }
+        text.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((text.len() as u16).to_le_bytes());
+        bytes.extend(text.as_bytes());
+        bytes.extend(body);
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn reads_each_dtype_and_refuses_short_or_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<f32> = (0..3_000_000).map(|i| (i % 977) as f32 * 0.25).collect();
+        let halves: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        let p16 = npy(dir.path(), "h.npy", "<f2", "(1000000, 3)", &halves);
+        let h = read_f16(&p16).unwrap();
+        assert_eq!((h.rows, h.cols), (1_000_000, 3));
+        assert!(h.data.iter().zip(&values).all(|(a, b)| a.to_f32() == *b));
+        assert_eq!(read_f32(&p16).unwrap().data, values);
+        assert!(is_f16(&p16).unwrap());
+        let floats: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let p32 = npy(dir.path(), "f.npy", "<f4", "(3000000,)", &floats);
+        let f = read_f32(&p32).unwrap();
+        assert_eq!((f.rows, f.cols, f.data), (3_000_000, 1, values.clone()));
+        let err = read_f16(&p32).unwrap_err().to_string();
+        assert!(err.contains("dtype <f4 is not float16"), "{err}");
+        let ints: Vec<u8> = (0..6i32).flat_map(|v| v.to_le_bytes()).collect();
+        let pi = npy(dir.path(), "i.npy", "<i4", "(2, 3)", &ints);
+        assert_eq!(read_i64(&pi).unwrap().data, [0, 1, 2, 3, 4, 5]);
+        let short = npy(dir.path(), "s.npy", "<f4", "(2, 3)", &floats[..20]);
+        let err = read_f32(&short).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        let junk = dir.path().join("junk.npy");
+        std::fs::write(&junk, b"not an array at all").unwrap();
+        let err = read_f32(&junk).unwrap_err().to_string();
+        assert!(err.contains("not a .npy file"), "{err}");
+    }
 }
