@@ -363,7 +363,8 @@ impl Default for CollectionOptions {
 }
 
 /// The option keys `CollectionOptions::set` knows.
-pub const OPTION_KEYS: &str = "metric, id, vector, vector_type, index, quantization, m, ef_construction, \
+pub const OPTION_KEYS: &str =
+    "metric, id, vector, vector_type, index, quantization, m, ef_construction, \
      ef_search, index_threshold, compaction, merge_factor, max_segment_rows, \
      compaction_idle_ms, ivf_threshold, nlist or nprobe";
 

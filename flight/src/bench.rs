@@ -109,11 +109,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let queries = npy::read_f32(args.dataset.join("queries.npy"))?;
     if dim != queries.cols {
-        return Err(format!(
-            "base.npy has dimension {dim}, queries.npy {}",
-            queries.cols
-        )
-        .into());
+        return Err(format!("base.npy has dimension {dim}, queries.npy {}", queries.cols).into());
     }
 
     let (dir, remove) = match &args.data {

@@ -142,14 +142,17 @@ impl Probe {
     }
 }
 
-/// The nearest centroid of each row of `data` (`dim` values each, row-major).
-fn assign(data: &[f32], dim: usize, centroids: &[f32], probe: Probe) -> Vec<u32> {
+/// The `t` nearest centroids of each row of `data` (`dim` values each, row-major), nearest
+/// first, with their rankings (`Probe::rank`, comparable across calls for the same row):
+/// `t` entries per row.
+fn nearest(data: &[f32], dim: usize, centroids: &[f32], probe: Probe, t: usize) -> Vec<(f32, u32)> {
     let lists = centroids.len() / dim;
+    let t = t.min(lists).max(1);
     let c2: Vec<f32> = centroids
         .chunks_exact(dim)
         .map(|c| (kernels().dot)(c, c))
         .collect();
-    let blocks: Vec<Vec<u32>> = data
+    let blocks: Vec<Vec<(f32, u32)>> = data
         .par_chunks(ASSIGN_BLOCK * dim)
         .map_init(Vec::new, |scores, block| {
             let nr = block.len() / dim;
@@ -159,19 +162,33 @@ fn assign(data: &[f32], dim: usize, centroids: &[f32], probe: Probe) -> Vec<u32>
             scores.resize(lists * nr, 0f32);
             let scores = &mut scores[..lists * nr];
             (kernels().dot_block)(centroids, block, dim, scores);
-            let mut best = vec![(f32::INFINITY, 0u32); nr];
+            let mut best = vec![(f32::INFINITY, 0u32); nr * t];
             for (j, (s, &c)) in scores.chunks_exact(nr).zip(&c2).enumerate() {
-                for (b, &ip) in best.iter_mut().zip(s) {
+                for (b, &ip) in best.chunks_exact_mut(t).zip(s) {
                     let r = probe.rank(ip, c);
-                    if r < b.0 {
-                        *b = (r, j as u32);
+                    if r < b[t - 1].0 {
+                        // Insert in order; t is a handful.
+                        let mut at = t - 1;
+                        while at > 0 && b[at - 1].0 > r {
+                            b[at] = b[at - 1];
+                            at -= 1;
+                        }
+                        b[at] = (r, j as u32);
                     }
                 }
             }
-            best.into_iter().map(|(_, j)| j).collect()
+            best
         })
         .collect();
     blocks.concat()
+}
+
+/// The nearest centroid of each row of `data`.
+fn assign(data: &[f32], dim: usize, centroids: &[f32], probe: Probe) -> Vec<u32> {
+    nearest(data, dim, centroids, probe, 1)
+        .into_iter()
+        .map(|(_, j)| j)
+        .collect()
 }
 
 /// The vectors of `rows` of `view` as search sees them, row-major.
@@ -184,8 +201,100 @@ fn gather(view: &VectorView<'_>, rows: &[u32]) -> Vec<f32> {
     out
 }
 
-/// k-means centroids of a sample of `view`: `lists × dim`. `None` when cancelled.
-fn train(view: &VectorView<'_>, lists: usize, cancel: &AtomicBool) -> Option<Vec<f32>> {
+/// Lists from which k-means goes through groups of lists (see `train`).
+const GROUPED_FROM: usize = 1024;
+/// Groups each row is compared within when assigned to a list of grouped centroids.
+const GROUPS_PER_ROW: usize = 6;
+
+/// Trained centroids (`lists × dim`). With many lists they come in groups: group `g` holds
+/// lists `starts[g]..starts[g + 1]` around the group centroid `groups[g]`.
+struct Trained {
+    centroids: Vec<f32>,
+    groups: Option<(Vec<f32>, Vec<usize>)>,
+}
+
+/// `k` k-means centroids of `data` (`dim` values per row, at least `k` rows); `seed`
+/// varies the restarts of empty clusters. `None` when cancelled.
+fn kmeans(
+    data: &[f32],
+    dim: usize,
+    k: usize,
+    probe: Probe,
+    seed: u64,
+    cancel: &AtomicBool,
+) -> Option<Vec<f32>> {
+    let m = data.len() / dim;
+    // Start from `k` distinct rows spread through the data (a sample in hash order).
+    let mut centroids: Vec<f32> = (0..k)
+        .map(|j| j * m / k)
+        .flat_map(|i| data[i * dim..(i + 1) * dim].to_vec())
+        .collect();
+    for round in 0..ROUNDS {
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        let owner = assign(data, dim, &centroids, probe);
+        let mut sums = vec![0f64; k * dim];
+        let mut counts = vec![0usize; k];
+        for (row, &c) in data.chunks_exact(dim).zip(&owner) {
+            let c = c as usize;
+            counts[c] += 1;
+            for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(row) {
+                *s += f64::from(v);
+            }
+        }
+        for c in 0..k {
+            let centroid = &mut centroids[c * dim..(c + 1) * dim];
+            if counts[c] > 0 {
+                let inv = 1.0 / counts[c] as f64;
+                for (x, s) in centroid.iter_mut().zip(&sums[c * dim..(c + 1) * dim]) {
+                    *x = (s * inv) as f32;
+                }
+            } else {
+                // An empty cluster restarts at a row chosen by the seed, round and cluster.
+                let i = (splitmix(seed ^ (round * k + c) as u64) % m as u64) as usize;
+                centroid.copy_from_slice(&data[i * dim..(i + 1) * dim]);
+            }
+        }
+    }
+    Some(centroids)
+}
+
+/// `lists` shared among groups in proportion to their `sizes`, each non-empty group getting
+/// at least one and at most its size (largest remainders first).
+fn share(lists: usize, sizes: &[usize]) -> Vec<usize> {
+    let total: usize = sizes.iter().sum();
+    let exact: Vec<f64> = sizes
+        .iter()
+        .map(|&s| lists as f64 * s as f64 / total as f64)
+        .collect();
+    let mut out: Vec<usize> = exact
+        .iter()
+        .zip(sizes)
+        .map(|(&e, &s)| (e.floor() as usize).clamp(usize::from(s > 0), s))
+        .collect();
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
+    let mut given: usize = out.iter().sum();
+    // Hand out what flooring left (to groups with room), or take back what the minimum of one
+    // gave beyond `lists` (from groups with more than one).
+    for &g in order.iter().cycle().take(4 * sizes.len()) {
+        if given < lists && out[g] < sizes[g] {
+            out[g] += 1;
+            given += 1;
+        } else if given > lists && out[g] > 1 {
+            out[g] -= 1;
+            given -= 1;
+        }
+    }
+    out
+}
+
+/// k-means centroids of a sample of `view`. Up to `GROUPED_FROM` lists, one k-means over
+/// the sample; from there, two levels: √lists group centroids, then each group's sample rows
+/// clustered into its share of the lists, which costs about √lists times less than one
+/// k-means over every list (12,649 lists for 10M rows). `None` when cancelled.
+fn train(view: &VectorView<'_>, lists: usize, cancel: &AtomicBool) -> Option<Trained> {
     let (n, dim) = (view.len(), view.dim());
     let probe = Probe::of(view.metric());
     // A pseudo-random sample: each row gets a hash, the smallest hashes are kept.
@@ -203,41 +312,86 @@ fn train(view: &VectorView<'_>, lists: usize, cancel: &AtomicBool) -> Option<Vec
         rows
     };
     let data = gather(view, &sample);
-    let m = sample.len();
-    // Start from `lists` distinct sample rows spread by the hash order.
-    let mut centroids: Vec<f32> = (0..lists)
-        .map(|j| j * m / lists)
-        .flat_map(|i| data[i * dim..(i + 1) * dim].to_vec())
-        .collect();
-    for round in 0..ROUNDS {
-        if cancel.load(Ordering::Relaxed) {
-            return None;
-        }
-        let owner = assign(&data, dim, &centroids, probe);
-        let mut sums = vec![0f64; lists * dim];
-        let mut counts = vec![0usize; lists];
-        for (row, &c) in data.chunks_exact(dim).zip(&owner) {
-            let c = c as usize;
-            counts[c] += 1;
-            for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(row) {
-                *s += f64::from(v);
-            }
-        }
-        for c in 0..lists {
-            let centroid = &mut centroids[c * dim..(c + 1) * dim];
-            if counts[c] > 0 {
-                let inv = 1.0 / counts[c] as f64;
-                for (x, s) in centroid.iter_mut().zip(&sums[c * dim..(c + 1) * dim]) {
-                    *x = (s * inv) as f32;
-                }
-            } else {
-                // An empty list restarts at a sample row chosen by the round and list.
-                let i = (splitmix((round * lists + c) as u64) % m as u64) as usize;
-                centroid.copy_from_slice(&data[i * dim..(i + 1) * dim]);
-            }
-        }
+    if lists < GROUPED_FROM {
+        let centroids = kmeans(&data, dim, lists, probe, 0, cancel)?;
+        return Some(Trained {
+            centroids,
+            groups: None,
+        });
     }
-    Some(centroids)
+    let g = (lists as f64).sqrt().round() as usize;
+    let groups = kmeans(&data, dim, g, probe, 1, cancel)?;
+    let mut members: Vec<Vec<f32>> = vec![Vec::new(); g];
+    for (row, o) in data
+        .chunks_exact(dim)
+        .zip(assign(&data, dim, &groups, probe))
+    {
+        members[o as usize].extend_from_slice(row);
+    }
+    drop(data);
+    let sizes: Vec<usize> = members.iter().map(|m| m.len() / dim).collect();
+    let shares = share(lists, &sizes);
+    let mut centroids = Vec::with_capacity(lists * dim);
+    let mut starts = vec![0usize];
+    for (j, (rows, &k)) in members.iter().zip(&shares).enumerate() {
+        if k > 0 {
+            centroids.extend(kmeans(rows, dim, k, probe, 2 + j as u64, cancel)?);
+        }
+        starts.push(starts[j] + k);
+    }
+    Some(Trained {
+        centroids,
+        groups: Some((groups, starts)),
+    })
+}
+
+impl Trained {
+    /// The list of each row of `data`: its nearest centroid, among the lists of its
+    /// `GROUPS_PER_ROW` nearest groups when the centroids are grouped.
+    fn assign(&self, data: &[f32], dim: usize, probe: Probe) -> Vec<u32> {
+        let Some((groups, starts)) = &self.groups else {
+            return assign(data, dim, &self.centroids, probe);
+        };
+        let g = starts.len() - 1;
+        let t = GROUPS_PER_ROW.min(g);
+        let near = nearest(data, dim, groups, probe, t);
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); g];
+        for (r, gs) in near.chunks_exact(t).enumerate() {
+            for &(_, j) in gs {
+                members[j as usize].push(r as u32);
+            }
+        }
+        // Each group scores its member rows against its own lists.
+        // Per group, (row, ranking, list) of each member row's nearest list in it.
+        let found: Vec<Vec<(u32, f32, u32)>> = members
+            .into_par_iter()
+            .enumerate()
+            .filter(|(j, rows)| !rows.is_empty() && starts[*j] < starts[j + 1])
+            .map(|(j, rows)| {
+                let block: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| {
+                        data[r as usize * dim..(r as usize + 1) * dim]
+                            .iter()
+                            .copied()
+                    })
+                    .collect();
+                let lists = &self.centroids[starts[j] * dim..starts[j + 1] * dim];
+                let best = nearest(&block, dim, lists, probe, 1);
+                rows.into_iter()
+                    .zip(best)
+                    .map(|(r, (rank, l))| (r, rank, l + starts[j] as u32))
+                    .collect()
+            })
+            .collect();
+        let mut best = vec![(f32::INFINITY, 0u32); data.len() / dim];
+        for (r, rank, l) in found.into_iter().flatten() {
+            if rank < best[r as usize].0 {
+                best[r as usize] = (rank, l);
+            }
+        }
+        best.into_iter().map(|(_, j)| j).collect()
+    }
 }
 
 impl Ivf {
@@ -264,7 +418,7 @@ impl Ivf {
                 None,
             ));
         }
-        let centroids = train(view, lists, cancel)?;
+        let trained = train(view, lists, cancel)?;
         // Every row to its list, a block at a time so the copy stays small.
         let mut owner = Vec::with_capacity(n);
         let all: Vec<u32> = (0..n as u32).collect();
@@ -273,8 +427,10 @@ impl Ivf {
                 return None;
             }
             let data = gather(view, chunk);
-            owner.extend(assign(&data, dim, &centroids, Probe::of(view.metric())));
+            owner.extend(trained.assign(&data, dim, Probe::of(view.metric())));
         }
+        let centroids = trained.centroids;
+        let lists = centroids.len() / dim;
         let mut offsets = vec![0u32; lists + 1];
         for &c in &owner {
             offsets[c as usize + 1] += 1;
@@ -678,6 +834,60 @@ mod tests {
             .collect();
         all.sort_by(|a, b| a.0.total_cmp(&b.0));
         all.into_iter().take(k).map(|(_, i)| i).collect()
+    }
+
+    #[test]
+    fn lists_are_shared_by_size_with_one_per_group() {
+        assert_eq!(share(10, &[50, 30, 20]), [5, 3, 2]);
+        assert_eq!(share(10, &[97, 1, 1, 1]).iter().sum::<usize>(), 10);
+        assert_eq!(share(10, &[97, 1, 1, 1])[1..], [1, 1, 1]);
+        assert_eq!(share(5, &[3, 0, 2]), [3, 0, 2]);
+        let s = share(1000, &[7, 300, 2, 691]);
+        assert_eq!(s.iter().sum::<usize>(), 1000);
+        assert!(s
+            .iter()
+            .zip([7, 300, 2, 691])
+            .all(|(&k, n)| k >= 1 && k <= n));
+    }
+
+    /// From `GROUPED_FROM` lists, training and assignment go through groups of lists: almost
+    /// every row still lands in its nearest list, and probing every list is exact.
+    #[test]
+    fn grouped_lists_assign_rows_to_their_nearest_list() {
+        let (n, dim) = (40_000, 16);
+        let data: Vec<f32> = (0..n * dim)
+            .map(|i| (splitmix(i as u64) % 10_000) as f32 / 10_000.0 - 0.5)
+            .collect();
+        let view = VectorView::new(&data, dim, Metric::L2);
+        let cancel = AtomicBool::new(false);
+        let trained = train(&view, 1100, &cancel).unwrap();
+        let (_, starts) = trained.groups.as_ref().expect("grouped");
+        assert_eq!(starts.len() - 1, 33);
+        assert_eq!(trained.centroids.len(), 1100 * dim);
+        let grouped = trained.assign(&data, dim, Probe::Euclid);
+        let nearest = assign(&data, dim, &trained.centroids, Probe::Euclid);
+        let same = grouped.iter().zip(&nearest).filter(|(a, b)| a == b).count();
+        eprintln!("{same} of {n} rows in their nearest list");
+        assert!(
+            same as f64 >= 0.98 * n as f64,
+            "{same} of {n} in their nearest list"
+        );
+        let settings = IndexSettings {
+            nlist: 1100,
+            quant: QuantKind::RaBitQ(4),
+            ..IndexSettings::default()
+        };
+        let ivf = Ivf::build(&view, &settings, &cancel).unwrap();
+        assert_eq!(ivf.offsets.len(), 1101);
+        for qi in 0..5 {
+            let q = view.row(qi * 997 + 3).to_vec();
+            let got: Vec<u32> = ivf
+                .search(&view, &q, 10, n, 1100, &|_| true)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
+            assert_eq!(got, exact_top(&view, &q, 10));
+        }
     }
 
     /// Every list probed finds what exact search finds, for every code kind and metric; the

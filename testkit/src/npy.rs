@@ -179,7 +179,8 @@ mod tests {
 
     /// A version-1 `.npy` file of `shape` holding `body`.
     fn npy(dir: &Path, name: &str, descr: &str, shape: &str, body: &[u8]) -> std::path::PathBuf {
-        let mut text = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut text =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         while (10 + text.len() + 1) % 64 != 0 {
             text.push(' ');
         }

@@ -435,10 +435,9 @@ mod collection {
             ),
         ] {
             let tmp = tempfile::tempdir().unwrap();
-            let mut o = CollectionOptions::parse(
-                opts.iter().copied().chain(["vector_type=float16"]),
-            )
-            .unwrap();
+            let mut o =
+                CollectionOptions::parse(opts.iter().copied().chain(["vector_type=float16"]))
+                    .unwrap();
             o.index.threshold = 0;
             o.index.compaction = false;
             let answers = {
@@ -468,7 +467,9 @@ mod collection {
                 eprintln!("float16 {opts:?}: recall@10 {recall:.4}");
                 assert!(recall >= floor, "{opts:?}: recall {recall}");
                 // Distances are those of the stored (rounded) vectors, computed in f32.
-                let hits = snap.search(&SearchRequest::new(&queries[..dim], 10)).unwrap();
+                let hits = snap
+                    .search(&SearchRequest::new(&queries[..dim], 10))
+                    .unwrap();
                 let (batches, stored) = (snap.batches().unwrap(), &hits[0]);
                 let vectors = batches[0].column(1).as_fixed_size_list();
                 for h in stored {

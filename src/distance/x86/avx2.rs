@@ -21,7 +21,9 @@ unsafe fn hsum256(v: __m256) -> f32 {
 macro_rules! reduce_avx2 {
     ($a:ident, $b:ident, |$x:ident, $y:ident, $acc:ident| $step:expr,
      |$sx:ident, $sy:ident| $tail:expr) => {
-        reduce_avx2!($a, $b, _mm256_loadu_ps, |$x, $y, $acc| $step, |$sx, $sy| $tail)
+        reduce_avx2!($a, $b, _mm256_loadu_ps, |$x, $y, $acc| $step, |$sx, $sy| {
+            $tail
+        })
     };
     ($a:ident, $b:ident, $load_b:ident, |$x:ident, $y:ident, $acc:ident| $step:expr,
      |$sx:ident, $sy:ident| $tail:expr) => {{
@@ -80,8 +82,13 @@ unsafe fn load8_f16(p: *const f16) -> __m256 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_h_impl(a: &[f32], b: &[f16]) -> f32 {
-    reduce_avx2!(a, b, load8_f16, |x, y, acc| _mm256_fmadd_ps(x, y, acc), |x, y| x
-        * y.to_f32_const())
+    reduce_avx2!(
+        a,
+        b,
+        load8_f16,
+        |x, y, acc| _mm256_fmadd_ps(x, y, acc),
+        |x, y| x * y.to_f32_const()
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
