@@ -98,20 +98,6 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         VectorType::Float32
     });
-    let t = Instant::now();
-    // float16 rows stay float16 on their way to a float16 collection (one copy in memory).
-    let (n, dim, base): (usize, usize, ArrayRef) = if half_file && stored == VectorType::Float16 {
-        let b = npy::read_f16(&base_path)?;
-        (b.rows, b.cols, Arc::new(Float16Array::from(b.data)))
-    } else {
-        let b = npy::read_f32(&base_path)?;
-        (b.rows, b.cols, Arc::new(Float32Array::from(b.data)))
-    };
-    let queries = npy::read_f32(args.dataset.join("queries.npy"))?;
-    if dim != queries.cols {
-        return Err(format!("base.npy has dimension {dim}, queries.npy {}", queries.cols).into());
-    }
-
     let (dir, remove) = match &args.data {
         Some(d) => (d.clone(), false),
         None => (
@@ -124,16 +110,26 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     if dir.exists() && !reuse {
         return Err(format!("{} exists; name a new directory", dir.display()).into());
     }
+    let t = Instant::now();
+    // float16 rows stay float16 on their way to a float16 collection (one copy in memory).
+    let (n, dim, base): (usize, usize, Option<ArrayRef>) = if reuse {
+        let (n, dim) = npy::shape(&base_path)?;
+        (n, dim, None)
+    } else if half_file && stored == VectorType::Float16 {
+        let b = npy::read_f16(&base_path)?;
+        (b.rows, b.cols, Some(Arc::new(Float16Array::from(b.data))))
+    } else {
+        let b = npy::read_f32(&base_path)?;
+        (b.rows, b.cols, Some(Arc::new(Float32Array::from(b.data))))
+    };
+    let queries = npy::read_f32(args.dataset.join("queries.npy"))?;
+    if dim != queries.cols {
+        return Err(format!("base.npy has dimension {dim}, queries.npy {}", queries.cols).into());
+    }
+
     let _scratch = Scratch(dir.clone(), remove);
     let db = Database::open(&dir)?;
-    let c = if reuse {
-        drop(base);
-        let c = db.collection("bench")?;
-        if c.count() != n || c.dim() != dim {
-            return Err(format!("{} holds another dataset", dir.display()).into());
-        }
-        c
-    } else {
+    let c = if let Some(base) = base {
         let batch = dataset_batch(base, dim)?;
         let c = db.create_collection(
             "bench",
@@ -154,6 +150,12 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
             },
         )?;
         c.append(&[batch])?;
+        c
+    } else {
+        let c = db.collection("bench")?;
+        if c.count() != n || c.dim() != dim {
+            return Err(format!("{} holds another dataset", dir.display()).into());
+        }
         c
     };
     let load_s = t.elapsed().as_secs_f64();

@@ -13,11 +13,17 @@
 //! entries, a block holding 16 bytes per group of four dimensions (two entries' nibbles per
 //! byte, see `distance::scalar::fastscan`), so one table lookup scores 32 entries at once.
 //!
+//! With many lists (from `GROUPED_FROM`) the lists come in groups around group centroids
+//! (see `train`): a query ranks the groups, then only the lists of its nearest groups (enough
+//! of them to hold twice `nprobe` lists, and at least `PROBE_GROUPS`), so probing reads a
+//! fraction of the centroids; lists past those are ranked only when a filter needs them.
+//!
 //! File, all words little-endian: header of eight u32 (magic `OMENIVF1`, two words; rows,
 //! dimension, lists, the codes' kind (`quant::quant_tag`), 1 when fast-scan blocks follow the
-//! codes, a zero word); the centroids (`lists × dim` f32); list offsets (`lists + 1` u32, into
-//! the next part); the row of each list entry (`rows` u32); the codes' section; the fast-scan
-//! blocks (`Σ ⌈list length / 32⌉ × groups × 16` bytes).
+//! codes, the number of groups, 0 for none); the centroids (`lists × dim` f32); list offsets
+//! (`lists + 1` u32, into the next part); the row of each list entry (`rows` u32); the codes'
+//! section; the fast-scan blocks (`Σ ⌈list length / 32⌉ × 4-dimension groups × 16` bytes);
+//! the group centroids (`groups × dim` f32) and each group's first list (`groups + 1` u32).
 
 use std::cell::Cell;
 use std::path::Path;
@@ -65,7 +71,39 @@ pub struct Ivf {
     norms: Vec<f32>,
     /// Per list, its first fast-scan block (`lists + 1`, computed from the offsets).
     block_starts: Vec<usize>,
+    /// Lists in groups, when there are many.
+    groups: Option<Groups>,
 }
+
+/// Lists in groups: group `g` holds lists `starts[g]..starts[g + 1]` around `centroids[g]`.
+#[derive(Debug, Clone, PartialEq)]
+struct Groups {
+    /// `groups × dim`.
+    centroids: ScalarBuffer<f32>,
+    /// `groups + 1` list numbers.
+    starts: ScalarBuffer<u32>,
+    /// Per group centroid, its squared norm.
+    norms: Vec<f32>,
+}
+
+impl Groups {
+    fn new(dim: usize, centroids: ScalarBuffer<f32>, starts: ScalarBuffer<u32>) -> Groups {
+        let dot = kernels().dot;
+        let norms = centroids.chunks_exact(dim).map(|c| dot(c, c)).collect();
+        Groups {
+            centroids,
+            starts,
+            norms,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+}
+
+/// Groups of lists a query probes at least (with grouped lists).
+const PROBE_GROUPS: usize = 8;
 
 /// Orders (ranking, list) pairs nearest first.
 fn by_rank(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
@@ -429,8 +467,12 @@ impl Ivf {
             let data = gather(view, chunk);
             owner.extend(trained.assign(&data, dim, Probe::of(view.metric())));
         }
-        let centroids = trained.centroids;
+        let Trained { centroids, groups } = trained;
         let lists = centroids.len() / dim;
+        let groups = groups.map(|(g, starts)| {
+            let starts: Vec<u32> = starts.iter().map(|&s| s as u32).collect();
+            Groups::new(dim, g.into(), starts.into())
+        });
         let mut offsets = vec![0u32; lists + 1];
         for &c in &owner {
             offsets[c as usize + 1] += 1;
@@ -470,6 +512,7 @@ impl Ivf {
             codes,
             None,
         );
+        ivf.groups = groups;
         if let Some(Codes::RaBitQ(c)) = &ivf.codes {
             if c.bits() == 1 {
                 ivf.blocks = Some(pack_blocks(c, &ivf.offsets, &ivf.block_starts).into());
@@ -498,6 +541,7 @@ impl Ivf {
             blocks,
             norms,
             block_starts,
+            groups: None,
         }
     }
 
@@ -518,7 +562,7 @@ impl Ivf {
             self.lists() as u32,
             quant_tag(kind),
             u32::from(self.blocks.is_some()),
-            0,
+            self.groups.as_ref().map_or(0, |g| g.len() as u32),
         ] {
             out.extend_from_slice(&w.to_le_bytes());
         }
@@ -535,6 +579,14 @@ impl Ivf {
         }
         if let Some(b) = &self.blocks {
             out.extend_from_slice(b);
+        }
+        if let Some(g) = &self.groups {
+            for v in g.centroids.iter() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            for w in g.starts.iter() {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
         }
         out
     }
@@ -589,10 +641,34 @@ impl Ivf {
                 .sum();
             blocks * groups * 16
         });
-        if block_at + block_bytes != buffer.len() {
+        let group_at = block_at + block_bytes;
+        let group_count = words[7] as usize;
+        let group_bytes = match group_count {
+            0 => 0,
+            g => g
+                .checked_mul(dim)
+                .and_then(|f| f.checked_add(g + 1))
+                .and_then(|w| w.checked_mul(4))
+                .ok_or_else(|| bad("layout does not match the header"))?,
+        };
+        if group_at.checked_add(group_bytes) != Some(buffer.len()) || !group_at.is_multiple_of(4) {
             return Err(bad("layout does not match the header"));
         }
         let blocks = fast.map(|_| ScalarBuffer::<u8>::new(buffer.clone(), block_at, block_bytes));
+        let groups = match group_count {
+            0 => None,
+            g => {
+                let centroids = ScalarBuffer::<f32>::new(buffer.clone(), group_at / 4, g * dim);
+                let starts = words.slice(group_at / 4 + g * dim, g + 1);
+                if starts[0] != 0
+                    || starts[g] as usize != lists
+                    || starts.windows(2).any(|w| w[0] > w[1])
+                {
+                    return Err(bad("list groups out of order"));
+                }
+                Some(Groups::new(dim, centroids, starts))
+            }
+        };
         if offsets[0] != 0
             || offsets[lists] as usize != n
             || offsets.windows(2).any(|w| w[0] > w[1])
@@ -607,21 +683,52 @@ impl Ivf {
                 return Err(bad("code centres differ from the centroids"));
             }
         }
-        Ok(Ivf::new(dim, centroids, offsets, rows, codes, blocks))
+        let mut ivf = Ivf::new(dim, centroids, offsets, rows, codes, blocks);
+        ivf.groups = groups;
+        Ok(ivf)
+    }
+
+    /// The ranking of list `j`'s centroid against the prepared query `q`.
+    #[inline]
+    fn rank(&self, probe: Probe, q: &[f32], j: usize) -> f32 {
+        let c = &self.centroids[j * self.dim..(j + 1) * self.dim];
+        probe.rank((kernels().dot)(c, q), self.norms[j])
     }
 
     /// Every list with its centroid's ranking against the prepared query `q`: the `nprobe`
-    /// nearest first, nearest first; the rest after them, in no order.
+    /// nearest first, nearest first; the rest after them, in no order. With grouped lists only
+    /// the lists of the query's nearest groups are ranked; the others follow with an infinite
+    /// ranking (see `rank_rest`).
     fn probe(&self, metric: Metric, q: &[f32], nprobe: usize) -> Vec<(f32, u32)> {
         let probe = Probe::of(metric);
-        let dot = kernels().dot;
-        let mut ranked: Vec<(f32, u32)> = self
-            .centroids
-            .chunks_exact(self.dim)
-            .zip(&self.norms)
-            .enumerate()
-            .map(|(j, (c, &c2))| (probe.rank(dot(c, q), c2), j as u32))
-            .collect();
+        let mut ranked: Vec<(f32, u32)> = match &self.groups {
+            None => (0..self.lists())
+                .map(|j| (self.rank(probe, q, j), j as u32))
+                .collect(),
+            Some(g) => {
+                let dot = kernels().dot;
+                let mut near: Vec<(f32, u32)> = g
+                    .centroids
+                    .chunks_exact(self.dim)
+                    .zip(&g.norms)
+                    .enumerate()
+                    .map(|(i, (c, &c2))| (probe.rank(dot(c, q), c2), i as u32))
+                    .collect();
+                near.sort_unstable_by(by_rank);
+                let mut ranked = Vec::with_capacity(self.lists());
+                let mut taken = 0;
+                for &(_, i) in &near {
+                    let lists = g.starts[i as usize]..g.starts[i as usize + 1];
+                    if taken < PROBE_GROUPS || ranked.len() < 2 * nprobe {
+                        taken += 1;
+                        ranked.extend(lists.map(|j| (self.rank(probe, q, j as usize), j)));
+                    } else {
+                        ranked.extend(lists.map(|j| (f32::INFINITY, j)));
+                    }
+                }
+                ranked
+            }
+        };
         let nprobe = nprobe.clamp(1, ranked.len());
         if nprobe < ranked.len() {
             ranked.select_nth_unstable_by(nprobe - 1, by_rank);
@@ -662,6 +769,7 @@ impl Ivf {
                 return None;
             }
             if next == nprobe {
+                self.rank_rest(view.metric(), &q, &mut order[nprobe..]);
                 order[nprobe..].sort_unstable_by(by_rank);
             }
             next += 1;
@@ -724,6 +832,14 @@ impl Ivf {
 
 impl Ivf {
     /// The entries of list `l`.
+    /// Ranks the lists `probe` left unranked (infinite) in `rest`.
+    fn rank_rest(&self, metric: Metric, q: &[f32], rest: &mut [(f32, u32)]) {
+        let probe = Probe::of(metric);
+        for r in rest.iter_mut().filter(|r| r.0 == f32::INFINITY) {
+            r.0 = self.rank(probe, q, r.1 as usize);
+        }
+    }
+
     fn entries(&self, l: u32) -> std::ops::Range<usize> {
         self.offsets[l as usize] as usize..self.offsets[l as usize + 1] as usize
     }
@@ -877,17 +993,45 @@ mod tests {
             quant: QuantKind::RaBitQ(4),
             ..IndexSettings::default()
         };
-        let ivf = Ivf::build(&view, &settings, &cancel).unwrap();
-        assert_eq!(ivf.offsets.len(), 1101);
-        for qi in 0..5 {
+        let built = Ivf::build(&view, &settings, &cancel).unwrap();
+        assert_eq!(built.offsets.len(), 1101);
+        assert_eq!(built.groups.as_ref().map(Groups::len), Some(33));
+        let ivf = Ivf::from_buffer(Buffer::from(built.to_bytes()), Path::new("g.ivf")).unwrap();
+        assert_eq!(ivf, built);
+        let (mut same, mut probed) = (0, 0);
+        for qi in 0..20 {
             let q = view.row(qi * 997 + 3).to_vec();
-            let got: Vec<u32> = ivf
-                .search(&view, &q, 10, n, 1100, &|_| true)
-                .into_iter()
-                .map(|(r, _)| r)
+            if qi < 5 {
+                let got: Vec<u32> = ivf
+                    .search(&view, &q, 10, n, 1100, &|_| true)
+                    .into_iter()
+                    .map(|(r, _)| r)
+                    .collect();
+                assert_eq!(got, exact_top(&view, &q, 10));
+            }
+            // The 16 nearest lists found among the nearest groups' lists, against every list
+            // ranked.
+            let p = view.prepare(&q);
+            let mut all: Vec<(f32, u32)> = (0..1100)
+                .map(|j| (ivf.rank(Probe::Euclid, &p, j), j as u32))
                 .collect();
-            assert_eq!(got, exact_top(&view, &q, 10));
+            all.sort_unstable_by(by_rank);
+            let grouped = ivf.probe(Metric::L2, &p, 16);
+            same += grouped[..16]
+                .iter()
+                .filter(|l| all[..16].iter().any(|a| a.1 == l.1))
+                .count();
+            probed += 16;
+            // A filter that only the rows of far lists pass still gets k rows.
+            let far: Vec<u32> = all[1000..]
+                .iter()
+                .flat_map(|&(_, l)| ivf.rows[ivf.entries(l)].to_vec())
+                .collect();
+            let got = ivf.search(&view, &q, 10, 64, 16, &|r| far.contains(&r));
+            assert_eq!(got.len(), 10);
         }
+        eprintln!("{same} of {probed} nearest lists among the nearest groups' lists");
+        assert!(same as f64 >= 0.95 * probed as f64, "{same} of {probed}");
     }
 
     /// Every list probed finds what exact search finds, for every code kind and metric; the

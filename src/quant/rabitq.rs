@@ -210,6 +210,9 @@ fn pack(codes: &[u16], bits: usize, words: usize, out: &mut [u64]) {
     }
 }
 
+/// Rows encoded together (their rotation is one blocked product).
+const ENCODE_BLOCK: usize = 64;
+
 impl RaBitQ {
     /// Codes of every row of `view` around `centres` (`centres × dim`); `centre_of(i)` is
     /// row i's. `bits` is 1 to 9; `rotated == false` gives the plain binary code (1 bit, no
@@ -234,43 +237,56 @@ impl RaBitQ {
         let layout = Layout::of(bits);
         let plane = layout.row_words(bits, words);
         let mut codes = vec![0u64; n * plane];
-        let dot = kernels().dot;
+        let k = kernels();
+        // Rows a block at a time, so the rotation is one blocked product (the flat-scan
+        // kernel) rather than `dim` dot products per row.
         let factors: Vec<[f32; 4]> = codes
-            .par_chunks_mut(plane)
+            .par_chunks_mut(plane * ENCODE_BLOCK)
             .enumerate()
             .map_init(
-                || (vec![0f32; dim], vec![0f32; dim], vec![0u16; dim]),
-                |(off, turned, ints), (i, out)| {
-                    let x = view.normalized_row(rows[i] as usize);
-                    let c = &centres[centre_of(i) * dim..][..dim];
-                    off.iter_mut()
-                        .zip(x.iter().zip(c))
-                        .for_each(|(o, (x, c))| *o = x - c);
-                    let norm2 = dot(off, off);
-                    let cdot = dot(off, c);
-                    // `unit`: the (rotated) offset, scaled to unit length in place.
-                    let unit = turned;
-                    if rotated {
-                        for (t, r) in unit.iter_mut().zip(rotation.chunks_exact(dim)) {
-                            *t = dot(r, off);
-                        }
+                || (Vec::new(), Vec::new(), vec![0u16; dim]),
+                |(offs, turned, ints), (b, out)| {
+                    let first = b * ENCODE_BLOCK;
+                    let nr = out.len() / plane;
+                    offs.resize(nr * dim, 0f32);
+                    let mut factors: Vec<[f32; 4]> = Vec::with_capacity(nr);
+                    for (j, off) in offs.chunks_exact_mut(dim).enumerate() {
+                        let x = view.normalized_row(rows[first + j] as usize);
+                        let c = &centres[centre_of(first + j) * dim..][..dim];
+                        off.iter_mut()
+                            .zip(x.iter().zip(c))
+                            .for_each(|(o, (x, c))| *o = x - c);
+                        factors.push([0.0, (k.dot)(off, off), (k.dot)(off, c), 0.0]);
+                    }
+                    // `turned`: the (rotated) offsets, each scaled to unit length in place.
+                    let turned: &mut [f32] = if rotated {
+                        turned.resize(nr * dim, 0f32);
+                        (k.dot_block)(offs, &rotation, dim, turned);
+                        turned
                     } else {
-                        unit.copy_from_slice(off);
-                    }
-                    let norm = norm2.sqrt();
-                    if norm == 0.0 {
-                        ints.iter_mut().for_each(|c| *c = 0);
+                        offs
+                    };
+                    for ((unit, out), f) in turned
+                        .chunks_exact_mut(dim)
+                        .zip(out.chunks_exact_mut(plane))
+                        .zip(&mut factors)
+                    {
+                        let norm = f[1].sqrt();
+                        if norm == 0.0 {
+                            ints.iter_mut().for_each(|c| *c = 0);
+                            layout.store(ints, bits, words, out);
+                            continue;
+                        }
+                        unit.iter_mut().for_each(|v| *v /= norm);
+                        let ip = encode_unit(unit, bits, ints);
                         layout.store(ints, bits, words, out);
-                        return [0.0, 0.0, cdot, 0.0];
+                        f[3] = ints.iter().map(|&c| f32::from(c)).sum();
+                        f[0] = if ip > 0.0 { norm / ip } else { 0.0 };
                     }
-                    unit.iter_mut().for_each(|v| *v /= norm);
-                    let ip = encode_unit(unit, bits, ints);
-                    layout.store(ints, bits, words, out);
-                    let sum = ints.iter().map(|&c| f32::from(c)).sum();
-                    let scale = if ip > 0.0 { norm / ip } else { 0.0 };
-                    [scale, norm2, cdot, sum]
+                    factors
                 },
             )
+            .flatten_iter()
             .collect();
         let column = |j: usize| -> ScalarBuffer<f32> { factors.iter().map(|f| f[j]).collect() };
         RaBitQ {

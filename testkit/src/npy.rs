@@ -151,6 +151,12 @@ pub fn read_f16(path: impl AsRef<Path>) -> Result<Npy<f16>> {
     Ok(Npy { rows, cols, data })
 }
 
+/// The rows and columns of the `.npy` file at `path` (its data is not read).
+pub fn shape(path: impl AsRef<Path>) -> Result<(usize, usize)> {
+    let (_, rows, cols, _) = open(path.as_ref())?;
+    Ok((rows, cols))
+}
+
 /// Whether the `.npy` file at `path` holds float16.
 pub fn is_f16(path: impl AsRef<Path>) -> Result<bool> {
     Ok(open(path.as_ref())?.0 == "<f2")
@@ -208,6 +214,7 @@ mod tests {
         assert!(h.data.iter().zip(&values).all(|(a, b)| a.to_f32() == *b));
         assert_eq!(read_f32(&p16).unwrap().data, values);
         assert!(is_f16(&p16).unwrap());
+        assert_eq!(shape(&p16).unwrap(), (1_000_000, 3));
         let floats: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let p32 = npy(dir.path(), "f.npy", "<f4", "(3000000,)", &floats);
         let f = read_f32(&p32).unwrap();

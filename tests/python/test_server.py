@@ -70,3 +70,27 @@ def test_sessions_are_private_per_connection(server):
     assert sql(a, "SELECT one FROM only_a")["one"][0].as_py() == 1
     with pytest.raises(pa.ArrowKeyError, match="only_a"):
         sql(b, "SELECT one FROM only_a")
+
+
+def test_float16_collections_over_flight(server):
+    """A collection stored as float16 (asked for by a descriptor option) answers knn() and
+    ORDER BY as numpy does over its rounded vectors, and hands them back as float16."""
+    client = server["client"]
+    table = small_table(300, dim=16)
+    assert put(client, ["halves", "vector_type=float16", "index=flat"], table)["rows"] == 300
+    stored = sql(client, "SELECT id, vector FROM halves ORDER BY id")
+    assert stored.schema.field("vector").type.value_type == pa.float16()
+    data = np.stack(table["vector"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    rounded = data.astype(np.float16).astype(np.float32)
+    q = np.random.default_rng(5).standard_normal(16).astype(np.float32)
+    dist = 1.0 - rounded @ q / (np.linalg.norm(rounded, axis=1) * np.linalg.norm(q))
+    want = np.argsort(dist, kind="stable")[:10].tolist()
+    lit = "[" + ",".join(f"{v:.9g}" for v in q) + "]"
+    got = sql(client, f"SELECT id, _distance FROM knn('halves', {lit}, 10)")
+    assert got["id"].to_pylist() == want
+    np.testing.assert_allclose(got["_distance"].to_numpy(), dist[want], atol=1e-5)
+    by_order = sql(client, f"SELECT id FROM halves ORDER BY cosine_distance(vector, {lit}) LIMIT 10")
+    assert by_order["id"].to_pylist() == want
+    with pytest.raises(pa.ArrowInvalid, match="float32 or float16"):
+        put(client, ["bad_type", "vector_type=float8"], table)
+    list(client.do_action(flight.Action("drop_collection", b"halves")))
