@@ -15,8 +15,8 @@
 //!
 //! With many lists (from `GROUPED_FROM`) the lists come in groups around group centroids
 //! (see `train`): a query ranks the groups, then only the lists of its nearest groups (enough
-//! of them to hold twice `nprobe` lists, and at least `PROBE_GROUPS`), so probing reads a
-//! fraction of the centroids; lists past those are ranked only when a filter needs them.
+//! of them to hold 8 × `nprobe` lists, and at least 32 groups), so probing reads a fraction of
+//! the centroids; lists past those are ranked only when a filter needs them.
 //!
 //! File, all words little-endian: header of eight u32 (magic `OMENIVF1`, two words; rows,
 //! dimension, lists, the codes' kind (`quant::quant_tag`), 1 when fast-scan blocks follow the
@@ -103,7 +103,9 @@ impl Groups {
 }
 
 /// Groups of lists a query probes at least (with grouped lists).
-const PROBE_GROUPS: usize = 8;
+const PROBE_GROUPS: usize = 32;
+/// Lists ranked per list probed at least (with grouped lists).
+const PROBE_FACTOR: usize = 8;
 
 /// Orders (ranking, list) pairs nearest first.
 fn by_rank(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
@@ -239,8 +241,12 @@ fn gather(view: &VectorView<'_>, rows: &[u32]) -> Vec<f32> {
     out
 }
 
-/// Lists from which k-means goes through groups of lists (see `train`).
-const GROUPED_FROM: usize = 1024;
+/// Lists from which k-means goes through groups of lists (see `train`): about 4M rows with
+/// the automatic number of lists. Below, one k-means over every list partitions better (on
+/// the 1M stand-in, recall 0.947 against 0.924 at nprobe 64) and costs minutes, not hours.
+const GROUPED_FROM: usize = 8192;
+/// Lloyd rounds over every list after the grouped k-means.
+const REFINE_ROUNDS: usize = 4;
 /// Groups each row is compared within when assigned to a list of grouped centroids.
 const GROUPS_PER_ROW: usize = 6;
 
@@ -366,7 +372,6 @@ fn train(view: &VectorView<'_>, lists: usize, cancel: &AtomicBool) -> Option<Tra
     {
         members[o as usize].extend_from_slice(row);
     }
-    drop(data);
     let sizes: Vec<usize> = members.iter().map(|m| m.len() / dim).collect();
     let shares = share(lists, &sizes);
     let mut centroids = Vec::with_capacity(lists * dim);
@@ -377,10 +382,60 @@ fn train(view: &VectorView<'_>, lists: usize, cancel: &AtomicBool) -> Option<Tra
         }
         starts.push(starts[j] + k);
     }
-    Some(Trained {
+    drop(members);
+    let mut trained = Trained {
         centroids,
         groups: Some((groups, starts)),
-    })
+    };
+    // Lloyd rounds over the whole sample with the grouped assignment: each group's lists were
+    // fitted to the rows of its cell alone, and rows near the cells' borders move to the
+    // lists that are nearest to them across groups.
+    let lists = trained.centroids.len() / dim;
+    for _ in 0..REFINE_ROUNDS {
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        let owner = trained.assign(&data, dim, probe);
+        let mut sums = vec![0f64; lists * dim];
+        let mut counts = vec![0usize; lists];
+        for (row, &c) in data.chunks_exact(dim).zip(&owner) {
+            let c = c as usize;
+            counts[c] += 1;
+            for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(row) {
+                *s += f64::from(v);
+            }
+        }
+        // A list left empty keeps its centroid.
+        for (c, &count) in counts.iter().enumerate().filter(|(_, &n)| n > 0) {
+            let inv = 1.0 / count as f64;
+            for (x, s) in trained.centroids[c * dim..(c + 1) * dim]
+                .iter_mut()
+                .zip(&sums[c * dim..(c + 1) * dim])
+            {
+                *x = (s * inv) as f32;
+            }
+        }
+        // Each group centred again on its lists, weighted by their rows.
+        let (groups, starts) = trained.groups.as_mut().expect("grouped");
+        for (j, group) in groups.chunks_exact_mut(dim).enumerate() {
+            let (mut acc, mut rows) = (vec![0f64; dim], 0usize);
+            for c in starts[j]..starts[j + 1] {
+                rows += counts[c];
+                for (a, &x) in acc
+                    .iter_mut()
+                    .zip(&trained.centroids[c * dim..(c + 1) * dim])
+                {
+                    *a += counts[c] as f64 * f64::from(x);
+                }
+            }
+            if rows > 0 {
+                for (g, a) in group.iter_mut().zip(acc) {
+                    *g = (a / rows as f64) as f32;
+                }
+            }
+        }
+    }
+    Some(trained)
 }
 
 impl Trained {
@@ -719,7 +774,7 @@ impl Ivf {
                 let mut taken = 0;
                 for &(_, i) in &near {
                     let lists = g.starts[i as usize]..g.starts[i as usize + 1];
-                    if taken < PROBE_GROUPS || ranked.len() < 2 * nprobe {
+                    if taken < PROBE_GROUPS || ranked.len() < PROBE_FACTOR * nprobe {
                         taken += 1;
                         ranked.extend(lists.map(|j| (self.rank(probe, q, j as usize), j)));
                     } else {
@@ -970,32 +1025,32 @@ mod tests {
     /// every row still lands in its nearest list, and probing every list is exact.
     #[test]
     fn grouped_lists_assign_rows_to_their_nearest_list() {
-        let (n, dim) = (40_000, 16);
+        let (n, dim, lists) = (40_000, 16, 8300);
         let data: Vec<f32> = (0..n * dim)
             .map(|i| (splitmix(i as u64) % 10_000) as f32 / 10_000.0 - 0.5)
             .collect();
         let view = VectorView::new(&data, dim, Metric::L2);
         let cancel = AtomicBool::new(false);
-        let trained = train(&view, 1100, &cancel).unwrap();
+        let trained = train(&view, lists, &cancel).unwrap();
         let (_, starts) = trained.groups.as_ref().expect("grouped");
-        assert_eq!(starts.len() - 1, 33);
-        assert_eq!(trained.centroids.len(), 1100 * dim);
+        assert_eq!(starts.len() - 1, 91);
+        assert_eq!(trained.centroids.len(), lists * dim);
         let grouped = trained.assign(&data, dim, Probe::Euclid);
         let nearest = assign(&data, dim, &trained.centroids, Probe::Euclid);
         let same = grouped.iter().zip(&nearest).filter(|(a, b)| a == b).count();
         eprintln!("{same} of {n} rows in their nearest list");
         assert!(
-            same as f64 >= 0.98 * n as f64,
+            same as f64 >= 0.97 * n as f64,
             "{same} of {n} in their nearest list"
         );
         let settings = IndexSettings {
-            nlist: 1100,
+            nlist: lists,
             quant: QuantKind::RaBitQ(4),
             ..IndexSettings::default()
         };
         let built = Ivf::build(&view, &settings, &cancel).unwrap();
-        assert_eq!(built.offsets.len(), 1101);
-        assert_eq!(built.groups.as_ref().map(Groups::len), Some(33));
+        assert_eq!(built.offsets.len(), lists + 1);
+        assert_eq!(built.groups.as_ref().map(Groups::len), Some(91));
         let ivf = Ivf::from_buffer(Buffer::from(built.to_bytes()), Path::new("g.ivf")).unwrap();
         assert_eq!(ivf, built);
         let (mut same, mut probed) = (0, 0);
@@ -1003,7 +1058,7 @@ mod tests {
             let q = view.row(qi * 997 + 3).to_vec();
             if qi < 5 {
                 let got: Vec<u32> = ivf
-                    .search(&view, &q, 10, n, 1100, &|_| true)
+                    .search(&view, &q, 10, n, lists, &|_| true)
                     .into_iter()
                     .map(|(r, _)| r)
                     .collect();
@@ -1012,7 +1067,7 @@ mod tests {
             // The 16 nearest lists found among the nearest groups' lists, against every list
             // ranked.
             let p = view.prepare(&q);
-            let mut all: Vec<(f32, u32)> = (0..1100)
+            let mut all: Vec<(f32, u32)> = (0..lists)
                 .map(|j| (ivf.rank(Probe::Euclid, &p, j), j as u32))
                 .collect();
             all.sort_unstable_by(by_rank);
@@ -1023,7 +1078,7 @@ mod tests {
                 .count();
             probed += 16;
             // A filter that only the rows of far lists pass still gets k rows.
-            let far: Vec<u32> = all[1000..]
+            let far: Vec<u32> = all[lists - 100..]
                 .iter()
                 .flat_map(|&(_, l)| ivf.rows[ivf.entries(l)].to_vec())
                 .collect();
