@@ -419,13 +419,12 @@ fn train(view: &VectorView<'_>, lists: usize, cancel: &AtomicBool) -> Option<Tra
         let (groups, starts) = trained.groups.as_mut().expect("grouped");
         for (j, group) in groups.chunks_exact_mut(dim).enumerate() {
             let (mut acc, mut rows) = (vec![0f64; dim], 0usize);
-            for c in starts[j]..starts[j + 1] {
-                rows += counts[c];
-                for (a, &x) in acc
-                    .iter_mut()
-                    .zip(&trained.centroids[c * dim..(c + 1) * dim])
-                {
-                    *a += counts[c] as f64 * f64::from(x);
+            let (first, last) = (starts[j], starts[j + 1]);
+            let members = trained.centroids[first * dim..last * dim].chunks_exact(dim);
+            for (&count, centroid) in counts[first..last].iter().zip(members) {
+                rows += count;
+                for (a, &x) in acc.iter_mut().zip(centroid) {
+                    *a += count as f64 * f64::from(x);
                 }
             }
             if rows > 0 {
