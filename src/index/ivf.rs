@@ -40,7 +40,7 @@ use crate::options::{IndexKind, IndexSettings, QuantKind};
 use crate::quant::rabitq::{RaBitQ, RaBitQScorer};
 use crate::quant::{quant_of_tag, quant_tag, splitmix, Codes, Quantizer};
 use crate::topk::{Neighbor, TopK};
-use crate::vector::{Scorer, VectorView};
+use crate::vector::{squared_norms, Floats, Scorer, VectorView};
 use crate::{Error, Result};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"OMENIVF1");
@@ -93,8 +93,7 @@ struct Groups {
 
 impl Groups {
     fn new(dim: usize, centroids: ScalarBuffer<f32>, starts: ScalarBuffer<u32>) -> Groups {
-        let dot = kernels().dot;
-        let norms = centroids.chunks_exact(dim).map(|c| dot(c, c)).collect();
+        let norms = squared_norms(Floats::F32(&centroids), dim);
         Groups {
             centroids,
             starts,
@@ -283,30 +282,39 @@ fn kmeans(
             return None;
         }
         let owner = assign(data, dim, &centroids, probe);
-        let mut sums = vec![0f64; k * dim];
-        let mut counts = vec![0usize; k];
-        for (row, &c) in data.chunks_exact(dim).zip(&owner) {
-            let c = c as usize;
-            counts[c] += 1;
-            for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(row) {
-                *s += f64::from(v);
-            }
-        }
-        for c in 0..k {
-            let centroid = &mut centroids[c * dim..(c + 1) * dim];
-            if counts[c] > 0 {
-                let inv = 1.0 / counts[c] as f64;
-                for (x, s) in centroid.iter_mut().zip(&sums[c * dim..(c + 1) * dim]) {
-                    *x = (s * inv) as f32;
-                }
-            } else {
-                // An empty cluster restarts at a row chosen by the seed, round and cluster.
-                let i = (splitmix(seed ^ (round * k + c) as u64) % m as u64) as usize;
-                centroid.copy_from_slice(&data[i * dim..(i + 1) * dim]);
-            }
+        let counts = recentre(data, dim, &owner, &mut centroids);
+        for (c, _) in counts.iter().enumerate().filter(|(_, &n)| n == 0) {
+            // An empty cluster restarts at a row chosen by the seed, round and cluster.
+            let i = (splitmix(seed ^ (round * k + c) as u64) % m as u64) as usize;
+            centroids[c * dim..(c + 1) * dim].copy_from_slice(&data[i * dim..(i + 1) * dim]);
         }
     }
     Some(centroids)
+}
+
+/// One Lloyd step: each centroid with rows (`owner[i]` is row i's) moves to their mean; the
+/// others stay. Returns the rows of each centroid.
+fn recentre(data: &[f32], dim: usize, owner: &[u32], centroids: &mut [f32]) -> Vec<usize> {
+    let k = centroids.len() / dim;
+    let mut sums = vec![0f64; k * dim];
+    let mut counts = vec![0usize; k];
+    for (row, &c) in data.chunks_exact(dim).zip(owner) {
+        let c = c as usize;
+        counts[c] += 1;
+        for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(row) {
+            *s += f64::from(v);
+        }
+    }
+    for (c, &count) in counts.iter().enumerate().filter(|(_, &n)| n > 0) {
+        let inv = 1.0 / count as f64;
+        for (x, s) in centroids[c * dim..(c + 1) * dim]
+            .iter_mut()
+            .zip(&sums[c * dim..(c + 1) * dim])
+        {
+            *x = (s * inv) as f32;
+        }
+    }
+    counts
 }
 
 /// `lists` shared among groups in proportion to their `sizes`, each non-empty group getting
@@ -395,31 +403,13 @@ fn train(view: &VectorView<'_>, lists: usize, cancel: &AtomicBool) -> Option<Tra
     // Lloyd rounds over the whole sample with the grouped assignment: each group's lists were
     // fitted to the rows of its cell alone, and rows near the cells' borders move to the
     // lists that are nearest to them across groups.
-    let lists = trained.centroids.len() / dim;
     for _ in 0..REFINE_ROUNDS {
         if cancel.load(Ordering::Relaxed) {
             return None;
         }
         let owner = trained.assign(&data, dim, probe);
-        let mut sums = vec![0f64; lists * dim];
-        let mut counts = vec![0usize; lists];
-        for (row, &c) in data.chunks_exact(dim).zip(&owner) {
-            let c = c as usize;
-            counts[c] += 1;
-            for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(row) {
-                *s += f64::from(v);
-            }
-        }
         // A list left empty keeps its centroid.
-        for (c, &count) in counts.iter().enumerate().filter(|(_, &n)| n > 0) {
-            let inv = 1.0 / count as f64;
-            for (x, s) in trained.centroids[c * dim..(c + 1) * dim]
-                .iter_mut()
-                .zip(&sums[c * dim..(c + 1) * dim])
-            {
-                *x = (s * inv) as f32;
-            }
-        }
+        let counts = recentre(&data, dim, &owner, &mut trained.centroids);
         // Each group centred again on its lists, weighted by their rows.
         let (groups, starts) = trained.groups.as_mut().expect("grouped");
         for (j, group) in groups.chunks_exact_mut(dim).enumerate() {
@@ -588,16 +578,8 @@ impl Ivf {
         codes: Option<Codes>,
         blocks: Option<ScalarBuffer<u8>>,
     ) -> Ivf {
-        let k = kernels();
         let probing: Vec<f16> = centroids.iter().map(|&v| f16::from_f32(v)).collect();
-        let norms = probing
-            .chunks_exact(dim.max(1))
-            .map(|c| {
-                let mut wide = vec![0f32; dim];
-                (k.widen)(c, &mut wide);
-                (k.dot)(&wide, &wide)
-            })
-            .collect();
+        let norms = squared_norms(Floats::F16(&probing), dim.max(1));
         let block_starts = block_starts(&offsets);
         Ivf {
             dim,
