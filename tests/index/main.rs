@@ -192,6 +192,16 @@ mod collection {
         d.into_iter().take(10).map(|x| x.1 as i64).collect()
     }
 
+    /// The share of each query's exact top 10 (`want`) that `got` found.
+    fn recall_at_10(got: &[Vec<i64>], want: &[Vec<i64>]) -> f64 {
+        let found: usize = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| g.iter().filter(|i| w.contains(i)).count())
+            .sum();
+        found as f64 / (10 * want.len()) as f64
+    }
+
     fn bucket_filter(snap: &Snapshot, keep: impl Fn(i64) -> bool) -> Selection {
         Selection::from_masks(snap, |b| {
             let col = b
@@ -339,12 +349,7 @@ mod collection {
                     .ef(Some(64))
                     .nprobe(Some(nprobe));
                 let got = hit_ids(&snap, snap.search(&req).unwrap());
-                let found: usize = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(g, w)| g.iter().filter(|i| w.contains(i)).count())
-                    .sum();
-                let recall = found as f64 / (10 * want.len()) as f64;
+                let recall = recall_at_10(&got, &want);
                 eprintln!("{opts:?}: recall@10 {recall:.4}");
                 assert!(recall >= floor, "{opts:?}: recall {recall}");
                 // 70% of the rows selected: searched through the index, k rows that match.
@@ -458,12 +463,7 @@ mod collection {
                 let snap = c.snapshot();
                 let req = SearchRequest::new(queries, 10).ef(Some(64));
                 let got = hit_ids(&snap, snap.search(&req).unwrap());
-                let found: usize = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(g, w)| g.iter().filter(|i| w.contains(i)).count())
-                    .sum();
-                let recall = found as f64 / (10 * want.len()) as f64;
+                let recall = recall_at_10(&got, &want);
                 eprintln!("float16 {opts:?}: recall@10 {recall:.4}");
                 assert!(recall >= floor, "{opts:?}: recall {recall}");
                 // Distances are those of the stored (rounded) vectors, computed in f32.
