@@ -125,6 +125,7 @@ type DotU8Fn = fn(&[f32], &[u8]) -> f32;
 type BitsFn = fn(&[u64], &[u64], usize) -> u64;
 type FastScanFn = fn(&[u8], &[u8], &mut [u16; 32]);
 type IntDotFn = fn(&[u8], &[i8]) -> i32;
+type WideDotFn = fn(&[u8], &[i16]) -> i32;
 type DotHFn = fn(&[f32], &[f16]) -> f32;
 type WidenFn = fn(&[f16], &mut [f32]);
 
@@ -155,6 +156,9 @@ pub struct Kernels {
     /// `Σ code · q` for 8-bit codes and a signed 8-bit query (see `scalar::dot_u8_i8`): 5- to
     /// 8-bit codes.
     pub dot_u8_i8: IntDotFn,
+    /// `Σ code · q` for 8-bit codes and a signed 16-bit query (see `scalar::dot_u8_i16`):
+    /// sq8 codes scored against a query quantized finely enough to leave the order as it is.
+    pub dot_u8_i16: WideDotFn,
     /// `a · b` for an f32 query and a half-precision row (float16 collections).
     pub dot_h: DotHFn,
     /// `|a - b|²` for an f32 query and a half-precision row.
@@ -174,6 +178,7 @@ static SCALAR: Kernels = Kernels {
     fastscan: scalar::fastscan,
     dot_u4_i8: scalar::dot_u4_i8,
     dot_u8_i8: scalar::dot_u8_i8,
+    dot_u8_i16: scalar::dot_u8_i16,
     dot_h: scalar::dot_h,
     l2sq_h: scalar::l2sq_h,
     widen: scalar::widen,
@@ -190,6 +195,7 @@ static AVX2: Kernels = Kernels {
     fastscan: x86::fastscan_avx2,
     dot_u4_i8: x86::dot_u4_i8_avx2,
     dot_u8_i8: x86::dot_u8_i8_avx2,
+    dot_u8_i16: x86::dot_u8_i16_avx2,
     dot_h: x86::dot_h_avx2,
     l2sq_h: x86::l2sq_h_avx2,
     widen: x86::widen_avx2,
@@ -206,6 +212,7 @@ static AVX512: Kernels = Kernels {
     fastscan: x86::fastscan_avx2,
     dot_u4_i8: x86::dot_u4_i8_avx2,
     dot_u8_i8: x86::dot_u8_i8_avx2,
+    dot_u8_i16: x86::dot_u8_i16_avx2,
     dot_h: x86::dot_h_avx2,
     l2sq_h: x86::l2sq_h_avx2,
     widen: x86::widen_avx2,
@@ -223,6 +230,7 @@ static NEON: Kernels = Kernels {
     fastscan: scalar::fastscan,
     dot_u4_i8: scalar::dot_u4_i8,
     dot_u8_i8: scalar::dot_u8_i8,
+    dot_u8_i16: scalar::dot_u8_i16,
     dot_h: scalar::dot_h,
     l2sq_h: scalar::l2sq_h,
     widen: scalar::widen,

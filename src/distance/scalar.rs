@@ -94,6 +94,16 @@ pub fn dot_u8_i8(codes: &[u8], q: &[i8]) -> i32 {
         .sum()
 }
 
+/// `Σ code[i] · q[i]` for 8-bit unsigned codes and signed 16-bit query values (equal
+/// lengths, any), in wrapping i32 arithmetic: exact while `255 · len · max|q|` stays below
+/// 2^31, which the caller keeps (see `sq8`).
+pub fn dot_u8_i16(codes: &[u8], q: &[i16]) -> i32 {
+    assert_eq!(codes.len(), q.len());
+    codes.iter().zip(q).fold(0i32, |acc, (&c, &v)| {
+        acc.wrapping_add(i32::from(c) * i32::from(v))
+    })
+}
+
 /// `a · b` for f32 `a` and half-precision `b`, each half widened exactly to f32.
 pub fn dot_h(a: &[f32], b: &[f16]) -> f32 {
     lanes8(a, b, |x, y| x * y.to_f32_const())

@@ -197,6 +197,26 @@ proptest! {
     }
 
     #[test]
+    fn wide_query_code_dots_match_the_integer_dot_product(
+        (n, seed) in (0usize..700, any::<u64>())
+    ) {
+        let mut next = xorshift(seed);
+        // Full-range values where 255 · n · 32768 stays below 2^31, a quarter of it beyond.
+        let shrink = if n <= 256 { 1 } else { 4 };
+        let q: Vec<i16> = (0..n).map(|_| next() as i16 / shrink).collect();
+        let codes: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+        let want = codes
+            .iter()
+            .zip(&q)
+            .map(|(&c, &v)| i64::from(c) * i64::from(v))
+            .sum::<i64>();
+        prop_assert_eq!(i64::from(scalar::dot_u8_i16(&codes, &q)), want);
+        for k in Kernels::available() {
+            prop_assert_eq!(i64::from((k.dot_u8_i16)(&codes, &q)), want, "{:?}", k.level);
+        }
+    }
+
+    #[test]
     fn simd_dot_block_matches_scalar(
         d in 1usize..70,
         nq in 1usize..20,

@@ -339,6 +339,46 @@ pub fn dot_u8_i8_avx2(codes: &[u8], q: &[i8]) -> i32 {
     unsafe { dot_u8_i8_impl(codes, q) }
 }
 
+#[target_feature(enable = "avx2")]
+unsafe fn dot_u8_i16_impl(codes: &[u8], q: &[i16]) -> i32 {
+    let n = codes.len();
+    let (pc, pq) = (codes.as_ptr(), q.as_ptr());
+    let mut acc = [_mm256_setzero_si256(); 2];
+    let mut k = 0;
+    // Codes widened to i16 (0..=255), so each pair summed by madd is at most
+    // 2 · 255 · 32767 and never overflows its i32 lane.
+    while k + 32 <= n {
+        let c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(pc.add(k) as *const __m128i));
+        let c1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(pc.add(k + 16) as *const __m128i));
+        let q0 = _mm256_loadu_si256(pq.add(k) as *const __m256i);
+        let q1 = _mm256_loadu_si256(pq.add(k + 16) as *const __m256i);
+        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(c0, q0));
+        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(c1, q1));
+        k += 32;
+    }
+    if k + 16 <= n {
+        let c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(pc.add(k) as *const __m128i));
+        let q0 = _mm256_loadu_si256(pq.add(k) as *const __m256i);
+        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(c0, q0));
+        k += 16;
+    }
+    let mut r = hsum_epi32(_mm256_add_epi32(acc[0], acc[1]));
+    while k < n {
+        r = r.wrapping_add(i32::from(codes[k]) * i32::from(q[k]));
+        k += 1;
+    }
+    r
+}
+
+/// `scalar::dot_u8_i16` with 32 dimensions per step.
+pub fn dot_u8_i16_avx2(codes: &[u8], q: &[i16]) -> i32 {
+    assert_eq!(codes.len(), q.len());
+    // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected); the
+    // loops read 32 (or 16) bytes of `codes` and as many i16 of `q` at k only while k + 32
+    // (or k + 16) <= len of both, equal by the assert.
+    unsafe { dot_u8_i16_impl(codes, q) }
+}
+
 pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: this function is only reachable through the AVX2 kernel table, which
