@@ -180,12 +180,15 @@ impl Hnsw {
         let ef = ef.max(k);
         let found = match &self.codes {
             Some(codes) if codes.dim() == view.dim() && codes.rows() == view.len() => {
-                // Traverse the codes, then re-rank the beam exactly (wider for coarse codes).
+                // Traverse the codes, then re-rank the beam's nearest exactly (a beam wider
+                // than ef for coarse codes, only its head for fine ones).
                 let beam = ef * codes.oversample();
                 with_codes!(codes, |c| {
                     let coded = c.scorer(view.metric(), &q);
                     let eps = self.descend(&coded);
-                    rerank(&exact, search_layer(&coded, self, &eps, beam, 0, accept))
+                    let mut found = search_layer(&coded, self, &eps, beam, 0, accept);
+                    found.truncate(codes.rerank_depth(k));
+                    rerank(&exact, found)
                 })
             }
             _ => {
