@@ -134,13 +134,10 @@ impl Quantizer for Sq8 {
     fn scorer<'a>(&'a self, metric: Metric, q: &[f32]) -> Sq8Scorer<'a> {
         let weights: Vec<f32> = q.iter().zip(self.step.iter()).map(|(q, s)| q * s).collect();
         let dot = kernels().dot;
-        let (int_weights, int_scale) = quantize_weights(&weights);
         Sq8Scorer {
             codes: self,
             metric,
-            weights,
-            int_weights,
-            int_scale,
+            weights: Weights::of(weights),
             bias: dot(q, &self.lo),
             qn2: dot(q, q),
         }
@@ -177,33 +174,40 @@ fn int_weight_limit(dim: usize) -> f32 {
         .floor()
 }
 
-/// The query's per-dimension weights as i16 values and the scale that turns their integer
-/// dot product with a code back into the float one (`Σ w·c ≈ scale · Σ wᵢ·c`); an empty
-/// vector when the dimension is too large for 16-bit weights to keep their precision.
-/// Rounding each weight to one part in at least 2,048 of the largest moves a distance far
-/// less than the 8-bit codes themselves do.
-fn quantize_weights(weights: &[f32]) -> (Vec<i16>, f32) {
-    let limit = int_weight_limit(weights.len());
-    let largest = weights.iter().fold(0f32, |m, w| m.max(w.abs()));
-    if limit < 2_048.0 || !largest.is_finite() || largest == 0.0 {
-        return (Vec::new(), 0.0);
+/// The query's per-dimension weights, what a code is dotted with.
+#[derive(Debug, PartialEq)]
+enum Weights {
+    /// Rounded to i16, with the scale that turns their integer dot product with a code back
+    /// into the float one (`Σ w·c ≈ scale · Σ wᵢ·c`).
+    Int(Vec<i16>, f32),
+    /// As they are: the dimension is too large for 16-bit weights to keep their precision,
+    /// or every weight is zero.
+    Float(Vec<f32>),
+}
+
+impl Weights {
+    /// Rounding each weight to one part in at least 2,048 of the largest moves a distance far
+    /// less than the 8-bit codes themselves do.
+    fn of(weights: Vec<f32>) -> Weights {
+        let limit = int_weight_limit(weights.len());
+        let largest = weights.iter().fold(0f32, |m, w| m.max(w.abs()));
+        if limit < 2_048.0 || !largest.is_finite() || largest == 0.0 {
+            return Weights::Float(weights);
+        }
+        let scale = largest / limit;
+        let ints = weights
+            .iter()
+            .map(|w| (w / scale).round().clamp(-limit, limit) as i16)
+            .collect();
+        Weights::Int(ints, scale)
     }
-    let scale = largest / limit;
-    let ints = weights
-        .iter()
-        .map(|w| (w / scale).round().clamp(-limit, limit) as i16)
-        .collect();
-    (ints, scale)
 }
 
 /// Approximate distances from a prepared query to coded rows.
 pub(crate) struct Sq8Scorer<'a> {
     codes: &'a Sq8,
     metric: Metric,
-    weights: Vec<f32>,
-    /// `weights` as 16-bit integers (empty: scored with `weights` in f32).
-    int_weights: Vec<i16>,
-    int_scale: f32,
+    weights: Weights,
     bias: f32,
     /// `|q|²` (l2).
     qn2: f32,
@@ -213,11 +217,11 @@ impl Scorer for Sq8Scorer<'_> {
     #[inline]
     fn dist(&self, i: u32) -> f32 {
         let code = self.codes.row(i);
-        let ip = if self.int_weights.is_empty() {
-            self.bias + (kernels().dot_u8)(&self.weights, code)
-        } else {
-            self.bias + self.int_scale * (kernels().dot_u8_i16)(code, &self.int_weights) as f32
-        };
+        let ip = self.bias
+            + match &self.weights {
+                Weights::Int(w, scale) => scale * (kernels().dot_u8_i16)(code, w) as f32,
+                Weights::Float(w) => (kernels().dot_u8)(w, code),
+            };
         // Cosine codes are of unit vectors: |x| = 1.
         let x = match self.metric {
             Metric::L2 => self.codes.sq[i as usize],
@@ -255,13 +259,17 @@ mod tests {
             let codes = Sq8::train_rows(&view, None);
             let q = view.prepare(&(0..dim).map(|_| next()).collect::<Vec<_>>());
             let scorer = codes.scorer(metric, &q);
+            let weights: Vec<f32> = q
+                .iter()
+                .zip(codes.step.iter())
+                .map(|(q, s)| q * s)
+                .collect();
             assert!(
-                !scorer.int_weights.is_empty(),
+                matches!(scorer.weights, Weights::Int(..)),
                 "dimension 384 scores with 16-bit weights"
             );
             for i in 0..200 {
-                let ip =
-                    scorer.bias + crate::distance::scalar::dot_u8(&scorer.weights, codes.row(i));
+                let ip = scorer.bias + crate::distance::scalar::dot_u8(&weights, codes.row(i));
                 let x = if metric == Metric::L2 {
                     codes.sq[i as usize]
                 } else {
@@ -277,9 +285,11 @@ mod tests {
             }
         }
         // Past the dimension where 16-bit weights would lose precision, f32 weights score.
-        assert!(quantize_weights(&vec![0.5; 9_000]).0.is_empty());
-        assert_eq!(quantize_weights(&[0.0; 8]), (Vec::new(), 0.0));
-        assert_eq!(quantize_weights(&[1.0, -0.5]).0, vec![32_767, -16_384]);
+        assert!(matches!(Weights::of(vec![0.5; 9_000]), Weights::Float(_)));
+        assert_eq!(Weights::of(vec![0.0; 8]), Weights::Float(vec![0.0; 8]));
+        assert!(
+            matches!(Weights::of(vec![1.0, -0.5]), Weights::Int(w, _) if w == [32_767, -16_384])
+        );
     }
 
     #[test]
