@@ -37,6 +37,14 @@ fn kernels(c: &mut Criterion) {
         per_level(c, format!("dot_u8/{dim}"), dim, |k| {
             black_box((k.dot_u8)(black_box(&a), black_box(&codes)));
         });
+        // One fast-scan block of 1-bit codes: 32 rows, a 16-entry table per 4 dimensions.
+        let nibbles: Vec<u8> = (0..dim * 4).map(|i| (i * 97 % 256) as u8).collect();
+        let lut: Vec<u8> = (0..dim * 4).map(|i| (i * 13 % 61) as u8).collect();
+        let mut sums = [0u16; 32];
+        per_level(c, format!("fastscan_32rows/{dim}"), 32, |k| {
+            (k.fastscan)(black_box(&nibbles), black_box(&lut), &mut sums);
+            black_box(&sums);
+        });
         // (queries, rows): the tile shapes flat search runs, and one block of a batched search.
         for (nq, nr) in [(64, 256), (1024, 64)] {
             let (q, x) = (data(nq * dim, 3), data(nr * dim, 4));

@@ -228,42 +228,57 @@ pub fn bits_dot_popcnt(code: &[u64], query: &[u64], words: usize) -> u64 {
     unsafe { bits_dot_popcnt_impl(code, query, words) }
 }
 
+/// The two 128-bit lanes of `v` added as u16 words.
+#[target_feature(enable = "avx2")]
+unsafe fn fold(v: __m256i) -> __m128i {
+    _mm_add_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v))
+}
+
 #[target_feature(enable = "avx2")]
 unsafe fn fastscan_avx2_impl(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
     let groups = codes.len() / 16;
     let (pc, pt) = (codes.as_ptr(), lut.as_ptr());
     let mask = _mm256_set1_epi8(0x0F);
-    // u16 sums of rows 0..15 and 16..31.
-    let (mut low, mut high) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    // Looked-up bytes are summed as u16 words, two rows to a word: `whole` adds the word
+    // (even row plus 256 × odd row, wrapping), `odd` adds the odd row alone, so the even
+    // rows' sums are `whole − 256 · odd` (mod 2^16, as the scalar sums are) at the end. Each
+    // 128-bit lane holds one group (rows 0..15 in `lo`, 16..31 in `hi`); the lanes are added
+    // at the end, so nothing crosses lanes inside the loop.
+    let (mut lo_whole, mut lo_odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let (mut hi_whole, mut hi_odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
     let mut g = 0;
     while g + 2 <= groups {
-        // Two groups: each 128-bit lane holds one group's codes and its table, and the
-        // shuffle looks up within a lane.
         let c = _mm256_loadu_si256(pc.add(g * 16) as *const __m256i);
         let t = _mm256_loadu_si256(pt.add(g * 16) as *const __m256i);
         let lo = _mm256_shuffle_epi8(t, _mm256_and_si256(c, mask));
         let hi = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16::<4>(c), mask));
-        low = _mm256_add_epi16(low, _mm256_cvtepu8_epi16(_mm256_castsi256_si128(lo)));
-        low = _mm256_add_epi16(low, _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(lo)));
-        high = _mm256_add_epi16(high, _mm256_cvtepu8_epi16(_mm256_castsi256_si128(hi)));
-        high = _mm256_add_epi16(
-            high,
-            _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(hi)),
-        );
+        lo_whole = _mm256_add_epi16(lo_whole, lo);
+        lo_odd = _mm256_add_epi16(lo_odd, _mm256_srli_epi16::<8>(lo));
+        hi_whole = _mm256_add_epi16(hi_whole, hi);
+        hi_odd = _mm256_add_epi16(hi_odd, _mm256_srli_epi16::<8>(hi));
         g += 2;
     }
+    let (mut lo_whole, mut lo_odd) = (fold(lo_whole), fold(lo_odd));
+    let (mut hi_whole, mut hi_odd) = (fold(hi_whole), fold(hi_odd));
     if g < groups {
         let mask = _mm_set1_epi8(0x0F);
         let c = _mm_loadu_si128(pc.add(g * 16) as *const __m128i);
         let t = _mm_loadu_si128(pt.add(g * 16) as *const __m128i);
         let lo = _mm_shuffle_epi8(t, _mm_and_si128(c, mask));
         let hi = _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16::<4>(c), mask));
-        low = _mm256_add_epi16(low, _mm256_cvtepu8_epi16(lo));
-        high = _mm256_add_epi16(high, _mm256_cvtepu8_epi16(hi));
+        lo_whole = _mm_add_epi16(lo_whole, lo);
+        lo_odd = _mm_add_epi16(lo_odd, _mm_srli_epi16::<8>(lo));
+        hi_whole = _mm_add_epi16(hi_whole, hi);
+        hi_odd = _mm_add_epi16(hi_odd, _mm_srli_epi16::<8>(hi));
     }
-    let po = out.as_mut_ptr();
-    _mm256_storeu_si256(po as *mut __m256i, low);
-    _mm256_storeu_si256(po.add(16) as *mut __m256i, high);
+    let lo_even = _mm_sub_epi16(lo_whole, _mm_slli_epi16::<8>(lo_odd));
+    let hi_even = _mm_sub_epi16(hi_whole, _mm_slli_epi16::<8>(hi_odd));
+    // Words j of `even` and `odd` are rows 2j and 2j + 1: interleaved back into row order.
+    let po = out.as_mut_ptr() as *mut __m128i;
+    _mm_storeu_si128(po, _mm_unpacklo_epi16(lo_even, lo_odd));
+    _mm_storeu_si128(po.add(1), _mm_unpackhi_epi16(lo_even, lo_odd));
+    _mm_storeu_si128(po.add(2), _mm_unpacklo_epi16(hi_even, hi_odd));
+    _mm_storeu_si128(po.add(3), _mm_unpackhi_epi16(hi_even, hi_odd));
 }
 
 /// `scalar::fastscan` with 32-byte table lookups.
