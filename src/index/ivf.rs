@@ -30,7 +30,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_buffer::{Buffer, ScalarBuffer};
-use half::f16;
 use rayon::prelude::*;
 
 use super::hnsw::rerank;
@@ -38,6 +37,7 @@ use super::{SearchParams, VectorIndex};
 use crate::distance::{kernels, Metric};
 use crate::options::{IndexKind, IndexSettings, QuantKind};
 use crate::quant::rabitq::{RaBitQ, RaBitQScorer};
+use crate::quant::sq8::{Sq8, Sq8Scorer};
 use crate::quant::{quant_of_tag, quant_tag, splitmix, Codes, Quantizer};
 use crate::topk::{Neighbor, TopK};
 use crate::vector::{squared_norms, Floats, Scorer, VectorView};
@@ -68,12 +68,11 @@ pub struct Ivf {
     codes: Option<Codes>,
     /// 1-bit codes in fast-scan blocks (see the module notes).
     blocks: Option<ScalarBuffer<u8>>,
-    /// The centroids in half precision, what queries rank lists by: a query reads every
-    /// centroid (or its nearest groups' ones), half the bytes of the f32 ones, and the
-    /// rounding moves a ranking by about a thousandth (computed when built or opened).
-    probing: Vec<f16>,
-    /// Per centroid, the squared norm of its half-precision form.
-    norms: Vec<f32>,
+    /// The centroids in 8 bits per dimension, what queries rank lists by: a query reads
+    /// every centroid (or its nearest groups' ones), a quarter of the bytes of the f32 ones,
+    /// scored by an integer kernel; the rounding moves a ranking by a few ten-thousandths
+    /// (computed when built or opened).
+    probing: Sq8,
     /// Per list, its first fast-scan block (`lists + 1`, computed from the offsets).
     block_starts: Vec<usize>,
     /// Lists in groups, when there are many.
@@ -578,8 +577,7 @@ impl Ivf {
         codes: Option<Codes>,
         blocks: Option<ScalarBuffer<u8>>,
     ) -> Ivf {
-        let probing: Vec<f16> = centroids.iter().map(|&v| f16::from_f32(v)).collect();
-        let norms = squared_norms(Floats::F16(&probing), dim.max(1));
+        let probing = Sq8::train_rows(&VectorView::new(&centroids, dim.max(1), Metric::L2), None);
         let block_starts = block_starts(&offsets);
         Ivf {
             dim,
@@ -589,7 +587,6 @@ impl Ivf {
             codes,
             blocks,
             probing,
-            norms,
             block_starts,
             groups: None,
         }
@@ -738,11 +735,15 @@ impl Ivf {
         Ok(ivf)
     }
 
-    /// The ranking of list `j`'s centroid against the prepared query `q`.
-    #[inline]
-    fn rank(&self, probe: Probe, q: &[f32], j: usize) -> f32 {
-        let c = &self.probing[j * self.dim..(j + 1) * self.dim];
-        probe.rank((kernels().dot_h)(q, c), self.norms[j])
+    /// What ranks the lists' centroids against the prepared query `q` (smaller nearer, in
+    /// the order of `Probe::rank`): `|q − c|²` for a euclidean probe, `−⟨q, c⟩` for an inner
+    /// product one.
+    fn ranker(&self, metric: Metric, q: &[f32]) -> Sq8Scorer<'_> {
+        let by = match Probe::of(metric) {
+            Probe::Euclid => Metric::L2,
+            Probe::Inner => Metric::Dot,
+        };
+        self.probing.scorer(by, q)
     }
 
     /// Every list with its centroid's ranking against the prepared query `q`: the `nprobe`
@@ -751,9 +752,10 @@ impl Ivf {
     /// ranking (see `rank_rest`).
     fn probe(&self, metric: Metric, q: &[f32], nprobe: usize) -> Vec<(f32, u32)> {
         let probe = Probe::of(metric);
+        let ranker = self.ranker(metric, q);
         let mut ranked: Vec<(f32, u32)> = match &self.groups {
-            None => (0..self.lists())
-                .map(|j| (self.rank(probe, q, j), j as u32))
+            None => (0..self.lists() as u32)
+                .map(|j| (ranker.dist(j), j))
                 .collect(),
             Some(g) => {
                 let dot = kernels().dot;
@@ -771,7 +773,7 @@ impl Ivf {
                     let lists = g.starts[i as usize]..g.starts[i as usize + 1];
                     if taken < PROBE_GROUPS || ranked.len() < PROBE_FACTOR * nprobe {
                         taken += 1;
-                        ranked.extend(lists.map(|j| (self.rank(probe, q, j as usize), j)));
+                        ranked.extend(lists.map(|j| (ranker.dist(j), j)));
                     } else {
                         ranked.extend(lists.map(|j| (f32::INFINITY, j)));
                     }
@@ -884,9 +886,9 @@ impl Ivf {
     /// The entries of list `l`.
     /// Ranks the lists `probe` left unranked (infinite) in `rest`.
     fn rank_rest(&self, metric: Metric, q: &[f32], rest: &mut [(f32, u32)]) {
-        let probe = Probe::of(metric);
+        let ranker = self.ranker(metric, q);
         for r in rest.iter_mut().filter(|r| r.0 == f32::INFINITY) {
-            r.0 = self.rank(probe, q, r.1 as usize);
+            r.0 = ranker.dist(r.1);
         }
     }
 
@@ -932,6 +934,7 @@ impl Ivf {
         let bytes = scan.scorer.groups() * 16;
         let fastscan = kernels().fastscan;
         let mut ints = [0u16; BLOCK];
+        let mut dists = [0f32; BLOCK];
         for l in lists {
             let t = term(l);
             let range = self.entries(l);
@@ -939,8 +942,9 @@ impl Ivf {
             for (b, block) in range.clone().step_by(BLOCK).enumerate() {
                 let at = (start + b) * bytes;
                 fastscan(&scan.blocks[at..at + bytes], scan.lut, &mut ints);
-                for (e, &int) in (block..range.end).zip(&ints) {
-                    let d = scan.scorer.estimate_int(e as u32, f32::from(int), t);
+                let n = BLOCK.min(range.end - block);
+                scan.scorer.estimate_block(block, &ints[..n], t, &mut dists);
+                for (e, &d) in (block..range.end).zip(&dists[..n]) {
                     if d >= top.threshold() {
                         continue;
                     }
@@ -1062,9 +1066,8 @@ mod tests {
             // The 16 nearest lists found among the nearest groups' lists, against every list
             // ranked.
             let p = view.prepare(&q);
-            let mut all: Vec<(f32, u32)> = (0..lists)
-                .map(|j| (ivf.rank(Probe::Euclid, &p, j), j as u32))
-                .collect();
+            let ranker = ivf.ranker(Metric::L2, &p);
+            let mut all: Vec<(f32, u32)> = (0..lists as u32).map(|j| (ranker.dist(j), j)).collect();
             all.sort_unstable_by(by_rank);
             let grouped = ivf.probe(Metric::L2, &p, 16);
             same += grouped[..16]

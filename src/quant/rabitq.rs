@@ -595,6 +595,36 @@ impl RaBitQScorer<'_> {
         }
     }
 
+    /// `estimate_int` of the consecutive rows from `first`, one per integer in `ints`, into
+    /// `out` (as long as `ints`): one pass the compiler vectorizes, for a fast-scan block.
+    #[inline]
+    pub(crate) fn estimate_block(&self, first: usize, ints: &[u16], term: f32, out: &mut [f32]) {
+        let c = self.codes;
+        let n = ints.len();
+        let (scale, sum) = (&c.scale[first..first + n], &c.sum[first..first + n]);
+        let (lo, delta, offset) = (self.lo, self.delta, self.offset);
+        let out = &mut out[..n];
+        for (((o, &s), &m), &int) in out.iter_mut().zip(scale).zip(sum).zip(ints) {
+            *o = s * (lo * m + delta * f32::from(int) - offset);
+        }
+        match self.metric {
+            Metric::L2 => {
+                let (norm2, cdot) = (&c.norm2[first..first + n], &c.cdot[first..first + n]);
+                for ((o, &n2), &cd) in out.iter_mut().zip(norm2).zip(cdot) {
+                    *o = n2 + term + 2.0 * cd - 2.0 * *o;
+                }
+            }
+            m => {
+                // The ranking is affine in the inner product for unit codes: α + β·s.
+                let alpha = m.rank(0.0, self.qn2, 1.0);
+                let beta = m.rank(1.0, self.qn2, 1.0) - alpha;
+                for o in out.iter_mut() {
+                    *o = alpha + beta * (term + *o);
+                }
+            }
+        }
+    }
+
     pub(crate) fn prefetch_row(&self, i: u32) {
         let w = self.codes.row_words();
         prefetch_rows(&self.codes.codes, i as usize * w, w);
@@ -697,6 +727,35 @@ mod tests {
                 }
                 if rotated {
                     last = err;
+                }
+            }
+        }
+    }
+
+    /// A block of estimates from integer dot products equals the row-by-row ones.
+    #[test]
+    fn block_estimates_equal_row_estimates() {
+        let (n, dim) = (45, 64);
+        let data = data(n, dim);
+        let rows: Vec<u32> = (0..n as u32).collect();
+        let ints: Vec<u16> = (0..n as u16).map(|i| i * 37 % 240).collect();
+        for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
+            let view = VectorView::new(&data, dim, metric);
+            let centre = view.normalized_row(5).to_vec();
+            let codes = RaBitQ::encode(&view, &rows, centre, &|_| 0, 1, true);
+            let q = view.prepare(&view.row(9));
+            let s = codes.scorer(metric, &q);
+            let mut out = [f32::NAN; 32];
+            for (first, len) in [(0, 32), (32, 13)] {
+                s.estimate_block(first, &ints[first..first + len], 0.25, &mut out);
+                for j in 0..len {
+                    let want = s.estimate_int((first + j) as u32, f32::from(ints[first + j]), 0.25);
+                    assert!(
+                        (out[j] - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "{metric} row {}: {} vs {want}",
+                        first + j,
+                        out[j]
+                    );
                 }
             }
         }
