@@ -84,6 +84,9 @@ impl Drop for Scratch {
 
 const BUCKETS: i64 = 10_000;
 
+/// Queries searched untimed before each sweep point (as `bench_peers_strong.py` does).
+const WARM_QUERIES: usize = 50;
+
 pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(f) = args.filter_fraction {
         if !(f > 0.0 && f <= 1.0) {
@@ -235,17 +238,22 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
         "{}",
         serde_json::json!({ "kernel": format!("{:?}", omendb::distance::kernels().level) })
     );
-    // Warm the page cache and the segment's cached norms.
-    snap.search(&SearchRequest::new(&queries.data[..dim], args.k).filter(sel.as_ref()))?;
+    // Each sweep point first searches the first `WARM_QUERIES` queries untimed (the peers'
+    // protocol), which also warms the page cache and the segment's cached norms.
+    let warm = &queries.data[..WARM_QUERIES.min(queries.rows) * dim];
     for (nprobe, ef) in sweep {
+        let run = |data: &[f32]| {
+            search.install(|| {
+                let req = SearchRequest::new(data, args.k)
+                    .ef(Some(ef.max(1)))
+                    .nprobe(Some(nprobe.max(1)))
+                    .filter(sel.as_ref());
+                snap.search(&req)
+            })
+        };
+        run(warm)?;
         let t = Instant::now();
-        let hits = search.install(|| {
-            let req = SearchRequest::new(&queries.data, args.k)
-                .ef(Some(ef.max(1)))
-                .nprobe(Some(nprobe.max(1)))
-                .filter(sel.as_ref());
-            snap.search(&req)
-        })?;
+        let hits = run(&queries.data)?;
         let secs = t.elapsed().as_secs_f64();
         let mut found = 0;
         let mut wanted = 0;
