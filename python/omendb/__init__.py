@@ -289,15 +289,20 @@ class Collection:
         k: int = 10,
         where: Optional[str] = None,
         ef: Optional[int] = None,
+        nprobe: Optional[int] = None,
     ) -> pa.Table:
         """The ``k`` nearest rows to ``query`` (a vector), nearest first, with ``_distance``;
         for a matrix of queries, one table with a leading ``_query`` column (the query's row).
         ``where`` is a SQL condition on the collection's columns (``"lang = 'en'"``), planned
-        once per text; k rows come back when k rows match. ``ef`` widens the graph search."""
+        once per text; k rows come back when k rows match. ``ef`` widens the graph search (and
+        the candidates an IVF index re-ranks); ``nprobe`` is how many IVF lists are scanned
+        (default: the collection's ``nprobe`` setting)."""
         q, batched = _queries(query)
         if k < 0:
             raise InvalidInput(f"invalid input: k must be non-negative, got {k}")
-        return self._c.search(q, int(k), where, ef, batched)
+        if nprobe is not None and nprobe <= 0:
+            raise InvalidInput(f"invalid input: nprobe must be a positive integer, got {nprobe}")
+        return self._c.search(q, int(k), where, ef, batched, nprobe)
 
     def get(self, ids: Any) -> pa.Table:
         """The rows with these ids, in the order asked; missing ids are skipped."""
@@ -397,8 +402,15 @@ class DB:
             return table.num_rows
         return self._col.add(table)
 
-    def search(self, query: Any, k: int = 10, where: Optional[str] = None, ef: Optional[int] = None) -> pa.Table:
-        return self._collection().search(query, k, where=where, ef=ef)
+    def search(
+        self,
+        query: Any,
+        k: int = 10,
+        where: Optional[str] = None,
+        ef: Optional[int] = None,
+        nprobe: Optional[int] = None,
+    ) -> pa.Table:
+        return self._collection().search(query, k, where=where, ef=ef, nprobe=nprobe)
 
     def get(self, ids: Any) -> pa.Table:
         return self._collection().get(ids)

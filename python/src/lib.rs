@@ -626,9 +626,10 @@ impl Collection {
 
     /// The `k` nearest rows to each of the `nq` query vectors in the float32 buffer `queries`,
     /// nearest first, with `_distance`; `where_` is a SQL condition on the collection's
-    /// columns (planned once per text), `ef` the search beam. With `batched`, a leading
-    /// `_query` column numbers the query each row answers.
-    #[pyo3(signature = (queries, k, where_=None, ef=None, batched=false))]
+    /// columns (planned once per text), `ef` the search beam, `nprobe` the IVF lists scanned.
+    /// With `batched`, a leading `_query` column numbers the query each row answers.
+    #[pyo3(signature = (queries, k, where_=None, ef=None, batched=false, nprobe=None))]
+    #[allow(clippy::too_many_arguments)] // one per keyword of the Python method
     fn search<'py>(
         &self,
         py: Python<'py>,
@@ -637,11 +638,15 @@ impl Collection {
         where_: Option<&str>,
         ef: Option<usize>,
         batched: bool,
+        nprobe: Option<usize>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let q = floats(py, queries, "queries")?;
+        if nprobe == Some(0) {
+            return Err(invalid("nprobe must be a positive integer, got 0"));
+        }
         let (batch, per_query) = py.detach(|| match where_ {
-            None => self.search_engine(&q, k, ef),
-            Some(cond) => self.search_sql(&q, k, cond, ef),
+            None => self.search_engine(&q, k, ef, nprobe),
+            Some(cond) => self.search_sql(&q, k, cond, ef, nprobe),
         })?;
         let batch = if batched {
             omendb::number_queries(&batch, &per_query).map_err(to_py)?
@@ -667,7 +672,7 @@ impl Collection {
         py.detach(|| {
             let start = std::time::Instant::now();
             for _ in 0..repeat {
-                std::hint::black_box(self.search_engine(&q, k, None)?);
+                std::hint::black_box(self.search_engine(&q, k, None, None)?);
             }
             Ok(start.elapsed().as_secs_f64() / repeat as f64)
         })
@@ -739,11 +744,12 @@ impl Collection {
         q: &[f32],
         k: usize,
         ef: Option<usize>,
+        nprobe: Option<usize>,
     ) -> PyResult<(RecordBatch, Vec<usize>)> {
         let (_, c) = self.shared.collection(&self.name)?;
         let snap = c.snapshot();
         let hits = snap
-            .search(&SearchRequest::new(q, k).ef(ef))
+            .search(&SearchRequest::new(q, k).ef(ef).nprobe(nprobe))
             .map_err(to_py)?;
         let per_query = hits.iter().map(Vec::len).collect();
         let flat: Vec<omendb::Hit> = hits.into_iter().flatten().collect();
@@ -758,26 +764,36 @@ impl Collection {
         k: usize,
         cond: &str,
         ef: Option<usize>,
+        nprobe: Option<usize>,
     ) -> PyResult<(RecordBatch, Vec<usize>)> {
         self.shared.with(|db| {
             let c = db.collection(&self.name).map_err(to_py)?;
             let dim = c.dim();
             omendb::check_queries(q, dim).map_err(to_py)?;
             let k = i64::try_from(k).map_err(|_| invalid(format!("k {k} is too large")))?;
-            let text = match ef {
-                Some(_) => format!(
+            // knn()'s arguments are positional: nprobe comes after ef (the collection's when
+            // not given).
+            let ef = ef.or_else(|| nprobe.map(|_| c.snapshot().index_settings().ef_search));
+            let text = match (ef, nprobe) {
+                (_, Some(_)) => format!(
+                    "SELECT * FROM knn('{}', $1, $2, $3, $4) WHERE ({cond})",
+                    self.name
+                ),
+                (Some(_), None) => format!(
                     "SELECT * FROM knn('{}', $1, $2, $3) WHERE ({cond})",
                     self.name
                 ),
-                None => format!("SELECT * FROM knn('{}', $1, $2) WHERE ({cond})", self.name),
+                (None, None) => {
+                    format!("SELECT * FROM knn('{}', $1, $2) WHERE ({cond})", self.name)
+                }
             };
             let mut batches = Vec::new();
             let mut per_query = Vec::new();
             let mut schema = None;
             for query in q.chunks(dim) {
                 let mut params = vec![vector_param(query.to_vec()), ScalarValue::Int64(Some(k))];
-                if let Some(ef) = ef {
-                    params.push(ScalarValue::Int64(Some(ef as i64)));
+                for knob in [ef, nprobe].into_iter().flatten() {
+                    params.push(ScalarValue::Int64(Some(knob as i64)));
                 }
                 let (got, s) = self.shared.run_sql(db, &text, params)?;
                 per_query.push(got.iter().map(RecordBatch::num_rows).sum());

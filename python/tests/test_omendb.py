@@ -177,9 +177,9 @@ def test_an_index_keeps_recall_against_exact_search(db, rng):
     assert recall_at_10(docs, data, unit(rng, 50, 32)) >= 0.9
 
 
-def recall_at_10(docs, data, queries):
+def recall_at_10(docs, data, queries, nprobe=None):
     """Mean recall@10 of a batched search (ef 64) against brute force over ``data``."""
-    got = docs.search(queries, k=10, ef=64)
+    got = docs.search(queries, k=10, ef=64, nprobe=nprobe)
     total = 0.0
     for i, q in enumerate(queries):
         want, _ = cosine_topk(data, q, 10)
@@ -209,6 +209,16 @@ def test_ivf_over_compact_codes_keeps_recall(db, rng, quantization):
     assert recall() >= (0.93 if quantization == "rabitq1" else 0.97)
     docs.alter(nprobe=1)
     assert recall() < 0.9
+    # A per-query nprobe overrides the setting, through the engine and through SQL (where=).
+    assert recall_at_10(docs, data, queries, nprobe=30) >= (0.93 if quantization == "rabitq1" else 0.97)
+    differ = 0
+    for q in queries[:5]:
+        every = docs.search(q, k=10, nprobe=30).column("id").to_pylist()
+        assert docs.search(q, k=10, where="id >= 0", nprobe=30).column("id").to_pylist() == every
+        differ += docs.search(q, k=10, where="id >= 0").column("id").to_pylist() != every
+    assert differ > 0, "the setting's nprobe of 1 gave every list's answer"
+    with pytest.raises(omendb.InvalidInput, match="nprobe must be a positive integer"):
+        docs.search(queries[0], k=10, nprobe=0)
     with pytest.raises(omendb.InvalidInput, match="rabitq1 to rabitq9"):
         db.create_collection("bad", dim=4, quantization="rabitq12")
 

@@ -1,4 +1,4 @@
-//! `knn('collection', <query vector>, k [, ef])`: the k nearest rows and their `_distance`.
+//! `knn('collection', <query vector>, k [, ef [, nprobe]])`: the k nearest rows and their `_distance`.
 //!
 //! The query vector, k and ef may be literals or bound parameters (`$1`, `$name`), through
 //! `PREPARE ... AS SELECT * FROM knn('docs', $1, 10)` / `EXECUTE`, or
@@ -58,7 +58,7 @@ impl Default for KnnLimits {
 
 pub(crate) fn usage(what: &str) -> DataFusionError {
     DataFusionError::Plan(format!(
-        "knn(): {what}; usage: knn('collection', [v1, v2, ...], k [, ef])"
+        "knn(): {what}; usage: knn('collection', [v1, v2, ...], k [, ef [, nprobe]])"
     ))
 }
 

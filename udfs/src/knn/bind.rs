@@ -46,6 +46,7 @@ impl KnnBinder {
         let bound = [&node.query, &node.k]
             .into_iter()
             .chain(node.ef.as_ref())
+            .chain(node.nprobe.as_ref())
             .all(|e| find_placeholder(e).is_none());
         if bound {
             self.bind(node)?;
@@ -78,11 +79,20 @@ impl KnnBinder {
                 QueryVector::Values(query)
             }
         };
-        let table = KnnTable::new(name.clone(), snapshot, query, k, ef).with_rebind(Rebind {
-            db: self.db.clone(),
-            limits: self.limits,
-            params: node.params.clone(),
-        });
+        let nprobe = match &node.nprobe {
+            None => None,
+            Some(e) => check_nprobe(Some(ScalarValue::try_from_array(
+                &constant(e, "nprobe")?,
+                0,
+            )?))?,
+        };
+        let table = KnnTable::new(name.clone(), snapshot, query, k, ef)
+            .with_nprobe(nprobe)
+            .with_rebind(Rebind {
+                db: self.db.clone(),
+                limits: self.limits,
+                params: node.params.clone(),
+            });
         LogicalPlanBuilder::scan(
             TableReference::bare(KNN_TABLE),
             provider_as_source(Arc::new(table)),
@@ -132,6 +142,21 @@ pub(super) fn check_k_and_ef(
         )));
     }
     Ok((k, ef))
+}
+
+/// nprobe from its value: a positive integer (the engine scans at most every list).
+pub(super) fn check_nprobe(nprobe: Option<ScalarValue>) -> Result<Option<usize>> {
+    Ok(match nprobe {
+        None => None,
+        Some(ScalarValue::Int64(Some(n))) if n > 0 => Some(n as usize),
+        Some(ScalarValue::Int32(Some(n))) if n > 0 => Some(n as usize),
+        Some(ScalarValue::UInt64(Some(n))) if n > 0 => Some(n as usize),
+        Some(other) => {
+            return Err(usage(&format!(
+                "nprobe must be a positive integer, got {other}"
+            )))
+        }
+    })
 }
 
 /// Evaluates a constant argument expression (a list literal, `make_array(...)`, a cast, a

@@ -22,7 +22,7 @@ use datafusion::physical_plan::{
 };
 use omendb::{Database, SearchRequest, SegmentPlan, Selection, Snapshot};
 
-use super::bind::check_k_and_ef;
+use super::bind::{check_k_and_ef, check_nprobe};
 use super::{check_dimension, query_vector, KnnLimits, KnnParams};
 use crate::engine_error;
 
@@ -37,6 +37,8 @@ pub struct KnnExec {
     input: Option<Arc<dyn ExecutionPlan>>,
     k: usize,
     ef: Option<usize>,
+    /// IVF lists scanned (`None`: the collection's setting).
+    nprobe: Option<usize>,
     /// The pushed-down filter over the collection's stored columns, as written.
     filter: Option<(String, Arc<dyn PhysicalExpr>)>,
     /// Columns of the result schema (the collection's columns, then `_distance`) to return.
@@ -89,6 +91,7 @@ impl KnnExec {
             input,
             k,
             ef,
+            nprobe: None,
             filter,
             projection,
             schema,
@@ -96,6 +99,11 @@ impl KnnExec {
             metrics: ExecutionPlanMetricsSet::new(),
             rebind: None,
         })
+    }
+
+    /// The same search scanning `nprobe` IVF lists (`None`: the collection's setting).
+    pub fn with_nprobe(self, nprobe: Option<usize>) -> Self {
+        KnnExec { nprobe, ..self }
     }
 
     /// This search, bindable again by a prepared plan when `rebind` is given.
@@ -138,11 +146,16 @@ impl KnnExec {
             None => self.ef.map(|ef| ScalarValue::UInt64(Some(ef as u64))),
         };
         let (k, ef) = check_k_and_ef(&rebind.limits, k, ef)?;
+        let nprobe = match value(&rebind.params.nprobe)? {
+            Some(v) => check_nprobe(Some(v))?,
+            None => self.nprobe,
+        };
         Ok(Some(KnnExec {
             snapshot,
             query,
             k,
             ef,
+            nprobe,
             metrics: ExecutionPlanMetricsSet::new(),
             ..self.clone()
         }))
@@ -164,6 +177,7 @@ impl KnnExec {
         let selected = selection.as_ref().map(|s| s.count(snapshot));
         let req = SearchRequest::new(query, self.k)
             .ef(self.ef)
+            .nprobe(self.nprobe)
             .filter(selection.as_ref());
         let (mut hits, trace) = snapshot.search_traced(&req).map_err(engine_error)?;
         let hits = hits.pop().unwrap_or_default();
@@ -233,6 +247,9 @@ impl DisplayAs for KnnExec {
             self.snapshot.metric(),
             indexes.join(", ")
         )?;
+        if let Some(nprobe) = self.nprobe {
+            write!(f, ", nprobe={nprobe}")?;
+        }
         if let Some((text, _)) = &self.filter {
             write!(f, ", filter={text}")?;
         }

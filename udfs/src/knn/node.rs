@@ -1,5 +1,5 @@
-//! `KnnNode`: knn() in a logical plan, before its arguments are known. The query vector, k
-//! and ef are expressions, so bound parameters (`$1`) reach them through
+//! `KnnNode`: knn() in a logical plan, before its arguments are known. The query vector, k,
+//! ef and nprobe are expressions, so bound parameters (`$1`) reach them through
 //! `LogicalPlan::with_param_values` or `EXECUTE`; the node becomes a scan when it is analyzed
 //! (`bind`).
 
@@ -19,8 +19,10 @@ pub struct KnnNode {
     pub query: Expr,
     /// Rows wanted.
     pub k: Expr,
-    /// Beam width, if given.
+    /// Beam width (graphs) or candidates re-ranked (IVF), if given.
     pub ef: Option<Expr>,
+    /// IVF lists scanned, if given (only with `ef`: arguments are positional).
+    pub nprobe: Option<Expr>,
     /// The parameters the arguments are, when an argument is exactly one (`$1`): kept when
     /// the parameters are replaced by values, so a prepared plan can be bound again.
     pub params: KnnParams,
@@ -37,11 +39,13 @@ pub struct KnnParams {
     pub k: Option<String>,
     /// ef's parameter.
     pub ef: Option<String>,
+    /// nprobe's parameter.
+    pub nprobe: Option<String>,
 }
 
 impl KnnParams {
     /// The parameters among the arguments of a call.
-    pub fn of(query: &Expr, k: &Expr, ef: Option<&Expr>) -> Self {
+    pub fn of(query: &Expr, k: &Expr, ef: Option<&Expr>, nprobe: Option<&Expr>) -> Self {
         let id = |e: &Expr| match e {
             Expr::Placeholder(p) => Some(p.id.clone()),
             _ => None,
@@ -50,12 +54,13 @@ impl KnnParams {
             query: id(query),
             k: id(k),
             ef: ef.and_then(id),
+            nprobe: nprobe.and_then(id),
         }
     }
 
     /// Whether `id` is one of them.
     pub fn contains(&self, id: &str) -> bool {
-        [&self.query, &self.k, &self.ef]
+        [&self.query, &self.k, &self.ef, &self.nprobe]
             .into_iter()
             .any(|p| p.as_deref() == Some(id))
     }
@@ -83,6 +88,7 @@ impl UserDefinedLogicalNodeCore for KnnNode {
     fn expressions(&self) -> Vec<Expr> {
         let mut exprs = vec![self.query.clone(), self.k.clone()];
         exprs.extend(self.ef.clone());
+        exprs.extend(self.nprobe.clone());
         exprs
     }
 
@@ -95,6 +101,9 @@ impl UserDefinedLogicalNodeCore for KnnNode {
         if let Some(ef) = &self.ef {
             write!(f, ", ef={ef}")?;
         }
+        if let Some(nprobe) = &self.nprobe {
+            write!(f, ", nprobe={nprobe}")?;
+        }
         Ok(())
     }
 
@@ -103,6 +112,7 @@ impl UserDefinedLogicalNodeCore for KnnNode {
         mut exprs: Vec<Expr>,
         _inputs: Vec<LogicalPlan>,
     ) -> Result<Self> {
+        let nprobe = (exprs.len() > 3).then(|| exprs.remove(3));
         let ef = (exprs.len() > 2).then(|| exprs.remove(2));
         let k = exprs.remove(1);
         let query = exprs.remove(0);
@@ -111,6 +121,7 @@ impl UserDefinedLogicalNodeCore for KnnNode {
             query,
             k,
             ef,
+            nprobe,
             params: self.params.clone(),
             schema: self.schema.clone(),
         })

@@ -1,4 +1,4 @@
-//! SQL → `KnnNode`: the relation planner that takes `knn('docs', <vector>, k [, ef])` in a
+//! SQL → `KnnNode`: the relation planner that takes `knn('docs', <vector>, k [, ef [, nprobe]])` in a
 //! FROM clause. Unlike a table function it keeps the arguments as expressions, so they may be
 //! bound parameters; their types are declared here (the vector a list of Float32, k and ef
 //! Int64) so a server can describe them.
@@ -159,9 +159,9 @@ impl RelationPlanner for KnnPlanner {
                 plan, alias,
             ))));
         }
-        if exprs.len() != 3 && exprs.len() != 4 {
+        if !(3..=5).contains(&exprs.len()) {
             return Err(usage(&format!(
-                "expected 3 or 4 arguments, got {}",
+                "expected 3 to 5 arguments (collection, query vector, k [, ef [, nprobe]]), got {}",
                 exprs.len()
             )));
         }
@@ -174,18 +174,17 @@ impl RelationPlanner for KnnPlanner {
         )?);
         let vector = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
         let mut exprs = exprs.into_iter().skip(1);
-        let query = typed(exprs.next().expect("3 or 4"), vector)?;
-        let k = typed(exprs.next().expect("3 or 4"), DataType::Int64)?;
-        let ef = exprs
-            .next()
-            .map(|e| typed(e, DataType::Int64))
-            .transpose()?;
+        let query = typed(exprs.next().expect("3 to 5"), vector)?;
+        let k = typed(exprs.next().expect("3 to 5"), DataType::Int64)?;
+        let mut count = || exprs.next().map(|e| typed(e, DataType::Int64)).transpose();
+        let (ef, nprobe) = (count()?, count()?);
         let node = KnnNode {
-            params: KnnParams::of(&query, &k, ef.as_ref()),
+            params: KnnParams::of(&query, &k, ef.as_ref(), nprobe.as_ref()),
             collection,
             query,
             k,
             ef,
+            nprobe,
             schema,
         };
         self.binder.check_if_bound(&node)?;

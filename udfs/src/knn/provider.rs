@@ -34,6 +34,8 @@ pub struct KnnTable {
     k: usize,
     /// Graph beam width for indexed segments (default: the collection's).
     ef: Option<usize>,
+    /// IVF lists scanned (default: the collection's).
+    nprobe: Option<usize>,
     schema: SchemaRef,
     /// How a prepared plan binds the search again.
     rebind: Option<Rebind>,
@@ -49,6 +51,7 @@ impl KnnTable {
             other.k,
             other.ef,
         )
+        .with_nprobe(other.nprobe)
         .with_rebind_opt(other.rebind.clone())
     }
 
@@ -59,6 +62,11 @@ impl KnnTable {
 
     fn with_rebind_opt(self, rebind: Option<Rebind>) -> Self {
         KnnTable { rebind, ..self }
+    }
+
+    /// The same search scanning `nprobe` IVF lists (`None`: the collection's setting).
+    pub fn with_nprobe(self, nprobe: Option<usize>) -> Self {
+        KnnTable { nprobe, ..self }
     }
 
     /// The `k` rows of `snapshot` nearest `query`.
@@ -76,6 +84,7 @@ impl KnnTable {
             query,
             k,
             ef,
+            nprobe: None,
             schema,
             rebind: None,
         }
@@ -145,6 +154,7 @@ impl TableProvider for KnnTable {
                 filter,
                 projection.cloned(),
             )?
+            .with_nprobe(self.nprobe)
             .with_rebind(self.rebind.clone()),
         ))
     }

@@ -263,7 +263,7 @@ async fn knn_errors_name_the_problem() {
         ),
         (
             "SELECT * FROM knn('docs', [1.0])",
-            "expected 3 or 4 arguments",
+            "expected 3 to 5 arguments",
         ),
         (
             "SELECT * FROM knn('../x', [1.0], 3)",
@@ -327,6 +327,96 @@ async fn knn_uses_an_hnsw_index_with_a_per_query_ef() {
         .unwrap_err();
     assert!(
         err.to_string().contains("ef must be a positive integer"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn knn_takes_a_per_query_nprobe_on_an_ivf_index() {
+    use datafusion::common::{ParamValues, ScalarValue};
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(tmp.path()).unwrap());
+    let mut options = CollectionOptions::default();
+    options.index.kind = omendb::IndexKind::Ivf;
+    options.index.quant = omendb::QuantKind::None;
+    options.index.nlist = 20;
+    options.index.nprobe = 1;
+    let c = db
+        .create_collection("docs", &batch(0..1).schema(), options)
+        .unwrap();
+    c.append(&[batch(0..1000)]).unwrap();
+    assert_eq!(c.build_index(1).unwrap(), 1);
+    let ctx = omendb_udfs::session(db).unwrap();
+    let (mut one, mut all) = (0, 0);
+    for qi in 0..10 {
+        let q = vector(90_000 + qi);
+        let want = brute_force(&q, 10, Metric::Cosine);
+        let found = |got: &RecordBatch| {
+            int_column(got, "id")
+                .iter()
+                .filter(|id| want.contains(id))
+                .count()
+        };
+        // Every list scanned exactly (no codes): the exact neighbours.
+        let every = query(
+            &ctx,
+            &format!("SELECT id FROM knn('docs', {}, 10, 100, 20)", literal(&q)),
+        )
+        .await;
+        assert_eq!(int_column(&every, "id"), want, "query {qi}");
+        all += found(&every);
+        one += found(
+            &query(
+                &ctx,
+                &format!("SELECT id FROM knn('docs', {}, 10, 100)", literal(&q)),
+            )
+            .await,
+        );
+        // A bound nprobe reaches the search as a literal one does.
+        let plan = ctx
+            .state()
+            .create_logical_plan("SELECT id FROM knn('docs', $1, 10, 100, $2)")
+            .await
+            .unwrap();
+        let vector = ScalarValue::List(ScalarValue::new_list_nullable(
+            &q.iter()
+                .map(|v| ScalarValue::Float32(Some(*v)))
+                .collect::<Vec<_>>(),
+            &datafusion::arrow::datatypes::DataType::Float32,
+        ));
+        let bound = plan
+            .with_param_values(ParamValues::List(vec![
+                vector.into(),
+                ScalarValue::Int64(Some(20)).into(),
+            ]))
+            .unwrap();
+        let df = ctx.execute_logical_plan(bound).await.unwrap();
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let got = concat_batches(&schema, &df.collect().await.unwrap()).unwrap();
+        assert_eq!(got, every, "query {qi}, bound nprobe");
+    }
+    // The collection's nprobe of 1 scans one list of 20: most true neighbours are elsewhere.
+    assert_eq!(all, 100);
+    assert!(one < all, "nprobe 1 found {one} of {all}");
+    let plan = explain(
+        &ctx,
+        &format!(
+            "SELECT id FROM knn('docs', {}, 10, 100, 7)",
+            literal(&vector(1))
+        ),
+    )
+    .await;
+    assert!(plan.contains("nprobe=7"), "{plan}");
+    let err = ctx
+        .sql(&format!(
+            "SELECT * FROM knn('docs', {}, 3, 10, 0)",
+            literal(&vector(1))
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("nprobe must be a positive integer"),
         "{err}"
     );
 }
