@@ -79,13 +79,12 @@ impl KnnBinder {
                 QueryVector::Values(query)
             }
         };
-        let nprobe = match &node.nprobe {
-            None => None,
-            Some(e) => check_nprobe(Some(ScalarValue::try_from_array(
-                &constant(e, "nprobe")?,
-                0,
-            )?))?,
-        };
+        let nprobe = node
+            .nprobe
+            .as_ref()
+            .map(|e| ScalarValue::try_from_array(&constant(e, "nprobe")?, 0))
+            .transpose()?;
+        let nprobe = check_nprobe(nprobe)?;
         let table = KnnTable::new(name.clone(), snapshot, query, k, ef)
             .with_nprobe(nprobe)
             .with_rebind(Rebind {
@@ -118,17 +117,7 @@ pub(super) fn check_k_and_ef(
             )))
         }
     };
-    let ef = match ef {
-        None => None,
-        Some(ScalarValue::Int64(Some(ef))) if ef > 0 => Some(ef as usize),
-        Some(ScalarValue::Int32(Some(ef))) if ef > 0 => Some(ef as usize),
-        Some(ScalarValue::UInt64(Some(ef))) if ef > 0 => Some(ef as usize),
-        Some(other) => {
-            return Err(usage(&format!(
-                "ef must be a positive integer, got {other}"
-            )))
-        }
-    };
+    let ef = positive(ef, "ef")?;
     if k > limits.max_k {
         return Err(usage(&format!(
             "k = {k} exceeds the limit of {} rows (max_k)",
@@ -146,14 +135,20 @@ pub(super) fn check_k_and_ef(
 
 /// nprobe from its value: a positive integer (the engine scans at most every list).
 pub(super) fn check_nprobe(nprobe: Option<ScalarValue>) -> Result<Option<usize>> {
-    Ok(match nprobe {
+    positive(nprobe, "nprobe")
+}
+
+/// An optional argument that must be a positive integer when given; `name` names it in the
+/// error.
+fn positive(value: Option<ScalarValue>, name: &str) -> Result<Option<usize>> {
+    Ok(match value {
         None => None,
         Some(ScalarValue::Int64(Some(n))) if n > 0 => Some(n as usize),
         Some(ScalarValue::Int32(Some(n))) if n > 0 => Some(n as usize),
         Some(ScalarValue::UInt64(Some(n))) if n > 0 => Some(n as usize),
         Some(other) => {
             return Err(usage(&format!(
-                "nprobe must be a positive integer, got {other}"
+                "{name} must be a positive integer, got {other}"
             )))
         }
     })

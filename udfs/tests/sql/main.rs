@@ -378,15 +378,10 @@ async fn knn_takes_a_per_query_nprobe_on_an_ivf_index() {
             .create_logical_plan("SELECT id FROM knn('docs', $1, 10, 100, $2)")
             .await
             .unwrap();
-        let vector = ScalarValue::List(ScalarValue::new_list_nullable(
-            &q.iter()
-                .map(|v| ScalarValue::Float32(Some(*v)))
-                .collect::<Vec<_>>(),
-            &datafusion::arrow::datatypes::DataType::Float32,
-        ));
+        let vector = list_param(&q);
         let bound = plan
             .with_param_values(ParamValues::List(vec![
-                vector.into(),
+                vector,
                 ScalarValue::Int64(Some(20)).into(),
             ]))
             .unwrap();
@@ -585,12 +580,7 @@ async fn bound_parameters_reach_the_search() {
         ),
     )
     .await;
-    let as_list = ScalarValue::List(ScalarValue::new_list_nullable(
-        &q.iter()
-            .map(|v| ScalarValue::Float32(Some(*v)))
-            .collect::<Vec<_>>(),
-        &datafusion::arrow::datatypes::DataType::Float32,
-    ));
+    let as_list = list_param(&q);
 
     // Through the DataFrame API, as a Flight SQL server binds a prepared statement.
     let sql = "SELECT id, _distance FROM knn('docs', $1, $2) WHERE tag = 't3'";
@@ -613,7 +603,7 @@ async fn bound_parameters_reach_the_search() {
     );
     let bound = plan
         .with_param_values(ParamValues::List(vec![
-            as_list.clone().into(),
+            as_list.clone(),
             ScalarValue::Int64(Some(7)).into(),
         ]))
         .unwrap();
@@ -732,7 +722,7 @@ async fn order_by_distance_limit_is_a_knn_search() {
 
 #[tokio::test]
 async fn order_by_inner_product_desc_and_a_bound_vector() {
-    use datafusion::common::{ParamValues, ScalarValue};
+    use datafusion::common::ParamValues;
     let (_tmp, ctx) = setup(Metric::Dot).await;
     let q = vector(555);
     let knn = query(
@@ -741,18 +731,13 @@ async fn order_by_inner_product_desc_and_a_bound_vector() {
     )
     .await;
     let sql = "SELECT id FROM docs ORDER BY inner_product(vec, $1) DESC LIMIT 6";
-    let as_list = ScalarValue::List(ScalarValue::new_list_nullable(
-        &q.iter()
-            .map(|v| ScalarValue::Float32(Some(*v)))
-            .collect::<Vec<_>>(),
-        &datafusion::arrow::datatypes::DataType::Float32,
-    ));
+    let as_list = list_param(&q);
     let plan = ctx
         .state()
         .create_logical_plan(sql)
         .await
         .unwrap()
-        .with_param_values(ParamValues::List(vec![as_list.into()]))
+        .with_param_values(ParamValues::List(vec![as_list]))
         .unwrap();
     let df = ctx.execute_logical_plan(plan).await.unwrap();
     let physical = df.clone().create_physical_plan().await.unwrap();
