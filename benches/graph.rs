@@ -31,7 +31,7 @@ fn graph_search(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("ef", ef), |b| {
             b.iter(|| {
                 for q in &queries {
-                    std::hint::black_box(graph.search(&space, q, 10, ef, &|_| true));
+                    std::hint::black_box(graph.search(&space, q, 10, ef, None));
                 }
             })
         });

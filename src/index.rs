@@ -26,6 +26,10 @@ pub(crate) struct SearchParams {
     pub nprobe: usize,
 }
 
+/// Which rows a search may return: `None` accepts every row (an index may then search more
+/// simply); a filter's rejected rows are never returned.
+pub type Accept<'a> = Option<&'a dyn Fn(u32) -> bool>;
+
 /// The read side of an index over one segment's rows.
 pub(crate) trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// Which kind of index this is.
@@ -38,7 +42,7 @@ pub(crate) trait VectorIndex: Send + Sync + std::fmt::Debug {
         query: &[f32],
         k: usize,
         params: &SearchParams,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Accept<'_>,
     ) -> Vec<(u32, f32)>;
     /// The graph, for indexes that are one (a merge extends it instead of rebuilding).
     fn graph(&self) -> Option<&hnsw::Hnsw> {

@@ -61,6 +61,8 @@ pub enum QuantKind {
     None,
     /// 8-bit scalar codes, one range per dimension: a quarter of the bytes.
     Sq8,
+    /// 4-bit scalar codes, one range per dimension: an eighth of the bytes.
+    Sq4,
     /// RaBitQ codes of 1 to 9 bits per dimension (rotated offsets from a centre, unbiased
     /// distance estimates): `bits / 32` of the bytes.
     #[serde(rename = "rabitq")]
@@ -80,6 +82,7 @@ impl QuantKind {
         match self {
             QuantKind::None => "none",
             QuantKind::Sq8 => "sq8",
+            QuantKind::Sq4 => "sq4",
             QuantKind::Binary => "binary",
             QuantKind::RaBitQ(b) => RABITQ_NAMES
                 .get(usize::from(b).wrapping_sub(1))
@@ -90,7 +93,12 @@ impl QuantKind {
 
     /// Every kind, as options name them.
     fn all() -> Vec<QuantKind> {
-        let mut all = vec![QuantKind::None, QuantKind::Sq8, QuantKind::Binary];
+        let mut all = vec![
+            QuantKind::None,
+            QuantKind::Sq8,
+            QuantKind::Sq4,
+            QuantKind::Binary,
+        ];
         all.extend((1..=9).map(QuantKind::RaBitQ));
         all
     }
@@ -104,7 +112,7 @@ impl std::str::FromStr for QuantKind {
             .find(|k| k.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
                 Error::invalid(format!(
-                    "unknown quantization '{s}' (expected none, sq8, binary or rabitq1 to rabitq9)"
+                    "unknown quantization '{s}' (expected none, sq8, sq4, binary or rabitq1 to rabitq9)"
                 ))
             })
     }
@@ -370,7 +378,7 @@ pub const OPTION_KEYS: &str =
 
 impl CollectionOptions {
     /// Sets one option from its text form: `metric` (cosine, l2, dot), `id` and `vector`
-    /// (column names), `vector_type` (float32, float16), `index` (auto, flat, hnsw, ivf), `quantization` (none, sq8, binary,
+    /// (column names), `vector_type` (float32, float16), `index` (auto, flat, hnsw, ivf), `quantization` (none, sq8, sq4, binary,
     /// rabitq1 to rabitq9), and the integers `m`, `ef_construction`, `ef_search`,
     /// `index_threshold`, `ivf_threshold`, `nlist`, `nprobe`. Values are checked when the options
     /// are used ([`IndexSettings::check`]).

@@ -5,6 +5,7 @@
 //! outside the hot loop; a new quantizer is a new file here and a new arm there.
 
 pub(crate) mod rabitq;
+pub(crate) mod sq4;
 pub(crate) mod sq8;
 
 use arrow_buffer::Buffer;
@@ -35,6 +36,7 @@ pub(crate) trait Quantizer: Sized {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Codes {
     Sq8(sq8::Sq8),
+    Sq4(sq4::Sq4),
     RaBitQ(rabitq::RaBitQ),
 }
 
@@ -43,6 +45,7 @@ macro_rules! with_codes {
     ($codes:expr, |$c:ident| $body:expr) => {
         match $codes {
             $crate::quant::Codes::Sq8($c) => $body,
+            $crate::quant::Codes::Sq4($c) => $body,
             $crate::quant::Codes::RaBitQ($c) => $body,
         }
     };
@@ -66,6 +69,7 @@ impl Codes {
         let (centre, bits, rotated) = match kind {
             QuantKind::None => return None,
             QuantKind::Sq8 => return Some(Codes::Sq8(sq8::Sq8::train_rows(view, Some(rows)))),
+            QuantKind::Sq4 => return Some(Codes::Sq4(sq4::Sq4::train_rows(view, Some(rows)))),
             QuantKind::Binary => (vec![0f32; view.dim()], 1, false),
             QuantKind::RaBitQ(bits) => (mean(view), usize::from(bits), true),
         };
@@ -77,6 +81,7 @@ impl Codes {
     pub(crate) fn kind(&self) -> QuantKind {
         match self {
             Codes::Sq8(_) => QuantKind::Sq8,
+            Codes::Sq4(_) => QuantKind::Sq4,
             Codes::RaBitQ(c) if !c.rotated() => QuantKind::Binary,
             Codes::RaBitQ(c) => QuantKind::RaBitQ(c.bits() as u8),
         }
@@ -118,6 +123,10 @@ impl Codes {
                 let (c, used) = sq8::Sq8::read(buffer, at, rows, dim)?;
                 (Some(Codes::Sq8(c)), used)
             }
+            QuantKind::Sq4 => {
+                let (c, used) = sq4::Sq4::read(buffer, at, rows, dim)?;
+                (Some(Codes::Sq4(c)), used)
+            }
             QuantKind::Binary | QuantKind::RaBitQ(_) => {
                 let (bits, rotated) = match kind {
                     QuantKind::RaBitQ(b) => (usize::from(b), true),
@@ -142,12 +151,13 @@ impl Codes {
     }
 
     /// How many of a traversal's nearest candidates are re-ranked exactly for `k` results:
-    /// 8-bit codes order candidates closely enough that the true k nearest are among their
-    /// first 4k (on minilm-words recall is unchanged down to 2k at every ef), so a wide beam
-    /// reads only those rows' floats; coarser codes re-rank the whole beam.
+    /// scalar codes order candidates closely enough that the true k nearest are among their
+    /// first 4k (on minilm-words recall is unchanged down to 2k at every ef with 8-bit codes,
+    /// and with 4-bit ones it equals re-ranking the whole beam at every ef), so a wide beam
+    /// reads only those rows' floats; the other codes re-rank the whole beam.
     pub(crate) fn rerank_depth(&self, k: usize) -> usize {
         match self.kind() {
-            QuantKind::Sq8 => (4 * k).max(32),
+            QuantKind::Sq8 | QuantKind::Sq4 => (4 * k).max(32),
             _ => usize::MAX,
         }
     }
@@ -159,6 +169,7 @@ pub(crate) fn quant_tag(kind: QuantKind) -> u32 {
         QuantKind::None => 0,
         QuantKind::Sq8 => 1,
         QuantKind::Binary => 2,
+        QuantKind::Sq4 => 3,
         QuantKind::RaBitQ(b) => 16 + u32::from(b),
     }
 }
@@ -169,11 +180,20 @@ pub(crate) fn quant_of_tag(tag: u32) -> Option<QuantKind> {
         0 => Some(QuantKind::None),
         1 => Some(QuantKind::Sq8),
         2 => Some(QuantKind::Binary),
+        3 => Some(QuantKind::Sq4),
         t if (17..=16 + rabitq::MAX_BITS as u32).contains(&t) => {
             Some(QuantKind::RaBitQ((t - 16) as u8))
         }
         _ => None,
     }
+}
+
+/// `x` rounded to the nearest integer, halves away from zero like `f32::round` (a value just
+/// below a half may round up), without its library call: x86-64's baseline has no rounding
+/// instruction, and quantizing a query rounds once per dimension.
+#[inline]
+pub(crate) fn round_half_away(x: f32) -> i32 {
+    (x + 0.5f32.copysign(x)) as i32
 }
 
 /// The mean of `view`'s rows as its search sees them (normalized for cosine).

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 pub use selection::Selection;
 
 use crate::index::flat::{scan_listed, FlatRows};
-use crate::index::SearchParams;
+use crate::index::{Accept, SearchParams};
 use crate::options::IndexKind;
 use crate::schema::result_schema;
 use crate::snapshot::Snapshot;
@@ -319,7 +319,9 @@ impl Snapshot {
                         !part.is_deleted(row as usize)
                             && sel.is_none_or(|s| s.contains(row as usize))
                     };
-                    let found = index.search(&view, raw, k, params, &accept);
+                    let filtered = part.deletes.is_some() || sel.is_some();
+                    let accept: Accept<'_> = if filtered { Some(&accept) } else { None };
+                    let found = index.search(&view, raw, k, params, accept);
                     out.extend(
                         found
                             .into_iter()

@@ -165,13 +165,14 @@ impl<'a> VectorView<'a> {
         self.metric
     }
 
-    /// Starts loading row `i` into the cache.
+    /// Starts loading row `i` (and, for cosine, its norm) into the cache.
     #[inline]
     pub(crate) fn prefetch(&self, i: u32) {
         match self.data {
             Floats::F32(v) => prefetch_rows(v, i as usize * self.dim, self.dim),
             Floats::F16(v) => prefetch_rows(v, i as usize * self.dim, self.dim),
         }
+        prefetch_rows(&self.inv_norms, i as usize, 1);
     }
 
     /// Row `i`'s stored values.

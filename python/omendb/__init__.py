@@ -193,7 +193,7 @@ class Database:
         """Creates collection ``name``, from ``schema``, from the rows of ``data`` (written in
         the same commit), or from ``dim`` alone (an ``id`` column of ``id_type``, ``int64``
         or ``string``, and a ``vector`` column). ``options`` are the server's collection
-        options: ``index`` (auto, flat, hnsw, ivf), ``quantization`` (none, sq8, binary,
+        options: ``index`` (auto, flat, hnsw, ivf), ``quantization`` (none, sq8, sq4, binary,
         rabitq1 .. rabitq9), ``vector_type`` (float32, float16: the precision vectors are
         stored in; float16 halves their disk and page cache, distances are computed in f32),
         ``m``, ``ef_construction``, ``ef_search``, ``nlist``, ``nprobe``,

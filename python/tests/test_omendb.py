@@ -188,7 +188,7 @@ def recall_at_10(docs, data, queries, nprobe=None):
     return total / len(queries)
 
 
-@pytest.mark.parametrize("quantization", ["rabitq1", "rabitq4", "sq8"])
+@pytest.mark.parametrize("quantization", ["rabitq1", "rabitq4", "sq8", "sq4"])
 def test_ivf_over_compact_codes_keeps_recall(db, rng, quantization):
     n = 3000
     data = unit(rng, n, 32)

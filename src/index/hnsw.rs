@@ -16,6 +16,8 @@ use arrow_buffer::ScalarBuffer;
 
 pub use builder::HnswParams;
 
+use super::Accept;
+use crate::distance::prefetch_rows;
 use crate::options::IndexKind;
 use crate::quant::{with_codes, Codes, Quantizer};
 use crate::topk::Neighbor;
@@ -25,6 +27,8 @@ use visited::{with_scratch, Scratch};
 /// Neighbour lists of a graph, however they are stored.
 pub(super) trait Links {
     fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>);
+    /// Starts loading `node`'s list on `level` into the cache (where that helps).
+    fn prefetch(&self, _node: u32, _level: usize) {}
 }
 
 /// A frozen graph in its flat layout: layer 0 is `n × (1 + 2m)` u32 words (a count, then the
@@ -62,13 +66,90 @@ impl Links for Hnsw {
             out.extend_from_slice(&list[1..1 + list[0] as usize]);
         }
     }
+
+    #[inline]
+    fn prefetch(&self, node: u32, level: usize) {
+        if level == 0 {
+            let w = 1 + 2 * self.m;
+            prefetch_rows(&self.layer0, node as usize * w, w);
+        }
+    }
 }
 
 /// How many neighbours ahead of the distance computation their vectors are prefetched.
 const PREFETCH_AHEAD: usize = 4;
 
-/// Beam search on one layer from `entry`; returns up to `ef` nearest, nearest first.
+/// Beam search on one layer from `entry`; returns up to `ef` nearest accepted nodes, nearest
+/// first.
 pub(super) fn search_layer(
+    dist: &impl Scorer,
+    links: &impl Links,
+    entry: &[Neighbor],
+    ef: usize,
+    level: usize,
+    accept: Accept<'_>,
+) -> Vec<Neighbor> {
+    match accept {
+        None => search_beam(dist, links, entry, ef, level),
+        Some(accept) => search_filtered(dist, links, entry, ef, level, accept),
+    }
+}
+
+/// Computes the distances of `nbrs` (unvisited neighbours) with the vectors of the next ones
+/// already on their way into the cache, handing each to `offer`.
+#[inline]
+fn score_all(dist: &impl Scorer, nbrs: &[u32], mut offer: impl FnMut(Neighbor)) {
+    for &n in nbrs.iter().take(PREFETCH_AHEAD) {
+        dist.prefetch(n);
+    }
+    for (j, &n) in nbrs.iter().enumerate() {
+        if let Some(&next) = nbrs.get(j + PREFETCH_AHEAD) {
+            dist.prefetch(next);
+        }
+        offer(Neighbor::new(dist.dist(n), n));
+    }
+}
+
+/// The unfiltered search: one sorted beam of at most `ef` candidates, each marked once its
+/// neighbours are visited; it ends when every candidate in the beam has been expanded (which
+/// is when the nearest unexpanded one would be farther than the beam's farthest).
+fn search_beam(
+    dist: &impl Scorer,
+    links: &impl Links,
+    entry: &[Neighbor],
+    ef: usize,
+    level: usize,
+) -> Vec<Neighbor> {
+    with_scratch(|scratch| {
+        let Scratch {
+            visited,
+            beam,
+            nbrs,
+            ..
+        } = scratch;
+        visited.reset(dist.len());
+        beam.clear(ef);
+        for &e in entry {
+            if visited.insert(e.id) {
+                beam.offer(e);
+            }
+        }
+        while let Some(c) = beam.next_unexpanded() {
+            // The next candidate's list is most likely the next one read.
+            if let Some(next) = beam.peek_unexpanded() {
+                links.prefetch(next, level);
+            }
+            links.neighbours(c, level, nbrs);
+            nbrs.retain(|&n| visited.insert(n));
+            score_all(dist, nbrs, |n| beam.offer(n));
+        }
+        beam.to_vec()
+    })
+}
+
+/// The filtered search: a frontier of every candidate nearer than the farthest of the `ef`
+/// best accepted ones, so the search goes on through rejected rows.
+fn search_filtered(
     dist: &impl Scorer,
     links: &impl Links,
     entry: &[Neighbor],
@@ -82,6 +163,7 @@ pub(super) fn search_layer(
             frontier,
             best,
             nbrs,
+            ..
         } = scratch;
         visited.reset(dist.len());
         frontier.clear();
@@ -98,28 +180,19 @@ pub(super) fn search_layer(
                 break;
             }
             links.neighbours(c.id, level, nbrs);
-            // Keep the unvisited neighbours, then compute their distances with the next
-            // one's vector already on its way into the cache.
             nbrs.retain(|&n| visited.insert(n));
-            for &n in nbrs.iter().take(PREFETCH_AHEAD) {
-                dist.prefetch(n);
-            }
-            for (j, &n) in nbrs.iter().enumerate() {
-                if let Some(&next) = nbrs.get(j + PREFETCH_AHEAD) {
-                    dist.prefetch(next);
-                }
-                let d = dist.dist(n);
+            score_all(dist, nbrs, |n| {
                 let worst = best.peek().map_or(f32::INFINITY, |b| b.dist);
-                if best.len() < ef || d < worst {
-                    frontier.push(Reverse(Neighbor::new(d, n)));
-                    if accept(n) {
-                        best.push(Neighbor::new(d, n));
+                if best.len() < ef || n.dist < worst {
+                    frontier.push(Reverse(n));
+                    if accept(n.id) {
+                        best.push(n);
                         if best.len() > ef {
                             best.pop();
                         }
                     }
                 }
-            }
+            });
         }
         let mut found: Vec<Neighbor> = best.drain().collect();
         found.sort_unstable();
@@ -170,7 +243,7 @@ impl Hnsw {
         query: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Accept<'_>,
     ) -> Vec<(u32, f32)> {
         if self.is_empty() || k == 0 {
             return Vec::new();
@@ -203,7 +276,7 @@ impl Hnsw {
     fn descend(&self, dist: &impl Scorer) -> Vec<Neighbor> {
         let mut eps = vec![Neighbor::new(dist.dist(self.entry), self.entry)];
         for l in (1..=self.max_level).rev() {
-            eps = search_layer(dist, self, &eps, 1, l, &|_| true);
+            eps = search_layer(dist, self, &eps, 1, l, None);
         }
         eps
     }
@@ -220,7 +293,7 @@ impl super::VectorIndex for Hnsw {
         query: &[f32],
         k: usize,
         params: &super::SearchParams,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Accept<'_>,
     ) -> Vec<(u32, f32)> {
         Hnsw::search(self, view, query, k, params.ef, accept)
     }

@@ -33,7 +33,7 @@ use arrow_buffer::{Buffer, ScalarBuffer};
 use rayon::prelude::*;
 
 use super::hnsw::rerank;
-use super::{SearchParams, VectorIndex};
+use super::{Accept, SearchParams, VectorIndex};
 use crate::distance::{kernels, Metric};
 use crate::options::{IndexKind, IndexSettings, QuantKind};
 use crate::quant::rabitq::{RaBitQ, RaBitQScorer};
@@ -855,6 +855,10 @@ impl Ivf {
                         let s = c.scorer(view.metric(), &q);
                         self.scan(lists, accept, &seen, &mut top, |at, _| s.dist(at), &|_| 0.0);
                     }
+                    Codes::Sq4(c) => {
+                        let s = c.scorer(view.metric(), &q);
+                        self.scan(lists, accept, &seen, &mut top, |at, _| s.dist(at), &|_| 0.0);
+                    }
                     Codes::RaBitQ(c) => {
                         let s = c.scorer(view.metric(), &q);
                         let rotated = c.rotated();
@@ -977,8 +981,9 @@ impl VectorIndex for Ivf {
         query: &[f32],
         k: usize,
         params: &SearchParams,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Accept<'_>,
     ) -> Vec<(u32, f32)> {
+        let accept = accept.unwrap_or(&|_| true);
         Ivf::search(self, view, query, k, params.ef, params.nprobe, accept)
     }
 }

@@ -8,7 +8,7 @@
 use arrow_buffer::{Buffer, ScalarBuffer};
 use rayon::prelude::*;
 
-use super::Quantizer;
+use super::{round_half_away, Quantizer};
 use crate::distance::{kernels, prefetch_rows, Metric};
 use crate::vector::{Scorer, VectorView};
 
@@ -40,37 +40,7 @@ impl Sq8 {
         let dim = view.dim();
         let n = rows.map_or(view.len(), <[u32]>::len);
         let row = |i: usize| rows.map_or(i, |r| r[i] as usize);
-        let empty = || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]);
-        let (lo, hi) = (0..n)
-            .into_par_iter()
-            .fold(empty, |(mut lo, mut hi), i| {
-                for (d, &v) in view.normalized_row(row(i)).iter().enumerate() {
-                    lo[d] = lo[d].min(v);
-                    hi[d] = hi[d].max(v);
-                }
-                (lo, hi)
-            })
-            .reduce(empty, |(a, b), (c, d)| {
-                let lo = a.iter().zip(&c).map(|(x, y)| x.min(*y)).collect();
-                let hi = b.iter().zip(&d).map(|(x, y)| x.max(*y)).collect();
-                (lo, hi)
-            });
-        let lo: Vec<f32> = lo
-            .iter()
-            .map(|&v| if v.is_finite() { v } else { 0.0 })
-            .collect();
-        let step: Vec<f32> = lo
-            .iter()
-            .zip(&hi)
-            .map(|(&l, &h)| {
-                let s = (h - l) / 255.0;
-                if s > 0.0 && s.is_finite() {
-                    s
-                } else {
-                    1.0
-                }
-            })
-            .collect();
+        let (lo, step) = ranges(view, rows, 255.0);
         let mut codes = vec![0u8; n * dim];
         let sq: Vec<f32> = codes
             .par_chunks_mut(dim.max(1))
@@ -126,6 +96,51 @@ impl Sq8 {
         };
         Ok((codes, len))
     }
+}
+
+/// Each dimension's lowest value over the rows `rows` names (every row of `view` when `None`,
+/// normalized for cosine) and the step that spreads its range over `levels` steps (1 for a
+/// constant dimension).
+pub(super) fn ranges(
+    view: &VectorView<'_>,
+    rows: Option<&[u32]>,
+    levels: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let dim = view.dim();
+    let n = rows.map_or(view.len(), <[u32]>::len);
+    let row = |i: usize| rows.map_or(i, |r| r[i] as usize);
+    let empty = || (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]);
+    let (lo, hi) = (0..n)
+        .into_par_iter()
+        .fold(empty, |(mut lo, mut hi), i| {
+            for (d, &v) in view.normalized_row(row(i)).iter().enumerate() {
+                lo[d] = lo[d].min(v);
+                hi[d] = hi[d].max(v);
+            }
+            (lo, hi)
+        })
+        .reduce(empty, |(a, b), (c, d)| {
+            let lo = a.iter().zip(&c).map(|(x, y)| x.min(*y)).collect();
+            let hi = b.iter().zip(&d).map(|(x, y)| x.max(*y)).collect();
+            (lo, hi)
+        });
+    let lo: Vec<f32> = lo
+        .iter()
+        .map(|&v| if v.is_finite() { v } else { 0.0 })
+        .collect();
+    let step = lo
+        .iter()
+        .zip(&hi)
+        .map(|(&l, &h)| {
+            let s = (h - l) / levels;
+            if s > 0.0 && s.is_finite() {
+                s
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    (lo, step)
 }
 
 impl Quantizer for Sq8 {
@@ -197,7 +212,7 @@ impl Weights {
         let scale = largest / limit;
         let ints = weights
             .iter()
-            .map(|w| (w / scale).round().clamp(-limit, limit) as i16)
+            .map(|w| round_half_away((w / scale).clamp(-limit, limit)) as i16)
             .collect();
         Weights::Int(ints, scale)
     }

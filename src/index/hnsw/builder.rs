@@ -341,12 +341,12 @@ impl Insert<'_> {
         let (ep, top) = *read(self.entry);
         let mut eps = vec![Neighbor::new(coded.dist(ep), ep)];
         for l in (self.level + 1..=top).rev() {
-            eps = search_layer(coded, graph, &eps, 1, l, &|_| true);
+            eps = search_layer(coded, graph, &eps, 1, l, None);
         }
         for l in (0..=self.level.min(top)).rev() {
             let found = rerank(
                 self.exact,
-                search_layer(coded, graph, &eps, self.ef, l, &|_| true),
+                search_layer(coded, graph, &eps, self.ef, l, None),
             );
             let cap = if l == 0 { 2 * m } else { m };
             let chosen = select(view, &found, cap);

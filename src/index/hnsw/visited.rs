@@ -1,5 +1,6 @@
 //! The reusable per-thread state of graph search: a visited set cleared in O(1) by bumping an
-//! epoch, both beam heaps and the neighbour list, so a query allocates none of them.
+//! epoch, the sorted beam of unfiltered search, the heaps of filtered search and the
+//! neighbour list, so a query allocates none of them.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -36,9 +37,87 @@ impl Visited {
     }
 }
 
+/// The candidates of an unfiltered beam search: at most `ef`, nearest first, each marked once
+/// its neighbours have been visited. Kept sorted by insertion (a beam is at most a few hundred
+/// entries, so moving the tail costs less than a heap's reordering), it needs no second
+/// structure for the results and drops a candidate as soon as `ef` nearer ones are known.
+pub(super) struct Beam {
+    items: Vec<(Neighbor, bool)>,
+    ef: usize,
+    /// No unexpanded candidate sits before this position.
+    cursor: usize,
+}
+
+impl Beam {
+    const fn new() -> Beam {
+        Beam {
+            items: Vec::new(),
+            ef: 0,
+            cursor: 0,
+        }
+    }
+
+    /// Empties the beam, which then holds at most `ef` (at least one) candidates.
+    pub(super) fn clear(&mut self, ef: usize) {
+        self.items.clear();
+        self.ef = ef.max(1);
+        self.cursor = 0;
+    }
+
+    /// Keeps `n` if it is among the `ef` nearest offered so far.
+    #[inline]
+    pub(super) fn offer(&mut self, n: Neighbor) {
+        // Distances are finite (a query is refused otherwise), so plain comparisons order
+        // them; a tie with the farthest is not kept.
+        let full = self.items.len() >= self.ef;
+        if full
+            && self
+                .items
+                .last()
+                .is_some_and(|(last, _)| n.dist >= last.dist)
+        {
+            return;
+        }
+        let at = self.items.partition_point(|(c, _)| c.dist <= n.dist);
+        if full {
+            self.items.pop();
+        }
+        self.items.insert(at, (n, false));
+        self.cursor = self.cursor.min(at);
+    }
+
+    /// The nearest candidate not yet expanded, now marked expanded; `None` when none is left.
+    #[inline]
+    pub(super) fn next_unexpanded(&mut self) -> Option<u32> {
+        while let Some((c, expanded)) = self.items.get_mut(self.cursor) {
+            self.cursor += 1;
+            if !*expanded {
+                *expanded = true;
+                return Some(c.id);
+            }
+        }
+        None
+    }
+
+    /// The nearest candidate not yet expanded, left unmarked.
+    #[inline]
+    pub(super) fn peek_unexpanded(&self) -> Option<u32> {
+        self.items[self.cursor.min(self.items.len())..]
+            .iter()
+            .find(|(_, expanded)| !expanded)
+            .map(|(c, _)| c.id)
+    }
+
+    /// The candidates, nearest first.
+    pub(super) fn to_vec(&self) -> Vec<Neighbor> {
+        self.items.iter().map(|&(n, _)| n).collect()
+    }
+}
+
 /// A thread's search state.
 pub(super) struct Scratch {
     pub visited: Visited,
+    pub beam: Beam,
     pub frontier: BinaryHeap<Reverse<Neighbor>>,
     pub best: BinaryHeap<Neighbor>,
     pub nbrs: Vec<u32>,
@@ -48,6 +127,7 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {
             visited: Visited { marks: Vec::new(), epoch: 0 },
+            beam: Beam::new(),
             frontier: BinaryHeap::new(),
             best: BinaryHeap::new(),
             nbrs: Vec::new(),
