@@ -209,14 +209,14 @@ fn default_kind() -> IndexKind {
     IndexKind::Hnsw
 }
 fn default_quant() -> QuantKind {
-    QuantKind::Sq8
+    QuantKind::Sq4
 }
 
 impl Default for IndexSettings {
     fn default() -> Self {
         IndexSettings {
             kind: IndexKind::Auto,
-            quant: QuantKind::Sq8,
+            quant: default_quant(),
             m: 16,
             ef_construction: 200,
             ef_search: 64,
@@ -378,8 +378,8 @@ pub const OPTION_KEYS: &str =
 
 impl CollectionOptions {
     /// Sets one option from its text form: `metric` (cosine, l2, dot), `id` and `vector`
-    /// (column names), `vector_type` (float32, float16), `index` (auto, flat, hnsw, ivf), `quantization` (none, sq8, sq4, binary,
-    /// rabitq1 to rabitq9), and the integers `m`, `ef_construction`, `ef_search`,
+    /// (column names), `vector_type` (float32, float16), `index` (auto, flat, hnsw, ivf),
+    /// `quantization` (none, sq8, sq4, binary, rabitq1 to rabitq9), and the integers `m`, `ef_construction`, `ef_search`,
     /// `index_threshold`, `ivf_threshold`, `nlist`, `nprobe`. Values are checked when the options
     /// are used ([`IndexSettings::check`]).
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {

@@ -42,9 +42,9 @@ pub struct AnnArgs {
     m: usize,
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
-    /// The codes the index traverses: `sq8`, `rabitq1` to `rabitq9`, `binary`, or `none`
+    /// The codes the index traverses: `sq4`, `sq8`, `rabitq1` to `rabitq9`, `binary`, or `none`
     /// for the float vectors.
-    #[arg(long, default_value = "sq8")]
+    #[arg(long, default_value = "sq4")]
     quantization: QuantKind,
     /// Beam widths (graphs) or candidates re-ranked (IVF) to sweep; default
     /// 10,16,24,32,48,64,96,128,192,256,400 for graphs and 64 for IVF.

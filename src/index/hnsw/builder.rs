@@ -34,7 +34,7 @@ impl Default for HnswParams {
             m: 16,
             ef_construction: 200,
             seed: 0x5EED,
-            quant: QuantKind::Sq8,
+            quant: QuantKind::Sq4,
         }
     }
 }
