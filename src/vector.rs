@@ -232,13 +232,20 @@ impl<'a> VectorView<'a> {
 
     /// Distance between rows `a` and `b`, in the metric's ranking form.
     pub(crate) fn dist_rows(&self, a: u32, b: u32) -> f32 {
-        let s = match self.stored_row(a) {
-            Floats::F32(ra) => self.kernel(ra, b),
+        match self.stored_row(a) {
+            Floats::F32(ra) => self.dist_from(ra, a, b),
             Floats::F16(ra) => WIDE_ROW.with_borrow_mut(|buf| {
                 let ra = Floats::F16(ra).widened(buf);
-                self.kernel(ra, b)
+                self.dist_from(ra, a, b)
             }),
-        };
+        }
+    }
+
+    /// `dist_rows(a, b)` with row `a` already in f32 (`ra`, from [`VectorView::row`]), so
+    /// comparing one row with many widens it once.
+    #[inline]
+    pub(crate) fn dist_from(&self, ra: &[f32], a: u32, b: u32) -> f32 {
+        let s = self.kernel(ra, b);
         match self.metric {
             Metric::L2 => s,
             Metric::Dot => Metric::Dot.rank(s, 0.0, 0.0),

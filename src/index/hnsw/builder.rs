@@ -59,7 +59,8 @@ fn select(view: &VectorView<'_>, candidates: &[Neighbor], m: usize) -> Vec<u32> 
         if kept.len() >= m {
             break;
         }
-        if kept.iter().all(|&k| view.dist_rows(c.id, k) > c.dist) {
+        let row = view.row(c.id);
+        if kept.iter().all(|&k| view.dist_from(&row, c.id, k) > c.dist) {
             kept.push(c.id);
         }
     }
@@ -355,9 +356,10 @@ impl Insert<'_> {
                 let mut list = lock(&graph.links[nb as usize][l]);
                 list.push(i);
                 if list.len() > cap {
+                    let row = view.row(nb);
                     let mut cands: Vec<Neighbor> = list
                         .iter()
-                        .map(|&x| Neighbor::new(view.dist_rows(nb, x), x))
+                        .map(|&x| Neighbor::new(view.dist_from(&row, nb, x), x))
                         .collect();
                     cands.sort();
                     *list = select(view, &cands, cap);
