@@ -64,6 +64,14 @@ impl KnnBinder {
         check_k_and_ef(&self.limits, k, ef)
     }
 
+    /// nprobe from its argument expression, when there is one.
+    pub(super) fn nprobe(&self, nprobe: Option<&Expr>) -> Result<Option<usize>> {
+        let nprobe = nprobe
+            .map(|e| ScalarValue::try_from_array(&constant(e, "nprobe")?, 0))
+            .transpose()?;
+        check_nprobe(nprobe)
+    }
+
     fn bind(&self, node: &KnnNode) -> Result<LogicalPlan> {
         let (k, ef) = self.k_and_ef(&node.k, node.ef.as_ref())?;
         let name = &node.collection;
@@ -79,12 +87,7 @@ impl KnnBinder {
                 QueryVector::Values(query)
             }
         };
-        let nprobe = node
-            .nprobe
-            .as_ref()
-            .map(|e| ScalarValue::try_from_array(&constant(e, "nprobe")?, 0))
-            .transpose()?;
-        let nprobe = check_nprobe(nprobe)?;
+        let nprobe = self.nprobe(node.nprobe.as_ref())?;
         let table = KnnTable::new(name.clone(), snapshot, query, k, ef)
             .with_nprobe(nprobe)
             .with_rebind(Rebind {

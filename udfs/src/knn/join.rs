@@ -1,8 +1,8 @@
-//! `knn_join((SELECT * FROM queries), 'vector', 'docs', k [, ef])`: batch search in SQL. For
-//! every row the query in parentheses returns, the `k` nearest rows of collection `docs`, found in one call of the
-//! engine's blocked many-query search. Each result row holds the query row's columns, named
-//! `query_<column>`, then the collection's columns and `_distance`; rows come query by query,
-//! nearest first.
+//! `knn_join((SELECT * FROM queries), 'vector', 'docs', k [, ef [, nprobe]])`: batch search in
+//! SQL. For every row the query in parentheses returns, the `k` nearest rows of collection
+//! `docs`, found in one call of the engine's blocked many-query search. Each result row holds
+//! the query row's columns, named `query_<column>`, then the collection's columns and
+//! `_distance`; rows come query by query, nearest first.
 
 use std::fmt;
 use std::sync::Arc;
@@ -55,11 +55,13 @@ pub struct KnnJoinTable {
     snapshot: Arc<Snapshot>,
     k: usize,
     ef: Option<usize>,
+    nprobe: Option<usize>,
     schema: SchemaRef,
 }
 
 impl KnnJoinTable {
-    /// The `k` rows of `snapshot` nearest each row of `queries` (its `vector_column`).
+    /// The `k` rows of `snapshot` nearest each row of `queries` (its `vector_column`),
+    /// searched with beam width `ef` and `nprobe` IVF lists (`None`: the collection's).
     pub fn new(
         queries: LogicalPlan,
         vector_column: String,
@@ -67,6 +69,7 @@ impl KnnJoinTable {
         snapshot: Arc<Snapshot>,
         k: usize,
         ef: Option<usize>,
+        nprobe: Option<usize>,
     ) -> Result<Self> {
         let input = queries.schema().as_arrow().clone();
         input.index_of(&vector_column).map_err(|_| {
@@ -82,6 +85,7 @@ impl KnnJoinTable {
             snapshot,
             k,
             ef,
+            nprobe,
             schema,
         })
     }
@@ -122,6 +126,7 @@ pub struct KnnJoinExec {
     snapshot: Arc<Snapshot>,
     k: usize,
     ef: Option<usize>,
+    nprobe: Option<usize>,
     full_schema: SchemaRef,
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
@@ -151,6 +156,7 @@ impl KnnJoinExec {
             snapshot: t.snapshot.clone(),
             k: t.k,
             ef: t.ef,
+            nprobe: t.nprobe,
             full_schema: t.schema.clone(),
             projection,
             schema,
@@ -185,7 +191,9 @@ impl KnnJoinExec {
         if queries.num_rows() == 0 {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         }
-        let req = SearchRequest::new(values.values(), self.k).ef(self.ef);
+        let req = SearchRequest::new(values.values(), self.k)
+            .ef(self.ef)
+            .nprobe(self.nprobe);
         let hits = snapshot.search(&req).map_err(engine_error)?;
         let query_rows: UInt32Array = hits
             .iter()
@@ -214,7 +222,11 @@ impl DisplayAs for KnnJoinExec {
             f,
             "KnnJoinExec: collection={}, query column={}, k={}",
             self.collection, self.vector_column, self.k
-        )
+        )?;
+        if let Some(nprobe) = self.nprobe {
+            write!(f, ", nprobe={nprobe}")?;
+        }
+        Ok(())
     }
 }
 

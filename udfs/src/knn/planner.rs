@@ -59,25 +59,26 @@ fn text(expr: &Expr, what: &str) -> Result<String> {
 }
 
 impl KnnPlanner {
-    /// `knn_join('queries', 'vector', 'docs', k [, ef])`.
+    /// `knn_join('queries', 'vector', 'docs', k [, ef [, nprobe]])`.
     fn plan_join(&self, queries: LogicalPlan, exprs: Vec<Expr>) -> Result<LogicalPlan> {
         let join_usage = |what: &str| {
             datafusion::error::DataFusionError::Plan(format!(
                 "knn_join(): {what}; usage: knn_join((SELECT ... FROM queries), 'its vector \
-                 column', 'collection', k [, ef])"
+                 column', 'collection', k [, ef [, nprobe]])"
             ))
         };
-        if exprs.len() != 3 && exprs.len() != 4 {
+        if !(3..=5).contains(&exprs.len()) {
             return Err(join_usage(&format!(
-                "expected 4 or 5 arguments, got {}",
+                "expected 4 to 6 arguments, got {}",
                 exprs.len() + 1
             )));
         }
         let column = text(&exprs[0], "the query vector column")?;
         let collection = text(&exprs[1], "the collection")?;
         let (k, ef) = self.binder.k_and_ef(&exprs[2], exprs.get(3))?;
+        let nprobe = self.binder.nprobe(exprs.get(4))?;
         let c = self.db.collection(&collection).map_err(engine_error)?;
-        let join = KnnJoinTable::new(queries, column, collection, c.snapshot(), k, ef)?;
+        let join = KnnJoinTable::new(queries, column, collection, c.snapshot(), k, ef, nprobe)?;
         LogicalPlanBuilder::scan("knn_join()", provider_as_source(Arc::new(join)), None)?.build()
     }
 }

@@ -393,6 +393,33 @@ async fn knn_takes_a_per_query_nprobe_on_an_ivf_index() {
     // The collection's nprobe of 1 scans one list of 20: most true neighbours are elsewhere.
     assert_eq!(all, 100);
     assert!(one < all, "nprobe 1 found {one} of {all}");
+    // knn_join takes nprobe after ef too: every list scanned gives each query row its exact
+    // neighbours; the collection's one list does not.
+    let picks: Vec<u64> = (0..10).map(|qi| 90_000 + qi).collect();
+    let mut vb = FixedSizeListBuilder::new(Float32Builder::new(), DIM as i32);
+    for &p in &picks {
+        vb.values().append_slice(&vector(p));
+        vb.append(true);
+    }
+    let queries =
+        RecordBatch::try_from_iter(vec![("vector", Arc::new(vb.finish()) as ArrayRef)]).unwrap();
+    ctx.register_batch("queries", queries).unwrap();
+    let join = |tail: &str| {
+        format!("SELECT id FROM knn_join((SELECT * FROM queries), 'vector', 'docs', 10{tail})")
+    };
+    let want: Vec<i64> = picks
+        .iter()
+        .flat_map(|&p| brute_force(&vector(p), 10, Metric::Cosine))
+        .collect();
+    assert_eq!(
+        int_column(&query(&ctx, &join(", 100, 20")).await, "id"),
+        want
+    );
+    assert_ne!(int_column(&query(&ctx, &join(", 100")).await, "id"), want);
+    let plan = explain(&ctx, &join(", 100, 7")).await;
+    assert!(plan.contains("k=10, nprobe=7"), "{plan}");
+    let err = ctx.sql(&join(", 100, 0")).await.unwrap_err().to_string();
+    assert!(err.contains("nprobe must be a positive integer"), "{err}");
     let plan = explain(
         &ctx,
         &format!(
