@@ -15,7 +15,7 @@
 use arrow_buffer::{Buffer, ScalarBuffer};
 use rayon::prelude::*;
 
-use super::sq8::ranges;
+use super::sq8::{ranges, rank, write_floats};
 use super::{round_half_away, Quantizer};
 use crate::distance::{kernels, prefetch_rows, Metric};
 use crate::vector::{Scorer, VectorView};
@@ -175,11 +175,7 @@ impl Quantizer for Sq4 {
 
     fn write(&self, out: &mut Vec<u8>) {
         let at = out.len();
-        for part in [&self.lo, &self.step, &self.sq] {
-            for v in part.iter() {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
+        write_floats([&self.lo, &self.step, &self.sq], out);
         out.resize(at + Sq4::header_len(at, self.rows(), self.dim), 0);
         out.extend_from_slice(&self.codes);
         out.resize(at + Sq4::section_len(at, self.rows(), self.dim), 0);
@@ -204,12 +200,7 @@ impl Scorer for Sq4Scorer<'_> {
     fn dist(&self, i: u32) -> f32 {
         let int = (kernels().dot_u4_i8)(self.codes.row(i), &self.weights);
         let ip = self.bias + self.scale * int as f32;
-        // Cosine codes are of unit vectors: |x| = 1.
-        let x = match self.metric {
-            Metric::L2 => self.codes.sq[i as usize],
-            _ => 1.0,
-        };
-        self.metric.rank(ip, self.qn2, x)
+        rank(self.metric, ip, self.qn2, &self.codes.sq, i)
     }
     #[inline]
     fn prefetch(&self, i: u32) {
@@ -245,11 +236,8 @@ mod tests {
                 let decoded: Vec<f32> = (0..dim)
                     .map(|d| codes.lo[d] + codes.step[d] * f32::from(codes.code(i, d)))
                     .collect();
-                let x = if metric == Metric::L2 {
-                    decoded.iter().map(|v| v * v).sum()
-                } else {
-                    1.0
-                };
+                let norm2: f32 = decoded.iter().map(|v| v * v).sum();
+                let x = if metric == Metric::L2 { norm2 } else { 1.0 };
                 let ip: f32 = q.iter().zip(&decoded).map(|(a, b)| a * b).sum();
                 let want = metric.rank(ip, scorer.qn2, x);
                 // Only the query's 8-bit weights separate the two: at most half a unit of
@@ -260,10 +248,7 @@ mod tests {
                     (got - want).abs() <= bound,
                     "{metric} row {i}: {got} vs {want}"
                 );
-                assert!(
-                    (codes.sq[i as usize] - decoded.iter().map(|v| v * v).sum::<f32>()).abs()
-                        < 1e-3
-                );
+                assert!((codes.sq[i as usize] - norm2).abs() < 1e-3);
             }
         }
     }

@@ -143,6 +143,27 @@ pub(super) fn ranges(
     (lo, step)
 }
 
+/// Appends the f32 parts of a scalar-code section (`lo`, `step`, the decoded squared norms).
+pub(super) fn write_floats(parts: [&ScalarBuffer<f32>; 3], out: &mut Vec<u8>) {
+    for part in parts {
+        for v in part.iter() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// The ranking distance of coded row `i` from its dot product `ip` with the query (`qn2`:
+/// `|q|²`; `sq`: the decoded rows' squared norms, used for l2).
+#[inline]
+pub(super) fn rank(metric: Metric, ip: f32, qn2: f32, sq: &[f32], i: u32) -> f32 {
+    // Cosine codes are of unit vectors: |x| = 1.
+    let x = match metric {
+        Metric::L2 => sq[i as usize],
+        _ => 1.0,
+    };
+    metric.rank(ip, qn2, x)
+}
+
 impl Quantizer for Sq8 {
     type Scorer<'a> = Sq8Scorer<'a>;
 
@@ -171,11 +192,7 @@ impl Quantizer for Sq8 {
     }
 
     fn write(&self, out: &mut Vec<u8>) {
-        for part in [&self.lo, &self.step, &self.sq] {
-            for v in part.iter() {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
+        write_floats([&self.lo, &self.step, &self.sq], out);
         out.extend_from_slice(&self.codes);
         out.resize(out.len().next_multiple_of(4), 0);
     }
@@ -237,12 +254,7 @@ impl Scorer for Sq8Scorer<'_> {
                 Weights::Int(w, scale) => scale * (kernels().dot_u8_i16)(code, w) as f32,
                 Weights::Float(w) => (kernels().dot_u8)(w, code),
             };
-        // Cosine codes are of unit vectors: |x| = 1.
-        let x = match self.metric {
-            Metric::L2 => self.codes.sq[i as usize],
-            _ => 1.0,
-        };
-        self.metric.rank(ip, self.qn2, x)
+        rank(self.metric, ip, self.qn2, &self.codes.sq, i)
     }
     #[inline]
     fn prefetch(&self, i: u32) {
