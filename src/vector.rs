@@ -5,7 +5,6 @@
 //! computed in f32 arithmetic.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 
 use half::f16;
 
@@ -82,11 +81,6 @@ impl<'a> Floats<'a> {
             }
         }
     }
-}
-
-thread_local! {
-    /// A row widened from half precision, for distances between two stored rows.
-    static WIDE_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Distances from one query to the rows of a segment, as a search computes them (in the
@@ -230,19 +224,8 @@ impl<'a> VectorView<'a> {
         }
     }
 
-    /// Distance between rows `a` and `b`, in the metric's ranking form.
-    pub(crate) fn dist_rows(&self, a: u32, b: u32) -> f32 {
-        match self.stored_row(a) {
-            Floats::F32(ra) => self.dist_from(ra, a, b),
-            Floats::F16(ra) => WIDE_ROW.with_borrow_mut(|buf| {
-                let ra = Floats::F16(ra).widened(buf);
-                self.dist_from(ra, a, b)
-            }),
-        }
-    }
-
-    /// `dist_rows(a, b)` with row `a` already in f32 (`ra`, from [`VectorView::row`]), so
-    /// comparing one row with many widens it once.
+    /// Distance between rows `a` and `b`, in the metric's ranking form, with row `a` already
+    /// in f32 (`ra`, from [`VectorView::row`]), so comparing one row with many widens it once.
     #[inline]
     pub(crate) fn dist_from(&self, ra: &[f32], a: u32, b: u32) -> f32 {
         let s = self.kernel(ra, b);

@@ -1,14 +1,15 @@
-//! Building an HNSW graph in parallel (rayon): a lock per node and level, so there is no
-//! global lock on the hot path. Each insert walks the graph over the quantizer's codes,
-//! re-ranks the `ef_construction` candidates exactly, and keeps links chosen by the neighbour
-//! selection heuristic. The result is frozen into the flat layout `Hnsw` searches.
+//! Building an HNSW graph in parallel (rayon): writers lock one node's list, searches read
+//! layer 0 without a lock, so there is no global lock on the hot path. Each insert walks the
+//! graph over the quantizer's codes, re-ranks the `ef_construction` candidates exactly, and
+//! keeps links chosen by the neighbour selection heuristic. The result is frozen into the flat layout `Hnsw` searches.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use rayon::prelude::*;
 
 use super::{rerank, search_layer, Hnsw, Links};
+use crate::distance::prefetch_rows;
 use crate::error::{lock, read, write};
 use crate::options::{IndexSettings, QuantKind};
 use crate::quant::{splitmix, with_codes, Codes, Quantizer};
@@ -51,31 +52,150 @@ impl HnswParams {
     }
 }
 
+/// A link while building: its distance to the node it leaves (NaN until measured, for links
+/// carried over from a base graph), and whether the node's last selection kept it.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    dist: f32,
+    id: u32,
+    selected: bool,
+}
+
+impl Link {
+    fn new(n: Neighbor) -> Self {
+        Link {
+            dist: n.dist,
+            id: n.id,
+            selected: false,
+        }
+    }
+}
+
 /// The neighbour-selection heuristic: keep a candidate only if it is nearer to the base than
-/// to every neighbour already kept (spreads links in different directions).
-fn select(view: &VectorView<'_>, candidates: &[Neighbor], m: usize) -> Vec<u32> {
-    let mut kept: Vec<u32> = Vec::with_capacity(m);
+/// to every neighbour already kept (spreads links in different directions). `candidates` come
+/// nearest first; the kept ones are marked selected. Two candidates that one earlier selection
+/// kept together passed this test against each other then (the distances have not changed),
+/// so re-pruning a list measures only the pairs that involve a link added since.
+fn select(view: &VectorView<'_>, candidates: &[Link], m: usize) -> Vec<Link> {
+    let mut kept: Vec<Link> = Vec::with_capacity(m);
     for c in candidates {
         if kept.len() >= m {
             break;
         }
-        let row = view.row(c.id);
-        if kept.iter().all(|&k| view.dist_from(&row, c.id, k) > c.dist) {
-            kept.push(c.id);
+        let mut row = None;
+        let pass = kept.iter().all(|k| {
+            (c.selected && k.selected) || {
+                let row = row.get_or_insert_with(|| view.row(c.id));
+                view.dist_from(row, c.id, k.id) > c.dist
+            }
+        });
+        if pass {
+            kept.push(*c);
         }
+    }
+    for k in &mut kept {
+        k.selected = true;
     }
     kept
 }
 
-/// The graph while it is being built: a lock per node and level.
+/// Cuts `list`, node `node`'s links, back to `cap` by the heuristic.
+fn prune(view: &VectorView<'_>, node: u32, list: &mut Vec<Link>, cap: usize) {
+    if list.iter().any(|l| l.dist.is_nan()) {
+        let row = view.row(node);
+        for l in list.iter_mut().filter(|l| l.dist.is_nan()) {
+            l.dist = view.dist_from(&row, node, l.id);
+        }
+    }
+    list.sort_unstable_by(|a, b| a.dist.total_cmp(&b.dist).then(a.id.cmp(&b.id)));
+    *list = select(view, list, cap);
+}
+
+/// The graph while it is being built: every node's list on each of its levels, with each
+/// link's distance, under a lock per list. Layer 0, which searches read at every step, is also
+/// kept in one flat array of rows in the frozen graph's layout (a count, then up to `2m` ids)
+/// that readers copy without a lock; a reader racing a writer may copy a mix of the old and
+/// the new list, each of whose ids is a node, which a beam search tolerates.
 struct Building {
-    links: Vec<Vec<Mutex<Vec<u32>>>>,
+    /// Words per layer-0 row: `1 + 2m`.
+    w0: usize,
+    layer0: Vec<AtomicU32>,
+    lists: Vec<Vec<Mutex<Vec<Link>>>>,
+}
+
+impl Building {
+    fn new(levels: &[u8], m: usize) -> Self {
+        let w0 = 1 + 2 * m;
+        Building {
+            w0,
+            layer0: (0..levels.len() * w0).map(|_| AtomicU32::new(0)).collect(),
+            lists: levels
+                .iter()
+                .map(|&l| (0..=l).map(|_| Mutex::new(Vec::new())).collect())
+                .collect(),
+        }
+    }
+
+    fn row(&self, node: u32) -> &[AtomicU32] {
+        &self.layer0[node as usize * self.w0..(node as usize + 1) * self.w0]
+    }
+
+    /// Copies layer-0 list `list` of `node` into its row; the caller holds the list's lock.
+    fn mirror(&self, node: u32, list: &[Link]) {
+        let row = self.row(node);
+        for (slot, l) in row[1..].iter().zip(list) {
+            slot.store(l.id, Ordering::Relaxed);
+        }
+        row[0].store(list.len().min(self.w0 - 1) as u32, Ordering::Release);
+    }
+
+    /// Sets node `node`'s links on `level`.
+    fn set(&self, node: u32, level: usize, links: Vec<Link>) {
+        let mut list = lock(&self.lists[node as usize][level]);
+        *list = links;
+        if level == 0 {
+            self.mirror(node, &list);
+        }
+    }
+
+    /// Adds `link` to node `node`'s links on `level`, pruning them back to `cap` when that
+    /// overfills them.
+    fn push(&self, view: &VectorView<'_>, node: u32, level: usize, link: Link, cap: usize) {
+        let mut list = lock(&self.lists[node as usize][level]);
+        list.push(link);
+        if list.len() > cap {
+            prune(view, node, &mut list, cap);
+        } else if level == 0 {
+            // Only the new id and the count change.
+            let row = self.row(node);
+            row[list.len()].store(link.id, Ordering::Relaxed);
+            row[0].store(list.len() as u32, Ordering::Release);
+            return;
+        }
+        if level == 0 {
+            self.mirror(node, &list);
+        }
+    }
 }
 
 impl Links for Building {
+    #[inline]
     fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>) {
         out.clear();
-        out.extend_from_slice(&lock(&self.links[node as usize][level]));
+        if level > 0 {
+            out.extend(lock(&self.lists[node as usize][level]).iter().map(|l| l.id));
+            return;
+        }
+        let row = self.row(node);
+        let count = (row[0].load(Ordering::Acquire) as usize).min(self.w0 - 1);
+        out.extend(row[1..1 + count].iter().map(|w| w.load(Ordering::Relaxed)));
+    }
+
+    #[inline]
+    fn prefetch(&self, node: u32, level: usize) {
+        if level == 0 {
+            prefetch_rows(&self.layer0, node as usize * self.w0, self.w0);
+        }
     }
 }
 
@@ -133,17 +253,12 @@ pub(crate) fn extend(
         });
     }
     let carried = base.and_then(|b| carry(view, b, m, &mut levels));
-    let graph = Building {
-        links: levels
-            .iter()
-            .map(|&l| (0..=l).map(|_| Mutex::new(Vec::new())).collect())
-            .collect(),
-    };
+    let graph = Building::new(&levels, m);
     let (entry, first) = match carried {
         Some((lists, entry, kept)) => {
             for (node, node_lists) in lists.into_iter().enumerate() {
                 for (l, list) in node_lists.into_iter().enumerate() {
-                    *lock(&graph.links[node][l]) = list;
+                    graph.set(node as u32, l, list);
                 }
             }
             ((entry, levels[entry as usize] as usize), kept)
@@ -180,21 +295,22 @@ pub(crate) fn extend(
     }
 
     let (entry, max_level) = *read(&entry);
-    let w0 = 1 + 2 * m;
-    let mut layer0 = vec![0u32; n * w0];
+    // Layer 0 is already in the frozen layout.
+    let layer0: Vec<u32> = graph
+        .layer0
+        .into_iter()
+        .map(AtomicU32::into_inner)
+        .collect();
     let mut upper_offsets = vec![0u32; n];
     let mut upper = Vec::new();
-    for (i, node) in graph.links.iter().enumerate() {
-        let l0 = lock(&node[0]);
-        layer0[i * w0] = l0.len() as u32;
-        layer0[i * w0 + 1..i * w0 + 1 + l0.len()].copy_from_slice(&l0);
+    for (i, lists) in graph.lists.iter().enumerate() {
         // Offsets never decrease (a node without upper lists gets the next one's), so each
         // node's level can be read back when the graph is extended.
         upper_offsets[i] = upper.len() as u32;
-        for list in &node[1..] {
+        for list in &lists[1..] {
             let list = lock(list);
             upper.push(list.len() as u32);
-            upper.extend_from_slice(&list);
+            upper.extend(list.iter().map(|l| l.id));
             upper.extend(std::iter::repeat_n(0, m - list.len()));
         }
     }
@@ -210,7 +326,7 @@ pub(crate) fn extend(
 }
 
 /// Each node's lists by level, as `Building` holds them.
-type Lists = Vec<Vec<Vec<u32>>>;
+type Lists = Vec<Vec<Vec<Link>>>;
 
 /// The links of `base` renumbered into `view`'s rows (repaired where they lost a neighbour to a
 /// dropped row), the new entry point, and how many rows they cover; `levels` gets the kept
@@ -261,7 +377,11 @@ fn carry(
                         .filter_map(|&x| Some(keep[x as usize]).filter(|&y| y != DROPPED))
                         .collect();
                     if mapped.len() == scratch.len() {
-                        return mapped;
+                        // Measured only if the list is pruned.
+                        return mapped
+                            .into_iter()
+                            .map(|x| Link::new(Neighbor::new(f32::NAN, x)))
+                            .collect();
                     }
                     // Lost links: choose again among the neighbours left and the kept
                     // neighbours of the dropped ones.
@@ -283,12 +403,12 @@ fn carry(
                     }
                     cands.sort_unstable();
                     cands.dedup();
-                    let mut scored: Vec<Neighbor> = cands
+                    let mut scored: Vec<Link> = cands
                         .into_iter()
-                        .map(|x| Neighbor::new(view.dist_rows(new as u32, x), x))
+                        .map(|x| Link::new(Neighbor::new(f32::NAN, x)))
                         .collect();
-                    scored.sort();
-                    select(view, &scored, cap)
+                    prune(view, new as u32, &mut scored, cap);
+                    scored
                 })
                 .collect()
         })
@@ -350,20 +470,12 @@ impl Insert<'_> {
                 search_layer(coded, graph, &eps, self.ef, l, None),
             );
             let cap = if l == 0 { 2 * m } else { m };
-            let chosen = select(view, &found, cap);
-            *lock(&graph.links[i as usize][l]) = chosen.clone();
-            for &nb in &chosen {
-                let mut list = lock(&graph.links[nb as usize][l]);
-                list.push(i);
-                if list.len() > cap {
-                    let row = view.row(nb);
-                    let mut cands: Vec<Neighbor> = list
-                        .iter()
-                        .map(|&x| Neighbor::new(view.dist_from(&row, nb, x), x))
-                        .collect();
-                    cands.sort();
-                    *list = select(view, &cands, cap);
-                }
+            let candidates: Vec<Link> = found.iter().map(|&n| Link::new(n)).collect();
+            let chosen = select(view, &candidates, cap);
+            graph.set(i, l, chosen.clone());
+            for nb in &chosen {
+                let back = Link::new(Neighbor::new(nb.dist, i));
+                graph.push(view, nb.id, l, back, cap);
             }
             eps = found;
         }
@@ -371,6 +483,63 @@ impl Insert<'_> {
             let mut e = write(self.entry);
             if self.level > e.1 {
                 *e = (i, self.level);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::Metric;
+
+    /// Re-pruning a list whose links an earlier selection kept, plus links added since, keeps
+    /// exactly what selecting among all of them afresh keeps (the skipped pairs are known).
+    #[test]
+    fn re_pruning_skips_only_pairs_already_known_to_pass() {
+        let (n, dim, cap) = (400, 12, 8);
+        let data: Vec<f32> = (0..n * dim)
+            .map(|i| (splitmix(i as u64) % 10_000) as f32 / 10_000.0 - 0.5)
+            .collect();
+        for metric in [Metric::L2, Metric::Cosine] {
+            let view = VectorView::new(&data, dim, metric);
+            for base in 0..40u32 {
+                let row = view.row(base);
+                let link = |x: u32| Link::new(Neighbor::new(view.dist_from(&row, base, x), x));
+                let sorted = |mut v: Vec<Link>| {
+                    v.sort_unstable_by(|a, b| a.dist.total_cmp(&b.dist).then(a.id.cmp(&b.id)));
+                    v
+                };
+                let near = sorted((0..n as u32).filter(|&x| x != base).map(link).collect());
+                let near = &near[..60];
+                // An earlier selection among the odd ids, then the even ones added.
+                let odd: Vec<Link> = near.iter().copied().filter(|l| l.id % 2 == 1).collect();
+                let first = select(&view, &odd, cap);
+                assert!(first.len() > 1 && first.iter().all(|l| l.selected));
+                let mut grown = first.clone();
+                grown.extend(near.iter().copied().filter(|l| l.id % 2 == 0));
+                let fresh: Vec<Link> = grown
+                    .iter()
+                    .map(|l| Link {
+                        selected: false,
+                        ..*l
+                    })
+                    .collect();
+                let expect: Vec<u32> = select(&view, &sorted(fresh), cap)
+                    .iter()
+                    .map(|l| l.id)
+                    .collect();
+                let mut pruned = grown;
+                prune(&view, base, &mut pruned, cap);
+                assert_eq!(pruned.iter().map(|l| l.id).collect::<Vec<_>>(), expect);
+                // Links without a distance (carried from a base graph) are measured first.
+                let mut carried: Vec<Link> = odd
+                    .iter()
+                    .map(|l| Link::new(Neighbor::new(f32::NAN, l.id)))
+                    .collect();
+                prune(&view, base, &mut carried, cap);
+                let ids = |v: &[Link]| v.iter().map(|l| l.id).collect::<Vec<_>>();
+                assert_eq!(ids(&carried), ids(&first));
             }
         }
     }
