@@ -1,7 +1,8 @@
 //! Building an HNSW graph in parallel (rayon): writers lock one node's list, searches read
 //! layer 0 without a lock, so there is no global lock on the hot path. Each insert walks the
 //! graph over the quantizer's codes, re-ranks the `ef_construction` candidates exactly, and
-//! keeps links chosen by the neighbour selection heuristic. The result is frozen into the flat layout `Hnsw` searches.
+//! keeps links chosen by the neighbour selection heuristic. The result is frozen into the flat
+//! layout `Hnsw` searches.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
