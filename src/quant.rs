@@ -229,3 +229,11 @@ pub(crate) fn splitmix(mut x: u64) -> u64 {
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
 }
+
+/// `n` rows of `dim` values spread evenly over [-0.5, 0.5), the same for every call (tests).
+#[cfg(test)]
+pub(crate) fn uniform_rows(n: usize, dim: usize) -> Vec<f32> {
+    (0..n * dim)
+        .map(|i| (splitmix(i as u64) % 10_000) as f32 / 10_000.0 - 0.5)
+        .collect()
+}

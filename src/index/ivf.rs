@@ -991,6 +991,7 @@ impl VectorIndex for Ivf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::uniform_rows;
 
     fn clustered(n: usize, dim: usize) -> Vec<f32> {
         (0..n * dim)
@@ -1030,9 +1031,7 @@ mod tests {
     #[test]
     fn grouped_lists_assign_rows_to_their_nearest_list() {
         let (n, dim, lists) = (40_000, 16, 8300);
-        let data: Vec<f32> = (0..n * dim)
-            .map(|i| (splitmix(i as u64) % 10_000) as f32 / 10_000.0 - 0.5)
-            .collect();
+        let data = uniform_rows(n, dim);
         let view = VectorView::new(&data, dim, Metric::L2);
         let cancel = AtomicBool::new(false);
         let trained = train(&view, lists, &cancel).unwrap();

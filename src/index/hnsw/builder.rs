@@ -70,6 +70,11 @@ impl Link {
             selected: false,
         }
     }
+
+    /// A link whose distance is measured only if its list is pruned (carried from a base graph).
+    fn unmeasured(id: u32) -> Self {
+        Link::new(Neighbor::new(f32::NAN, id))
+    }
 }
 
 /// The neighbour-selection heuristic: keep a candidate only if it is nearer to the base than
@@ -378,11 +383,7 @@ fn carry(
                         .filter_map(|&x| Some(keep[x as usize]).filter(|&y| y != DROPPED))
                         .collect();
                     if mapped.len() == scratch.len() {
-                        // Measured only if the list is pruned.
-                        return mapped
-                            .into_iter()
-                            .map(|x| Link::new(Neighbor::new(f32::NAN, x)))
-                            .collect();
+                        return mapped.into_iter().map(Link::unmeasured).collect();
                     }
                     // Lost links: choose again among the neighbours left and the kept
                     // neighbours of the dropped ones.
@@ -404,10 +405,7 @@ fn carry(
                     }
                     cands.sort_unstable();
                     cands.dedup();
-                    let mut scored: Vec<Link> = cands
-                        .into_iter()
-                        .map(|x| Link::new(Neighbor::new(f32::NAN, x)))
-                        .collect();
+                    let mut scored: Vec<Link> = cands.into_iter().map(Link::unmeasured).collect();
                     prune(view, new as u32, &mut scored, cap);
                     scored
                 })
@@ -493,15 +491,14 @@ impl Insert<'_> {
 mod tests {
     use super::*;
     use crate::distance::Metric;
+    use crate::quant::uniform_rows;
 
     /// Re-pruning a list whose links an earlier selection kept, plus links added since, keeps
     /// exactly what selecting among all of them afresh keeps (the skipped pairs are known).
     #[test]
     fn re_pruning_skips_only_pairs_already_known_to_pass() {
         let (n, dim, cap) = (400, 12, 8);
-        let data: Vec<f32> = (0..n * dim)
-            .map(|i| (splitmix(i as u64) % 10_000) as f32 / 10_000.0 - 0.5)
-            .collect();
+        let data = uniform_rows(n, dim);
         for metric in [Metric::L2, Metric::Cosine] {
             let view = VectorView::new(&data, dim, metric);
             for base in 0..40u32 {
@@ -534,10 +531,7 @@ mod tests {
                 prune(&view, base, &mut pruned, cap);
                 assert_eq!(pruned.iter().map(|l| l.id).collect::<Vec<_>>(), expect);
                 // Links without a distance (carried from a base graph) are measured first.
-                let mut carried: Vec<Link> = odd
-                    .iter()
-                    .map(|l| Link::new(Neighbor::new(f32::NAN, l.id)))
-                    .collect();
+                let mut carried: Vec<Link> = odd.iter().map(|l| Link::unmeasured(l.id)).collect();
                 prune(&view, base, &mut carried, cap);
                 let ids = |v: &[Link]| v.iter().map(|l| l.id).collect::<Vec<_>>();
                 assert_eq!(ids(&carried), ids(&first));
