@@ -150,8 +150,9 @@ pub struct Kernels {
     /// `fastscan(codes, lut, out)`: 32 rows' 1-bit codes scored at once by 4-bit table
     /// lookups (see `scalar::fastscan`), how IVF scans its lists.
     pub fastscan: FastScanFn,
-    /// `Σ code · q` for 4-bit codes packed in nibbles and a signed 8-bit query (see
-    /// `scalar::dot_u4_i8`): 2- to 4-bit codes.
+    /// `Σ code · w` for 4-bit codes packed in nibbles and signed 8-bit weights in the order
+    /// the nibbles are read (see `scalar::dot_u4_i8` and `scalar::nibble_order`): 2- to 4-bit
+    /// codes.
     pub dot_u4_i8: IntDotFn,
     /// `Σ code · q` for 8-bit codes and a signed 8-bit query (see `scalar::dot_u8_i8`): 5- to
     /// 8-bit codes.

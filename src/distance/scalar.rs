@@ -68,19 +68,34 @@ pub fn fastscan(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
     }
 }
 
-/// `Σ code[i] · q[i]` for 4-bit codes packed two to a byte in blocks of 32 dimensions (byte
-/// `j` of a block: dimension `j` in the low nibble, `j + 16` in the high one) and signed 8-bit
-/// query values; `q.len()` is a multiple of 32 and twice `codes.len()`.
-pub fn dot_u4_i8(codes: &[u8], q: &[i8]) -> i32 {
-    assert!(q.len().is_multiple_of(32) && codes.len() * 2 == q.len());
+/// `Σ code · w` for 4-bit codes packed two to a byte and signed 8-bit weights in the order the
+/// kernels read the nibbles: the codes go 32 bytes at a time (a final 16), and the weights of
+/// such a chunk of `h` bytes are the `h` of its low nibbles, then the `h` of its high ones.
+/// `codes.len()` is a multiple of 16 and `w.len()` twice it. Codes stored in blocks of 32
+/// dimensions (byte `j`: dimension `j` low, `j + 16` high) take their weights through
+/// `nibble_order`.
+pub fn dot_u4_i8(codes: &[u8], w: &[i8]) -> i32 {
+    assert!(codes.len().is_multiple_of(16) && codes.len() * 2 == w.len());
     let mut total = 0i32;
-    for (c, q) in codes.chunks_exact(16).zip(q.chunks_exact(32)) {
-        for j in 0..16 {
-            total += i32::from(c[j] & 15) * i32::from(q[j]);
-            total += i32::from(c[j] >> 4) * i32::from(q[j + 16]);
+    for (c, w) in codes.chunks(32).zip(w.chunks(64)) {
+        let h = c.len();
+        for j in 0..h {
+            total += i32::from(c[j] & 15) * i32::from(w[j]);
+            total += i32::from(c[j] >> 4) * i32::from(w[h + j]);
         }
     }
     total
+}
+
+/// Puts the per-dimension weights `w` of codes stored in blocks of 32 dimensions (byte `j` of
+/// a block: dimension `j` in the low nibble, `j + 16` in the high one) into `dot_u4_i8`'s
+/// order: in every whole 64 dimensions, the second and third sixteen change places (a 32-byte
+/// chunk's low nibbles are dimensions 0..16 and 32..48 of its two blocks).
+pub fn nibble_order(w: &mut [i8]) {
+    for chunk in w.chunks_exact_mut(64) {
+        let (a, b) = chunk[16..48].split_at_mut(16);
+        a.swap_with_slice(b);
+    }
 }
 
 /// `Σ code[i] · q[i]` for 8-bit unsigned codes and signed 8-bit query values; equal lengths,

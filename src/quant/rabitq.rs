@@ -24,6 +24,7 @@ use arrow_buffer::{Buffer, ScalarBuffer};
 use rayon::prelude::*;
 
 use super::{splitmix, Quantizer};
+use crate::distance::scalar::nibble_order;
 use crate::distance::{kernels, prefetch_rows, Kernels, Metric};
 use crate::vector::{Scorer, VectorView};
 
@@ -475,6 +476,9 @@ impl Quantizer for RaBitQ {
             for (o, &v) in s.int8.iter_mut().zip(&turned) {
                 *o = (v / delta).round().clamp(-most, most) as i8;
             }
+            if layout == Layout::Nibbles {
+                nibble_order(&mut s.int8);
+            }
             let sum: f32 = turned.iter().sum();
             (s.delta, s.offset) = (delta, h * sum);
         }
@@ -519,7 +523,8 @@ pub(crate) struct RaBitQScorer<'a> {
     ints: Vec<u16>,
     /// The rotated query's integer bit planes (bit-plane codes).
     planes: Vec<u64>,
-    /// The rotated query as signed 8-bit integers (nibble and byte codes).
+    /// The rotated query as signed 8-bit integers (nibble codes: in the kernel's nibble order;
+    /// byte codes).
     int8: Vec<i8>,
     lo: f32,
     delta: f32,

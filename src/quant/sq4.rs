@@ -3,10 +3,10 @@
 //! of the bytes of the floats, half of sq8's: a graph traverses twice as many codes per cache
 //! line, and re-ranks its whole beam exactly to make up for the coarser order.
 //!
-//! A row is `padded / 2` bytes (the dimension rounded up to 32; the padding codes are 0) in the
-//! nibble layout of the `dot_u4_i8` kernel: per block of 32 dimensions, byte `j` holds dimension
-//! `j` in its low nibble and `j + 16` in its high one. The query's weights `q·step` are rounded
-//! to signed 8-bit integers, so a row scores with one integer kernel call.
+//! A row is `padded / 2` bytes (the dimension rounded up to 32; the padding codes are 0): per
+//! block of 32 dimensions, byte `j` holds dimension `j` in its low nibble and `j + 16` in its
+//! high one. The query's weights `q·step` are rounded to signed 8-bit integers and put in the
+//! `dot_u4_i8` kernel's nibble order, so a row scores with one integer kernel call.
 //!
 //! File section: `lo` and `step` (dim f32 each), the decoded squared norms (rows f32), zero
 //! padding to a multiple of 64 bytes of the file (so no row straddles more cache lines than
@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::sq8::{ranges, rank, write_floats};
 use super::{round_half_away, Quantizer};
+use crate::distance::scalar::nibble_order;
 use crate::distance::{kernels, prefetch_rows, Metric};
 use crate::vector::{Scorer, VectorView};
 
@@ -148,13 +149,15 @@ impl Quantizer for Sq4 {
             1.0
         };
         let dot = kernels().dot;
+        let mut rounded: Vec<i8> = weights
+            .iter()
+            .map(|w| round_half_away((w / scale).clamp(-MOST, MOST)) as i8)
+            .collect();
+        nibble_order(&mut rounded);
         Sq4Scorer {
             codes: self,
             metric,
-            weights: weights
-                .iter()
-                .map(|w| round_half_away((w / scale).clamp(-MOST, MOST)) as i8)
-                .collect(),
+            weights: rounded,
             scale,
             bias: dot(q, &self.lo),
             qn2: dot(q, q),
@@ -186,7 +189,8 @@ impl Quantizer for Sq4 {
 pub(crate) struct Sq4Scorer<'a> {
     codes: &'a Sq4,
     metric: Metric,
-    /// `q·step` per dimension (zero past the dimension), rounded to `scale` units.
+    /// `q·step` per dimension (zero past the dimension), rounded to `scale` units, in the
+    /// kernel's nibble order.
     weights: Vec<i8>,
     scale: f32,
     /// `q · lo`.

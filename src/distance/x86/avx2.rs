@@ -299,32 +299,52 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn dot_u4_i8_impl(codes: &[u8], q: &[i8]) -> i32 {
-    let (pc, pq) = (codes.as_ptr(), q.as_ptr());
-    let mask = _mm_set1_epi8(0x0F);
+unsafe fn dot_u4_i8_impl(codes: &[u8], w: &[i8]) -> i32 {
+    let (pc, pw) = (codes.as_ptr(), w.as_ptr());
+    let mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_si256();
-    for b in 0..q.len() / 32 {
-        let packed = _mm_loadu_si128(pc.add(b * 16) as *const __m128i);
-        let lo = _mm_and_si128(packed, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(packed), mask);
-        // Dimensions 0..15 of the block in the low lane, 16..31 in the high one.
-        let c = _mm256_set_m128i(hi, lo);
-        let v = _mm256_loadu_si256(pq.add(b * 32) as *const __m256i);
-        // u8 × i8 pairs summed into i16 (at most 2 · 15 · 128: no saturation), then i32.
-        let pairs = _mm256_maddubs_epi16(c, v);
+    let chunks = codes.len() / 32;
+    let mut c = 0;
+    while c < chunks {
+        // u8 × i8 pairs summed into i16 lanes, at most 2 · 15 · 128 = 3,840 each: eight
+        // chunks per accumulator stay below 32,767, then widen to i32.
+        let stop = (c + 8).min(chunks);
+        let (mut lo_acc, mut hi_acc) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        while c < stop {
+            let packed = _mm256_loadu_si256(pc.add(c * 32) as *const __m256i);
+            let lo = _mm256_and_si256(packed, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), mask);
+            let wl = _mm256_loadu_si256(pw.add(c * 64) as *const __m256i);
+            let wh = _mm256_loadu_si256(pw.add(c * 64 + 32) as *const __m256i);
+            lo_acc = _mm256_add_epi16(lo_acc, _mm256_maddubs_epi16(lo, wl));
+            hi_acc = _mm256_add_epi16(hi_acc, _mm256_maddubs_epi16(hi, wh));
+            c += 1;
+        }
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(lo_acc, ones));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(hi_acc, ones));
+    }
+    if codes.len() % 32 == 16 {
+        // A final 16 bytes: their low nibbles in the low lane, the high ones in the high lane.
+        let packed = _mm_loadu_si128(pc.add(chunks * 32) as *const __m128i);
+        let m = _mm256_castsi256_si128(mask);
+        let lo = _mm_and_si128(packed, m);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(packed), m);
+        let v = _mm256_loadu_si256(pw.add(chunks * 64) as *const __m256i);
+        let pairs = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), v);
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
     }
     hsum_epi32(acc)
 }
 
-/// `scalar::dot_u4_i8` with 32 dimensions per step.
-pub fn dot_u4_i8_avx2(codes: &[u8], q: &[i8]) -> i32 {
-    assert!(q.len().is_multiple_of(32) && codes.len() * 2 == q.len());
+/// `scalar::dot_u4_i8` with 64 weights per step.
+pub fn dot_u4_i8_avx2(codes: &[u8], w: &[i8]) -> i32 {
+    assert!(codes.len().is_multiple_of(16) && codes.len() * 2 == w.len());
     // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected);
-    // block b reads bytes 16b..16b+16 of `codes` and 32b..32b+32 of `q`, both in bounds by
-    // the lengths asserted above.
-    unsafe { dot_u4_i8_impl(codes, q) }
+    // chunk c reads bytes 32c..32c+32 of `codes` and 64c..64c+64 of `w` for c below
+    // `codes.len() / 32`, and a final 16 bytes of `codes` at 32c with the 32 weights at 64c,
+    // all in bounds by the lengths asserted above.
+    unsafe { dot_u4_i8_impl(codes, w) }
 }
 
 #[target_feature(enable = "avx2")]
