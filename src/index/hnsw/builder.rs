@@ -75,6 +75,11 @@ impl Link {
     fn unmeasured(id: u32) -> Self {
         Link::new(Neighbor::new(f32::NAN, id))
     }
+
+    /// Nearest first, ties by id: the order selection takes its candidates in.
+    fn nearest_first(a: &Link, b: &Link) -> std::cmp::Ordering {
+        a.dist.total_cmp(&b.dist).then(a.id.cmp(&b.id))
+    }
 }
 
 /// The neighbour-selection heuristic: keep a candidate only if it is nearer to the base than
@@ -113,7 +118,7 @@ fn prune(view: &VectorView<'_>, node: u32, list: &mut Vec<Link>, cap: usize) {
             l.dist = view.dist_from(&row, node, l.id);
         }
     }
-    list.sort_unstable_by(|a, b| a.dist.total_cmp(&b.dist).then(a.id.cmp(&b.id)));
+    list.sort_unstable_by(Link::nearest_first);
     *list = select(view, list, cap);
 }
 
@@ -171,15 +176,14 @@ impl Building {
         list.push(link);
         if list.len() > cap {
             prune(view, node, &mut list, cap);
+            if level == 0 {
+                self.mirror(node, &list);
+            }
         } else if level == 0 {
             // Only the new id and the count change.
             let row = self.row(node);
             row[list.len()].store(link.id, Ordering::Relaxed);
             row[0].store(list.len() as u32, Ordering::Release);
-            return;
-        }
-        if level == 0 {
-            self.mirror(node, &list);
         }
     }
 }
@@ -505,7 +509,7 @@ mod tests {
                 let row = view.row(base);
                 let link = |x: u32| Link::new(Neighbor::new(view.dist_from(&row, base, x), x));
                 let sorted = |mut v: Vec<Link>| {
-                    v.sort_unstable_by(|a, b| a.dist.total_cmp(&b.dist).then(a.id.cmp(&b.id)));
+                    v.sort_unstable_by(Link::nearest_first);
                     v
                 };
                 let near = sorted((0..n as u32).filter(|&x| x != base).map(link).collect());
