@@ -1,7 +1,8 @@
 //! 4-bit scalar quantization: each dimension is mapped linearly onto 0..=15 over its own range
 //! in the segment (for cosine, of the normalized vectors), as sq8 does onto 0..=255. An eighth
 //! of the bytes of the floats, half of sq8's: a graph traverses twice as many codes per cache
-//! line, and re-ranks its whole beam exactly to make up for the coarser order.
+//! line, and re-ranks the beam's nearest `max(4k, 32)` exactly (`Codes::rerank_depth`) to
+//! make up for the coarser order.
 //!
 //! A row is `padded / 2` bytes (the dimension rounded up to 32; the padding codes are 0): per
 //! block of 32 dimensions, byte `j` holds dimension `j` in its low nibble and `j + 16` in its
