@@ -125,6 +125,7 @@ type DotU8Fn = fn(&[f32], &[u8]) -> f32;
 type BitsFn = fn(&[u64], &[u64], usize) -> u64;
 type FastScanFn = fn(&[u8], &[u8], &mut [u16; 32]);
 type IntDotFn = fn(&[u8], &[i8]) -> i32;
+type IntDot4Fn = fn([&[u8]; 4], &[i8]) -> [i32; 4];
 type WideDotFn = fn(&[u8], &[i16]) -> i32;
 type DotHFn = fn(&[f32], &[f16]) -> f32;
 type WidenFn = fn(&[f16], &mut [f32]);
@@ -154,6 +155,8 @@ pub struct Kernels {
     /// the nibbles are read (see `scalar::dot_u4_i8` and `scalar::nibble_order`): 2- to 4-bit
     /// codes.
     pub dot_u4_i8: IntDotFn,
+    /// `dot_u4_i8` of four rows of equal length at once (each chunk's weights read once).
+    pub dot4_u4_i8: IntDot4Fn,
     /// `Σ code · q` for 8-bit codes and a signed 8-bit query (see `scalar::dot_u8_i8`): 5- to
     /// 8-bit codes.
     pub dot_u8_i8: IntDotFn,
@@ -178,6 +181,7 @@ static SCALAR: Kernels = Kernels {
     bits_dot: scalar::bits_dot,
     fastscan: scalar::fastscan,
     dot_u4_i8: scalar::dot_u4_i8,
+    dot4_u4_i8: scalar::dot4_u4_i8,
     dot_u8_i8: scalar::dot_u8_i8,
     dot_u8_i16: scalar::dot_u8_i16,
     dot_h: scalar::dot_h,
@@ -195,6 +199,7 @@ static AVX2: Kernels = Kernels {
     bits_dot: x86::bits_dot_popcnt,
     fastscan: x86::fastscan_avx2,
     dot_u4_i8: x86::dot_u4_i8_avx2,
+    dot4_u4_i8: x86::dot4_u4_i8_avx2,
     dot_u8_i8: x86::dot_u8_i8_avx2,
     dot_u8_i16: x86::dot_u8_i16_avx2,
     dot_h: x86::dot_h_avx2,
@@ -212,6 +217,7 @@ static AVX512: Kernels = Kernels {
     bits_dot: x86::bits_dot_popcnt,
     fastscan: x86::fastscan_avx2,
     dot_u4_i8: x86::dot_u4_i8_avx2,
+    dot4_u4_i8: x86::dot4_u4_i8_avx2,
     dot_u8_i8: x86::dot_u8_i8_avx2,
     dot_u8_i16: x86::dot_u8_i16_avx2,
     dot_h: x86::dot_h_avx2,
@@ -230,6 +236,7 @@ static NEON: Kernels = Kernels {
     bits_dot: scalar::bits_dot,
     fastscan: scalar::fastscan,
     dot_u4_i8: scalar::dot_u4_i8,
+    dot4_u4_i8: scalar::dot4_u4_i8,
     dot_u8_i8: scalar::dot_u8_i8,
     dot_u8_i16: scalar::dot_u8_i16,
     dot_h: scalar::dot_h,

@@ -88,8 +88,19 @@ impl<'a> Floats<'a> {
 pub(crate) trait Scorer {
     /// The distance to row `i`.
     fn dist(&self, i: u32) -> f32;
+    /// The distances to four rows; scorers with a kernel for several rows at once override it.
+    #[inline]
+    fn dist4(&self, ids: [u32; 4]) -> [f32; 4] {
+        ids.map(|i| self.dist(i))
+    }
     /// Starts loading what `dist(i)` reads.
     fn prefetch(&self, i: u32);
+    /// How many rows ahead of the distance computation a search prefetches them: enough to
+    /// hide the latency, few enough not to fill the core's miss buffers with large rows.
+    #[inline]
+    fn lookahead(&self) -> usize {
+        4
+    }
     /// How many rows there are.
     fn len(&self) -> usize;
 }

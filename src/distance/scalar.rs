@@ -87,6 +87,11 @@ pub fn dot_u4_i8(codes: &[u8], w: &[i8]) -> i32 {
     total
 }
 
+/// `dot_u4_i8` of four rows of equal length against the same weights.
+pub fn dot4_u4_i8(codes: [&[u8]; 4], w: &[i8]) -> [i32; 4] {
+    codes.map(|c| dot_u4_i8(c, w))
+}
+
 /// Puts the per-dimension weights `w` of codes stored in blocks of 32 dimensions (byte `j` of
 /// a block: dimension `j` in the low nibble, `j + 16` in the high one) into `dot_u4_i8`'s
 /// order: in every whole 64 dimensions, the second and third sixteen change places (a 32-byte

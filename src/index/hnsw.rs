@@ -76,9 +76,6 @@ impl Links for Hnsw {
     }
 }
 
-/// How many neighbours ahead of the distance computation their vectors are prefetched.
-const PREFETCH_AHEAD: usize = 4;
-
 /// Beam search on one layer from `entry`; returns up to `ef` nearest accepted nodes, nearest
 /// first.
 pub(super) fn search_layer(
@@ -95,17 +92,26 @@ pub(super) fn search_layer(
     }
 }
 
-/// Computes the distances of `nbrs` (unvisited neighbours) with the vectors of the next ones
-/// already on their way into the cache, handing each to `offer`.
+/// Computes the distances of `nbrs` (unvisited neighbours) four at a time, with the vectors of
+/// the scorer's `lookahead` next ones already on their way into the cache, handing each to
+/// `offer` in order.
 #[inline]
 fn score_all(dist: &impl Scorer, nbrs: &[u32], mut offer: impl FnMut(Neighbor)) {
-    for &n in nbrs.iter().take(PREFETCH_AHEAD) {
+    let ahead = dist.lookahead();
+    for &n in nbrs.iter().take(ahead) {
         dist.prefetch(n);
     }
-    for (j, &n) in nbrs.iter().enumerate() {
-        if let Some(&next) = nbrs.get(j + PREFETCH_AHEAD) {
+    let mut fours = nbrs.chunks_exact(4);
+    for (j, four) in fours.by_ref().enumerate() {
+        for &next in nbrs.iter().skip(4 * j + ahead).take(4) {
             dist.prefetch(next);
         }
+        let ids = [four[0], four[1], four[2], four[3]];
+        for (d, id) in dist.dist4(ids).into_iter().zip(ids) {
+            offer(Neighbor::new(d, id));
+        }
+    }
+    for &n in fours.remainder() {
         offer(Neighbor::new(dist.dist(n), n));
     }
 }

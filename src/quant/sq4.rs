@@ -208,6 +208,21 @@ impl Scorer for Sq4Scorer<'_> {
         rank(self.metric, ip, self.qn2, &self.codes.sq, i)
     }
     #[inline]
+    fn dist4(&self, ids: [u32; 4]) -> [f32; 4] {
+        let ints = (kernels().dot4_u4_i8)(ids.map(|i| self.codes.row(i)), &self.weights);
+        std::array::from_fn(|k| {
+            let ip = self.bias + self.scale * ints[k] as f32;
+            rank(self.metric, ip, self.qn2, &self.codes.sq, ids[k])
+        })
+    }
+    /// Codes of three cache lines (384 dimensions) are scored faster than an L3 miss is
+    /// served: eight ahead measured 4-14% faster than four on minilm-words and 2-9% on
+    /// minilm-phrases 1M (prefetching every neighbour at once was slower there).
+    #[inline]
+    fn lookahead(&self) -> usize {
+        8
+    }
+    #[inline]
     fn prefetch(&self, i: u32) {
         let b = row_bytes(self.codes.dim);
         prefetch_rows(&self.codes.codes, i as usize * b, b);
@@ -254,6 +269,10 @@ mod tests {
                     "{metric} row {i}: {got} vs {want}"
                 );
                 assert!((codes.sq[i as usize] - norm2).abs() < 1e-3);
+            }
+            // Four rows at once score exactly as one at a time.
+            for ids in [[0u32, 1, 2, 3], [63, 5, 17, 5], [40, 12, 0, 33]] {
+                assert_eq!(scorer.dist4(ids), ids.map(|i| scorer.dist(i)), "{metric}");
             }
         }
     }

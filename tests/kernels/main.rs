@@ -196,6 +196,25 @@ proptest! {
             prop_assert_eq!((k.dot_u4_i8)(&packed, &w4), want4, "{:?}", k.level);
             prop_assert_eq!((k.dot_u8_i8)(&codes8, &q8), want8, "{:?}", k.level);
         }
+        // Four rows at once (the first as above, the others its rotations and extremes) give
+        // what each gives alone, at every level.
+        let high: Vec<u8> = vec![0xFF; packed.len()];
+        let mut turned = packed.clone();
+        turned.rotate_left(packed.len() / 3);
+        let rows: [&[u8]; 4] = [&packed, &high, &turned, &packed[..]];
+        let want = rows.map(|r| scalar::dot_u4_i8(r, &w4));
+        prop_assert_eq!(scalar::dot4_u4_i8(rows, &w4), want);
+        for k in Kernels::available() {
+            prop_assert_eq!((k.dot4_u4_i8)(rows, &w4), want, "{:?}", k.level);
+        }
+        // The largest sums the i16 lanes hold before widening.
+        for w in [i8::MIN, i8::MAX] {
+            let w = vec![w; w4.len()];
+            let want = rows.map(|r| scalar::dot_u4_i8(r, &w));
+            for k in Kernels::available() {
+                prop_assert_eq!((k.dot4_u4_i8)(rows, &w), want, "{:?}", k.level);
+            }
+        }
     }
 
     #[test]

@@ -299,6 +299,75 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
 }
 
 #[target_feature(enable = "avx2")]
+unsafe fn dot4_u4_i8_impl(codes: [&[u8]; 4], w: &[i8]) -> [i32; 4] {
+    let len = codes[0].len();
+    let pw = w.as_ptr();
+    let pc = codes.map(<[u8]>::as_ptr);
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let chunks = len / 32;
+    let mut c = 0;
+    while c < chunks {
+        // Both nibbles' products of one chunk add up to at most 2 · 2 · 15 · 128 = 7,680 per
+        // i16 lane: four chunks per accumulator stay below 32,767, then widen to i32.
+        let stop = (c + 4).min(chunks);
+        let mut part = [_mm256_setzero_si256(); 4];
+        while c < stop {
+            // One load of the chunk's weights serves all four rows.
+            let wl = _mm256_loadu_si256(pw.add(c * 64) as *const __m256i);
+            let wh = _mm256_loadu_si256(pw.add(c * 64 + 32) as *const __m256i);
+            for r in 0..4 {
+                let packed = _mm256_loadu_si256(pc[r].add(c * 32) as *const __m256i);
+                let lo = _mm256_and_si256(packed, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), mask);
+                let both =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, wl), _mm256_maddubs_epi16(hi, wh));
+                part[r] = _mm256_add_epi16(part[r], both);
+            }
+            c += 1;
+        }
+        for r in 0..4 {
+            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(part[r], ones));
+        }
+    }
+    if len % 32 == 16 {
+        let m = _mm256_castsi256_si128(mask);
+        let v = _mm256_loadu_si256(pw.add(chunks * 64) as *const __m256i);
+        for r in 0..4 {
+            let packed = _mm_loadu_si128(pc[r].add(chunks * 32) as *const __m128i);
+            let lo = _mm_and_si128(packed, m);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(packed), m);
+            let pairs = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), v);
+            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(pairs, ones));
+        }
+    }
+    // Pairwise sums leave each row's eight lanes as one lane per 128-bit half, rows in order.
+    let h = _mm256_hadd_epi32(
+        _mm256_hadd_epi32(acc[0], acc[1]),
+        _mm256_hadd_epi32(acc[2], acc[3]),
+    );
+    let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    [
+        _mm_cvtsi128_si32(s),
+        _mm_extract_epi32::<1>(s),
+        _mm_extract_epi32::<2>(s),
+        _mm_extract_epi32::<3>(s),
+    ]
+}
+
+/// `scalar::dot4_u4_i8`: four rows per pass over the weights.
+pub fn dot4_u4_i8_avx2(codes: [&[u8]; 4], w: &[i8]) -> [i32; 4] {
+    let len = codes[0].len();
+    assert!(len.is_multiple_of(16) && len * 2 == w.len() && codes.iter().all(|c| c.len() == len));
+    // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected);
+    // every row has the asserted length, so chunk c reads bytes 32c..32c+32 of each row and
+    // 64c..64c+64 of `w` for c below `len / 32`, and a final 16 bytes of each row at 32c with
+    // the 32 weights at 64c, all in bounds.
+    unsafe { dot4_u4_i8_impl(codes, w) }
+}
+
+#[target_feature(enable = "avx2")]
 unsafe fn dot_u4_i8_impl(codes: &[u8], w: &[i8]) -> i32 {
     let (pc, pw) = (codes.as_ptr(), w.as_ptr());
     let mask = _mm256_set1_epi8(0x0F);
