@@ -215,12 +215,12 @@ impl Scorer for Sq4Scorer<'_> {
             rank(self.metric, ip, self.qn2, &self.codes.sq, ids[k])
         })
     }
-    /// Codes of three cache lines (384 dimensions) are scored faster than an L3 miss is
-    /// served: eight ahead measured 4-14% faster than four on minilm-words and 2-9% on
-    /// minilm-phrases 1M (prefetching every neighbour at once was slower there).
+    /// About 24 cache lines in flight: eight codes of 384 dimensions (three lines each)
+    /// measured 4-14% faster than four on minilm-words and 2-9% on minilm-phrases 1M
+    /// (prefetching every neighbour at once was slower there); longer codes go fewer ahead.
     #[inline]
     fn lookahead(&self) -> usize {
-        8
+        (24 * 64 / row_bytes(self.codes.dim)).clamp(2, 8)
     }
     #[inline]
     fn prefetch(&self, i: u32) {
