@@ -298,6 +298,21 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// The i32 lane sums of a final 16 bytes of 4-bit codes at `pc` (their low nibbles in the low
+/// lane, the high ones in the high lane) times the 32 weights at `pw`; the caller guarantees
+/// both are readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn u4_tail(pc: *const u8, pw: *const i8) -> __m256i {
+    let m = _mm_set1_epi8(0x0F);
+    let packed = _mm_loadu_si128(pc as *const __m128i);
+    let lo = _mm_and_si128(packed, m);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(packed), m);
+    let v = _mm256_loadu_si256(pw as *const __m256i);
+    let pairs = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), v);
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
+
 #[target_feature(enable = "avx2")]
 unsafe fn dot4_u4_i8_impl(codes: [&[u8]; 4], w: &[i8]) -> [i32; 4] {
     let len = codes[0].len();
@@ -332,14 +347,9 @@ unsafe fn dot4_u4_i8_impl(codes: [&[u8]; 4], w: &[i8]) -> [i32; 4] {
         }
     }
     if len % 32 == 16 {
-        let m = _mm256_castsi256_si128(mask);
-        let v = _mm256_loadu_si256(pw.add(chunks * 64) as *const __m256i);
         for r in 0..4 {
-            let packed = _mm_loadu_si128(pc[r].add(chunks * 32) as *const __m128i);
-            let lo = _mm_and_si128(packed, m);
-            let hi = _mm_and_si128(_mm_srli_epi16::<4>(packed), m);
-            let pairs = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), v);
-            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(pairs, ones));
+            let tail = u4_tail(pc[r].add(chunks * 32), pw.add(chunks * 64));
+            acc[r] = _mm256_add_epi32(acc[r], tail);
         }
     }
     // Pairwise sums leave each row's eight lanes as one lane per 128-bit half, rows in order.
@@ -394,14 +404,7 @@ unsafe fn dot_u4_i8_impl(codes: &[u8], w: &[i8]) -> i32 {
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(hi_acc, ones));
     }
     if codes.len() % 32 == 16 {
-        // A final 16 bytes: their low nibbles in the low lane, the high ones in the high lane.
-        let packed = _mm_loadu_si128(pc.add(chunks * 32) as *const __m128i);
-        let m = _mm256_castsi256_si128(mask);
-        let lo = _mm_and_si128(packed, m);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(packed), m);
-        let v = _mm256_loadu_si256(pw.add(chunks * 64) as *const __m256i);
-        let pairs = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), v);
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+        acc = _mm256_add_epi32(acc, u4_tail(pc.add(chunks * 32), pw.add(chunks * 64)));
     }
     hsum_epi32(acc)
 }
