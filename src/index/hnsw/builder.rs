@@ -87,20 +87,32 @@ impl Link {
 /// nearest first; the kept ones are marked selected. Two candidates that one earlier selection
 /// kept together passed this test against each other then (the distances have not changed),
 /// so re-pruning a list measures only the pairs that involve a link added since.
+///
+/// Rows stored in half precision are widened to f32 once per row compared: where several
+/// candidates are new (a first selection, or a list filled by links added since) each kept
+/// row is widened once and compared with them; a re-pruning with one new link widens that one.
 fn select(view: &VectorView<'_>, candidates: &[Link], m: usize) -> Vec<Link> {
+    let widen_kept = candidates.iter().filter(|c| !c.selected).nth(1).is_some();
     let mut kept: Vec<Link> = Vec::with_capacity(m);
+    let mut kept_rows: Vec<std::borrow::Cow<'_, [f32]>> = Vec::new();
     for c in candidates {
         if kept.len() >= m {
             break;
         }
         let mut row = None;
-        let pass = kept.iter().all(|k| {
-            (c.selected && k.selected) || {
-                let row = row.get_or_insert_with(|| view.row(c.id));
-                view.dist_from(row, c.id, k.id) > c.dist
-            }
+        let pass = kept.iter().enumerate().all(|(j, k)| {
+            (c.selected && k.selected)
+                || if widen_kept {
+                    view.dist_from(&kept_rows[j], k.id, c.id) > c.dist
+                } else {
+                    let row = row.get_or_insert_with(|| view.row(c.id));
+                    view.dist_from(row, c.id, k.id) > c.dist
+                }
         });
         if pass {
+            if widen_kept {
+                kept_rows.push(view.row(c.id));
+            }
             kept.push(*c);
         }
     }
@@ -497,14 +509,21 @@ mod tests {
     use crate::distance::Metric;
     use crate::quant::uniform_rows;
 
-    /// Re-pruning a list whose links an earlier selection kept, plus links added since, keeps
-    /// exactly what selecting among all of them afresh keeps (the skipped pairs are known).
+    /// Re-pruning a list whose links an earlier selection kept, plus links added since (many,
+    /// or one), keeps exactly what selecting among all of them afresh keeps (the skipped pairs
+    /// are known), for rows stored in f32 and in f16 (where the row widened differs by path).
     #[test]
     fn re_pruning_skips_only_pairs_already_known_to_pass() {
         let (n, dim, cap) = (400, 12, 8);
         let data = uniform_rows(n, dim);
-        for metric in [Metric::L2, Metric::Cosine] {
-            let view = VectorView::new(&data, dim, metric);
+        let half: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let views = [Metric::L2, Metric::Cosine].into_iter().flat_map(|metric| {
+            [
+                VectorView::new(&data, dim, metric),
+                VectorView::of(crate::vector::Floats::F16(&half), dim, metric),
+            ]
+        });
+        for view in views {
             for base in 0..40u32 {
                 let row = view.row(base);
                 let link = |x: u32| Link::new(Neighbor::new(view.dist_from(&row, base, x), x));
@@ -534,6 +553,24 @@ mod tests {
                 let mut pruned = grown;
                 prune(&view, base, &mut pruned, cap);
                 assert_eq!(pruned.iter().map(|l| l.id).collect::<Vec<_>>(), expect);
+                // One link added to a full selection.
+                for extra in near.iter().filter(|l| l.id % 2 == 0).take(6) {
+                    let mut one = first.clone();
+                    one.push(*extra);
+                    let fresh: Vec<Link> = one
+                        .iter()
+                        .map(|l| Link {
+                            selected: false,
+                            ..*l
+                        })
+                        .collect();
+                    let expect: Vec<u32> = select(&view, &sorted(fresh), cap)
+                        .iter()
+                        .map(|l| l.id)
+                        .collect();
+                    prune(&view, base, &mut one, cap);
+                    assert_eq!(one.iter().map(|l| l.id).collect::<Vec<_>>(), expect);
+                }
                 // Links without a distance (carried from a base graph) are measured first.
                 let mut carried: Vec<Link> = odd.iter().map(|l| Link::unmeasured(l.id)).collect();
                 prune(&view, base, &mut carried, cap);
