@@ -537,44 +537,29 @@ mod tests {
                 let odd: Vec<Link> = near.iter().copied().filter(|l| l.id % 2 == 1).collect();
                 let first = select(&view, &odd, cap);
                 assert!(first.len() > 1 && first.iter().all(|l| l.selected));
-                let mut grown = first.clone();
-                grown.extend(near.iter().copied().filter(|l| l.id % 2 == 0));
-                let fresh: Vec<Link> = grown
-                    .iter()
-                    .map(|l| Link {
+                let ids = |v: &[Link]| v.iter().map(|l| l.id).collect::<Vec<_>>();
+                // Pruning a list keeps what selecting among its links afresh keeps.
+                let prunes_as_fresh = |mut list: Vec<Link>| {
+                    let fresh = list.iter().map(|l| Link {
                         selected: false,
                         ..*l
-                    })
-                    .collect();
-                let expect: Vec<u32> = select(&view, &sorted(fresh), cap)
-                    .iter()
-                    .map(|l| l.id)
-                    .collect();
-                let mut pruned = grown;
-                prune(&view, base, &mut pruned, cap);
-                assert_eq!(pruned.iter().map(|l| l.id).collect::<Vec<_>>(), expect);
+                    });
+                    let expect = ids(&select(&view, &sorted(fresh.collect()), cap));
+                    prune(&view, base, &mut list, cap);
+                    assert_eq!(ids(&list), expect);
+                };
+                let mut grown = first.clone();
+                grown.extend(near.iter().copied().filter(|l| l.id % 2 == 0));
+                prunes_as_fresh(grown);
                 // One link added to a full selection.
                 for extra in near.iter().filter(|l| l.id % 2 == 0).take(6) {
                     let mut one = first.clone();
                     one.push(*extra);
-                    let fresh: Vec<Link> = one
-                        .iter()
-                        .map(|l| Link {
-                            selected: false,
-                            ..*l
-                        })
-                        .collect();
-                    let expect: Vec<u32> = select(&view, &sorted(fresh), cap)
-                        .iter()
-                        .map(|l| l.id)
-                        .collect();
-                    prune(&view, base, &mut one, cap);
-                    assert_eq!(one.iter().map(|l| l.id).collect::<Vec<_>>(), expect);
+                    prunes_as_fresh(one);
                 }
                 // Links without a distance (carried from a base graph) are measured first.
                 let mut carried: Vec<Link> = odd.iter().map(|l| Link::unmeasured(l.id)).collect();
                 prune(&view, base, &mut carried, cap);
-                let ids = |v: &[Link]| v.iter().map(|l| l.id).collect::<Vec<_>>();
                 assert_eq!(ids(&carried), ids(&first));
             }
         }
