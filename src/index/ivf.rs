@@ -28,7 +28,8 @@
 //! codes, the number of groups, 0 for none; list entries); the centroids (`lists × dim` f32);
 //! list offsets (`lists + 1` u32, into the next part); the row of each list entry (`entries`
 //! u32); the codes' section (one code per entry); the fast-scan blocks (`Σ ⌈list length / 32⌉
-//! × 4-dimension groups × 16` bytes); the group centroids (`groups × dim` f32) and each group's first list (`groups + 1` u32).
+//! × 4-dimension groups × 16` bytes); the group centroids (`groups × dim` f32) and each
+//! group's first list (`groups + 1` u32).
 
 use std::cell::Cell;
 use std::path::Path;
