@@ -51,8 +51,9 @@ use crate::{Error, Result};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"OMENIVF2");
 const HEADER_WORDS: usize = 9;
-/// The first format: eight header words, one entry per row.
+/// The first format: eight header words (no entry count), one entry per row.
 const MAGIC_V1: u64 = u64::from_le_bytes(*b"OMENIVF1");
+const HEADER_WORDS_V1: usize = 8;
 /// Each row's second list is chosen among this many of its nearest centroids.
 const SPILL_CANDIDATES: usize = 16;
 /// SOAR's weight on the part of a second list's residual parallel to the first one's.
@@ -716,7 +717,7 @@ impl Ivf {
         let words = ScalarBuffer::<u32>::new(buffer.clone(), 0, buffer.len() / 4);
         let (header, entries) = match u64::from(words[0]) | (u64::from(words[1]) << 32) {
             MAGIC => (HEADER_WORDS, words[8] as usize),
-            MAGIC_V1 => (8, words[2] as usize),
+            MAGIC_V1 => (HEADER_WORDS_V1, words[2] as usize),
             _ => return Err(bad("magic")),
         };
         let (n, dim, lists) = (words[2] as usize, words[3] as usize, words[4] as usize);
@@ -1258,7 +1259,7 @@ mod tests {
             // The same words under the old header; the codes' section, placed by its offset
             // in the file, is written afresh after them.
             let mut v1 = b"OMENIVF1".to_vec();
-            v1.extend_from_slice(&bytes[8..8 * 4]);
+            v1.extend_from_slice(&bytes[8..HEADER_WORDS_V1 * 4]);
             let words = ivf.centroids.len() + ivf.offsets.len() + ivf.rows.len();
             v1.extend_from_slice(&bytes[HEADER_WORDS * 4..(HEADER_WORDS + words) * 4]);
             if let Some(c) = &ivf.codes {
