@@ -9,8 +9,9 @@
 //! With one k-means over every list, each row is also filed in a second list chosen as SOAR
 //! does (`spill`): twice the entries, and far fewer lists to probe for the same recall (on
 //! minilm-phrases 1M, 0.974 with 30 of 1,000 lists against 0.864); a query's candidates are
-//! rows, each re-ranked once. Grouped lists (below) keep each row in one list. Files of the
-//! first format (`OMENIVF1`, eight header words, one entry per row) are read as before.
+//! rows, each re-ranked once. With grouped lists (below) the second list is chosen among the
+//! nearest lists of the row's nearest groups. Files of the first format (`OMENIVF1`, eight
+//! header words, one entry per row) are read as before.
 //! Codes are stored in list order, so a list's codes are read in one sweep (RaBitQ codes are
 //! centred on their list's centroid); without codes the lists are scanned exactly.
 //!
@@ -250,16 +251,21 @@ fn assign(data: &[f32], dim: usize, centroids: &[f32], probe: Probe) -> Vec<u32>
 }
 
 /// Each row's nearest list and a second one, chosen as SOAR (Sun et al., "SOAR: improved
-/// indexing for approximate nearest neighbor search", 2023) does: among its
-/// `SPILL_CANDIDATES` nearest centroids, the `c` least in `|x − c|² + λ⟨r, x − c⟩² / |r|²`,
-/// `r` the row's residual from its nearest centroid. The second residual then tends to be
-/// orthogonal to the first, so a query that the first list's centroid misranks (its error
-/// lies along `r`) usually finds the row through the second. On minilm-phrases 1M with 1,000
-/// lists (`benches/ivf_partition_recall.py`), the true top-10 lie in the 30 nearest lists
-/// 97.4% of the time with a second list against 86.4% without.
-fn spill(data: &[f32], dim: usize, centroids: &[f32], probe: Probe) -> Vec<(u32, u32)> {
-    let t = SPILL_CANDIDATES.min(centroids.len() / dim);
-    let near = nearest(data, dim, centroids, probe, t);
+/// indexing for approximate nearest neighbor search", 2023) does: among its nearest lists
+/// `near` (`t` per row, nearest first, as `Trained::nearest` gives them), the one least in
+/// `|x − c|² + λ⟨r, x − c⟩² / |r|²`, `r` the row's residual from its nearest centroid. The
+/// second residual then tends to be orthogonal to the first, so a query that the first
+/// list's centroid misranks (its error lies along `r`) usually finds the row through the
+/// second. On minilm-phrases 1M with 1,000 lists (`benches/ivf_partition_recall.py`), the
+/// true top-10 lie in the 30 nearest lists 97.4% of the time with a second list against
+/// 86.4% without.
+fn spill(
+    data: &[f32],
+    dim: usize,
+    centroids: &[f32],
+    near: &[(f32, u32)],
+    t: usize,
+) -> Vec<(u32, u32)> {
     let centroid = |j: u32| &centroids[j as usize * dim..(j as usize + 1) * dim];
     data.par_chunks(dim)
         .zip(near.par_chunks(t))
@@ -267,8 +273,10 @@ fn spill(data: &[f32], dim: usize, centroids: &[f32], probe: Probe) -> Vec<(u32,
             let first = cands[0].1;
             let r: Vec<f32> = x.iter().zip(centroid(first)).map(|(a, c)| a - c).collect();
             let r2 = r.iter().map(|v| v * v).sum::<f32>().max(f32::MIN_POSITIVE);
-            let mut best = (f32::INFINITY, cands[1].1);
-            for &(_, j) in &cands[1..] {
+            // With a single list in reach (never with more than one list in all) the row's
+            // second entry is in its first list again; search counts each row once.
+            let mut best = (f32::INFINITY, first);
+            for &(_, j) in cands[1..].iter().filter(|(rank, _)| rank.is_finite()) {
                 let (mut l2, mut along) = (0f32, 0f32);
                 for ((a, c), rv) in x.iter().zip(centroid(j)).zip(&r) {
                     let d = a - c;
@@ -486,20 +494,29 @@ impl Trained {
     /// The list of each row of `data`: its nearest centroid, among the lists of its
     /// `GROUPS_PER_ROW` nearest groups when the centroids are grouped.
     fn assign(&self, data: &[f32], dim: usize, probe: Probe) -> Vec<u32> {
+        self.nearest(data, dim, probe, 1)
+            .into_iter()
+            .map(|(_, j)| j)
+            .collect()
+    }
+
+    /// The `t` nearest lists of each row of `data` with their rankings, nearest first (as
+    /// `nearest`), among the lists of its `GROUPS_PER_ROW` nearest groups when the centroids
+    /// are grouped; where fewer lists are in reach the last entries have an infinite ranking.
+    fn nearest(&self, data: &[f32], dim: usize, probe: Probe, t: usize) -> Vec<(f32, u32)> {
         let Some((groups, starts)) = &self.groups else {
-            return assign(data, dim, &self.centroids, probe);
+            return nearest(data, dim, &self.centroids, probe, t);
         };
         let g = starts.len() - 1;
-        let t = GROUPS_PER_ROW.min(g);
-        let near = nearest(data, dim, groups, probe, t);
+        let near = nearest(data, dim, groups, probe, GROUPS_PER_ROW.min(g));
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); g];
-        for (r, gs) in near.chunks_exact(t).enumerate() {
+        for (r, gs) in near.chunks_exact(GROUPS_PER_ROW.min(g)).enumerate() {
             for &(_, j) in gs {
                 members[j as usize].push(r as u32);
             }
         }
         // Each group scores its member rows against its own lists.
-        // Per group, (row, ranking, list) of each member row's nearest list in it.
+        // Per group, (row, ranking, list) of each member row's nearest lists in it.
         let found: Vec<Vec<(u32, f32, u32)>> = members
             .into_par_iter()
             .enumerate()
@@ -514,20 +531,30 @@ impl Trained {
                     })
                     .collect();
                 let lists = &self.centroids[starts[j] * dim..starts[j + 1] * dim];
-                let best = nearest(&block, dim, lists, probe, 1);
+                let tg = t.min(starts[j + 1] - starts[j]);
+                let best = nearest(&block, dim, lists, probe, tg);
                 rows.into_iter()
-                    .zip(best)
-                    .map(|(r, (rank, l))| (r, rank, l + starts[j] as u32))
+                    .zip(best.chunks_exact(tg))
+                    .flat_map(|(r, b)| {
+                        b.iter()
+                            .map(move |&(rank, l)| (r, rank, l + starts[j] as u32))
+                    })
                     .collect()
             })
             .collect();
-        let mut best = vec![(f32::INFINITY, 0u32); data.len() / dim];
+        let mut best = vec![(f32::INFINITY, 0u32); data.len() / dim * t];
         for (r, rank, l) in found.into_iter().flatten() {
-            if rank < best[r as usize].0 {
-                best[r as usize] = (rank, l);
+            let b = &mut best[r as usize * t..(r as usize + 1) * t];
+            if rank < b[t - 1].0 {
+                let mut at = t - 1;
+                while at > 0 && b[at - 1].0 > rank {
+                    b[at] = b[at - 1];
+                    at -= 1;
+                }
+                b[at] = (rank, l);
             }
         }
-        best.into_iter().map(|(_, j)| j).collect()
+        best
     }
 }
 
@@ -557,9 +584,9 @@ impl Ivf {
             ));
         }
         let trained = train(view, lists, cancel)?;
-        // Every row to its list, and with one k-means over every list to a second list too
+        // Every row to its nearest list and, with more than one list, to a second list too
         // (`spill`), a block at a time so the copy stays small.
-        let spilled = trained.groups.is_none() && trained.centroids.len() / dim > 1;
+        let spilled = trained.centroids.len() / dim > 1;
         let probe = Probe::of(view.metric());
         let mut owner = Vec::with_capacity(n);
         let mut second: Vec<u32> = Vec::with_capacity(if spilled { n } else { 0 });
@@ -570,7 +597,9 @@ impl Ivf {
             }
             let data = gather(view, chunk);
             if spilled {
-                for (first, other) in spill(&data, dim, &trained.centroids, probe) {
+                let near = trained.nearest(&data, dim, probe, SPILL_CANDIDATES);
+                let pairs = spill(&data, dim, &trained.centroids, &near, SPILL_CANDIDATES);
+                for (first, other) in pairs {
                     owner.push(first);
                     second.push(other);
                 }
@@ -1087,6 +1116,17 @@ mod tests {
         all.into_iter().take(k).map(|(_, i)| i).collect()
     }
 
+    /// Whether every one of the `n` rows is in exactly two different lists of `ivf`.
+    fn in_two_lists(ivf: &Ivf, n: usize) -> bool {
+        let mut lists_of = vec![Vec::new(); n];
+        for l in 0..ivf.lists() {
+            for &r in &ivf.rows[ivf.entries(l as u32)] {
+                lists_of[r as usize].push(l);
+            }
+        }
+        lists_of.iter().all(|l| l.len() == 2 && l[0] != l[1])
+    }
+
     #[test]
     fn lists_are_shared_by_size_with_one_per_group() {
         assert_eq!(share(10, &[50, 30, 20]), [5, 3, 2]);
@@ -1102,7 +1142,9 @@ mod tests {
     }
 
     /// From `GROUPED_FROM` lists, training and assignment go through groups of lists: almost
-    /// every row still lands in its nearest list, and probing every list is exact.
+    /// every row still lands in its nearest list, the nearest lists found through the groups
+    /// are almost all the nearest of every list (so second lists are chosen as without
+    /// groups), every row is in two lists, and probing every list is exact.
     #[test]
     fn grouped_lists_assign_rows_to_their_nearest_list() {
         let (n, dim, lists) = (40_000, 16, 8300);
@@ -1121,6 +1163,26 @@ mod tests {
             same as f64 >= 0.97 * n as f64,
             "{same} of {n} in their nearest list"
         );
+        let t = SPILL_CANDIDATES;
+        let (some, m) = (&data[..4000 * dim], 4000);
+        let through_groups = trained.nearest(some, dim, Probe::Euclid, t);
+        let of_all = super::nearest(some, dim, &trained.centroids, Probe::Euclid, t);
+        let found = through_groups
+            .chunks_exact(t)
+            .zip(of_all.chunks_exact(t))
+            .map(|(a, b)| a.iter().filter(|x| b.iter().any(|y| y.1 == x.1)).count())
+            .sum::<usize>();
+        eprintln!(
+            "{found} of {} nearest lists found through the groups",
+            m * t
+        );
+        let a = spill(some, dim, &trained.centroids, &through_groups, t);
+        let b = spill(some, dim, &trained.centroids, &of_all, t);
+        let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        eprintln!("{agree} of {m} second lists agree");
+        // Uniform rows are the hard case: their nearest lists spread over many groups.
+        assert!(found as f64 >= 0.7 * (m * t) as f64, "{found} of {}", m * t);
+        assert!(agree as f64 >= 0.75 * m as f64, "{agree} of {m}");
         let settings = IndexSettings {
             nlist: lists,
             quant: QuantKind::RaBitQ(4),
@@ -1128,6 +1190,7 @@ mod tests {
         };
         let built = Ivf::build(&view, &settings, &cancel).unwrap();
         assert_eq!(built.offsets.len(), lists + 1);
+        assert!(in_two_lists(&built, n));
         assert_eq!(built.groups.as_ref().map(Groups::len), Some(91));
         let ivf = Ivf::from_buffer(Buffer::from(built.to_bytes()), Path::new("g.ivf")).unwrap();
         assert_eq!(ivf, built);
@@ -1192,14 +1255,7 @@ mod tests {
                 let read =
                     Ivf::from_buffer(Buffer::from(bytes.clone()), Path::new("i.ivf")).unwrap();
                 assert_eq!(read, ivf);
-                // Every row in two different lists.
-                let mut lists_of = vec![Vec::new(); n];
-                for l in 0..ivf.lists() {
-                    for &r in &ivf.rows[ivf.entries(l as u32)] {
-                        lists_of[r as usize].push(l);
-                    }
-                }
-                assert!(lists_of.iter().all(|l| l.len() == 2 && l[0] != l[1]));
+                assert!(in_two_lists(&ivf, n));
                 let mut hits = 0;
                 for qi in 0..20u32 {
                     let q = view.row(qi * 97 + 5).to_vec();
