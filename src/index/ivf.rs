@@ -311,6 +311,10 @@ const GROUPED_FROM: usize = 8192;
 const REFINE_ROUNDS: usize = 4;
 /// Groups each row is compared within when assigned to a list of grouped centroids.
 const GROUPS_PER_ROW: usize = 6;
+/// Groups each row is compared within for its nearest lists and its second list (`spill`) when
+/// grouped lists are built: twice `GROUPS_PER_ROW`, which on minilm-phrases x10 (10M) raised
+/// recall at every nprobe by half a point (0.954 to 0.960 at nprobe 16) for 100 s more build.
+const SPILL_GROUPS: usize = 12;
 
 /// Trained centroids (`lists × dim`). With many lists they come in groups: group `g` holds
 /// lists `starts[g]..starts[g + 1]` around the group centroid `groups[g]`.
@@ -501,16 +505,18 @@ impl Trained {
     }
 
     /// The `t` nearest lists of each row of `data` with their rankings, nearest first (as
-    /// `nearest`), among the lists of its `GROUPS_PER_ROW` nearest groups when the centroids
-    /// are grouped; where fewer lists are in reach the last entries have an infinite ranking.
+    /// `nearest`). With grouped centroids, among the lists of the row's nearest groups
+    /// (`GROUPS_PER_ROW` of them for the nearest list alone, `SPILL_GROUPS` for more); where
+    /// fewer lists are in reach the last entries have an infinite ranking.
     fn nearest(&self, data: &[f32], dim: usize, probe: Probe, t: usize) -> Vec<(f32, u32)> {
         let Some((groups, starts)) = &self.groups else {
             return nearest(data, dim, &self.centroids, probe, t);
         };
         let g = starts.len() - 1;
-        let near = nearest(data, dim, groups, probe, GROUPS_PER_ROW.min(g));
+        let per_row = if t > 1 { SPILL_GROUPS } else { GROUPS_PER_ROW }.min(g);
+        let near = nearest(data, dim, groups, probe, per_row);
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); g];
-        for (r, gs) in near.chunks_exact(GROUPS_PER_ROW.min(g)).enumerate() {
+        for (r, gs) in near.chunks_exact(per_row).enumerate() {
             for &(_, j) in gs {
                 members[j as usize].push(r as u32);
             }
@@ -1181,8 +1187,12 @@ mod tests {
         let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count();
         eprintln!("{agree} of {m} second lists agree");
         // Uniform rows are the hard case: their nearest lists spread over many groups.
-        assert!(found as f64 >= 0.7 * (m * t) as f64, "{found} of {}", m * t);
-        assert!(agree as f64 >= 0.75 * m as f64, "{agree} of {m}");
+        assert!(
+            found as f64 >= 0.85 * (m * t) as f64,
+            "{found} of {}",
+            m * t
+        );
+        assert!(agree as f64 >= 0.9 * m as f64, "{agree} of {m}");
         let settings = IndexSettings {
             nlist: lists,
             quant: QuantKind::RaBitQ(4),
