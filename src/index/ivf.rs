@@ -1148,9 +1148,9 @@ mod tests {
     }
 
     /// From `GROUPED_FROM` lists, training and assignment go through groups of lists: almost
-    /// every row still lands in its nearest list, the nearest lists found through the groups
-    /// are almost all the nearest of every list (so second lists are chosen as without
-    /// groups), every row is in two lists, and probing every list is exact.
+    /// every row still lands in its nearest list, most of its nearest lists are found through
+    /// the groups (so most second lists are the ones chosen among every list), every row is
+    /// in two lists, and probing every list is exact.
     #[test]
     fn grouped_lists_assign_rows_to_their_nearest_list() {
         let (n, dim, lists) = (40_000, 16, 8300);
