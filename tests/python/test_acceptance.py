@@ -129,7 +129,7 @@ def test_segments_past_the_threshold_are_indexed_automatically(server, dataset):
         "ef_construction": 200,
         "ef_search": 80,
         "index_threshold": 5000,
-        "ivf_threshold": 2_000_000,
+        "ivf_threshold": 1_000_000,
         "nlist": 0,
         "nprobe": 32,
     }
