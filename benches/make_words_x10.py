@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+from ground_truth import exact_top100
+
 src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
 K = int(os.environ.get("SCALE", 10))
@@ -29,16 +31,5 @@ for j in range(K):
 np.save(out / "base.npy", big)
 print("base written", flush=True)
 np.save(out / "queries.npy", queries)
-qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-best_s = np.full((len(qn), 100), -np.inf, np.float32)
-best_i = np.zeros((len(qn), 100), np.int64)
-for s in range(0, len(big), 65536):
-    b = big[s : s + 65536].astype(np.float32)
-    sims = qn @ b.T
-    cs = np.concatenate([best_s, sims], 1)
-    ci = np.concatenate([best_i, np.broadcast_to(np.arange(s, s + len(b)), (len(qn), len(b)))], 1)
-    top = np.argpartition(-cs, 100, axis=1)[:, :100]
-    best_s, best_i = np.take_along_axis(cs, top, 1), np.take_along_axis(ci, top, 1)
-order = np.argsort(-best_s, axis=1, kind="stable")
-np.save(out / "gt_cosine.npy", np.take_along_axis(best_i, order, 1).astype(np.int32))
+np.save(out / "gt_cosine.npy", exact_top100(queries, big))
 print("wrote", out, big.shape)

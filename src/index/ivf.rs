@@ -224,22 +224,28 @@ fn nearest(data: &[f32], dim: usize, centroids: &[f32], probe: Probe, t: usize) 
             let mut best = vec![(f32::INFINITY, 0u32); nr * t];
             for (j, (s, &c)) in scores.chunks_exact(nr).zip(&c2).enumerate() {
                 for (b, &ip) in best.chunks_exact_mut(t).zip(s) {
-                    let r = probe.rank(ip, c);
-                    if r < b[t - 1].0 {
-                        // Insert in order; t is a handful.
-                        let mut at = t - 1;
-                        while at > 0 && b[at - 1].0 > r {
-                            b[at] = b[at - 1];
-                            at -= 1;
-                        }
-                        b[at] = (r, j as u32);
-                    }
+                    keep_nearest(b, (probe.rank(ip, c), j as u32));
                 }
             }
             best
         })
         .collect();
     blocks.concat()
+}
+
+/// Offers `(ranking, list)` to `best`, nearest first: it takes its place in order when it is
+/// nearer than the last, which drops off (`best` is a handful long).
+#[inline]
+fn keep_nearest(best: &mut [(f32, u32)], item: (f32, u32)) {
+    let t = best.len();
+    if item.0 < best[t - 1].0 {
+        let mut at = t - 1;
+        while at > 0 && best[at - 1].0 > item.0 {
+            best[at] = best[at - 1];
+            at -= 1;
+        }
+        best[at] = item;
+    }
 }
 
 /// The nearest centroid of each row of `data`.
@@ -498,22 +504,28 @@ impl Trained {
     /// The list of each row of `data`: its nearest centroid, among the lists of its
     /// `GROUPS_PER_ROW` nearest groups when the centroids are grouped.
     fn assign(&self, data: &[f32], dim: usize, probe: Probe) -> Vec<u32> {
-        self.nearest(data, dim, probe, 1)
+        self.nearest(data, dim, probe, 1, GROUPS_PER_ROW)
             .into_iter()
             .map(|(_, j)| j)
             .collect()
     }
 
     /// The `t` nearest lists of each row of `data` with their rankings, nearest first (as
-    /// `nearest`). With grouped centroids, among the lists of the row's nearest groups
-    /// (`GROUPS_PER_ROW` of them for the nearest list alone, `SPILL_GROUPS` for more); where
-    /// fewer lists are in reach the last entries have an infinite ranking.
-    fn nearest(&self, data: &[f32], dim: usize, probe: Probe, t: usize) -> Vec<(f32, u32)> {
+    /// `nearest`). With grouped centroids, among the lists of the row's `reach` nearest
+    /// groups; where fewer lists are in reach the last entries have an infinite ranking.
+    fn nearest(
+        &self,
+        data: &[f32],
+        dim: usize,
+        probe: Probe,
+        t: usize,
+        reach: usize,
+    ) -> Vec<(f32, u32)> {
         let Some((groups, starts)) = &self.groups else {
             return nearest(data, dim, &self.centroids, probe, t);
         };
         let g = starts.len() - 1;
-        let per_row = if t > 1 { SPILL_GROUPS } else { GROUPS_PER_ROW }.min(g);
+        let per_row = reach.min(g);
         let near = nearest(data, dim, groups, probe, per_row);
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); g];
         for (r, gs) in near.chunks_exact(per_row).enumerate() {
@@ -550,15 +562,7 @@ impl Trained {
             .collect();
         let mut best = vec![(f32::INFINITY, 0u32); data.len() / dim * t];
         for (r, rank, l) in found.into_iter().flatten() {
-            let b = &mut best[r as usize * t..(r as usize + 1) * t];
-            if rank < b[t - 1].0 {
-                let mut at = t - 1;
-                while at > 0 && b[at - 1].0 > rank {
-                    b[at] = b[at - 1];
-                    at -= 1;
-                }
-                b[at] = (rank, l);
-            }
+            keep_nearest(&mut best[r as usize * t..(r as usize + 1) * t], (rank, l));
         }
         best
     }
@@ -603,7 +607,7 @@ impl Ivf {
             }
             let data = gather(view, chunk);
             if spilled {
-                let near = trained.nearest(&data, dim, probe, SPILL_CANDIDATES);
+                let near = trained.nearest(&data, dim, probe, SPILL_CANDIDATES, SPILL_GROUPS);
                 let pairs = spill(&data, dim, &trained.centroids, &near, SPILL_CANDIDATES);
                 for (first, other) in pairs {
                     owner.push(first);
@@ -1171,7 +1175,7 @@ mod tests {
         );
         let t = SPILL_CANDIDATES;
         let (some, m) = (&data[..4000 * dim], 4000);
-        let through_groups = trained.nearest(some, dim, Probe::Euclid, t);
+        let through_groups = trained.nearest(some, dim, Probe::Euclid, t, SPILL_GROUPS);
         let of_all = super::nearest(some, dim, &trained.centroids, Probe::Euclid, t);
         let found = through_groups
             .chunks_exact(t)
