@@ -146,7 +146,7 @@ fn search_beam(
                 links.prefetch(next, level);
             }
             links.neighbours(c, level, nbrs);
-            nbrs.retain(|&n| visited.insert(n));
+            visited.keep_unvisited(nbrs);
             score_all(dist, nbrs, |n| beam.offer(n));
         }
         beam.to_vec()
@@ -186,7 +186,7 @@ fn search_filtered(
                 break;
             }
             links.neighbours(c.id, level, nbrs);
-            nbrs.retain(|&n| visited.insert(n));
+            visited.keep_unvisited(nbrs);
             score_all(dist, nbrs, |n| {
                 let worst = best.peek().map_or(f32::INFINITY, |b| b.dist);
                 if best.len() < ef || n.dist < worst {

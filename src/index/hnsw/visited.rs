@@ -35,6 +35,19 @@ impl Visited {
         *m = self.epoch;
         fresh
     }
+
+    /// Marks every node of `nodes` and keeps only those that were unvisited, in order. Written
+    /// without a branch per node: whether a neighbour was seen is unpredictable.
+    #[inline]
+    pub(super) fn keep_unvisited(&mut self, nodes: &mut Vec<u32>) {
+        let mut kept = 0;
+        for r in 0..nodes.len() {
+            let n = nodes[r];
+            nodes[kept] = n;
+            kept += usize::from(self.insert(n));
+        }
+        nodes.truncate(kept);
+    }
 }
 
 /// The candidates of an unfiltered beam search: at most `ef`, nearest first, each marked once
@@ -138,4 +151,27 @@ thread_local! {
 /// Runs `f` with this thread's search state.
 pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_unvisited_keeps_first_sightings_in_order() {
+        let mut visited = Visited {
+            marks: Vec::new(),
+            epoch: 0,
+        };
+        visited.reset(10);
+        assert!(visited.insert(3));
+        let mut nodes = vec![5, 3, 7, 5, 9, 0, 7];
+        visited.keep_unvisited(&mut nodes);
+        assert_eq!(nodes, [5, 7, 9, 0]);
+        // A new epoch forgets every mark.
+        visited.reset(10);
+        let mut again = vec![3, 3, 5];
+        visited.keep_unvisited(&mut again);
+        assert_eq!(again, [3, 5]);
+    }
 }
