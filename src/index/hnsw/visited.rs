@@ -15,6 +15,13 @@ pub(super) struct Visited {
 }
 
 impl Visited {
+    const fn new() -> Visited {
+        Visited {
+            marks: Vec::new(),
+            epoch: 0,
+        }
+    }
+
     /// Empties the set and makes room for nodes `0..n`.
     pub(super) fn reset(&mut self, n: usize) {
         if self.marks.len() < n {
@@ -139,7 +146,7 @@ pub(super) struct Scratch {
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {
-            visited: Visited { marks: Vec::new(), epoch: 0 },
+            visited: Visited::new(),
             beam: Beam::new(),
             frontier: BinaryHeap::new(),
             best: BinaryHeap::new(),
@@ -159,10 +166,7 @@ mod tests {
 
     #[test]
     fn keep_unvisited_keeps_first_sightings_in_order() {
-        let mut visited = Visited {
-            marks: Vec::new(),
-            epoch: 0,
-        };
+        let mut visited = Visited::new();
         visited.reset(10);
         assert!(visited.insert(3));
         let mut nodes = vec![5, 3, 7, 5, 9, 0, 7];
