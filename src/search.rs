@@ -240,28 +240,32 @@ impl Snapshot {
                 }
             }
         }
-        let partials: Vec<(usize, Vec<TopK>)> = units
-            .into_par_iter()
-            .map(|(p, r0, r1, q0, q1)| {
-                let Plan::Scan(selection) = plans[p] else {
-                    unreachable!("units are made for scanned parts")
-                };
-                let part = &self.parts[p];
-                let rows = FlatRows {
-                    metric,
-                    dim,
-                    vectors: part.seg.vectors(),
-                    norms: part.seg.rank_norms(metric),
-                    deletes: part.deletes.as_deref(),
-                    selection,
-                    key_base: key(p, 0),
-                };
-                (
-                    q0,
-                    rows.scan(r0, r1, &qs[q0 * dim..q1 * dim], &qnorms[q0..q1], k),
-                )
-            })
-            .collect();
+        let scan_unit = |(p, r0, r1, q0, q1): (usize, usize, usize, usize, usize)| {
+            let Plan::Scan(selection) = plans[p] else {
+                unreachable!("units are made for scanned parts")
+            };
+            let part = &self.parts[p];
+            let rows = FlatRows {
+                metric,
+                dim,
+                vectors: part.seg.vectors(),
+                norms: part.seg.rank_norms(metric),
+                deletes: part.deletes.as_deref(),
+                selection,
+                key_base: key(p, 0),
+            };
+            (
+                q0,
+                rows.scan(r0, r1, &qs[q0 * dim..q1 * dim], &qnorms[q0..q1], k),
+            )
+        };
+        // One unit runs on the calling thread: handing it to the pool and waiting for it
+        // costs two thread wake-ups, more than a small scan.
+        let partials: Vec<(usize, Vec<TopK>)> = if units.len() == 1 {
+            units.into_iter().map(scan_unit).collect()
+        } else {
+            units.into_par_iter().map(scan_unit).collect()
+        };
 
         let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
         for (q0, tops) in partials {
@@ -273,12 +277,17 @@ impl Snapshot {
             .iter()
             .any(|p| matches!(p, Plan::Index(_) | Plan::Rows(_)))
         {
-            let per_query: Vec<Vec<Neighbor<u64>>> = req
-                .queries
-                .par_chunks(dim)
-                .zip(qs.par_chunks(dim))
-                .map(|(raw, prepared)| self.search_one(&plans, raw, prepared, k, &params))
-                .collect();
+            // Queries run in parallel; a single query on the calling thread (the pool would
+            // add two thread wake-ups to a search of tens of microseconds).
+            let per_query: Vec<Vec<Neighbor<u64>>> = if nq == 1 {
+                vec![self.search_one(&plans, req.queries, &qs, k, &params)]
+            } else {
+                req.queries
+                    .par_chunks(dim)
+                    .zip(qs.par_chunks(dim))
+                    .map(|(raw, prepared)| self.search_one(&plans, raw, prepared, k, &params))
+                    .collect()
+            };
             for (top, hits) in merged.iter_mut().zip(per_query) {
                 top.merge(hits);
             }
