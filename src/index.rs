@@ -44,6 +44,9 @@ pub(crate) trait VectorIndex: Send + Sync + std::fmt::Debug {
         params: &SearchParams,
         accept: Accept<'_>,
     ) -> Vec<(u32, f32)>;
+    /// About how many vector comparisons a search with `params` makes (a compact code's
+    /// comparison counted as one): what a caller weighs to run a search where it is.
+    fn search_work(&self, params: &SearchParams) -> usize;
     /// The graph, for indexes that are one (a merge extends it instead of rebuilding).
     fn graph(&self) -> Option<&hnsw::Hnsw> {
         None

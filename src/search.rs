@@ -163,6 +163,46 @@ impl Snapshot {
             .collect()
     }
 
+    /// About how many vector comparisons `req` makes (a compact code's counted as one), over
+    /// all its queries and segments, found without searching: what a caller weighs to run it
+    /// where it is or on a thread of its own. A filter's selected rows count as compared.
+    pub fn search_work(&self, req: &SearchRequest<'_>) -> usize {
+        let count = self.count();
+        let k = req.k.min(count);
+        if k == 0 {
+            return 0;
+        }
+        let params = self.search_params(req, k, count);
+        let per_query = self
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(p, part)| {
+                let selected = req
+                    .filter
+                    .and_then(|f| f.parts[p].as_ref())
+                    .map(|b| b.count());
+                match &part.index {
+                    _ if selected == Some(0) => 0,
+                    Some(index) if !req.exact => index
+                        .search_work(&params)
+                        .saturating_add(selected.unwrap_or(0)),
+                    _ => selected.unwrap_or_else(|| part.seg.rows()),
+                }
+            })
+            .fold(0usize, usize::saturating_add);
+        let nq = req.queries.len() / self.dim().max(1);
+        per_query.saturating_mul(nq)
+    }
+
+    /// The index parameters of `req`'s searches, returning `k` of `count` live rows.
+    fn search_params(&self, req: &SearchRequest<'_>, k: usize, count: usize) -> SearchParams {
+        SearchParams {
+            ef: req.ef.unwrap_or(self.index.ef_search).max(k).min(count),
+            nprobe: req.nprobe.unwrap_or(self.index.nprobe).max(1),
+        }
+    }
+
     /// Runs `req`: for each query, the `k` nearest live rows (of the filter, when there is
     /// one), nearest first; all of them when fewer match.
     pub fn search(&self, req: &SearchRequest<'_>) -> Result<Vec<Vec<Hit>>> {
@@ -188,11 +228,8 @@ impl Snapshot {
                 vec![SegmentPlan::Skip; self.parts.len()],
             ));
         }
-        let ef = req.ef.unwrap_or(self.index.ef_search).max(k).min(count);
-        let params = SearchParams {
-            ef,
-            nprobe: req.nprobe.unwrap_or(self.index.nprobe).max(1),
-        };
+        let params = self.search_params(req, k, count);
+        let ef = params.ef;
         let plans: Vec<Plan> = self
             .parts
             .iter()

@@ -304,6 +304,12 @@ impl super::VectorIndex for Hnsw {
         Hnsw::search(self, view, query, k, params.ef, accept)
     }
 
+    /// A search expands about `ef` nodes on layer 0 and compares each one's list of up to
+    /// `2m` neighbours (the upper layers add a few lists).
+    fn search_work(&self, params: &super::SearchParams) -> usize {
+        params.ef.saturating_mul(2 * self.m)
+    }
+
     fn graph(&self) -> Option<&Hnsw> {
         Some(self)
     }

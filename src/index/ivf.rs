@@ -1100,6 +1100,17 @@ impl VectorIndex for Ivf {
         let accept = accept.unwrap_or(&|_| true);
         Ivf::search(self, view, query, k, params.ef, params.nprobe, accept)
     }
+
+    /// Ranking the lists (every centroid: an upper bound with groups), the entries of
+    /// `nprobe` lists of average length, and the re-ranked candidates.
+    fn search_work(&self, params: &super::SearchParams) -> usize {
+        let lists = self.lists().max(1);
+        let probed = self.rows.len() / lists * params.nprobe.clamp(1, lists);
+        let reranked = params
+            .ef
+            .saturating_mul(self.codes.as_ref().map_or(1, |c| c.oversample()));
+        lists + probed + reranked
+    }
 }
 
 #[cfg(test)]

@@ -654,6 +654,48 @@ mod collection {
     }
 
     #[test]
+    fn search_work_counts_graph_expansions_and_scanned_rows() {
+        let (data, _, dim) = super::dataset();
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Database::open(tmp.path()).unwrap();
+        let opts = CollectionOptions {
+            index: IndexSettings {
+                threshold: 1000,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let c = db.create_collection("words", &schema(dim), opts).unwrap();
+        c.append(&[rows(&data, dim, 0..2000)]).unwrap();
+        c.wait_for_indexing();
+        let snap = c.snapshot();
+        assert_eq!(snap.segments()[0].index, Some(omendb::IndexKind::Hnsw));
+        let (one, two) = (&data[..dim], &data[..2 * dim]);
+        let work = |q, k, ef| snap.search_work(&SearchRequest::new(q, k).ef(Some(ef)));
+        // A graph search: ef expansions of one neighbour list each, whatever the rows.
+        assert!(work(one, 10, 16) > 0);
+        assert_eq!(work(one, 10, 32), 2 * work(one, 10, 16));
+        assert!(work(one, 10, 16) < 2000, "{}", work(one, 10, 16));
+        assert_eq!(work(two, 10, 16), 2 * work(one, 10, 16), "per query");
+        assert_eq!(work(one, 0, 16), 0, "k 0 searches nothing");
+        // Exact search, a filter and an unindexed collection compare the rows they read.
+        let exact = SearchRequest::new(one, 10).exact(true);
+        assert_eq!(snap.search_work(&exact), 2000);
+        let bucket = bucket_filter(&snap, |b| b == 3);
+        let filtered = SearchRequest::new(one, 10)
+            .ef(Some(16))
+            .filter(Some(&bucket));
+        assert_eq!(snap.search_work(&filtered), work(one, 10, 16) + 20);
+        let small = db
+            .create_collection("few", &schema(dim), CollectionOptions::default())
+            .unwrap();
+        small.append(&[rows(&data, dim, 0..500)]).unwrap();
+        let small = small.snapshot();
+        assert_eq!(small.segments()[0].index, None);
+        assert_eq!(small.search_work(&SearchRequest::new(two, 10)), 1000);
+    }
+
+    #[test]
     fn build_index_leaves_no_segment_unindexed_while_small_segments_merge() {
         let (data, _, dim) = super::dataset();
         for round in 0..3 {
