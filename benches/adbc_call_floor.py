@@ -32,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.flight as fl
 
+import flight_sql_lean
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "omendb")
 CALLS = int(os.environ.get("CALLS", 500))
@@ -49,61 +51,6 @@ def measure(what, call):
     cpu = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / CALLS
     print(json.dumps({"call": what, "p50_ms": round(float(np.median(lat)) * 1e3, 3),
                       "client_cpu_ms_per_call": round(cpu * 1e3, 3)}), flush=True)
-
-
-def pb_field(number, data):
-    """A length-delimited protobuf field."""
-    def varint(x):
-        out = bytearray()
-        while True:
-            out.append((x & 0x7F) | (0x80 if x > 0x7F else 0))
-            x >>= 7
-            if not x:
-                return bytes(out)
-    return varint(number << 3 | 2) + varint(len(data)) + data
-
-
-def pb_fields(buf):
-    """The length-delimited fields of a protobuf message, by number."""
-    out, i = {}, 0
-    while i < len(buf):
-        number, i = buf[i] >> 3, i + 1
-        length = shift = 0
-        while True:
-            b, i = buf[i], i + 1
-            length |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-        out[number], i = buf[i:i + length], i + length
-    return out
-
-
-def flight_sql_any(name, body):
-    """A Flight SQL command packed in google.protobuf.Any."""
-    return pb_field(1, b"type.googleapis.com/arrow.flight.protocol.sql." + name) + pb_field(2, body)
-
-
-def lean_bound_select(client):
-    """`SELECT $1` prepared once, then per call: bind 1, describe, fetch."""
-    request = flight_sql_any(b"ActionCreatePreparedStatementRequest", pb_field(1, b"SELECT $1"))
-    created = list(client.do_action(fl.Action("CreatePreparedStatement", request)))
-    handle = pb_fields(pb_fields(created[0].body.to_pybytes())[2])[1]
-    batch = pa.record_batch([pa.array([1], pa.int64())], names=["$1"])
-
-    def command(h):
-        return fl.FlightDescriptor.for_command(flight_sql_any(b"CommandPreparedStatementQuery", pb_field(1, h)))
-
-    def call():
-        writer, reader = client.do_put(command(handle), batch.schema)
-        writer.write_batch(batch)
-        writer.done_writing()
-        bound = pb_fields(reader.read().to_pybytes())[1]
-        writer.close()
-        info = client.get_flight_info(command(bound))
-        table = client.do_get(info.endpoints[0].ticket).read_all()
-        assert table.column(0).to_pylist() == [1], table
-    return call
 
 
 def main():
@@ -124,7 +71,12 @@ def main():
                 cur.fetch_arrow_table()
             measure("adbc execute+fetch SELECT 1", lambda: adbc("SELECT 1"))
             measure("adbc execute+fetch SELECT $1 (bound)", lambda: adbc("SELECT $1", (1,)))
-        measure("pyarrow.flight Flight SQL bind+describe+fetch SELECT $1", lean_bound_select(client))
+        batch = pa.record_batch([pa.array([1], pa.int64())], names=["$1"])
+        run = flight_sql_lean.prepared(client, "SELECT $1")
+
+        def lean():
+            assert run(batch).column(0).to_pylist() == [1]
+        measure("pyarrow.flight Flight SQL bind+describe+fetch SELECT $1", lean)
     finally:
         server.kill()
         server.wait()

@@ -3,7 +3,8 @@ throughput of many, on the minilm-words rows with an HNSW index.
 
 For each ef: recall@10 against the exact cosine ground truth, p50/p99 latency of
 `cursor.execute("SELECT id FROM knn('docs', $1, 10, <ef>)", parameters=(vector,))` from one
-client (prepared once by the driver; each call binds, describes and fetches), then queries/s
+client (prepared once by the driver; each call binds, describes and fetches), the same three
+calls made through pyarrow.flight (`flight_sql_lean.py`: the server's part), then queries/s
 with CLIENTS concurrent clients, each on its own connection. Prints one JSON line per
 measurement.
 
@@ -28,6 +29,8 @@ import adbc_driver_flightsql.dbapi as flightsql
 import numpy as np
 import pyarrow as pa
 import pyarrow.flight as fl
+
+import flight_sql_lean
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 data_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "..", "shared", "datasets", "minilm-words")
@@ -162,6 +165,14 @@ def run_omendb():
             conn, run = connect(ef)
             one_client("omendb-adbc", ef, run)
             conn.close()
+        # The same three calls per query through pyarrow.flight: the server's part.
+        for ef in EFS:
+            lean = flight_sql_lean.prepared(client, f"SELECT id FROM knn('docs', $1, 10, {ef})")
+
+            def run(q, lean=lean):
+                batch = pa.record_batch([pa.array([q.tolist()], pa.list_(pa.float32()))], names=["$1"])
+                return lean(batch).column("id").to_pylist()
+            one_client("omendb-pyarrow-flight-sql", ef, run)
         for ef in EFS:
             many_clients("omendb-adbc", ef, lambda: connect(ef))
     finally:
