@@ -168,7 +168,6 @@ impl KnnExec {
         }))
     }
 
-    /// The search, on the calling thread: filter, search, rows.
     /// Whether the search for `query` is short enough to run on the async worker that polls
     /// it: no filter, and at most [`INLINE_WORK`] vector comparisons.
     fn is_short(&self, query: &[f32]) -> bool {
@@ -181,6 +180,7 @@ impl KnnExec {
             ) <= INLINE_WORK
     }
 
+    /// The search, on the calling thread: filter, search, rows.
     fn search(&self, query: &[f32]) -> Result<RecordBatch> {
         let snapshot = &self.snapshot;
         check_dimension(query, &self.collection, snapshot.dim())?;
