@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 import flight_sql_lean
+from ground_truth import exact_top100
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 data_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "..", "shared", "datasets", "minilm-words")
@@ -47,9 +48,7 @@ queries = np.load(f"{data_dir}/queries.npy")[:NQ].astype(np.float32)
 gt = np.load(f"{data_dir}/gt_cosine.npy")[:NQ, :10]
 if N < len(np.load(f"{data_dir}/base.npy", mmap_mode="r")):
     # Ground truth for a cut of the rows: exact search over the cut.
-    b = base / np.linalg.norm(base, axis=1, keepdims=True)
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    gt = np.argsort(-(q @ b.T), axis=1, kind="stable")[:, :10]
+    gt = exact_top100(queries, base)[:, :10]
 
 
 def free_port():

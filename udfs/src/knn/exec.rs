@@ -173,11 +173,14 @@ impl KnnExec {
     fn is_short(&self, query: &[f32]) -> bool {
         self.filter.is_none()
             && query.len() == self.snapshot.dim()
-            && self.snapshot.search_work(
-                &SearchRequest::new(query, self.k)
-                    .ef(self.ef)
-                    .nprobe(self.nprobe),
-            ) <= INLINE_WORK
+            && self.snapshot.search_work(&self.request(query)) <= INLINE_WORK
+    }
+
+    /// The search of `query` with this plan's k, ef and nprobe (no filter).
+    fn request<'a>(&self, query: &'a [f32]) -> SearchRequest<'a> {
+        SearchRequest::new(query, self.k)
+            .ef(self.ef)
+            .nprobe(self.nprobe)
     }
 
     /// The search, on the calling thread: filter, search, rows.
@@ -194,10 +197,7 @@ impl KnnExec {
             ),
         };
         let selected = selection.as_ref().map(|s| s.count(snapshot));
-        let req = SearchRequest::new(query, self.k)
-            .ef(self.ef)
-            .nprobe(self.nprobe)
-            .filter(selection.as_ref());
+        let req = self.request(query).filter(selection.as_ref());
         let (mut hits, trace) = snapshot.search_traced(&req).map_err(engine_error)?;
         let hits = hits.pop().unwrap_or_default();
         let m = |name: &'static str, v: usize| {
