@@ -26,9 +26,19 @@ pub fn dataset_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Loads dataset `name` (`base.npy`, `queries.npy`), or panics naming the missing path.
+/// The cut of minilm-words the repository ships for tests (`tests/data/minilm-words`: its first
+/// 20,000 rows and 200 queries, float16, with exact ground truth).
+pub fn test_dataset() -> Dataset {
+    load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/minilm-words"))
+}
+
+/// Loads shared dataset `name` (`base.npy`, `queries.npy`), or panics naming the missing path
+/// (the shared datasets are for benchmarks; tests use [`test_dataset`]).
 pub fn dataset(name: &str) -> Dataset {
-    let dir = dataset_dir(name);
+    load(dataset_dir(name))
+}
+
+fn load(dir: PathBuf) -> Dataset {
     let load = |file: &str| {
         let path = dir.join(file);
         npy::read_f32(&path).unwrap_or_else(|e| {

@@ -6,9 +6,9 @@ use omendb::VectorView as Space;
 
 const N: usize = 5000;
 
-/// The first N rows and 200 queries of minilm-words (panics naming the path if it is missing).
+/// The first N rows and 200 queries of minilm-words (the cut the repository ships).
 fn dataset() -> (Vec<f32>, Vec<f32>, usize) {
-    let d = omendb_testkit::dataset("minilm-words");
+    let d = omendb_testkit::test_dataset();
     (
         d.base.data[..N * d.base.cols].to_vec(),
         d.queries.data[..200 * d.queries.cols].to_vec(),
