@@ -26,6 +26,7 @@ use crate::stats::{Backup, IndexParams, Stats};
 use crate::storage::gc::remove_garbage;
 use crate::storage::manifest::{IndexFileMeta, Manifest, SegmentMeta, MANIFEST};
 use crate::storage::{FileKind, Store};
+use crate::task::Task;
 use crate::writer::append::Staged;
 use crate::writer::background::Worker;
 use crate::writer::compact;
@@ -216,7 +217,7 @@ impl Collection {
         let prepared = batches
             .iter()
             .filter(|b| b.num_rows() > 0)
-            .map(|b| self.layout.prepare(b))
+            .map(|b| self.layout.prepare(b, self.metric()))
             .collect::<Result<Vec<_>>>()?;
         Ok(match prepared.len() {
             0 => None,
@@ -352,7 +353,9 @@ impl Collection {
             if at.is_empty() {
                 return Ok((0, snapshot.parts.clone()));
             }
-            let new = self.layout.prepare(&update(snapshot.rows_at(&at)?)?)?;
+            let new = self
+                .layout
+                .prepare(&update(snapshot.rows_at(&at)?)?, self.metric())?;
             let (parts, deleted) = delete_rows(txn, snapshot, &by_part)?;
             let staying = snapshot.with_parts(snapshot.version, parts);
             let ids = new.column(self.layout.id_index);
@@ -582,6 +585,7 @@ impl Collection {
             indexing: worker.running,
             merges_running: self.merges_running.load(Ordering::Relaxed),
             index_builds_running: self.builds_running.load(Ordering::Relaxed),
+            index_build: self.worker.progress(),
             index_error: worker.last_error,
             repairs: worker.repairs,
         })
@@ -595,7 +599,7 @@ impl Collection {
     /// writes keep adding during the call are left after `BUILD_PASSES` passes.
     pub fn build_index(&self, min_rows: usize) -> Result<usize> {
         const BUILD_PASSES: usize = 16;
-        let cancel = AtomicBool::new(false);
+        let cancel = Task::new();
         let mut built = 0;
         for _ in 0..BUILD_PASSES {
             built += self.build_indexes(min_rows, &cancel)?;
@@ -759,9 +763,9 @@ impl Collection {
 
     /// One pass of the merger: small merges (no graph built) while the policy asks for them;
     /// then the worker looks at what they made.
-    fn merge_small(&self, cancel: &AtomicBool) -> Result<()> {
+    fn merge_small(&self, cancel: &Task) -> Result<()> {
         let mut merged = false;
-        while !cancel.load(Ordering::Relaxed) {
+        while !cancel.cancelled() {
             let settings = self.lock_writer().index;
             if !settings.compaction {
                 break;
@@ -794,8 +798,8 @@ impl Collection {
     /// One pass of the worker: merges (those due after a commit, then, once the collection
     /// has been quiet for `compaction_idle_ms`, the fresh rows into the largest graph) and
     /// index builds, until none is left or `cancel` is set.
-    fn maintain(&self, cancel: &AtomicBool) -> Result<()> {
-        while !cancel.load(Ordering::Relaxed) {
+    fn maintain(&self, cancel: &Task) -> Result<()> {
+        while !cancel.cancelled() {
             let settings = self.lock_writer().index;
             if settings.compaction {
                 if let Some(plan) = policy::choose(&self.seg_infos(), &settings, Moment::Commit) {
@@ -817,7 +821,7 @@ impl Collection {
                 if since >= quiet {
                     break;
                 }
-                if cancel.load(Ordering::Relaxed) || self.worker.pending() {
+                if cancel.cancelled() || self.worker.pending() {
                     return Ok(()); // a write came: the worker runs the pass again
                 }
                 std::thread::sleep((quiet - since).min(Duration::from_millis(20)));
@@ -834,7 +838,7 @@ impl Collection {
     /// dropping deleted rows, with the index that suits each merged size; returns how many
     /// merges ran. Readers keep their snapshots and writers go on meanwhile.
     pub fn compact(&self) -> Result<usize> {
-        let cancel = AtomicBool::new(false);
+        let cancel = Task::new();
         let mut merges = 0;
         loop {
             let settings = self.lock_writer().index;
@@ -851,12 +855,7 @@ impl Collection {
     /// Merges the segments `ids` (the first one's graph is extended when it has one) with the
     /// index `settings` ask for, and commits the result; `false` when cancelled, or when an
     /// input went away or another merge has it.
-    fn run_merge(
-        &self,
-        ids: &[u64],
-        settings: &IndexSettings,
-        cancel: &AtomicBool,
-    ) -> Result<bool> {
+    fn run_merge(&self, ids: &[u64], settings: &IndexSettings, cancel: &Task) -> Result<bool> {
         let Some(_claim) = Claim::take(&self.claimed, ids) else {
             return Ok(false);
         };
@@ -898,7 +897,7 @@ impl Collection {
         Ok(true)
     }
 
-    fn build_indexes(&self, min_rows: usize, cancel: &AtomicBool) -> Result<usize> {
+    fn build_indexes(&self, min_rows: usize, cancel: &Task) -> Result<usize> {
         let mut settings: IndexSettings = self.lock_writer().index;
         if settings.kind == IndexKind::Flat {
             // Damaged indexes of a collection made flat since are rebuilt as graphs.

@@ -37,6 +37,19 @@ pub struct Database {
 }
 
 impl Database {
+    /// Opens the database in directory `path`, which must exist: for tools that read or look
+    /// after a database, where a mistyped path must fail rather than create an empty one.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Database> {
+        let root = path.as_ref();
+        if !root.is_dir() {
+            return Err(Error::NotFound(format!(
+                "no database directory at {} (only `serve` and `import` create one)",
+                root.display()
+            )));
+        }
+        Database::open(root)
+    }
+
     /// Opens (creating if needed) the database in directory `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Database> {
         let root = path.as_ref().to_path_buf();
@@ -170,7 +183,9 @@ impl Database {
         name: &str,
         opts: CollectionOptions,
     ) -> Result<Ingest> {
-        Ok(Ingest::new(self.clone(), name, opts)?.replacing())
+        Ingest::new(self.clone(), name, CollectionOptions::default())?
+            .replacing()
+            .with_options(opts)
     }
 
     /// Starts a streamed upsert into collection `name`: when it commits, stored rows with the

@@ -41,7 +41,8 @@ impl Metric {
             Metric::Cosine => {
                 let denom = ((k.dot)(a, a) * (k.dot)(b, b)).sqrt();
                 if denom > 0.0 {
-                    1.0 - (k.dot)(a, b) / denom
+                    // Rounding can take a vector's distance to itself just below zero.
+                    (1.0 - (k.dot)(a, b) / denom).max(0.0)
                 } else {
                     1.0
                 }
@@ -75,12 +76,15 @@ impl Metric {
         }
     }
 
-    /// The distance reported for a ranking distance (l2 ranks squared distances).
+    /// The distance reported for a ranking distance (l2 ranks squared distances). Cosine and
+    /// l2 distances are never negative: rounding that takes a row's distance to itself just
+    /// below zero reports zero.
     #[inline]
     pub fn finish(self, d: f32) -> f32 {
         match self {
-            Metric::L2 => d.sqrt(),
-            _ => d,
+            Metric::L2 => d.max(0.0).sqrt(),
+            Metric::Cosine => d.max(0.0),
+            Metric::Dot => d,
         }
     }
 }

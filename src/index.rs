@@ -8,12 +8,12 @@ pub mod hnsw;
 pub mod ivf;
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arrow_buffer::Buffer;
 
 use crate::options::{IndexKind, IndexSettings};
+use crate::task::Task;
 use crate::vector::VectorView;
 use crate::{Error, Result};
 
@@ -74,9 +74,23 @@ pub(crate) fn build(
     settings: &IndexSettings,
     view: &VectorView<'_>,
     base: Option<(&dyn VectorIndex, &[u32])>,
-    cancel: &AtomicBool,
+    cancel: &Task,
 ) -> Result<Option<(IndexKind, Vec<u8>)>> {
-    match settings.kind_for(view.len()) {
+    let kind = settings.kind_for(view.len());
+    cancel.begin(kind.as_str(), view.len());
+    let built = build_kind(kind, settings, view, base, cancel);
+    cancel.end();
+    built
+}
+
+fn build_kind(
+    kind: IndexKind,
+    settings: &IndexSettings,
+    view: &VectorView<'_>,
+    base: Option<(&dyn VectorIndex, &[u32])>,
+    cancel: &Task,
+) -> Result<Option<(IndexKind, Vec<u8>)>> {
+    match kind {
         IndexKind::Hnsw => {
             let params = hnsw::HnswParams::from_settings(settings);
             let base = base.and_then(|(index, keep)| {

@@ -15,6 +15,7 @@ use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, FieldRef, Schema};
 use half::f16;
 
+use crate::distance::Metric;
 use crate::ids::first_duplicate;
 use crate::schema::{
     column_names, is_vector_like, storage_type, vector_item_field, vector_type, Layout, VectorType,
@@ -129,6 +130,23 @@ pub fn coerce_vectors_to(
     )?)
 }
 
+/// The first row of `vectors` (stored float32 or float16) whose elements are all zero.
+fn first_zero_vector(vectors: &FixedSizeListArray, dim: usize) -> Option<usize> {
+    let values = vectors.values();
+    match values.data_type() {
+        DataType::Float16 => values
+            .as_primitive::<Float16Type>()
+            .values()
+            .chunks(dim)
+            .position(|row| row.iter().all(|v| v.to_f32() == 0.0)),
+        _ => values
+            .as_primitive::<Float32Type>()
+            .values()
+            .chunks(dim)
+            .position(|row| row.iter().all(|&v| v == 0.0)),
+    }
+}
+
 /// Float values of any width as f32.
 fn f32_values(column: &str, values: &ArrayRef) -> Result<ScalarBuffer<f32>> {
     Ok(match values.data_type() {
@@ -204,8 +222,9 @@ fn first_null(array: &dyn Array) -> Option<usize> {
 }
 
 impl Layout {
-    /// Converts `batch` to the stored schema or says why it cannot be.
-    pub(crate) fn prepare(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+    /// Converts `batch` to the stored schema of a collection ranked by `metric`, or says why
+    /// it cannot be (a zero vector has no direction, so no cosine distance).
+    pub(crate) fn prepare(&self, batch: &RecordBatch, metric: Metric) -> Result<RecordBatch> {
         let name = &self.name;
         let incoming = batch.schema();
         for f in incoming.fields() {
@@ -226,12 +245,18 @@ impl Layout {
                 ))
             })?;
             let col = if i == self.vector_index {
-                Arc::new(coerce_vectors_to(
-                    field.name(),
-                    col,
-                    Some(self.dim),
-                    self.vector_type,
-                )?) as ArrayRef
+                let vectors =
+                    coerce_vectors_to(field.name(), col, Some(self.dim), self.vector_type)?;
+                if metric == Metric::Cosine {
+                    if let Some(row) = first_zero_vector(&vectors, self.dim) {
+                        return Err(Error::invalid(format!(
+                            "collection '{name}': vector column '{}' row {row} is all zeros, \
+                             which has no cosine distance (the collection's metric is cosine)",
+                            field.name()
+                        )));
+                    }
+                }
+                Arc::new(vectors) as ArrayRef
             } else {
                 let col = self.cast_column(field, col)?;
                 if !field.is_nullable() {
@@ -331,7 +356,8 @@ pub(crate) fn schema_for_batch(
                 [one] => *one,
                 [] => {
                     return Err(Error::invalid(format!(
-                        "batch has no vector column (a list of floats; columns: {})",
+                        "batch has no vector column (a list of floats; in CSV, a vector is \
+                         text in brackets, \"[0.1, 0.2, ...]\"; columns: {})",
                         column_names(&schema)
                     )))
                 }

@@ -40,6 +40,7 @@ mod segment;
 mod snapshot;
 mod stats;
 mod storage;
+mod task;
 mod topk;
 mod vector;
 mod writer;
@@ -61,4 +62,5 @@ pub use snapshot::Snapshot;
 pub use stats::{Backup, IndexParams, Stats};
 #[doc(hidden)]
 pub use storage::faults::Faults;
+pub use task::{BuildProgress, Task};
 pub use vector::{Floats, VectorView};

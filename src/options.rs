@@ -329,6 +329,12 @@ impl IndexSettings {
                     }
                 }
             }
+            "metric" | "id" | "vector" | "vector_type" => {
+                return Err(Error::invalid(format!(
+                    "setting '{key}' is fixed when a collection is created and cannot be \
+                     altered (the settings alter changes: {SETTING_KEYS})"
+                )))
+            }
             other => {
                 return Err(Error::invalid(format!(
                     "unknown setting '{other}' (expected {SETTING_KEYS})"
@@ -336,6 +342,28 @@ impl IndexSettings {
             }
         }
         Ok(())
+    }
+}
+
+impl IndexSettings {
+    /// Each setting's key, as `set` takes it, and its value in text.
+    pub fn entries(&self) -> [(&'static str, String); 13] {
+        let on = |b: bool| if b { "on" } else { "off" }.to_string();
+        [
+            ("index", self.kind.as_str().to_string()),
+            ("quantization", self.quant.as_str().to_string()),
+            ("m", self.m.to_string()),
+            ("ef_construction", self.ef_construction.to_string()),
+            ("ef_search", self.ef_search.to_string()),
+            ("index_threshold", self.threshold.to_string()),
+            ("compaction", on(self.compaction)),
+            ("merge_factor", self.merge_factor.to_string()),
+            ("max_segment_rows", self.max_segment_rows.to_string()),
+            ("compaction_idle_ms", self.compaction_idle_ms.to_string()),
+            ("ivf_threshold", self.ivf_threshold.to_string()),
+            ("nlist", self.nlist.to_string()),
+            ("nprobe", self.nprobe.to_string()),
+        ]
     }
 }
 
@@ -412,6 +440,78 @@ impl CollectionOptions {
             opts.set(key.trim(), value.trim())?;
         }
         Ok(opts)
+    }
+}
+
+impl CollectionOptions {
+    /// Refuses options that an append to an existing collection cannot honour: each option
+    /// set away from its default that differs from the collection's (`metric`, `metric_now`,
+    /// and so on for the columns and settings), named with what to do instead. The metric,
+    /// columns and vector type are fixed when a collection is created; index settings change
+    /// with `alter`.
+    pub(crate) fn refuse_changes(
+        &self,
+        collection: &str,
+        metric: Metric,
+        id_column: &str,
+        vector_column: &str,
+        vector_type: crate::schema::VectorType,
+        settings: &IndexSettings,
+    ) -> Result<()> {
+        let defaults = CollectionOptions::default();
+        let mut fixed = Vec::new();
+        if self.metric != defaults.metric && self.metric != metric {
+            fixed.push(format!("metric={} (it is {metric})", self.metric));
+        }
+        if self.id_column != defaults.id_column && self.id_column != id_column {
+            fixed.push(format!("id={} (it is {id_column})", self.id_column));
+        }
+        if let Some(v) = self
+            .vector_column
+            .as_deref()
+            .filter(|v| *v != vector_column)
+        {
+            fixed.push(format!("vector={v} (it is {vector_column})"));
+        }
+        if let Some(t) = self.vector_type.filter(|t| *t != vector_type) {
+            fixed.push(format!(
+                "vector_type={} (it is {})",
+                t.as_str(),
+                vector_type.as_str()
+            ));
+        }
+        let mut alterable = Vec::new();
+        let ours = self.index.entries();
+        let default = defaults.index.entries();
+        for ((key, mine), ((_, theirs), (_, dflt))) in ours
+            .iter()
+            .zip(settings.entries().iter().zip(default.iter()))
+        {
+            if mine != dflt && mine != theirs {
+                alterable.push(format!("{key}={mine} (it is {theirs})"));
+            }
+        }
+        if fixed.is_empty() && alterable.is_empty() {
+            return Ok(());
+        }
+        let mut why = format!(
+            "collection '{collection}' exists with other settings than this write asks for: {}",
+            fixed
+                .iter()
+                .chain(&alterable)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !fixed.is_empty() {
+            why.push_str("; the metric, columns and vector type are fixed when a collection is created (write to a new collection, or replace this one)");
+        }
+        if !alterable.is_empty() {
+            why.push_str(&format!(
+                "; change index settings with alter (`omendb alter {collection} KEY=VALUE`)"
+            ));
+        }
+        Err(Error::invalid(why))
     }
 }
 

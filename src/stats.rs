@@ -41,6 +41,9 @@ pub struct Stats {
     pub merges_running: usize,
     /// Index builds running now.
     pub index_builds_running: usize,
+    /// How far the background index build is (a merge that extends a graph builds one too):
+    /// rows done of the total, seconds elapsed and the estimated seconds left.
+    pub index_build: Option<crate::task::BuildProgress>,
     /// The error of the last failed background index build, if any.
     pub index_error: Option<String>,
     /// Damage found and contained since the collection opened (an index set aside and rebuilt).

@@ -16,7 +16,8 @@ pub struct Conn {
     /// The database directory (no server may hold it).
     #[arg(long, conflicts_with = "addr", required_unless_present = "addr")]
     pub data: Option<PathBuf>,
-    /// A running server, e.g. http://127.0.0.1:50051 (its admin token with --token).
+    /// A running server: 127.0.0.1:50051, http://127.0.0.1:50051 or grpc://127.0.0.1:50051
+    /// (with --token, a token of the role the command needs).
     #[arg(long)]
     pub addr: Option<String>,
     /// The bearer token to send to --addr.
@@ -38,7 +39,7 @@ pub struct Target {
 pub async fn run(kind: &str, conn: &Conn, body: String) -> Result<(), String> {
     let out = match (&conn.data, &conn.addr) {
         (Some(dir), _) => {
-            let db = omendb::Database::open(dir).map_err(|e| e.to_string())?;
+            let db = omendb::Database::open_existing(dir).map_err(|e| e.to_string())?;
             let kind = kind.to_string();
             tokio::task::spawn_blocking(move || local(&db, &kind, &body))
                 .await
@@ -47,9 +48,9 @@ pub async fn run(kind: &str, conn: &Conn, body: String) -> Result<(), String> {
         (None, Some(addr)) => {
             let label = format!("{kind} through {addr}");
             let started = std::time::Instant::now();
-            let reply = action(addr, conn.token.as_deref(), kind, body).await;
+            let reply = action(addr, conn.token.as_deref(), kind, body).await?;
             Progress::new(label, "").finish(started.elapsed().as_secs());
-            reply?
+            reply
         }
         (None, None) => return Err("give --data DIR or --addr URL".into()),
     };
@@ -99,9 +100,30 @@ pub fn wait_for_indexing(db: &omendb::Database) {
     }
 }
 
-/// Connects to a server.
+/// The URL a client connects to for a server address written any of the ways users write
+/// one: `127.0.0.1:50051`, `http://...`, or Flight's `grpc://`, `grpc+tcp://` and
+/// `grpc+tls://` (TLS: `https://`).
+pub fn endpoint_url(addr: &str) -> String {
+    let addr = addr.trim();
+    for (scheme, as_http) in [
+        ("grpc+tls://", "https://"),
+        ("grpc+tcp://", "http://"),
+        ("grpc://", "http://"),
+    ] {
+        if let Some(rest) = addr.strip_prefix(scheme) {
+            return format!("{as_http}{rest}");
+        }
+    }
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Connects to a server at `addr` (see [`endpoint_url`] for the spellings taken).
 pub async fn connect(addr: &str) -> Result<FlightServiceClient<tonic::transport::Channel>, String> {
-    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+    let channel = tonic::transport::Endpoint::from_shared(endpoint_url(addr))
         .map_err(|e| format!("bad --addr {addr}: {e}"))?
         .connect()
         .await
@@ -145,4 +167,24 @@ async fn action(
         .ok_or_else(|| format!("{kind}: the server sent no result"))?
         .map_err(|s| format!("{kind}: {}", s.message()))?;
     serde_json::from_slice(&first.body).map_err(|e| format!("{kind}: bad reply: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_url;
+
+    #[test]
+    fn every_spelling_of_an_address_reaches_it() {
+        for addr in [
+            "127.0.0.1:50051",
+            "http://127.0.0.1:50051",
+            "grpc://127.0.0.1:50051",
+            "grpc+tcp://127.0.0.1:50051",
+            " 127.0.0.1:50051 ",
+        ] {
+            assert_eq!(endpoint_url(addr), "http://127.0.0.1:50051", "{addr}");
+        }
+        assert_eq!(endpoint_url("grpc+tls://db:1"), "https://db:1");
+        assert_eq!(endpoint_url("https://db:1"), "https://db:1");
+    }
 }

@@ -96,10 +96,7 @@ impl Tokens {
     pub fn handshake(&self, metadata: &MetadataMap) -> Result<String, Status> {
         let header = authorization(metadata)?;
         let token = if let Some(basic) = header.strip_prefix("Basic ") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(basic.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
+            let decoded = decode_basic(basic.trim())
                 .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
             let (_, password) = decoded.split_once(':').unwrap_or(("", &decoded));
             password.to_string()
@@ -112,6 +109,15 @@ impl Tokens {
             Err(Status::unauthenticated("unknown token"))
         }
     }
+}
+
+/// Basic credentials are base64 with or without its `=` padding: RFC 7617 pads, but the ADBC
+/// Flight SQL driver (Go's `RawStdEncoding`) does not.
+fn decode_basic(encoded: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn authorization(metadata: &MetadataMap) -> Result<&str, Status> {
@@ -160,6 +166,24 @@ mod tests {
             .contains("line 1: unknown role 'root'"));
         assert!(Tokens::parse("a\n").unwrap_err().contains("line 1"));
         assert!(Tokens::parse("\n# none\n").is_err());
+    }
+
+    #[test]
+    fn basic_credentials_decode_with_and_without_padding() {
+        use base64::Engine;
+        for password in ["t", "to", "tok", "toke", "token"] {
+            let plain = format!("me:{password}");
+            for engine in [
+                base64::engine::general_purpose::STANDARD,
+                base64::engine::general_purpose::STANDARD_NO_PAD,
+            ] {
+                assert_eq!(
+                    decode_basic(&engine.encode(&plain)).as_deref(),
+                    Some(&*plain)
+                );
+            }
+        }
+        assert_eq!(decode_basic("not base64!"), None);
     }
 
     #[test]

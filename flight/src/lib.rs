@@ -245,9 +245,7 @@ impl OmenFlight {
     async fn plan(&self, ctx: &SessionContext, sql: &str, role: Role) -> Result<DataFrame, Status> {
         let timeout = self.config.query_timeout;
         let planned = async {
-            let plan = ctx
-                .state()
-                .create_logical_plan(sql)
+            let plan = omendb_udfs::sql::logical_plan(&ctx.state(), sql)
                 .await
                 .map_err(df_status)?;
             self.files.check_plan(&plan, role)?;
@@ -576,7 +574,7 @@ impl OmenFlight {
             ))));
         }
         let need = match request.get_ref().r#type.as_str() {
-            "stats" => Role::Read,
+            "stats" | "wait" => Role::Read,
             _ => Role::Admin,
         };
         let what = format!("the action '{}'", request.get_ref().r#type);
@@ -618,8 +616,8 @@ impl OmenFlight {
             }
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown action '{other}' (expected stats, build_index, compact, alter, \
-                     verify, backup or drop_collection)"
+                    "unknown action '{other}' (expected stats, wait, build_index, compact, \
+                     alter, verify, backup or drop_collection)"
                 )))
             }
         };
@@ -844,6 +842,7 @@ impl FlightService for OmenFlight {
             ("alter", "Change settings: the body is the collection's name, then key=value pairs (admin)"),
             ("verify", "Check every file of the collection named in the body (every collection if none) against its checksum (admin)"),
             ("stats", "Rows, segments, bytes on disk and index kinds of the collection named in the body, or of every collection (JSON)"),
+            ("wait", "Wait until the background index builds and merges of the collection named in the body (every collection if none) have finished, then answer its stats (JSON)"),
             ("backup", "Copy one consistent version of the database (or of the collection named on the body's second line) into the new directory on the body's first line, on the server's machine (admin)"),
         ]
         .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));
@@ -916,7 +915,9 @@ pub async fn serve_with(
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener and its address.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     Ok((listener, local))
 }

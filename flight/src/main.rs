@@ -26,11 +26,13 @@ struct Cli {
 enum Command {
     /// Serve a database over Arrow Flight.
     Serve(ServeArgs),
-    /// Run one SQL statement against a database directory and print the result.
+    /// Run SQL statements (separated by `;`, in order) against a database directory that no
+    /// server holds, and print each result.
     Sql {
+        /// The database directory (it must exist).
         #[arg(long, default_value = "./omendb-data")]
         data: PathBuf,
-        /// The SQL text.
+        /// The SQL text: one statement or several separated by `;`.
         query: String,
     },
     /// Benchmarks.
@@ -55,6 +57,10 @@ enum Command {
     /// Print a collection's rows, segments, indexes, deleted rows and bytes (JSON; every
     /// collection's, with no name).
     Stats(admin::Target),
+    /// Wait until the background index builds and merges of a collection (of every
+    /// collection, with no name) have finished, then print its stats. While a build runs,
+    /// `stats` shows how far it is (`index_build`: rows done of the total, elapsed, ETA).
+    Wait(admin::Target),
     /// Check every file and manifest of a collection (of every collection, with no name)
     /// against its checksum; fails naming any damaged file.
     Verify(admin::Target),
@@ -79,8 +85,9 @@ struct ServeArgs {
     /// The database directory (created if missing).
     #[arg(long, default_value = "./omendb-data")]
     data: PathBuf,
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:50051")]
+    /// Address to listen on (port 0 picks a free port); `grpc://` or `http://` before it is
+    /// accepted, as clients spell it.
+    #[arg(long, default_value = "127.0.0.1:50051", value_parser = listen_addr)]
     addr: SocketAddr,
     /// Require bearer tokens: one `TOKEN ROLE` per line, ROLE read, write or admin.
     #[arg(long)]
@@ -130,6 +137,18 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+/// A listening address, with or without the scheme a client would put before it.
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    let bare = ["grpc+tcp://", "grpc://", "http://"]
+        .iter()
+        .find_map(|scheme| text.strip_prefix(scheme))
+        .unwrap_or(text)
+        .trim_end_matches('/');
+    bare.parse().map_err(|_| {
+        format!("'{text}' is not an address to listen on (expected IP:PORT, e.g. 127.0.0.1:50051)")
+    })
 }
 
 impl ServeArgs {
@@ -216,9 +235,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("omendb: shut down");
         }
         Command::Sql { data, query } => {
-            let db = Arc::new(omendb::Database::open(&data)?);
+            let db = Arc::new(omendb::Database::open_existing(&data)?);
             let ctx = omendb_udfs::session(db)?;
-            ctx.sql(&query).await?.show().await?;
+            for statement in omendb_udfs::sql::statements(&ctx.state(), &query)? {
+                let plan = ctx.state().statement_to_plan(statement).await?;
+                ctx.execute_logical_plan(plan).await?.show().await?;
+            }
         }
         Command::Compact(t) => {
             admin::run("compact", &t.conn, t.collection.unwrap_or_default()).await?
@@ -236,6 +258,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             .await?
         }
         Command::Stats(t) => admin::run("stats", &t.conn, t.collection.unwrap_or_default()).await?,
+        Command::Wait(t) => admin::run("wait", &t.conn, t.collection.unwrap_or_default()).await?,
         Command::Verify(t) => {
             admin::run("verify", &t.conn, t.collection.unwrap_or_default()).await?
         }

@@ -1,8 +1,8 @@
-//! Maintenance actions (`compact`, `alter`, `stats`, `verify`, `backup`) as the Flight actions
+//! Maintenance actions (`compact`, `alter`, `stats`, `wait`, `verify`, `backup`) as the Flight actions
 //! and the `omendb` commands run them: one implementation, one JSON reply. Blocking: call
 //! from a blocking thread.
 //!
-//! Bodies: `compact`, `stats` and `verify` take a collection's name, or nothing for every
+//! Bodies: `compact`, `stats`, `wait` and `verify` take a collection's name, or nothing for every
 //! collection; `alter` the name, then `key=value` settings; `backup` the destination
 //! directory on the first line and, optionally, a collection's name on the second.
 
@@ -12,7 +12,7 @@ use omendb::{Collection, Database, Error};
 use serde_json::{json, Value};
 
 /// The actions this module runs.
-pub const ACTIONS: [&str; 5] = ["compact", "alter", "stats", "verify", "backup"];
+pub const ACTIONS: [&str; 6] = ["compact", "alter", "stats", "wait", "verify", "backup"];
 
 /// Runs maintenance action `kind` with `body` (see the module docs). `progress` hears
 /// `(label, bytes done, bytes in all)` while files are checked.
@@ -40,8 +40,11 @@ pub fn run(
     let one = |c: &Arc<Collection>, progress: &mut dyn FnMut(&str, u64, u64)| match kind {
         "compact" => compact(c),
         "alter" => alter(c, &args),
-        "stats" => serde_json::to_value(c.stats()?)
-            .map_err(|e| Error::Internal(format!("stats do not serialize: {e}"))),
+        "stats" => stats(c),
+        "wait" => {
+            c.wait_for_indexing();
+            stats(c)
+        }
         "verify" => {
             let label = format!("verify {}", c.name());
             let (files, bytes) = c.verify_with(&mut |done, all| progress(&label, done, all))?;
@@ -75,6 +78,11 @@ pub fn run(
             Ok(json!({ "collections": all, "ok": ok }))
         }
     }
+}
+
+fn stats(c: &Collection) -> omendb::Result<Value> {
+    serde_json::to_value(c.stats()?)
+        .map_err(|e| Error::Internal(format!("stats do not serialize: {e}")))
 }
 
 /// Merges `c`'s segments (see `Collection::compact`); the reply names the merges and what is

@@ -47,12 +47,16 @@ impl Progress {
     fn draw(&self, done: u64, fraction: Option<f64>, last: bool) {
         let secs = self.start.elapsed().as_secs_f64();
         let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+        // Over a few milliseconds a rate says nothing (and reads as billions per second).
+        let rate = if secs >= 0.05 {
+            format!(", {} {}/s", thousands(rate as u64), self.unit)
+        } else {
+            String::new()
+        };
         let mut line = format!(
-            "{}: {} {}, {} {}/s, {:.1} s",
+            "{}: {} {}{rate}, {:.1} s",
             self.label,
             thousands(done),
-            self.unit,
-            thousands(rate as u64),
             self.unit,
             secs
         );

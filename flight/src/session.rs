@@ -55,6 +55,9 @@ impl Session {
                 .await
                 .map_err(df_status)?,
         );
+        if !prepared.keeps_for_its_text() {
+            return Ok(prepared);
+        }
         let mut statements = self.lock_statements();
         if statements.len() >= MAX_STATEMENTS {
             statements.clear();

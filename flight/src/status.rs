@@ -25,7 +25,7 @@ pub fn df_status(e: DataFusionError) -> Status {
     if let Some(engine) = omendb_udfs::find_engine_error(&e) {
         return engine_status(engine);
     }
-    let msg = e.to_string();
+    let msg = omendb_udfs::error_message(&e);
     match e.find_root() {
         DataFusionError::Plan(m) if m.contains("not found") => Status::not_found(msg),
         DataFusionError::SQL(..)

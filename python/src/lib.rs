@@ -120,7 +120,7 @@ fn sql_err(e: DataFusionError) -> PyErr {
     if let Some(engine) = omendb_udfs::find_engine_error(&e) {
         return engine_err(engine);
     }
-    let msg = e.to_string();
+    let msg = omendb_udfs::error_message(&e);
     match e.find_root() {
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
@@ -228,7 +228,10 @@ impl Shared {
         let ctx = self.session(db)?;
         runtime().block_on(async {
             if params.is_empty() {
-                let df = ctx.sql(text).await.map_err(sql_err)?;
+                let plan = omendb_udfs::sql::logical_plan(&ctx.state(), text)
+                    .await
+                    .map_err(sql_err)?;
+                let df = ctx.execute_logical_plan(plan).await.map_err(sql_err)?;
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                 let batches = df.collect().await.map_err(sql_err)?;
                 return Ok((batches, schema));

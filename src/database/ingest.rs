@@ -62,7 +62,17 @@ impl Ingest {
         check_name(name)?;
         opts.index.check()?;
         let target = if db.exists(name) {
-            Target::Existing(db.collection(name)?)
+            let existing = db.collection(name)?;
+            let layout = existing.layout();
+            opts.refuse_changes(
+                name,
+                existing.metric(),
+                layout.id_column(),
+                layout.vector_column(),
+                layout.vector_type,
+                &existing.snapshot().index_settings(),
+            )?;
+            Target::Existing(existing)
         } else {
             Target::Undecided
         };
@@ -89,6 +99,13 @@ impl Ingest {
         self.target = Target::Undecided;
         self.replace = true;
         self
+    }
+
+    /// The options the collection is created with (a replacing ingest's own).
+    pub(super) fn with_options(mut self, opts: CollectionOptions) -> Result<Self> {
+        opts.index.check()?;
+        self.opts = opts;
+        Ok(self)
     }
 
     /// An ingest whose rows replace the stored rows with the same ids, and are appended
@@ -146,8 +163,8 @@ impl Ingest {
                 layout: Arc::new(layout),
             };
         }
-        let (layout, _) = self.layout().expect("decided");
-        let prepared = layout.prepare(batch)?;
+        let (layout, metric) = self.layout().expect("decided");
+        let prepared = layout.prepare(batch, metric)?;
         let id_column = prepared.column(layout.id_index).clone();
         let ids = self
             .ids

@@ -227,8 +227,7 @@ pub(super) fn rerank(exact: &Exact<'_>, mut found: Vec<Neighbor>) -> Vec<Neighbo
 impl Hnsw {
     /// Builds a graph over every row of `view` (on the current rayon pool).
     pub fn build(view: &VectorView<'_>, params: HnswParams) -> Hnsw {
-        builder::build(view, params, &std::sync::atomic::AtomicBool::new(false))
-            .expect("never cancelled")
+        builder::build(view, params, &crate::task::Task::new()).expect("never cancelled")
     }
 
     /// Nodes in the graph.

@@ -34,7 +34,6 @@
 
 use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_buffer::{Buffer, ScalarBuffer};
 use rayon::prelude::*;
@@ -46,6 +45,7 @@ use crate::options::{IndexKind, IndexSettings, QuantKind};
 use crate::quant::rabitq::{RaBitQ, RaBitQScorer};
 use crate::quant::sq8::{Sq8, Sq8Scorer};
 use crate::quant::{quant_of_tag, quant_tag, splitmix, Codes, Quantizer};
+use crate::task::Task;
 use crate::topk::{Neighbor, TopK};
 use crate::vector::{squared_norms, Floats, Scorer, VectorView};
 use crate::{Error, Result};
@@ -337,7 +337,7 @@ fn kmeans(
     k: usize,
     probe: Probe,
     seed: u64,
-    cancel: &AtomicBool,
+    cancel: &Task,
 ) -> Option<Vec<f32>> {
     let m = data.len() / dim;
     // Start from `k` distinct rows spread through the data (a sample in hash order).
@@ -346,7 +346,7 @@ fn kmeans(
         .flat_map(|i| data[i * dim..(i + 1) * dim].to_vec())
         .collect();
     for round in 0..ROUNDS {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.cancelled() {
             return None;
         }
         let owner = assign(data, dim, &centroids, probe);
@@ -419,7 +419,7 @@ fn share(lists: usize, sizes: &[usize]) -> Vec<usize> {
 /// the sample; from there, two levels: √lists group centroids, then each group's sample rows
 /// clustered into its share of the lists, which costs about √lists times less than one
 /// k-means over every list (12,649 lists for 10M rows). `None` when cancelled.
-fn train(view: &VectorView<'_>, lists: usize, cancel: &AtomicBool) -> Option<Trained> {
+fn train(view: &VectorView<'_>, lists: usize, cancel: &Task) -> Option<Trained> {
     let (n, dim) = (view.len(), view.dim());
     let probe = Probe::of(view.metric());
     // A pseudo-random sample: each row gets a hash, the smallest hashes are kept.
@@ -472,7 +472,7 @@ fn train(view: &VectorView<'_>, lists: usize, cancel: &AtomicBool) -> Option<Tra
     // fitted to the rows of its cell alone, and rows near the cells' borders move to the
     // lists that are nearest to them across groups.
     for _ in 0..REFINE_ROUNDS {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.cancelled() {
             return None;
         }
         let owner = trained.assign(&data, dim, probe);
@@ -574,7 +574,7 @@ impl Ivf {
     pub(crate) fn build(
         view: &VectorView<'_>,
         settings: &IndexSettings,
-        cancel: &AtomicBool,
+        cancel: &Task,
     ) -> Option<Ivf> {
         let (n, dim) = (view.len(), view.dim());
         let lists = match settings.nlist {
@@ -602,7 +602,7 @@ impl Ivf {
         let mut second: Vec<u32> = Vec::with_capacity(if spilled { n } else { 0 });
         let all: Vec<u32> = (0..n as u32).collect();
         for chunk in all.chunks(1 << 16) {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.cancelled() {
                 return None;
             }
             let data = gather(view, chunk);
@@ -616,6 +616,7 @@ impl Ivf {
             } else {
                 owner.extend(trained.assign(&data, dim, probe));
             }
+            cancel.advance(chunk.len());
         }
         let Trained { centroids, groups } = trained;
         let lists = centroids.len() / dim;
@@ -650,7 +651,7 @@ impl Ivf {
             ))),
             other => Codes::train_rows(other, view, &rows),
         };
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.cancelled() {
             return None;
         }
         let mut ivf = Ivf::new(
@@ -1171,7 +1172,7 @@ mod tests {
         let (n, dim, lists) = (40_000, 16, 8300);
         let data = uniform_rows(n, dim);
         let view = VectorView::new(&data, dim, Metric::L2);
-        let cancel = AtomicBool::new(false);
+        let cancel = Task::new();
         let trained = train(&view, lists, &cancel).unwrap();
         let (_, starts) = trained.groups.as_ref().expect("grouped");
         assert_eq!(starts.len() - 1, 91);
@@ -1274,7 +1275,7 @@ mod tests {
                     quant,
                     ..IndexSettings::default()
                 };
-                let ivf = Ivf::build(&view, &settings, &AtomicBool::new(false)).unwrap();
+                let ivf = Ivf::build(&view, &settings, &Task::new()).unwrap();
                 assert_eq!(ivf.lists(), 20);
                 let bytes = ivf.to_bytes();
                 let read =
@@ -1334,7 +1335,7 @@ mod tests {
                 quant,
                 ..IndexSettings::default()
             };
-            let ivf = Ivf::build(&view, &settings, &AtomicBool::new(false)).unwrap();
+            let ivf = Ivf::build(&view, &settings, &Task::new()).unwrap();
             assert_eq!(ivf.rows.len(), n);
             let bytes = ivf.to_bytes();
             // The same words under the old header; the codes' section, placed by its offset

@@ -4,11 +4,11 @@
 //! makes the running pass give up soon and keeps new ones from starting (on close and drop).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::lock;
+use crate::task::{BuildProgress, Task};
 use crate::Result;
 
 /// What the worker reports.
@@ -35,7 +35,8 @@ struct State {
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
-    stop: AtomicBool,
+    /// The running pass's cancellation flag (set by `stop`) and build progress.
+    task: Task,
 }
 
 /// A collection's background worker.
@@ -46,8 +47,8 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Runs `pass` on the worker thread (or, when a pass is running, has it run again after).
-    /// `pass` gets the cancellation flag to poll.
-    pub(crate) fn kick(&self, pass: impl Fn(&AtomicBool) -> Result<()> + Send + 'static) {
+    /// `pass` gets the task to poll for cancellation and to count its progress on.
+    pub(crate) fn kick(&self, pass: impl Fn(&Task) -> Result<()> + Send + 'static) {
         if self.stopped() {
             return;
         }
@@ -63,10 +64,11 @@ impl Worker {
         state.pending = false;
         let shared = self.shared.clone();
         state.handle = Some(std::thread::spawn(move || loop {
-            let result = pass(&shared.stop);
+            let result = pass(&shared.task);
+            shared.task.end();
             let mut state = lock(&shared.state);
             state.status.last_error = result.err().map(|e| e.to_string());
-            if state.pending && !shared.stop.load(Ordering::SeqCst) {
+            if state.pending && !shared.task.cancelled() {
                 state.pending = false;
                 continue;
             }
@@ -87,7 +89,7 @@ impl Worker {
 
     /// Whether `stop` was called.
     pub(crate) fn stopped(&self) -> bool {
-        self.shared.stop.load(Ordering::SeqCst)
+        self.shared.task.cancelled()
     }
 
     /// Waits until no pass is running or queued.
@@ -102,8 +104,13 @@ impl Worker {
 
     /// Cancels the running pass, waits for it, and starts no other.
     pub(crate) fn stop(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.task.cancel();
         self.wait();
+    }
+
+    /// How far the index build the running pass is doing has got, if it is building one.
+    pub(crate) fn progress(&self) -> Option<BuildProgress> {
+        self.shared.task.progress()
     }
 
     /// What the worker reports.

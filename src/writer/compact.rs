@@ -7,7 +7,6 @@
 //! carrying over the rows deleted since the snapshot. The inputs' files are removed only when
 //! the last snapshot mapping them is dropped (`Segment::retire`).
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arrow_array::BooleanArray;
@@ -22,6 +21,7 @@ use crate::snapshot::{Part, Snapshot};
 use crate::storage::manifest::{DeletesMeta, FileMeta, IndexFileMeta};
 use crate::storage::segment_file::open_segment;
 use crate::storage::{deletes, FileKind, Store, Written, STAGED_PREFIX};
+use crate::task::Task;
 use crate::writer::append::Staged;
 use crate::writer::Transaction;
 use crate::Result;
@@ -57,7 +57,7 @@ pub(crate) fn merge(
     metric: Metric,
     settings: &IndexSettings,
     inputs: Vec<Part>,
-    cancel: &AtomicBool,
+    cancel: &Task,
 ) -> Result<Option<Merged>> {
     let mut rowmaps = Vec::with_capacity(inputs.len());
     let mut pieces = Vec::with_capacity(inputs.len());

@@ -197,6 +197,26 @@ def test_username_password_handshake(start_server, tmp_path):
                 cur.execute("SELECT 1")
 
 
+def test_basic_login_for_every_credential_length(start_server, tmp_path):
+    """The ADBC driver sends Basic credentials as base64 without padding, pyarrow with it: every
+    length of `user:token` modulo 3 logs in through both."""
+    secrets = ["tok", "toke", "token"]  # "me:" + each: 6, 7 and 8 characters
+    assert sorted(len(f"me:{t}") % 3 for t in secrets) == [0, 1, 2]
+    tokens = tmp_path / "tokens"
+    tokens.write_text("".join(f"{t} read\n" for t in secrets))
+    addr, _ = start_server("--token-file", str(tokens))
+    for token in secrets:
+        with flightsql.connect(f"grpc://{addr}", db_kwargs={"username": "me", "password": token},
+                               autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 40 + 2")
+            assert cur.fetchone()[0] == 42, token
+        client = flight.connect(f"grpc://{addr}")
+        header = client.authenticate_basic_token("me", token)
+        options = flight.FlightCallOptions(headers=[header])
+        table = client.do_get(flight.Ticket(b"SELECT 6 * 7 AS x"), options=options).read_all()
+        assert table.column("x").to_pylist() == [42], token
+
+
 def test_tls_with_pyarrow_and_adbc(start_server, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
@@ -217,3 +237,98 @@ def test_tls_with_pyarrow_and_adbc(start_server, tmp_path):
     plain = flight.connect(f"grpc://localhost:{port}")
     with pytest.raises(flight.FlightError):
         plain.do_get(flight.Ticket(b"SELECT 1"), options=flight.FlightCallOptions(timeout=5)).read_all()
+
+
+def l2_top(base, q, k):
+    return list(np.argsort(np.linalg.norm(base - q, axis=1), kind="stable")[:k])
+
+
+def test_pgvector_operators_through_adbc(server, words):
+    """`<=>`, `<->` and `<#>` order by pgvector's distances and run as index searches."""
+    base, queries, names = words
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("fsql_pg", table_of(base[:1000], names[:1000]), mode="create")
+        cur.execute(
+            "CREATE EXTERNAL TABLE fsql_pg_l2 (id BIGINT NOT NULL, vector FLOAT[384] NOT NULL, word VARCHAR) "
+            "STORED AS OMENDB LOCATION 'fsql_pg_l2' OPTIONS ('metric' 'l2')"
+        )
+        cur.fetchall()
+        cur.adbc_ingest("fsql_pg_l2", table_of(base[:1000], names[:1000]), mode="append")
+        q = queries[3]
+        cur.execute("SELECT id FROM fsql_pg ORDER BY vector <=> $1 LIMIT 5", parameters=(q,))
+        assert [r[0] for r in cur.fetchall()] == cosine_top(base[:1000], q, 5)
+        cur.execute("SELECT id FROM fsql_pg_l2 ORDER BY vector <-> $1 LIMIT 5", parameters=(q,))
+        assert [r[0] for r in cur.fetchall()] == l2_top(base[:1000], q, 5)
+        cur.execute("SELECT id, vector <#> $1 AS d FROM fsql_pg ORDER BY d LIMIT 5", parameters=(q,))
+        got = cur.fetch_arrow_table()
+        dots = base[:1000] @ q
+        assert got.column("id").to_pylist() == list(np.argsort(-dots, kind="stable")[:5])
+        assert np.allclose(got.column("d").to_numpy(), -np.sort(dots)[::-1][:5], atol=1e-4)
+        # On the index, as ORDER BY cosine_distance(...) is.
+        cur.execute("EXPLAIN SELECT id FROM fsql_pg ORDER BY vector <=> $1 LIMIT 5", parameters=(q,))
+        assert "KnnExec" in str(cur.fetch_arrow_table().to_pylist())
+        # A row's cosine distance to itself is never negative.
+        cur.execute("SELECT min(vector <=> vector) AS d FROM fsql_pg")
+        assert cur.fetchone()[0] >= 0.0
+
+
+def test_prepare_and_execute_through_adbc(server, words):
+    base, queries, names = words
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("fsql_prep", table_of(base[:500], names[:500]), mode="create")
+        cur.execute("PREPARE near(FLOAT[], BIGINT) AS SELECT id, _distance FROM knn('fsql_prep', $1, $2)")
+        cur.fetchall()
+        literal = "[" + ",".join(repr(float(x)) for x in queries[0]) + "]"
+        cur.execute(f"EXECUTE near({literal}, 4)")
+        assert [r[0] for r in cur.fetchall()] == cosine_top(base[:500], queries[0], 4)
+
+
+def test_ingest_over_16_mib_and_settings_for_adbc(server, words):
+    """The ADBC driver's 16 MiB message limit: raised with its client option, or avoided by
+    re-chunking; settings for a new collection from ADBC go through DDL."""
+    base, _, names = words
+    big = np.load(DATASET / "base.npy")[:12_000].astype(np.float32)  # 18.4 MB in one chunk
+    table = table_of(big, (DATASET / "base_words.txt").read_text().splitlines()[: len(big)])
+    assert table.nbytes > 16 << 20 and table.column("vector").num_chunks == 1
+    options = {"adbc.flight.sql.client_option.with_max_msg_size": str(256 << 20)}
+    with flightsql.connect(f"grpc://{server['addr']}", db_kwargs=options, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            assert cur.adbc_ingest("fsql_big", table, mode="create") == len(big)
+            assert count(cur, "fsql_big") == len(big)
+    with connect(server) as conn, conn.cursor() as cur:
+        rechunked = pa.Table.from_batches(table.to_batches(max_chunksize=5_000))
+        assert cur.adbc_ingest("fsql_big2", rechunked, mode="create") == len(big)
+        # DDL sets what ingest options cannot (the driver refuses unknown statement options).
+        cur.execute(
+            "CREATE EXTERNAL TABLE fsql_l2m32 (id BIGINT NOT NULL, vector FLOAT[384] NOT NULL, word VARCHAR) "
+            "STORED AS OMENDB LOCATION 'fsql_l2m32' OPTIONS ('metric' 'l2', 'm' '32')"
+        )
+        cur.fetchall()
+        cur.adbc_ingest("fsql_l2m32", table_of(base[:100], names[:100]), mode="append")
+    stats = server["client"].do_action(flight.Action("stats", b"fsql_l2m32"))
+    import json
+    stats = json.loads(next(stats).body.to_pybytes())
+    assert (stats["metric"], stats["index"]["m"], stats["rows"]) == ("l2", 32, 100)
+
+
+def test_first_hour_errors_name_what_is_wrong(server, words):
+    base, queries, names = words
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("fsql_err", table_of(base[:50], names[:50]), mode="create")
+        q = queries[0]
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.execute("SELECT id FROM knn('fsql_err', $1, '10')", parameters=(q,))
+            cur.fetchall()
+        assert "k must be a non-negative integer, got the string '10'" in str(e.value)
+        assert "omendb_knn_bind" not in str(e.value) and "caused by" not in str(e.value)
+        with pytest.raises(adbc_driver_manager.Error, match=r"write knn\('fsql_err', \.\.\.\)"):
+            cur.execute("SELECT id FROM knn(fsql_err, $1, 10)", parameters=(q,))
+            cur.fetchall()
+        # A string bound where the vector goes fails the execute call itself.
+        with pytest.raises(adbc_driver_manager.Error, match="query vector"):
+            cur.execute("SELECT id FROM knn('fsql_err', $1, 10)", parameters=("0.1,0.2",))
+        # A zero vector has no cosine distance: refused, naming the row.
+        zero = table_of(np.zeros((2, 384), np.float32), ["a", "b"], start=100)
+        with pytest.raises(adbc_driver_manager.Error, match="row 0 is all zeros"):
+            cur.adbc_ingest("fsql_err", zero, mode="append")
+        assert count(cur, "fsql_err") == 50

@@ -1,5 +1,8 @@
 //! Scalar distance functions over vector columns and array literals:
-//! `cosine_distance(a, b)`, `l2_distance(a, b)` (euclidean) and `inner_product(a, b)`.
+//! `cosine_distance(a, b)`, `l2_distance(a, b)` (euclidean), `inner_product(a, b)` and
+//! `negative_inner_product(a, b)`, with DuckDB's names (`array_cosine_distance`,
+//! `array_distance`, `array_inner_product`, `array_negative_inner_product`) as aliases. pgvector's
+//! operators `<=>`, `<->` and `<#>` plan to the same functions (see [`crate::sql`]).
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ enum Kind {
     Cosine,
     L2,
     InnerProduct,
+    NegativeInnerProduct,
 }
 
 /// A distance function over two vectors (columns or constants).
@@ -25,21 +29,28 @@ enum Kind {
 pub struct VectorDistance {
     kind: Kind,
     name: &'static str,
+    aliases: Vec<String>,
     signature: Signature,
 }
 
-/// The three distance functions, ready to register.
+/// The distance functions, ready to register.
 pub fn distance_udfs() -> Vec<ScalarUDF> {
     [
-        (Kind::Cosine, "cosine_distance"),
-        (Kind::L2, "l2_distance"),
-        (Kind::InnerProduct, "inner_product"),
+        (Kind::Cosine, "cosine_distance", "array_cosine_distance"),
+        (Kind::L2, "l2_distance", "array_distance"),
+        (Kind::InnerProduct, "inner_product", "array_inner_product"),
+        (
+            Kind::NegativeInnerProduct,
+            "negative_inner_product",
+            "array_negative_inner_product",
+        ),
     ]
     .into_iter()
-    .map(|(kind, name)| {
+    .map(|(kind, name, alias)| {
         ScalarUDF::new_from_impl(VectorDistance {
             kind,
             name,
+            aliases: vec![alias.to_string()],
             signature: Signature::any(2, Volatility::Immutable),
         })
     })
@@ -125,6 +136,7 @@ impl VectorDistance {
         let k = kernels();
         match self.kind {
             Kind::InnerProduct => (k.dot)(a, b),
+            Kind::NegativeInnerProduct => -(k.dot)(a, b),
             Kind::L2 => (k.l2sq)(a, b).sqrt(),
             Kind::Cosine => omendb::Metric::Cosine.distance(a, b),
         }
@@ -134,6 +146,10 @@ impl VectorDistance {
 impl ScalarUDFImpl for VectorDistance {
     fn name(&self) -> &str {
         self.name
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
     }
 
     fn signature(&self) -> &Signature {

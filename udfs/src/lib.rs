@@ -15,6 +15,7 @@ mod dml;
 mod knn;
 mod prepared;
 mod rewrite;
+pub mod sql;
 
 use std::sync::Arc;
 
@@ -79,6 +80,15 @@ pub fn engine_error(e: omendb::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
+/// The message of `e` for a user, without the context DataFusion wraps around an analyzer or
+/// optimizer rule's error (`omendb_knn_bind\ncaused by\n...`): what went wrong, not where.
+pub fn error_message(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::Context(_, inner) => error_message(inner),
+        other => other.to_string(),
+    }
+}
+
 /// The engine error inside a DataFusion error, if there is one.
 pub fn find_engine_error(e: &DataFusionError) -> Option<&omendb::Error> {
     let mut cur: &(dyn std::error::Error + 'static) = e;
@@ -118,6 +128,10 @@ pub fn register_with_limits(
         .table_factories_mut()
         .insert("OMENDB".into(), Arc::new(CollectionFactory::new(db)));
     ctx.add_analyzer_rule(Arc::new(OrderByDistance::new(limits)));
+    datafusion::execution::FunctionRegistry::register_expr_planner(
+        &mut *ctx.state_ref().write(),
+        Arc::new(sql::VectorOperators::default()),
+    )?;
     for udf in distance_udfs() {
         ctx.register_udf(udf);
     }

@@ -37,6 +37,8 @@ pub struct Prepared {
     /// The physical plan of the last run, for binding again, and the task context it ran in
     /// (made once: it copies the session's function registries).
     physical: Mutex<Option<Planned>>,
+    /// See [`Prepared::keeps_for_its_text`].
+    keeps: bool,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -49,16 +51,36 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Prepared {
-    /// Parses and plans `sql` in `ctx`.
+    /// Parses and plans `sql` in `ctx`. SQL `EXECUTE name(...)` is planned as the statement
+    /// `name` stands for with those values, so its result has that statement's schema.
     pub async fn new(ctx: &SessionContext, sql: &str) -> Result<Prepared> {
-        let plan = ctx.state().create_logical_plan(sql).await?;
+        let plan = crate::sql::logical_plan(&ctx.state(), sql).await?;
+        if let LogicalPlan::Statement(datafusion::logical_expr::Statement::Execute(_)) = plan {
+            let named = ctx.execute_logical_plan(plan).await?.logical_plan().clone();
+            let mut prepared = Prepared::from_plan(ctx, named)?;
+            prepared.keeps = false;
+            return Ok(prepared);
+        }
         Prepared::from_plan(ctx, plan)
+    }
+
+    /// Whether the plan may be kept for the same text: not for SQL `PREPARE`, which must run
+    /// each time it is sent, nor for `EXECUTE`, whose name a later `PREPARE` may redefine.
+    pub fn keeps_for_its_text(&self) -> bool {
+        self.keeps
     }
 
     /// Prepares an already planned statement.
     pub fn from_plan(ctx: &SessionContext, plan: LogicalPlan) -> Result<Prepared> {
-        let parameters = plan.get_parameter_fields()?;
+        // The parameters of SQL `PREPARE name AS ...` are those of the statement it defines,
+        // bound by a later `EXECUTE name(...)`: running it takes none.
+        let parameters = if defines_statement(&plan) {
+            HashMap::new()
+        } else {
+            plan.get_parameter_fields()?
+        };
         Ok(Prepared {
+            keeps: !defines_statement(&plan),
             ctx: ctx.clone(),
             reusable: only_searches(&plan),
             schema: Arc::new(plan.schema().as_arrow().clone()),
@@ -92,7 +114,11 @@ impl Prepared {
     /// Runs the statement with `values` for its parameters.
     pub async fn execute(&self, values: ParamValues) -> Result<SendableRecordBatchStream> {
         if !self.reusable {
-            let plan = self.plan.clone().with_param_values(values)?;
+            let plan = if defines_statement(&self.plan) {
+                self.plan.clone()
+            } else {
+                self.plan.clone().with_param_values(values)?
+            };
             return self
                 .ctx
                 .execute_logical_plan(plan)
@@ -124,6 +150,14 @@ impl Prepared {
         *self.physical.lock().expect("not poisoned") = Some(planned.clone());
         Ok(planned)
     }
+}
+
+/// Whether `plan` is SQL `PREPARE`, which stores a statement in the session when it runs.
+fn defines_statement(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(_))
+    )
 }
 
 /// `plan` with every knn() search bound to `values` and every other node's run state reset,

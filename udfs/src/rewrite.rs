@@ -1,7 +1,8 @@
 //! `ORDER BY <distance>(vector, q) LIMIT k` over a collection → a knn() search.
 //!
 //! An analyzer rule finds `Limit(Sort(...TableScan(collection)))` where the one sort key is
-//! `cosine_distance`, `l2_distance` (ascending) or `inner_product` (descending) of the
+//! `cosine_distance`, `l2_distance`, `negative_inner_product` (ascending; pgvector's `<=>`,
+//! `<->` and `<#>` plan to these) or `inner_product` (descending) of the
 //! collection's vector column and a constant vector (a literal, or a parameter bound by then),
 //! and the function matches the collection's metric. It replaces the table scan with a scan of
 //! the k nearest rows (`KnnTable`); the projections, the `WHERE` (pushed into the search as a
@@ -78,7 +79,7 @@ impl OrderByDistance {
         let wanted = match (call.func.name(), key.asc) {
             ("cosine_distance", true) => Metric::Cosine,
             ("l2_distance", true) => Metric::L2,
-            ("inner_product", false) => Metric::Dot,
+            ("inner_product", false) | ("negative_inner_product", true) => Metric::Dot,
             _ => return Ok(None),
         };
         let [column, query] = call.args.as_slice() else {

@@ -165,6 +165,38 @@ fn param_values(
     Ok(ParamValues::Map(map))
 }
 
+/// Refuses a bound value that cannot be what its parameter is (a string where a knn() query
+/// vector goes, a float where k goes), so the execute call fails rather than the fetch.
+fn check_bound_types(prepared: &omendb_udfs::Prepared, values: &ParamValues) -> Result<(), Status> {
+    let ParamValues::List(list) = values else {
+        return Ok(());
+    };
+    for (i, bound) in list.iter().enumerate() {
+        let name = format!("${}", i + 1);
+        let Some(Some(field)) = prepared.parameters().get(&name) else {
+            continue;
+        };
+        let got = bound.value.data_type();
+        let (fits, what) = match field.data_type() {
+            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => (
+                matches!(
+                    got,
+                    DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+                ),
+                "a query vector: bind a list of numbers (a list, a numpy array or an Arrow list)",
+            ),
+            t if t.is_integer() => (got.is_integer(), "an integer"),
+            _ => (true, ""),
+        };
+        if !fits && !got.is_null() {
+            return Err(Status::invalid_argument(format!(
+                "parameter {name} is {what}, but a {got} value was bound"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The rows a DML statement's result reports (its `count` column), or 0.
 fn affected_rows(batches: &[RecordBatch]) -> i64 {
     batches
@@ -211,7 +243,11 @@ impl OmenFlight {
                 "a prepared query runs with one row of parameters, {rows} were bound; run it \
                  once per row (or use it as an update, which runs once per row)"
             ))),
-            Some(batch) => param_values(prepared, batch, 0),
+            Some(batch) => {
+                let values = param_values(prepared, batch, 0)?;
+                check_bound_types(prepared, &values)?;
+                Ok(values)
+            }
         }
     }
 

@@ -1314,3 +1314,149 @@ async fn mapped_columns_count_their_own_bytes_against_the_memory_limit() {
     );
     assert_eq!(count(&mut c, "SELECT sum(id) FROM docs").await, 199_990_000);
 }
+
+/// What a new user hit in the first hour, through the CLI and plain Flight: read-only commands
+/// on a mistyped path, every spelling of an address, options an existing collection does not
+/// have, waiting for the background index with its progress in `stats`, several statements
+/// in `omendb sql`, and an address already taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_hour_commands_fail_clearly_and_wait_for_the_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nope = tmp.path().join("nope");
+    for command in ["stats", "verify", "compact", "wait"] {
+        let err = cli(&[command, "--data", nope.to_str().unwrap()]).unwrap_err();
+        assert!(
+            err.contains("no database directory at") && err.contains("nope"),
+            "{command}: {err}"
+        );
+    }
+    let (ok, _, err) = cli_output(&["sql", "--data", nope.to_str().unwrap(), "SELECT 1"]);
+    assert!(!ok && err.contains("no database directory at"), "{err}");
+    assert!(
+        !nope.exists(),
+        "a read-only command created {}",
+        nope.display()
+    );
+
+    let data = tmp.path().join("db");
+    {
+        let server = serve(&data, &[]);
+        let mut c = server.client().await;
+        put(
+            &mut c,
+            &["docs", "index_threshold=1000"],
+            vec![batch(0..3000, 8)],
+        )
+        .await
+        .unwrap();
+        // An append asking for other settings than the collection's is refused, naming them.
+        let err = put(
+            &mut c,
+            &["docs", "metric=l2", "m=32"],
+            vec![batch(5000..5010, 8)],
+        )
+        .await
+        .unwrap_err();
+        let msg = err.message();
+        assert!(
+            msg.contains("metric=l2 (it is cosine)")
+                && msg.contains("m=32 (it is 16)")
+                && msg.contains("fixed when a collection is created")
+                && msg.contains("alter"),
+            "{msg}"
+        );
+        // The same settings it has are fine.
+        put(
+            &mut c,
+            &["docs", "metric=cosine"],
+            vec![batch(5000..5010, 8)],
+        )
+        .await
+        .unwrap();
+        // Every spelling of the address reaches the server; `wait` returns once the index
+        // builds have finished.
+        let port = server.addr.rsplit(':').next().unwrap().to_string();
+        for addr in [
+            format!("127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{port}"),
+            format!("grpc://127.0.0.1:{port}"),
+        ] {
+            let stats = cli(&["wait", "--addr", &addr, "docs"]).unwrap();
+            assert_eq!(stats["indexing"], false, "{addr}: {stats}");
+            assert_eq!(stats["index_build"], serde_json::Value::Null, "{stats}");
+            assert!(stats["index_kinds"].to_string().contains("hnsw"), "{stats}");
+        }
+        let err = cli(&["alter", "--addr", &server.addr, "docs", "metric=l2"]).unwrap_err();
+        assert!(
+            err.contains("'metric' is fixed when a collection is created"),
+            "{err}"
+        );
+        // A second server on the same address names it.
+        let out = Command::new(env!("CARGO_BIN_EXE_omendb"))
+            .args([
+                "serve",
+                "--data",
+                tmp.path().join("other").to_str().unwrap(),
+            ])
+            .args(["--addr", &format!("grpc://{}", server.addr)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("cannot listen on {}", server.addr)),
+            "{err}"
+        );
+    }
+    // Several statements, in order, through `omendb sql`.
+    let (ok, _, err) = cli_output(&[
+        "sql",
+        "--data",
+        data.to_str().unwrap(),
+        "CREATE TABLE t AS SELECT 1 AS x; SELECT x + 41 AS answer FROM t",
+    ]);
+    assert!(ok, "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_omendb"))
+        .args(["sql", "--data", data.to_str().unwrap()])
+        .arg("SELECT count(*) AS n FROM docs; SELECT 6 * 7 AS answer")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3010") && text.contains("42"), "{text}");
+}
+
+/// A build's progress as `stats` reports it while the worker builds: rows done of the total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_the_running_index_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve(tmp.path(), &[]);
+    let mut c = server.client().await;
+    let dim = 64;
+    put(
+        &mut c,
+        &["big", "index_threshold=1000", "ef_construction=400", "m=32"],
+        vec![batch(0..40_000, dim)],
+    )
+    .await
+    .unwrap();
+    let mut seen = None;
+    for _ in 0..2000 {
+        let stats = action(&mut c, "stats", "big").await.unwrap();
+        if let Some(p) = stats.get("index_build").filter(|p| !p.is_null()) {
+            seen = Some(p.clone());
+            break;
+        }
+        if stats["indexing"] == false && stats["index_kinds"].to_string().contains("hnsw") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let p = seen.expect("a build's progress was reported while it ran");
+    assert_eq!(p["rows_total"], 40_000, "{p}");
+    assert!(p["rows_done"].as_u64().unwrap() <= 40_000, "{p}");
+    assert_eq!(p["index"], "hnsw", "{p}");
+    assert!(p["elapsed_s"].as_f64().is_some(), "{p}");
+    let done = action(&mut c, "wait", "big").await.unwrap();
+    assert_eq!(done["indexing"], false, "{done}");
+    assert_eq!(done["index_build"], serde_json::Value::Null, "{done}");
+}

@@ -4,7 +4,7 @@
 //! keeps links chosen by the neighbour selection heuristic. The result is frozen into the flat
 //! layout `Hnsw` searches.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use rayon::prelude::*;
@@ -14,6 +14,7 @@ use crate::distance::prefetch_rows;
 use crate::error::{lock, read, write};
 use crate::options::{IndexSettings, QuantKind};
 use crate::quant::{splitmix, with_codes, Codes, Quantizer};
+use crate::task::Task;
 use crate::topk::Neighbor;
 use crate::vector::{Scorer, VectorView};
 
@@ -233,11 +234,7 @@ pub(crate) struct Base<'a> {
 pub(crate) const DROPPED: u32 = u32::MAX;
 
 /// Builds a graph over every row of `view`; gives up (`None`) soon after `cancel` is set.
-pub(crate) fn build(
-    view: &VectorView<'_>,
-    params: HnswParams,
-    cancel: &AtomicBool,
-) -> Option<Hnsw> {
+pub(crate) fn build(view: &VectorView<'_>, params: HnswParams, cancel: &Task) -> Option<Hnsw> {
     extend(view, params, None, cancel)
 }
 
@@ -250,7 +247,7 @@ pub(crate) fn extend(
     view: &VectorView<'_>,
     params: HnswParams,
     base: Option<Base<'_>>,
-    cancel: &AtomicBool,
+    cancel: &Task,
 ) -> Option<Hnsw> {
     let n = view.len();
     let m = params.m.max(2);
@@ -288,10 +285,12 @@ pub(crate) fn extend(
         None => ((0, levels[0] as usize), 1),
     };
     let entry = RwLock::new(entry);
+    cancel.advance(first);
     let insert = |i: u32| {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.cancelled() {
             return;
         }
+        cancel.advance(1);
         let q = view.prepare(&view.row(i));
         let exact = view.scorer(&q);
         let ctx = Insert {
@@ -312,7 +311,7 @@ pub(crate) fn extend(
     let head = n.min(1000).max(first) as u32;
     (first as u32..head).for_each(insert);
     (head..n as u32).into_par_iter().for_each(insert);
-    if cancel.load(Ordering::Relaxed) {
+    if cancel.cancelled() {
         return None;
     }
 

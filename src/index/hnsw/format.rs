@@ -147,7 +147,7 @@ impl Hnsw {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use crate::task::Task;
 
     use super::*;
     use crate::distance::Metric;
@@ -161,7 +161,7 @@ mod tests {
             .collect();
         let view = VectorView::new(&data, dim, Metric::L2);
         let params = HnswParams::default();
-        let graph = extend(&view, params, None, &AtomicBool::new(false)).unwrap();
+        let graph = extend(&view, params, None, &Task::new()).unwrap();
         (graph.to_bytes(), n, graph.m)
     }
 

@@ -116,7 +116,8 @@ pub(super) fn check_k_and_ef(
         ScalarValue::UInt64(Some(k)) => k as usize,
         other => {
             return Err(usage(&format!(
-                "k must be a non-negative integer, got {other}"
+                "k must be a non-negative integer, got {}",
+                described(&other)
             )))
         }
     };
@@ -151,10 +152,22 @@ fn positive(value: Option<ScalarValue>, name: &str) -> Result<Option<usize>> {
         Some(ScalarValue::UInt64(Some(n))) if n > 0 => Some(n as usize),
         Some(other) => {
             return Err(usage(&format!(
-                "{name} must be a positive integer, got {other}"
+                "{name} must be a positive integer, got {}",
+                described(&other)
             )))
         }
     })
+}
+
+/// A value as an error shows it: a string quoted, anything else with its type.
+fn described(value: &ScalarValue) -> String {
+    match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => format!("the string '{s}'"),
+        other if other.is_null() => "NULL".to_string(),
+        other => format!("{other} ({})", other.data_type()),
+    }
 }
 
 /// Evaluates a constant argument expression (a list literal, `make_array(...)`, a cast, a

@@ -148,10 +148,19 @@ impl RelationPlanner for KnnPlanner {
                 ));
             }
         }
-        for arg in raw {
+        // The names knn() takes (knn's collection; knn_join's vector column and collection).
+        let names = if function == "knn" { 1 } else { 2 };
+        for (i, arg) in raw.into_iter().enumerate() {
             let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg else {
                 return Err(usage(&format!("unsupported argument {arg}")));
             };
+            if let (true, SQLExpr::Identifier(name)) = (i < names, &e) {
+                return Err(usage(&format!(
+                    "a name is a quoted string: write {function}('{}', ...), not \
+                     {function}({}, ...)",
+                    name.value, name.value
+                )));
+            }
             exprs.push(context.sql_to_expr(e, &empty)?);
         }
         if let Some(queries) = queries {

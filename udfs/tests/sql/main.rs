@@ -1058,3 +1058,92 @@ async fn a_prepared_search_binds_again_without_planning() {
         .unwrap();
     assert_eq!(int_column(&got, "id")[0], 5000);
 }
+
+/// The rows of `sql` parsed as every OmenDB front end parses it (pgvector's operators
+/// included), with `values` bound, and the physical plan that ran.
+async fn run_omen_sql(
+    ctx: &SessionContext,
+    sql: &str,
+    values: Vec<datafusion::common::metadata::ScalarAndMetadata>,
+) -> (RecordBatch, String) {
+    let plan = omendb_udfs::sql::logical_plan(&ctx.state(), sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .with_param_values(datafusion::common::ParamValues::List(values))
+        .unwrap();
+    let df = ctx.execute_logical_plan(plan).await.unwrap();
+    let physical = df.clone().create_physical_plan().await.unwrap();
+    let shown = datafusion::physical_plan::displayable(physical.as_ref())
+        .indent(false)
+        .to_string();
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let got = concat_batches(&schema, &df.collect().await.unwrap()).unwrap();
+    (got, shown)
+}
+
+#[tokio::test]
+async fn pgvector_operators_are_distances_searched_on_the_index() {
+    for (metric, op, alias) in [
+        (Metric::Cosine, "<=>", "array_cosine_distance"),
+        (Metric::L2, "<->", "array_distance"),
+        (Metric::Dot, "<#>", "array_negative_inner_product"),
+    ] {
+        let (_tmp, ctx) = setup(metric).await;
+        let q = vector(321);
+        let want = brute_force(&q, 6, metric);
+        for sql in [
+            format!("SELECT id FROM docs ORDER BY vec {op} $1 LIMIT 6"),
+            format!("SELECT id FROM docs ORDER BY vec{op}$1 LIMIT 6"),
+            format!("SELECT id, vec {op} $1 AS d FROM docs ORDER BY d LIMIT 6"),
+            format!("SELECT id FROM docs ORDER BY {alias}(vec, $1) LIMIT 6"),
+        ] {
+            let (got, plan) = run_omen_sql(&ctx, &sql, vec![list_param(&q)]).await;
+            assert!(
+                plan.contains("KnnExec: collection=docs, k=6"),
+                "{sql}: {plan}"
+            );
+            assert_eq!(int_column(&got, "id"), want, "{sql}");
+        }
+        // A literal vector, and the operator's value equals the named function's.
+        let sql = format!(
+            "SELECT id, vec {op} {q} AS a, {alias}(vec, {q}) AS b FROM docs ORDER BY a LIMIT 4",
+            q = literal(&q)
+        );
+        let (got, plan) = run_omen_sql(&ctx, &sql, vec![]).await;
+        assert!(plan.contains("KnnExec"), "{sql}: {plan}");
+        assert_eq!(got.column_by_name("a"), got.column_by_name("b"));
+        assert_eq!(int_column(&got, "id"), brute_force(&q, 4, metric));
+    }
+}
+
+#[tokio::test]
+async fn pgvector_operators_bind_tighter_than_comparisons_and_spaceship_stays_on_scalars() {
+    let (_tmp, ctx) = setup(Metric::L2).await;
+    let q = vector(5);
+    // `a <-> b < r` compares the distance; `<=>` of two scalars is null-safe equality.
+    let sql = format!(
+        "SELECT count(*) AS n FROM docs WHERE vec <-> {} < 0.000001",
+        literal(&q)
+    );
+    let (got, _) = run_omen_sql(&ctx, &sql, vec![]).await;
+    assert_eq!(
+        got.column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0),
+        1
+    );
+    let (got, _) = run_omen_sql(&ctx, "SELECT 1 <=> 1 AS same, NULL <=> 1 AS other", vec![]).await;
+    let flags = got
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::BooleanArray>();
+    assert_eq!(flags.map(|b| b.value(0)), Some(true));
+    // Each statement is planned on its own; two are refused by a one-statement front end.
+    let err = omendb_udfs::sql::logical_plan(&ctx.state(), "SELECT 1; SELECT 2")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected one SQL statement, got 2"), "{err}");
+}
