@@ -24,6 +24,9 @@ use crate::storage::manifest::{CommitError, Manifest, MANIFEST};
 use crate::storage::{unique, FileKind, Store};
 use crate::{Error, Result};
 
+/// The catalog document's file in the database directory (a dot: never a collection's name).
+const CATALOG: &str = "catalog.json";
+
 /// An open database. Databases are fully independent: any number may be open in one process
 /// (on different directories); nothing is shared between them.
 #[derive(Debug)]
@@ -73,6 +76,8 @@ impl Database {
             let name = name.to_string_lossy();
             if name.starts_with(".creating-") || name.starts_with(".dropped-") {
                 fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            } else if name.starts_with(&format!(".{CATALOG}.")) {
+                fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
             }
         }
         Ok(Database {
@@ -107,6 +112,38 @@ impl Database {
     /// The database's directory.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// The database's catalog document: what front ends keep beside the collections (the
+    /// server's external tables declared for every session), as text; `None` before one is
+    /// written.
+    pub fn catalog(&self) -> Result<Option<String>> {
+        let path = self.root.join(CATALOG);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Replaces the catalog document atomically: written beside it, synced, renamed over it,
+    /// and the directory synced, so a crash leaves the old text or the new.
+    pub fn set_catalog(&self, text: &str) -> Result<()> {
+        let path = self.root.join(CATALOG);
+        let tmp = self.root.join(format!(".{CATALOG}.{}", unique()));
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.sync_all()
+        })()
+        .map_err(|e| Error::io(&tmp, e));
+        if let Err(e) =
+            written.and_then(|()| fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)))
+        {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(&self.root)
     }
 
     /// Creates a collection. `schema` needs an id column (Utf8 or Int64; `opts.id_column`) and
@@ -311,6 +348,13 @@ impl Database {
                 let _ = fs::remove_dir_all(&tmp);
             }
             done.push(copied?);
+        }
+        if let (None, Some(text)) = (only, self.catalog()?) {
+            let path = to.join(CATALOG);
+            fs::write(&path, text)
+                .and_then(|()| File::open(&path)?.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+            sync_dir(to)?;
         }
         Ok(done)
     }

@@ -51,8 +51,8 @@ pub use distance::Metric;
 pub use error::{Error, Result};
 pub use ingest::{coerce_vectors, coerce_vectors_to};
 pub use options::{
-    CollectionOptions, IndexKind, IndexSettings, QuantKind, DEFAULT_INDEX_THRESHOLD, OPTION_KEYS,
-    SETTING_KEYS,
+    option_keys, setting_keys, settings_help, CollectionOptions, IndexKind, IndexSettings,
+    QuantKind, Setting, DEFAULT_INDEX_THRESHOLD, SETTINGS,
 };
 pub use schema::{
     check_name, number_queries, result_schema, VectorType, DISTANCE_COLUMN, QUERY_COLUMN,

@@ -329,15 +329,17 @@ impl IndexSettings {
                     }
                 }
             }
-            "metric" | "id" | "vector" | "vector_type" => {
+            fixed if SETTINGS.iter().any(|s| s.key == fixed && !s.alterable) => {
                 return Err(Error::invalid(format!(
                     "setting '{key}' is fixed when a collection is created and cannot be \
-                     altered (the settings alter changes: {SETTING_KEYS})"
+                     altered (the settings alter changes: {})",
+                    setting_keys()
                 )))
             }
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown setting '{other}' (expected {SETTING_KEYS})"
+                    "unknown setting '{other}' (expected {})",
+                    setting_keys()
                 )))
             }
         }
@@ -367,10 +369,128 @@ impl IndexSettings {
     }
 }
 
-/// The setting keys `IndexSettings::set` knows.
-pub const SETTING_KEYS: &str = "index, quantization, m, ef_construction, ef_search, \
-     index_threshold, compaction, merge_factor, max_segment_rows, compaction_idle_ms, \
-     ivf_threshold, nlist or nprobe";
+/// One setting of a collection, as options, `alter` and `--help` name it.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The key, in `key=value`.
+    pub key: &'static str,
+    /// Whether `alter` changes it after the collection is created.
+    pub alterable: bool,
+    /// What it is and the values it takes.
+    pub about: &'static str,
+}
+
+const fn setting(key: &'static str, alterable: bool, about: &'static str) -> Setting {
+    Setting {
+        key,
+        alterable,
+        about,
+    }
+}
+
+/// Every setting of a collection: the one table that parsing, errors and the command line's
+/// help are made from. The alterable ones are [`IndexSettings`], in its `entries` order.
+pub const SETTINGS: [Setting; 17] = [
+    setting("metric", false, "cosine, l2 or dot"),
+    setting(
+        "id",
+        false,
+        "the primary-key column (Utf8 or Int64; default id)",
+    ),
+    setting(
+        "vector",
+        false,
+        "the vector column (default: the one list-of-floats column)",
+    ),
+    setting(
+        "vector_type",
+        false,
+        "float32 or float16, the precision vectors are stored in",
+    ),
+    setting("index", true, "auto, hnsw, ivf or flat"),
+    setting(
+        "quantization",
+        true,
+        "sq4, sq8, rabitq1 to rabitq9, binary or none",
+    ),
+    setting("m", true, "graph neighbours per node (16)"),
+    setting(
+        "ef_construction",
+        true,
+        "beam width while building a graph (200)",
+    ),
+    setting(
+        "ef_search",
+        true,
+        "beam width of a search that gives none (64)",
+    ),
+    setting(
+        "index_threshold",
+        true,
+        "rows from which a segment is indexed (10000; 0: never)",
+    ),
+    setting("compaction", true, "on or off: background merges"),
+    setting(
+        "merge_factor",
+        true,
+        "segments of a size that merge together (10)",
+    ),
+    setting(
+        "max_segment_rows",
+        true,
+        "the most rows a merge makes (4000000)",
+    ),
+    setting(
+        "compaction_idle_ms",
+        true,
+        "quiet time before fresh rows fold into the graph (1000)",
+    ),
+    setting(
+        "ivf_threshold",
+        true,
+        "rows from which index=auto builds IVF (1000000)",
+    ),
+    setting(
+        "nlist",
+        true,
+        "IVF lists per segment (0: about 4 times the square root of rows)",
+    ),
+    setting(
+        "nprobe",
+        true,
+        "IVF lists a search scans when it gives none (32)",
+    ),
+];
+
+/// `keys` as a list: "a, b or c".
+fn listed<'a>(keys: impl Iterator<Item = &'a str>) -> String {
+    let keys: Vec<&str> = keys.collect();
+    match keys.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// The keys `alter` (and `IndexSettings::set`) takes.
+pub fn setting_keys() -> String {
+    listed(SETTINGS.iter().filter(|s| s.alterable).map(|s| s.key))
+}
+
+/// The keys a new collection's options take.
+pub fn option_keys() -> String {
+    listed(SETTINGS.iter().map(|s| s.key))
+}
+
+/// One line per setting, `key: about`, the alterable ones only when `alterable_only`.
+pub fn settings_help(alterable_only: bool) -> String {
+    SETTINGS
+        .iter()
+        .filter(|s| s.alterable || !alterable_only)
+        .map(|s| format!("  {}: {}", s.key, s.about))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// How a new collection is defined beyond its schema.
 #[derive(Debug, Clone)]
@@ -400,12 +520,6 @@ impl Default for CollectionOptions {
     }
 }
 
-/// The option keys `CollectionOptions::set` knows.
-pub const OPTION_KEYS: &str =
-    "metric, id, vector, vector_type, index, quantization, m, ef_construction, \
-     ef_search, index_threshold, compaction, merge_factor, max_segment_rows, \
-     compaction_idle_ms, ivf_threshold, nlist or nprobe";
-
 impl CollectionOptions {
     /// Sets one option from its text form: `metric` (cosine, l2, dot), `id` and `vector`
     /// (column names), `vector_type` (float32, float16), `index` (auto, flat, hnsw, ivf),
@@ -420,9 +534,9 @@ impl CollectionOptions {
             "vector_type" => self.vector_type = Some(value.parse()?),
             _ => {
                 self.index.set(key, value).map_err(|e| match e {
-                    Error::InvalidInput(m) if m.starts_with("unknown setting") => {
-                        Error::invalid(format!("unknown option '{key}' (expected {OPTION_KEYS})"))
-                    }
+                    Error::InvalidInput(m) if m.starts_with("unknown setting") => Error::invalid(
+                        format!("unknown option '{key}' (expected {})", option_keys()),
+                    ),
                     e => e,
                 })?;
             }
@@ -534,6 +648,32 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown option 'colour'"), "{err}");
         assert!(CollectionOptions::parse(["metric"]).is_err());
+    }
+
+    #[test]
+    fn the_settings_table_is_what_set_and_entries_know() {
+        let alterable: Vec<&str> = SETTINGS
+            .iter()
+            .filter(|s| s.alterable)
+            .map(|s| s.key)
+            .collect();
+        let entries = IndexSettings::default().entries();
+        assert_eq!(alterable, entries.iter().map(|e| e.0).collect::<Vec<_>>());
+        // Every alterable key sets its own value back; the fixed ones are refused by alter.
+        for (key, value) in entries {
+            let mut s = IndexSettings::default();
+            s.set(key, &value).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(s, IndexSettings::default(), "{key}");
+        }
+        for s in SETTINGS.iter().filter(|s| !s.alterable) {
+            let err = IndexSettings::default()
+                .set(s.key, "x")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("fixed when a collection is created"), "{err}");
+        }
+        assert!(setting_keys().ends_with("nlist or nprobe"));
+        assert!(option_keys().starts_with("metric, id, vector, vector_type, index"));
     }
 
     #[test]

@@ -121,6 +121,38 @@ pub fn endpoint_url(addr: &str) -> String {
     }
 }
 
+/// The `--help` text saying which role a command's token needs through `--addr`.
+pub fn role_help(role: omendb_flight::auth::Role) -> String {
+    format!(
+        "Through --addr on a server with --token-file, --token needs the '{}' role (or a \
+         higher one).",
+        role.as_str()
+    )
+}
+
+/// `alter`'s `--help` text: the settings it changes, and the role it needs.
+pub fn alter_help() -> String {
+    format!(
+        "Settings alter changes (metric, id, vector and vector_type are fixed at creation):\n{}\n\n{}",
+        omendb::settings_help(true),
+        role_help(omendb_flight::maintenance::role_of("alter"))
+    )
+}
+
+/// `import`'s `--help` text: the settings of a new collection, and the role it needs.
+pub fn import_help() -> String {
+    format!(
+        "Settings (--option key=value):\n{}\n\n{}",
+        omendb::settings_help(false),
+        role_help(omendb_flight::auth::Role::Write)
+    )
+}
+
+/// The `--help` text of maintenance command `kind` (its role through `--addr`).
+pub fn action_help(kind: &str) -> String {
+    role_help(omendb_flight::maintenance::role_of(kind))
+}
+
 /// Connects to a server at `addr` (see [`endpoint_url`] for the spellings taken).
 pub async fn connect(addr: &str) -> Result<FlightServiceClient<tonic::transport::Channel>, String> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint_url(addr))

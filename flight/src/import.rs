@@ -46,7 +46,8 @@ pub struct ImportArgs {
     /// first value starts with '[').
     #[arg(long)]
     pub vector_text: Option<String>,
-    /// Settings of a new collection, key=value: metric, id, vector, index settings.
+    /// A setting of a new collection, key=value (repeatable; the keys are listed below). An
+    /// existing collection refuses settings other than its own.
     #[arg(long = "option")]
     pub options: Vec<String>,
     /// Replace stored rows with the same ids instead of refusing them.

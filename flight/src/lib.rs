@@ -38,6 +38,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use futures::FutureExt;
@@ -51,6 +52,7 @@ pub mod config;
 pub mod maintenance;
 pub mod metrics;
 pub mod session;
+mod shared;
 mod sql;
 pub mod status;
 mod wire;
@@ -191,12 +193,38 @@ impl OmenFlight {
         };
         let files = FilePolicy::new(&config.external_dirs, db.path())
             .map_err(|e| DataFusionError::Configuration(e.to_string()))?;
+        let guard: omendb_udfs::FileGuard = {
+            let policy = files.clone();
+            Arc::new(move |path: &str| {
+                policy
+                    .check("the file", path)
+                    .map_err(|s| s.message().to_string())
+            })
+        };
+        // The catalog's shared tables, declared again on a runtime of their own (this may be
+        // called from async code, which must not block on a future).
+        let shared = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(shared::SharedTables::load(db.clone(), || {
+                    omendb_udfs::session_in(db.clone(), runtime.clone(), limits, guard.clone())
+                }))
+            })
+            .join()
+            .unwrap_or_else(|_| Err("loading the shared tables panicked".into()))
+        })
+        .map_err(DataFusionError::Configuration)?;
         Ok(OmenFlight {
             sessions: Arc::new(Sessions::new(
                 db.clone(),
                 runtime,
                 limits,
                 config.session_idle,
+                Arc::new(shared),
+                guard,
             )),
             db,
             files: Arc::new(files),
@@ -249,7 +277,12 @@ impl OmenFlight {
                 .await
                 .map_err(df_status)?;
             self.files.check_plan(&plan, role)?;
-            ctx.execute_logical_plan(plan).await.map_err(df_status)
+            let ddl = matches!(plan, LogicalPlan::Ddl(_)).then(|| plan.clone());
+            let df = ctx.execute_logical_plan(plan).await.map_err(df_status)?;
+            if let Some(ddl) = ddl {
+                self.sessions.ran(&ddl, sql, ctx).await?;
+            }
+            Ok(df)
         };
         tokio::time::timeout(timeout, planned)
             .await
@@ -573,10 +606,7 @@ impl OmenFlight {
                 results?.into_iter().map(Ok),
             ))));
         }
-        let need = match request.get_ref().r#type.as_str() {
-            "stats" | "wait" => Role::Read,
-            _ => Role::Admin,
-        };
+        let need = maintenance::role_of(&request.get_ref().r#type);
         let what = format!("the action '{}'", request.get_ref().r#type);
         self.role(request.metadata(), need, &what)?;
         let action = request.into_inner();
@@ -615,10 +645,11 @@ impl OmenFlight {
                 .await?
             }
             other => {
+                let known: Vec<&str> = maintenance::SERVER_ACTIONS.iter().map(|a| a.0).collect();
                 return Err(Status::invalid_argument(format!(
-                    "unknown action '{other}' (expected stats, wait, build_index, compact, \
-                     alter, verify, backup or drop_collection)"
-                )))
+                    "unknown action '{other}' (expected one of {})",
+                    known.join(", ")
+                )));
             }
         };
         let result = arrow_flight::Result {
@@ -835,17 +866,12 @@ impl FlightService for OmenFlight {
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         self.role(request.metadata(), Role::Read, "listing actions")?;
-        let actions = [
-            ("drop_collection", "Drop the collection named in the body (admin)"),
-            ("build_index", "Build an HNSW index for every unindexed segment of the collection named in the body (admin)"),
-            ("compact", "Merge the segments of the collection named in the body (every collection if none), dropping deleted rows (admin)"),
-            ("alter", "Change settings: the body is the collection's name, then key=value pairs (admin)"),
-            ("verify", "Check every file of the collection named in the body (every collection if none) against its checksum (admin)"),
-            ("stats", "Rows, segments, bytes on disk and index kinds of the collection named in the body, or of every collection (JSON)"),
-            ("wait", "Wait until the background index builds and merges of the collection named in the body (every collection if none) have finished, then answer its stats (JSON)"),
-            ("backup", "Copy one consistent version of the database (or of the collection named on the body's second line) into the new directory on the body's first line, on the server's machine (admin)"),
-        ]
-        .map(|(t, d)| Ok(ActionType { r#type: t.into(), description: d.into() }));
+        let actions = maintenance::SERVER_ACTIONS.map(|(t, role, d)| {
+            Ok(ActionType {
+                r#type: t.into(),
+                description: format!("{d} ({} role)", role.as_str()),
+            })
+        });
         let flight_sql = sql::ACTIONS.iter().map(|t| {
             Ok(ActionType {
                 r#type: t.to_string(),

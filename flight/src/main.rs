@@ -40,33 +40,37 @@ enum Command {
     Bench(BenchCommand),
     /// Merge a collection's segments (every collection's, with no name) into as few as its
     /// max_segment_rows allows, dropping deleted rows.
+    #[command(after_help = admin::action_help("compact"))]
     Compact(admin::Target),
     /// Change a collection's settings (key=value ...); they apply to what is indexed or
     /// merged afterwards.
+    #[command(after_help = admin::alter_help())]
     Alter {
         #[command(flatten)]
         conn: admin::Conn,
         /// The collection.
         collection: String,
-        /// Settings as key=value: index, quantization, m, ef_construction, ef_search,
-        /// index_threshold, compaction (on/off), merge_factor, max_segment_rows,
-        /// compaction_idle_ms.
+        /// Settings as key=value (the keys are listed below).
         #[arg(required = true)]
         settings: Vec<String>,
     },
     /// Print a collection's rows, segments, indexes, deleted rows and bytes (JSON; every
     /// collection's, with no name).
+    #[command(after_help = admin::action_help("stats"))]
     Stats(admin::Target),
     /// Wait until the background index builds and merges of a collection (of every
     /// collection, with no name) have finished, then print its stats. While a build runs,
     /// `stats` shows how far it is (`index_build`: rows done of the total, elapsed, ETA).
+    #[command(after_help = admin::action_help("wait"))]
     Wait(admin::Target),
     /// Check every file and manifest of a collection (of every collection, with no name)
     /// against its checksum; fails naming any damaged file.
+    #[command(after_help = admin::action_help("verify"))]
     Verify(admin::Target),
     /// Copy one consistent version of the database (or of one collection) into a new
     /// directory, while a server runs (--addr: a directory on the server's machine). The copy
     /// opens as a database: `omendb serve --data DEST` restores it.
+    #[command(after_help = admin::action_help("backup"))]
     Backup {
         #[command(flatten)]
         conn: admin::Conn,
@@ -77,6 +81,7 @@ enum Command {
     },
     /// Load Parquet, CSV, Arrow IPC or .npy files into a collection, in one all-or-nothing
     /// write, with progress.
+    #[command(after_help = admin::import_help())]
     Import(import::ImportArgs),
 }
 

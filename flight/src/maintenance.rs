@@ -11,6 +11,29 @@ use std::sync::Arc;
 use omendb::{Collection, Database, Error};
 use serde_json::{json, Value};
 
+use crate::auth::Role;
+
+/// Every Flight action the server takes beside Flight SQL's: its name, the role it needs, and
+/// what it does. `list_actions`, the role check and the command line's help read it.
+pub const SERVER_ACTIONS: [(&str, Role, &str); 8] = [
+    ("drop_collection", Role::Admin, "Drop the collection named in the body"),
+    ("build_index", Role::Admin, "Build an index for every unindexed segment of the collection named in the body"),
+    ("compact", Role::Admin, "Merge the segments of the collection named in the body (every collection if none), dropping deleted rows"),
+    ("alter", Role::Admin, "Change settings: the body is the collection's name, then key=value pairs"),
+    ("verify", Role::Admin, "Check every file of the collection named in the body (every collection if none) against its checksum"),
+    ("stats", Role::Read, "Rows, segments, bytes on disk, index kinds and the running index build's progress of the collection named in the body, or of every collection (JSON)"),
+    ("wait", Role::Read, "Wait until the background index builds and merges of the collection named in the body (every collection if none) have finished, then answer its stats (JSON)"),
+    ("backup", Role::Admin, "Copy one consistent version of the database (or of the collection named on the body's second line) into the new directory on the body's first line, on the server's machine"),
+];
+
+/// The role action `kind` needs (admin for any action the table does not name).
+pub fn role_of(kind: &str) -> Role {
+    SERVER_ACTIONS
+        .iter()
+        .find(|(name, _, _)| *name == kind)
+        .map_or(Role::Admin, |(_, role, _)| *role)
+}
+
 /// The actions this module runs.
 pub const ACTIONS: [&str; 6] = ["compact", "alter", "stats", "wait", "verify", "backup"];
 
@@ -58,7 +81,7 @@ pub fn run(
         Some(name) => one(&db.collection(name)?, progress),
         None if kind == "alter" => Err(Error::InvalidInput(format!(
             "alter: name the collection, then key=value settings ({})",
-            omendb::SETTING_KEYS
+            omendb::setting_keys()
         ))),
         None => {
             // Every collection: a damaged one is reported in its entry, not as the error.
@@ -104,7 +127,7 @@ pub fn alter(c: &Collection, args: &[String]) -> omendb::Result<Value> {
     if args.is_empty() {
         return Err(Error::InvalidInput(format!(
             "alter: name at least one setting after the collection ({})",
-            omendb::SETTING_KEYS
+            omendb::setting_keys()
         )));
     }
     let pairs = args

@@ -3,9 +3,9 @@
 //!
 //! A client is known by the session id the server hands out in the `x-omendb-session` response
 //! header (sent back, it selects the session), or else by its connection: a gRPC client that
-//! keeps its connection keeps its session. Tables a session registers (`CREATE EXTERNAL TABLE`,
-//! views, memory tables) are visible to it alone; the collections are everyone's. Sessions
-//! unused for the configured idle time are forgotten.
+//! keeps its connection keeps its session. Views and memory tables a session registers are
+//! visible to it alone; the collections, and the external tables an admin declares (see
+//! `shared`), are everyone's. Sessions unused for the configured idle time are forgotten.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -21,6 +21,7 @@ use omendb::Database;
 use tonic::Status;
 
 use crate::auth::{require, Role};
+use crate::shared::SharedTables;
 use crate::status::df_status;
 
 /// The response header naming the caller's session.
@@ -80,6 +81,8 @@ impl Session {
 
 /// The live sessions of a server.
 pub struct Sessions {
+    shared: Arc<SharedTables>,
+    files: omendb_udfs::FileGuard,
     db: Arc<Database>,
     runtime: Arc<RuntimeEnv>,
     limits: omendb_udfs::KnnLimits,
@@ -95,8 +98,12 @@ impl Sessions {
         runtime: Arc<RuntimeEnv>,
         limits: omendb_udfs::KnnLimits,
         idle: Duration,
+        shared: Arc<SharedTables>,
+        files: omendb_udfs::FileGuard,
     ) -> Sessions {
         Sessions {
+            shared,
+            files,
             db,
             runtime,
             limits,
@@ -128,8 +135,14 @@ impl Sessions {
             Some(key) if asked.is_none() => key,
             _ => self.fresh_id(),
         };
-        let ctx = omendb_udfs::session_in(self.db.clone(), self.runtime.clone(), self.limits)
-            .map_err(df_status)?;
+        let ctx = omendb_udfs::session_in(
+            self.db.clone(),
+            self.runtime.clone(),
+            self.limits,
+            self.files.clone(),
+        )
+        .map_err(df_status)?;
+        self.shared.register_in(&ctx);
         let session = Arc::new(Session {
             id: id.clone(),
             ctx: Arc::new(ctx),
@@ -143,6 +156,27 @@ impl Sessions {
             },
         );
         Ok(session)
+    }
+
+    /// After `plan` (the statement `sql`) ran in `ctx`: shares a declared external table with
+    /// every session, or drops a shared one from every session.
+    pub async fn ran(
+        &self,
+        plan: &LogicalPlan,
+        sql: &str,
+        ctx: &SessionContext,
+    ) -> Result<(), Status> {
+        if !matches!(plan, LogicalPlan::Ddl(_)) {
+            return Ok(());
+        }
+        let others: Vec<Arc<SessionContext>> = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| e.session.ctx.clone())
+            .collect();
+        self.shared.after(plan, sql, ctx, others).await
     }
 
     /// Sessions alive now.

@@ -12,6 +12,7 @@
 mod catalog;
 mod distance;
 mod dml;
+mod files;
 mod knn;
 mod prepared;
 mod rewrite;
@@ -26,6 +27,7 @@ use omendb::Database;
 pub use catalog::{CollectionTable, OmenSchema};
 pub use distance::{distance_udfs, VectorDistance};
 pub use dml::{CollectionFactory, CollectionSink, DmlExec};
+pub use files::{with_file_tables, FileGuard};
 pub use knn::{
     KnnBinder, KnnExec, KnnJoinExec, KnnJoinTable, KnnLimits, KnnNode, KnnParams, KnnPlanner,
     KnnTable, QueryVector,
@@ -138,21 +140,27 @@ pub fn register_with_limits(
     Ok(())
 }
 
-/// A new session over `db` with everything registered.
+/// A new session over `db` with everything registered, any file readable as a table (see
+/// [`with_file_tables`]).
 pub fn session(db: Arc<Database>) -> Result<SessionContext> {
-    let ctx = SessionContext::new_with_config(session_config());
+    let ctx = with_file_tables(SessionContext::new_with_config(session_config()), None);
     register(&ctx, db)?;
     Ok(ctx)
 }
 
 /// A new session over `db` that runs in `runtime` (its memory pool, disk manager and object
-/// stores, shared by every session a server opens) with knn() held to `limits`.
+/// stores, shared by every session a server opens) with knn() held to `limits`, reading as
+/// tables the files `files` lets through.
 pub fn session_in(
     db: Arc<Database>,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     limits: KnnLimits,
+    files: FileGuard,
 ) -> Result<SessionContext> {
-    let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
+    let ctx = with_file_tables(
+        SessionContext::new_with_config_rt(session_config(), runtime),
+        Some(files),
+    );
     register_with_limits(&ctx, db, limits)?;
     Ok(ctx)
 }

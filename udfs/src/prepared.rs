@@ -39,6 +39,8 @@ pub struct Prepared {
     physical: Mutex<Option<Planned>>,
     /// See [`Prepared::keeps_for_its_text`].
     keeps: bool,
+    /// The SQL text it was planned from, if it was.
+    sql: Option<String>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -59,9 +61,22 @@ impl Prepared {
             let named = ctx.execute_logical_plan(plan).await?.logical_plan().clone();
             let mut prepared = Prepared::from_plan(ctx, named)?;
             prepared.keeps = false;
+            prepared.sql = Some(sql.to_string());
             return Ok(prepared);
         }
-        Prepared::from_plan(ctx, plan)
+        let mut prepared = Prepared::from_plan(ctx, plan)?;
+        prepared.sql = Some(sql.to_string());
+        Ok(prepared)
+    }
+
+    /// The SQL text the statement was planned from (none for [`Prepared::from_plan`]).
+    pub fn sql(&self) -> Option<&str> {
+        self.sql.as_deref()
+    }
+
+    /// The session the statement runs in.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
     }
 
     /// Whether the plan may be kept for the same text: not for SQL `PREPARE`, which must run
@@ -81,6 +96,7 @@ impl Prepared {
         };
         Ok(Prepared {
             keeps: !defines_statement(&plan),
+            sql: None,
             ctx: ctx.clone(),
             reusable: only_searches(&plan),
             schema: Arc::new(plan.schema().as_arrow().clone()),

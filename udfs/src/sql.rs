@@ -8,6 +8,7 @@
 
 use std::any::TypeId;
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -18,12 +19,16 @@ use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, ScalarUDF};
 use datafusion::sql::parser::{DFParserBuilder, Statement};
-use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr as SqlExpr, FunctionArg, FunctionArgExpr, Ident, ObjectName,
+    ObjectNamePart, TableFactor, Value, VisitMut, VisitorMut,
+};
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect, Precedence};
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::distance::distance_udfs;
+use crate::files::READERS;
 
 /// pgvector's `<#>`: the parser has no operator of its own for it.
 const NEGATIVE_INNER_PRODUCT: &str = "<#>";
@@ -31,11 +36,86 @@ const NEGATIVE_INNER_PRODUCT: &str = "<#>";
 /// The statements of `sql`, in order.
 pub fn statements(state: &SessionState, sql: &str) -> Result<VecDeque<Statement>> {
     let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
-    DFParserBuilder::new(sql)
+    let mut parsed = DFParserBuilder::new(sql)
         .with_dialect(&OmenDialect)
         .with_recursion_limit(recursion_limit)
         .build()?
-        .parse_statements()
+        .parse_statements()?;
+    for statement in &mut parsed {
+        read_files_as_tables(statement)?;
+    }
+    Ok(parsed)
+}
+
+/// Rewrites `read_parquet('path')` (and the other readers) in `statement` to the table
+/// `'path'`, which the session reads as a file (see `crate::files`).
+fn read_files_as_tables(statement: &mut Statement) -> Result<()> {
+    let mut readers = FileReaders;
+    let flow = match statement {
+        Statement::Statement(s) => s.visit(&mut readers),
+        Statement::Explain(e) => return read_files_as_tables(&mut e.statement),
+        _ => ControlFlow::Continue(()),
+    };
+    match flow {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+struct FileReaders;
+
+impl VisitorMut for FileReaders {
+    type Break = DataFusionError;
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<Self::Break> {
+        let TableFactor::Table { name, args, .. } = factor else {
+            return ControlFlow::Continue(());
+        };
+        let function = match (name.0.as_slice(), &args) {
+            ([part], Some(_)) => part
+                .as_ident()
+                .map(|i| i.value.to_ascii_lowercase())
+                .unwrap_or_default(),
+            _ => return ControlFlow::Continue(()),
+        };
+        let Some((_, extensions)) = READERS.iter().find(|(f, _)| *f == function) else {
+            return ControlFlow::Continue(());
+        };
+        let path = match args.as_ref().map(|a| a.args.as_slice()) {
+            Some([FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))]) => {
+                match &v.value {
+                    Value::SingleQuotedString(s) => Some(s.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(path) = path else {
+            return ControlFlow::Break(DataFusionError::Plan(format!(
+                "{function}() takes one argument, the file's absolute path in quotes: \
+                 {function}('/data/file.{}')",
+                extensions[0]
+            )));
+        };
+        let plain = path.trim_end_matches('/');
+        let extension = plain.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        let is_dir = plain
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| !last.contains('.'));
+        if !is_dir && !extension.is_some_and(|e| extensions.contains(&e.as_str())) {
+            return ControlFlow::Break(DataFusionError::Plan(format!(
+                "{function}('{path}'): the format follows the file's extension, which must be \
+                 .{} (or name a directory of such files)",
+                extensions[0]
+            )));
+        }
+        *name = ObjectName(vec![ObjectNamePart::Identifier(Ident::with_quote(
+            '\'', path,
+        ))]);
+        *args = None;
+        ControlFlow::Continue(())
+    }
 }
 
 /// The logical plan of `sql`, which must hold exactly one statement.

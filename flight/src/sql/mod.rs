@@ -277,13 +277,19 @@ impl OmenFlight {
         values: ParamValues,
     ) -> Result<Vec<RecordBatch>, Status> {
         let stream = prepared.execute(values).await.map_err(df_status)?;
-        limit_results(
+        let batches = limit_results(
             stream.map_err(df_status),
             self.config.max_result_rows,
             self.config.query_timeout,
         )
         .try_collect()
-        .await
+        .await?;
+        if let Some(sql) = prepared.sql() {
+            self.sessions
+                .ran(prepared.logical_plan(), sql, prepared.context())
+                .await?;
+        }
+        Ok(batches)
     }
 
     /// The FlightInfo of `handle`'s statement: its schema and a ticket (`ticket` packs the

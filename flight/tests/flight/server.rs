@@ -1460,3 +1460,113 @@ async fn stats_report_the_running_index_build() {
     assert_eq!(done["indexing"], false, "{done}");
     assert_eq!(done["index_build"], serde_json::Value::Null, "{done}");
 }
+
+/// `--help` is made from the table of settings and the roles actions need.
+#[test]
+fn help_lists_every_setting_and_the_role_each_command_needs() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_omendb"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let alter = help(&["alter"]);
+    for s in omendb::SETTINGS.iter().filter(|s| s.alterable) {
+        assert!(
+            alter.contains(&format!("{}: ", s.key)),
+            "alter lacks {}: {alter}",
+            s.key
+        );
+    }
+    assert!(alter.contains("'admin' role"), "{alter}");
+    let import = help(&["import"]);
+    for s in omendb::SETTINGS {
+        assert!(
+            import.contains(&format!("{}: ", s.key)),
+            "import lacks {}",
+            s.key
+        );
+    }
+    assert!(import.contains("'write' role"), "{import}");
+    assert!(help(&["stats"]).contains("'read' role"));
+    assert!(help(&["wait"]).contains("'read' role"));
+    assert!(help(&["compact"]).contains("'admin' role"));
+    let sql = help(&["sql"]);
+    assert!(
+        sql.contains("--data <DATA>  The database directory"),
+        "{sql}"
+    );
+}
+
+/// Files read as tables under --external-dir (`read_parquet(...)`, `FROM '...'`), refused
+/// elsewhere; an external table an admin declares is every session's, survives a restart, and
+/// `DROP TABLE` removes it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_tables_and_declared_tables_are_every_sessions() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tmp.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let files = files.canonicalize().unwrap();
+    let path = files.join("clicks.parquet");
+    let rows = omendb_testkit::batch(0..10, 4);
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), rows.schema(), None).unwrap();
+    w.write(&rows).unwrap();
+    w.close().unwrap();
+    let p = path.to_str().unwrap();
+    let data = tmp.path().join("db");
+    let ext = files.to_str().unwrap();
+    {
+        let server = serve(&data, &["--external-dir", ext]);
+        let (mut a, mut b) = (server.client().await, server.client().await);
+        assert_eq!(count(&mut b, "SELECT count(*) FROM (VALUES (1))").await, 1);
+        assert_eq!(
+            count(&mut a, &format!("SELECT count(*) FROM read_parquet('{p}')")).await,
+            10
+        );
+        assert_eq!(
+            count(&mut a, &format!("SELECT count(*) FROM '{p}'")).await,
+            10
+        );
+        let err = sql(&mut a, "SELECT * FROM '/etc/omendb-no-such.csv'")
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("outside the directories"), "{err}");
+        let err = sql(&mut a, &format!("SELECT * FROM read_csv('{p}')"))
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("must be .csv"), "{err}");
+        let err = sql(&mut a, "SELECT * FROM no_such_table")
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("no_such_table"), "{err}");
+        sql(
+            &mut a,
+            &format!("CREATE EXTERNAL TABLE clicks STORED AS PARQUET LOCATION '{p}'"),
+        )
+        .await
+        .unwrap();
+        // Another live session sees it, and so does a new one.
+        assert_eq!(count(&mut b, "SELECT count(*) FROM clicks").await, 10);
+        let mut c = server.client().await;
+        assert_eq!(count(&mut c, "SELECT count(*) FROM clicks").await, 10);
+    }
+    let server = serve(&data, &["--external-dir", ext]);
+    let mut a = server.client().await;
+    assert_eq!(count(&mut a, "SELECT count(*) FROM clicks").await, 10);
+    let mut b = server.client().await;
+    assert_eq!(count(&mut b, "SELECT count(*) FROM clicks").await, 10);
+    sql(&mut a, "DROP TABLE clicks").await.unwrap();
+    let err = sql(&mut b, "SELECT count(*) FROM clicks")
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("clicks"), "{err}");
+    drop(server);
+    let server = serve(&data, &["--external-dir", ext]);
+    let mut a = server.client().await;
+    assert!(sql(&mut a, "SELECT count(*) FROM clicks").await.is_err());
+}
