@@ -324,9 +324,12 @@ def test_first_hour_errors_name_what_is_wrong(server, words):
         with pytest.raises(adbc_driver_manager.Error, match=r"write knn\('fsql_err', \.\.\.\)"):
             cur.execute("SELECT id FROM knn(fsql_err, $1, 10)", parameters=(q,))
             cur.fetchall()
-        # A string bound where the vector goes fails the execute call itself.
+        # A string bound where the vector goes, or a vector of another dimension, fails the
+        # execute call itself (not the fetch).
         with pytest.raises(adbc_driver_manager.Error, match="query vector"):
             cur.execute("SELECT id FROM knn('fsql_err', $1, 10)", parameters=("0.1,0.2",))
+        with pytest.raises(adbc_driver_manager.Error, match="dimension 3, collection 'fsql_err' has dimension 384"):
+            cur.execute("SELECT id FROM knn('fsql_err', $1, 10)", parameters=([1.0, 2.0, 3.0],))
         # A zero vector has no cosine distance: refused, naming the row.
         zero = table_of(np.zeros((2, 384), np.float32), ["a", "b"], start=100)
         with pytest.raises(adbc_driver_manager.Error, match="row 0 is all zeros"):

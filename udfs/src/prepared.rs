@@ -122,6 +122,56 @@ impl Prepared {
         &self.parameters
     }
 
+    /// Refuses `values` a run would refuse in its knn() searches (a query vector that is not a
+    /// list of numbers, or not of its collection's dimension), without running anything: a
+    /// server checks a statement's bound values when the client executes it, not when it
+    /// fetches the rows.
+    pub fn check_values(&self, values: &ParamValues) -> Result<()> {
+        let unbound = match values {
+            ParamValues::List(v) => v.is_empty(),
+            ParamValues::Map(m) => m.is_empty(),
+        };
+        if unbound || defines_statement(&self.plan) {
+            return Ok(()); // nothing bound yet (the run reports what is missing), or PREPARE
+        }
+        let mut outcome = Ok(());
+        let _ = self.plan.apply(|node| {
+            let LogicalPlan::Extension(ext) = node else {
+                return Ok(TreeNodeRecursion::Continue);
+            };
+            let Some(knn) = ext.node.as_any().downcast_ref::<KnnNode>() else {
+                return Ok(TreeNodeRecursion::Continue);
+            };
+            let Some(id) = &knn.params.query else {
+                return Ok(TreeNodeRecursion::Continue);
+            };
+            let dim = knn
+                .schema
+                .fields()
+                .iter()
+                .find_map(|f| match f.data_type() {
+                    datafusion::arrow::datatypes::DataType::FixedSizeList(_, d) => {
+                        Some(*d as usize)
+                    }
+                    _ => None,
+                });
+            outcome = values
+                .get_placeholders_with_values(id)
+                .and_then(|v| v.value.to_array())
+                .and_then(|v| crate::knn::query_vector(&v, "query vector"))
+                .and_then(|q| match dim {
+                    Some(dim) => crate::knn::check_dimension(&q, &knn.collection, dim),
+                    None => Ok(()),
+                });
+            Ok(if outcome.is_ok() {
+                TreeNodeRecursion::Continue
+            } else {
+                TreeNodeRecursion::Stop
+            })
+        });
+        outcome
+    }
+
     /// Whether a run after the first binds the planned search again rather than planning.
     pub fn binds_planned_searches(&self) -> bool {
         self.reusable

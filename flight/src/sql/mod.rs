@@ -306,6 +306,7 @@ impl OmenFlight {
         let prepared = self.statement(session, &handle.sql, role).await?;
         // The bound parameters are checked now, so a bad binding fails the execute call.
         let values = Self::bound(&prepared, &handle)?;
+        prepared.check_values(&values).map_err(df_status)?;
         let schema = Self::bound_schema(&prepared, &values)?;
         if !only_reads(prepared.logical_plan()) && handle.result.is_empty() {
             let batches = self.run_to_end(&prepared, values).await?;
