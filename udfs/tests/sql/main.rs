@@ -749,7 +749,6 @@ async fn order_by_distance_limit_is_a_knn_search() {
 
 #[tokio::test]
 async fn order_by_inner_product_desc_and_a_bound_vector() {
-    use datafusion::common::ParamValues;
     let (_tmp, ctx) = setup(Metric::Dot).await;
     let q = vector(555);
     let knn = query(
@@ -758,22 +757,8 @@ async fn order_by_inner_product_desc_and_a_bound_vector() {
     )
     .await;
     let sql = "SELECT id FROM docs ORDER BY inner_product(vec, $1) DESC LIMIT 6";
-    let as_list = list_param(&q);
-    let plan = ctx
-        .state()
-        .create_logical_plan(sql)
-        .await
-        .unwrap()
-        .with_param_values(ParamValues::List(vec![as_list]))
-        .unwrap();
-    let df = ctx.execute_logical_plan(plan).await.unwrap();
-    let physical = df.clone().create_physical_plan().await.unwrap();
-    let shown = datafusion::physical_plan::displayable(physical.as_ref())
-        .indent(false)
-        .to_string();
+    let (got, shown) = run_omen_sql(&ctx, sql, vec![list_param(&q)]).await;
     assert!(shown.contains("KnnExec: collection=docs, k=6"), "{shown}");
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let got = concat_batches(&schema, &df.collect().await.unwrap()).unwrap();
     assert_eq!(int_column(&got, "id"), int_column(&knn, "id"));
     assert_eq!(int_column(&got, "id"), brute_force(&q, 6, Metric::Dot));
 }
