@@ -133,6 +133,7 @@ static void exercise(omendb_db db, int64_t id_base, omendb_collection *out) {
     CHECK(strstr(omendb_last_error(), "duplicate") != NULL || strstr(omendb_last_error(), "already") != NULL,
           "duplicate message: %s", omendb_last_error());
     uint64_t count = 0;
+    OK(omendb_wait_for_indexing(docs));
     OK(omendb_count(docs, &count));
     CHECK(count == ROWS, "count %llu", (unsigned long long)count);
 

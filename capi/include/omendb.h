@@ -205,6 +205,10 @@ enum omendb_status omendb_delete(struct omendb_collection collection,
 // `built` is null or writable.
 enum omendb_status omendb_build_index(struct omendb_collection collection, uint64_t *built);
 
+// Waits until the collection's background index builds and merges have finished (returns
+// at once when none is running).
+enum omendb_status omendb_wait_for_indexing(struct omendb_collection collection);
+
 // Searches for the `k` nearest rows to each of `nq` queries (`nq * dim` floats at `queries`),
 // nearest first. With `filter_ids` non-null, only the rows with those `n_filter` Int64 ids
 // are candidates (and k rows come back when k of them exist). `ef` 0 takes the collection's

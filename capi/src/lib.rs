@@ -710,6 +710,18 @@ pub unsafe extern "C" fn omendb_build_index(
     })
 }
 
+/// Waits until the collection's background index builds and merges have finished (returns
+/// at once when none is running).
+#[no_mangle]
+pub extern "C" fn omendb_wait_for_indexing(collection: omendb_collection) -> omendb_status {
+    call(|| {
+        collection_of(collection)?.with(|c| {
+            c.wait_for_indexing();
+            Ok(())
+        })
+    })
+}
+
 /// Searches for the `k` nearest rows to each of `nq` queries (`nq * dim` floats at `queries`),
 /// nearest first. With `filter_ids` non-null, only the rows with those `n_filter` Int64 ids
 /// are candidates (and k rows come back when k of them exist). `ef` 0 takes the collection's
