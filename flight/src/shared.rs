@@ -138,15 +138,19 @@ impl SharedTables {
     ) -> Result<(), Status> {
         if let Some(name) = declared(plan) {
             let provider = ctx.table_provider(name.as_str()).await.map_err(df_status)?;
+            // The catalog is read, changed and written under the lock: declarations in two
+            // sessions at once both stay.
+            let mut tables = self.lock();
             self.write(&name, Some(sql))?;
             for other in &others {
                 let _ = other.deregister_table(name.as_str());
                 let _ = other.register_table(name.as_str(), provider.clone());
             }
-            self.lock().insert(name, (sql.to_string(), provider));
+            tables.insert(name, (sql.to_string(), provider));
         } else if let LogicalPlan::Ddl(DdlStatement::DropTable(d)) = plan {
             let name = d.name.table().to_string();
-            if self.lock().remove(&name).is_some() {
+            let mut tables = self.lock();
+            if tables.remove(&name).is_some() {
                 self.write(&name, None)?;
                 for other in &others {
                     let _ = other.deregister_table(name.as_str());
