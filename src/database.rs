@@ -27,6 +27,20 @@ use crate::{Error, Result};
 /// The catalog document's file in the database directory (a dot: never a collection's name).
 const CATALOG: &str = "catalog.json";
 
+/// Writes the catalog document of the database in `dir`: written beside it and synced, renamed
+/// over it, and the directory synced, so a crash leaves the old text or the new.
+fn write_catalog(dir: &Path, text: &str) -> Result<()> {
+    let store = LocalStore::new(dir);
+    let tmp = format!(".{CATALOG}.{}", unique());
+    let replaced = store
+        .put(&tmp, text.as_bytes())
+        .and_then(|_| store.rename(&tmp, CATALOG));
+    if replaced.is_err() {
+        let _ = store.delete(&tmp);
+    }
+    replaced.and_then(|()| store.sync())
+}
+
 /// An open database. Databases are fully independent: any number may be open in one process
 /// (on different directories); nothing is shared between them.
 #[derive(Debug)]
@@ -126,24 +140,9 @@ impl Database {
         }
     }
 
-    /// Replaces the catalog document atomically: written beside it, synced, renamed over it,
-    /// and the directory synced, so a crash leaves the old text or the new.
+    /// Replaces the catalog document atomically (see [`write_catalog`]).
     pub fn set_catalog(&self, text: &str) -> Result<()> {
-        let path = self.root.join(CATALOG);
-        let tmp = self.root.join(format!(".{CATALOG}.{}", unique()));
-        let written = (|| {
-            let mut f = File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, text.as_bytes())?;
-            f.sync_all()
-        })()
-        .map_err(|e| Error::io(&tmp, e));
-        if let Err(e) =
-            written.and_then(|()| fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)))
-        {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        sync_dir(&self.root)
+        write_catalog(&self.root, text)
     }
 
     /// Creates a collection. `schema` needs an id column (Utf8 or Int64; `opts.id_column`) and
@@ -350,11 +349,7 @@ impl Database {
             done.push(copied?);
         }
         if let (None, Some(text)) = (only, self.catalog()?) {
-            let path = to.join(CATALOG);
-            fs::write(&path, text)
-                .and_then(|()| File::open(&path)?.sync_all())
-                .map_err(|e| Error::io(&path, e))?;
-            sync_dir(to)?;
+            write_catalog(to, &text)?;
         }
         Ok(done)
     }

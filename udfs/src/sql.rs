@@ -476,9 +476,10 @@ pub struct VectorOperators {
 
 impl Default for VectorOperators {
     fn default() -> Self {
+        let all = distance_udfs();
         let udf = |name: &str| {
-            let found = distance_udfs().into_iter().find(|f| f.name() == name);
-            Arc::new(found.expect("a distance function of this name"))
+            let found = all.iter().find(|f| f.name() == name);
+            Arc::new(found.expect("a distance function of this name").clone())
         };
         VectorOperators {
             cosine: udf("cosine_distance"),

@@ -165,8 +165,9 @@ fn param_values(
     Ok(ParamValues::Map(map))
 }
 
-/// Refuses a bound value that cannot be what its parameter is (a string where a knn() query
-/// vector goes, a float where k goes), so the execute call fails rather than the fetch.
+/// Refuses a bound value that cannot be what its integer parameter is (a float or a string where
+/// k goes), so the execute call fails rather than the fetch; a knn() query vector is checked by
+/// `Prepared::check_values`.
 fn check_bound_types(prepared: &omendb_udfs::Prepared, values: &ParamValues) -> Result<(), Status> {
     let ParamValues::List(list) = values else {
         return Ok(());
@@ -177,20 +178,9 @@ fn check_bound_types(prepared: &omendb_udfs::Prepared, values: &ParamValues) -> 
             continue;
         };
         let got = bound.value.data_type();
-        let (fits, what) = match field.data_type() {
-            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => (
-                matches!(
-                    got,
-                    DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
-                ),
-                "a query vector: bind a list of numbers (a list, a numpy array or an Arrow list)",
-            ),
-            t if t.is_integer() => (got.is_integer(), "an integer"),
-            _ => (true, ""),
-        };
-        if !fits && !got.is_null() {
+        if field.data_type().is_integer() && !got.is_integer() && !got.is_null() {
             return Err(Status::invalid_argument(format!(
-                "parameter {name} is {what}, but a {got} value was bound"
+                "parameter {name} is an integer, but a {got} value was bound"
             )));
         }
     }
