@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arrow_array::RecordBatch;
 use arrow_schema::Schema;
 
-pub use ingest::Ingest;
+pub use ingest::{Ingest, WriteMode};
 
 use crate::collection::Collection;
 use crate::error::lock;
@@ -203,36 +203,16 @@ impl Database {
         Ok(c)
     }
 
-    /// Starts a streamed, all-or-nothing append to collection `name`; the collection is created
-    /// with `opts` (and the schema of the first rows) when the ingest commits, if it does not
-    /// exist by then.
-    pub fn ingest(self: &Arc<Self>, name: &str, opts: CollectionOptions) -> Result<Ingest> {
-        Ingest::new(self.clone(), name, opts)
-    }
-
-    /// Starts a streamed ingest that, when it commits, replaces collection `name` (if it
-    /// exists) with a new one made of the stream's rows and `opts`. The old collection stays
-    /// whole until the commit; the drop and the create are two steps, so a reader between
-    /// them finds no collection.
-    pub fn ingest_replacing(
+    /// Starts a streamed, all-or-nothing write of rows to collection `name` in `mode` (see
+    /// [`WriteMode`]); a collection it creates gets `opts` and the schema of the first rows.
+    /// Nothing is visible until [`Ingest::commit`], which enforces the mode.
+    pub fn ingest(
         self: &Arc<Self>,
         name: &str,
+        mode: WriteMode,
         opts: CollectionOptions,
     ) -> Result<Ingest> {
-        Ingest::new(self.clone(), name, CollectionOptions::default())?
-            .replacing()
-            .with_options(opts)
-    }
-
-    /// Starts a streamed upsert into collection `name`: when it commits, stored rows with the
-    /// ids of the stream's rows are replaced and the other rows appended, in one transaction
-    /// (the collection is created with `opts` if it does not exist).
-    pub fn ingest_upserting(
-        self: &Arc<Self>,
-        name: &str,
-        opts: CollectionOptions,
-    ) -> Result<Ingest> {
-        Ok(Ingest::new(self.clone(), name, opts)?.upserting())
+        Ingest::new(self.clone(), name, mode, opts)
     }
 
     /// Appends `batches` to collection `name` in one commit, creating it with `opts` (and the
@@ -243,7 +223,7 @@ impl Database {
         opts: CollectionOptions,
         batches: &[RecordBatch],
     ) -> Result<usize> {
-        let mut ingest = self.ingest(name, opts)?;
+        let mut ingest = self.ingest(name, WriteMode::CreateOrAppend, opts)?;
         for b in batches {
             ingest.push(b)?;
         }
@@ -352,6 +332,19 @@ impl Database {
             write_catalog(to, &text)?;
         }
         Ok(done)
+    }
+
+    /// Closes the database: with `wait`, first lets the background index builds and merges
+    /// of the open collections finish; then stops them (an unfinished build is discarded).
+    /// The directory is released when the last handle is dropped.
+    pub fn close(&self, wait: bool) {
+        let open: Vec<Arc<Collection>> = self.lock_open().values().cloned().collect();
+        for c in &open {
+            if wait {
+                c.wait_for_indexing();
+            }
+            c.stop_indexing();
+        }
     }
 
     fn lock_open(&self) -> MutexGuard<'_, HashMap<String, Arc<Collection>>> {

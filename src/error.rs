@@ -52,12 +52,75 @@ pub enum Error {
     /// until it is opened again, and refuses writes meanwhile.
     #[error("commit outcome unknown: {0}")]
     Unsettled(String),
+    /// A limit of the engine was reached (the message names the setting); nothing was
+    /// written, and the call may succeed when retried later.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// A bug in the engine: an invariant did not hold. Nothing was written.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// What kind of failure an [`Error`] is: what front ends map to their own codes (gRPC
+/// statuses, Python classes, C status codes). Deliberately exhaustive: a kind added here
+/// fails to compile in every front end until each decides how to report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The caller's input was refused; nothing was written.
+    InvalidInput,
+    /// A collection (or table) that does not exist was named.
+    NotFound,
+    /// A collection of that name exists already.
+    AlreadyExists,
+    /// A file on disk is damaged.
+    Corrupt,
+    /// The database is held by another handle or process.
+    Locked,
+    /// The environment failed an I/O operation.
+    Io,
+    /// Arrow data could not be encoded or decoded.
+    Arrow,
+    /// A commit's outcome is unknown until the collection is opened again.
+    Unsettled,
+    /// A limit was reached; retry later.
+    ResourceExhausted,
+    /// A bug: an invariant did not hold.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order (for tables that list them).
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::InvalidInput,
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Corrupt,
+        ErrorKind::Locked,
+        ErrorKind::Io,
+        ErrorKind::Arrow,
+        ErrorKind::Unsettled,
+        ErrorKind::ResourceExhausted,
+        ErrorKind::Internal,
+    ];
+}
+
 impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Locked(_) => ErrorKind::Locked,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Arrow(_) => ErrorKind::Arrow,
+            Error::Unsettled(_) => ErrorKind::Unsettled,
+            Error::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidInput(msg.into())
     }

@@ -46,18 +46,18 @@ mod vector;
 mod writer;
 
 pub use collection::Collection;
-pub use database::{Database, Ingest};
+pub use database::{Database, Ingest, WriteMode};
 pub use distance::Metric;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use ingest::{coerce_vectors, coerce_vectors_to};
 pub use options::{
     option_keys, setting_keys, settings_help, CollectionOptions, IndexKind, IndexSettings,
     QuantKind, Setting, DEFAULT_INDEX_THRESHOLD, SETTINGS,
 };
-pub use schema::{
-    check_name, number_queries, result_schema, VectorType, DISTANCE_COLUMN, QUERY_COLUMN,
+pub use schema::{check_name, result_schema, VectorType, DISTANCE_COLUMN, QUERY_COLUMN};
+pub use search::{
+    check_queries, Hit, SearchRequest, SearchResults, SegmentInfo, SegmentPlan, Selection,
 };
-pub use search::{check_queries, Hit, SearchRequest, SegmentInfo, SegmentPlan, Selection};
 pub use snapshot::Snapshot;
 pub use stats::{Backup, IndexParams, Stats};
 #[doc(hidden)]

@@ -282,27 +282,6 @@ pub fn check_name(name: &str) -> Result<()> {
 /// The column that numbers the query each row of a many-query result answers.
 pub const QUERY_COLUMN: &str = "_query";
 
-/// `rows` (the answers to several queries, in query order) with a leading Int32 `_query`
-/// column: the first `per_query[0]` rows answer query 0, the next `per_query[1]` query 1, ...
-pub fn number_queries(
-    rows: &arrow_array::RecordBatch,
-    per_query: &[usize],
-) -> Result<arrow_array::RecordBatch> {
-    let query: arrow_array::Int32Array = per_query
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &n)| std::iter::repeat_n(i as i32, n))
-        .collect();
-    let mut fields = vec![Arc::new(Field::new(QUERY_COLUMN, DataType::Int32, false))];
-    fields.extend(rows.schema().fields().iter().cloned());
-    let mut columns: Vec<arrow_array::ArrayRef> = vec![Arc::new(query)];
-    columns.extend(rows.columns().iter().cloned());
-    Ok(arrow_array::RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
 /// The schema of search results: the collection's columns plus `_distance`.
 pub fn result_schema(schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();

@@ -18,7 +18,7 @@ pub use selection::Selection;
 use crate::index::flat::{scan_listed, FlatRows};
 use crate::index::{Accept, SearchParams};
 use crate::options::IndexKind;
-use crate::schema::result_schema;
+use crate::schema::{result_schema, QUERY_COLUMN};
 use crate::snapshot::Snapshot;
 use crate::topk::{Neighbor, TopK};
 use crate::{Error, Result};
@@ -384,6 +384,18 @@ impl Snapshot {
         out
     }
 
+    /// Searches as [`Snapshot::search`] and gathers every query's rows into one batch (the
+    /// collection's columns and `_distance`, query by query, nearest first).
+    pub fn search_rows(&self, req: &SearchRequest) -> Result<SearchResults> {
+        let hits = self.search(req)?;
+        let per_query = hits.iter().map(Vec::len).collect();
+        let flat: Vec<Hit> = hits.into_iter().flatten().collect();
+        Ok(SearchResults {
+            rows: self.hits_to_batch(&flat)?,
+            per_query,
+        })
+    }
+
     /// The rows of `hits` with a trailing `_distance` column, in hit order.
     pub fn hits_to_batch(&self, hits: &[Hit]) -> Result<RecordBatch> {
         let at: Vec<(usize, usize)> = hits
@@ -397,6 +409,67 @@ impl Snapshot {
         )));
         Ok(RecordBatch::try_new(
             result_schema(&self.schema()),
+            columns,
+        )?)
+    }
+}
+
+/// The answers to several queries as one batch: the rows of query 0, then query 1, ...
+#[derive(Debug, Clone)]
+pub struct SearchResults {
+    rows: RecordBatch,
+    per_query: Vec<usize>,
+}
+
+impl SearchResults {
+    /// Results from rows in query order and how many rows answer each query.
+    pub fn new(rows: RecordBatch, per_query: Vec<usize>) -> Result<SearchResults> {
+        let total: usize = per_query.iter().sum();
+        if total != rows.num_rows() {
+            return Err(Error::Internal(format!(
+                "{} result rows, but the queries' counts add up to {total}",
+                rows.num_rows()
+            )));
+        }
+        Ok(SearchResults { rows, per_query })
+    }
+
+    /// The rows, query by query.
+    pub fn rows(&self) -> &RecordBatch {
+        &self.rows
+    }
+
+    /// The rows, query by query.
+    pub fn into_rows(self) -> RecordBatch {
+        self.rows
+    }
+
+    /// How many rows answer each query.
+    pub fn per_query(&self) -> &[usize] {
+        &self.per_query
+    }
+
+    /// The query each row answers, row by row.
+    pub fn query_of_rows(&self) -> impl Iterator<Item = usize> + '_ {
+        self.per_query
+            .iter()
+            .enumerate()
+            .flat_map(|(q, &n)| std::iter::repeat_n(q, n))
+    }
+
+    /// The rows with a leading Int32 `_query` column numbering the query each row answers.
+    pub fn numbered(&self) -> Result<RecordBatch> {
+        let query: arrow_array::Int32Array = self.query_of_rows().map(|q| q as i32).collect();
+        let mut fields = vec![Arc::new(arrow_schema::Field::new(
+            QUERY_COLUMN,
+            arrow_schema::DataType::Int32,
+            false,
+        ))];
+        fields.extend(self.rows.schema().fields().iter().cloned());
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(query)];
+        columns.extend(self.rows.columns().iter().cloned());
+        Ok(RecordBatch::try_new(
+            Arc::new(arrow_schema::Schema::new(fields)),
             columns,
         )?)
     }

@@ -70,6 +70,8 @@ typedef enum omendb_status {
   OMENDB_ERR_STALE_HANDLE = 10,
   // The collection's database was closed.
   OMENDB_ERR_CLOSED = 11,
+  // A limit was reached (the message names the setting); nothing was written: retry later.
+  OMENDB_ERR_RESOURCE_EXHAUSTED = 12,
 } omendb_status;
 
 // A database handle (0 is never a live handle).

@@ -59,6 +59,8 @@ pub enum omendb_status {
     OMENDB_ERR_STALE_HANDLE = 10,
     /// The collection's database was closed.
     OMENDB_ERR_CLOSED = 11,
+    /// A limit was reached (the message names the setting); nothing was written: retry later.
+    OMENDB_ERR_RESOURCE_EXHAUSTED = 12,
 }
 
 use omendb_status::*;
@@ -90,20 +92,44 @@ pub struct omendb_result {
 /// A failure: its status and message.
 struct Failure(omendb_status, String);
 
+/// The C status of each kind of failure (no catch-all arm: a new kind fails to compile here
+/// until it gets a code).
+fn kind_status(kind: omendb::ErrorKind) -> omendb_status {
+    use omendb::ErrorKind as K;
+    match kind {
+        K::InvalidInput => OMENDB_ERR_INVALID_INPUT,
+        K::NotFound => OMENDB_ERR_NOT_FOUND,
+        K::AlreadyExists => OMENDB_ERR_ALREADY_EXISTS,
+        K::Corrupt => OMENDB_ERR_CORRUPT,
+        K::Locked => OMENDB_ERR_LOCKED,
+        K::Io => OMENDB_ERR_IO,
+        K::Arrow => OMENDB_ERR_ARROW,
+        K::Unsettled => OMENDB_ERR_UNSETTLED,
+        K::ResourceExhausted => OMENDB_ERR_RESOURCE_EXHAUSTED,
+        K::Internal => OMENDB_ERR_INTERNAL,
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn every_kind_gets_the_documented_c_status() {
+    let doc = include_str!("../../docs/errors.md");
+    for kind in omendb::ErrorKind::ALL {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| {kind:?} |")))
+            .unwrap_or_else(|| panic!("docs/errors.md has no row for {kind:?}"));
+        let status = format!("`{:?}`", kind_status(kind));
+        assert!(
+            row.trim_end().ends_with(&format!("{status} |")),
+            "{kind:?}: {row}"
+        );
+    }
+}
+
 impl From<omendb::Error> for Failure {
     fn from(e: omendb::Error) -> Self {
-        let status = match &e {
-            omendb::Error::InvalidInput(_) => OMENDB_ERR_INVALID_INPUT,
-            omendb::Error::NotFound(_) => OMENDB_ERR_NOT_FOUND,
-            omendb::Error::AlreadyExists(_) => OMENDB_ERR_ALREADY_EXISTS,
-            omendb::Error::Corrupt { .. } => OMENDB_ERR_CORRUPT,
-            omendb::Error::Locked(_) => OMENDB_ERR_LOCKED,
-            omendb::Error::Io { .. } => OMENDB_ERR_IO,
-            omendb::Error::Arrow(_) => OMENDB_ERR_ARROW,
-            omendb::Error::Unsettled(_) => OMENDB_ERR_UNSETTLED,
-            _ => OMENDB_ERR_INTERNAL,
-        };
-        Failure(status, e.to_string())
+        Failure(kind_status(e.kind()), e.to_string())
     }
 }
 
@@ -376,11 +402,7 @@ pub extern "C" fn omendb_close(db: omendb_db) -> omendb_status {
         };
         let mut guard = open.db.write().unwrap_or_else(|e| e.into_inner());
         if let Some(db) = guard.take() {
-            for name in db.list_collections().unwrap_or_default() {
-                if let Ok(c) = db.collection(&name) {
-                    c.wait_for_indexing();
-                }
-            }
+            db.close(true);
         }
         Ok(())
     })
@@ -764,15 +786,13 @@ pub unsafe extern "C" fn omendb_search(
             let req = SearchRequest::new(q, k)
                 .ef((ef > 0).then_some(ef))
                 .filter(filter.as_ref());
-            let hits = snap.search(&req)?;
-            let mut starts = Vec::with_capacity(hits.len() + 1);
+            let found = snap.search_rows(&req)?;
+            let mut starts = Vec::with_capacity(found.per_query().len() + 1);
             starts.push(0);
-            for h in &hits {
-                starts.push(starts.last().copied().unwrap_or(0) + h.len());
+            for n in found.per_query() {
+                starts.push(starts.last().copied().unwrap_or(0) + n);
             }
-            let flat: Vec<omendb::Hit> = hits.into_iter().flatten().collect();
-            let per_query: Vec<usize> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-            let batch = omendb::number_queries(&snap.hits_to_batch(&flat)?, &per_query)?;
+            let batch = found.numbered()?;
             Ok(Found {
                 batch,
                 id_column: c.id_index() + 1,

@@ -347,12 +347,14 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
 fn local(db: &Arc<omendb::Database>, args: &ImportArgs) -> Result<serde_json::Value, String> {
     let opts = omendb::CollectionOptions::parse(args.options.iter().map(String::as_str))
         .map_err(|e| e.to_string())?;
-    let mut ingest = if args.upsert {
-        db.ingest_upserting(&args.collection, opts)
+    let mode = if args.upsert {
+        omendb::WriteMode::Upsert
     } else {
-        db.ingest(&args.collection, opts)
-    }
-    .map_err(|e| e.to_string())?;
+        omendb::WriteMode::CreateOrAppend
+    };
+    let mut ingest = db
+        .ingest(&args.collection, mode, opts)
+        .map_err(|e| e.to_string())?;
     let rows = read_all(args, |b| ingest.push(&b).map_err(|e| e.to_string()))?;
     ticking("commit", || ingest.commit()).map_err(|e| e.to_string())?;
     let c = db.collection(&args.collection).map_err(|e| e.to_string())?;

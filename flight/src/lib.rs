@@ -42,26 +42,26 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use futures::FutureExt;
-use omendb::{CollectionOptions, Database};
+use omendb::{CollectionOptions, Database, WriteMode};
 use tokio::sync::Semaphore;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod maintenance;
 pub mod metrics;
 pub mod session;
 mod shared;
 mod sql;
-pub mod status;
 mod wire;
 
 use auth::{require, Role};
 pub use config::ServerConfig;
+pub use error::{df_status, engine_status};
+use error::{flight_status, panic_status};
 use session::{FilePolicy, Sessions, SESSION_HEADER};
-pub use status::{df_status, engine_status};
-use status::{flight_status, panic_status};
 
 /// The Flight service over one database.
 #[derive(Clone)]
@@ -358,19 +358,12 @@ fn timed_out(limit: Duration) -> Status {
     ))
 }
 
-/// The collection name and creation options a put descriptor names.
-/// What a plain put does with rows whose ids are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PutMode {
-    /// Refuse the put (the default).
-    Append,
-    /// Replace the stored rows.
-    Upsert,
-}
-
+/// The collection name, creation options and write mode a put descriptor names: `mode=append`
+/// (the default) creates the collection on its first rows and refuses stored ids,
+/// `mode=upsert` replaces the stored rows.
 fn put_target(
     descriptor: &FlightDescriptor,
-) -> Result<(String, CollectionOptions, PutMode), Status> {
+) -> Result<(String, CollectionOptions, WriteMode), Status> {
     if descriptor.r#type() != DescriptorType::Path {
         return Err(Status::invalid_argument(
             "do_put needs a path descriptor naming the collection, e.g. [\"docs\"]",
@@ -381,12 +374,12 @@ fn put_target(
         .next()
         .ok_or_else(|| Status::invalid_argument("empty path descriptor: name the collection"))?
         .clone();
-    let mut mode = PutMode::Append;
+    let mut mode = WriteMode::CreateOrAppend;
     let mut options = Vec::new();
     for part in parts {
         match part.split_once('=') {
-            Some(("mode", "append")) => mode = PutMode::Append,
-            Some(("mode", "upsert")) => mode = PutMode::Upsert,
+            Some(("mode", "append")) => mode = WriteMode::CreateOrAppend,
+            Some(("mode", "upsert")) => mode = WriteMode::Upsert,
             Some(("mode", other)) => {
                 return Err(Status::invalid_argument(format!(
                     "bad descriptor option: mode must be append or upsert, got '{other}'"
@@ -520,15 +513,10 @@ impl OmenFlight {
         }
         require(role, Role::Write, "a put")?;
         let (name, opts, mode) = put_target(&descriptor)?;
-        let (name, rows) = self
-            .ingest_stream(first, input, move |db| match mode {
-                PutMode::Append => db.ingest(&name, opts),
-                PutMode::Upsert => db.ingest_upserting(&name, opts),
-            })
-            .await?;
+        let (name, rows) = self.ingest_stream(first, input, name, mode, opts).await?;
         let mode = match mode {
-            PutMode::Append => "append",
-            PutMode::Upsert => "upsert",
+            WriteMode::Upsert => "upsert",
+            _ => "append",
         };
         let meta =
             serde_json::json!({ "collection": name, "rows": rows, "mode": mode }).to_string();
@@ -545,7 +533,9 @@ impl OmenFlight {
         &self,
         first: FlightData,
         input: Streaming<FlightData>,
-        open: impl FnOnce(&Arc<Database>) -> omendb::Result<omendb::Ingest> + Send + 'static,
+        name: String,
+        mode: WriteMode,
+        opts: CollectionOptions,
     ) -> Result<(String, usize), Status> {
         let _permit = self.puts.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
@@ -559,7 +549,8 @@ impl OmenFlight {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<PutMsg>(2);
         let (db, max_rows) = (self.db.clone(), self.config.max_put_rows);
         let worker = blocking("a put", move || {
-            let mut ingest = open(&db)
+            let mut ingest = db
+                .ingest(&name, mode, opts)
                 .map_err(|e| engine_status(&e))?
                 .with_max_rows(max_rows);
             while let Some(msg) = rx.blocking_recv() {

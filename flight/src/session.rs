@@ -21,8 +21,8 @@ use omendb::Database;
 use tonic::Status;
 
 use crate::auth::{require, Role};
+use crate::error::df_status;
 use crate::shared::SharedTables;
-use crate::status::df_status;
 
 /// The response header naming the caller's session.
 pub const SESSION_HEADER: &str = "x-omendb-session";

@@ -14,7 +14,7 @@ use omendb::Database;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use crate::status::{df_status, engine_status};
+use crate::error::{df_status, engine_status};
 
 /// The catalog document's shape.
 #[derive(Debug, Default, Serialize, Deserialize)]

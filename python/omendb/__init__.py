@@ -35,6 +35,7 @@ from ._omendb import (
     IoError,
     Locked,
     NotFound,
+    ResourceExhausted,
     Unsettled,
     __version__,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "IoError",
     "ArrowError",
     "Unsettled",
+    "ResourceExhausted",
     "InternalError",
     "Closed",
     "__version__",

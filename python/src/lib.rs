@@ -20,7 +20,7 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use omendb::{CollectionOptions, SearchRequest};
+use omendb::{CollectionOptions, SearchRequest, SearchResults};
 use omendb_udfs::Prepared;
 use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
@@ -86,49 +86,60 @@ create_exception!(
 );
 create_exception!(
     omendb,
+    ResourceExhausted,
+    Error,
+    "A limit was reached (the message names the setting); nothing was written: retry later."
+);
+create_exception!(
+    omendb,
     InternalError,
     Error,
     "A bug in OmenDB: an invariant did not hold."
 );
 create_exception!(omendb, Closed, Error, "The database handle was closed.");
 
-/// The Python exception for an engine error: its kind picks the class, the message is the
-/// engine's own.
-fn engine_err(e: &omendb::Error) -> PyErr {
-    let msg = e.to_string();
-    match e {
-        omendb::Error::InvalidInput(_) => InvalidInput::new_err(msg),
-        omendb::Error::NotFound(_) => NotFound::new_err(msg),
-        omendb::Error::AlreadyExists(_) => AlreadyExists::new_err(msg),
-        omendb::Error::Corrupt { .. } => Corrupt::new_err(msg),
-        omendb::Error::Locked(_) => Locked::new_err(msg),
-        omendb::Error::Io { .. } => IoError::new_err(msg),
-        omendb::Error::Arrow(_) => ArrowError::new_err(msg),
-        omendb::Error::Unsettled(_) => Unsettled::new_err(msg),
-        omendb::Error::Internal(_) => InternalError::new_err(msg),
-        _ => Error::new_err(msg),
+/// The Python class of each kind of failure (no catch-all arm: a new kind fails to compile
+/// here until it gets a class).
+fn kind_err(kind: omendb::ErrorKind, msg: String) -> PyErr {
+    use omendb::ErrorKind as K;
+    match kind {
+        K::InvalidInput => InvalidInput::new_err(msg),
+        K::NotFound => NotFound::new_err(msg),
+        K::AlreadyExists => AlreadyExists::new_err(msg),
+        K::Corrupt => Corrupt::new_err(msg),
+        K::Locked => Locked::new_err(msg),
+        K::Io => IoError::new_err(msg),
+        K::Arrow => ArrowError::new_err(msg),
+        K::Unsettled => Unsettled::new_err(msg),
+        K::ResourceExhausted => ResourceExhausted::new_err(msg),
+        K::Internal => InternalError::new_err(msg),
     }
 }
 
 fn to_py(e: omendb::Error) -> PyErr {
-    engine_err(&e)
+    kind_err(e.kind(), e.to_string())
 }
 
-/// The Python exception for a SQL failure: an engine error inside keeps its kind; a statement
-/// that does not parse, plan or type-check is the caller's input.
+/// The Python exception for a SQL failure (engine errors inside keep their kind).
 fn sql_err(e: DataFusionError) -> PyErr {
-    if let Some(engine) = omendb_udfs::find_engine_error(&e) {
-        return engine_err(engine);
-    }
-    let msg = omendb_udfs::error_message(&e);
-    match e.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(_)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_) => InvalidInput::new_err(msg),
-        DataFusionError::ArrowError(..) => ArrowError::new_err(msg),
-        _ => Error::new_err(msg),
-    }
+    let (kind, msg) = omendb_udfs::classify(&e);
+    kind_err(kind, msg)
+}
+
+/// Every error kind with the name of its Python class: what `omendb._error_kinds()` gives
+/// tests, to check the front ends agree.
+#[pyfunction]
+fn _error_kinds() -> Vec<(String, String)> {
+    Python::attach(|py| {
+        omendb::ErrorKind::ALL
+            .iter()
+            .map(|&k| {
+                let class = kind_err(k, String::new()).get_type(py);
+                let name = class.name().map(|n| n.to_string()).unwrap_or_default();
+                (format!("{k:?}"), name)
+            })
+            .collect()
+    })
 }
 
 fn invalid(msg: impl Into<String>) -> PyErr {
@@ -411,13 +422,7 @@ impl Database {
             if let Some(open) = db.take() {
                 // The session holds the database too: drop it first.
                 *self.shared.sql.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                if let Ok(names) = open.list_collections() {
-                    for name in names {
-                        if let Ok(c) = open.collection(&name) {
-                            c.wait_for_indexing();
-                        }
-                    }
-                }
+                open.close(true);
                 drop(open);
             }
         })
@@ -449,9 +454,9 @@ impl Database {
         Ok(())
     }
 
-    /// Writes the Arrow stream `data` to collection `name` in one commit: `mode` is `append`
-    /// (creating the collection with `options` when it does not exist), `create` (it must
-    /// not exist), `upsert` or `replace`. Returns the rows written.
+    /// Writes the Arrow stream `data` to collection `name` in one commit, in `mode`: `create`,
+    /// `append`, `create_or_append`, `upsert` or `replace` (the engine's `WriteMode`, enforced
+    /// at the commit); a collection it creates gets `options`. Returns the rows written.
     #[pyo3(signature = (name, data, mode, options=None))]
     fn write(
         &self,
@@ -462,22 +467,11 @@ impl Database {
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<usize> {
         let opts = self::options(options)?;
+        let mode: omendb::WriteMode = mode.parse().map_err(to_py)?;
         let batches = read_stream(data)?;
         let rows = py.detach(|| {
             self.shared.with(|db| {
-                let mut ingest = match mode {
-                    "append" => db.ingest(name, opts),
-                    "create" if db.exists(name) => {
-                        Err(omendb::Error::AlreadyExists(format!("collection '{name}'")))
-                    }
-                    "create" => db.ingest(name, opts),
-                    "upsert" => db.ingest_upserting(name, opts),
-                    "replace" => db.ingest_replacing(name, opts),
-                    other => Err(omendb::Error::InvalidInput(format!(
-                        "unknown write mode '{other}' (expected append, create, upsert or replace)"
-                    ))),
-                }
-                .map_err(to_py)?;
+                let mut ingest = db.ingest(name, mode, opts).map_err(to_py)?;
                 for b in &batches {
                     ingest.push(b).map_err(to_py)?;
                 }
@@ -647,14 +641,14 @@ impl Collection {
         if nprobe == Some(0) {
             return Err(invalid("nprobe must be a positive integer, got 0"));
         }
-        let (batch, per_query) = py.detach(|| match where_ {
+        let found = py.detach(|| match where_ {
             None => self.search_engine(&q, k, ef, nprobe),
             Some(cond) => self.search_sql(&q, k, cond, ef, nprobe),
         })?;
         let batch = if batched {
-            omendb::number_queries(&batch, &per_query).map_err(to_py)?
+            found.numbered().map_err(to_py)?
         } else {
-            batch
+            found.into_rows()
         };
         let schema = batch.schema();
         table_to_py(py, &self.shared, vec![batch], schema)
@@ -748,15 +742,11 @@ impl Collection {
         k: usize,
         ef: Option<usize>,
         nprobe: Option<usize>,
-    ) -> PyResult<(RecordBatch, Vec<usize>)> {
+    ) -> PyResult<SearchResults> {
         let (_, c) = self.shared.collection(&self.name)?;
-        let snap = c.snapshot();
-        let hits = snap
-            .search(&SearchRequest::new(q, k).ef(ef).nprobe(nprobe))
-            .map_err(to_py)?;
-        let per_query = hits.iter().map(Vec::len).collect();
-        let flat: Vec<omendb::Hit> = hits.into_iter().flatten().collect();
-        Ok((snap.hits_to_batch(&flat).map_err(to_py)?, per_query))
+        c.snapshot()
+            .search_rows(&SearchRequest::new(q, k).ef(ef).nprobe(nprobe))
+            .map_err(to_py)
     }
 
     /// Searches through SQL, `SELECT * FROM knn(..) WHERE cond`, planned once per condition;
@@ -768,7 +758,7 @@ impl Collection {
         cond: &str,
         ef: Option<usize>,
         nprobe: Option<usize>,
-    ) -> PyResult<(RecordBatch, Vec<usize>)> {
+    ) -> PyResult<SearchResults> {
         self.shared.with(|db| {
             let c = db.collection(&self.name).map_err(to_py)?;
             let dim = c.dim();
@@ -806,7 +796,7 @@ impl Collection {
             let schema = schema.expect("at least one query");
             let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
                 .map_err(|e| ArrowError::new_err(e.to_string()))?;
-            Ok((batch, per_query))
+            SearchResults::new(batch, per_query).map_err(to_py)
         })
     }
 }
@@ -817,7 +807,8 @@ fn _omendb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Database>()?;
     m.add_class::<Collection>()?;
-    let errors: [(&str, Bound<'_, PyType>); 11] = [
+    m.add_function(wrap_pyfunction!(_error_kinds, m)?)?;
+    let errors: [(&str, Bound<'_, PyType>); 12] = [
         ("Error", py.get_type::<Error>()),
         ("InvalidInput", py.get_type::<InvalidInput>()),
         ("NotFound", py.get_type::<NotFound>()),
@@ -827,6 +818,7 @@ fn _omendb(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("IoError", py.get_type::<IoError>()),
         ("ArrowError", py.get_type::<ArrowError>()),
         ("Unsettled", py.get_type::<Unsettled>()),
+        ("ResourceExhausted", py.get_type::<ResourceExhausted>()),
         ("InternalError", py.get_type::<InternalError>()),
         ("Closed", py.get_type::<Closed>()),
     ];

@@ -1,6 +1,7 @@
 """The omendb package in-process: real databases in temporary directories, results checked
 against numpy brute force."""
 
+import pathlib
 import threading
 
 import numpy as np
@@ -286,6 +287,50 @@ def test_errors_are_typed_and_name_what_was_wrong(tmp_path, rng):
     # Closed means released: the directory opens again, with its rows.
     with omendb.connect(tmp_path) as again:
         assert again.open_collection("docs").count() == 1
+
+
+def test_error_kinds_get_the_documented_classes(tmp_path):
+    """docs/errors.md is the one table of kinds; the Flight and C front ends test it too."""
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "errors.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] != "kind":
+            rows[cells[0]] = cells[3]
+    kinds = dict(omendb._omendb._error_kinds())
+    assert set(kinds) == set(rows)
+    for kind, cls in kinds.items():
+        assert rows[kind] == f"omendb.{cls}", kind
+        assert issubclass(getattr(omendb, cls), omendb.Error)
+    db = omendb.connect(tmp_path)
+    with pytest.raises(omendb.NotFound, match="nowhere"):
+        db.sql("SELECT * FROM nowhere")
+
+
+def test_create_with_data_never_appends_to_a_collection_made_meanwhile(tmp_path, rng):
+    """The write mode is the engine's and holds at the commit: of many creates of one name at
+    once, exactly one succeeds and the others fail with AlreadyExists."""
+    db = omendb.connect(tmp_path)
+    outcomes = []
+    vectors = unit(rng, 8)
+
+    def create(i):
+        rows = pa.table(
+            {"id": [i], "vector": pa.array([vectors[i].tolist()], pa.list_(pa.float32(), DIM))}
+        )
+        try:
+            db.create_collection("race", data=rows)
+            outcomes.append("created")
+        except omendb.AlreadyExists:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["created"] + ["exists"] * 7
+    assert db.open_collection("race").count() == 1
 
 
 def test_independent_databases_and_threads(tmp_path, rng):

@@ -22,6 +22,64 @@ use crate::writer::append::{Staged, SEGMENT_BYTES};
 use crate::writer::Transaction;
 use crate::{Error, Result};
 
+/// How a write meets the collection it names. The mode is enforced when the write commits,
+/// whatever the front end: a `Create` whose name another writer took meanwhile fails with
+/// `AlreadyExists` rather than appending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// A new collection: fails with `AlreadyExists` when the name exists (at the start or at
+    /// the commit).
+    Create,
+    /// Rows added to an existing collection: fails with `NotFound` when there is none.
+    Append,
+    /// Rows added to the collection, which is created (with the options and the schema of the
+    /// first rows) when it does not exist.
+    CreateOrAppend,
+    /// Stored rows with the ids of the stream's rows replaced, the others added (the
+    /// collection is created when it does not exist).
+    Upsert,
+    /// The collection replaced by a new one made of the stream's rows (or created).
+    Replace,
+}
+
+impl WriteMode {
+    /// Every mode, by its name.
+    pub const ALL: [(&'static str, WriteMode); 5] = [
+        ("create", WriteMode::Create),
+        ("append", WriteMode::Append),
+        ("create_or_append", WriteMode::CreateOrAppend),
+        ("upsert", WriteMode::Upsert),
+        ("replace", WriteMode::Replace),
+    ];
+
+    /// The mode's name, as `parse` takes it.
+    pub fn name(self) -> &'static str {
+        WriteMode::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|(n, _)| *n)
+            .expect("every mode is listed")
+    }
+}
+
+impl std::str::FromStr for WriteMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<WriteMode> {
+        WriteMode::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                let names: Vec<&str> = WriteMode::ALL.iter().map(|(n, _)| *n).collect();
+                Error::invalid(format!(
+                    "unknown write mode '{s}' (expected one of: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
 /// Where an ingest goes.
 #[derive(Debug)]
 enum Target {
@@ -50,31 +108,41 @@ pub struct Ingest {
     pending_bytes: usize,
     staged: Vec<Staged>,
     rows: usize,
-    /// Whether commit replaces an existing collection of the name instead of appending.
-    replace: bool,
-    /// Whether commit replaces the stored rows with the ids of the stream's rows (an upsert)
-    /// instead of refusing ids that are stored.
-    upsert: bool,
+    mode: WriteMode,
 }
 
 impl Ingest {
-    pub(super) fn new(db: Arc<Database>, name: &str, opts: CollectionOptions) -> Result<Ingest> {
+    pub(super) fn new(
+        db: Arc<Database>,
+        name: &str,
+        mode: WriteMode,
+        opts: CollectionOptions,
+    ) -> Result<Ingest> {
         check_name(name)?;
         opts.index.check()?;
-        let target = if db.exists(name) {
-            let existing = db.collection(name)?;
-            let layout = existing.layout();
-            opts.refuse_changes(
-                name,
-                existing.metric(),
-                layout.id_column(),
-                layout.vector_column(),
-                layout.vector_type,
-                &existing.snapshot().index_settings(),
-            )?;
-            Target::Existing(existing)
-        } else {
-            Target::Undecided
+        let exists = db.exists(name);
+        let target = match mode {
+            WriteMode::Create if exists => {
+                return Err(Error::AlreadyExists(format!("collection '{name}'")))
+            }
+            WriteMode::Append if !exists => {
+                return Err(Error::NotFound(format!("collection '{name}'")))
+            }
+            WriteMode::Replace => Target::Undecided,
+            _ if exists => {
+                let existing = db.collection(name)?;
+                let layout = existing.layout();
+                opts.refuse_changes(
+                    name,
+                    existing.metric(),
+                    layout.id_column(),
+                    layout.vector_column(),
+                    layout.vector_type,
+                    &existing.snapshot().index_settings(),
+                )?;
+                Target::Existing(existing)
+            }
+            _ => Target::Undecided,
         };
         Ok(Ingest {
             db,
@@ -87,32 +155,8 @@ impl Ingest {
             pending_bytes: 0,
             staged: Vec::new(),
             rows: 0,
-            replace: false,
-            upsert: false,
+            mode,
         })
-    }
-
-    /// An ingest whose commit replaces the collection (dropping it, then creating it from the
-    /// stream's rows, schema and `opts`) rather than appending to it. Until then the existing
-    /// collection is untouched: a stream refused midway leaves it as it was.
-    pub(super) fn replacing(mut self) -> Self {
-        self.target = Target::Undecided;
-        self.replace = true;
-        self
-    }
-
-    /// The options the collection is created with (a replacing ingest's own).
-    pub(super) fn with_options(mut self, opts: CollectionOptions) -> Result<Self> {
-        opts.index.check()?;
-        self.opts = opts;
-        Ok(self)
-    }
-
-    /// An ingest whose rows replace the stored rows with the same ids, and are appended
-    /// otherwise, in one commit (ids must still be unique within the stream).
-    pub(super) fn upserting(mut self) -> Self {
-        self.upsert = true;
-        self
     }
 
     /// Refuses the stream once it holds more than `max_rows` rows.
@@ -175,7 +219,7 @@ impl Ingest {
                 self.name
             )));
         }
-        if let (Target::Existing(c), false) = (&self.target, self.upsert) {
+        if let (Target::Existing(c), false) = (&self.target, self.mode == WriteMode::Upsert) {
             let snapshot = c.snapshot();
             let stored = snapshot.first_stored(crate::ids::ids_of(id_column.as_ref()));
             refuse_stored(&snapshot, stored)?;
@@ -218,7 +262,7 @@ impl Ingest {
             refuse_stored(snap, ids.as_ref().and_then(|i| snap.first_stored(i.iter())))
         };
         match std::mem::replace(&mut self.target, Target::Undecided) {
-            Target::Undecided if self.replace => Err(Error::invalid(format!(
+            Target::Undecided if self.mode == WriteMode::Replace => Err(Error::invalid(format!(
                 "replacing collection '{}' needs at least one row to define the new one",
                 self.name
             ))),
@@ -226,7 +270,7 @@ impl Ingest {
                 "collection '{}' does not exist and the stream has no rows to create it from",
                 self.name
             ))),
-            Target::Existing(c) if self.upsert => {
+            Target::Existing(c) if self.mode == WriteMode::Upsert => {
                 if let Some(ids) = &ids {
                     c.commit_staged_upsert(staged, ids.iter())?;
                 }
@@ -237,7 +281,7 @@ impl Ingest {
                 Ok((self.name.clone(), self.rows))
             }
             Target::New { store, layout } => {
-                if self.replace && self.db.exists(&self.name) {
+                if self.mode == WriteMode::Replace && self.db.exists(&self.name) {
                     self.db.drop_collection(&self.name)?;
                 }
                 let created = self.db.create_with(&self.name, &store, |tmp| {
@@ -249,9 +293,11 @@ impl Ingest {
                 });
                 match created {
                     Ok(_) => Ok((self.name.clone(), self.rows)),
-                    Err(Error::AlreadyExists(_)) => {
-                        // Another writer created the collection while this stream ran: append
-                        // to it if the rows fit its definition.
+                    Err(Error::AlreadyExists(_))
+                        if matches!(self.mode, WriteMode::CreateOrAppend | WriteMode::Upsert) =>
+                    {
+                        // Another writer created the collection while this stream ran: add
+                        // the rows to it if they fit its definition.
                         let c = self.db.collection(&self.name)?;
                         if c.layout().schema != layout.schema {
                             let _ = fs::remove_dir_all(store.dir());
@@ -266,7 +312,12 @@ impl Ingest {
                             s.move_to(c.store().clone())?;
                         }
                         let _ = fs::remove_dir_all(store.dir());
-                        c.commit_staged(staged, check)?;
+                        match (self.mode, &ids) {
+                            (WriteMode::Upsert, Some(ids)) => {
+                                c.commit_staged_upsert(staged, ids.iter())?
+                            }
+                            _ => c.commit_staged(staged, check)?,
+                        }
                         Ok((self.name.clone(), self.rows))
                     }
                     Err(e) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, Float64Builder, ListBuilder};
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use omendb::{CollectionOptions, Database, Error, Metric, SearchRequest};
+use omendb::{CollectionOptions, Database, Error, ErrorKind, Metric, SearchRequest, WriteMode};
 use omendb_testkit::*;
 
 mod faults;
@@ -842,4 +842,50 @@ fn delete_where_update_where_and_upsert_commit_once_each() {
     drop(_db);
     let db = Database::open(tmp.path()).unwrap();
     assert_eq!(db.collection("docs").unwrap().count(), 95);
+}
+
+#[test]
+fn write_modes_hold_at_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(dir.path()).unwrap());
+    // Two creates of one name, both started before either commits: the second fails at its
+    // commit and appends nothing.
+    let mut first = db
+        .ingest("docs", WriteMode::Create, CollectionOptions::default())
+        .unwrap();
+    let mut second = db
+        .ingest("docs", WriteMode::Create, CollectionOptions::default())
+        .unwrap();
+    first.push(&batch(0..10, DIM)).unwrap();
+    second.push(&batch(10..20, DIM)).unwrap();
+    first.commit().unwrap();
+    assert!(matches!(second.commit(), Err(Error::AlreadyExists(_))));
+    assert_eq!(db.collection("docs").unwrap().count(), 10);
+    // A create of a stored name fails at once; an append to a missing one too.
+    let again = db.ingest("docs", WriteMode::Create, CollectionOptions::default());
+    assert_eq!(again.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    let missing = db.ingest("other", WriteMode::Append, CollectionOptions::default());
+    assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
+    // create_or_append racing a create: the loser's rows are appended.
+    let mut late = db
+        .ingest(
+            "pair",
+            WriteMode::CreateOrAppend,
+            CollectionOptions::default(),
+        )
+        .unwrap();
+    late.push(&batch(0..5, DIM)).unwrap();
+    db.append_or_create("pair", CollectionOptions::default(), &[batch(5..8, DIM)])
+        .unwrap();
+    late.commit().unwrap();
+    assert_eq!(db.collection("pair").unwrap().count(), 8);
+    // Every mode parses from its name, and an unknown one names the choices.
+    for (name, mode) in WriteMode::ALL {
+        assert_eq!(name.parse::<WriteMode>().unwrap(), mode);
+        assert_eq!(mode.name(), name);
+    }
+    let bad = "merge".parse::<WriteMode>().unwrap_err().to_string();
+    assert!(bad.contains("create_or_append"), "{bad}");
+    // Closing with wait leaves no background work behind.
+    db.close(true);
 }

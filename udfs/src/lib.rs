@@ -12,6 +12,7 @@
 mod catalog;
 mod distance;
 mod dml;
+mod error;
 mod files;
 mod knn;
 mod prepared;
@@ -27,6 +28,7 @@ use omendb::Database;
 pub use catalog::{CollectionTable, OmenSchema};
 pub use distance::{distance_udfs, VectorDistance};
 pub use dml::{CollectionFactory, CollectionSink, DmlExec};
+pub use error::{classify, engine_error, error_message, find_engine_error};
 pub use files::{with_file_tables, FileGuard};
 pub use knn::{
     KnnBinder, KnnExec, KnnJoinExec, KnnJoinTable, KnnLimits, KnnNode, KnnParams, KnnPlanner,
@@ -75,36 +77,6 @@ pub(crate) fn condition_mask(
                 value.data_type()
             ))
         })
-}
-
-/// Wraps an engine error so callers can recover it (and its kind) from a DataFusion error.
-pub fn engine_error(e: omendb::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
-/// The message of `e` for a user, without the context DataFusion wraps around an analyzer or
-/// optimizer rule's error (`omendb_knn_bind\ncaused by\n...`): what went wrong, not where.
-pub fn error_message(e: &DataFusionError) -> String {
-    match e {
-        DataFusionError::Context(_, inner) => error_message(inner),
-        other => other.to_string(),
-    }
-}
-
-/// The engine error inside a DataFusion error, if there is one.
-pub fn find_engine_error(e: &DataFusionError) -> Option<&omendb::Error> {
-    let mut cur: &(dyn std::error::Error + 'static) = e;
-    loop {
-        if let Some(DataFusionError::External(inner)) = cur.downcast_ref::<DataFusionError>() {
-            if let Some(engine) = inner.downcast_ref::<omendb::Error>() {
-                return Some(engine);
-            }
-        }
-        if let Some(engine) = cur.downcast_ref::<omendb::Error>() {
-            return Some(engine);
-        }
-        cur = cur.source()?;
-    }
 }
 
 /// Registers the database's collections as the tables of the default schema (other tables

@@ -39,15 +39,15 @@ use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
 use futures::stream::{self, TryStreamExt};
-use omendb::CollectionOptions;
+use omendb::{CollectionOptions, WriteMode};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use handle::{Handle, Signer};
 
 use crate::auth::{require, Role};
+use crate::error::{df_status, engine_status};
 use crate::session::Session;
-use crate::status::{df_status, engine_status};
 use crate::{encode, limit_results, put_batches, OmenFlight, Stream};
 
 /// The type URL prefix of every Flight SQL message.
@@ -547,18 +547,22 @@ impl OmenFlight {
                      does not",
                 ))
             }
-            (_, TableExistsOption::Replace, _) => {
-                let (_, rows) = self
-                    .ingest_stream(first, input, move |db| db.ingest_replacing(&name, opts))
-                    .await?;
-                Ok(rows)
-            }
-            _ => {
-                let (_, rows) = self
-                    .ingest_stream(first, input, move |db| db.ingest(&name, opts))
-                    .await?;
-                Ok(rows)
-            }
+            (_, TableExistsOption::Replace, _) => Ok(self
+                .ingest_stream(first, input, name, WriteMode::Replace, opts)
+                .await?
+                .1),
+            (_, TableExistsOption::Fail, _) => Ok(self
+                .ingest_stream(first, input, name, WriteMode::Create, opts)
+                .await?
+                .1),
+            (_, _, TableNotExistOption::Fail) => Ok(self
+                .ingest_stream(first, input, name, WriteMode::Append, opts)
+                .await?
+                .1),
+            _ => Ok(self
+                .ingest_stream(first, input, name, WriteMode::CreateOrAppend, opts)
+                .await?
+                .1),
         }
     }
 

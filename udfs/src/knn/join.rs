@@ -194,14 +194,9 @@ impl KnnJoinExec {
         let req = SearchRequest::new(values.values(), self.k)
             .ef(self.ef)
             .nprobe(self.nprobe);
-        let hits = snapshot.search(&req).map_err(engine_error)?;
-        let query_rows: UInt32Array = hits
-            .iter()
-            .enumerate()
-            .flat_map(|(q, h)| std::iter::repeat_n(q as u32, h.len()))
-            .collect();
-        let all: Vec<omendb::Hit> = hits.into_iter().flatten().collect();
-        let found = snapshot.hits_to_batch(&all).map_err(engine_error)?;
+        let found = snapshot.search_rows(&req).map_err(engine_error)?;
+        let query_rows: UInt32Array = found.query_of_rows().map(|q| q as u32).collect();
+        let found = found.into_rows();
         let mut columns: Vec<ArrayRef> = queries
             .columns()
             .iter()
