@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use arrow_array::{Array, Int64Array, StringArray};
 use arrow_buffer::Buffer;
-use omendb::pk::{hash_str, int_key, map_path, PkIndex};
+use omendb::map_path;
+use omendb::pk::{hash_str, int_key, PkIndex};
 
 const LOOKUPS: usize = 1_000_000;
 

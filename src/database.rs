@@ -5,8 +5,7 @@
 mod ingest;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow_array::RecordBatch;
@@ -18,39 +17,21 @@ use crate::collection::Collection;
 use crate::error::lock;
 use crate::options::CollectionOptions;
 use crate::schema::{check_name, Layout};
-use crate::storage::faults::{Faults, FaultyStore};
-use crate::storage::local::{sync_dir, LocalStore};
+use crate::storage::faults::Faults;
 use crate::storage::manifest::{CommitError, Manifest, MANIFEST};
-use crate::storage::{unique, FileKind, Store};
+use crate::storage::root::{LocalRoot, Root};
 use crate::{Error, Result};
 
-/// The catalog document's file in the database directory (a dot: never a collection's name).
+/// The catalog document of the database (a name no collection can have).
 const CATALOG: &str = "catalog.json";
-
-/// Writes the catalog document of the database in `dir`: written beside it and synced, renamed
-/// over it, and the directory synced, so a crash leaves the old text or the new.
-fn write_catalog(dir: &Path, text: &str) -> Result<()> {
-    let store = LocalStore::new(dir);
-    let tmp = format!(".{CATALOG}.{}", unique());
-    let replaced = store
-        .put(&tmp, text.as_bytes())
-        .and_then(|_| store.rename(&tmp, CATALOG));
-    if replaced.is_err() {
-        let _ = store.delete(&tmp);
-    }
-    replaced.and_then(|()| store.sync())
-}
 
 /// An open database. Databases are fully independent: any number may be open in one process
 /// (on different directories); nothing is shared between them.
 #[derive(Debug)]
 pub struct Database {
-    root: PathBuf,
-    /// Held for the life of the handle: a second open of the same directory fails.
-    _lock: File,
+    /// Where the collections live; holds the lock that keeps a second handle out.
+    root: Box<dyn Root>,
     open: Mutex<HashMap<String, Arc<Collection>>>,
-    /// Failures to inject into the collections' storage (tests only).
-    faults: Option<Arc<Faults>>,
 }
 
 impl Database {
@@ -58,7 +39,7 @@ impl Database {
     /// after a database, where a mistyped path must fail rather than create an empty one.
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Database> {
         let root = path.as_ref();
-        if !root.is_dir() {
+        if !LocalRoot::exists(root) {
             return Err(Error::NotFound(format!(
                 "no database directory at {} (only `serve` and `import` create one)",
                 root.display()
@@ -69,80 +50,39 @@ impl Database {
 
     /// Opens (creating if needed) the database in directory `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Database> {
-        let root = path.as_ref().to_path_buf();
-        fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-        let lock_path = root.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(root)),
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
-        }
-        // Leftovers of creates and drops that crashed half-way.
-        for entry in fs::read_dir(&root).map_err(|e| Error::io(&root, e))? {
-            let entry = entry.map_err(|e| Error::io(&root, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(".creating-") || name.starts_with(".dropped-") {
-                fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-            } else if name.starts_with(&format!(".{CATALOG}.")) {
-                fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-            }
-        }
-        Ok(Database {
+        Ok(Database::on(Box::new(LocalRoot::open(path.as_ref())?)))
+    }
+
+    fn on(root: Box<dyn Root>) -> Database {
+        Database {
             root,
-            _lock: lock,
             open: Mutex::new(HashMap::new()),
-            faults: None,
-        })
+        }
     }
 
     /// Opens the database in `path` with storage that fails when `faults` says so: for tests
     /// of what a failed write, rename or sync leaves behind.
     #[doc(hidden)]
     pub fn open_with_faults(path: impl AsRef<Path>, faults: Arc<Faults>) -> Result<Database> {
-        let mut db = Database::open(path)?;
-        db.faults = Some(faults);
-        Ok(db)
-    }
-
-    /// The store of the collection in `dir`.
-    fn store(&self, dir: PathBuf) -> Arc<dyn Store> {
-        let inner = LocalStore::new(dir);
-        match &self.faults {
-            Some(faults) => Arc::new(FaultyStore {
-                inner,
-                faults: faults.clone(),
-            }),
-            None => Arc::new(inner),
-        }
+        let root = LocalRoot::open(path.as_ref())?.with_faults(faults);
+        Ok(Database::on(Box::new(root)))
     }
 
     /// The database's directory.
     pub fn path(&self) -> &Path {
-        &self.root
+        self.root.path()
     }
 
     /// The database's catalog document: what front ends keep beside the collections (the
     /// server's external tables declared for every session), as text; `None` before one is
     /// written.
     pub fn catalog(&self) -> Result<Option<String>> {
-        let path = self.root.join(CATALOG);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&path, e)),
-        }
+        self.root.read_doc(CATALOG)
     }
 
-    /// Replaces the catalog document atomically (see [`write_catalog`]).
+    /// Replaces the catalog document atomically: a crash leaves the old text or the new.
     pub fn set_catalog(&self, text: &str) -> Result<()> {
-        write_catalog(&self.root, text)
+        self.root.write_doc(CATALOG, text)
     }
 
     /// Creates a collection. `schema` needs an id column (Utf8 or Int64; `opts.id_column`) and
@@ -162,43 +102,34 @@ impl Database {
             opts.vector_column.as_deref(),
             opts.vector_type,
         )?;
-        let tmp = self.staging_dir(name)?;
-        let made = self.create_with(name, &tmp, |store| {
+        let (staged, store) = self.root.stage(name)?;
+        let made = self.create_with(name, &staged, || {
             first_manifest(&layout, &opts)?
-                .commit(store)
+                .commit(&*store)
                 .map_err(CommitError::into_error)
         });
         if made.is_err() {
-            let _ = fs::remove_dir_all(tmp.dir());
+            self.root.discard(&staged);
         }
         made
     }
 
-    /// A fresh directory in the root where a new collection is prepared before it appears.
-    fn staging_dir(&self, name: &str) -> Result<LocalStore> {
-        let dir = self.root.join(format!(".creating-{name}-{}", unique()));
-        fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(LocalStore::new(dir))
-    }
-
-    /// Creates collection `name` from the staging directory `tmp`, after `write` has committed
-    /// its first manifest there: the directory is renamed into place, so the collection
-    /// appears whole or not at all. `AlreadyExists` leaves `tmp` untouched.
+    /// Creates collection `name` from the staged place `staged`, after `write` has committed
+    /// its first manifest there: the place is published whole, so the collection appears
+    /// whole or not at all. `AlreadyExists` leaves `staged` untouched.
     fn create_with(
         &self,
         name: &str,
-        tmp: &LocalStore,
-        write: impl FnOnce(&dyn Store) -> Result<()>,
+        staged: &str,
+        write: impl FnOnce() -> Result<()>,
     ) -> Result<Arc<Collection>> {
         let mut open = self.lock_open();
-        let dir = self.root.join(name);
-        if open.contains_key(name) || dir.exists() {
+        if open.contains_key(name) || self.exists(name) {
             return Err(Error::AlreadyExists(format!("collection '{name}'")));
         }
-        write(tmp)?;
-        fs::rename(tmp.dir(), &dir).map_err(|e| Error::io(&dir, e))?;
-        sync_dir(&self.root)?;
-        let c = Collection::open(self.store(dir))?;
+        write()?;
+        self.root.publish(staged, name)?;
+        let c = Collection::open(self.root.store(name))?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -242,41 +173,34 @@ impl Database {
             c.check_files()?;
             return Ok(c);
         }
-        let dir = self.root.join(name);
-        if !dir.join(MANIFEST).is_file() {
-            return Err(match orphaned_files(&dir) {
+        if !self.root.has_manifest(name) {
+            return Err(match self.root.data_files(name) {
                 0 => Error::NotFound(format!("collection '{name}'")),
                 n => Error::corrupt(
-                    dir.join(MANIFEST),
+                    self.root.store(name).path(MANIFEST),
                     format!("missing, but the collection directory still holds {n} data files"),
                 ),
             });
         }
-        let c = Collection::open(self.store(dir))?;
+        let c = Collection::open(self.root.store(name))?;
         open.insert(name.to_string(), c.clone());
         Ok(c)
     }
 
     /// Whether a collection of this name exists (damaged ones included).
     pub fn exists(&self, name: &str) -> bool {
-        check_name(name).is_ok() && {
-            let dir = self.root.join(name);
-            dir.join(MANIFEST).is_file() || orphaned_files(&dir) > 0
-        }
+        check_name(name).is_ok() && (self.root.has_manifest(name) || self.root.data_files(name) > 0)
     }
 
     /// Names of all collections, sorted (damaged ones included: opening them says what is
     /// wrong).
     pub fn list_collections(&self) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))? {
-            let entry = entry.map_err(|e| Error::io(&self.root, e))?;
-            if let Some(name) = entry.file_name().to_str() {
-                if self.exists(name) {
-                    names.push(name.to_string());
-                }
-            }
-        }
+        let mut names: Vec<String> = self
+            .root
+            .list()?
+            .into_iter()
+            .filter(|name| self.exists(name))
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -285,16 +209,12 @@ impl Database {
     pub fn drop_collection(&self, name: &str) -> Result<()> {
         check_name(name)?;
         let mut open = self.lock_open();
-        let dir = self.root.join(name);
         if !self.exists(name) {
             return Err(Error::NotFound(format!("collection '{name}'")));
         }
         let handle = open.remove(name);
         let _writer = handle.as_ref().map(|c| c.mark_dropped());
-        let trash = self.root.join(format!(".dropped-{name}-{}", unique()));
-        fs::rename(&dir, &trash).map_err(|e| Error::io(&dir, e))?;
-        sync_dir(&self.root)?;
-        fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))
+        self.root.remove(name)
     }
 
     /// Backs up collection `only` (or every collection) into directory `to`, which must be
@@ -302,13 +222,13 @@ impl Database {
     /// copied under a temporary name and renamed into place, so a backup cut short holds
     /// whole collections only. A damaged collection fails the backup, naming it.
     pub fn backup(&self, to: &Path, only: Option<&str>) -> Result<Vec<crate::Backup>> {
-        if fs::read_dir(to).is_ok_and(|mut d| d.next().is_some()) {
+        if !LocalRoot::is_empty(to) {
             return Err(Error::AlreadyExists(format!(
                 "backup destination {} (it is not empty)",
                 to.display()
             )));
         }
-        fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+        let dest = LocalRoot::create(to)?;
         let names = match only {
             Some(name) => vec![name.to_string()],
             None => self.list_collections()?,
@@ -316,20 +236,17 @@ impl Database {
         let mut done = Vec::new();
         for name in names {
             let c = self.collection(&name)?;
-            let tmp = to.join(format!(".creating-{name}-{}", unique()));
-            let copied = c.backup(&tmp).and_then(|b| {
-                let dir = to.join(&name);
-                fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-                sync_dir(to)?;
-                Ok(b)
-            });
+            let (staged, store) = dest.stage(&name)?;
+            let copied = c
+                .backup(&*store)
+                .and_then(|b| dest.publish(&staged, &name).map(|()| b));
             if copied.is_err() {
-                let _ = fs::remove_dir_all(&tmp);
+                dest.discard(&staged);
             }
             done.push(copied?);
         }
         if let (None, Some(text)) = (only, self.catalog()?) {
-            write_catalog(to, &text)?;
+            dest.write_doc(CATALOG, &text)?;
         }
         Ok(done)
     }
@@ -373,18 +290,4 @@ fn first_manifest(layout: &Layout, opts: &CollectionOptions) -> Result<Manifest>
         opts.metric,
         opts.index,
     )
-}
-
-/// How many collection data files `dir` holds (0 when it is no directory).
-fn orphaned_files(dir: &Path) -> usize {
-    fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(FileKind::is_collection_file)
-            })
-            .count()
-    })
 }

@@ -62,5 +62,7 @@ pub use snapshot::Snapshot;
 pub use stats::{Backup, IndexParams, Stats};
 #[doc(hidden)]
 pub use storage::faults::Faults;
+#[doc(hidden)]
+pub use storage::local::map_path;
 pub use task::{BuildProgress, Task};
 pub use vector::{Floats, VectorView};

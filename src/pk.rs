@@ -304,21 +304,6 @@ fn fit(keys: &[u64], epsilon: f64) -> (Vec<u64>, Vec<f64>, Vec<u64>) {
     (first_keys, slopes, starts)
 }
 
-/// Maps a file read-only through the engine's store and checks its CRC32 (for measurements).
-#[doc(hidden)]
-pub fn map_path(path: &std::path::Path, crc32: u32) -> Result<Buffer> {
-    use crate::storage::Store;
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    crate::storage::local::LocalStore::new(dir).map(name, len, Some(crc32))
-}
-
 /// Checks an index file's layout, naming the file in the error.
 pub(crate) fn open_file(buffer: Buffer, rows: usize, path: &std::path::Path) -> Result<PkIndex> {
     PkIndex::open(buffer, rows).map_err(|e| Error::corrupt(path, e))

@@ -19,6 +19,8 @@ pub struct Stats {
     pub segments: usize,
     /// Bytes of every file the current version names, the manifest included.
     pub bytes_on_disk: u64,
+    /// Bytes of the segments' index files (part of `bytes_on_disk`).
+    pub index_bytes: u64,
     /// The vectors' dimension.
     pub dim: usize,
     /// The precision vectors are stored in: `float32` or `float16`.

@@ -11,6 +11,7 @@ pub mod faults;
 pub(crate) mod gc;
 pub(crate) mod local;
 pub(crate) mod manifest;
+pub(crate) mod root;
 pub(crate) mod segment_file;
 
 use std::fmt;
@@ -89,10 +90,10 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
     fn sync(&self) -> Result<()>;
     /// The size and modification time of `name`.
     fn stamp(&self, name: &str) -> Result<Stamp>;
-    /// Puts a durable copy of committed file `name` at `to` (outside the store): a hard link
-    /// where the file system allows one (committed files are never modified), else a copy.
-    /// Returns whether it linked.
-    fn export(&self, name: &str, to: &std::path::Path) -> Result<bool>;
+    /// Puts a durable copy of committed file `name` into store `to` (of the same backend)
+    /// under the same name: a hard link where the file system allows one (committed files
+    /// are never modified), else a copy. Returns whether it linked.
+    fn export(&self, name: &str, to: &dyn Store) -> Result<bool>;
 
     /// Writes `bytes` as `name`, durably.
     fn put(&self, name: &str, bytes: &[u8]) -> Result<Written> {

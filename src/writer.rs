@@ -8,12 +8,16 @@
 //! - `delete`: new deletion bitmaps;
 //! - `compact`: merged segments, swapped in for their inputs;
 //! - `policy`: which segments merge, and when;
-//! - `background`: the worker that merges segments and builds indexes after commits.
+//! - `maintenance`: what merges and index builds run after commits, and when (`claim`: the
+//!   segments each one holds);
+//! - `background`: the worker thread they run on.
 
 pub(crate) mod append;
 pub(crate) mod background;
+pub(crate) mod claim;
 pub(crate) mod compact;
 pub(crate) mod delete;
+pub(crate) mod maintenance;
 pub(crate) mod policy;
 
 use crate::storage::manifest::{CommitError, FileMeta, Manifest, SegmentMeta};

@@ -6,7 +6,7 @@
 //! (load time, open time, index bytes per vector, peak anonymous and file-backed memory) to
 //! stderr. A float16 base.npy makes a float16 collection unless `--vector-type` says otherwise.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -290,7 +290,7 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     let db = Database::open(&dir)?;
     let c = db.collection("bench")?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
-    let index_bytes: u64 = index_files_bytes(&dir.join("bench"))?;
+    let index_bytes = c.stats()?.index_bytes;
     eprintln!(
         "{}",
         serde_json::json!({
@@ -393,15 +393,4 @@ fn dataset_batch(values: ArrayRef, dim: usize) -> Result<RecordBatch, Box<dyn st
             )) as ArrayRef,
         ),
     ])?)
-}
-
-fn index_files_bytes(dir: &Path) -> std::io::Result<u64> {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_name().to_string_lossy().starts_with("idx-") {
-            total += e.metadata()?.len();
-        }
-    }
-    Ok(total)
 }

@@ -3,7 +3,6 @@
 //! whatever the size of the stream, and the whole stream commits in one transaction at its
 //! end, creating the collection (with the schema of its first rows) if it does not exist.
 
-use std::fs;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -16,7 +15,6 @@ use crate::ingest::schema_for_batch;
 use crate::options::CollectionOptions;
 use crate::schema::{check_name, Layout};
 use crate::snapshot::Snapshot;
-use crate::storage::local::LocalStore;
 use crate::storage::{unique, Store};
 use crate::writer::append::{Staged, SEGMENT_BYTES};
 use crate::writer::Transaction;
@@ -86,10 +84,11 @@ enum Target {
     /// No row has arrived yet.
     Undecided,
     Existing(Arc<Collection>),
-    /// A collection created by this ingest when it commits, staged in a `.creating-*`
-    /// directory of the database (removed on drop, and by the next open after a crash).
+    /// A collection created by this ingest when it commits, staged in a place of the
+    /// database's root (discarded on drop, and by the next open after a crash).
     New {
-        store: LocalStore,
+        place: String,
+        store: Arc<dyn Store>,
         layout: Arc<Layout>,
     },
 }
@@ -202,8 +201,10 @@ impl Ingest {
                 self.opts.vector_column.as_deref(),
                 self.opts.vector_type,
             )?;
+            let (place, store) = self.db.root.stage(&self.name)?;
             self.target = Target::New {
-                store: self.db.staging_dir(&self.name)?,
+                place,
+                store,
                 layout: Arc::new(layout),
             };
         }
@@ -242,7 +243,7 @@ impl Ingest {
         let batch = arrow_select::concat::concat_batches(&layout.schema, &self.pending)?;
         let store: Arc<dyn Store> = match &self.target {
             Target::Existing(c) => c.store().clone(),
-            Target::New { store, .. } => Arc::new(store.clone()),
+            Target::New { store, .. } => store.clone(),
             Target::Undecided => unreachable!("rows were pushed"),
         };
         let staged = Staged::write(store, layout, metric, &batch, &unique())?;
@@ -280,12 +281,17 @@ impl Ingest {
                 c.commit_staged(staged, check)?;
                 Ok((self.name.clone(), self.rows))
             }
-            Target::New { store, layout } => {
+            Target::New {
+                place,
+                store,
+                layout,
+            } => {
                 if self.mode == WriteMode::Replace && self.db.exists(&self.name) {
                     self.db.drop_collection(&self.name)?;
                 }
-                let created = self.db.create_with(&self.name, &store, |tmp| {
-                    let mut txn = Transaction::create(tmp, first_manifest(&layout, &self.opts)?);
+                let created = self.db.create_with(&self.name, &place, || {
+                    let mut txn =
+                        Transaction::create(&*store, first_manifest(&layout, &self.opts)?);
                     for s in &staged {
                         txn.add_segment(s)?;
                     }
@@ -300,7 +306,7 @@ impl Ingest {
                         // the rows to it if they fit its definition.
                         let c = self.db.collection(&self.name)?;
                         if c.layout().schema != layout.schema {
-                            let _ = fs::remove_dir_all(store.dir());
+                            self.db.root.discard(&place);
                             return Err(Error::invalid(format!(
                                 "collection '{}' was created by another writer meanwhile with \
                                  another schema",
@@ -311,7 +317,7 @@ impl Ingest {
                         for s in &mut staged {
                             s.move_to(c.store().clone())?;
                         }
-                        let _ = fs::remove_dir_all(store.dir());
+                        self.db.root.discard(&place);
                         match (self.mode, &ids) {
                             (WriteMode::Upsert, Some(ids)) => {
                                 c.commit_staged_upsert(staged, ids.iter())?
@@ -321,7 +327,7 @@ impl Ingest {
                         Ok((self.name.clone(), self.rows))
                     }
                     Err(e) => {
-                        let _ = fs::remove_dir_all(store.dir());
+                        self.db.root.discard(&place);
                         Err(e)
                     }
                 }
@@ -333,8 +339,8 @@ impl Ingest {
 impl Drop for Ingest {
     fn drop(&mut self) {
         self.staged.clear();
-        if let Target::New { store, .. } = &self.target {
-            let _ = fs::remove_dir_all(store.dir());
+        if let Target::New { place, .. } = &self.target {
+            self.db.root.discard(place);
         }
     }
 }

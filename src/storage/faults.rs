@@ -125,7 +125,7 @@ impl Store for FaultyStore {
         self.inner.stamp(name)
     }
 
-    fn export(&self, name: &str, to: &std::path::Path) -> Result<bool> {
+    fn export(&self, name: &str, to: &dyn Store) -> Result<bool> {
         self.inner.export(name, to)
     }
 }

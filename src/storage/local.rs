@@ -129,15 +129,15 @@ impl Store for LocalStore {
         sync_dir(&self.dir)
     }
 
-    fn export(&self, name: &str, to: &Path) -> Result<bool> {
-        let from = self.path(name);
-        if fs::hard_link(&from, to).is_ok() {
+    fn export(&self, name: &str, to: &dyn Store) -> Result<bool> {
+        let (from, to) = (self.path(name), to.path(name));
+        if fs::hard_link(&from, &to).is_ok() {
             return Ok(true);
         }
-        fs::copy(&from, to).map_err(|e| missing_is_corrupt(&from, e))?;
-        File::open(to)
+        fs::copy(&from, &to).map_err(|e| missing_is_corrupt(&from, e))?;
+        File::open(&to)
             .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(to, e))?;
+            .map_err(|e| Error::io(&to, e))?;
         Ok(false)
     }
 
@@ -154,4 +154,16 @@ impl Store for LocalStore {
             mtime_ns,
         })
     }
+}
+
+/// Maps a file read-only through the engine's store and checks its CRC32 (for measurements).
+#[doc(hidden)]
+pub fn map_path(path: &Path, crc32: u32) -> Result<Buffer> {
+    let len = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    LocalStore::new(dir).map(name, len, Some(crc32))
 }
