@@ -326,7 +326,7 @@ impl Maintained for Collection {
         settings: &IndexSettings,
         cancel: &Task,
     ) -> Result<Option<bool>> {
-        let Some((kind, bytes)) = index::build(&settings, &seg.view(self.metric()), None, cancel)?
+        let Some((kind, bytes)) = index::build(settings, &seg.view(self.metric()), None, cancel)?
         else {
             return Ok(None); // cancelled
         };

@@ -14,7 +14,8 @@ use arrow_buffer::Buffer;
 
 use crate::options::{IndexKind, IndexSettings};
 use crate::task::Task;
-use crate::vector::VectorView;
+use crate::topk::Neighbor;
+use crate::vector::{Exact, Scorer, VectorView};
 use crate::{Error, Result};
 
 /// Per-query search parameters an index may use.
@@ -29,6 +30,25 @@ pub(crate) struct SearchParams {
 /// Which rows a search may return: `None` accepts every row (an index may then search more
 /// simply); a filter's rejected rows are never returned.
 pub type Accept<'a> = Option<&'a dyn Fn(u32) -> bool>;
+
+/// How many candidates ahead re-ranking prefetches their full vectors.
+const RERANK_AHEAD: usize = 1;
+
+/// `found` with exact distances, nearest first: how an index re-ranks the candidates its
+/// compact codes found.
+fn rerank(exact: &Exact<'_>, mut found: Vec<Neighbor>) -> Vec<Neighbor> {
+    for n in found.iter().take(RERANK_AHEAD) {
+        exact.prefetch(n.id);
+    }
+    for j in 0..found.len() {
+        if let Some(next) = found.get(j + RERANK_AHEAD) {
+            exact.prefetch(next.id);
+        }
+        found[j].dist = exact.dist(found[j].id);
+    }
+    found.sort_unstable();
+    found
+}
 
 /// The read side of an index over one segment's rows.
 pub(crate) trait VectorIndex: Send + Sync + std::fmt::Debug {

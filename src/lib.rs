@@ -59,6 +59,7 @@ pub use search::{
     check_queries, Hit, SearchRequest, SearchResults, SegmentInfo, SegmentPlan, Selection,
 };
 pub use snapshot::Snapshot;
+pub use storage::npy;
 pub use stats::{Backup, IndexParams, Stats};
 #[doc(hidden)]
 pub use storage::faults::Faults;

@@ -11,6 +11,7 @@ pub mod faults;
 pub(crate) mod gc;
 pub(crate) mod local;
 pub(crate) mod manifest;
+pub mod npy;
 pub(crate) mod root;
 pub(crate) mod segment_file;
 

@@ -20,7 +20,7 @@ use omendb::{
     CollectionOptions, Database, IndexKind, IndexSettings, Metric, QuantKind, SearchRequest,
     Selection, Snapshot, VectorType,
 };
-use omendb_testkit::npy;
+use omendb::npy;
 
 #[derive(clap::Args, Debug)]
 pub struct AnnArgs {

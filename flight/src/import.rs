@@ -189,10 +189,10 @@ fn npy(
     read: Arc<AtomicU64>,
     bytes: u64,
 ) -> Result<Batches, String> {
-    let vectors = omendb_testkit::npy::read_f32(path).map_err(|e| e.to_string())?;
+    let vectors = omendb::npy::read_f32(path).map_err(|e| e.to_string())?;
     let ids: Vec<i64> = match &args.ids {
         Some(ids_path) => {
-            let ids = omendb_testkit::npy::read_i64(ids_path).map_err(|e| e.to_string())?;
+            let ids = omendb::npy::read_i64(ids_path).map_err(|e| e.to_string())?;
             if ids.data.len() != vectors.rows {
                 return Err(format!(
                     "{} holds {} ids for the {} vectors of {}",

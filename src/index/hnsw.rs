@@ -16,12 +16,12 @@ use arrow_buffer::ScalarBuffer;
 
 pub use builder::HnswParams;
 
-use super::Accept;
+use super::{rerank, Accept};
 use crate::distance::prefetch_rows;
 use crate::options::IndexKind;
 use crate::quant::{with_codes, Codes, Quantizer};
 use crate::topk::Neighbor;
-use crate::vector::{Exact, Scorer, VectorView};
+use crate::vector::{Scorer, VectorView};
 use visited::{with_scratch, Scratch};
 
 /// Neighbour lists of a graph, however they are stored.
@@ -204,24 +204,6 @@ fn search_filtered(
         found.sort_unstable();
         found
     })
-}
-
-/// How many candidates ahead re-ranking prefetches their full vectors.
-const RERANK_AHEAD: usize = 1;
-
-/// `found` with exact distances, nearest first.
-pub(super) fn rerank(exact: &Exact<'_>, mut found: Vec<Neighbor>) -> Vec<Neighbor> {
-    for n in found.iter().take(RERANK_AHEAD) {
-        exact.prefetch(n.id);
-    }
-    for j in 0..found.len() {
-        if let Some(next) = found.get(j + RERANK_AHEAD) {
-            exact.prefetch(next.id);
-        }
-        found[j].dist = exact.dist(found[j].id);
-    }
-    found.sort_unstable();
-    found
 }
 
 impl Hnsw {

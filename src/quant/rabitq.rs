@@ -13,12 +13,15 @@
 //!
 //! One code book may hold several centres (an IVF's lists, see `index::ivf`); rows name
 //! theirs through the caller, which scores them with that centre's term (`centre_term`).
+//! 1-bit codes may also be laid out in blocks for fast scan (`fastscan`).
 //!
 //! File section (words little-endian; the section starts 4-byte aligned): the rotation
 //! (`dim × dim` f32, only when rotated), the centres (`centres × dim` f32), four f32 per row
 //! (scale, |o|², ⟨o, c⟩, Σ code) as four arrays, zero padding to an 8-byte file offset, then
 //! the codes: per row `bits` planes of `words` u64, or `64 · words` nibbles (two per byte, see
 //! `Kernels::dot_u4_i8`) or bytes, whichever `Layout::of(bits)` says.
+
+pub(crate) mod fastscan;
 
 use arrow_buffer::{Buffer, ScalarBuffer};
 use rayon::prelude::*;
@@ -388,7 +391,7 @@ impl RaBitQ {
 
     /// The four code bits of group `g` of row `i` (1-bit codes, bit planes).
     #[inline]
-    pub(crate) fn nibble(&self, i: u32, g: usize) -> u8 {
+    fn nibble(&self, i: u32, g: usize) -> u8 {
         debug_assert_eq!(self.bits, 1);
         ((self.codes[i as usize * self.words + g / 16] >> (4 * (g % 16))) & 15) as u8
     }

@@ -3,7 +3,7 @@
 //! path), deterministic vectors and batches, and brute-force nearest neighbours in f64.
 #![allow(missing_docs)]
 
-pub mod npy;
+pub use omendb::npy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! A small reader for NumPy `.npy` files (little-endian float16, float32 or int32, C order),
-//! used by the benchmarks and the import tools.
+//! A small reader for NumPy `.npy` files (little-endian float16, float32 or int32, C order):
+//! vectors a user has as files, read by `omendb import` and the benchmarks. Local files only
+//! (it sits in `storage/`, the one place the engine touches a file system).
 
 use std::fs::File;
 use std::io::{BufReader, Error, ErrorKind, Read, Result, Seek, SeekFrom};
@@ -15,8 +16,11 @@ fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
 /// A 2-d array read from a `.npy` file.
 #[derive(Debug, Clone)]
 pub struct Npy<T> {
+    /// Rows (the first dimension).
     pub rows: usize,
+    /// Values per row (1 for a 1-d array).
     pub cols: usize,
+    /// The values, row after row.
     pub data: Vec<T>,
 }
 
