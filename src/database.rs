@@ -17,6 +17,7 @@ use crate::collection::Collection;
 use crate::error::lock;
 use crate::options::CollectionOptions;
 use crate::schema::{check_name, Layout};
+#[cfg(feature = "faults")]
 use crate::storage::faults::Faults;
 use crate::storage::manifest::{CommitError, Manifest, MANIFEST};
 use crate::storage::root::{LocalRoot, Root};
@@ -63,6 +64,7 @@ impl Database {
     /// Opens the database in `path` with storage that fails when `faults` says so: for tests
     /// of what a failed write, rename or sync leaves behind.
     #[doc(hidden)]
+    #[cfg(feature = "faults")]
     pub fn open_with_faults(path: impl AsRef<Path>, faults: Arc<Faults>) -> Result<Database> {
         let root = LocalRoot::open(path.as_ref())?.with_faults(faults);
         Ok(Database::on(Box::new(root)))

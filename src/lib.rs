@@ -62,6 +62,7 @@ pub use snapshot::Snapshot;
 pub use storage::npy;
 pub use stats::{Backup, IndexParams, Stats};
 #[doc(hidden)]
+#[cfg(feature = "faults")]
 pub use storage::faults::Faults;
 #[doc(hidden)]
 pub use storage::local::map_path;

@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[cfg(feature = "faults")]
 use super::faults::{Faults, FaultyStore};
 use super::local::{sync_dir, LocalStore};
 use super::manifest::MANIFEST;
@@ -52,6 +53,7 @@ pub(crate) trait Root: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub(crate) struct LocalRoot {
     dir: PathBuf,
+    #[cfg(feature = "faults")]
     faults: Option<Arc<Faults>>,
     /// Held for the life of the root (`None` for a destination root, e.g. a backup).
     _lock: Option<File>,
@@ -96,6 +98,7 @@ impl LocalRoot {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Ok(LocalRoot {
             dir: dir.to_path_buf(),
+            #[cfg(feature = "faults")]
             faults: None,
             _lock: None,
         })
@@ -112,6 +115,7 @@ impl LocalRoot {
     }
 
     /// Has the collections' stores fail where `faults` says so.
+    #[cfg(feature = "faults")]
     pub(crate) fn with_faults(mut self, faults: Arc<Faults>) -> Self {
         self.faults = Some(faults);
         self
@@ -129,13 +133,14 @@ impl Root for LocalRoot {
 
     fn store(&self, name: &str) -> Arc<dyn Store> {
         let inner = self.local(name);
-        match &self.faults {
-            Some(faults) => Arc::new(FaultyStore {
+        #[cfg(feature = "faults")]
+        if let Some(faults) = &self.faults {
+            return Arc::new(FaultyStore {
                 inner,
                 faults: faults.clone(),
-            }),
-            None => Arc::new(inner),
+            });
         }
+        Arc::new(inner)
     }
 
     fn has_manifest(&self, name: &str) -> bool {

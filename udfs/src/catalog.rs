@@ -18,7 +18,7 @@ use crate::{engine_error, memory_scan};
 
 /// The default schema of an OmenDB session: every collection of the database, plus whatever
 /// other tables (Parquet, CSV, memory) the session registers beside them.
-pub struct OmenSchema {
+pub(crate) struct OmenSchema {
     db: Arc<Database>,
     others: MemorySchemaProvider,
 }
@@ -32,7 +32,7 @@ impl fmt::Debug for OmenSchema {
 }
 
 impl OmenSchema {
-    pub fn new(db: Arc<Database>) -> Self {
+    pub(crate) fn new(db: Arc<Database>) -> Self {
         OmenSchema {
             db,
             others: MemorySchemaProvider::new(),
@@ -100,17 +100,17 @@ impl SchemaProvider for OmenSchema {
 /// One collection as a table: a scan reads the live rows of the snapshot current at planning
 /// time, straight from the mapped segments.
 #[derive(Debug)]
-pub struct CollectionTable {
+pub(crate) struct CollectionTable {
     collection: Arc<Collection>,
 }
 
 impl CollectionTable {
-    pub fn new(collection: Arc<Collection>) -> Self {
+    pub(crate) fn new(collection: Arc<Collection>) -> Self {
         CollectionTable { collection }
     }
 
     /// The collection read.
-    pub fn collection(&self) -> &Arc<Collection> {
+    pub(crate) fn collection(&self) -> &Arc<Collection> {
         &self.collection
     }
 }

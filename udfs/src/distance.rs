@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, ListArray};
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use omendb::distance::kernels;
+
+use crate::knn::float32_list;
 
 /// Which distance a [`VectorDistance`] computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,7 +28,7 @@ enum Kind {
 
 /// A distance function over two vectors (columns or constants).
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct VectorDistance {
+struct VectorDistance {
     kind: Kind,
     name: &'static str,
     aliases: Vec<String>,
@@ -34,7 +36,7 @@ pub struct VectorDistance {
 }
 
 /// The distance functions, ready to register.
-pub fn distance_udfs() -> Vec<ScalarUDF> {
+pub(crate) fn distance_udfs() -> Vec<ScalarUDF> {
     [
         (Kind::Cosine, "cosine_distance", "array_cosine_distance"),
         (Kind::L2, "l2_distance", "array_distance"),
@@ -93,14 +95,7 @@ impl Vectors {
                 });
             }
         }
-        if !matches!(
-            array.data_type(),
-            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _)
-        ) {
-            return Err(bad());
-        }
-        let list_type = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
-        let cast = datafusion::arrow::compute::cast(array, &list_type).map_err(|_| bad())?;
+        let cast = float32_list(array).ok_or_else(bad)?.map_err(|_| bad())?;
         let list = cast.as_any().downcast_ref::<ListArray>().ok_or_else(bad)?;
         let values = list
             .values()

@@ -43,7 +43,7 @@ type Work = Arc<dyn Fn() -> Result<u64> + Send + Sync>;
 
 /// A DML statement's plan: runs its engine call once when executed and returns the rows it
 /// changed.
-pub struct DmlExec {
+struct DmlExec {
     what: String,
     work: Work,
     properties: Arc<PlanProperties>,
@@ -247,7 +247,7 @@ impl CollectionTable {
 /// Where `INSERT INTO <collection>` writes: every inserted row, appended in one commit when
 /// the input ends (validated like any append; a refused insert writes nothing).
 #[derive(Debug)]
-pub struct CollectionSink {
+pub(crate) struct CollectionSink {
     collection: Arc<Collection>,
     schema: SchemaRef,
 }
@@ -293,13 +293,13 @@ impl DataSink for CollectionSink {
 /// the collection named by LOCATION with the declared columns (the vector as `FLOAT[d]`) and
 /// the options `CollectionOptions::set` knows (`metric`, `index`, `m`, ...).
 #[derive(Debug)]
-pub struct CollectionFactory {
+pub(crate) struct CollectionFactory {
     db: Arc<Database>,
 }
 
 impl CollectionFactory {
     /// A factory creating collections in `db`.
-    pub fn new(db: Arc<Database>) -> Self {
+    pub(crate) fn new(db: Arc<Database>) -> Self {
         CollectionFactory { db }
     }
 }

@@ -78,7 +78,7 @@ impl UrlTableFactory for FileTables {
 }
 
 /// `ctx` with files readable as tables, each path passed by `guard` first when there is one.
-pub fn with_file_tables(ctx: SessionContext, guard: Option<FileGuard>) -> SessionContext {
+pub(crate) fn with_file_tables(ctx: SessionContext, guard: Option<FileGuard>) -> SessionContext {
     let factory = Arc::new(FileTables {
         guard,
         state: OnceLock::new(),

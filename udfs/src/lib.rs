@@ -9,6 +9,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod catalog;
 mod distance;
 mod dml;
@@ -25,17 +27,19 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use omendb::Database;
 
-pub use catalog::{CollectionTable, OmenSchema};
-pub use distance::{distance_udfs, VectorDistance};
-pub use dml::{CollectionFactory, CollectionSink, DmlExec};
-pub use error::{classify, engine_error, error_message, find_engine_error};
-pub use files::{with_file_tables, FileGuard};
-pub use knn::{
-    KnnBinder, KnnExec, KnnJoinExec, KnnJoinTable, KnnLimits, KnnNode, KnnParams, KnnPlanner,
-    KnnTable, QueryVector,
-};
+pub use error::{classify, find_engine_error};
+pub use files::FileGuard;
+pub use knn::KnnLimits;
 pub use prepared::Prepared;
-pub use rewrite::OrderByDistance;
+
+pub(crate) use catalog::CollectionTable;
+use catalog::OmenSchema;
+use distance::distance_udfs;
+use dml::CollectionFactory;
+pub(crate) use error::engine_error;
+use files::with_file_tables;
+use knn::{KnnBinder, KnnPlanner};
+use rewrite::OrderByDistance;
 
 /// A scan over in-memory batches (one partition per inner `Vec`), projected.
 fn memory_scan(
@@ -112,8 +116,8 @@ pub fn register_with_limits(
     Ok(())
 }
 
-/// A new session over `db` with everything registered, any file readable as a table (see
-/// [`with_file_tables`]).
+/// A new session over `db` with everything registered, any file readable as a table
+/// (`FROM '/data/clicks.parquet'`, `read_parquet(...)`).
 pub fn session(db: Arc<Database>) -> Result<SessionContext> {
     let ctx = with_file_tables(SessionContext::new_with_config(session_config()), None);
     register(&ctx, db)?;

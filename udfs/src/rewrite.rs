@@ -26,13 +26,13 @@ use crate::CollectionTable;
 
 /// Rewrites nearest-neighbour `ORDER BY ... LIMIT` queries to searches.
 #[derive(Debug)]
-pub struct OrderByDistance {
+pub(crate) struct OrderByDistance {
     limits: KnnLimits,
 }
 
 impl OrderByDistance {
     /// The rule, refusing to rewrite past `limits` (those queries stay full scans).
-    pub fn new(limits: KnnLimits) -> Self {
+    pub(crate) fn new(limits: KnnLimits) -> Self {
         OrderByDistance { limits }
     }
 

@@ -20,10 +20,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use omendb::{Database, SearchRequest, SegmentPlan, Selection, Snapshot};
+use omendb::{SearchRequest, SegmentPlan, Selection, Snapshot};
 
-use super::bind::{check_k_and_ef, check_nprobe};
-use super::{check_dimension, query_vector, KnnLimits, KnnParams};
+use super::args::{check_dimension, check_k_and_ef, check_nprobe, query_vector, usage};
+use super::node::Rebind;
 use crate::engine_error;
 
 /// The most vector comparisons (`Snapshot::search_work`) of a search run on the async worker
@@ -35,7 +35,7 @@ const INLINE_WORK: usize = 8_192;
 
 /// One knn() search, planned.
 #[derive(Debug, Clone)]
-pub struct KnnExec {
+pub(crate) struct KnnExec {
     collection: String,
     snapshot: Arc<Snapshot>,
     /// The query vector, or empty when `input` computes it.
@@ -57,20 +57,11 @@ pub struct KnnExec {
     rebind: Option<Rebind>,
 }
 
-/// What binding a planned knn() search again takes: the database to take a fresh snapshot
-/// from, the limits the new k and ef are held to, and which arguments are parameters.
-#[derive(Debug, Clone)]
-pub(crate) struct Rebind {
-    pub db: Arc<Database>,
-    pub limits: KnnLimits,
-    pub params: KnnParams,
-}
-
 impl KnnExec {
     /// A search of `snapshot` (of `collection`) for the `k` rows nearest `query` (or, with
     /// `input`, nearest the vector in the one row `input` returns).
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         collection: String,
         snapshot: Arc<Snapshot>,
         query: Vec<f32>,
@@ -109,12 +100,12 @@ impl KnnExec {
     }
 
     /// The same search scanning `nprobe` IVF lists (`None`: the collection's setting).
-    pub fn with_nprobe(self, nprobe: Option<usize>) -> Self {
+    pub(super) fn with_nprobe(self, nprobe: Option<usize>) -> Self {
         KnnExec { nprobe, ..self }
     }
 
     /// This search, bindable again by a prepared plan when `rebind` is given.
-    pub(crate) fn with_rebind(self, rebind: Option<Rebind>) -> Self {
+    pub(super) fn with_rebind(self, rebind: Option<Rebind>) -> Self {
         KnnExec { rebind, ..self }
     }
 
@@ -359,16 +350,16 @@ impl ExecutionPlan for KnnExec {
 fn vector_of_one_row(rows: &[RecordBatch]) -> Result<Vec<f32>> {
     let n: usize = rows.iter().map(RecordBatch::num_rows).sum();
     if n != 1 {
-        return Err(super::usage(&format!(
+        return Err(usage(&format!(
             "the query vector subquery must return exactly one row, it returned {n}"
         )));
     }
     let batch = rows.iter().find(|b| b.num_rows() == 1).expect("one row");
     if batch.num_columns() != 1 {
-        return Err(super::usage(&format!(
+        return Err(usage(&format!(
             "the query vector subquery must return one column, it returned {}",
             batch.num_columns()
         )));
     }
-    super::query_vector(batch.column(0), "query vector")
+    query_vector(batch.column(0), "query vector")
 }

@@ -25,6 +25,7 @@ use datafusion::physical_plan::{
 };
 use omendb::{SearchRequest, Snapshot};
 
+use super::args::usage;
 use crate::engine_error;
 
 /// The output schema: the query table's columns as `query_<name>`, then the collection's
@@ -48,7 +49,7 @@ fn join_schema(queries: &Schema, snapshot: &Snapshot) -> SchemaRef {
 
 /// One bound knn_join() call: the query table's plan and the search.
 #[derive(Debug)]
-pub struct KnnJoinTable {
+pub(super) struct KnnJoinTable {
     queries: LogicalPlan,
     vector_column: String,
     collection: String,
@@ -62,7 +63,7 @@ pub struct KnnJoinTable {
 impl KnnJoinTable {
     /// The `k` rows of `snapshot` nearest each row of `queries` (its `vector_column`),
     /// searched with beam width `ef` and `nprobe` IVF lists (`None`: the collection's).
-    pub fn new(
+    pub(super) fn new(
         queries: LogicalPlan,
         vector_column: String,
         collection: String,
@@ -73,7 +74,7 @@ impl KnnJoinTable {
     ) -> Result<Self> {
         let input = queries.schema().as_arrow().clone();
         input.index_of(&vector_column).map_err(|_| {
-            super::usage(&format!(
+            usage(&format!(
                 "knn_join(): the query table has no column '{vector_column}'"
             ))
         })?;
@@ -119,7 +120,7 @@ impl TableProvider for KnnJoinTable {
 
 /// Runs a knn_join(): collects the query rows, searches them all at once, joins.
 #[derive(Debug, Clone)]
-pub struct KnnJoinExec {
+struct KnnJoinExec {
     input: Arc<dyn ExecutionPlan>,
     vector_column: String,
     collection: String,
@@ -177,7 +178,7 @@ impl KnnJoinExec {
             | datafusion::arrow::datatypes::DataType::List(_)
             | datafusion::arrow::datatypes::DataType::LargeList(_) => column.clone(),
             other => {
-                return Err(super::usage(&format!(
+                return Err(usage(&format!(
                     "{what} must hold lists of numbers, it holds {other}"
                 )))
             }

@@ -1,51 +1,56 @@
 //! `KnnNode`: knn() in a logical plan, before its arguments are known. The query vector, k,
 //! ef and nprobe are expressions, so bound parameters (`$1`) reach them through
 //! `LogicalPlan::with_param_values` or `EXECUTE`; the node becomes a scan when it is analyzed
-//! (`bind`).
+//! (`bind`). `Rebind` is what a planned search keeps of its node (the database, the limits,
+//! which arguments are parameters) so a prepared plan can bind it again.
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use datafusion::common::DFSchemaRef;
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
+use omendb::Database;
+
+use super::args::KnnLimits;
 
 /// One knn() call in a logical plan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct KnnNode {
+pub(crate) struct KnnNode {
     /// The collection searched.
-    pub collection: String,
+    pub(crate) collection: String,
     /// The query vector: a list literal or a parameter.
-    pub query: Expr,
+    pub(super) query: Expr,
     /// Rows wanted.
-    pub k: Expr,
+    pub(super) k: Expr,
     /// Beam width (graphs) or candidates re-ranked (IVF), if given.
-    pub ef: Option<Expr>,
+    pub(super) ef: Option<Expr>,
     /// IVF lists scanned, if given (only with `ef`: arguments are positional).
-    pub nprobe: Option<Expr>,
+    pub(super) nprobe: Option<Expr>,
     /// The parameters the arguments are, when an argument is exactly one (`$1`): kept when
     /// the parameters are replaced by values, so a prepared plan can be bound again.
-    pub params: KnnParams,
+    pub(crate) params: KnnParams,
     /// The collection's columns and `_distance`, qualified as the call's table.
-    pub schema: DFSchemaRef,
+    pub(crate) schema: DFSchemaRef,
 }
 
 /// The parameter each knn() argument is, if it is one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct KnnParams {
+pub(crate) struct KnnParams {
     /// The query vector's parameter.
-    pub query: Option<String>,
+    pub(crate) query: Option<String>,
     /// k's parameter.
-    pub k: Option<String>,
+    pub(super) k: Option<String>,
     /// ef's parameter.
-    pub ef: Option<String>,
+    pub(super) ef: Option<String>,
     /// nprobe's parameter.
-    pub nprobe: Option<String>,
+    pub(super) nprobe: Option<String>,
 }
 
 impl KnnParams {
     /// The parameters among the arguments of a call.
-    pub fn of(query: &Expr, k: &Expr, ef: Option<&Expr>, nprobe: Option<&Expr>) -> Self {
+    pub(super) fn of(query: &Expr, k: &Expr, ef: Option<&Expr>, nprobe: Option<&Expr>) -> Self {
         let id = |e: &Expr| match e {
             Expr::Placeholder(p) => Some(p.id.clone()),
             _ => None,
@@ -59,11 +64,20 @@ impl KnnParams {
     }
 
     /// Whether `id` is one of them.
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         [&self.query, &self.k, &self.ef, &self.nprobe]
             .into_iter()
             .any(|p| p.as_deref() == Some(id))
     }
+}
+
+/// What binding a planned knn() search again takes: the database to take a fresh snapshot
+/// from, the limits the new k and ef are held to, and which arguments are parameters.
+#[derive(Debug, Clone)]
+pub(super) struct Rebind {
+    pub(super) db: Arc<Database>,
+    pub(super) limits: KnnLimits,
+    pub(super) params: KnnParams,
 }
 
 impl PartialOrd for KnnNode {

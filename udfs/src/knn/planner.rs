@@ -18,18 +18,15 @@ use datafusion::logical_expr::{Expr, Extension, LogicalPlan, LogicalPlanBuilder}
 use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, FunctionArg, FunctionArgExpr, TableFactor};
 use omendb::Database;
 
+use super::args::{usage, KnnLimits, KNN_TABLE};
 use super::bind::KnnBinder;
 use super::join::KnnJoinTable;
 use super::node::{KnnNode, KnnParams};
-use super::{usage, KnnLimits};
 use crate::engine_error;
-
-/// The table a knn() call's columns are qualified with.
-pub(super) const KNN_TABLE: &str = "knn()";
 
 /// Plans knn() calls into `KnnNode`s.
 #[derive(Debug)]
-pub struct KnnPlanner {
+pub(crate) struct KnnPlanner {
     db: Arc<Database>,
     /// Checks calls whose arguments are all literals while they are planned.
     binder: KnnBinder,
@@ -37,7 +34,7 @@ pub struct KnnPlanner {
 
 impl KnnPlanner {
     /// A planner over the collections of `db`, refusing literal arguments past `limits`.
-    pub fn new(db: Arc<Database>, limits: KnnLimits) -> Self {
+    pub(crate) fn new(db: Arc<Database>, limits: KnnLimits) -> Self {
         KnnPlanner {
             binder: KnnBinder::new(db.clone(), limits),
             db,

@@ -13,11 +13,12 @@ use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, T
 use datafusion::physical_plan::ExecutionPlan;
 use omendb::Snapshot;
 
-use super::exec::{KnnExec, Rebind};
+use super::exec::KnnExec;
+use super::node::Rebind;
 
 /// Where a knn() call's query vector comes from.
 #[derive(Debug, Clone)]
-pub enum QueryVector {
+pub(crate) enum QueryVector {
     /// Known when the call was bound.
     Values(Vec<f32>),
     /// The one row of a subquery (`knn('docs', (SELECT vec FROM docs WHERE id = 42), 10)`),
@@ -27,7 +28,7 @@ pub enum QueryVector {
 
 /// The rows of one knn() call over the snapshot taken when it was bound.
 #[derive(Debug)]
-pub struct KnnTable {
+pub(crate) struct KnnTable {
     collection: String,
     snapshot: Arc<Snapshot>,
     query: QueryVector,
@@ -43,7 +44,7 @@ pub struct KnnTable {
 
 impl KnnTable {
     /// Another table over the same search.
-    pub fn clone_of(other: &KnnTable) -> Self {
+    pub(crate) fn clone_of(other: &KnnTable) -> Self {
         KnnTable::new(
             other.collection.clone(),
             other.snapshot.clone(),
@@ -56,7 +57,7 @@ impl KnnTable {
     }
 
     /// The table of a call a prepared plan can bind again through `rebind`.
-    pub(crate) fn with_rebind(self, rebind: Rebind) -> Self {
+    pub(super) fn with_rebind(self, rebind: Rebind) -> Self {
         self.with_rebind_opt(Some(rebind))
     }
 
@@ -65,12 +66,12 @@ impl KnnTable {
     }
 
     /// The same search scanning `nprobe` IVF lists (`None`: the collection's setting).
-    pub fn with_nprobe(self, nprobe: Option<usize>) -> Self {
+    pub(super) fn with_nprobe(self, nprobe: Option<usize>) -> Self {
         KnnTable { nprobe, ..self }
     }
 
     /// The `k` rows of `snapshot` nearest `query`.
-    pub fn new(
+    pub(crate) fn new(
         collection: String,
         snapshot: Arc<Snapshot>,
         query: QueryVector,
