@@ -59,12 +59,12 @@ pub use search::{
     check_queries, Hit, SearchRequest, SearchResults, SegmentInfo, SegmentPlan, Selection,
 };
 pub use snapshot::Snapshot;
-pub use storage::npy;
 pub use stats::{Backup, IndexParams, Stats};
 #[doc(hidden)]
 #[cfg(feature = "faults")]
 pub use storage::faults::Faults;
 #[doc(hidden)]
 pub use storage::local::map_path;
+pub use storage::npy;
 pub use task::{BuildProgress, Task};
 pub use vector::{Floats, VectorView};

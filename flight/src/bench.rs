@@ -16,11 +16,11 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Int64Type};
+use omendb::npy;
 use omendb::{
     CollectionOptions, Database, IndexKind, IndexSettings, Metric, QuantKind, SearchRequest,
     Selection, Snapshot, VectorType,
 };
-use omendb::npy;
 
 #[derive(clap::Args, Debug)]
 pub struct AnnArgs {
