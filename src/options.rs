@@ -132,14 +132,13 @@ fn parse_name<T: Copy>(what: &str, s: &str, all: &[T], name: fn(T) -> &'static s
         })
 }
 
-/// A collection's index settings.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// A collection's index settings. The manifest keeps them in a stored form of its own
+/// (`storage::settings`), so this type is the API only (serialized for replies, never read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct IndexSettings {
     /// The index segments get past the threshold.
-    #[serde(default = "default_kind")]
     pub kind: IndexKind,
     /// The codes graph search traverses.
-    #[serde(default = "default_quant")]
     pub quant: QuantKind,
     /// HNSW neighbours per node (layer 0 keeps 2m).
     pub m: usize,
@@ -150,30 +149,22 @@ pub struct IndexSettings {
     /// A segment with at least this many rows gets an index automatically, built in the
     /// background after the append commits; smaller segments are searched exactly. 0 turns
     /// automatic indexing off (`build_index` still works).
-    #[serde(default = "default_index_threshold")]
     pub threshold: usize,
     /// Whether the background worker merges segments (`Collection::compact` works either way).
-    #[serde(default = "default_true")]
     pub compaction: bool,
     /// Segments of about the same size merge once this many of them exist; the fresh rows
     /// of unindexed segments merge once they add up to the index threshold.
-    #[serde(default = "default_merge_factor")]
     pub merge_factor: usize,
     /// Merges never make a segment of more rows than this.
-    #[serde(default = "default_max_segment_rows")]
     pub max_segment_rows: usize,
     /// After this long without a write, the fresh unindexed rows are merged into the indexed
     /// segment (inserted into its graph), so a quiet collection is searched as one graph.
-    #[serde(default = "default_idle_ms")]
     pub compaction_idle_ms: u64,
     /// With `index=auto`, segments of at least this many rows get IVF instead of a graph.
-    #[serde(default = "default_ivf_threshold")]
     pub ivf_threshold: usize,
     /// IVF lists per segment (0: about 4·√rows).
-    #[serde(default)]
     pub nlist: usize,
     /// IVF lists scanned when a query does not say.
-    #[serde(default = "default_nprobe")]
     pub nprobe: usize,
 }
 
@@ -182,54 +173,25 @@ pub struct IndexSettings {
 /// second lists) is level at 0.90 and ahead above, and builds in a third of the time.
 pub const DEFAULT_IVF_THRESHOLD: usize = 1_000_000;
 
-fn default_ivf_threshold() -> usize {
-    DEFAULT_IVF_THRESHOLD
-}
-fn default_nprobe() -> usize {
-    32
-}
-
 /// The default automatic-indexing threshold, in rows.
 pub const DEFAULT_INDEX_THRESHOLD: usize = 10_000;
-
-fn default_index_threshold() -> usize {
-    DEFAULT_INDEX_THRESHOLD
-}
-fn default_true() -> bool {
-    true
-}
-fn default_merge_factor() -> usize {
-    10
-}
-fn default_max_segment_rows() -> usize {
-    4_000_000
-}
-fn default_idle_ms() -> u64 {
-    1000
-}
-fn default_kind() -> IndexKind {
-    IndexKind::Hnsw
-}
-fn default_quant() -> QuantKind {
-    QuantKind::Sq4
-}
 
 impl Default for IndexSettings {
     fn default() -> Self {
         IndexSettings {
             kind: IndexKind::Auto,
-            quant: default_quant(),
+            quant: QuantKind::Sq4,
             m: 16,
             ef_construction: 200,
             ef_search: 64,
             threshold: DEFAULT_INDEX_THRESHOLD,
             compaction: true,
-            merge_factor: default_merge_factor(),
-            max_segment_rows: default_max_segment_rows(),
-            compaction_idle_ms: default_idle_ms(),
+            merge_factor: 10,
+            max_segment_rows: 4_000_000,
+            compaction_idle_ms: 1000,
             ivf_threshold: DEFAULT_IVF_THRESHOLD,
             nlist: 0,
-            nprobe: default_nprobe(),
+            nprobe: 32,
         }
     }
 }
@@ -674,20 +636,6 @@ mod tests {
         }
         assert!(setting_keys().ends_with("nlist or nprobe"));
         assert!(option_keys().starts_with("metric, id, vector, vector_type, index"));
-    }
-
-    #[test]
-    fn old_manifests_read_with_defaults() {
-        let s: IndexSettings =
-            serde_json::from_str(r#"{"m":16,"ef_construction":200,"ef_search":64}"#).unwrap();
-        // Collections made before `index=auto` existed were graphs.
-        assert_eq!(
-            s,
-            IndexSettings {
-                kind: IndexKind::Hnsw,
-                ..IndexSettings::default()
-            }
-        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub(crate) mod manifest;
 pub mod npy;
 pub(crate) mod root;
 pub(crate) mod segment_file;
+pub(crate) mod settings;
 
 use std::fmt;
 use std::io::Write;

@@ -146,7 +146,8 @@ pub(crate) struct Manifest {
     pub schema_ipc: String,
     pub next_file_id: u64,
     pub segments: Vec<SegmentMeta>,
-    #[serde(default)]
+    /// Stored in the format's own form (`storage::settings`).
+    #[serde(default, with = "super::settings")]
     pub index: IndexSettings,
 }
 
