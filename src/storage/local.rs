@@ -22,7 +22,8 @@ impl LocalStore {
         LocalStore { dir: dir.into() }
     }
 
-    /// The directory.
+    /// The directory (where the fault hooks say a failure happened).
+    #[cfg(feature = "faults")]
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
