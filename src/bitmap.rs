@@ -3,14 +3,14 @@
 
 /// A fixed-size set of rows `0..rows`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Bitmap {
+pub(crate) struct Bitmap {
     words: Vec<u64>,
     count: usize,
 }
 
 impl Bitmap {
     /// An empty set over `rows` rows.
-    pub fn new(rows: usize) -> Self {
+    pub(crate) fn new(rows: usize) -> Self {
         Bitmap {
             words: vec![0; rows.div_ceil(64)],
             count: 0,
@@ -30,14 +30,14 @@ impl Bitmap {
 
     /// Whether `row` is in the set.
     #[inline]
-    pub fn contains(&self, row: usize) -> bool {
+    pub(crate) fn contains(&self, row: usize) -> bool {
         self.words
             .get(row / 64)
             .is_some_and(|w| w & (1 << (row % 64)) != 0)
     }
 
     /// Adds `row`; returns whether it was newly added.
-    pub fn insert(&mut self, row: usize) -> bool {
+    pub(crate) fn insert(&mut self, row: usize) -> bool {
         let (w, b) = (row / 64, 1u64 << (row % 64));
         let fresh = self.words[w] & b == 0;
         self.words[w] |= b;
@@ -46,12 +46,12 @@ impl Bitmap {
     }
 
     /// How many rows are in the set.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.count
     }
 
     /// The rows in the set, ascending.
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.words.iter().enumerate().flat_map(|(w, &bits)| {
             let mut bits = bits;
             std::iter::from_fn(move || {

@@ -171,7 +171,7 @@ pub struct IndexSettings {
 /// Segments of this many rows or more get IVF rather than a graph under `index=auto`. On
 /// minilm-phrases 500K the graph is level with IVF or ahead at every recall; at 1M IVF (with
 /// second lists) is level at 0.90 and ahead above, and builds in a third of the time.
-pub const DEFAULT_IVF_THRESHOLD: usize = 1_000_000;
+pub(crate) const DEFAULT_IVF_THRESHOLD: usize = 1_000_000;
 
 /// The default automatic-indexing threshold, in rows.
 pub const DEFAULT_INDEX_THRESHOLD: usize = 10_000;

@@ -121,7 +121,7 @@ unsafe fn widen_impl(src: &[f16], dst: &mut [f32]) {
 }
 
 /// `scalar::dot_h` with F16C conversions.
-pub fn dot_h_avx2(a: &[f32], b: &[f16]) -> f32 {
+pub(crate) fn dot_h_avx2(a: &[f32], b: &[f16]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables, handed out after
     // avx2, fma and f16c are detected; the loops read 8 values at k only while k + 8 <= len
@@ -130,14 +130,14 @@ pub fn dot_h_avx2(a: &[f32], b: &[f16]) -> f32 {
 }
 
 /// `scalar::l2sq_h` with F16C conversions.
-pub fn l2sq_h_avx2(a: &[f32], b: &[f16]) -> f32 {
+pub(crate) fn l2sq_h_avx2(a: &[f32], b: &[f16]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: as in dot_h_avx2.
     unsafe { l2sq_h_impl(a, b) }
 }
 
 /// `scalar::widen` with F16C conversions.
-pub fn widen_avx2(src: &[f16], dst: &mut [f32]) {
+pub(crate) fn widen_avx2(src: &[f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len());
     // SAFETY: as in dot_h_avx2: 8 values are read and written at k only while k + 8 <= len.
     unsafe { widen_impl(src, dst) }
@@ -209,7 +209,7 @@ unsafe fn dot_u8_avx2_impl(a: &[f32], c: &[u8]) -> f32 {
     r
 }
 
-pub fn dot_u8_avx2(a: &[f32], c: &[u8]) -> f32 {
+pub(crate) fn dot_u8_avx2(a: &[f32], c: &[u8]) -> f32 {
     assert_eq!(a.len(), c.len());
     // SAFETY: only reachable through the AVX2 kernel table (avx2 and fma detected); the
     // loop reads 16 floats and 16 bytes at k only while k + 16 <= len of both.
@@ -222,7 +222,7 @@ unsafe fn bits_dot_popcnt_impl(code: &[u64], query: &[u64], words: usize) -> u64
 }
 
 /// `scalar::bits_dot` with the popcnt instruction (every CPU with AVX2 has it).
-pub fn bits_dot_popcnt(code: &[u64], query: &[u64], words: usize) -> u64 {
+pub(crate) fn bits_dot_popcnt(code: &[u64], query: &[u64], words: usize) -> u64 {
     // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables, handed out after
     // avx2 (or avx512f) is detected; every such CPU has popcnt. The body is safe code.
     unsafe { bits_dot_popcnt_impl(code, query, words) }
@@ -282,7 +282,7 @@ unsafe fn fastscan_avx2_impl(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
 }
 
 /// `scalar::fastscan` with 32-byte table lookups.
-pub fn fastscan_avx2(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
+pub(crate) fn fastscan_avx2(codes: &[u8], lut: &[u8], out: &mut [u16; 32]) {
     assert!(codes.len() == lut.len() && codes.len().is_multiple_of(16));
     // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected);
     // loads stay within the equal-length `codes` and `lut` (16 bytes per group, 32 only while
@@ -367,7 +367,7 @@ unsafe fn dot4_u4_i8_impl(codes: [&[u8]; 4], w: &[i8]) -> [i32; 4] {
 }
 
 /// `scalar::dot4_u4_i8`: four rows per pass over the weights.
-pub fn dot4_u4_i8_avx2(codes: [&[u8]; 4], w: &[i8]) -> [i32; 4] {
+pub(crate) fn dot4_u4_i8_avx2(codes: [&[u8]; 4], w: &[i8]) -> [i32; 4] {
     let len = codes[0].len();
     assert!(len.is_multiple_of(16) && len * 2 == w.len() && codes.iter().all(|c| c.len() == len));
     // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected);
@@ -410,7 +410,7 @@ unsafe fn dot_u4_i8_impl(codes: &[u8], w: &[i8]) -> i32 {
 }
 
 /// `scalar::dot_u4_i8` with 64 weights per step.
-pub fn dot_u4_i8_avx2(codes: &[u8], w: &[i8]) -> i32 {
+pub(crate) fn dot_u4_i8_avx2(codes: &[u8], w: &[i8]) -> i32 {
     assert!(codes.len().is_multiple_of(16) && codes.len() * 2 == w.len());
     // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected);
     // chunk c reads bytes 32c..32c+32 of `codes` and 64c..64c+64 of `w` for c below
@@ -439,7 +439,7 @@ unsafe fn dot_u8_i8_impl(codes: &[u8], q: &[i8]) -> i32 {
 }
 
 /// `scalar::dot_u8_i8` with 32 dimensions per step.
-pub fn dot_u8_i8_avx2(codes: &[u8], q: &[i8]) -> i32 {
+pub(crate) fn dot_u8_i8_avx2(codes: &[u8], q: &[i8]) -> i32 {
     assert!(q.len().is_multiple_of(32) && codes.len() == q.len());
     // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected);
     // block b reads bytes 32b..32b+32 of both slices, in bounds by the lengths asserted.
@@ -478,7 +478,7 @@ unsafe fn dot_u8_i16_impl(codes: &[u8], q: &[i16]) -> i32 {
 }
 
 /// `scalar::dot_u8_i16` with 32 dimensions per step.
-pub fn dot_u8_i16_avx2(codes: &[u8], q: &[i16]) -> i32 {
+pub(crate) fn dot_u8_i16_avx2(codes: &[u8], q: &[i16]) -> i32 {
     assert_eq!(codes.len(), q.len());
     // SAFETY: only reachable through the AVX2 and AVX-512 kernel tables (avx2 detected); the
     // loops read 32 (or 16) bytes of `codes` and as many i16 of `q` at k only while k + 32
@@ -486,14 +486,14 @@ pub fn dot_u8_i16_avx2(codes: &[u8], q: &[i16]) -> i32 {
     unsafe { dot_u8_i16_impl(codes, q) }
 }
 
-pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: this function is only reachable through the AVX2 kernel table, which
     // Kernels::for_level hands out after detecting avx2 and fma; lengths are equal.
     unsafe { dot_avx2_impl(a, b) }
 }
 
-pub fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: as in dot_avx2.
     unsafe { l2sq_avx2_impl(a, b) }
@@ -603,7 +603,7 @@ static TILES_AVX2_ONE: Tiles = Tiles {
     single: tile_avx2::<1, 1>,
 };
 
-pub fn dot_block_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+pub(crate) fn dot_block_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
     check_block(q, x, d, out);
     match q.len() / d {
         1 => drive_tiles(&TILES_AVX2_ONE, q, x, d, out),

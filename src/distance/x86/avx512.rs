@@ -133,26 +133,26 @@ unsafe fn dot_u8_avx512_impl(a: &[f32], c: &[u8]) -> f32 {
     r
 }
 
-pub fn dot_u8_avx512(a: &[f32], c: &[u8]) -> f32 {
+pub(crate) fn dot_u8_avx512(a: &[f32], c: &[u8]) -> f32 {
     assert_eq!(a.len(), c.len());
     // SAFETY: only reachable through the AVX-512 kernel table (avx512f detected); the
     // loop reads 32 floats and 32 bytes at k only while k + 32 <= len of both.
     unsafe { dot_u8_avx512_impl(a, c) }
 }
 
-pub fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: only reachable through the AVX-512 kernel table, handed out after
     // detecting avx512f; lengths are equal.
     unsafe { dot_avx512_impl(a, b) }
 }
 
-pub fn l2sq_avx512(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn l2sq_avx512(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     // SAFETY: as in dot_avx512.
     unsafe { l2sq_avx512_impl(a, b) }
 }
 
-pub fn dot_block_avx512(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+pub(crate) fn dot_block_avx512(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
     drive_tiles(&TILES_AVX512, q, x, d, out)
 }
