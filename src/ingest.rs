@@ -37,7 +37,7 @@ pub fn coerce_vectors(
 /// [`coerce_vectors`] into the precision `to`: float16 values stay as they are, others are
 /// rounded to the nearest float16, and a value beyond float16's range (±65504) is refused
 /// rather than stored as infinity.
-pub fn coerce_vectors_to(
+pub(crate) fn coerce_vectors_to(
     column: &str,
     array: &ArrayRef,
     dim: Option<usize>,

@@ -49,12 +49,12 @@ pub use collection::Collection;
 pub use database::{Database, Ingest, WriteMode};
 pub use distance::Metric;
 pub use error::{Error, ErrorKind, Result};
-pub use ingest::{coerce_vectors, coerce_vectors_to};
+pub use ingest::coerce_vectors;
 pub use options::{
-    option_keys, setting_keys, settings_help, CollectionOptions, IndexKind, IndexSettings,
-    QuantKind, Setting, DEFAULT_INDEX_THRESHOLD, SETTINGS,
+    setting_keys, settings_help, CollectionOptions, IndexKind, IndexSettings, QuantKind, Setting,
+    SETTINGS,
 };
-pub use schema::{check_name, result_schema, VectorType, DISTANCE_COLUMN, QUERY_COLUMN};
+pub use schema::{result_schema, VectorType, DISTANCE_COLUMN, QUERY_COLUMN};
 pub use search::{
     check_queries, Hit, SearchRequest, SearchResults, SegmentInfo, SegmentPlan, Selection,
 };
@@ -67,4 +67,4 @@ pub use storage::faults::Faults;
 pub use storage::local::map_path;
 pub use storage::npy;
 pub use task::{BuildProgress, Task};
-pub use vector::{Floats, VectorView};
+pub use vector::VectorView;

@@ -174,7 +174,7 @@ pub struct IndexSettings {
 pub(crate) const DEFAULT_IVF_THRESHOLD: usize = 1_000_000;
 
 /// The default automatic-indexing threshold, in rows.
-pub const DEFAULT_INDEX_THRESHOLD: usize = 10_000;
+pub(crate) const DEFAULT_INDEX_THRESHOLD: usize = 10_000;
 
 impl Default for IndexSettings {
     fn default() -> Self {
@@ -440,7 +440,7 @@ pub fn setting_keys() -> String {
 }
 
 /// The keys a new collection's options take.
-pub fn option_keys() -> String {
+pub(crate) fn option_keys() -> String {
     listed(SETTINGS.iter().map(|s| s.key))
 }
 

@@ -262,7 +262,7 @@ pub(crate) fn column_names(schema: &Schema) -> String {
 
 /// Checks a collection name: 1 to 64 characters of `[A-Za-z0-9_-]`, not starting with `-`.
 /// This rules out path separators, `.` and `..`.
-pub fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('-')

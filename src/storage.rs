@@ -8,7 +8,7 @@
 pub(crate) mod checksum;
 pub(crate) mod deletes;
 #[cfg(feature = "faults")]
-pub mod faults;
+pub(crate) mod faults;
 pub(crate) mod gc;
 pub(crate) mod local;
 pub(crate) mod manifest;
