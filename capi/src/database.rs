@@ -1,0 +1,183 @@
+//! Databases: opening and closing them, and creating, opening and dropping their
+//! collections.
+
+use std::ffi::c_char;
+use std::sync::{Arc, RwLock};
+
+use arrow_array::ffi::FFI_ArrowSchema;
+use arrow_schema::{DataType, Field, Schema};
+use omendb::CollectionOptions;
+
+use crate::args::{put, text};
+use crate::arrow::import_schema;
+use crate::collection::collection_handle;
+use crate::error::{call, invalid, Failure, Outcome};
+use crate::handles::{db_of, insert, remove, Object};
+use crate::omendb_status::*;
+use crate::{omendb_collection, omendb_db, omendb_status};
+
+/// A database that closes under its users: calls hold the read side while they run.
+pub(crate) struct OpenDb {
+    path: String,
+    db: RwLock<Option<Arc<omendb::Database>>>,
+}
+
+impl OpenDb {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&omendb::Database) -> Outcome<T>) -> Outcome<T> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(Failure(
+                OMENDB_ERR_CLOSED,
+                format!("database {} is closed", self.path),
+            )),
+        }
+    }
+}
+
+/// Opens (creating if needed) the database in directory `path`. Any number of databases may
+/// be open at once, each on its own directory.
+///
+/// # Safety
+/// `path` is a NUL-terminated string; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn omendb_open(path: *const c_char, out: *mut omendb_db) -> omendb_status {
+    call(|| {
+        // SAFETY: the caller's contract above.
+        let path = unsafe { text(path, "path") }?;
+        if out.is_null() {
+            return Err(invalid("out is null"));
+        }
+        let db = omendb::Database::open(path)?;
+        let id = insert(Object::Db(Arc::new(OpenDb {
+            path: path.to_string(),
+            db: RwLock::new(Some(Arc::new(db))),
+        })));
+        // SAFETY: the caller's contract above.
+        unsafe { put(out, omendb_db { id }, "out") }
+    })
+}
+
+/// Closes a database: waits for calls in flight and background index builds, then releases
+/// the directory. The handle and its collections' handles are dead afterwards.
+#[no_mangle]
+pub extern "C" fn omendb_close(db: omendb_db) -> omendb_status {
+    call(|| {
+        let Object::Db(open) = remove(db.id, "database", |o| matches!(o, Object::Db(_)))? else {
+            unreachable!("remove checked the kind")
+        };
+        let mut guard = open.db.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = guard.take() {
+            db.close(true);
+        }
+        Ok(())
+    })
+}
+
+/// Creates collection `name` with an Int64 `id` column and a `vector` column of `dim`
+/// float32 values; `metric` is `cosine`, `l2` or `dot` (null: cosine).
+///
+/// # Safety
+/// `name` and `metric` (unless null) are NUL-terminated strings; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn omendb_create_collection(
+    db: omendb_db,
+    name: *const c_char,
+    dim: u32,
+    metric: *const c_char,
+    out: *mut omendb_collection,
+) -> omendb_status {
+    call(|| {
+        let open = db_of(db)?;
+        // SAFETY: the caller's contract above.
+        let name = unsafe { text(name, "name") }?;
+        let mut opts = CollectionOptions::default();
+        if !metric.is_null() {
+            // SAFETY: the caller's contract above.
+            opts.set("metric", unsafe { text(metric, "metric") }?)?;
+        }
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "vector",
+                DataType::new_fixed_size_list(DataType::Float32, dim as i32, true),
+                false,
+            ),
+        ]);
+        open.with(|d| Ok(d.create_collection(name, &schema, opts).map(drop)?))?;
+        // SAFETY: the caller's contract above.
+        unsafe { collection_handle(open, name, out) }
+    })
+}
+
+/// Creates collection `name` from an Arrow schema (an id column, Int64 or Utf8, a
+/// `FixedSizeList<Float32, d>` vector column and any metadata columns); `options` is null or
+/// `key=value` pairs separated by commas (`metric=l2,index=hnsw,m=16`). The schema stays the
+/// caller's to release.
+///
+/// # Safety
+/// `schema` points to a valid `ArrowSchema`; `name` and `options` (unless null) are
+/// NUL-terminated strings; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn omendb_create_collection_arrow(
+    db: omendb_db,
+    name: *const c_char,
+    schema: *const FFI_ArrowSchema,
+    options: *const c_char,
+    out: *mut omendb_collection,
+) -> omendb_status {
+    call(|| {
+        let open = db_of(db)?;
+        // SAFETY: the caller's contract above.
+        let name = unsafe { text(name, "name") }?;
+        // SAFETY: the caller's contract above.
+        let schema = unsafe { import_schema(schema) }?;
+        let opts = if options.is_null() {
+            CollectionOptions::default()
+        } else {
+            // SAFETY: the caller's contract above.
+            let text = unsafe { text(options, "options") }?;
+            CollectionOptions::parse(text.split(',').map(str::trim).filter(|s| !s.is_empty()))?
+        };
+        open.with(|d| Ok(d.create_collection(name, &schema, opts).map(drop)?))?;
+        // SAFETY: the caller's contract above.
+        unsafe { collection_handle(open, name, out) }
+    })
+}
+
+/// Opens existing collection `name`.
+///
+/// # Safety
+/// `name` is a NUL-terminated string; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn omendb_open_collection(
+    db: omendb_db,
+    name: *const c_char,
+    out: *mut omendb_collection,
+) -> omendb_status {
+    call(|| {
+        let open = db_of(db)?;
+        // SAFETY: the caller's contract above.
+        let name = unsafe { text(name, "name") }?;
+        open.with(|d| Ok(d.collection(name).map(drop)?))?;
+        // SAFETY: the caller's contract above.
+        unsafe { collection_handle(open, name, out) }
+    })
+}
+
+/// Drops collection `name` and its files; handles to it fail afterwards.
+///
+/// # Safety
+/// `name` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn omendb_drop_collection(
+    db: omendb_db,
+    name: *const c_char,
+) -> omendb_status {
+    call(|| {
+        let open = db_of(db)?;
+        // SAFETY: the caller's contract above.
+        let name = unsafe { text(name, "name") }?;
+        open.with(|d| Ok(d.drop_collection(name)?))
+    })
+}

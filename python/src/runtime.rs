@@ -1,0 +1,121 @@
+//! The runtime SQL runs on, and a database's SQL session with its cache of planned
+//! statements.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arrow_array::{Float32Array, ListArray, RecordBatch};
+use arrow_schema::{DataType, Field, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use omendb_udfs::Prepared;
+use pyo3::prelude::*;
+
+use crate::database::Shared;
+use crate::error::sql_err;
+
+/// The runtime SQL statements run on (DataFusion is async); shared by every database.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("omendb-sql")
+            .enable_all()
+            .build()
+            .expect("the SQL runtime starts")
+    })
+}
+
+/// Statements with parameters are planned once per text and kept, up to this many per
+/// database (then the cache starts afresh).
+const PREPARED_CACHE: usize = 256;
+
+/// The SQL session of a database and its planned statements.
+pub(crate) struct Sql {
+    pub(crate) ctx: SessionContext,
+    pub(crate) prepared: HashMap<String, Arc<Prepared>>,
+}
+
+impl Shared {
+    pub(crate) fn session(&self, db: &Arc<omendb::Database>) -> PyResult<SessionContext> {
+        let mut sql = self.sql.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = sql.as_ref() {
+            return Ok(s.ctx.clone());
+        }
+        let ctx = omendb_udfs::session(db.clone()).map_err(sql_err)?;
+        *sql = Some(Sql {
+            ctx: ctx.clone(),
+            prepared: HashMap::new(),
+        });
+        Ok(ctx)
+    }
+
+    /// Forgets planned statements (a collection was created, dropped or replaced, so a plan
+    /// may name what no longer is).
+    pub(crate) fn forget_plans(&self) {
+        if let Some(s) = self.sql.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            s.prepared.clear();
+        }
+    }
+
+    /// The statement `text`, planned at its first use.
+    pub(crate) async fn prepared(
+        &self,
+        ctx: &SessionContext,
+        text: &str,
+    ) -> PyResult<Arc<Prepared>> {
+        if let Some(s) = self.sql.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(p) = s.prepared.get(text) {
+                return Ok(p.clone());
+            }
+        }
+        let p = Arc::new(Prepared::new(ctx, text).await.map_err(sql_err)?);
+        if let Some(s) = self.sql.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if s.prepared.len() >= PREPARED_CACHE {
+                s.prepared.clear();
+            }
+            s.prepared.insert(text.to_string(), p.clone());
+        }
+        Ok(p)
+    }
+
+    /// Runs `text`; with parameters the statement is planned once and only bound afterwards.
+    pub(crate) fn run_sql(
+        &self,
+        db: &Arc<omendb::Database>,
+        text: &str,
+        params: Vec<ScalarValue>,
+    ) -> PyResult<(Vec<RecordBatch>, SchemaRef)> {
+        let ctx = self.session(db)?;
+        runtime().block_on(async {
+            if params.is_empty() {
+                let plan = omendb_udfs::sql::logical_plan(&ctx.state(), text)
+                    .await
+                    .map_err(sql_err)?;
+                let df = ctx.execute_logical_plan(plan).await.map_err(sql_err)?;
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await.map_err(sql_err)?;
+                return Ok((batches, schema));
+            }
+            let prepared = self.prepared(&ctx, text).await?;
+            let values = ParamValues::List(params.into_iter().map(Into::into).collect());
+            let stream = prepared.execute(values).await.map_err(sql_err)?;
+            let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(sql_err)?;
+            Ok((batches, prepared.schema()))
+        })
+    }
+}
+
+/// A query vector as the SQL layer binds it: a list of float32.
+pub(crate) fn vector_param(v: Vec<f32>) -> ScalarValue {
+    let values = Float32Array::from(v);
+    let field = Arc::new(Field::new_list_field(DataType::Float32, true));
+    let offsets = arrow_buffer::OffsetBuffer::from_lengths([values.len()]);
+    ScalarValue::List(Arc::new(ListArray::new(
+        field,
+        offsets,
+        Arc::new(values),
+        None,
+    )))
+}
