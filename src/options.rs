@@ -663,4 +663,26 @@ mod tests {
         );
         assert_eq!(IndexSettings::default().kind, IndexKind::Auto);
     }
+
+    #[test]
+    fn the_settings_table_in_the_docs_is_this_table() {
+        // docs/indexes.md lists every setting, in order, saying which ones `alter` changes.
+        let rows: Vec<(String, bool)> = include_str!("../docs/indexes.md")
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+                let key = cells[0].trim_matches('`').to_string();
+                (key, cells[3].starts_with("yes"))
+            })
+            .collect();
+        let want: Vec<(String, bool)> = SETTINGS
+            .iter()
+            .map(|s| (s.key.to_string(), s.alterable))
+            .collect();
+        assert_eq!(
+            rows, want,
+            "docs/indexes.md's settings table drifted from SETTINGS"
+        );
+    }
 }

@@ -194,12 +194,10 @@ class Database:
     ) -> "Collection":
         """Creates collection ``name``, from ``schema``, from the rows of ``data`` (written in
         the same commit), or from ``dim`` alone (an ``id`` column of ``id_type``, ``int64``
-        or ``string``, and a ``vector`` column). ``options`` are the server's collection
-        options: ``index`` (auto, flat, hnsw, ivf), ``quantization`` (none, sq8, sq4, binary,
-        rabitq1 .. rabitq9), ``vector_type`` (float32, float16: the precision vectors are
-        stored in; float16 halves their disk and page cache, distances are computed in f32),
-        ``m``, ``ef_construction``, ``ef_search``, ``nlist``, ``nprobe``,
-        ``index_threshold``, ``id`` and ``vector`` (column names), ..."""
+        or ``string``, and a ``vector`` column). ``options`` are the collection's settings
+        (the same as the server's and the C ABI's), with their values:
+
+"""
         opts = {"metric": metric, **options}
         if data is not None:
             self._db.write(name, _arrow(data, {}), "create", opts)
@@ -339,7 +337,9 @@ class Collection:
         return self._c.compact()
 
     def alter(self, **settings: Any) -> None:
-        """Changes settings after creation: ``ef_search``, ``index_threshold``, ``m``, ..."""
+        """Changes settings after creation; those that change:
+
+"""
         self._c.alter(settings)
 
 
@@ -437,3 +437,8 @@ class DB:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# The settings' docs come from the engine's one table of settings, so they never drift.
+Database.create_collection.__doc__ += _omendb._settings_help()
+Collection.alter.__doc__ += _omendb._settings_help(True)

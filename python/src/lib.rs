@@ -18,12 +18,21 @@ use pyo3::prelude::*;
 use crate::collection::Collection;
 use crate::database::Database;
 
+/// The collection settings, one `  key: about` line each (only those `alter` changes, with
+/// `alterable`): the engine's one table, which the package's docstrings are made from.
+#[pyfunction]
+#[pyo3(signature = (alterable=false))]
+fn _settings_help(alterable: bool) -> String {
+    omendb::settings_help(alterable)
+}
+
 /// The native module.
 #[pymodule]
 fn _omendb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Database>()?;
     m.add_class::<Collection>()?;
     error::register(m)?;
+    m.add_function(wrap_pyfunction!(_settings_help, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

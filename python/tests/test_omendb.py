@@ -307,6 +307,14 @@ def test_error_kinds_get_the_documented_classes(tmp_path):
         db.sql("SELECT * FROM nowhere")
 
 
+def test_the_docstrings_list_every_setting():
+    for line in omendb._omendb._settings_help().splitlines():
+        key = line.split(":")[0].strip()
+        assert f"  {key}: " in omendb.Database.create_collection.__doc__, key
+    assert "ef_search: " in omendb.Collection.alter.__doc__
+    assert "metric: " not in omendb.Collection.alter.__doc__
+
+
 def test_create_with_data_never_appends_to_a_collection_made_meanwhile(tmp_path, rng):
     """The write mode is the engine's and holds at the commit: of many creates of one name at
     once, exactly one succeeds and the others fail with AlreadyExists."""
