@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use omendb::distance::Metric;
 use omendb::index::hnsw::{Hnsw, HnswParams};
-use omendb::VectorView as Space;
+use omendb::VectorView;
 use omendb_testkit::npy;
 
 const N: usize = 20_000;
@@ -22,7 +22,7 @@ fn graph_search(c: &mut Criterion) {
     };
     let dim = base.cols;
     let data = &base.data[..N.min(base.rows) * dim];
-    let space = Space::new(data, dim, Metric::Cosine);
+    let space = VectorView::new(data, dim, Metric::Cosine);
     let graph = Hnsw::build(&space, HnswParams::default());
     let queries: Vec<&[f32]> = queries.data.chunks(dim).take(200).collect();
     let mut g = c.benchmark_group(format!("hnsw_search/{}x{dim}", data.len() / dim));

@@ -1,6 +1,7 @@
 //! Helpers shared by OmenDB's tests, benchmarks and the `omendb bench` CLI (dev only, not
 //! published): a `.npy` reader, the shared datasets (failing with a message naming the missing
-//! path), deterministic vectors and batches, and brute-force nearest neighbours in f64.
+//! path), deterministic vectors and batches, brute-force nearest neighbours in f64, recall, and
+//! ([`words`]) the shipped minilm-words cut as collection rows.
 #![allow(missing_docs)]
 
 pub use omendb::npy;
@@ -132,6 +133,16 @@ pub fn brute_force(
     d.into_iter().take(k).map(|x| x.1).collect()
 }
 
+/// The share of each query's exact neighbours (`want`) that `got` found, over all queries.
+pub fn recall<T: PartialEq>(got: &[Vec<T>], want: &[Vec<T>]) -> f64 {
+    let hits: usize = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| g.iter().filter(|i| w.contains(i)).count())
+        .sum();
+    hits as f64 / want.iter().map(Vec::len).sum::<usize>() as f64
+}
+
 pub fn ids_of(batch: &RecordBatch) -> Vec<i64> {
     use arrow_array::cast::AsArray;
     batch
@@ -161,4 +172,103 @@ pub fn unnamed_files(dir: &std::path::Path) -> std::collections::BTreeSet<String
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| !named.contains(n))
         .collect()
+}
+
+/// The minilm-words cut of [`test_dataset`] as a collection (for tests of indexes on real
+/// embeddings): its first [`N`](words::N) rows as batches with an `id` and a `bucket` column
+/// (`id % 100`), exact cosine top 10, and the ids of search hits.
+pub mod words {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    use omendb::{CollectionOptions, IndexSettings, Metric, Snapshot};
+
+    /// Rows of the dataset these tests use.
+    pub const N: usize = 5000;
+
+    /// The first N rows and 200 queries of minilm-words (the cut the repository ships), and
+    /// the dimension.
+    pub fn dataset() -> (Vec<f32>, Vec<f32>, usize) {
+        let d = super::test_dataset();
+        (
+            d.base.data[..N * d.base.cols].to_vec(),
+            d.queries.data[..200 * d.queries.cols].to_vec(),
+            d.base.cols,
+        )
+    }
+
+    /// Rows `ids` of the dataset, with a `bucket` column of `id % 100`.
+    pub fn rows(data: &[f32], dim: usize, ids: std::ops::Range<usize>) -> RecordBatch {
+        let mut vectors = FixedSizeListBuilder::new(Float32Builder::new(), dim as i32)
+            .with_field(Arc::new(Field::new("item", DataType::Float32, true)));
+        for i in ids.clone() {
+            vectors.values().append_slice(&data[i * dim..(i + 1) * dim]);
+            vectors.append(true);
+        }
+        let ids: Vec<i64> = ids.map(|i| i as i64).collect();
+        let buckets: Vec<i64> = ids.iter().map(|i| i % 100).collect();
+        RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("vec", Arc::new(vectors.finish()) as ArrayRef),
+            ("bucket", Arc::new(Int64Array::from(buckets)) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    /// The schema of [`rows`].
+    pub fn schema(dim: usize) -> Schema {
+        rows(&vec![0.0; dim], dim, 0..1).schema().as_ref().clone()
+    }
+
+    /// Indexing at `threshold`, without merges (these tests look at segments as appended).
+    pub fn options(threshold: usize) -> CollectionOptions {
+        CollectionOptions {
+            metric: Metric::Cosine,
+            index: IndexSettings {
+                threshold,
+                compaction: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The ids of each query's hits (rows are numbered in append order across segments).
+    pub fn hit_ids(snap: &Snapshot, hits: Vec<Vec<omendb::Hit>>) -> Vec<Vec<i64>> {
+        let offsets: Vec<usize> = snap
+            .segments()
+            .iter()
+            .scan(0, |at, p| {
+                let start = *at;
+                *at += p.rows;
+                Some(start)
+            })
+            .collect();
+        hits.into_iter()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (offsets[h.part as usize] + h.row as usize) as i64)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Exact top-10 by cosine among the rows `keep` accepts.
+    pub fn exact_ids(
+        data: &[f32],
+        dim: usize,
+        n: usize,
+        q: &[f32],
+        keep: impl Fn(usize) -> bool,
+    ) -> Vec<i64> {
+        let rows: Vec<usize> = (0..n).filter(|&i| keep(i)).collect();
+        let mut d: Vec<(f32, usize)> = rows
+            .iter()
+            .map(|&i| (Metric::Cosine.distance(q, &data[i * dim..(i + 1) * dim]), i))
+            .collect();
+        d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        d.into_iter().take(10).map(|x| x.1 as i64).collect()
+    }
 }

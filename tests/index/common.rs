@@ -1,0 +1,32 @@
+//! Helpers shared by the collection-level index tests: the minilm-words rows and exact answers
+//! of `omendb_testkit::words`, recall, and filters and hit ids read from columns.
+
+use arrow_array::Int64Array;
+use omendb::{SearchRequest, Selection, Snapshot};
+pub use omendb_testkit::recall;
+pub use omendb_testkit::words::*;
+
+/// The rows whose `bucket` column `keep` accepts.
+pub fn bucket_filter(snap: &Snapshot, keep: impl Fn(i64) -> bool) -> Selection {
+    Selection::from_masks(snap, |b| {
+        let col = b
+            .column_by_name("bucket")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        Ok(col.iter().map(|v| v.map(&keep)).collect())
+    })
+    .unwrap()
+}
+
+/// Each query's hit ids, read from the id column (row positions change when segments merge).
+pub fn id_hits(snap: &Snapshot, queries: &[f32], dim: usize, ef: usize) -> Vec<Vec<i64>> {
+    let hits = snap
+        .search(&SearchRequest::new(queries, 10).ef(Some(ef)))
+        .unwrap();
+    assert_eq!(hits.len(), queries.len() / dim);
+    hits.iter()
+        .map(|h| omendb_testkit::ids_of(&snap.hits_to_batch(h).unwrap()))
+        .collect()
+}

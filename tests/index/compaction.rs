@@ -1,0 +1,128 @@
+//! Small writes merging into one graph, compaction dropping deleted rows, and readers keeping
+//! their snapshot (and its files) through a merge.
+
+use arrow_array::Int64Array;
+use omendb::{CollectionOptions, Database, IndexSettings};
+
+use crate::common::*;
+
+#[test]
+fn small_writes_merge_into_one_graph_and_compaction_drops_deleted_rows() {
+    let (data, queries, dim) = dataset();
+    let queries = &queries[..50 * dim];
+    let n = N;
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = CollectionOptions {
+        index: IndexSettings {
+            threshold: 1000,
+            merge_factor: 4,
+            compaction_idle_ms: 50,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.create_collection("words", &schema(dim), opts).unwrap();
+    let mut most = 0;
+    for start in (0..n).step_by(100) {
+        c.append(&[rows(&data, dim, start..start + 100)]).unwrap();
+        most = most.max(c.snapshot().segments().len());
+    }
+    // Merged as they come: never one segment per write (the bound leaves room for a
+    // merger starved of CPU by the tests running beside it on a 2-core machine).
+    assert!(most <= 30, "{most} segments at once (of 50 writes)");
+    c.wait_for_indexing();
+    let snap = c.snapshot();
+    let segs = snap.segments();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert_eq!(segs[0].index, Some(omendb::IndexKind::Hnsw));
+    assert_eq!(c.count(), n);
+    let all: Vec<i64> = (0..n as i64).collect();
+    let got = c.get(&Int64Array::from(all.clone())).unwrap();
+    assert_eq!(
+        omendb_testkit::ids_of(&got),
+        all,
+        "every row once, in order asked"
+    );
+    let want: Vec<Vec<i64>> = queries
+        .chunks(dim)
+        .map(|q| exact_ids(&data, dim, n, q, |_| true))
+        .collect();
+    let r = recall(&id_hits(&snap, queries, dim, 64), &want);
+    assert!(r >= 0.95, "recall@10 of the merged graph {r}");
+
+    // A tenth of the rows deleted, then compacted: the graph is carried over and repaired.
+    let gone: Vec<i64> = (0..n as i64).filter(|i| i % 10 == 7).collect();
+    assert_eq!(c.delete(&Int64Array::from(gone.clone())).unwrap(), n / 10);
+    assert_eq!(c.compact().unwrap(), 1);
+    let stats = c.stats().unwrap();
+    assert_eq!(
+        (stats.segments, stats.deleted_rows, stats.rows),
+        (1, 0, n - n / 10)
+    );
+    assert_eq!(stats.index_kinds, ["hnsw"]);
+    let want: Vec<Vec<i64>> = queries
+        .chunks(dim)
+        .map(|q| exact_ids(&data, dim, n, q, |i| i % 10 != 7))
+        .collect();
+    let got = id_hits(&c.snapshot(), queries, dim, 64);
+    assert!(
+        got.iter().flatten().all(|i| i % 10 != 7),
+        "a deleted row came back"
+    );
+    let r = recall(&got, &want);
+    assert!(r >= 0.95, "recall@10 after dropping deleted rows {r}");
+    // Nothing left to do: compacting again merges nothing.
+    assert_eq!(c.compact().unwrap(), 0);
+}
+
+#[test]
+fn readers_keep_their_snapshot_through_a_merge_and_files_go_when_it_is_dropped() {
+    let (data, queries, dim) = dataset();
+    let queries = &queries[..10 * dim];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("words");
+    let names = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("seg-"))
+            .collect()
+    };
+    {
+        let db = Database::open(tmp.path()).unwrap();
+        let c = db
+            .create_collection("words", &schema(dim), options(0))
+            .unwrap();
+        for start in (0..3000).step_by(1000) {
+            c.append(&[rows(&data, dim, start..start + 1000)]).unwrap();
+        }
+        c.delete(&Int64Array::from(vec![5, 1500])).unwrap();
+        let old = c.snapshot();
+        let before = id_hits(&old, queries, dim, 64);
+        let files_before = names();
+        assert_eq!(files_before.len(), 3);
+        assert_eq!(c.compact().unwrap(), 1);
+        assert_eq!(c.snapshot().segments().len(), 1);
+        // The old snapshot still reads and searches what it saw; its files stay.
+        assert_eq!(id_hits(&old, queries, dim, 64), before);
+        assert_eq!(old.count(), 2998);
+        assert!(names().is_superset(&files_before));
+        drop(old);
+        assert_eq!(
+            names().len(),
+            1,
+            "replaced files removed with the last snapshot"
+        );
+        assert_eq!(id_hits(&c.snapshot(), queries, dim, 64), before);
+    }
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.collection("words").unwrap();
+    assert_eq!(c.count(), 2998);
+    assert_eq!(
+        c.get(&Int64Array::from(vec![5, 1500, 6]))
+            .unwrap()
+            .num_rows(),
+        1
+    );
+}
