@@ -51,8 +51,8 @@ pub use distance::Metric;
 pub use error::{Error, ErrorKind, Result};
 pub use ingest::coerce_vectors;
 pub use options::{
-    setting_keys, settings_help, CollectionOptions, IndexKind, IndexSettings, QuantKind, Setting,
-    SETTINGS,
+    setting_keys, settings_help, CollectionOptions, CompactionPolicy, GraphSettings, IndexKind,
+    IndexSettings, IvfSettings, QuantKind, Setting, SETTINGS,
 };
 pub use schema::{result_schema, VectorType, DISTANCE_COLUMN, QUERY_COLUMN};
 pub use search::{

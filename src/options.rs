@@ -132,26 +132,60 @@ fn parse_name<T: Copy>(what: &str, s: &str, all: &[T], name: fn(T) -> &'static s
         })
 }
 
-/// A collection's index settings. The manifest keeps them in a stored form of its own
-/// (`storage::settings`), so this type is the API only (serialized for replies, never read).
+/// A collection's index settings: which index a segment gets and when, the codes it
+/// traverses, each index's parameters and the compaction policy. The manifest keeps them in a
+/// stored form of its own (`storage::settings`), so this type is the API only (serialized
+/// flat, by the keys `set` takes, for replies; never read back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct IndexSettings {
     /// The index segments get past the threshold.
     pub kind: IndexKind,
-    /// The codes graph search traverses.
+    /// The codes an index traverses.
     pub quant: QuantKind,
-    /// HNSW neighbours per node (layer 0 keeps 2m).
+    /// A segment with at least this many rows gets an index automatically, built in the
+    /// background after the append commits; smaller segments are searched exactly. 0 turns
+    /// automatic indexing off (`build_index` still works).
+    pub threshold: usize,
+    /// With `index=auto`, segments of at least this many rows get IVF instead of a graph.
+    pub ivf_threshold: usize,
+    /// The graph's parameters.
+    #[serde(flatten)]
+    pub graph: GraphSettings,
+    /// IVF's parameters.
+    #[serde(flatten)]
+    pub ivf: IvfSettings,
+    /// When segments merge.
+    #[serde(flatten)]
+    pub compaction: CompactionPolicy,
+}
+
+/// The HNSW graph's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GraphSettings {
+    /// Neighbours per node (layer 0 keeps 2m).
     pub m: usize,
     /// The beam width while building.
     pub ef_construction: usize,
     /// The search beam width used when a query does not give one.
     pub ef_search: usize,
-    /// A segment with at least this many rows gets an index automatically, built in the
-    /// background after the append commits; smaller segments are searched exactly. 0 turns
-    /// automatic indexing off (`build_index` still works).
-    pub threshold: usize,
-    /// Whether the background worker merges segments (`Collection::compact` works either way).
-    pub compaction: bool,
+}
+
+/// IVF's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IvfSettings {
+    /// Lists per segment (0: about 4·√rows).
+    pub nlist: usize,
+    /// Lists scanned when a query does not say.
+    pub nprobe: usize,
+}
+
+/// When the background workers merge segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CompactionPolicy {
+    /// Whether the background workers merge segments (`Collection::compact` works either
+    /// way).
+    #[serde(rename = "compaction")]
+    pub enabled: bool,
     /// Segments of about the same size merge once this many of them exist; the fresh rows
     /// of unindexed segments merge once they add up to the index threshold.
     pub merge_factor: usize,
@@ -159,13 +193,8 @@ pub struct IndexSettings {
     pub max_segment_rows: usize,
     /// After this long without a write, the fresh unindexed rows are merged into the indexed
     /// segment (inserted into its graph), so a quiet collection is searched as one graph.
-    pub compaction_idle_ms: u64,
-    /// With `index=auto`, segments of at least this many rows get IVF instead of a graph.
-    pub ivf_threshold: usize,
-    /// IVF lists per segment (0: about 4·√rows).
-    pub nlist: usize,
-    /// IVF lists scanned when a query does not say.
-    pub nprobe: usize,
+    #[serde(rename = "compaction_idle_ms")]
+    pub idle_ms: u64,
 }
 
 /// Segments of this many rows or more get IVF rather than a graph under `index=auto`. On
@@ -176,22 +205,46 @@ pub(crate) const DEFAULT_IVF_THRESHOLD: usize = 1_000_000;
 /// The default automatic-indexing threshold, in rows.
 pub(crate) const DEFAULT_INDEX_THRESHOLD: usize = 10_000;
 
+impl Default for GraphSettings {
+    fn default() -> Self {
+        GraphSettings {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+        }
+    }
+}
+
+impl Default for IvfSettings {
+    fn default() -> Self {
+        IvfSettings {
+            nlist: 0,
+            nprobe: 32,
+        }
+    }
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            enabled: true,
+            merge_factor: 10,
+            max_segment_rows: 4_000_000,
+            idle_ms: 1000,
+        }
+    }
+}
+
 impl Default for IndexSettings {
     fn default() -> Self {
         IndexSettings {
             kind: IndexKind::Auto,
             quant: QuantKind::Sq4,
-            m: 16,
-            ef_construction: 200,
-            ef_search: 64,
             threshold: DEFAULT_INDEX_THRESHOLD,
-            compaction: true,
-            merge_factor: 10,
-            max_segment_rows: 4_000_000,
-            compaction_idle_ms: 1000,
             ivf_threshold: DEFAULT_IVF_THRESHOLD,
-            nlist: 0,
-            nprobe: 32,
+            graph: GraphSettings::default(),
+            ivf: IvfSettings::default(),
+            compaction: CompactionPolicy::default(),
         }
     }
 }
@@ -208,15 +261,15 @@ impl IndexSettings {
 
     /// Refuses settings no index can be built or searched with.
     pub fn check(&self) -> Result<()> {
-        if !(2..=256).contains(&self.m) {
+        if !(2..=256).contains(&self.graph.m) {
             return Err(Error::invalid(format!(
                 "index setting m must be between 2 and 256, got {}",
-                self.m
+                self.graph.m
             )));
         }
         for (name, v) in [
-            ("ef_construction", self.ef_construction),
-            ("ef_search", self.ef_search),
+            ("ef_construction", self.graph.ef_construction),
+            ("ef_search", self.graph.ef_search),
         ] {
             if !(1..=100_000).contains(&v) {
                 return Err(Error::invalid(format!(
@@ -224,11 +277,11 @@ impl IndexSettings {
                 )));
             }
         }
-        if !(1..=1 << 20).contains(&self.nprobe) || self.nlist > 1 << 20 {
+        if !(1..=1 << 20).contains(&self.ivf.nprobe) || self.ivf.nlist > 1 << 20 {
             return Err(Error::invalid(format!(
                 "index settings nprobe (1 to 1048576) and nlist (0 for automatic, up to \
                  1048576) out of range: nprobe {}, nlist {}",
-                self.nprobe, self.nlist
+                self.ivf.nprobe, self.ivf.nlist
             )));
         }
         if let QuantKind::RaBitQ(b) = self.quant {
@@ -238,17 +291,17 @@ impl IndexSettings {
                 )));
             }
         }
-        if !(2..=1000).contains(&self.merge_factor) {
+        if !(2..=1000).contains(&self.compaction.merge_factor) {
             return Err(Error::invalid(format!(
                 "setting merge_factor must be between 2 and 1000, got {}",
-                self.merge_factor
+                self.compaction.merge_factor
             )));
         }
-        if !(1..=u32::MAX as usize).contains(&self.max_segment_rows) {
+        if !(1..=u32::MAX as usize).contains(&self.compaction.max_segment_rows) {
             return Err(Error::invalid(format!(
                 "setting max_segment_rows must be between 1 and {}, got {}",
                 u32::MAX,
-                self.max_segment_rows
+                self.compaction.max_segment_rows
             )));
         }
         Ok(())
@@ -270,18 +323,18 @@ impl IndexSettings {
         match key {
             "index" => self.kind = value.parse()?,
             "quantization" => self.quant = value.parse()?,
-            "m" => self.m = int()?,
-            "ef_construction" => self.ef_construction = int()?,
-            "ef_search" => self.ef_search = int()?,
+            "m" => self.graph.m = int()?,
+            "ef_construction" => self.graph.ef_construction = int()?,
+            "ef_search" => self.graph.ef_search = int()?,
             "index_threshold" => self.threshold = int()?,
-            "merge_factor" => self.merge_factor = int()?,
-            "max_segment_rows" => self.max_segment_rows = int()?,
-            "compaction_idle_ms" => self.compaction_idle_ms = int()? as u64,
+            "merge_factor" => self.compaction.merge_factor = int()?,
+            "max_segment_rows" => self.compaction.max_segment_rows = int()?,
+            "compaction_idle_ms" => self.compaction.idle_ms = int()? as u64,
             "ivf_threshold" => self.ivf_threshold = int()?,
-            "nlist" => self.nlist = int()?,
-            "nprobe" => self.nprobe = int()?,
+            "nlist" => self.ivf.nlist = int()?,
+            "nprobe" => self.ivf.nprobe = int()?,
             "compaction" => {
-                self.compaction = match value {
+                self.compaction.enabled = match value {
                     "on" | "true" => true,
                     "off" | "false" => false,
                     _ => {
@@ -316,17 +369,20 @@ impl IndexSettings {
         [
             ("index", self.kind.as_str().to_string()),
             ("quantization", self.quant.as_str().to_string()),
-            ("m", self.m.to_string()),
-            ("ef_construction", self.ef_construction.to_string()),
-            ("ef_search", self.ef_search.to_string()),
+            ("m", self.graph.m.to_string()),
+            ("ef_construction", self.graph.ef_construction.to_string()),
+            ("ef_search", self.graph.ef_search.to_string()),
             ("index_threshold", self.threshold.to_string()),
-            ("compaction", on(self.compaction)),
-            ("merge_factor", self.merge_factor.to_string()),
-            ("max_segment_rows", self.max_segment_rows.to_string()),
-            ("compaction_idle_ms", self.compaction_idle_ms.to_string()),
+            ("compaction", on(self.compaction.enabled)),
+            ("merge_factor", self.compaction.merge_factor.to_string()),
+            (
+                "max_segment_rows",
+                self.compaction.max_segment_rows.to_string(),
+            ),
+            ("compaction_idle_ms", self.compaction.idle_ms.to_string()),
             ("ivf_threshold", self.ivf_threshold.to_string()),
-            ("nlist", self.nlist.to_string()),
-            ("nprobe", self.nprobe.to_string()),
+            ("nlist", self.ivf.nlist.to_string()),
+            ("nprobe", self.ivf.nprobe.to_string()),
         ]
     }
 }
@@ -600,7 +656,7 @@ mod tests {
         let o = CollectionOptions::parse(["metric=l2", "m=8", "index=flat", "quantization=none"])
             .unwrap();
         assert_eq!(o.metric, Metric::L2);
-        assert_eq!(o.index.m, 8);
+        assert_eq!(o.index.graph.m, 8);
         assert_eq!(o.index.kind, IndexKind::Flat);
         assert_eq!(o.index.quant, QuantKind::None);
         let err = CollectionOptions::parse(["m=-1"]).unwrap_err().to_string();
@@ -658,7 +714,7 @@ mod tests {
         }
         let o = CollectionOptions::parse(["index=ivf", "nlist=100", "nprobe=7"]).unwrap();
         assert_eq!(
-            (o.index.kind, o.index.nlist, o.index.nprobe),
+            (o.index.kind, o.index.ivf.nlist, o.index.ivf.nprobe),
             (IndexKind::Ivf, 100, 7)
         );
         assert_eq!(IndexSettings::default().kind, IndexKind::Auto);

@@ -198,8 +198,12 @@ impl Snapshot {
     /// The index parameters of `req`'s searches, returning `k` of `count` live rows.
     fn search_params(&self, req: &SearchRequest<'_>, k: usize, count: usize) -> SearchParams {
         SearchParams {
-            ef: req.ef.unwrap_or(self.index.ef_search).max(k).min(count),
-            nprobe: req.nprobe.unwrap_or(self.index.nprobe).max(1),
+            ef: req
+                .ef
+                .unwrap_or(self.index.graph.ef_search)
+                .max(k)
+                .min(count),
+            nprobe: req.nprobe.unwrap_or(self.index.ivf.nprobe).max(1),
         }
     }
 

@@ -60,7 +60,7 @@ impl Tokens {
         Tokens::parse(&text).map_err(|e| format!("token file {}: {e}", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<Tokens, String> {
+    pub(crate) fn parse(text: &str) -> Result<Tokens, String> {
         let mut tokens = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or_default().trim();
@@ -83,7 +83,7 @@ impl Tokens {
     }
 
     /// The role of the caller whose request carries `metadata`.
-    pub fn caller(&self, metadata: &MetadataMap) -> Result<Role, Status> {
+    pub(crate) fn caller(&self, metadata: &MetadataMap) -> Result<Role, Status> {
         let token = bearer(metadata)?;
         self.0
             .get(token)
@@ -93,7 +93,7 @@ impl Tokens {
 
     /// The handshake: a Basic `user:password` header (the password is a token) or a bearer
     /// token. Returns the token to use as `authorization: Bearer <token>`.
-    pub fn handshake(&self, metadata: &MetadataMap) -> Result<String, Status> {
+    pub(crate) fn handshake(&self, metadata: &MetadataMap) -> Result<String, Status> {
         let header = authorization(metadata)?;
         let token = if let Some(basic) = header.strip_prefix("Basic ") {
             let decoded = decode_basic(basic.trim())
@@ -140,7 +140,7 @@ fn bearer(metadata: &MetadataMap) -> Result<&str, Status> {
 }
 
 /// Refuses a caller whose role is below `need`.
-pub fn require(have: Role, need: Role, what: &str) -> Result<(), Status> {
+pub(crate) fn require(have: Role, need: Role, what: &str) -> Result<(), Status> {
     if have >= need {
         Ok(())
     } else {

@@ -44,8 +44,8 @@ pub struct ServerConfig {
 /// A server's TLS identity, PEM-encoded.
 #[derive(Clone)]
 pub struct Tls {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
+    pub(crate) cert_pem: Vec<u8>,
+    pub(crate) key_pem: Vec<u8>,
 }
 
 impl std::fmt::Debug for Tls {

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use omendb_flight::actions;
 
-mod admin;
-mod bench;
-mod import;
-mod progress;
+mod cli;
+
+use cli::{admin, bench, import};
 
 #[derive(Parser)]
 #[command(
@@ -40,7 +40,7 @@ enum Command {
     Bench(BenchCommand),
     /// Merge a collection's segments (every collection's, with no name) into as few as its
     /// max_segment_rows allows, dropping deleted rows.
-    #[command(after_help = admin::action_help("compact"))]
+    #[command(after_help = admin::action_help(actions::COMPACT))]
     Compact(admin::Target),
     /// Change a collection's settings (key=value ...); they apply to what is indexed or
     /// merged afterwards.
@@ -56,21 +56,21 @@ enum Command {
     },
     /// Print a collection's rows, segments, indexes, deleted rows and bytes (JSON; every
     /// collection's, with no name).
-    #[command(after_help = admin::action_help("stats"))]
+    #[command(after_help = admin::action_help(actions::STATS))]
     Stats(admin::Target),
     /// Wait until the background index builds and merges of a collection (of every
     /// collection, with no name) have finished, then print its stats. While a build runs,
     /// `stats` shows how far it is (`index_build`: rows done of the total, elapsed, ETA).
-    #[command(after_help = admin::action_help("wait"))]
+    #[command(after_help = admin::action_help(actions::WAIT))]
     Wait(admin::Target),
     /// Check every file and manifest of a collection (of every collection, with no name)
     /// against its checksum; fails naming any damaged file.
-    #[command(after_help = admin::action_help("verify"))]
+    #[command(after_help = admin::action_help(actions::VERIFY))]
     Verify(admin::Target),
     /// Copy one consistent version of the database (or of one collection) into a new
     /// directory, while a server runs (--addr: a directory on the server's machine). The copy
     /// opens as a database: `omendb serve --data DEST` restores it.
-    #[command(after_help = admin::action_help("backup"))]
+    #[command(after_help = admin::action_help(actions::BACKUP))]
     Backup {
         #[command(flatten)]
         conn: admin::Conn,
@@ -248,7 +248,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Compact(t) => {
-            admin::run("compact", &t.conn, t.collection.unwrap_or_default()).await?
+            admin::run(actions::COMPACT, &t.conn, t.collection.unwrap_or_default()).await?
         }
         Command::Alter {
             conn,
@@ -256,16 +256,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             settings,
         } => {
             admin::run(
-                "alter",
+                actions::ALTER,
                 &conn,
                 format!("{collection} {}", settings.join(" ")),
             )
             .await?
         }
-        Command::Stats(t) => admin::run("stats", &t.conn, t.collection.unwrap_or_default()).await?,
-        Command::Wait(t) => admin::run("wait", &t.conn, t.collection.unwrap_or_default()).await?,
+        Command::Stats(t) => {
+            admin::run(actions::STATS, &t.conn, t.collection.unwrap_or_default()).await?
+        }
+        Command::Wait(t) => {
+            admin::run(actions::WAIT, &t.conn, t.collection.unwrap_or_default()).await?
+        }
         Command::Verify(t) => {
-            admin::run("verify", &t.conn, t.collection.unwrap_or_default()).await?
+            admin::run(actions::VERIFY, &t.conn, t.collection.unwrap_or_default()).await?
         }
         Command::Backup {
             conn,
@@ -278,7 +282,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 _ => dest,
             };
             let body = format!("{}\n{}", dest.display(), collection.unwrap_or_default());
-            admin::run("backup", &conn, body).await?
+            admin::run(actions::BACKUP, &conn, body).await?
         }
         Command::Import(args) => import::run(args).await?,
         Command::Bench(BenchCommand::Ann(args)) => {

@@ -11,31 +11,10 @@ use std::sync::Arc;
 use omendb::{Collection, Database, Error};
 use serde_json::{json, Value};
 
-use crate::auth::Role;
-
-/// Every Flight action the server takes beside Flight SQL's: its name, the role it needs, and
-/// what it does. `list_actions`, the role check and the command line's help read it.
-pub const SERVER_ACTIONS: [(&str, Role, &str); 8] = [
-    ("drop_collection", Role::Admin, "Drop the collection named in the body"),
-    ("build_index", Role::Admin, "Build an index for every unindexed segment of the collection named in the body"),
-    ("compact", Role::Admin, "Merge the segments of the collection named in the body (every collection if none), dropping deleted rows"),
-    ("alter", Role::Admin, "Change settings: the body is the collection's name, then key=value pairs"),
-    ("verify", Role::Admin, "Check every file of the collection named in the body (every collection if none) against its checksum"),
-    ("stats", Role::Read, "Rows, segments, bytes on disk, index kinds and the running index build's progress of the collection named in the body, or of every collection (JSON)"),
-    ("wait", Role::Read, "Wait until the background index builds and merges of the collection named in the body (every collection if none) have finished, then answer its stats (JSON)"),
-    ("backup", Role::Admin, "Copy one consistent version of the database (or of the collection named on the body's second line) into the new directory on the body's first line, on the server's machine"),
-];
-
-/// The role action `kind` needs (admin for any action the table does not name).
-pub fn role_of(kind: &str) -> Role {
-    SERVER_ACTIONS
-        .iter()
-        .find(|(name, _, _)| *name == kind)
-        .map_or(Role::Admin, |(_, role, _)| *role)
-}
+use crate::actions::{ALTER, BACKUP, COMPACT, STATS, VERIFY, WAIT};
 
 /// The actions this module runs.
-pub const ACTIONS: [&str; 6] = ["compact", "alter", "stats", "wait", "verify", "backup"];
+pub(crate) const ACTIONS: [&str; 6] = [COMPACT, ALTER, STATS, WAIT, VERIFY, BACKUP];
 
 /// Runs maintenance action `kind` with `body` (see the module docs). `progress` hears
 /// `(label, bytes done, bytes in all)` while files are checked.
@@ -45,7 +24,7 @@ pub fn run(
     body: &str,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> omendb::Result<Value> {
-    if kind == "backup" {
+    if kind == BACKUP {
         let mut lines = body.lines();
         let dest = lines.next().map(str::trim).unwrap_or_default();
         if dest.is_empty() {
@@ -61,14 +40,14 @@ pub fn run(
     let name = words.next();
     let args: Vec<String> = words.map(str::to_string).collect();
     let one = |c: &Arc<Collection>, progress: &mut dyn FnMut(&str, u64, u64)| match kind {
-        "compact" => compact(c),
-        "alter" => alter(c, &args),
-        "stats" => stats(c),
-        "wait" => {
+        COMPACT => compact(c),
+        ALTER => alter(c, &args),
+        STATS => stats(c),
+        WAIT => {
             c.wait_for_indexing();
             stats(c)
         }
-        "verify" => {
+        VERIFY => {
             let label = format!("verify {}", c.name());
             let (files, bytes) = c.verify_with(&mut |done, all| progress(&label, done, all))?;
             Ok(json!({ "collection": c.name(), "files": files, "bytes": bytes, "ok": true }))
@@ -79,7 +58,7 @@ pub fn run(
     };
     match name {
         Some(name) => one(&db.collection(name)?, progress),
-        None if kind == "alter" => Err(Error::InvalidInput(format!(
+        None if kind == ALTER => Err(Error::InvalidInput(format!(
             "alter: name the collection, then key=value settings ({})",
             omendb::setting_keys()
         ))),
@@ -110,7 +89,7 @@ fn stats(c: &Collection) -> omendb::Result<Value> {
 
 /// Merges `c`'s segments (see `Collection::compact`); the reply names the merges and what is
 /// left.
-pub fn compact(c: &Collection) -> omendb::Result<Value> {
+pub(crate) fn compact(c: &Collection) -> omendb::Result<Value> {
     let merges = c.compact()?;
     let stats = c.stats()?;
     Ok(json!({
@@ -123,7 +102,7 @@ pub fn compact(c: &Collection) -> omendb::Result<Value> {
 
 /// Changes `c`'s settings from `key=value` words (see `Collection::alter`); the reply holds
 /// the new settings.
-pub fn alter(c: &Collection, args: &[String]) -> omendb::Result<Value> {
+pub(crate) fn alter(c: &Collection, args: &[String]) -> omendb::Result<Value> {
     if args.is_empty() {
         return Err(Error::InvalidInput(format!(
             "alter: name at least one setting after the collection ({})",

@@ -8,8 +8,12 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use omendb::Database;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::{Response, Status};
+
+use crate::runtime::Stream;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BOUNDS: [f64; 14] = [
@@ -247,4 +251,44 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, db:
             let _ = socket.shutdown().await;
         });
     }
+}
+
+/// Times a call that answers with a stream: recorded when the stream ends or is dropped, as
+/// failed if the call or any item failed, naming the query text a handler attached.
+pub(crate) fn timed<T: Send + 'static>(
+    mut timer: Timer,
+    answer: Result<Response<Stream<T>>, Status>,
+) -> Result<Response<Stream<T>>, Status> {
+    match answer {
+        Err(e) => {
+            timer.fail();
+            if !e.message().is_empty() {
+                timer.detail(e.message().to_string());
+            }
+            Err(e)
+        }
+        Ok(response) => {
+            let (meta, stream, ext) = response.into_parts();
+            if let Some(q) = ext.get::<QueryText>() {
+                timer.detail(q.0.clone());
+            }
+            let stream = stream.inspect(move |item| {
+                if item.is_err() {
+                    timer.fail();
+                }
+            });
+            Ok(Response::from_parts(meta, Box::pin(stream), ext))
+        }
+    }
+}
+
+/// Times a call with a single answer.
+pub(crate) fn timed_unary<T>(
+    mut timer: Timer,
+    answer: Result<Response<T>, Status>,
+) -> Result<Response<T>, Status> {
+    if answer.is_err() {
+        timer.fail();
+    }
+    answer
 }

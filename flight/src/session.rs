@@ -179,15 +179,6 @@ impl Sessions {
         self.shared.after(plan, sql, ctx, others).await
     }
 
-    /// Sessions alive now.
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn fresh_id(&self) -> String {
         let n = self
             .counter

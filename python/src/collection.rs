@@ -243,7 +243,7 @@ impl Collection {
             let k = i64::try_from(k).map_err(|_| invalid(format!("k {k} is too large")))?;
             // knn()'s arguments are positional: nprobe comes after ef (the collection's when
             // not given).
-            let ef = ef.or_else(|| nprobe.map(|_| c.snapshot().index_settings().ef_search));
+            let ef = ef.or_else(|| nprobe.map(|_| c.snapshot().index_settings().graph.ef_search));
             let text = match (ef, nprobe) {
                 (_, Some(_)) => format!(
                     "SELECT * FROM knn('{}', $1, $2, $3, $4) WHERE ({cond})",

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::options::{IndexKind, IndexSettings, QuantKind};
+use crate::options::{
+    CompactionPolicy, GraphSettings, IndexKind, IndexSettings, IvfSettings, QuantKind,
+};
 
 /// `IndexSettings` as the manifest stores it.
 #[derive(Serialize, Deserialize)]
@@ -70,17 +72,17 @@ pub(crate) fn serialize<S: Serializer>(s: &IndexSettings, out: S) -> Result<S::O
     Stored {
         kind: s.kind,
         quant: s.quant,
-        m: s.m,
-        ef_construction: s.ef_construction,
-        ef_search: s.ef_search,
+        m: s.graph.m,
+        ef_construction: s.graph.ef_construction,
+        ef_search: s.graph.ef_search,
         threshold: s.threshold,
-        compaction: s.compaction,
-        merge_factor: s.merge_factor,
-        max_segment_rows: s.max_segment_rows,
-        compaction_idle_ms: s.compaction_idle_ms,
+        compaction: s.compaction.enabled,
+        merge_factor: s.compaction.merge_factor,
+        max_segment_rows: s.compaction.max_segment_rows,
+        compaction_idle_ms: s.compaction.idle_ms,
         ivf_threshold: s.ivf_threshold,
-        nlist: s.nlist,
-        nprobe: s.nprobe,
+        nlist: s.ivf.nlist,
+        nprobe: s.ivf.nprobe,
     }
     .serialize(out)
 }
@@ -91,17 +93,23 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IndexSettin
     Ok(IndexSettings {
         kind: s.kind,
         quant: s.quant,
-        m: s.m,
-        ef_construction: s.ef_construction,
-        ef_search: s.ef_search,
         threshold: s.threshold,
-        compaction: s.compaction,
-        merge_factor: s.merge_factor,
-        max_segment_rows: s.max_segment_rows,
-        compaction_idle_ms: s.compaction_idle_ms,
         ivf_threshold: s.ivf_threshold,
-        nlist: s.nlist,
-        nprobe: s.nprobe,
+        graph: GraphSettings {
+            m: s.m,
+            ef_construction: s.ef_construction,
+            ef_search: s.ef_search,
+        },
+        ivf: IvfSettings {
+            nlist: s.nlist,
+            nprobe: s.nprobe,
+        },
+        compaction: CompactionPolicy {
+            enabled: s.compaction,
+            merge_factor: s.merge_factor,
+            max_segment_rows: s.max_segment_rows,
+            idle_ms: s.compaction_idle_ms,
+        },
     })
 }
 
@@ -131,7 +139,10 @@ mod tests {
         let s = IndexSettings {
             kind: IndexKind::Ivf,
             quant: QuantKind::RaBitQ(2),
-            nlist: 77,
+            ivf: IvfSettings {
+                nlist: 77,
+                nprobe: 5,
+            },
             ..IndexSettings::default()
         };
         let text = serde_json::to_string(&Holder(s)).unwrap();

@@ -93,13 +93,13 @@ impl<C: Maintained> Maintenance<C> {
         let Some(c) = self.me.upgrade() else { return };
         let settings = c.settings();
         let infos = self.seg_infos(&c);
-        if settings.compaction && policy::choose_small(&infos, &settings).is_some() {
+        if settings.compaction.enabled && policy::choose_small(&infos, &settings).is_some() {
             let me = c.clone();
             self.merger
                 .kick(move |cancel| me.maintenance().merge_small(&me, cancel));
         }
-        let merges =
-            settings.compaction && policy::choose(&infos, &settings, Moment::Idle).is_some();
+        let merges = settings.compaction.enabled
+            && policy::choose(&infos, &settings, Moment::Idle).is_some();
         if !merges && self.unindexed(&c, auto_threshold(&settings)).is_empty() {
             return;
         }
@@ -120,7 +120,7 @@ impl<C: Maintained> Maintenance<C> {
         let mut merged = false;
         while !cancel.cancelled() {
             let settings = c.settings();
-            if !settings.compaction {
+            if !settings.compaction.enabled {
                 break;
             }
             let Some(plan) = policy::choose_small(&self.seg_infos(c), &settings) else {
@@ -149,7 +149,7 @@ impl<C: Maintained> Maintenance<C> {
     fn maintain(&self, c: &C, cancel: &Task) -> Result<()> {
         while !cancel.cancelled() {
             let settings = c.settings();
-            if settings.compaction {
+            if settings.compaction.enabled {
                 if let Some(plan) = policy::choose(&self.seg_infos(c), &settings, Moment::Commit) {
                     if self.run_merge(c, &plan.segments, &settings, cancel)? {
                         continue;
@@ -158,12 +158,12 @@ impl<C: Maintained> Maintenance<C> {
                 }
             }
             self.build_indexes(c, auto_threshold(&settings), cancel)?;
-            if !settings.compaction
+            if !settings.compaction.enabled
                 || policy::choose(&self.seg_infos(c), &settings, Moment::Idle).is_none()
             {
                 return Ok(());
             }
-            let quiet = Duration::from_millis(settings.compaction_idle_ms);
+            let quiet = Duration::from_millis(settings.compaction.idle_ms);
             loop {
                 let since = lock(&self.last_write).elapsed();
                 if since >= quiet {

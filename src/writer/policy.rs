@@ -39,8 +39,8 @@ const DELETED_SHARE: f64 = 0.2;
 /// The next merge that involves graphs (the collection's worker runs these) for `segs` under
 /// `settings` at `moment`, if any. `segs` leaves out segments another merge is working on.
 pub(crate) fn choose(segs: &[SegInfo], s: &IndexSettings, moment: Moment) -> Option<Merge> {
-    let f = s.merge_factor.max(2);
-    let max = s.max_segment_rows.max(1);
+    let f = s.compaction.merge_factor.max(2);
+    let max = s.compaction.max_segment_rows.max(1);
     let indexing = s.kind != IndexKind::Flat && s.threshold > 0;
     // Segments that lost every row, or enough of them, are rewritten (or just dropped).
     if let Some(g) = segs.iter().find(|g| {
@@ -100,17 +100,17 @@ pub(crate) fn choose(segs: &[SegInfo], s: &IndexSettings, moment: Moment) -> Opt
 /// that small writes never pile up behind a graph build): tiers of `merge_factor` segments of
 /// about the same size, up to `merge_factor` times the index threshold in all.
 pub(crate) fn choose_small(segs: &[SegInfo], s: &IndexSettings) -> Option<Merge> {
-    let f = s.merge_factor.max(2);
+    let f = s.compaction.merge_factor.max(2);
     let indexing = s.kind != IndexKind::Flat && s.threshold > 0;
     let cap = if indexing {
         s.threshold.saturating_mul(f)
     } else {
-        s.max_segment_rows
+        s.compaction.max_segment_rows
     };
     tier_group(
         segs.iter().filter(|g| !g.indexed),
         f,
-        cap.min(s.max_segment_rows).max(1),
+        cap.min(s.compaction.max_segment_rows).max(1),
     )
     .and_then(merge)
 }
@@ -293,7 +293,10 @@ mod tests {
             })
         );
         let s2 = IndexSettings {
-            max_segment_rows: 92_000,
+            compaction: crate::options::CompactionPolicy {
+                max_segment_rows: 92_000,
+                ..s.compaction
+            },
             ..s
         };
         // Too big for one segment: the fresh rows merge among themselves only.

@@ -183,7 +183,7 @@ pub mod words {
     use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
     use arrow_array::{ArrayRef, Int64Array, RecordBatch};
     use arrow_schema::{DataType, Field, Schema};
-    use omendb::{CollectionOptions, IndexSettings, Metric, Snapshot};
+    use omendb::{CollectionOptions, CompactionPolicy, IndexSettings, Metric, Snapshot};
 
     /// Rows of the dataset these tests use.
     pub const N: usize = 5000;
@@ -228,7 +228,10 @@ pub mod words {
             metric: Metric::Cosine,
             index: IndexSettings {
                 threshold,
-                compaction: false,
+                compaction: CompactionPolicy {
+                    enabled: false,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             ..Default::default()

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::Int64Array;
-use omendb::{Collection, CollectionOptions, Database, Faults, IndexSettings};
+use omendb::{Collection, CollectionOptions, CompactionPolicy, Database, Faults, IndexSettings};
 use omendb_testkit::*;
 
 const DIM: usize = 8;
@@ -31,7 +31,10 @@ fn setup(path: &Path, faults: &Arc<Faults>) -> (Database, Arc<Collection>) {
     let opts = CollectionOptions {
         index: IndexSettings {
             threshold: 0,
-            compaction: false,
+            compaction: CompactionPolicy {
+                enabled: false,
+                ..Default::default()
+            },
             ..Default::default()
         },
         ..Default::default()

@@ -64,7 +64,7 @@ fn float16_collections_store_half_and_search_in_f32() {
         let mut o =
             CollectionOptions::parse(opts.iter().copied().chain(["vector_type=float16"])).unwrap();
         o.index.threshold = 0;
-        o.index.compaction = false;
+        o.index.compaction.enabled = false;
         let answers = {
             let db = Database::open(tmp.path()).unwrap();
             let c = db.create_collection("words", &schema(dim), o).unwrap();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use omendb::{CollectionOptions, Database, IndexSettings, Metric};
+use omendb::{CollectionOptions, CompactionPolicy, Database, IndexSettings, Metric};
 use omendb_testkit::*;
 
 const DIM: usize = 8;
@@ -56,7 +56,10 @@ fn make_format_1_fixture() {
     let db = Database::open(&dir).unwrap();
     let settings = IndexSettings {
         threshold: 300,
-        compaction: false,
+        compaction: CompactionPolicy {
+            enabled: false,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let docs = db

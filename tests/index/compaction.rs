@@ -2,7 +2,7 @@
 //! their snapshot (and its files) through a merge.
 
 use arrow_array::Int64Array;
-use omendb::{CollectionOptions, Database, IndexSettings};
+use omendb::{CollectionOptions, CompactionPolicy, Database, IndexSettings};
 
 use crate::common::*;
 
@@ -15,8 +15,11 @@ fn small_writes_merge_into_one_graph_and_compaction_drops_deleted_rows() {
     let opts = CollectionOptions {
         index: IndexSettings {
             threshold: 1000,
-            merge_factor: 4,
-            compaction_idle_ms: 50,
+            compaction: CompactionPolicy {
+                merge_factor: 4,
+                idle_ms: 50,
+                ..Default::default()
+            },
             ..Default::default()
         },
         ..Default::default()

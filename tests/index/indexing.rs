@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::Int64Array;
-use omendb::{CollectionOptions, Database, IndexSettings, SearchRequest};
+use omendb::{CollectionOptions, CompactionPolicy, Database, IndexSettings, SearchRequest};
 
 use crate::common::*;
 
@@ -244,7 +244,10 @@ fn build_index_leaves_no_segment_unindexed_while_small_segments_merge() {
         let opts = CollectionOptions {
             index: IndexSettings {
                 threshold: 0,
-                merge_factor: 4,
+                compaction: CompactionPolicy {
+                    merge_factor: 4,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             ..Default::default()

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::Action;
 use futures::StreamExt;
+use omendb_flight::actions::{role_of, ALTER, COMPACT, VERIFY};
 
-use crate::progress::{ticking, Progress};
+use crate::cli::progress::{ticking, Progress};
 
 /// Where the database is: a directory, or a server.
 #[derive(clap::Args, Clone)]
@@ -73,7 +74,7 @@ fn local(db: &omendb::Database, kind: &str, body: &str) -> Result<serde_json::Va
         *seen = done;
         p.update(done, (all > 0).then(|| done as f64 / all as f64));
     };
-    let reply = if kind == "verify" {
+    let reply = if kind == VERIFY {
         omendb_flight::maintenance::run(db, kind, body, &mut progress)
     } else {
         ticking(kind, || {
@@ -84,7 +85,7 @@ fn local(db: &omendb::Database, kind: &str, body: &str) -> Result<serde_json::Va
         p.finish(done);
     }
     let reply = reply.map_err(|e| e.to_string())?;
-    if kind == "alter" || kind == "compact" {
+    if kind == ALTER || kind == COMPACT {
         // Merges and builds the new settings call for run before the directory is let go.
         ticking("indexing", || wait_for_indexing(db));
     }
@@ -135,7 +136,7 @@ pub fn alter_help() -> String {
     format!(
         "Settings alter changes (metric, id, vector and vector_type are fixed at creation):\n{}\n\n{}",
         omendb::settings_help(true),
-        role_help(omendb_flight::maintenance::role_of("alter"))
+        role_help(role_of(ALTER))
     )
 }
 
@@ -150,7 +151,7 @@ pub fn import_help() -> String {
 
 /// The `--help` text of maintenance command `kind` (its role through `--addr`).
 pub fn action_help(kind: &str) -> String {
-    role_help(omendb_flight::maintenance::role_of(kind))
+    role_help(role_of(kind))
 }
 
 /// Connects to a server at `addr` (see [`endpoint_url`] for the spellings taken).

@@ -18,8 +18,8 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Int64Type};
 use omendb::npy;
 use omendb::{
-    CollectionOptions, Database, IndexKind, IndexSettings, Metric, QuantKind, SearchRequest,
-    Selection, Snapshot, VectorType,
+    CollectionOptions, Database, GraphSettings, IndexKind, IndexSettings, IvfSettings, Metric,
+    QuantKind, SearchRequest, Selection, Snapshot, VectorType,
 };
 
 #[derive(clap::Args, Debug)]
@@ -141,9 +141,15 @@ pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
                 metric: args.metric,
                 index: IndexSettings {
                     kind: args.index,
-                    nlist: args.nlist,
-                    m: args.m,
-                    ef_construction: args.ef_construction,
+                    ivf: IvfSettings {
+                        nlist: args.nlist,
+                        ..Default::default()
+                    },
+                    graph: GraphSettings {
+                        m: args.m,
+                        ef_construction: args.ef_construction,
+                        ..Default::default()
+                    },
                     quant: args.quantization,
                     threshold: 0, // built (and timed) below
                     ..Default::default()

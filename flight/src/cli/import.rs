@@ -21,8 +21,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::StreamExt;
 
-use crate::admin::{authorize, connect, Conn};
-use crate::progress::{ticking, Progress};
+use crate::cli::admin::{authorize, connect, Conn};
+use crate::cli::progress::{ticking, Progress};
 
 /// Rows per batch read from a file.
 const BATCH_ROWS: usize = 8192;

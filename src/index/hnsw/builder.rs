@@ -46,8 +46,8 @@ impl HnswParams {
     /// The parameters a collection's settings give.
     pub(crate) fn from_settings(s: &IndexSettings) -> Self {
         HnswParams {
-            m: s.m,
-            ef_construction: s.ef_construction,
+            m: s.graph.m,
+            ef_construction: s.graph.ef_construction,
             quant: s.quant,
             ..HnswParams::default()
         }

@@ -80,7 +80,7 @@ impl Ivf {
         cancel: &Task,
     ) -> Option<Ivf> {
         let (n, dim) = (view.len(), view.dim());
-        let lists = match settings.nlist {
+        let lists = match settings.ivf.nlist {
             0 => auto_lists(n),
             l => l,
         }
@@ -236,7 +236,10 @@ mod tests {
         );
         assert!(agree as f64 >= 0.9 * m as f64, "{agree} of {m}");
         let settings = IndexSettings {
-            nlist: lists,
+            ivf: crate::options::IvfSettings {
+                nlist: lists,
+                ..Default::default()
+            },
             quant: QuantKind::RaBitQ(4),
             ..IndexSettings::default()
         };

@@ -197,7 +197,10 @@ mod tests {
                 QuantKind::Binary,
             ] {
                 let settings = IndexSettings {
-                    nlist: 20,
+                    ivf: crate::options::IvfSettings {
+                        nlist: 20,
+                        ..Default::default()
+                    },
                     quant,
                     ..IndexSettings::default()
                 };
@@ -257,7 +260,10 @@ mod tests {
         let view = VectorView::new(&data, dim, Metric::Cosine);
         for quant in [QuantKind::None, QuantKind::RaBitQ(1)] {
             let settings = IndexSettings {
-                nlist: 1,
+                ivf: crate::options::IvfSettings {
+                    nlist: 1,
+                    ..Default::default()
+                },
                 quant,
                 ..IndexSettings::default()
             };

@@ -240,7 +240,7 @@ impl DisplayAs for KnnExec {
             Some(ef) => ef.to_string(),
             None => format!(
                 "{} (the collection's)",
-                self.snapshot.index_settings().ef_search
+                self.snapshot.index_settings().graph.ef_search
             ),
         };
         let indexes: Vec<&str> = self

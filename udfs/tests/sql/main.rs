@@ -339,8 +339,8 @@ async fn knn_takes_a_per_query_nprobe_on_an_ivf_index() {
     let mut options = CollectionOptions::default();
     options.index.kind = omendb::IndexKind::Ivf;
     options.index.quant = omendb::QuantKind::None;
-    options.index.nlist = 20;
-    options.index.nprobe = 1;
+    options.index.ivf.nlist = 20;
+    options.index.ivf.nprobe = 1;
     let c = db
         .create_collection("docs", &batch(0..1).schema(), options)
         .unwrap();

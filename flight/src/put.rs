@@ -1,0 +1,204 @@
+//! Plain Flight puts: a path descriptor naming the collection (and, for a new one, its
+//! settings), then record batches streamed into the engine's all-or-nothing ingest. Flight SQL
+//! ingest streams through the same [`OmenFlight::ingest_stream`].
+
+use std::panic::AssertUnwindSafe;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_descriptor::DescriptorType;
+use arrow_flight::{FlightData, FlightDescriptor, PutResult};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use omendb::{CollectionOptions, WriteMode};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{require, Role};
+use crate::error::{engine_status, flight_status, panic_status};
+use crate::runtime::{blocking, Stream};
+use crate::{sql, wire, OmenFlight};
+
+/// The collection name, creation options and write mode a put descriptor names: `mode=append`
+/// (the default) creates the collection on its first rows and refuses stored ids,
+/// `mode=upsert` replaces the stored rows.
+fn put_target(
+    descriptor: &FlightDescriptor,
+) -> Result<(String, CollectionOptions, WriteMode), Status> {
+    if descriptor.r#type() != DescriptorType::Path {
+        return Err(Status::invalid_argument(
+            "do_put needs a path descriptor naming the collection, e.g. [\"docs\"]",
+        ));
+    }
+    let mut parts = descriptor.path.iter();
+    let name = parts
+        .next()
+        .ok_or_else(|| Status::invalid_argument("empty path descriptor: name the collection"))?
+        .clone();
+    let mut mode = WriteMode::CreateOrAppend;
+    let mut options = Vec::new();
+    for part in parts {
+        match part.split_once('=') {
+            Some(("mode", "append")) => mode = WriteMode::CreateOrAppend,
+            Some(("mode", "upsert")) => mode = WriteMode::Upsert,
+            Some(("mode", other)) => {
+                return Err(Status::invalid_argument(format!(
+                    "bad descriptor option: mode must be append or upsert, got '{other}'"
+                )))
+            }
+            _ => options.push(part.as_str()),
+        }
+    }
+    let opts = CollectionOptions::parse(options).map_err(|e| {
+        Status::invalid_argument(format!(
+            "bad descriptor option: {}",
+            engine_status(&e).message()
+        ))
+    })?;
+    Ok((name, opts, mode))
+}
+
+/// The end of a put stream, as the ingest worker hears of it.
+enum PutMsg {
+    Batch(RecordBatch),
+    /// The stream ended cleanly: commit.
+    End,
+}
+
+impl OmenFlight {
+    pub(crate) async fn do_put_inner(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Stream<PutResult>>, Status> {
+        // Binding parameters is a put too: a read token may do it; what a put writes is
+        // checked below.
+        let role = self.role(request.metadata(), Role::Read, "a put")?;
+        let peer = request.remote_addr();
+        let metadata = request.metadata().clone();
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty do_put stream"))?;
+        let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
+            Status::invalid_argument("the first message of do_put must carry a flight descriptor")
+        })?;
+        if descriptor.r#type() == DescriptorType::Cmd {
+            if let Some(command) = sql::command(&descriptor.cmd) {
+                let session = self.session_of(&metadata, peer)?;
+                let result = self.sql_put(&session, role, command?, first, input).await?;
+                return Ok(Response::new(Box::pin(stream::iter([Ok(result)]))));
+            }
+        }
+        require(role, Role::Write, "a put")?;
+        let (name, opts, mode) = put_target(&descriptor)?;
+        let (name, rows) = self.ingest_stream(first, input, name, mode, opts).await?;
+        let mode = match mode {
+            WriteMode::Upsert => "upsert",
+            _ => "append",
+        };
+        let meta =
+            serde_json::json!({ "collection": name, "rows": rows, "mode": mode }).to_string();
+        let result = PutResult {
+            app_metadata: meta.into(),
+        };
+        Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
+    }
+
+    /// Streams the batches of a put (`first`, then `input`) into the ingest `open` starts, and
+    /// commits them when the stream has ended cleanly; returns the collection and the rows
+    /// written. Nothing is written unless every batch is accepted.
+    pub(crate) async fn ingest_stream(
+        &self,
+        first: FlightData,
+        input: Streaming<FlightData>,
+        name: String,
+        mode: WriteMode,
+        opts: CollectionOptions,
+    ) -> Result<(String, usize), Status> {
+        let _permit = self.puts.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many puts in progress: the limit is {} at once (--max-concurrent-puts); retry",
+                self.config.max_concurrent_puts
+            ))
+        })?;
+        // Batches go to a blocking worker one at a time as they are decoded: it validates and
+        // stages them, and commits only when the stream has ended cleanly. Memory stays at a
+        // few batches whatever the size of the stream.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PutMsg>(2);
+        let (db, max_rows) = (self.db.clone(), self.config.max_put_rows);
+        let worker = blocking("a put", move || {
+            let mut ingest = db
+                .ingest(&name, mode, opts)
+                .map_err(|e| engine_status(&e))?
+                .with_max_rows(max_rows);
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    PutMsg::Batch(b) => ingest.push(&b).map_err(|e| engine_status(&e))?,
+                    PutMsg::End => return ingest.commit().map_err(|e| engine_status(&e)),
+                }
+            }
+            // The stream failed or was cut: nothing is committed (dropping the ingest removes
+            // what it staged).
+            Err(Status::aborted("put stream ended without completing"))
+        });
+        let mut batches = put_batches(first, input);
+        let mut failed = None;
+        while let Some(item) = batches.next().await {
+            let batch = match item {
+                Ok(b) => b,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            if tx.send(PutMsg::Batch(batch)).await.is_err() {
+                break; // the worker refused a batch; its error is below
+            }
+        }
+        if failed.is_none() {
+            let _ = tx.send(PutMsg::End).await;
+        }
+        drop(tx);
+        let outcome = worker.await;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        outcome
+    }
+}
+
+/// The record batches of a put stream (`first`, then `input`), each message checked before
+/// it is decoded; malformed data ends the stream with an error saying what is wrong.
+pub(crate) fn put_batches(
+    first: FlightData,
+    input: Streaming<FlightData>,
+) -> impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + Unpin {
+    // A message carrying only the descriptor (a Flight SQL update without parameters) holds
+    // no data.
+    let data = stream::once(async { Ok(first) })
+        .chain(input.map_err(FlightError::from))
+        .filter(|m| {
+            futures::future::ready(m.as_ref().map_or(true, |m| {
+                !(m.data_header.is_empty() && m.data_body.is_empty())
+            }))
+        })
+        .map(|m| m.and_then(wire::check_message));
+    let batches =
+        AssertUnwindSafe(FlightRecordBatchStream::new_from_flight_data(data)).catch_unwind();
+    batches
+        .map(|item| match item {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(flight_status(e)),
+            Err(p) => Err(Status::invalid_argument(format!(
+                "malformed Arrow data: {}",
+                panic_status("decoding", p).message()
+            ))),
+        })
+        .scan(false, |failed, item| {
+            // The first error ends the stream.
+            let out = (!*failed).then_some(item);
+            *failed |= out.as_ref().is_some_and(|i| i.is_err());
+            futures::future::ready(out)
+        })
+        .boxed()
+}

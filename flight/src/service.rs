@@ -1,0 +1,197 @@
+//! The Flight service: each call is timed ([`crate::metrics`]), has a panic turned into
+//! INTERNAL ([`crate::runtime`]) and delegates to its handler (queries: [`crate::query`],
+//! puts: [`crate::put`], actions: [`crate::actions`], Flight SQL: [`crate::sql`]). Also who
+//! the caller is: the handshake, the caller's role and its SQL session.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use futures::stream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{require, Role};
+use crate::metrics::{timed, timed_unary};
+use crate::runtime::{caught, Stream};
+use crate::session::{Session, SESSION_HEADER};
+use crate::OmenFlight;
+
+#[tonic::async_trait]
+impl FlightService for OmenFlight {
+    type HandshakeStream = Stream<HandshakeResponse>;
+    type ListFlightsStream = Stream<FlightInfo>;
+    type DoGetStream = Stream<FlightData>;
+    type DoPutStream = Stream<PutResult>;
+    type DoExchangeStream = Stream<FlightData>;
+    type DoActionStream = Stream<arrow_flight::Result>;
+    type ListActionsStream = Stream<ActionType>;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let timer = self.metrics.start("handshake");
+        timed(
+            timer,
+            caught("handshake", self.handshake_inner(request)).await,
+        )
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let timer = self.metrics.start("list_flights");
+        timed(
+            timer,
+            caught("list_flights", self.list_flights_inner(request)).await,
+        )
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let timer = self.metrics.start("get_flight_info");
+        let answer = caught("get_flight_info", async {
+            Ok(Response::new(
+                self.describe(&request, request.get_ref()).await?,
+            ))
+        })
+        .await;
+        timed_unary(timer, answer)
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented(
+            "poll_flight_info: queries complete synchronously; use get_flight_info",
+        ))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let timer = self.metrics.start("get_schema");
+        let answer = caught("get_schema", async {
+            let info = self.describe(&request, request.get_ref()).await?;
+            let schema = info
+                .try_decode_schema()
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+                .try_into()
+                .map_err(|e: datafusion::arrow::error::ArrowError| {
+                    Status::internal(e.to_string())
+                })?;
+            Ok(Response::new(result))
+        })
+        .await;
+        timed_unary(timer, answer)
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let timer = self.metrics.start("do_get");
+        timed(timer, caught("do_get", self.do_get_inner(request)).await)
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let timer = self.metrics.start("do_put");
+        timed(timer, caught("do_put", self.do_put_inner(request)).await)
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange is not supported"))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let timer = self.metrics.start("do_action");
+        timed(
+            timer,
+            caught("do_action", self.do_action_inner(request)).await,
+        )
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.role(request.metadata(), Role::Read, "listing actions")?;
+        Ok(Response::new(self.list_actions_inner()))
+    }
+}
+
+/// Who the caller is.
+impl OmenFlight {
+    /// The caller's role: checked against the token file when there is one, `admin` otherwise.
+    pub(crate) fn role(
+        &self,
+        metadata: &MetadataMap,
+        need: Role,
+        what: &str,
+    ) -> Result<Role, Status> {
+        let role = match &self.config.tokens {
+            None => Role::Admin,
+            Some(tokens) => tokens.caller(metadata)?,
+        };
+        require(role, need, what)?;
+        Ok(role)
+    }
+
+    /// The caller's SQL session.
+    pub(crate) fn session<T>(&self, request: &Request<T>) -> Result<Arc<Session>, Status> {
+        self.session_of(request.metadata(), request.remote_addr())
+    }
+
+    /// The SQL session of the caller whose request has `metadata` and came from `peer`.
+    pub(crate) fn session_of(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<Arc<Session>, Status> {
+        let asked = metadata.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+        self.sessions.get(asked, peer)
+    }
+
+    /// The handshake: answers the caller's token, also as the `authorization` header.
+    async fn handshake_inner(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Stream<HandshakeResponse>>, Status> {
+        let Some(tokens) = &self.config.tokens else {
+            return Err(Status::unimplemented(
+                "this server runs without authentication (no --token-file); no handshake is needed",
+            ));
+        };
+        let token = tokens.handshake(request.metadata())?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<Stream<HandshakeResponse>> =
+            Response::new(Box::pin(stream::iter([Ok(reply)])));
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        response.metadata_mut().insert("authorization", value);
+        Ok(response)
+    }
+}
