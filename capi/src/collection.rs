@@ -10,26 +10,10 @@ use arrow_schema::{DataType, Field};
 
 use crate::args::{put, values};
 use crate::arrow::import_batch;
-use crate::database::OpenDb;
 use crate::error::{call, invalid, Outcome};
 use crate::handles::{collection_of, insert, remove, Object};
+use crate::objects::{CollectionRef, OpenDb};
 use crate::{omendb_collection, omendb_status};
-
-/// A collection handle's object: its database and name (looked up per call, so a closed
-/// database or a dropped collection is noticed).
-pub(crate) struct CollectionRef {
-    db: Arc<OpenDb>,
-    name: String,
-}
-
-impl CollectionRef {
-    pub(crate) fn with<T>(
-        &self,
-        f: impl FnOnce(&Arc<omendb::Collection>) -> Outcome<T>,
-    ) -> Outcome<T> {
-        self.db.with(|db| f(&db.collection(&self.name)?))
-    }
-}
 
 /// Issues a handle to collection `name` of `db` into `out`.
 ///

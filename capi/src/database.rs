@@ -11,29 +11,10 @@ use omendb::CollectionOptions;
 use crate::args::{put, text};
 use crate::arrow::import_schema;
 use crate::collection::collection_handle;
-use crate::error::{call, invalid, Failure, Outcome};
+use crate::error::{call, invalid};
 use crate::handles::{db_of, insert, remove, Object};
-use crate::omendb_status::*;
+use crate::objects::OpenDb;
 use crate::{omendb_collection, omendb_db, omendb_status};
-
-/// A database that closes under its users: calls hold the read side while they run.
-pub(crate) struct OpenDb {
-    path: String,
-    db: RwLock<Option<Arc<omendb::Database>>>,
-}
-
-impl OpenDb {
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&omendb::Database) -> Outcome<T>) -> Outcome<T> {
-        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(db) => f(db),
-            None => Err(Failure(
-                OMENDB_ERR_CLOSED,
-                format!("database {} is closed", self.path),
-            )),
-        }
-    }
-}
 
 /// Opens (creating if needed) the database in directory `path`. Any number of databases may
 /// be open at once, each on its own directory.

@@ -2,11 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::collection::CollectionRef;
-use crate::database::OpenDb;
 use crate::error::{Failure, Outcome};
+use crate::objects::{CollectionRef, Found, OpenDb};
 use crate::omendb_status::*;
-use crate::search::Found;
 use crate::{omendb_collection, omendb_db, omendb_result};
 
 pub(crate) enum Object {

@@ -30,6 +30,7 @@ mod search;
 mod args;
 mod arrow;
 mod handles;
+mod objects;
 
 pub use collection::{
     omendb_add, omendb_add_arrow, omendb_build_index, omendb_collection_free, omendb_count,

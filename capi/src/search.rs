@@ -3,23 +3,16 @@
 use std::sync::Arc;
 
 use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
-use arrow_array::{Array, Float32Array, Int64Array, RecordBatch};
+use arrow_array::{Array, Float32Array, Int64Array};
 use omendb::{SearchRequest, Selection};
 
 use crate::args::{put, values};
 use crate::arrow::export_batch;
 use crate::error::{call, invalid, Failure, Outcome};
 use crate::handles::{collection_of, insert, remove, result_of, Object};
+use crate::objects::Found;
 use crate::omendb_status::*;
 use crate::{omendb_collection, omendb_result, omendb_status};
-
-/// A search's rows (with a leading `_query` column) and where each query's rows start.
-pub(crate) struct Found {
-    batch: RecordBatch,
-    /// The id column's position in `batch`.
-    id_column: usize,
-    starts: Vec<usize>,
-}
 
 /// Searches for the `k` nearest rows to each of `nq` queries (`nq * dim` floats at `queries`),
 /// nearest first. With `filter_ids` non-null, only the rows with those `n_filter` Int64 ids

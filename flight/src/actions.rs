@@ -2,7 +2,9 @@
 //! Flight SQL's, with the role it needs and what it does: `list_actions` is generated from it
 //! (then Flight SQL's, `sql`), the role check and the command line's help read it,
 //! and dispatch matches the same names through the constants below. `drop_collection` and
-//! `build_index` run here; the rest are [`crate::maintenance`]'s.
+//! `build_index` run here; the rest are [`maintenance`]'s.
+
+pub mod maintenance;
 
 use arrow_flight::{Action, ActionType};
 use futures::stream;
@@ -11,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::Role;
 use crate::error::engine_status;
 use crate::runtime::{blocking, Stream};
-use crate::{maintenance, sql, OmenFlight};
+use crate::{sql, OmenFlight};
 
 /// Drops the collection named in the body.
 pub(crate) const DROP_COLLECTION: &str = "drop_collection";

@@ -10,7 +10,7 @@
 //!   descriptors) or SQL queries (command descriptors).
 //! - `do_action`: `drop_collection`, `build_index`, `compact`, `alter`, `verify`, `backup`
 //!   (admin), `stats` (body: a collection's name; JSON result; see [`actions`] and
-//!   [`maintenance`]).
+//!   [`actions::maintenance`]).
 //!
 //! The server holds itself to its [`ServerConfig`]: tokens and roles ([`auth`]), one SQL
 //! session per client and the files SQL may touch (`session`), and limits on k, puts,
@@ -38,7 +38,6 @@ pub mod actions;
 pub mod auth;
 pub mod config;
 mod error;
-pub mod maintenance;
 mod metrics;
 mod put;
 mod query;

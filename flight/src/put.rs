@@ -2,21 +2,18 @@
 //! settings), then record batches streamed into the engine's all-or-nothing ingest. Flight SQL
 //! ingest streams through the same [`OmenFlight::ingest_stream`].
 
-use std::panic::AssertUnwindSafe;
-
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::{FlightData, FlightDescriptor, PutResult};
 use datafusion::arrow::record_batch::RecordBatch;
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 use omendb::{CollectionOptions, WriteMode};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{require, Role};
-use crate::error::{engine_status, flight_status, panic_status};
+use crate::error::engine_status;
 use crate::runtime::{blocking, Stream};
-use crate::{sql, wire, OmenFlight};
+use crate::wire::put_batches;
+use crate::{sql, OmenFlight};
 
 /// The collection name, creation options and write mode a put descriptor names: `mode=append`
 /// (the default) creates the collection on its first rows and refuses stored ids,
@@ -165,40 +162,4 @@ impl OmenFlight {
         }
         outcome
     }
-}
-
-/// The record batches of a put stream (`first`, then `input`), each message checked before
-/// it is decoded; malformed data ends the stream with an error saying what is wrong.
-pub(crate) fn put_batches(
-    first: FlightData,
-    input: Streaming<FlightData>,
-) -> impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + Unpin {
-    // A message carrying only the descriptor (a Flight SQL update without parameters) holds
-    // no data.
-    let data = stream::once(async { Ok(first) })
-        .chain(input.map_err(FlightError::from))
-        .filter(|m| {
-            futures::future::ready(m.as_ref().map_or(true, |m| {
-                !(m.data_header.is_empty() && m.data_body.is_empty())
-            }))
-        })
-        .map(|m| m.and_then(wire::check_message));
-    let batches =
-        AssertUnwindSafe(FlightRecordBatchStream::new_from_flight_data(data)).catch_unwind();
-    batches
-        .map(|item| match item {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(e)) => Err(flight_status(e)),
-            Err(p) => Err(Status::invalid_argument(format!(
-                "malformed Arrow data: {}",
-                panic_status("decoding", p).message()
-            ))),
-        })
-        .scan(false, |failed, item| {
-            // The first error ends the stream.
-            let out = (!*failed).then_some(item);
-            *failed |= out.as_ref().is_some_and(|i| i.is_err());
-            futures::future::ready(out)
-        })
-        .boxed()
 }

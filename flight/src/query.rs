@@ -3,24 +3,21 @@
 //! the server's row and time limits.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::{Criteria, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, TryStreamExt};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Role;
-use crate::error::{df_status, engine_status, flight_status};
-use crate::runtime::{blocking, caught_stream, Stream};
+use crate::error::{df_status, engine_status};
+use crate::runtime::{blocking, Stream};
 use crate::session::SESSION_HEADER;
+use crate::wire::{encode, limit_results, timed_out};
 use crate::{metrics, sql, OmenFlight};
 
 impl OmenFlight {
@@ -163,67 +160,4 @@ impl OmenFlight {
         }
         Ok(response)
     }
-}
-
-pub(crate) fn timed_out(limit: Duration) -> Status {
-    Status::deadline_exceeded(format!(
-        "the query ran past the server's time limit of {} s (--query-timeout)",
-        limit.as_secs_f64()
-    ))
-}
-
-/// Streams `batches` as Flight data under `schema` (batches are given that schema, so the
-/// stream's schema is the one described), in messages of at most the encoder's 2 MiB
-/// default; a panic while streaming is reported as INTERNAL in `what`.
-pub(crate) fn encode(
-    schema: SchemaRef,
-    batches: impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
-    what: &'static str,
-) -> Stream<FlightData> {
-    let target = schema.clone();
-    let batches = batches.map(move |b| {
-        let b = b?;
-        if b.schema() == target {
-            return Ok(b);
-        }
-        RecordBatch::try_new(target.clone(), b.columns().to_vec())
-            .map_err(|e| Status::internal(format!("result does not fit its schema: {e}")))
-    });
-    let flight = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches.map_err(|s| FlightError::Tonic(Box::new(s))))
-        .map_err(flight_status);
-    caught_stream(what, flight)
-}
-
-/// Ends a result stream with an error once it passes `max_rows` rows or `timeout`.
-pub(crate) fn limit_results(
-    inner: impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
-    max_rows: usize,
-    timeout: Duration,
-) -> impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static {
-    let deadline = tokio::time::Instant::now() + timeout;
-    stream::unfold(
-        (Box::pin(inner), 0usize, false),
-        move |(mut inner, rows, done)| async move {
-            if done {
-                return None;
-            }
-            let item = match tokio::time::timeout_at(deadline, inner.next()).await {
-                Err(_) => Err(timed_out(timeout)),
-                Ok(None) => return None,
-                Ok(Some(item)) => item,
-            };
-            let rows = rows + item.as_ref().map_or(0, |b| b.num_rows());
-            let item = match item {
-                Ok(_) if rows > max_rows => Err(Status::resource_exhausted(format!(
-                    "the result passes the limit of {max_rows} rows per query \
-                     (--max-result-rows); add a LIMIT or a narrower WHERE"
-                ))),
-                other => other,
-            };
-            let done = item.is_err();
-            Some((item, (inner, rows, done)))
-        },
-    )
 }

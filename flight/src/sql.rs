@@ -47,10 +47,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{require, Role};
 use crate::error::df_status;
-use crate::put::put_batches;
-use crate::query::{encode, limit_results};
 use crate::runtime::Stream;
 use crate::session::Session;
+use crate::wire::put_batches;
+use crate::wire::{encode, limit_results};
 use crate::OmenFlight;
 
 pub(crate) use actions::ACTIONS;

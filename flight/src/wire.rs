@@ -1,10 +1,24 @@
-//! Checks on incoming Flight messages before arrow decodes them: arrow's IPC reader trusts the
-//! buffer offsets and lengths in a message header and panics when they point past the body,
-//! so a truncated or forged message is refused here, naming what is wrong.
+//! Arrow over Flight, in and out. Incoming messages are checked before arrow decodes them
+//! (arrow's IPC reader trusts the buffer offsets and lengths in a message header and panics
+//! when they point past the body, so a truncated or forged message is refused here, naming
+//! what is wrong), put streams are decoded into batches, and results are encoded, and ended
+//! once they pass the server's row or time limit.
 
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::FlightData;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use tonic::{Status, Streaming};
+
+use crate::error::{flight_status, panic_status};
+use crate::runtime::{caught_stream, Stream};
 
 /// Passes `data` on if its header is a readable IPC message whose buffers lie in its body.
 pub fn check_message(data: FlightData) -> Result<FlightData, FlightError> {
@@ -53,4 +67,104 @@ pub fn check_message(data: FlightData) -> Result<FlightData, FlightError> {
         }
     }
     Ok(data)
+}
+
+/// The record batches of a put stream (`first`, then `input`), each message checked before
+/// it is decoded; malformed data ends the stream with an error saying what is wrong.
+pub(crate) fn put_batches(
+    first: FlightData,
+    input: Streaming<FlightData>,
+) -> impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + Unpin {
+    // A message carrying only the descriptor (a Flight SQL update without parameters) holds
+    // no data.
+    let data = stream::once(async { Ok(first) })
+        .chain(input.map_err(FlightError::from))
+        .filter(|m| {
+            futures::future::ready(m.as_ref().map_or(true, |m| {
+                !(m.data_header.is_empty() && m.data_body.is_empty())
+            }))
+        })
+        .map(|m| m.and_then(check_message));
+    let batches =
+        AssertUnwindSafe(FlightRecordBatchStream::new_from_flight_data(data)).catch_unwind();
+    batches
+        .map(|item| match item {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(flight_status(e)),
+            Err(p) => Err(Status::invalid_argument(format!(
+                "malformed Arrow data: {}",
+                panic_status("decoding", p).message()
+            ))),
+        })
+        .scan(false, |failed, item| {
+            // The first error ends the stream.
+            let out = (!*failed).then_some(item);
+            *failed |= out.as_ref().is_some_and(|i| i.is_err());
+            futures::future::ready(out)
+        })
+        .boxed()
+}
+
+/// The error of a query past the server's time limit.
+pub(crate) fn timed_out(limit: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the query ran past the server's time limit of {} s (--query-timeout)",
+        limit.as_secs_f64()
+    ))
+}
+
+/// Streams `batches` as Flight data under `schema` (batches are given that schema, so the
+/// stream's schema is the one described), in messages of at most the encoder's 2 MiB
+/// default; a panic while streaming is reported as INTERNAL in `what`.
+pub(crate) fn encode(
+    schema: SchemaRef,
+    batches: impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
+    what: &'static str,
+) -> Stream<FlightData> {
+    let target = schema.clone();
+    let batches = batches.map(move |b| {
+        let b = b?;
+        if b.schema() == target {
+            return Ok(b);
+        }
+        RecordBatch::try_new(target.clone(), b.columns().to_vec())
+            .map_err(|e| Status::internal(format!("result does not fit its schema: {e}")))
+    });
+    let flight = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches.map_err(|s| FlightError::Tonic(Box::new(s))))
+        .map_err(flight_status);
+    caught_stream(what, flight)
+}
+
+/// Ends a result stream with an error once it passes `max_rows` rows or `timeout`.
+pub(crate) fn limit_results(
+    inner: impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
+    max_rows: usize,
+    timeout: Duration,
+) -> impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static {
+    let deadline = tokio::time::Instant::now() + timeout;
+    stream::unfold(
+        (Box::pin(inner), 0usize, false),
+        move |(mut inner, rows, done)| async move {
+            if done {
+                return None;
+            }
+            let item = match tokio::time::timeout_at(deadline, inner.next()).await {
+                Err(_) => Err(timed_out(timeout)),
+                Ok(None) => return None,
+                Ok(Some(item)) => item,
+            };
+            let rows = rows + item.as_ref().map_or(0, |b| b.num_rows());
+            let item = match item {
+                Ok(_) if rows > max_rows => Err(Status::resource_exhausted(format!(
+                    "the result passes the limit of {max_rows} rows per query \
+                     (--max-result-rows); add a LIMIT or a narrower WHERE"
+                ))),
+                other => other,
+            };
+            let done = item.is_err();
+            Some((item, (inner, rows, done)))
+        },
+    )
 }

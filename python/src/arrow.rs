@@ -14,8 +14,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
-use crate::database::Shared;
 use crate::error::{invalid, ArrowError};
+use crate::shared::Shared;
 
 /// Python's `pyarrow` module, imported once.
 pub(crate) fn pyarrow(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {

@@ -12,9 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::arrow::{floats, read_stream, table_to_py};
-use crate::database::Shared;
 use crate::error::{invalid, to_py, ArrowError, InternalError};
 use crate::runtime::vector_param;
+use crate::shared::Shared;
 
 /// One collection of an open database.
 #[pyclass(module = "omendb._omendb", frozen)]

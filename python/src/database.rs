@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use arrow_array::{make_array, Array};
 use arrow_data::ArrayData;
 use arrow_pyarrow::PyArrowType;
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::Schema;
 use datafusion::common::ScalarValue;
 use omendb::CollectionOptions;
 use pyo3::prelude::*;
@@ -13,38 +13,8 @@ use pyo3::types::PyDict;
 
 use crate::arrow::{read_stream, table_to_py};
 use crate::collection::Collection;
-use crate::error::{invalid, sql_err, to_py, Closed};
-use crate::runtime::Sql;
-
-/// What a database handle and its collections share.
-pub(crate) struct Shared {
-    pub(crate) path: String,
-    pub(crate) db: RwLock<Option<Arc<omendb::Database>>>,
-    pub(crate) sql: Mutex<Option<Sql>>,
-    /// Result schemas already converted to pyarrow (see `py_schema`).
-    pub(crate) schemas: Mutex<Vec<(SchemaRef, Py<PyAny>)>>,
-}
-
-impl Shared {
-    /// Runs `f` on the open database; the handle cannot close meanwhile.
-    pub(crate) fn with<T>(
-        &self,
-        f: impl FnOnce(&Arc<omendb::Database>) -> PyResult<T>,
-    ) -> PyResult<T> {
-        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(db) => f(db),
-            None => Err(Closed::new_err(format!("database {} is closed", self.path))),
-        }
-    }
-
-    pub(crate) fn collection(
-        &self,
-        name: &str,
-    ) -> PyResult<(Arc<omendb::Database>, Arc<omendb::Collection>)> {
-        self.with(|db| Ok((db.clone(), db.collection(name).map_err(to_py)?)))
-    }
-}
+use crate::error::{invalid, sql_err, to_py};
+use crate::shared::Shared;
 
 /// Collection options from a dict of `key: value` (the server's `key=value` options).
 fn options(opts: Option<&Bound<'_, PyDict>>) -> PyResult<CollectionOptions> {

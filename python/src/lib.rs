@@ -12,6 +12,7 @@ mod collection;
 mod database;
 mod error;
 mod runtime;
+mod shared;
 
 use pyo3::prelude::*;
 

@@ -12,8 +12,8 @@ use futures::TryStreamExt;
 use omendb_udfs::Prepared;
 use pyo3::prelude::*;
 
-use crate::database::Shared;
 use crate::error::sql_err;
+use crate::shared::{Shared, Sql};
 
 /// The runtime SQL statements run on (DataFusion is async); shared by every database.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -30,12 +30,6 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// Statements with parameters are planned once per text and kept, up to this many per
 /// database (then the cache starts afresh).
 const PREPARED_CACHE: usize = 256;
-
-/// The SQL session of a database and its planned statements.
-pub(crate) struct Sql {
-    pub(crate) ctx: SessionContext,
-    pub(crate) prepared: HashMap<String, Arc<Prepared>>,
-}
 
 impl Shared {
     pub(crate) fn session(&self, db: &Arc<omendb::Database>) -> PyResult<SessionContext> {

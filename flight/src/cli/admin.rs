@@ -75,10 +75,10 @@ fn local(db: &omendb::Database, kind: &str, body: &str) -> Result<serde_json::Va
         p.update(done, (all > 0).then(|| done as f64 / all as f64));
     };
     let reply = if kind == VERIFY {
-        omendb_flight::maintenance::run(db, kind, body, &mut progress)
+        omendb_flight::actions::maintenance::run(db, kind, body, &mut progress)
     } else {
         ticking(kind, || {
-            omendb_flight::maintenance::run(db, kind, body, &mut |_, _, _| {})
+            omendb_flight::actions::maintenance::run(db, kind, body, &mut |_, _, _| {})
         })
     };
     if let Some((_, mut p, done)) = bar {

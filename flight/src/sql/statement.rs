@@ -12,8 +12,8 @@ use tonic::Status;
 
 use crate::auth::Role;
 use crate::error::df_status;
-use crate::query::{limit_results, timed_out};
 use crate::session::Session;
+use crate::wire::{limit_results, timed_out};
 use crate::OmenFlight;
 
 use super::{to_ipc, Handle};

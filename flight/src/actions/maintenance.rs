@@ -11,7 +11,7 @@ use std::sync::Arc;
 use omendb::{Collection, Database, Error};
 use serde_json::{json, Value};
 
-use crate::actions::{ALTER, BACKUP, COMPACT, STATS, VERIFY, WAIT};
+use super::{ALTER, BACKUP, COMPACT, STATS, VERIFY, WAIT};
 
 /// The actions this module runs.
 pub(crate) const ACTIONS: [&str; 6] = [COMPACT, ALTER, STATS, WAIT, VERIFY, BACKUP];
