@@ -20,7 +20,7 @@
 //! `bitmap`, `schema`, `topk`; `vector`, `ids`, `pk`, `options`; `quant`, `ingest`, `segment`,
 //! `storage`; `index`; `snapshot`; `search`; `writer`; `stats`, `collection`; `database`.
 
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs)]
 
 mod bitmap;
 mod collection;

@@ -7,7 +7,7 @@ use tonic::Status;
 
 /// The gRPC status of each kind of failure: the one table every handler's errors go
 /// through (no catch-all arm: a new kind fails to compile here until it gets a code).
-pub fn kind_status(kind: ErrorKind, msg: String) -> Status {
+pub(crate) fn kind_status(kind: ErrorKind, msg: String) -> Status {
     match kind {
         ErrorKind::InvalidInput => Status::invalid_argument(msg),
         ErrorKind::NotFound => Status::not_found(msg),
@@ -22,12 +22,12 @@ pub fn kind_status(kind: ErrorKind, msg: String) -> Status {
 }
 
 /// The gRPC status for an engine error.
-pub fn engine_status(e: &omendb::Error) -> Status {
+pub(crate) fn engine_status(e: &omendb::Error) -> Status {
     kind_status(e.kind(), e.to_string())
 }
 
 /// The gRPC status for a DataFusion error (engine errors inside keep their kind).
-pub fn df_status(e: DataFusionError) -> Status {
+pub(crate) fn df_status(e: DataFusionError) -> Status {
     let (kind, msg) = omendb_udfs::classify(&e);
     let msg = match (kind, omendb_udfs::find_engine_error(&e)) {
         (ErrorKind::ResourceExhausted, None) => format!(
@@ -40,7 +40,7 @@ pub fn df_status(e: DataFusionError) -> Status {
 }
 
 /// The gRPC status for a Flight decoding error: the client sent something malformed.
-pub fn flight_status(e: FlightError) -> Status {
+pub(crate) fn flight_status(e: FlightError) -> Status {
     match e {
         FlightError::Tonic(s) => *s,
         FlightError::Arrow(e) => Status::invalid_argument(format!("malformed Arrow data: {e}")),
@@ -53,7 +53,7 @@ pub fn flight_status(e: FlightError) -> Status {
 
 /// The status for a panic caught in a handler: a bug, reported without taking the process
 /// down.
-pub fn panic_status(what: &str, panic: Box<dyn std::any::Any + Send>) -> Status {
+pub(crate) fn panic_status(what: &str, panic: Box<dyn std::any::Any + Send>) -> Status {
     let msg = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

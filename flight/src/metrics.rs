@@ -22,7 +22,7 @@ const BOUNDS: [f64; 14] = [
 
 /// The SQL text of a query, attached to a response so the slow-query log can name it.
 #[derive(Debug, Clone)]
-pub struct QueryText(pub String);
+pub(crate) struct QueryText(pub String);
 
 #[derive(Default)]
 struct Call {
@@ -34,14 +34,14 @@ struct Call {
 
 /// Counters of one server.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     calls: Mutex<BTreeMap<&'static str, Call>>,
     slow: Option<Duration>,
 }
 
 impl Metrics {
     /// Metrics that log calls slower than `slow`.
-    pub fn new(slow: Option<Duration>) -> Metrics {
+    pub(crate) fn new(slow: Option<Duration>) -> Metrics {
         Metrics {
             calls: Mutex::default(),
             slow,
@@ -49,7 +49,7 @@ impl Metrics {
     }
 
     /// Starts timing one `call`; it is recorded when the timer is dropped.
-    pub fn start(self: &Arc<Self>, call: &'static str) -> Timer {
+    pub(crate) fn start(self: &Arc<Self>, call: &'static str) -> Timer {
         Timer {
             metrics: self.clone(),
             call,
@@ -92,7 +92,7 @@ impl Metrics {
     }
 
     /// Everything, in the Prometheus text format.
-    pub fn render(&self, db: &Database) -> String {
+    pub(crate) fn render(&self, db: &Database) -> String {
         let mut out = String::new();
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str("# HELP omendb_requests_total Requests by call and outcome.\n");
@@ -178,7 +178,7 @@ impl Metrics {
 }
 
 /// One call being timed.
-pub struct Timer {
+pub(crate) struct Timer {
     metrics: Arc<Metrics>,
     call: &'static str,
     start: Instant,
@@ -188,12 +188,12 @@ pub struct Timer {
 
 impl Timer {
     /// Marks the call failed.
-    pub fn fail(&mut self) {
+    pub(crate) fn fail(&mut self) {
         self.failed = true;
     }
 
     /// What the slow-query log line names (the SQL text).
-    pub fn detail(&mut self, text: String) {
+    pub(crate) fn detail(&mut self, text: String) {
         self.detail = Some(text);
     }
 }
@@ -211,7 +211,11 @@ impl Drop for Timer {
 
 /// Serves GET /metrics on `listener` until the process ends. The metrics are computed on a
 /// blocking thread (they open collections).
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, db: Arc<Database>) {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    db: Arc<Database>,
+) {
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
             continue;

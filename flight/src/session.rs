@@ -25,7 +25,7 @@ use crate::error::df_status;
 use crate::shared::SharedTables;
 
 /// The response header naming the caller's session.
-pub const SESSION_HEADER: &str = "x-omendb-session";
+pub(crate) const SESSION_HEADER: &str = "x-omendb-session";
 
 struct Entry {
     session: Arc<Session>,
@@ -37,7 +37,7 @@ struct Entry {
 const MAX_STATEMENTS: usize = 256;
 
 /// One client's SQL session: its context and the statements it has planned.
-pub struct Session {
+pub(crate) struct Session {
     /// The id the client is told in the session header.
     pub id: String,
     /// Its SQL context: the collections, and the tables it registered.
@@ -47,7 +47,7 @@ pub struct Session {
 
 impl Session {
     /// The statement `sql` planned in this session, planned now if it has not been.
-    pub async fn statement(&self, sql: &str) -> Result<Arc<omendb_udfs::Prepared>, Status> {
+    pub(crate) async fn statement(&self, sql: &str) -> Result<Arc<omendb_udfs::Prepared>, Status> {
         if let Some(p) = self.lock_statements().get(sql) {
             return Ok(p.clone());
         }
@@ -68,7 +68,7 @@ impl Session {
     }
 
     /// Forgets the plan of `sql` (the client closed its prepared statement).
-    pub fn forget(&self, sql: &str) {
+    pub(crate) fn forget(&self, sql: &str) {
         self.lock_statements().remove(sql);
     }
 
@@ -80,7 +80,7 @@ impl Session {
 }
 
 /// The live sessions of a server.
-pub struct Sessions {
+pub(crate) struct Sessions {
     shared: Arc<SharedTables>,
     files: omendb_udfs::FileGuard,
     db: Arc<Database>,
@@ -93,7 +93,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(
+    pub(crate) fn new(
         db: Arc<Database>,
         runtime: Arc<RuntimeEnv>,
         limits: omendb_udfs::KnnLimits,
@@ -116,7 +116,7 @@ impl Sessions {
 
     /// The session named by `asked` (a session id the client sent back) or, failing that, the
     /// one of connection `peer`; a new one when neither is known. Returns its id too.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         asked: Option<&str>,
         peer: Option<std::net::SocketAddr>,
@@ -160,7 +160,7 @@ impl Sessions {
 
     /// After `plan` (the statement `sql`) ran in `ctx`: shares a declared external table with
     /// every session, or drops a shared one from every session.
-    pub async fn ran(
+    pub(crate) async fn ran(
         &self,
         plan: &LogicalPlan,
         sql: &str,
@@ -194,13 +194,13 @@ impl Sessions {
 /// Which files SQL may read or write: only under the operator's directories, never inside the
 /// database itself.
 #[derive(Debug, Clone)]
-pub struct FilePolicy {
+pub(crate) struct FilePolicy {
     allowed: Vec<PathBuf>,
     database: PathBuf,
 }
 
 impl FilePolicy {
-    pub fn new(allowed: &[PathBuf], database: &Path) -> std::io::Result<FilePolicy> {
+    pub(crate) fn new(allowed: &[PathBuf], database: &Path) -> std::io::Result<FilePolicy> {
         let allowed = allowed
             .iter()
             .map(|d| {
@@ -217,7 +217,7 @@ impl FilePolicy {
 
     /// Refuses `location` (a path or `file://` URL, perhaps with a glob) unless it lies under
     /// an allowed directory and outside the database.
-    pub fn check(&self, what: &str, location: &str) -> Result<(), Status> {
+    pub(crate) fn check(&self, what: &str, location: &str) -> Result<(), Status> {
         let refuse = |why: String| {
             Err(Status::permission_denied(format!(
                 "{what} '{location}' is refused: {why}"
@@ -278,7 +278,7 @@ impl FilePolicy {
 
     /// Checks a planned statement before it runs: the role each part needs, and every file
     /// it names.
-    pub fn check_plan(&self, plan: &LogicalPlan, role: Role) -> Result<(), Status> {
+    pub(crate) fn check_plan(&self, plan: &LogicalPlan, role: Role) -> Result<(), Status> {
         let mut outcome = Ok(());
         let _ = plan.apply_with_subqueries(|node| {
             outcome = self.check_node(node, role);

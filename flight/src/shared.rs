@@ -34,7 +34,7 @@ struct Declared {
 type Tables = BTreeMap<String, (String, Arc<dyn TableProvider>)>;
 
 /// The tables every session gets.
-pub struct SharedTables {
+pub(crate) struct SharedTables {
     db: Arc<Database>,
     tables: Mutex<Tables>,
 }
@@ -63,7 +63,7 @@ impl SharedTables {
     /// The tables of `db`'s catalog, each declared again in a session `fresh` makes; a table
     /// whose files are gone is reported on standard error and left out until it is declared
     /// again (it stays in the catalog).
-    pub async fn load(
+    pub(crate) async fn load(
         db: Arc<Database>,
         fresh: impl Fn() -> datafusion::error::Result<SessionContext>,
     ) -> Result<SharedTables, String> {
@@ -121,7 +121,7 @@ impl SharedTables {
     }
 
     /// Registers every shared table in a new session.
-    pub fn register_in(&self, ctx: &SessionContext) {
+    pub(crate) fn register_in(&self, ctx: &SessionContext) {
         for (name, (_, provider)) in self.lock().iter() {
             let _ = ctx.register_table(name.as_str(), provider.clone());
         }
@@ -129,7 +129,7 @@ impl SharedTables {
 
     /// After `plan` (the statement `sql`) ran in `ctx`: a declared external table is kept for
     /// every session (registered in `others`), and a dropped shared table is dropped from them.
-    pub async fn after(
+    pub(crate) async fn after(
         &self,
         plan: &LogicalPlan,
         sql: &str,

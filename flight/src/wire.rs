@@ -21,7 +21,7 @@ use crate::error::{flight_status, panic_status};
 use crate::runtime::{caught_stream, Stream};
 
 /// Passes `data` on if its header is a readable IPC message whose buffers lie in its body.
-pub fn check_message(data: FlightData) -> Result<FlightData, FlightError> {
+pub(crate) fn check_message(data: FlightData) -> Result<FlightData, FlightError> {
     if data.data_header.is_empty() {
         return Ok(data);
     }

@@ -3,11 +3,11 @@
 
 use arrow_array::Int64Array;
 use omendb::{SearchRequest, Selection, Snapshot};
-pub use omendb_testkit::recall;
-pub use omendb_testkit::words::*;
+pub(crate) use omendb_testkit::recall;
+pub(crate) use omendb_testkit::words::*;
 
 /// The rows whose `bucket` column `keep` accepts.
-pub fn bucket_filter(snap: &Snapshot, keep: impl Fn(i64) -> bool) -> Selection {
+pub(crate) fn bucket_filter(snap: &Snapshot, keep: impl Fn(i64) -> bool) -> Selection {
     Selection::from_masks(snap, |b| {
         let col = b
             .column_by_name("bucket")
@@ -21,7 +21,7 @@ pub fn bucket_filter(snap: &Snapshot, keep: impl Fn(i64) -> bool) -> Selection {
 }
 
 /// Each query's hit ids, read from the id column (row positions change when segments merge).
-pub fn id_hits(snap: &Snapshot, queries: &[f32], dim: usize, ef: usize) -> Vec<Vec<i64>> {
+pub(crate) fn id_hits(snap: &Snapshot, queries: &[f32], dim: usize, ef: usize) -> Vec<Vec<i64>> {
     let hits = snap
         .search(&SearchRequest::new(queries, 10).ef(Some(ef)))
         .unwrap();

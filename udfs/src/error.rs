@@ -6,13 +6,13 @@ use datafusion::error::DataFusionError;
 use omendb::ErrorKind;
 
 /// Wraps an engine error so callers can recover it (and its kind) from a DataFusion error.
-pub fn engine_error(e: omendb::Error) -> DataFusionError {
+pub(crate) fn engine_error(e: omendb::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
 /// The message of `e` for a user, without the context DataFusion wraps around an analyzer or
 /// optimizer rule's error (`omendb_knn_bind\ncaused by\n...`): what went wrong, not where.
-pub fn error_message(e: &DataFusionError) -> String {
+pub(crate) fn error_message(e: &DataFusionError) -> String {
     match e {
         DataFusionError::Context(_, inner) => error_message(inner),
         other => other.to_string(),

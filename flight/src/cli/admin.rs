@@ -13,7 +13,7 @@ use crate::cli::progress::{ticking, Progress};
 
 /// Where the database is: a directory, or a server.
 #[derive(clap::Args, Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The database directory (no server may hold it).
     #[arg(long, conflicts_with = "addr", required_unless_present = "addr")]
     pub data: Option<PathBuf>,
@@ -28,7 +28,7 @@ pub struct Conn {
 
 /// A command's database and, optionally, one collection.
 #[derive(clap::Args)]
-pub struct Target {
+pub(crate) struct Target {
     #[command(flatten)]
     pub conn: Conn,
     /// The collection (every collection when left out).
@@ -37,7 +37,7 @@ pub struct Target {
 
 /// Runs maintenance action `kind` (see `omendb_flight::maintenance`) with `body` and prints its
 /// JSON; a reply that reports damage fails the command after printing.
-pub async fn run(kind: &str, conn: &Conn, body: String) -> Result<(), String> {
+pub(crate) async fn run(kind: &str, conn: &Conn, body: String) -> Result<(), String> {
     let out = match (&conn.data, &conn.addr) {
         (Some(dir), _) => {
             let db = omendb::Database::open_existing(dir).map_err(|e| e.to_string())?;
@@ -93,7 +93,7 @@ fn local(db: &omendb::Database, kind: &str, body: &str) -> Result<serde_json::Va
 }
 
 /// Waits for every open collection's background index builds and merges.
-pub fn wait_for_indexing(db: &omendb::Database) {
+pub(crate) fn wait_for_indexing(db: &omendb::Database) {
     for name in db.list_collections().unwrap_or_default() {
         if let Ok(c) = db.collection(&name) {
             c.wait_for_indexing();
@@ -104,7 +104,7 @@ pub fn wait_for_indexing(db: &omendb::Database) {
 /// The URL a client connects to for a server address written any of the ways users write
 /// one: `127.0.0.1:50051`, `http://...`, or Flight's `grpc://`, `grpc+tcp://` and
 /// `grpc+tls://` (TLS: `https://`).
-pub fn endpoint_url(addr: &str) -> String {
+pub(crate) fn endpoint_url(addr: &str) -> String {
     let addr = addr.trim();
     for (scheme, as_http) in [
         ("grpc+tls://", "https://"),
@@ -123,7 +123,7 @@ pub fn endpoint_url(addr: &str) -> String {
 }
 
 /// The `--help` text saying which role a command's token needs through `--addr`.
-pub fn role_help(role: omendb_flight::auth::Role) -> String {
+pub(crate) fn role_help(role: omendb_flight::auth::Role) -> String {
     format!(
         "Through --addr on a server with --token-file, --token needs the '{}' role (or a \
          higher one).",
@@ -132,7 +132,7 @@ pub fn role_help(role: omendb_flight::auth::Role) -> String {
 }
 
 /// `alter`'s `--help` text: the settings it changes, and the role it needs.
-pub fn alter_help() -> String {
+pub(crate) fn alter_help() -> String {
     format!(
         "Settings alter changes (metric, id, vector and vector_type are fixed at creation):\n{}\n\n{}",
         omendb::settings_help(true),
@@ -141,7 +141,7 @@ pub fn alter_help() -> String {
 }
 
 /// `import`'s `--help` text: the settings of a new collection, and the role it needs.
-pub fn import_help() -> String {
+pub(crate) fn import_help() -> String {
     format!(
         "Settings (--option key=value):\n{}\n\n{}",
         omendb::settings_help(false),
@@ -150,12 +150,14 @@ pub fn import_help() -> String {
 }
 
 /// The `--help` text of maintenance command `kind` (its role through `--addr`).
-pub fn action_help(kind: &str) -> String {
+pub(crate) fn action_help(kind: &str) -> String {
     role_help(role_of(kind))
 }
 
 /// Connects to a server at `addr` (see [`endpoint_url`] for the spellings taken).
-pub async fn connect(addr: &str) -> Result<FlightServiceClient<tonic::transport::Channel>, String> {
+pub(crate) async fn connect(
+    addr: &str,
+) -> Result<FlightServiceClient<tonic::transport::Channel>, String> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint_url(addr))
         .map_err(|e| format!("bad --addr {addr}: {e}"))?
         .connect()
@@ -167,7 +169,10 @@ pub async fn connect(addr: &str) -> Result<FlightServiceClient<tonic::transport:
 }
 
 /// Puts `token` on `request` as a bearer token.
-pub fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> Result<(), String> {
+pub(crate) fn authorize<T>(
+    request: &mut tonic::Request<T>,
+    token: Option<&str>,
+) -> Result<(), String> {
     if let Some(t) = token {
         let value = format!("Bearer {t}")
             .parse()

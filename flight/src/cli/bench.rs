@@ -23,7 +23,7 @@ use omendb::{
 };
 
 #[derive(clap::Args, Debug)]
-pub struct AnnArgs {
+pub(crate) struct AnnArgs {
     /// Directory with base.npy (float16/float32), queries.npy and gt_cosine.npy.
     #[arg(long)]
     dataset: PathBuf,
@@ -87,7 +87,7 @@ const BUCKETS: i64 = 10_000;
 /// Queries searched untimed before each sweep point (as `bench_peers_strong.py` does).
 const WARM_QUERIES: usize = 50;
 
-pub fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(f) = args.filter_fraction {
         if !(f > 0.0 && f <= 1.0) {
             return Err(format!("--filter-fraction must be in (0, 1], got {f}").into());

@@ -29,7 +29,7 @@ const BATCH_ROWS: usize = 8192;
 
 /// `omendb import` arguments.
 #[derive(clap::Args)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     #[command(flatten)]
     pub conn: Conn,
     /// The collection to load into (created by the first import).
@@ -329,7 +329,7 @@ fn read_all(
 }
 
 /// Runs `omendb import`; prints a JSON summary.
-pub async fn run(args: ImportArgs) -> Result<(), String> {
+pub(crate) async fn run(args: ImportArgs) -> Result<(), String> {
     let reply = match (&args.conn.data, &args.conn.addr) {
         (Some(dir), _) => {
             let db = Arc::new(omendb::Database::open(dir).map_err(|e| e.to_string())?);

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 /// One operation's progress.
-pub struct Progress {
+pub(crate) struct Progress {
     label: String,
     unit: &'static str,
     start: Instant,
@@ -15,7 +15,7 @@ pub struct Progress {
 
 impl Progress {
     /// Starts reporting `label`, counting `unit`s (none: only the time taken).
-    pub fn new(label: impl Into<String>, unit: &'static str) -> Progress {
+    pub(crate) fn new(label: impl Into<String>, unit: &'static str) -> Progress {
         Progress {
             label: label.into(),
             unit,
@@ -26,7 +26,7 @@ impl Progress {
     }
 
     /// `done` units so far, `fraction` of the whole where it is known.
-    pub fn update(&mut self, done: u64, fraction: Option<f64>) {
+    pub(crate) fn update(&mut self, done: u64, fraction: Option<f64>) {
         let every = if self.tty {
             Duration::from_millis(100)
         } else {
@@ -40,7 +40,7 @@ impl Progress {
     }
 
     /// The last report: `done` units in all.
-    pub fn finish(&mut self, done: u64) {
+    pub(crate) fn finish(&mut self, done: u64) {
         self.draw(done, Some(1.0), true);
     }
 
@@ -88,7 +88,7 @@ impl Progress {
 }
 
 /// Runs `work` on another thread, reporting the time it has taken until it returns.
-pub fn ticking<T: Send>(label: &str, work: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn ticking<T: Send>(label: &str, work: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         let handle = s.spawn(work);
         let mut progress = Progress::new(label, "");
@@ -106,7 +106,7 @@ pub fn ticking<T: Send>(label: &str, work: impl FnOnce() -> T + Send) -> T {
 }
 
 /// `n` with thousands separators.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

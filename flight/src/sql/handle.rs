@@ -13,7 +13,7 @@ const TAG: usize = 32;
 
 /// The contents of a statement handle.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Handle {
+pub(crate) struct Handle {
     /// The session the statement was prepared in.
     pub session: String,
     /// The statement's SQL text.
@@ -27,7 +27,7 @@ pub struct Handle {
 
 /// Signs and checks handles with a key made when the server starts (handles do not outlive
 /// the server, as sessions do not).
-pub struct Signer {
+pub(crate) struct Signer {
     key: [u8; 32],
 }
 
@@ -39,7 +39,7 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     /// A signer with a fresh random key.
-    pub fn new() -> Result<Signer, String> {
+    pub(crate) fn new() -> Result<Signer, String> {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| format!("no randomness for the handle key: {e}"))?;
         Ok(Signer { key })
@@ -50,7 +50,7 @@ impl Signer {
     }
 
     /// The signed bytes of `handle`.
-    pub fn encode(&self, handle: &Handle) -> Vec<u8> {
+    pub(crate) fn encode(&self, handle: &Handle) -> Vec<u8> {
         let mut out = vec![VERSION];
         for part in [
             handle.session.as_bytes(),
@@ -68,7 +68,7 @@ impl Signer {
     }
 
     /// The handle in `bytes`, if this server signed them and they belong to `session`.
-    pub fn decode(&self, bytes: &[u8], session: &str) -> Result<Handle, Status> {
+    pub(crate) fn decode(&self, bytes: &[u8], session: &str) -> Result<Handle, Status> {
         let bad = || {
             Status::invalid_argument(
                 "invalid statement handle: not one this server issued (or the server restarted \

@@ -5,14 +5,14 @@ use arrow_flight::{FlightClient, FlightData, FlightDescriptor, FlightInfo, Ticke
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use futures::TryStreamExt;
 
-pub fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
+pub(crate) fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
     match e {
         arrow_flight::error::FlightError::Tonic(s) => *s,
         other => tonic::Status::unknown(other.to_string()),
     }
 }
 
-pub fn messages(path: &[&str], batches: Vec<RecordBatch>) -> Vec<FlightData> {
+pub(crate) fn messages(path: &[&str], batches: Vec<RecordBatch>) -> Vec<FlightData> {
     let descriptor = FlightDescriptor::new_path(path.iter().map(|s| s.to_string()).collect());
     futures::executor::block_on(
         FlightDataEncoderBuilder::new()
@@ -23,7 +23,7 @@ pub fn messages(path: &[&str], batches: Vec<RecordBatch>) -> Vec<FlightData> {
     .unwrap()
 }
 
-pub async fn put_messages(
+pub(crate) async fn put_messages(
     client: &mut FlightClient,
     messages: Vec<FlightData>,
 ) -> Result<String, tonic::Status> {
@@ -35,7 +35,7 @@ pub async fn put_messages(
     Ok(String::from_utf8(results[0].app_metadata.to_vec()).unwrap())
 }
 
-pub async fn put(
+pub(crate) async fn put(
     client: &mut FlightClient,
     path: &[&str],
     batches: Vec<RecordBatch>,
@@ -43,7 +43,10 @@ pub async fn put(
     put_messages(client, messages(path, batches)).await
 }
 
-pub async fn sql(client: &mut FlightClient, text: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+pub(crate) async fn sql(
+    client: &mut FlightClient,
+    text: &str,
+) -> Result<Vec<RecordBatch>, tonic::Status> {
     match client.do_get(Ticket::new(text.to_string())).await {
         Ok(s) => s.try_collect().await.map_err(status),
         Err(e) => Err(status(e)),
@@ -51,7 +54,7 @@ pub async fn sql(client: &mut FlightClient, text: &str) -> Result<Vec<RecordBatc
 }
 
 /// Every flight the server lists.
-pub async fn flights(client: &mut FlightClient) -> Vec<FlightInfo> {
+pub(crate) async fn flights(client: &mut FlightClient) -> Vec<FlightInfo> {
     client
         .list_flights(Vec::<u8>::new())
         .await
@@ -63,7 +66,7 @@ pub async fn flights(client: &mut FlightClient) -> Vec<FlightInfo> {
 
 /// Starts the Flight service over a fresh database in this process on 127.0.0.1; it stops
 /// when the sender is dropped.
-pub async fn serve_in_process() -> (
+pub(crate) async fn serve_in_process() -> (
     tempfile::TempDir,
     std::net::SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -81,7 +84,7 @@ pub async fn serve_in_process() -> (
 }
 
 /// Column `i` of `batch`, which must be Utf8.
-pub fn strings(batch: &RecordBatch, i: usize) -> &datafusion::arrow::array::StringArray {
+pub(crate) fn strings(batch: &RecordBatch, i: usize) -> &datafusion::arrow::array::StringArray {
     batch
         .column(i)
         .as_any()
@@ -90,7 +93,7 @@ pub fn strings(batch: &RecordBatch, i: usize) -> &datafusion::arrow::array::Stri
 }
 
 /// Column `i` of `batch`, which must be Int64.
-pub fn int64s(batch: &RecordBatch, i: usize) -> &Int64Array {
+pub(crate) fn int64s(batch: &RecordBatch, i: usize) -> &Int64Array {
     batch
         .column(i)
         .as_any()
