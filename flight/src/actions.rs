@@ -11,7 +11,7 @@ use futures::stream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Role;
-use crate::error::engine_status;
+use crate::error::Error;
 use crate::runtime::{blocking, Stream};
 use crate::{sql, OmenFlight};
 
@@ -120,24 +120,21 @@ impl OmenFlight {
             DROP_COLLECTION => {
                 let n = name.clone();
                 blocking(DROP_COLLECTION, move || {
-                    db.drop_collection(&n).map_err(|e| engine_status(&e))
+                    db.drop_collection(&n).map_err(Error::from)
                 })
                 .await?;
                 serde_json::json!({ "dropped": name })
             }
             BUILD_INDEX => {
                 let c = self.open(&name).await?;
-                let built = blocking(BUILD_INDEX, move || {
-                    c.build_index(1).map_err(|e| engine_status(&e))
-                })
-                .await?;
+                let built =
+                    blocking(BUILD_INDEX, move || c.build_index(1).map_err(Error::from)).await?;
                 serde_json::json!({ "collection": name, "indexes_built": built })
             }
             kind if maintenance::ACTIONS.contains(&kind) => {
                 let (kind, body) = (kind.to_string(), body.to_string());
                 blocking("maintenance", move || {
-                    maintenance::run(&db, &kind, &body, &mut |_, _, _| {})
-                        .map_err(|e| engine_status(&e))
+                    maintenance::run(&db, &kind, &body, &mut |_, _, _| {}).map_err(Error::from)
                 })
                 .await?
             }

@@ -1,9 +1,60 @@
-//! The one mapping from engine, DataFusion and Flight errors to gRPC statuses.
+//! The one mapping from engine, DataFusion and Flight errors to gRPC statuses: handlers raise
+//! any of them with `?` into [`Error`], which becomes a `Status` here and nowhere else.
 
 use arrow_flight::error::FlightError;
 use datafusion::error::DataFusionError;
 use omendb::ErrorKind;
 use tonic::Status;
+
+/// A handler's failure, whatever raised it (IOx's local error with `From` impls: the orphan
+/// rule forbids `From<omendb::Error> for Status`, so handlers and the blocking work they
+/// start return this and `?` converts).
+#[derive(Debug)]
+pub(crate) enum Error {
+    /// The engine refused or failed.
+    Engine(omendb::Error),
+    /// A statement failed to plan or run.
+    Sql(DataFusionError),
+    /// A Flight stream was malformed.
+    Flight(FlightError),
+    /// A status decided by the handler itself.
+    Status(Status),
+}
+
+impl From<omendb::Error> for Error {
+    fn from(e: omendb::Error) -> Self {
+        Error::Engine(e)
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Error::Sql(e)
+    }
+}
+
+impl From<FlightError> for Error {
+    fn from(e: FlightError) -> Self {
+        Error::Flight(e)
+    }
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Self {
+        Error::Status(s)
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        match e {
+            Error::Engine(e) => engine_status(&e),
+            Error::Sql(e) => df_status(e),
+            Error::Flight(e) => flight_status(e),
+            Error::Status(s) => s,
+        }
+    }
+}
 
 /// The gRPC status of each kind of failure: the one table every handler's errors go
 /// through (no catch-all arm: a new kind fails to compile here until it gets a code).

@@ -10,7 +10,7 @@ use omendb::{CollectionOptions, WriteMode};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{require, Role};
-use crate::error::engine_status;
+use crate::error::{engine_status, Error};
 use crate::runtime::{blocking, Stream};
 use crate::wire::put_batches;
 use crate::{sql, OmenFlight};
@@ -123,20 +123,17 @@ impl OmenFlight {
         // few batches whatever the size of the stream.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<PutMsg>(2);
         let (db, max_rows) = (self.db.clone(), self.config.max_put_rows);
-        let worker = blocking("a put", move || {
-            let mut ingest = db
-                .ingest(&name, mode, opts)
-                .map_err(|e| engine_status(&e))?
-                .with_max_rows(max_rows);
+        let worker = blocking("a put", move || -> Result<_, Error> {
+            let mut ingest = db.ingest(&name, mode, opts)?.with_max_rows(max_rows);
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
-                    PutMsg::Batch(b) => ingest.push(&b).map_err(|e| engine_status(&e))?,
-                    PutMsg::End => return ingest.commit().map_err(|e| engine_status(&e)),
+                    PutMsg::Batch(b) => ingest.push(&b)?,
+                    PutMsg::End => return Ok(ingest.commit()?),
                 }
             }
             // The stream failed or was cut: nothing is committed (dropping the ingest removes
             // what it staged).
-            Err(Status::aborted("put stream ended without completing"))
+            Err(Status::aborted("put stream ended without completing").into())
         });
         let mut batches = put_batches(first, input);
         let mut failed = None;

@@ -14,7 +14,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Role;
-use crate::error::{df_status, engine_status};
+use crate::error::{df_status, Error};
 use crate::runtime::{blocking, Stream};
 use crate::session::SESSION_HEADER;
 use crate::wire::{encode, limit_results, timed_out};
@@ -45,7 +45,7 @@ impl OmenFlight {
     pub(crate) async fn open(&self, name: &str) -> Result<Arc<omendb::Collection>, Status> {
         let (db, name) = (self.db.clone(), name.to_string());
         blocking("opening a collection", move || {
-            db.collection(&name).map_err(|e| engine_status(&e))
+            db.collection(&name).map_err(Error::from)
         })
         .await
     }
@@ -110,7 +110,7 @@ impl OmenFlight {
         self.role(request.metadata(), Role::Read, "listing collections")?;
         let db = self.db.clone();
         let names = blocking("listing collections", move || {
-            db.list_collections().map_err(|e| engine_status(&e))
+            db.list_collections().map_err(Error::from)
         })
         .await?;
         let mut infos = Vec::with_capacity(names.len());

@@ -15,15 +15,16 @@ pub(crate) type Stream<T> =
     Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Starts blocking work (engine calls) off the async workers at once; the returned future
-/// gives its result, with a panic reported as INTERNAL rather than spreading.
-pub(crate) fn blocking<T: Send + 'static>(
+/// gives its result as a status (the work's error converted, e.g. an engine error raised
+/// with `?` into `error::Error`), with a panic reported as INTERNAL rather than spreading.
+pub(crate) fn blocking<T: Send + 'static, E: Into<Status> + Send + 'static>(
     what: &'static str,
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T, Status>> {
     let handle = tokio::task::spawn_blocking(f);
     async move {
         match handle.await {
-            Ok(r) => r,
+            Ok(r) => r.map_err(Into::into),
             Err(e) if e.is_panic() => Err(panic_status(what, e.into_panic())),
             Err(e) => Err(Status::internal(format!("{what}: {e}"))),
         }

@@ -176,7 +176,7 @@ impl Sessions {
             .values()
             .map(|e| e.session.ctx.clone())
             .collect();
-        self.shared.after(plan, sql, ctx, others).await
+        Ok(self.shared.after(plan, sql, ctx, others).await?)
     }
 
     fn fresh_id(&self) -> String {

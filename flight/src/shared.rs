@@ -14,7 +14,7 @@ use omendb::Database;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use crate::error::{df_status, engine_status};
+use crate::error::Error;
 
 /// The catalog document's shape.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -71,7 +71,9 @@ impl SharedTables {
             tables: Mutex::new(BTreeMap::new()),
             db,
         };
-        let catalog = shared.read().map_err(|e| e.message().to_string())?;
+        let catalog = shared
+            .read()
+            .map_err(|e| Status::from(e).message().to_string())?;
         for t in catalog.external_tables {
             let ctx = fresh().map_err(|e| e.to_string())?;
             let provider = async {
@@ -96,17 +98,17 @@ impl SharedTables {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read(&self) -> Result<Catalog, Status> {
-        match self.db.catalog().map_err(|e| engine_status(&e))? {
+    fn read(&self) -> Result<Catalog, Error> {
+        match self.db.catalog()? {
             None => Ok(Catalog::default()),
             Some(text) => serde_json::from_str(&text).map_err(|e| {
-                Status::internal(format!("the database's catalog.json does not parse: {e}"))
+                Status::internal(format!("the database's catalog.json does not parse: {e}")).into()
             }),
         }
     }
 
     /// Writes the catalog with `name` declared by `sql`, or without it (`None`).
-    fn write(&self, name: &str, sql: Option<&str>) -> Result<(), Status> {
+    fn write(&self, name: &str, sql: Option<&str>) -> Result<(), Error> {
         let mut catalog = self.read()?;
         catalog.external_tables.retain(|t| t.name != name);
         if let Some(sql) = sql {
@@ -117,7 +119,7 @@ impl SharedTables {
         }
         let text = serde_json::to_string_pretty(&catalog)
             .map_err(|e| Status::internal(format!("catalog: {e}")))?;
-        self.db.set_catalog(&text).map_err(|e| engine_status(&e))
+        Ok(self.db.set_catalog(&text)?)
     }
 
     /// Registers every shared table in a new session.
@@ -135,9 +137,9 @@ impl SharedTables {
         sql: &str,
         ctx: &SessionContext,
         others: Vec<Arc<SessionContext>>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         if let Some(name) = declared(plan) {
-            let provider = ctx.table_provider(name.as_str()).await.map_err(df_status)?;
+            let provider = ctx.table_provider(name.as_str()).await?;
             // The catalog is read, changed and written under the lock: declarations in two
             // sessions at once both stay.
             let mut tables = self.lock();
