@@ -144,12 +144,7 @@ impl Collection {
     /// deleted.
     pub fn delete(&self, ids: &dyn Array) -> Result<usize> {
         let ids = self.layout.cast_ids(ids)?;
-        self.transact(|txn, snapshot| {
-            let by_part = located(snapshot, ids_of(ids.as_ref()));
-            let (parts, deleted) = delete_rows(txn, snapshot, &by_part)?;
-            Ok((deleted, parts))
-        })
-        .inspect(|_| self.maintenance.written())
+        self.delete_selected(|snapshot| Ok(located(snapshot, ids_of(ids.as_ref()))))
     }
 
     /// Deletes the live rows `mask` selects (it is evaluated on each segment's rows; a null
@@ -158,9 +153,17 @@ impl Collection {
         &self,
         mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
     ) -> Result<usize> {
+        self.delete_selected(|snapshot| selected_rows(snapshot, mask))
+    }
+
+    /// Deletes, in one commit, the rows `select` picks in the snapshot the commit is based on
+    /// (part → rows); returns how many were deleted.
+    fn delete_selected(
+        &self,
+        select: impl FnOnce(&Snapshot) -> Result<BTreeMap<usize, Vec<usize>>>,
+    ) -> Result<usize> {
         self.transact(|txn, snapshot| {
-            let by_part = selected_rows(snapshot, mask)?;
-            let (parts, deleted) = delete_rows(txn, snapshot, &by_part)?;
+            let (parts, deleted) = delete_rows(txn, snapshot, &select(snapshot)?)?;
             Ok((deleted, parts))
         })
         .inspect(|_| self.maintenance.written())

@@ -274,4 +274,18 @@ pub mod words {
         d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         d.into_iter().take(10).map(|x| x.1 as i64).collect()
     }
+
+    /// `exact_ids` of each query in `queries` (`dim` floats each).
+    pub fn exact_answers(
+        data: &[f32],
+        dim: usize,
+        n: usize,
+        queries: &[f32],
+        keep: impl Fn(usize) -> bool + Copy,
+    ) -> Vec<Vec<i64>> {
+        queries
+            .chunks(dim)
+            .map(|q| exact_ids(data, dim, n, q, keep))
+            .collect()
+    }
 }

@@ -6,7 +6,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 use omendb::{CollectionOptions, Database, Metric, SearchRequest};
 use omendb_testkit::recall;
-use omendb_testkit::words::{dataset, exact_ids, hit_ids, options, rows, schema, N};
+use omendb_testkit::words::{dataset, exact_answers, hit_ids, options, rows, schema, N};
 
 /// Vectors stored in half precision: the column is `FixedSizeList<Float16>` on disk (half
 /// the bytes), every index searches it with distances computed in f32 and keeps its
@@ -20,10 +20,7 @@ fn float16_collections_store_half_and_search_in_f32() {
     let (data, queries, dim) = dataset();
     let n = N;
     let queries = &queries[..100 * dim];
-    let want: Vec<Vec<i64>> = queries
-        .chunks(dim)
-        .map(|q| exact_ids(&data, dim, n, q, |_| true))
-        .collect();
+    let want = exact_answers(&data, dim, n, queries, |_| true);
     let half_list = DataType::FixedSizeList(
         Arc::new(Field::new("item", DataType::Float16, true)),
         dim as i32,

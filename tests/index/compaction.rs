@@ -47,10 +47,7 @@ fn small_writes_merge_into_one_graph_and_compaction_drops_deleted_rows() {
         all,
         "every row once, in order asked"
     );
-    let want: Vec<Vec<i64>> = queries
-        .chunks(dim)
-        .map(|q| exact_ids(&data, dim, n, q, |_| true))
-        .collect();
+    let want = exact_answers(&data, dim, n, queries, |_| true);
     let r = recall(&id_hits(&snap, queries, dim, 64), &want);
     assert!(r >= 0.95, "recall@10 of the merged graph {r}");
 
@@ -64,10 +61,7 @@ fn small_writes_merge_into_one_graph_and_compaction_drops_deleted_rows() {
         (1, 0, n - n / 10)
     );
     assert_eq!(stats.index_kinds, ["hnsw"]);
-    let want: Vec<Vec<i64>> = queries
-        .chunks(dim)
-        .map(|q| exact_ids(&data, dim, n, q, |i| i % 10 != 7))
-        .collect();
+    let want = exact_answers(&data, dim, n, queries, |i| i % 10 != 7);
     let got = id_hits(&c.snapshot(), queries, dim, 64);
     assert!(
         got.iter().flatten().all(|i| i % 10 != 7),

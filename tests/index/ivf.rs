@@ -12,10 +12,7 @@ fn ivf_and_compact_codes_by_size_and_by_setting() {
     let (data, queries, dim) = dataset();
     let n = N;
     let queries = &queries[..100 * dim];
-    let want: Vec<Vec<i64>> = queries
-        .chunks(dim)
-        .map(|q| exact_ids(&data, dim, n, q, |_| true))
-        .collect();
+    let want = exact_answers(&data, dim, n, queries, |_| true);
     let cases = [
         // (options, the index built, nprobe, recall floor)
         (vec!["index=auto", "ivf_threshold=4000"], "ivf", 70, 0.9),
