@@ -19,11 +19,7 @@ packed by hand: the server's part of a bound call under a lean client.
 Environment: CALLS (default 500).
 """
 import json
-import os
 import resource
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -33,10 +29,10 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 import flight_sql_lean
+from bench_common import DEFAULT_BINARY, arg_or, env_int, serve
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "omendb")
-CALLS = int(os.environ.get("CALLS", 500))
+binary = arg_or(1, DEFAULT_BINARY)
+CALLS = env_int("CALLS", 500)
 
 
 def measure(what, call):
@@ -54,18 +50,11 @@ def measure(what, call):
 
 
 def main():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = subprocess.Popen([binary, "serve", "--data", tempfile.mkdtemp(), "--addr", f"127.0.0.1:{port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, client, uri = serve(binary, tempfile.mkdtemp())
     try:
-        client = fl.FlightClient(f"grpc://127.0.0.1:{port}")
-        client.wait_for_available(timeout=30)
         measure("pyarrow.flight list_actions", lambda: list(client.list_actions()))
         measure("pyarrow.flight do_get SELECT 1", lambda: client.do_get(fl.Ticket(b"SELECT 1")).read_all())
-        with flightsql.connect(f"grpc://127.0.0.1:{port}") as conn, conn.cursor() as cur:
+        with flightsql.connect(uri) as conn, conn.cursor() as cur:
             def adbc(sql, params=None):
                 cur.execute(sql, parameters=params)
                 cur.fetch_arrow_table()

@@ -13,10 +13,6 @@ indexed) are measured the same way, side by side. Last, UPSERTS upserts of 1,000
 Environment: PUTS (default 1000), ROWS (default 100), NQ (default 500), UPSERTS (default 20).
 """
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -25,27 +21,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.flight as fl
 
-from ground_truth import exact_top100
+from bench_common import dataset_and_binary, emit, env_int, load_dataset, put, serve
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-data_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "..", "shared", "datasets", "minilm-words")
-binary = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "target", "release", "omendb")
-PUTS = int(os.environ.get("PUTS", 1000))
-ROWS = int(os.environ.get("ROWS", 100))
-NQ = int(os.environ.get("NQ", 500))
-UPSERTS = int(os.environ.get("UPSERTS", 20))
+data_dir, binary = dataset_and_binary()
+PUTS = env_int("PUTS", 1000)
+ROWS = env_int("ROWS", 100)
+NQ = env_int("NQ", 500)
+UPSERTS = env_int("UPSERTS", 20)
 N = PUTS * ROWS
 
-base = np.load(f"{data_dir}/base.npy")[:N].astype(np.float32)
-queries = np.load(f"{data_dir}/queries.npy")[:NQ].astype(np.float32)
-gt = np.load(f"{data_dir}/gt_cosine.npy")[:NQ, :10]
-if N < len(np.load(f"{data_dir}/base.npy", mmap_mode="r")):
-    # Ground truth for a cut of the rows: exact search over the cut.
-    gt = exact_top100(queries, base)[:, :10]
-
-
-def emit(**r):
-    print(json.dumps(r), flush=True)
+base, queries, gt = load_dataset(data_dir, N, NQ)
 
 
 def table(lo, hi, tag="v0"):
@@ -54,14 +39,6 @@ def table(lo, hi, tag="v0"):
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(base[lo:hi].ravel()), base.shape[1]),
         "tag": pa.array([tag] * (hi - lo)),
     })
-
-
-def put(client, path, t):
-    w, r = client.do_put(fl.FlightDescriptor.for_path(*path), t.schema)
-    w.write_table(t)
-    w.done_writing()
-    r.read()
-    w.close()
 
 
 def stats(client, name):
@@ -98,17 +75,9 @@ def settle(client, name, t0, limit=300):
 
 
 def main():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    data = tempfile.mkdtemp(prefix="omendb-stream-bench-")
-    server = subprocess.Popen([binary, "serve", "--data", data, "--addr", f"127.0.0.1:{port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, client, uri = serve(binary, tempfile.mkdtemp(prefix="omendb-stream-bench-"))
     try:
-        client = fl.FlightClient(f"grpc://127.0.0.1:{port}")
-        client.wait_for_available(timeout=30)
-        conn = flightsql.connect(f"grpc://127.0.0.1:{port}")
+        conn = flightsql.connect(uri)
 
         # Small puts.
         most = 0

@@ -1,7 +1,7 @@
 //! Distance kernels: scalar against every SIMD level this CPU runs, at common dimensions.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use omendb::distance::Kernels;
+use omendb::internals::Kernels;
 
 fn data(n: usize, seed: u32) -> Vec<f32> {
     (0..n)

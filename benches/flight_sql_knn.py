@@ -18,9 +18,6 @@ user=postgres", queried through psycopg with a prepared statement, PG_EFS defaul
 """
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,36 +28,17 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 import flight_sql_lean
-from ground_truth import exact_top100
+from bench_common import dataset_and_binary, emit, env_int, load_dataset, serve
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-data_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "..", "shared", "datasets", "minilm-words")
-binary = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "target", "release", "omendb")
-N = int(os.environ.get("N", 100_000))
-NQ = int(os.environ.get("NQ", 1000))
-CLIENTS = int(os.environ.get("CLIENTS", 16))
+data_dir, binary = dataset_and_binary()
+N = env_int("N", 100_000)
+NQ = env_int("NQ", 1000)
+CLIENTS = env_int("CLIENTS", 16)
 EFS = [int(e) for e in os.environ.get("EFS", "16,32,64,128").split(",")]
 PG_EFS = [int(e) for e in os.environ.get("PG_EFS", "40,64,100,200").split(",")]
 SYSTEMS = os.environ.get("SYSTEMS", "omendb").split(",")
 
-base = np.load(f"{data_dir}/base.npy")[:N].astype(np.float32)
-queries = np.load(f"{data_dir}/queries.npy")[:NQ].astype(np.float32)
-gt = np.load(f"{data_dir}/gt_cosine.npy")[:NQ, :10]
-if N < len(np.load(f"{data_dir}/base.npy", mmap_mode="r")):
-    # Ground truth for a cut of the rows: exact search over the cut.
-    gt = exact_top100(queries, base)[:, :10]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def emit(**r):
-    print(json.dumps(r), flush=True)
+base, queries, gt = load_dataset(data_dir, N, NQ)
 
 
 def recall(ids):
@@ -118,13 +96,8 @@ def many_clients(system, ef, connect):
 
 
 def run_omendb():
-    data = tempfile.mkdtemp(prefix="omendb-adbc-bench-")
-    port = free_port()
-    server = subprocess.Popen([binary, "serve", "--data", data, "--addr", f"127.0.0.1:{port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, client, uri = serve(binary, tempfile.mkdtemp(prefix="omendb-adbc-bench-"))
     try:
-        client = fl.FlightClient(f"grpc://127.0.0.1:{port}")
-        client.wait_for_available(timeout=30)
         table = pa.table({
             "id": pa.array(np.arange(N, dtype=np.int64)),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.ravel()), base.shape[1]),
@@ -152,8 +125,6 @@ def run_omendb():
                     break
         emit(system="omendb-adbc", bench="load_and_index", rows=N, seconds=round(time.perf_counter() - t, 1),
              segments=stats_now["segments"], index_kinds=stats_now["index_kinds"])
-
-        uri = f"grpc://127.0.0.1:{port}"
 
         def connect(ef):
             conn = flightsql.connect(uri, autocommit=True)

@@ -3,8 +3,8 @@
 //! `cargo bench --bench graph`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use omendb::distance::Metric;
-use omendb::index::hnsw::{Hnsw, HnswParams};
+use omendb::internals::{Hnsw, HnswParams};
+use omendb::Metric;
 use omendb::VectorView;
 use omendb_testkit::npy;
 

@@ -20,17 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from bench_common import put
+
 
 def sql(client, text):
     return client.do_get(flight.Ticket(text.encode())).read_all()
-
-
-def put(client, path, table):
-    writer, reader = client.do_put(flight.FlightDescriptor.for_path(*path), table.schema)
-    writer.write_table(table)
-    writer.done_writing()
-    reader.read()
-    writer.close()
 
 
 def table(ids, vectors):

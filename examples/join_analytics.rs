@@ -1,6 +1,6 @@
 //! knn() joined with analytics data from a CSV file, then aggregated, in one SQL statement.
 //!
-//! cargo run -p omendb-udfs --example join_analytics -- [../shared/datasets/minilm-words]
+//! cargo run -p omendb-datafusion --example join_analytics -- [../shared/datasets/minilm-words]
 //!
 //! Loads 20,000 word embeddings into a collection, writes a CSV of per-word page views, and asks:
 //! among the 100 words nearest to a query word, how many start with each letter, and how many
@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     std::fs::write(&csv, text)?;
 
-    let ctx = omendb_udfs::session(db)?;
+    let ctx = omendb_datafusion::session(db)?;
     ctx.register_csv(
         "views",
         csv.to_str().ok_or("non-UTF-8 temp path")?,

@@ -28,11 +28,12 @@ use crate::options::IndexSettings;
 use crate::schema::Layout;
 use crate::search::SearchRequest;
 use crate::segment::Segment;
-use crate::snapshot::{open_index, Part, Snapshot};
+use crate::snapshot::{open_index, SegmentView, Snapshot};
 use crate::storage::gc::remove_garbage;
 use crate::storage::manifest::{IndexFileMeta, Manifest, MANIFEST};
 use crate::storage::{FileKind, Store};
 use crate::task::Task;
+use crate::writer::backpressure::Room;
 use crate::writer::compact;
 use crate::writer::maintenance::{Maintained, Maintenance};
 use crate::writer::Transaction;
@@ -53,6 +54,8 @@ pub struct Collection {
     damage: Mutex<Option<(PathBuf, String)>>,
     /// When the mapped files were last checked for outside changes.
     last_check: Mutex<Instant>,
+    /// Where writes wait while too many rows are not yet indexed.
+    room: Room,
 }
 
 impl Collection {
@@ -77,7 +80,8 @@ impl Collection {
         let mut parts = Vec::with_capacity(manifest.segments.len());
         let mut damaged = Vec::new();
         for meta in &manifest.segments {
-            let (part, index_damage) = Part::open(&*store, &layout, manifest.metric, meta, true)?;
+            let (part, index_damage) =
+                SegmentView::open(&*store, &layout, manifest.metric, meta, true)?;
             if let Some(e) = index_damage {
                 damaged.push((meta.id, e));
             }
@@ -100,6 +104,7 @@ impl Collection {
             maintenance: Maintenance::new(me.clone()),
             damage: Mutex::new(None),
             last_check: Mutex::new(Instant::now()),
+            room: Room::default(),
         });
         // A damaged index is set aside and rebuilt from its segment; the segment is searched
         // exactly meanwhile.
@@ -172,13 +177,21 @@ impl Collection {
         snap.hits_to_batch(hits.first().map_or(&[], Vec::as_slice))
     }
 
+    /// Waits, within `write_stall_ms`, until the rows not yet indexed are within the
+    /// collection's bound (`max_unindexed_rows`); refused with `ResourceExhausted` after.
+    /// Every write that adds rows calls it before writing anything. Returns how long it waited.
+    pub(crate) fn admit(&self) -> Result<std::time::Duration> {
+        self.room
+            .admit(|| self.snapshot(), || self.maintenance.schedule())
+    }
+
     /// The one commit path: under the writer lock, `edit` changes the next version in a
     /// transaction and returns the parts of the snapshot it makes; the transaction commits and
     /// the snapshot is published. On error nothing changes and the transaction's files are
     /// removed.
     fn transact<R>(
         &self,
-        edit: impl FnOnce(&mut Transaction<'_>, &Snapshot) -> Result<(R, Vec<Part>)>,
+        edit: impl FnOnce(&mut Transaction<'_>, &Snapshot) -> Result<(R, Vec<SegmentView>)>,
     ) -> Result<R> {
         let mut manifest = self.writable()?;
         let snapshot = self.snapshot();
@@ -191,6 +204,8 @@ impl Collection {
         let next = txn.commit().inspect_err(|e| self.unsettled(e))?;
         *write(&self.current) = Arc::new(snapshot.with_parts(next.version, parts));
         *manifest = next;
+        drop(manifest);
+        self.room.freed();
         Ok(result)
     }
 
@@ -291,7 +306,12 @@ impl Maintained for Collection {
         self.lock_writer().index
     }
 
-    fn merge(&self, inputs: Vec<Part>, settings: &IndexSettings, cancel: &Task) -> Result<bool> {
+    fn merge(
+        &self,
+        inputs: Vec<SegmentView>,
+        settings: &IndexSettings,
+        cancel: &Task,
+    ) -> Result<bool> {
         let Some(merged) = compact::merge(
             &self.store,
             &self.layout,

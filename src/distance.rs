@@ -176,7 +176,9 @@ pub struct Kernels {
     pub widen: WidenFn,
 }
 
-static SCALAR: Kernels = Kernels {
+/// The portable kernels: the scalar table, and what the NEON table uses where it has none
+/// of its own.
+const SCALAR_KERNELS: Kernels = Kernels {
     level: Level::Scalar,
     dot: scalar::dot,
     l2sq: scalar::l2sq,
@@ -193,8 +195,12 @@ static SCALAR: Kernels = Kernels {
     widen: scalar::widen,
 };
 
+static SCALAR: Kernels = SCALAR_KERNELS;
+
+/// The AVX2 kernels: the AVX2 table, and what the AVX-512 table uses where it has none of
+/// its own.
 #[cfg(target_arch = "x86_64")]
-static AVX2: Kernels = Kernels {
+const AVX2_KERNELS: Kernels = Kernels {
     level: Level::Avx2,
     dot: x86::dot_avx2,
     l2sq: x86::l2sq_avx2,
@@ -212,21 +218,16 @@ static AVX2: Kernels = Kernels {
 };
 
 #[cfg(target_arch = "x86_64")]
+static AVX2: Kernels = AVX2_KERNELS;
+
+#[cfg(target_arch = "x86_64")]
 static AVX512: Kernels = Kernels {
     level: Level::Avx512,
     dot: x86::dot_avx512,
     l2sq: x86::l2sq_avx512,
     dot_block: x86::dot_block_avx512,
     dot_u8: x86::dot_u8_avx512,
-    bits_dot: x86::bits_dot_popcnt,
-    fastscan: x86::fastscan_avx2,
-    dot_u4_i8: x86::dot_u4_i8_avx2,
-    dot4_u4_i8: x86::dot4_u4_i8_avx2,
-    dot_u8_i8: x86::dot_u8_i8_avx2,
-    dot_u8_i16: x86::dot_u8_i16_avx2,
-    dot_h: x86::dot_h_avx2,
-    l2sq_h: x86::l2sq_h_avx2,
-    widen: x86::widen_avx2,
+    ..AVX2_KERNELS
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -236,16 +237,8 @@ static NEON: Kernels = Kernels {
     l2sq: aarch64::l2sq_neon,
     dot_block: aarch64::dot_block_neon,
     dot_u8: aarch64::dot_u8_neon,
-    // count_ones compiles to NEON's cnt on every AArch64 target.
-    bits_dot: scalar::bits_dot,
-    fastscan: scalar::fastscan,
-    dot_u4_i8: scalar::dot_u4_i8,
-    dot4_u4_i8: scalar::dot4_u4_i8,
-    dot_u8_i8: scalar::dot_u8_i8,
-    dot_u8_i16: scalar::dot_u8_i16,
-    dot_h: scalar::dot_h,
-    l2sq_h: scalar::l2sq_h,
-    widen: scalar::widen,
+    // The rest are scalar (count_ones compiles to NEON's cnt on every AArch64 target).
+    ..SCALAR_KERNELS
 };
 
 impl Kernels {
@@ -311,4 +304,4 @@ mod tiles;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use tiles::prefetch_rows;
+pub(crate) use tiles::prefetch_rows;

@@ -4,8 +4,8 @@
 //! use; `hnsw` is the graph; `ivf` the inverted lists for segments past a graph's reach.
 
 pub(crate) mod flat;
-pub mod hnsw;
-pub mod ivf;
+pub(crate) mod hnsw;
+pub(crate) mod ivf;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub(crate) struct SearchParams {
 
 /// Which rows a search may return: `None` accepts every row (an index may then search more
 /// simply); a filter's rejected rows are never returned.
-pub type Accept<'a> = Option<&'a dyn Fn(u32) -> bool>;
+pub(crate) type Accept<'a> = Option<&'a dyn Fn(u32) -> bool>;
 
 /// How many candidates ahead re-ranking prefetches their full vectors.
 const RERANK_AHEAD: usize = 1;

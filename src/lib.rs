@@ -4,7 +4,7 @@
 //! files), and filtered search through per-segment row selections.
 //!
 //! The engine owns storage, indexes and search, behind a synchronous API. It must not depend
-//! on DataFusion, tokio or any network code: SQL (`omendb-udfs`), the server
+//! on DataFusion, tokio or any network code: SQL (`omendb-datafusion`), the server
 //! (`omendb-flight`) and the bindings sit on top of it.
 //!
 //! ```no_run
@@ -25,10 +25,10 @@
 mod bitmap;
 mod collection;
 mod database;
-pub mod distance;
+mod distance;
 mod error;
 mod ids;
-pub mod index;
+mod index;
 mod ingest;
 mod options;
 #[doc(hidden)]
@@ -51,8 +51,8 @@ pub use distance::Metric;
 pub use error::{Error, ErrorKind, Result};
 pub use ingest::coerce_vectors;
 pub use options::{
-    setting_keys, settings_help, CollectionOptions, CompactionPolicy, GraphSettings, IndexKind,
-    IndexSettings, IvfSettings, QuantKind, Setting, SETTINGS,
+    setting_keys, settings_help, Backpressure, CollectionOptions, CompactionPolicy, GraphSettings,
+    IndexKind, IndexSettings, IvfSettings, QuantKind, Setting, SETTINGS,
 };
 pub use schema::{result_schema, VectorType, DISTANCE_COLUMN, QUERY_COLUMN};
 pub use search::{
@@ -68,3 +68,11 @@ pub use storage::local::map_path;
 pub use storage::npy;
 pub use task::{BuildProgress, Task};
 pub use vector::VectorView;
+
+/// Building blocks the workspace's benches, kernel tests, SQL distance functions and CLI reach
+/// into: the distance kernels by level and the graph index on its own. Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::distance::{kernels, scalar, Kernels, Level};
+    pub use crate::index::hnsw::{Hnsw, HnswParams};
+}

@@ -157,6 +157,38 @@ pub struct IndexSettings {
     /// When segments merge.
     #[serde(flatten)]
     pub compaction: CompactionPolicy,
+    /// How far writes may run ahead of the background indexing.
+    #[serde(flatten)]
+    pub backpressure: Backpressure,
+}
+
+/// How far writes may run ahead of the background indexing: the rows not yet in an index are
+/// searched exactly by every query, so past a bound a write waits for the indexing to catch up
+/// and, failing that, is refused (the way RocksDB stalls writes) rather than letting searches
+/// slow without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Backpressure {
+    /// A write waits while more rows than this (or than twice `index_threshold`, whichever is
+    /// more: the background merges gather that many before indexing them) are not yet indexed;
+    /// 0 turns the bound off. Applies only where background work drains those rows (an index
+    /// kind other than flat, a non-zero threshold).
+    pub max_unindexed_rows: usize,
+    /// How long a write waits for room before it is refused with `ResourceExhausted`
+    /// (nothing written).
+    #[serde(rename = "write_stall_ms")]
+    pub stall_ms: u64,
+}
+
+impl Backpressure {
+    /// The bound in force for `settings` (`None`: writes never wait).
+    pub(crate) fn limit(settings: &IndexSettings) -> Option<usize> {
+        let b = settings.backpressure;
+        let drained = settings.kind != IndexKind::Flat && settings.threshold > 0;
+        (drained && b.max_unindexed_rows > 0).then(|| {
+            b.max_unindexed_rows
+                .max(settings.threshold.saturating_mul(2))
+        })
+    }
 }
 
 /// The HNSW graph's parameters.
@@ -205,6 +237,22 @@ pub(crate) const DEFAULT_IVF_THRESHOLD: usize = 1_000_000;
 /// The default automatic-indexing threshold, in rows.
 pub(crate) const DEFAULT_INDEX_THRESHOLD: usize = 10_000;
 
+/// The default bound on rows not yet indexed: an exact scan of 20,000 rows of 384 floats reads
+/// 31 MB, a few milliseconds a query.
+pub(crate) const DEFAULT_MAX_UNINDEXED_ROWS: usize = 20_000;
+
+/// How long a write waits for the indexing to make room, by default.
+pub(crate) const DEFAULT_WRITE_STALL_MS: u64 = 10_000;
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Backpressure {
+            max_unindexed_rows: DEFAULT_MAX_UNINDEXED_ROWS,
+            stall_ms: DEFAULT_WRITE_STALL_MS,
+        }
+    }
+}
+
 impl Default for GraphSettings {
     fn default() -> Self {
         GraphSettings {
@@ -245,6 +293,7 @@ impl Default for IndexSettings {
             graph: GraphSettings::default(),
             ivf: IvfSettings::default(),
             compaction: CompactionPolicy::default(),
+            backpressure: Backpressure::default(),
         }
     }
 }
@@ -311,7 +360,7 @@ impl IndexSettings {
     /// what is indexed or compacted afterwards): `index`, `quantization`, `m`,
     /// `ef_construction`, `ef_search`, `index_threshold`, `compaction` (on, off),
     /// `merge_factor`, `max_segment_rows`, `compaction_idle_ms`, `ivf_threshold`, `nlist`,
-    /// `nprobe`.
+    /// `nprobe`, `max_unindexed_rows`, `write_stall_ms`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let int = || -> Result<usize> {
             value.parse().map_err(|_| {
@@ -333,6 +382,8 @@ impl IndexSettings {
             "ivf_threshold" => self.ivf_threshold = int()?,
             "nlist" => self.ivf.nlist = int()?,
             "nprobe" => self.ivf.nprobe = int()?,
+            "max_unindexed_rows" => self.backpressure.max_unindexed_rows = int()?,
+            "write_stall_ms" => self.backpressure.stall_ms = int()? as u64,
             "compaction" => {
                 self.compaction.enabled = match value {
                     "on" | "true" => true,
@@ -364,7 +415,7 @@ impl IndexSettings {
 
 impl IndexSettings {
     /// Each setting's key, as `set` takes it, and its value in text.
-    pub fn entries(&self) -> [(&'static str, String); 13] {
+    pub fn entries(&self) -> [(&'static str, String); 15] {
         let on = |b: bool| if b { "on" } else { "off" }.to_string();
         [
             ("index", self.kind.as_str().to_string()),
@@ -383,6 +434,11 @@ impl IndexSettings {
             ("ivf_threshold", self.ivf_threshold.to_string()),
             ("nlist", self.ivf.nlist.to_string()),
             ("nprobe", self.ivf.nprobe.to_string()),
+            (
+                "max_unindexed_rows",
+                self.backpressure.max_unindexed_rows.to_string(),
+            ),
+            ("write_stall_ms", self.backpressure.stall_ms.to_string()),
         ]
     }
 }
@@ -408,7 +464,7 @@ const fn setting(key: &'static str, alterable: bool, about: &'static str) -> Set
 
 /// Every setting of a collection: the one table that parsing, errors and the command line's
 /// help are made from. The alterable ones are [`IndexSettings`], in its `entries` order.
-pub const SETTINGS: [Setting; 17] = [
+pub const SETTINGS: [Setting; 19] = [
     setting("metric", false, "cosine, l2 or dot"),
     setting(
         "id",
@@ -477,6 +533,16 @@ pub const SETTINGS: [Setting; 17] = [
         "nprobe",
         true,
         "IVF lists a search scans when it gives none (32)",
+    ),
+    setting(
+        "max_unindexed_rows",
+        true,
+        "rows not yet indexed past which writes wait (20000, at least twice index_threshold; 0: no bound)",
+    ),
+    setting(
+        "write_stall_ms",
+        true,
+        "how long a write waits for indexing before it is refused (10000)",
     ),
 ];
 
@@ -690,7 +756,7 @@ mod tests {
                 .to_string();
             assert!(err.contains("fixed when a collection is created"), "{err}");
         }
-        assert!(setting_keys().ends_with("nlist or nprobe"));
+        assert!(setting_keys().ends_with("max_unindexed_rows or write_stall_ms"));
         assert!(option_keys().starts_with("metric, id, vector, vector_type, index"));
     }
 

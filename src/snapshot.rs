@@ -21,14 +21,14 @@ use crate::{Error, Result};
 
 /// One segment as a snapshot sees it: its rows, the deletions committed so far, its index.
 #[derive(Debug, Clone)]
-pub(crate) struct Part {
+pub(crate) struct SegmentView {
     pub seg: Arc<Segment>,
     pub deletes: Option<Arc<Bitmap>>,
     /// The segment's index, mapped from its file; `None` means searched exactly.
     pub index: Option<Arc<dyn VectorIndex>>,
 }
 
-impl Part {
+impl SegmentView {
     #[inline]
     pub(crate) fn is_deleted(&self, row: usize) -> bool {
         self.deletes.as_ref().is_some_and(|d| d.contains(row))
@@ -49,7 +49,7 @@ impl Part {
         metric: Metric,
         meta: &SegmentMeta,
         trust_stamp: bool,
-    ) -> Result<(Part, Option<Error>)> {
+    ) -> Result<(SegmentView, Option<Error>)> {
         let path = store.path(&meta.file);
         let stamp = store.stamp(&meta.file)?;
         let verify = trust_stamp && !stamp.unchanged_since(meta.bytes, meta.mtime_ns);
@@ -82,7 +82,7 @@ impl Part {
                 Err(e) => return Err(e),
             },
         };
-        let part = Part {
+        let part = SegmentView {
             seg: Arc::new(seg),
             deletes,
             index,
@@ -103,7 +103,7 @@ pub struct Snapshot {
     pub(crate) layout: Arc<Layout>,
     pub(crate) metric: Metric,
     pub(crate) version: u64,
-    pub(crate) parts: Vec<Part>,
+    pub(crate) parts: Vec<SegmentView>,
     pub(crate) index: IndexSettings,
 }
 
@@ -145,7 +145,7 @@ impl Snapshot {
 
     /// Live (not deleted) rows.
     pub fn count(&self) -> usize {
-        self.parts.iter().map(Part::live_rows).sum()
+        self.parts.iter().map(SegmentView::live_rows).sum()
     }
 
     /// The live rows, one batch per segment. Segments without deletions are returned as they
@@ -208,7 +208,7 @@ impl Snapshot {
     }
 
     /// Builds the snapshot of `version` with these parts, keeping the rest of `self`.
-    pub(crate) fn with_parts(&self, version: u64, parts: Vec<Part>) -> Snapshot {
+    pub(crate) fn with_parts(&self, version: u64, parts: Vec<SegmentView>) -> Snapshot {
         Snapshot {
             layout: self.layout.clone(),
             metric: self.metric,

@@ -50,6 +50,18 @@ pub struct Stats {
     pub index_error: Option<String>,
     /// Damage found and contained since the collection opened (an index set aside and rebuilt).
     pub repairs: Vec<String>,
+    /// Rows of segments not yet indexed that the background work will index (searched
+    /// exactly meanwhile).
+    pub unindexed_rows: usize,
+    /// The bound on `unindexed_rows` past which writes wait (0: none; see
+    /// `max_unindexed_rows`).
+    pub max_unindexed_rows: usize,
+    /// Writes that waited for room under the bound since the collection opened.
+    pub writes_stalled: u64,
+    /// Writes refused after waiting `write_stall_ms`.
+    pub writes_refused: u64,
+    /// Milliseconds writes spent waiting for room, in all.
+    pub write_stall_ms: u64,
 }
 
 /// A collection's index parameters, as options name them.

@@ -10,10 +10,12 @@
 //! - `policy`: which segments merge, and when;
 //! - `maintenance`: what merges and index builds run after commits, and when (`claim`: the
 //!   segments each one holds);
-//! - `background`: the worker thread they run on.
+//! - `background`: the worker thread they run on (and the pool their parallel loops use);
+//! - `backpressure`: writes wait while too many rows are not yet indexed.
 
 pub(crate) mod append;
 pub(crate) mod background;
+pub(crate) mod backpressure;
 pub(crate) mod claim;
 pub(crate) mod compact;
 pub(crate) mod delete;

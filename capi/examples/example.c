@@ -61,6 +61,17 @@ static void leaf_schema(struct ArrowSchema *s, const char *format, const char *n
     s->release = release_schema;
 }
 
+static void make_array(struct ArrowArray *a, int64_t length, int64_t n_buffers, const void **buffers,
+                       int64_t n_children, struct ArrowArray **children) {
+    memset(a, 0, sizeof *a);
+    a->length = length;
+    a->n_buffers = n_buffers;
+    a->buffers = buffers;
+    a->n_children = n_children;
+    a->children = children;
+    a->release = release_array;
+}
+
 static void make_batch(void) {
     for (int i = 0; i < 4; i++) fill(arrow_vectors + i * DIM, 1001 + i);
     id_buffers[0] = NULL;
@@ -70,36 +81,13 @@ static void make_batch(void) {
     list_buffers[0] = NULL;
     struct_buffers[0] = NULL;
 
-    memset(&id_array, 0, sizeof id_array);
-    id_array.length = 4;
-    id_array.n_buffers = 2;
-    id_array.buffers = id_buffers;
-    id_array.release = release_array;
-
-    memset(&item_array, 0, sizeof item_array);
-    item_array.length = 4 * DIM;
-    item_array.n_buffers = 2;
-    item_array.buffers = item_buffers;
-    item_array.release = release_array;
-
-    memset(&list_array, 0, sizeof list_array);
-    list_array.length = 4;
-    list_array.n_buffers = 1;
-    list_array.buffers = list_buffers;
-    list_array.n_children = 1;
+    make_array(&id_array, 4, 2, id_buffers, 0, NULL);
+    make_array(&item_array, 4 * DIM, 2, item_buffers, 0, NULL);
     list_children[0] = &item_array;
-    list_array.children = list_children;
-    list_array.release = release_array;
-
-    memset(&batch_array, 0, sizeof batch_array);
-    batch_array.length = 4;
-    batch_array.n_buffers = 1;
-    batch_array.buffers = struct_buffers;
-    batch_array.n_children = 2;
+    make_array(&list_array, 4, 1, list_buffers, 1, list_children);
     batch_children[0] = &id_array;
     batch_children[1] = &list_array;
-    batch_array.children = batch_children;
-    batch_array.release = release_array;
+    make_array(&batch_array, 4, 1, struct_buffers, 2, batch_children);
 
     leaf_schema(&id_schema, "l", "id", 0);
     leaf_schema(&item_schema, "f", "item", ARROW_FLAG_NULLABLE);

@@ -8,7 +8,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field};
 
-use crate::args::{put, values};
+use crate::args::{packed_len, put, put_unless_null, values};
 use crate::arrow::import_batch;
 use crate::error::{call, invalid, Outcome};
 use crate::handles::{collection_of, insert, remove, Object};
@@ -91,10 +91,7 @@ pub unsafe extern "C" fn omendb_add(
 ) -> omendb_status {
     call(|| {
         let rows = collection_of(collection)?.with(|c| {
-            let dim = c.dim();
-            let len = n
-                .checked_mul(dim)
-                .ok_or_else(|| invalid(format!("{n} rows of dimension {dim} overflow")))?;
+            let len = packed_len(n, c.dim(), "rows")?;
             // SAFETY: the caller's contract above.
             let ids = unsafe { values(ids, n, "ids") }?;
             // SAFETY: the caller's contract above.
@@ -102,11 +99,8 @@ pub unsafe extern "C" fn omendb_add(
             let batch = plain_batch(c, ids, vectors)?;
             Ok(c.append(&[batch])?)
         })?;
-        if written.is_null() {
-            return Ok(());
-        }
         // SAFETY: the caller's contract above.
-        unsafe { put(written, rows as u64, "written") }
+        unsafe { put_unless_null(written, rows as u64) }
     })
 }
 
@@ -170,11 +164,8 @@ pub unsafe extern "C" fn omendb_add_arrow(
                 c.append(&[batch])?
             })
         })?;
-        if written.is_null() {
-            return Ok(());
-        }
         // SAFETY: the caller's contract above.
-        unsafe { put(written, rows as u64, "written") }
+        unsafe { put_unless_null(written, rows as u64) }
     })
 }
 
@@ -194,11 +185,8 @@ pub unsafe extern "C" fn omendb_delete(
         // SAFETY: the caller's contract above.
         let ids = Int64Array::from(unsafe { values(ids, n, "ids") }?.to_vec());
         let rows = collection_of(collection)?.with(|c| Ok(c.delete(&ids)?))?;
-        if deleted.is_null() {
-            return Ok(());
-        }
         // SAFETY: the caller's contract above.
-        unsafe { put(deleted, rows as u64, "deleted") }
+        unsafe { put_unless_null(deleted, rows as u64) }
     })
 }
 
@@ -214,11 +202,8 @@ pub unsafe extern "C" fn omendb_build_index(
 ) -> omendb_status {
     call(|| {
         let n = collection_of(collection)?.with(|c| Ok(c.build_index(0)?))?;
-        if built.is_null() {
-            return Ok(());
-        }
         // SAFETY: the caller's contract above.
-        unsafe { put(built, n as u64, "built") }
+        unsafe { put_unless_null(built, n as u64) }
     })
 }
 

@@ -8,10 +8,10 @@ use arrow_array::ffi::FFI_ArrowSchema;
 use arrow_schema::{DataType, Field, Schema};
 use omendb::CollectionOptions;
 
-use crate::args::{put, text};
+use crate::args::{optional_text, put, text};
 use crate::arrow::import_schema;
 use crate::collection::collection_handle;
-use crate::error::{call, invalid};
+use crate::error::{call, invalid, Outcome};
 use crate::handles::{db_of, insert, remove, Object};
 use crate::objects::OpenDb;
 use crate::{omendb_collection, omendb_db, omendb_status};
@@ -69,13 +69,12 @@ pub unsafe extern "C" fn omendb_create_collection(
     out: *mut omendb_collection,
 ) -> omendb_status {
     call(|| {
-        let open = db_of(db)?;
         // SAFETY: the caller's contract above.
-        let name = unsafe { text(name, "name") }?;
+        let (open, name) = unsafe { db_and_name(db, name) }?;
         let mut opts = CollectionOptions::default();
-        if !metric.is_null() {
-            // SAFETY: the caller's contract above.
-            opts.set("metric", unsafe { text(metric, "metric") }?)?;
+        // SAFETY: the caller's contract above.
+        if let Some(metric) = unsafe { optional_text(metric, "metric") }? {
+            opts.set("metric", metric)?;
         }
         let schema = Schema::new(vec![
             Field::new("id", DataType::Int64, false),
@@ -85,9 +84,8 @@ pub unsafe extern "C" fn omendb_create_collection(
                 false,
             ),
         ]);
-        open.with(|d| Ok(d.create_collection(name, &schema, opts).map(drop)?))?;
         // SAFETY: the caller's contract above.
-        unsafe { collection_handle(open, name, out) }
+        unsafe { create(open, name, &schema, opts, out) }
     })
 }
 
@@ -108,21 +106,19 @@ pub unsafe extern "C" fn omendb_create_collection_arrow(
     out: *mut omendb_collection,
 ) -> omendb_status {
     call(|| {
-        let open = db_of(db)?;
         // SAFETY: the caller's contract above.
-        let name = unsafe { text(name, "name") }?;
+        let (open, name) = unsafe { db_and_name(db, name) }?;
         // SAFETY: the caller's contract above.
         let schema = unsafe { import_schema(schema) }?;
-        let opts = if options.is_null() {
-            CollectionOptions::default()
-        } else {
-            // SAFETY: the caller's contract above.
-            let text = unsafe { text(options, "options") }?;
-            CollectionOptions::parse(text.split(',').map(str::trim).filter(|s| !s.is_empty()))?
-        };
-        open.with(|d| Ok(d.create_collection(name, &schema, opts).map(drop)?))?;
         // SAFETY: the caller's contract above.
-        unsafe { collection_handle(open, name, out) }
+        let opts = match unsafe { optional_text(options, "options") }? {
+            None => CollectionOptions::default(),
+            Some(text) => {
+                CollectionOptions::parse(text.split(',').map(str::trim).filter(|s| !s.is_empty()))?
+            }
+        };
+        // SAFETY: the caller's contract above.
+        unsafe { create(open, name, &schema, opts, out) }
     })
 }
 
@@ -137,9 +133,8 @@ pub unsafe extern "C" fn omendb_open_collection(
     out: *mut omendb_collection,
 ) -> omendb_status {
     call(|| {
-        let open = db_of(db)?;
         // SAFETY: the caller's contract above.
-        let name = unsafe { text(name, "name") }?;
+        let (open, name) = unsafe { db_and_name(db, name) }?;
         open.with(|d| Ok(d.collection(name).map(drop)?))?;
         // SAFETY: the caller's contract above.
         unsafe { collection_handle(open, name, out) }
@@ -156,9 +151,36 @@ pub unsafe extern "C" fn omendb_drop_collection(
     name: *const c_char,
 ) -> omendb_status {
     call(|| {
-        let open = db_of(db)?;
         // SAFETY: the caller's contract above.
-        let name = unsafe { text(name, "name") }?;
+        let (open, name) = unsafe { db_and_name(db, name) }?;
         open.with(|d| Ok(d.drop_collection(name)?))
     })
+}
+
+/// The open database of handle `db` and the collection name `name`.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string that stays valid during the call.
+unsafe fn db_and_name<'a>(db: omendb_db, name: *const c_char) -> Outcome<(Arc<OpenDb>, &'a str)> {
+    let open = db_of(db)?;
+    // SAFETY: the caller's contract above.
+    let name = unsafe { text(name, "name") }?;
+    Ok((open, name))
+}
+
+/// Creates collection `name` of `schema` under `opts` in `open`, and issues a handle to it
+/// into `out`.
+///
+/// # Safety
+/// `out` is null or writable.
+unsafe fn create(
+    open: Arc<OpenDb>,
+    name: &str,
+    schema: &Schema,
+    opts: CollectionOptions,
+    out: *mut omendb_collection,
+) -> Outcome {
+    open.with(|d| Ok(d.create_collection(name, schema, opts).map(drop)?))?;
+    // SAFETY: the caller's contract above.
+    unsafe { collection_handle(open, name, out) }
 }

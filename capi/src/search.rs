@@ -6,7 +6,7 @@ use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{Array, Float32Array, Int64Array};
 use omendb::{SearchRequest, Selection};
 
-use crate::args::{put, values};
+use crate::args::{packed_len, put, values};
 use crate::arrow::export_batch;
 use crate::error::{call, invalid, Failure, Outcome};
 use crate::handles::{collection_of, insert, remove, result_of, Object};
@@ -39,10 +39,7 @@ pub unsafe extern "C" fn omendb_search(
             return Err(invalid("out is null"));
         }
         let found = collection_of(collection)?.with(|c| {
-            let dim = c.dim();
-            let len = nq
-                .checked_mul(dim)
-                .ok_or_else(|| invalid(format!("{nq} queries of dimension {dim} overflow")))?;
+            let len = packed_len(nq, c.dim(), "queries")?;
             // SAFETY: the caller's contract above.
             let q = unsafe { values(queries, len, "queries") }?;
             let snap = c.snapshot();

@@ -78,9 +78,9 @@ pub(crate) fn engine_status(e: &omendb::Error) -> Status {
 }
 
 /// The gRPC status for a DataFusion error (engine errors inside keep their kind).
-pub(crate) fn df_status(e: DataFusionError) -> Status {
-    let (kind, msg) = omendb_udfs::classify(&e);
-    let msg = match (kind, omendb_udfs::find_engine_error(&e)) {
+fn df_status(e: DataFusionError) -> Status {
+    let (kind, msg) = omendb_datafusion::classify(&e);
+    let msg = match (kind, omendb_datafusion::find_engine_error(&e)) {
         (ErrorKind::ResourceExhausted, None) => format!(
             "the query needs more memory than the server's query memory limit \
              (--query-memory) leaves it: {msg}"

@@ -86,13 +86,13 @@ impl OmenFlight {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
-        let limits = omendb_udfs::KnnLimits {
+        let limits = omendb_datafusion::KnnLimits {
             max_k: config.max_k,
             max_ef: config.max_ef,
         };
         let files = FilePolicy::new(&config.external_dirs, db.path())
             .map_err(|e| DataFusionError::Configuration(e.to_string()))?;
-        let guard: omendb_udfs::FileGuard = {
+        let guard: omendb_datafusion::FileGuard = {
             let policy = files.clone();
             Arc::new(move |path: &str| {
                 policy
@@ -109,7 +109,12 @@ impl OmenFlight {
                     .build()
                     .map_err(|e| e.to_string())?;
                 rt.block_on(shared::SharedTables::load(db.clone(), || {
-                    omendb_udfs::session_in(db.clone(), runtime.clone(), limits, guard.clone())
+                    omendb_datafusion::session_in(
+                        db.clone(),
+                        runtime.clone(),
+                        limits,
+                        guard.clone(),
+                    )
                 }))
             })
             .join()

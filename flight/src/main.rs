@@ -241,8 +241,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Sql { data, query } => {
             let db = Arc::new(omendb::Database::open_existing(&data)?);
-            let ctx = omendb_udfs::session(db)?;
-            for statement in omendb_udfs::sql::statements(&ctx.state(), &query)? {
+            let ctx = omendb_datafusion::session(db)?;
+            for statement in omendb_datafusion::sql::statements(&ctx.state(), &query)? {
                 let plan = ctx.state().statement_to_plan(statement).await?;
                 ctx.execute_logical_plan(plan).await?.show().await?;
             }

@@ -24,6 +24,17 @@ const BOUNDS: [f64; 14] = [
 #[derive(Debug, Clone)]
 pub(crate) struct QueryText(pub String);
 
+/// How long a put waited for room (`max_unindexed_rows`), attached to its response.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stalled(pub Duration);
+
+/// Time per phase of a call: sum and count.
+#[derive(Default)]
+struct Phase {
+    seconds: f64,
+    count: u64,
+}
+
 #[derive(Default)]
 struct Call {
     ok: u64,
@@ -36,6 +47,7 @@ struct Call {
 #[derive(Default)]
 pub(crate) struct Metrics {
     calls: Mutex<BTreeMap<&'static str, Call>>,
+    phases: Mutex<BTreeMap<(&'static str, &'static str), Phase>>,
     slow: Option<Duration>,
 }
 
@@ -44,22 +56,36 @@ impl Metrics {
     pub(crate) fn new(slow: Option<Duration>) -> Metrics {
         Metrics {
             calls: Mutex::default(),
+            phases: Mutex::default(),
             slow,
         }
     }
 
     /// Starts timing one `call`; it is recorded when the timer is dropped.
     pub(crate) fn start(self: &Arc<Self>, call: &'static str) -> Timer {
+        let now = Instant::now();
         Timer {
             metrics: self.clone(),
             call,
-            start: Instant::now(),
+            start: now,
+            since: now,
+            phases: Vec::new(),
             detail: None,
             failed: false,
         }
     }
 
-    fn record(&self, call: &'static str, took: Duration, failed: bool, detail: Option<&str>) {
+    fn record(&self, timer: &Timer) {
+        let (call, took, failed) = (timer.call, timer.start.elapsed(), timer.failed);
+        let detail = timer.detail.as_deref();
+        {
+            let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+            for (phase, d) in &timer.phases {
+                let p = phases.entry((call, *phase)).or_default();
+                p.seconds += d.as_secs_f64();
+                p.count += 1;
+            }
+        }
         {
             let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
             let c = calls.entry(call).or_default();
@@ -83,10 +109,16 @@ impl Metrics {
                 .chars()
                 .take(500)
                 .collect();
+            let phases: Vec<String> = timer
+                .phases
+                .iter()
+                .map(|(p, d)| format!("{p} {:.1} ms", d.as_secs_f64() * 1e3))
+                .collect();
             eprintln!(
-                "omendb: slow query: {call} took {:.1} ms{}: {what}",
+                "omendb: slow query: {call} took {:.1} ms{} ({}): {what}",
                 took.as_secs_f64() * 1e3,
-                if failed { " (failed)" } else { "" }
+                if failed { " (failed)" } else { "" },
+                phases.join(", ")
             );
         }
     }
@@ -136,6 +168,36 @@ impl Metrics {
             );
         }
         drop(calls);
+        out.push_str("# HELP omendb_phase_seconds Time calls spent in each phase: planning (to the response), searching (to the first batch: queued for a thread and searching), streaming (the rest); for puts, stalled (waiting for the indexing, max_unindexed_rows) and writing.\n");
+        out.push_str("# TYPE omendb_phase_seconds summary\n");
+        for ((call, phase), p) in self.phases.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let labels = format!("call=\"{call}\",phase=\"{phase}\"");
+            let _ = writeln!(out, "omendb_phase_seconds_sum{{{labels}}} {}", p.seconds);
+            let _ = writeln!(out, "omendb_phase_seconds_count{{{labels}}} {}", p.count);
+        }
+        let knn = omendb_datafusion::knn_waits();
+        for (metric, help, value) in [
+            (
+                "omendb_knn_searches_total",
+                "knn() searches run on a blocking thread.",
+                knn.searches as f64,
+            ),
+            (
+                "omendb_knn_queued_seconds_total",
+                "Time those searches waited for a blocking thread.",
+                knn.queued.as_secs_f64(),
+            ),
+            (
+                "omendb_knn_search_seconds_total",
+                "Time those searches ran.",
+                knn.searching.as_secs_f64(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {metric} {help}\n# TYPE {metric} counter\n{metric} {value}"
+            );
+        }
         let gauges = [
             ("omendb_collection_rows", "Live rows."),
             ("omendb_collection_segments", "Segments."),
@@ -149,8 +211,24 @@ impl Metrics {
                 "Segment merges (compactions) running.",
             ),
             ("omendb_index_builds_running", "Index builds running."),
+            (
+                "omendb_unindexed_rows",
+                "Rows not yet indexed (searched exactly); writes wait past max_unindexed_rows.",
+            ),
+            (
+                "omendb_writes_stalled_total",
+                "Writes that waited for the indexing.",
+            ),
+            (
+                "omendb_writes_refused_total",
+                "Writes refused after write_stall_ms.",
+            ),
+            (
+                "omendb_write_stall_seconds_total",
+                "Time writes waited for the indexing.",
+            ),
         ];
-        let mut rows: Vec<(String, [f64; 6])> = Vec::new();
+        let mut rows: Vec<(String, [f64; 10])> = Vec::new();
         for name in db.list_collections().unwrap_or_default() {
             // A damaged collection has no figures; the others still report.
             if let Ok(s) = db.collection(&name).and_then(|c| c.stats()) {
@@ -163,12 +241,21 @@ impl Metrics {
                         s.bytes_on_disk as f64,
                         s.merges_running as f64,
                         s.index_builds_running as f64,
+                        s.unindexed_rows as f64,
+                        s.writes_stalled as f64,
+                        s.writes_refused as f64,
+                        s.write_stall_ms as f64 / 1e3,
                     ],
                 ));
             }
         }
         for (i, (metric, help)) in gauges.iter().enumerate() {
-            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+            let kind = if metric.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
             for (name, values) in &rows {
                 let _ = writeln!(out, "{metric}{{collection=\"{name}\"}} {}", values[i]);
             }
@@ -182,6 +269,9 @@ pub(crate) struct Timer {
     metrics: Arc<Metrics>,
     call: &'static str,
     start: Instant,
+    /// When the phase running now began.
+    since: Instant,
+    phases: Vec<(&'static str, Duration)>,
     detail: Option<String>,
     failed: bool,
 }
@@ -196,16 +286,21 @@ impl Timer {
     pub(crate) fn detail(&mut self, text: String) {
         self.detail = Some(text);
     }
+
+    /// Ends the phase running now, as `phase`.
+    fn phase(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.phases.push((phase, now - self.since));
+        self.since = now;
+    }
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        self.metrics.record(
-            self.call,
-            self.start.elapsed(),
-            self.failed,
-            self.detail.as_deref(),
-        );
+        if !self.phases.is_empty() {
+            self.phase("streaming");
+        }
+        self.metrics.record(self);
     }
 }
 
@@ -258,7 +353,9 @@ pub(crate) async fn serve(
 }
 
 /// Times a call that answers with a stream: recorded when the stream ends or is dropped, as
-/// failed if the call or any item failed, naming the query text a handler attached.
+/// failed if the call or any item failed, naming the query text a handler attached. Its
+/// phases: to the response (`planning` a query; `stalled` and `writing` a put; `handling`
+/// other calls), to the first item (`searching`), and the rest (`streaming`).
 pub(crate) fn timed<T: Send + 'static>(
     mut timer: Timer,
     answer: Result<Response<Stream<T>>, Status>,
@@ -276,9 +373,23 @@ pub(crate) fn timed<T: Send + 'static>(
             if let Some(q) = ext.get::<QueryText>() {
                 timer.detail(q.0.clone());
             }
+            match (timer.call, ext.get::<Stalled>()) {
+                ("do_get", _) => timer.phase("planning"),
+                (_, Some(Stalled(d))) => {
+                    timer.phases.push(("stalled", *d));
+                    let writing = timer.since.elapsed().saturating_sub(*d);
+                    timer.phases.push(("writing", writing));
+                    timer.since = Instant::now();
+                }
+                _ => timer.phase("handling"),
+            }
+            let mut first = timer.call == "do_get";
             let stream = stream.inspect(move |item| {
                 if item.is_err() {
                     timer.fail();
+                }
+                if std::mem::take(&mut first) {
+                    timer.phase("searching");
                 }
             });
             Ok(Response::from_parts(meta, Box::pin(stream), ext))

@@ -88,7 +88,7 @@ impl OmenFlight {
         }
         require(role, Role::Write, "a put")?;
         let (name, opts, mode) = put_target(&descriptor)?;
-        let (name, rows) = self.ingest_stream(first, input, name, mode, opts).await?;
+        let (name, rows, stalled) = self.ingest_stream(first, input, name, mode, opts).await?;
         let mode = match mode {
             WriteMode::Upsert => "upsert",
             _ => "append",
@@ -98,12 +98,17 @@ impl OmenFlight {
         let result = PutResult {
             app_metadata: meta.into(),
         };
-        Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
+        let mut response = Response::new(Box::pin(stream::iter([Ok(result)])) as Stream<_>);
+        response
+            .extensions_mut()
+            .insert(crate::metrics::Stalled(stalled));
+        Ok(response)
     }
 
     /// Streams the batches of a put (`first`, then `input`) into the ingest `open` starts, and
-    /// commits them when the stream has ended cleanly; returns the collection and the rows
-    /// written. Nothing is written unless every batch is accepted.
+    /// commits them when the stream has ended cleanly; returns the collection, the rows
+    /// written and how long the write waited for room (`max_unindexed_rows`). Nothing is
+    /// written unless every batch is accepted.
     pub(crate) async fn ingest_stream(
         &self,
         first: FlightData,
@@ -111,7 +116,7 @@ impl OmenFlight {
         name: String,
         mode: WriteMode,
         opts: CollectionOptions,
-    ) -> Result<(String, usize), Status> {
+    ) -> Result<(String, usize, std::time::Duration), Status> {
         let _permit = self.puts.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "too many puts in progress: the limit is {} at once (--max-concurrent-puts); retry",
@@ -128,7 +133,11 @@ impl OmenFlight {
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
                     PutMsg::Batch(b) => ingest.push(&b)?,
-                    PutMsg::End => return Ok(ingest.commit()?),
+                    PutMsg::End => {
+                        let stalled = ingest.stalled();
+                        let (name, rows) = ingest.commit()?;
+                        return Ok((name, rows, stalled));
+                    }
                 }
             }
             // The stream failed or was cut: nothing is committed (dropping the ingest removes

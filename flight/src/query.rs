@@ -9,12 +9,12 @@ use arrow_flight::{Criteria, FlightData, FlightDescriptor, FlightEndpoint, Fligh
 use datafusion::arrow::datatypes::Schema;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
-use futures::stream::{self, TryStreamExt};
+use futures::stream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Role;
-use crate::error::{df_status, Error};
+use crate::error::Error;
 use crate::runtime::{blocking, Stream};
 use crate::session::SESSION_HEADER;
 use crate::wire::{encode, limit_results, timed_out};
@@ -23,15 +23,13 @@ use crate::{metrics, sql, OmenFlight};
 impl OmenFlight {
     /// Plans `sql` in `ctx`, checks it against the caller's role and the file policy, and only
     /// then runs it (DDL takes effect here).
-    async fn plan(&self, ctx: &SessionContext, sql: &str, role: Role) -> Result<DataFrame, Status> {
+    async fn plan(&self, ctx: &SessionContext, sql: &str, role: Role) -> Result<DataFrame, Error> {
         let timeout = self.config.query_timeout;
         let planned = async {
-            let plan = omendb_udfs::sql::logical_plan(&ctx.state(), sql)
-                .await
-                .map_err(df_status)?;
+            let plan = omendb_datafusion::sql::logical_plan(&ctx.state(), sql).await?;
             self.files.check_plan(&plan, role)?;
             let ddl = matches!(plan, LogicalPlan::Ddl(_)).then(|| plan.clone());
-            let df = ctx.execute_logical_plan(plan).await.map_err(df_status)?;
+            let df = ctx.execute_logical_plan(plan).await?;
             if let Some(ddl) = ddl {
                 self.sessions.ran(&ddl, sql, ctx).await?;
             }
@@ -39,7 +37,7 @@ impl OmenFlight {
         };
         tokio::time::timeout(timeout, planned)
             .await
-            .unwrap_or_else(|_| Err(timed_out(timeout)))
+            .unwrap_or_else(|_| Err(timed_out(timeout).into()))
     }
 
     pub(crate) async fn open(&self, name: &str) -> Result<Arc<omendb::Collection>, Status> {
@@ -145,11 +143,17 @@ impl OmenFlight {
             .map_err(|_| Status::invalid_argument("ticket must be UTF-8 SQL text"))?
             .to_string();
         let session = self.session(&request)?;
-        let df = self.plan(&session.ctx, &sql, role).await?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.execute_stream().await.map_err(df_status)?;
+        let (schema, batches) = match self.shaped(&session, &sql, role).await? {
+            Some((prepared, values)) => (prepared.schema(), prepared.execute(values).await),
+            None => {
+                let df = self.plan(&session.ctx, &sql, role).await?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                (schema, df.execute_stream().await)
+            }
+        };
+        let batches = batches.map_err(Error::from)?;
         let limited = limit_results(
-            batches.map_err(df_status),
+            batches,
             self.config.max_result_rows,
             self.config.query_timeout,
         );

@@ -169,7 +169,7 @@ impl OmenFlight {
         peer: Option<SocketAddr>,
     ) -> Result<Arc<Session>, Status> {
         let asked = metadata.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
-        self.sessions.get(asked, peer)
+        Ok(self.sessions.get(asked, peer)?)
     }
 
     /// The handshake: answers the caller's token, also as the `authorization` header.

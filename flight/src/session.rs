@@ -21,7 +21,7 @@ use omendb::Database;
 use tonic::Status;
 
 use crate::auth::{require, Role};
-use crate::error::df_status;
+use crate::error::Error;
 use crate::shared::SharedTables;
 
 /// The response header naming the caller's session.
@@ -42,20 +42,19 @@ pub(crate) struct Session {
     pub id: String,
     /// Its SQL context: the collections, and the tables it registered.
     pub ctx: Arc<SessionContext>,
-    statements: Mutex<HashMap<String, Arc<omendb_udfs::Prepared>>>,
+    statements: Mutex<HashMap<String, Arc<omendb_datafusion::Prepared>>>,
 }
 
 impl Session {
     /// The statement `sql` planned in this session, planned now if it has not been.
-    pub(crate) async fn statement(&self, sql: &str) -> Result<Arc<omendb_udfs::Prepared>, Status> {
+    pub(crate) async fn statement(
+        &self,
+        sql: &str,
+    ) -> Result<Arc<omendb_datafusion::Prepared>, Error> {
         if let Some(p) = self.lock_statements().get(sql) {
             return Ok(p.clone());
         }
-        let prepared = Arc::new(
-            omendb_udfs::Prepared::new(&self.ctx, sql)
-                .await
-                .map_err(df_status)?,
-        );
+        let prepared = Arc::new(omendb_datafusion::Prepared::new(&self.ctx, sql).await?);
         if !prepared.keeps_for_its_text() {
             return Ok(prepared);
         }
@@ -74,7 +73,7 @@ impl Session {
 
     fn lock_statements(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<omendb_udfs::Prepared>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<omendb_datafusion::Prepared>>> {
         self.statements.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -82,10 +81,10 @@ impl Session {
 /// The live sessions of a server.
 pub(crate) struct Sessions {
     shared: Arc<SharedTables>,
-    files: omendb_udfs::FileGuard,
+    files: omendb_datafusion::FileGuard,
     db: Arc<Database>,
     runtime: Arc<RuntimeEnv>,
-    limits: omendb_udfs::KnnLimits,
+    limits: omendb_datafusion::KnnLimits,
     idle: Duration,
     map: Mutex<HashMap<String, Entry>>,
     ids: std::collections::hash_map::RandomState,
@@ -96,10 +95,10 @@ impl Sessions {
     pub(crate) fn new(
         db: Arc<Database>,
         runtime: Arc<RuntimeEnv>,
-        limits: omendb_udfs::KnnLimits,
+        limits: omendb_datafusion::KnnLimits,
         idle: Duration,
         shared: Arc<SharedTables>,
-        files: omendb_udfs::FileGuard,
+        files: omendb_datafusion::FileGuard,
     ) -> Sessions {
         Sessions {
             shared,
@@ -120,7 +119,7 @@ impl Sessions {
         &self,
         asked: Option<&str>,
         peer: Option<std::net::SocketAddr>,
-    ) -> Result<Arc<Session>, Status> {
+    ) -> Result<Arc<Session>, Error> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         map.retain(|_, e| now.duration_since(e.used) < self.idle);
@@ -135,13 +134,12 @@ impl Sessions {
             Some(key) if asked.is_none() => key,
             _ => self.fresh_id(),
         };
-        let ctx = omendb_udfs::session_in(
+        let ctx = omendb_datafusion::session_in(
             self.db.clone(),
             self.runtime.clone(),
             self.limits,
             self.files.clone(),
-        )
-        .map_err(df_status)?;
+        )?;
         self.shared.register_in(&ctx);
         let session = Arc::new(Session {
             id: id.clone(),

@@ -77,7 +77,7 @@ impl SharedTables {
         for t in catalog.external_tables {
             let ctx = fresh().map_err(|e| e.to_string())?;
             let provider = async {
-                let plan = omendb_udfs::sql::logical_plan(&ctx.state(), &t.sql).await?;
+                let plan = omendb_datafusion::sql::logical_plan(&ctx.state(), &t.sql).await?;
                 ctx.execute_logical_plan(plan).await?.collect().await?;
                 ctx.table_provider(t.name.as_str()).await
             };

@@ -6,7 +6,7 @@
 //! - Prepared statements: `CreatePreparedStatement` plans the SQL once per session and
 //!   answers the dataset and parameter schemas; `DoPut(CommandPreparedStatementQuery)` binds
 //!   one row of parameters and answers a new handle carrying them; FlightInfo and DoGet with
-//!   that handle run the planned statement with them (see `omendb_udfs::Prepared`: a search
+//!   that handle run the planned statement with them (see `omendb_datafusion::Prepared`: a search
 //!   is bound again, never re-planned).
 //! - Updates: `CommandStatementUpdate` / `CommandPreparedStatementUpdate` run DML and DDL and
 //!   answer the rows affected (a prepared update runs once per row of parameters).
@@ -46,7 +46,6 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{require, Role};
-use crate::error::df_status;
 use crate::runtime::Stream;
 use crate::session::Session;
 use crate::wire::put_batches;
@@ -116,27 +115,31 @@ impl OmenFlight {
                     sql: q.query,
                     ..Handle::default()
                 };
-                self.describe_statement(&session, role, handle, descriptor, |h| {
+                let ticket = |h: Vec<u8>| {
                     TicketStatementQuery {
                         statement_handle: h.into(),
                     }
                     .as_any()
                     .encode_to_vec()
-                })
-                .await
+                };
+                Ok(self
+                    .describe_statement(&session, role, handle, descriptor, ticket)
+                    .await?)
             }
             Command::CommandPreparedStatementQuery(q) => {
                 let handle = self
                     .signer
                     .decode(&q.prepared_statement_handle, &session.id)?;
-                self.describe_statement(&session, role, handle, descriptor, |h| {
+                let ticket = |h: Vec<u8>| {
                     CommandPreparedStatementQuery {
                         prepared_statement_handle: h.into(),
                     }
                     .as_any()
                     .encode_to_vec()
-                })
-                .await
+                };
+                Ok(self
+                    .describe_statement(&session, role, handle, descriptor, ticket)
+                    .await?)
             }
             other => metadata::flight_info(other, descriptor),
         }
@@ -174,15 +177,13 @@ impl OmenFlight {
                 "a Flight SQL query",
             )));
         }
-        let prepared = self.statement(&session, &handle.sql, role).await?;
-        let values = Self::bound(&prepared, &handle)?;
+        let (prepared, values) = self.planned(&session, &handle, role).await?;
         let schema = Self::bound_schema(&prepared, &values)?;
-        let rows = prepared.execute(values).await.map_err(df_status)?;
-        let limited = limit_results(
-            rows.map_err(df_status),
-            self.config.max_result_rows,
-            self.config.query_timeout,
-        );
+        let rows = prepared
+            .execute(values)
+            .await
+            .map_err(crate::error::Error::from)?;
+        let limited = limit_results(rows, self.config.max_result_rows, self.config.query_timeout);
         let mut response = Response::new(encode(schema, limited, "a Flight SQL query"));
         response
             .extensions_mut()

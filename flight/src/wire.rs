@@ -137,9 +137,10 @@ pub(crate) fn encode(
     caught_stream(what, flight)
 }
 
-/// Ends a result stream with an error once it passes `max_rows` rows or `timeout`.
-pub(crate) fn limit_results(
-    inner: impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
+/// Ends a result stream with an error once it passes `max_rows` rows or `timeout`; the
+/// stream's own errors (DataFusion's, the engine's) become statuses here.
+pub(crate) fn limit_results<E: Into<crate::error::Error> + Send + 'static>(
+    inner: impl futures::Stream<Item = Result<RecordBatch, E>> + Send + 'static,
     max_rows: usize,
     timeout: Duration,
 ) -> impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static {
@@ -153,7 +154,7 @@ pub(crate) fn limit_results(
             let item = match tokio::time::timeout_at(deadline, inner.next()).await {
                 Err(_) => Err(timed_out(timeout)),
                 Ok(None) => return None,
-                Ok(Some(item)) => item,
+                Ok(Some(item)) => item.map_err(|e| Status::from(e.into())),
             };
             let rows = rows + item.as_ref().map_or(0, |b| b.num_rows());
             let item = match item {

@@ -4,7 +4,6 @@ use datafusion::error::DataFusionError;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::PyType;
 
 create_exception!(
     omendb,
@@ -98,7 +97,7 @@ pub(crate) fn to_py(e: omendb::Error) -> PyErr {
 
 /// The Python exception for a SQL failure (engine errors inside keep their kind).
 pub(crate) fn sql_err(e: DataFusionError) -> PyErr {
-    let (kind, msg) = omendb_udfs::classify(&e);
+    let (kind, msg) = omendb_datafusion::classify(&e);
     kind_err(kind, msg)
 }
 
@@ -124,24 +123,25 @@ pub(crate) fn invalid(msg: impl Into<String>) -> PyErr {
 
 /// Adds `_error_kinds` and every exception class to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
     m.add_function(wrap_pyfunction!(_error_kinds, m)?)?;
-    let errors: [(&str, Bound<'_, PyType>); 12] = [
-        ("Error", py.get_type::<Error>()),
-        ("InvalidInput", py.get_type::<InvalidInput>()),
-        ("NotFound", py.get_type::<NotFound>()),
-        ("AlreadyExists", py.get_type::<AlreadyExists>()),
-        ("Corrupt", py.get_type::<Corrupt>()),
-        ("Locked", py.get_type::<Locked>()),
-        ("IoError", py.get_type::<IoError>()),
-        ("ArrowError", py.get_type::<ArrowError>()),
-        ("Unsettled", py.get_type::<Unsettled>()),
-        ("ResourceExhausted", py.get_type::<ResourceExhausted>()),
-        ("InternalError", py.get_type::<InternalError>()),
-        ("Closed", py.get_type::<Closed>()),
-    ];
-    for (name, ty) in errors {
-        m.add(name, ty)?;
+    macro_rules! add_classes {
+        ($($class:ident),* $(,)?) => {
+            $(m.add(stringify!($class), m.py().get_type::<$class>())?;)*
+        };
     }
+    add_classes!(
+        Error,
+        InvalidInput,
+        NotFound,
+        AlreadyExists,
+        Corrupt,
+        Locked,
+        IoError,
+        ArrowError,
+        Unsettled,
+        ResourceExhausted,
+        InternalError,
+        Closed,
+    );
     Ok(())
 }

@@ -9,7 +9,7 @@ use arrow_schema::{DataType, Field, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use omendb_udfs::Prepared;
+use omendb_datafusion::Prepared;
 use pyo3::prelude::*;
 
 use crate::error::sql_err;
@@ -37,7 +37,7 @@ impl Shared {
         if let Some(s) = sql.as_ref() {
             return Ok(s.ctx.clone());
         }
-        let ctx = omendb_udfs::session(db.clone()).map_err(sql_err)?;
+        let ctx = omendb_datafusion::session(db.clone()).map_err(sql_err)?;
         *sql = Some(Sql {
             ctx: ctx.clone(),
             prepared: HashMap::new(),
@@ -84,7 +84,7 @@ impl Shared {
         let ctx = self.session(db)?;
         runtime().block_on(async {
             if params.is_empty() {
-                let plan = omendb_udfs::sql::logical_plan(&ctx.state(), text)
+                let plan = omendb_datafusion::sql::logical_plan(&ctx.state(), text)
                     .await
                     .map_err(sql_err)?;
                 let df = ctx.execute_logical_plan(plan).await.map_err(sql_err)?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use arrow_schema::SchemaRef;
 use datafusion::prelude::SessionContext;
-use omendb_udfs::Prepared;
+use omendb_datafusion::Prepared;
 use pyo3::prelude::*;
 
 use crate::error::{to_py, Closed};

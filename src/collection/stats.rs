@@ -1,9 +1,10 @@
 //! A collection's stats: counts, sizes, settings and what maintenance is doing.
 
 use super::Collection;
-use crate::options::IndexKind;
+use crate::options::{Backpressure, IndexKind};
 use crate::stats::{IndexParams, Stats};
 use crate::storage::manifest::MANIFEST;
+use crate::writer::backpressure::unindexed_rows;
 use crate::Result;
 
 impl Collection {
@@ -21,6 +22,7 @@ impl Collection {
             }
         }
         let settings = manifest.index;
+        let stalls = self.room.stalls();
         Ok(Stats {
             collection: self.name().to_string(),
             rows: snapshot.count(),
@@ -68,6 +70,11 @@ impl Collection {
             index_build: report.index_build,
             index_error: worker.last_error,
             repairs: worker.repairs,
+            unindexed_rows: unindexed_rows(&snapshot),
+            max_unindexed_rows: Backpressure::limit(&settings).unwrap_or(0),
+            writes_stalled: stalls.waited,
+            writes_refused: stalls.refused,
+            write_stall_ms: stalls.wait_ms,
         })
     }
 }

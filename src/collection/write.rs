@@ -10,7 +10,8 @@ use super::Collection;
 use crate::error::write;
 use crate::ids::{ids_of, IdRef};
 use crate::options::IndexSettings;
-use crate::snapshot::{Part, Snapshot};
+use crate::search::Selection;
+use crate::snapshot::{SegmentView, Snapshot};
 use crate::writer::append::Staged;
 use crate::writer::delete::delete_rows;
 use crate::writer::Transaction;
@@ -25,6 +26,7 @@ impl Collection {
         let Some(batch) = self.prepare_all(batches)? else {
             return Ok(0);
         };
+        self.admit()?;
         let ids = batch.column(self.layout.id_index).clone();
         let check = |snap: &Snapshot| refuse_stored(snap, snap.first_stored(ids_of(ids.as_ref())));
         // Refuse early, before writing, what the commit would refuse.
@@ -106,12 +108,12 @@ impl Collection {
     fn add_staged(
         &self,
         txn: &mut Transaction<'_>,
-        parts: &mut Vec<Part>,
+        parts: &mut Vec<SegmentView>,
         staged: &Staged,
     ) -> Result<()> {
         let p = txn.add_segment(staged)?;
         let meta = &txn.next.segments[p];
-        parts.push(Part::open(txn.store(), &self.layout, txn.next.metric, meta, false)?.0);
+        parts.push(SegmentView::open(txn.store(), &self.layout, txn.next.metric, meta, false)?.0);
         Ok(())
     }
 
@@ -136,6 +138,7 @@ impl Collection {
             *manifest = next;
         }
         drop(manifest);
+        self.room.freed();
         self.maintenance.schedule();
         Ok(settings)
     }
@@ -153,7 +156,9 @@ impl Collection {
         &self,
         mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
     ) -> Result<usize> {
-        self.delete_selected(|snapshot| selected_rows(snapshot, mask))
+        self.delete_selected(|snapshot| {
+            Selection::from_masks(snapshot, mask).map(|s| s.live_rows(snapshot))
+        })
     }
 
     /// Deletes, in one commit, the rows `select` picks in the snapshot the commit is based on
@@ -179,7 +184,7 @@ impl Collection {
         update: impl FnOnce(RecordBatch) -> Result<RecordBatch>,
     ) -> Result<usize> {
         self.transact(|txn, snapshot| {
-            let by_part = selected_rows(snapshot, mask)?;
+            let by_part = Selection::from_masks(snapshot, mask).map(|s| s.live_rows(snapshot))?;
             let at: Vec<(usize, usize)> = by_part
                 .iter()
                 .flat_map(|(&p, rows)| rows.iter().map(move |&r| (p, r)))
@@ -207,6 +212,7 @@ impl Collection {
         let Some(batch) = self.prepare_all(batches)? else {
             return Ok(0);
         };
+        self.admit()?;
         let staged = Staged::write(
             self.store.clone(),
             &self.layout,
@@ -223,9 +229,9 @@ impl Collection {
     fn add_rows(
         &self,
         txn: &mut Transaction<'_>,
-        mut parts: Vec<Part>,
+        mut parts: Vec<SegmentView>,
         batch: &RecordBatch,
-    ) -> Result<Vec<Part>> {
+    ) -> Result<Vec<SegmentView>> {
         let staged = Staged::write(
             self.store.clone(),
             &self.layout,
@@ -248,37 +254,6 @@ fn located<'a>(
         by_part.entry(p).or_default().push(row);
     }
     by_part
-}
-
-/// The live rows of each part of `snapshot` that `mask` selects.
-fn selected_rows(
-    snapshot: &Snapshot,
-    mut mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
-) -> Result<BTreeMap<usize, Vec<usize>>> {
-    let mut by_part = BTreeMap::new();
-    for (p, part) in snapshot.parts.iter().enumerate() {
-        if part.live_rows() == 0 {
-            continue;
-        }
-        let m = mask(&part.seg.batch)?;
-        if m.len() != part.seg.rows() {
-            return Err(Error::invalid(format!(
-                "condition gave {} values for a segment of {} rows",
-                m.len(),
-                part.seg.rows()
-            )));
-        }
-        let rows: Vec<usize> = m
-            .iter()
-            .enumerate()
-            .filter(|(r, v)| *v == Some(true) && !part.is_deleted(*r))
-            .map(|(r, _)| r)
-            .collect();
-        if !rows.is_empty() {
-            by_part.insert(p, rows);
-        }
-    }
-    Ok(by_part)
 }
 
 /// Refuses a write holding an id that is stored already (`id` as `first_stored` gives it).

@@ -108,6 +108,8 @@ pub struct Ingest {
     staged: Vec<Staged>,
     rows: usize,
     mode: WriteMode,
+    /// How long the first batch waited for room.
+    stalled: std::time::Duration,
 }
 
 impl Ingest {
@@ -155,6 +157,7 @@ impl Ingest {
             staged: Vec::new(),
             rows: 0,
             mode,
+            stalled: std::time::Duration::ZERO,
         })
     }
 
@@ -167,6 +170,12 @@ impl Ingest {
     /// Rows accepted so far.
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// How long the ingest waited for the collection's background indexing to make room for
+    /// it (see the `max_unindexed_rows` setting).
+    pub fn stalled(&self) -> std::time::Duration {
+        self.stalled
     }
 
     fn layout(&self) -> Option<(&Layout, Metric)> {
@@ -187,6 +196,9 @@ impl Ingest {
                 "put refused: the stream exceeds the limit of {} rows per put (max_put_rows)",
                 self.max_rows
             )));
+        }
+        if let (Target::Existing(c), 0) = (&self.target, self.rows) {
+            self.stalled = c.admit()?; // before the first row is staged
         }
         if matches!(self.target, Target::Undecided) {
             let schema = schema_for_batch(

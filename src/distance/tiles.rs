@@ -42,7 +42,7 @@ const PREFETCH_TILES: usize = 8;
 /// Prefetches `len` elements of `x` from `start` (clamped to `x`) into L1, a cache line at a
 /// time.
 #[inline]
-pub fn prefetch_rows<T>(x: &[T], start: usize, len: usize) {
+pub(crate) fn prefetch_rows<T>(x: &[T], start: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         let end = (start + len).min(x.len());

@@ -47,7 +47,7 @@ use kmeans::Probe;
 
 /// An IVF index over one segment.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ivf {
+pub(crate) struct Ivf {
     /// Dimensions per vector.
     dim: usize,
     /// Rows of the segment (each in one or two lists).
@@ -140,7 +140,7 @@ impl Ivf {
     }
 
     /// Lists.
-    pub fn lists(&self) -> usize {
+    pub(crate) fn lists(&self) -> usize {
         self.offsets.len() - 1
     }
 
@@ -216,7 +216,7 @@ impl Ivf {
     /// oversampling) candidates re-ranked exactly. When `accept` leaves fewer than `ef` rows in
     /// those lists, the next nearest lists are scanned too until it does (or none are left),
     /// so a filter that matches k rows gets k back.
-    pub fn search(
+    pub(crate) fn search(
         &self,
         view: &VectorView<'_>,
         query: &[f32],
@@ -333,4 +333,18 @@ fn in_two_lists(ivf: &Ivf, n: usize) -> bool {
         }
     }
     lists_of.iter().all(|l| l.len() == 2 && l[0] != l[1])
+}
+
+/// `view` indexed in `nlist` lists with codes `quant`, every other setting the default (tests).
+#[cfg(test)]
+fn build_in_lists(view: &VectorView<'_>, nlist: usize, quant: crate::options::QuantKind) -> Ivf {
+    let settings = crate::options::IndexSettings {
+        ivf: crate::options::IvfSettings {
+            nlist,
+            ..Default::default()
+        },
+        quant,
+        ..Default::default()
+    };
+    Ivf::build(view, &settings, &crate::task::Task::new()).unwrap()
 }

@@ -246,14 +246,20 @@ mod tests {
             .collect()
     }
 
+    /// Calls `check` with each metric, `n` rows of `dim` test data under it and their codes.
+    fn for_each_metric(n: usize, dim: usize, check: impl Fn(Metric, &VectorView<'_>, &Sq4)) {
+        let rows = data(n, dim);
+        for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
+            let view = VectorView::new(&rows, dim, metric);
+            check(metric, &view, &Sq4::train_rows(&view, None));
+        }
+    }
+
     #[test]
     fn scores_equal_the_decoded_rows_dot_product() {
         // 40 dimensions: one whole block of 32 and a padded one.
         let dim = 40;
-        let rows = data(64, dim);
-        for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
-            let view = VectorView::new(&rows, dim, metric);
-            let codes = Sq4::train_rows(&view, None);
+        for_each_metric(64, dim, |metric, view, codes| {
             let q = view.prepare(&view.row(5));
             let scorer = codes.scorer(metric, &q);
             for i in 0..64u32 {
@@ -278,23 +284,20 @@ mod tests {
             for ids in [[0u32, 1, 2, 3], [63, 5, 17, 5], [40, 12, 0, 33]] {
                 assert_eq!(scorer.dist4(ids), ids.map(|i| scorer.dist(i)), "{metric}");
             }
-        }
+        });
     }
 
     #[test]
     fn codes_round_trip_at_any_offset_and_rank_close_to_exact() {
         let dim = 64;
-        let rows = data(50, dim);
-        for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
-            let view = VectorView::new(&rows, dim, metric);
-            let codes = Sq4::train_rows(&view, None);
+        for_each_metric(50, dim, |metric, view, codes| {
             for at in [0, 4, 60, 100] {
                 let mut bytes = vec![7u8; at];
                 codes.write(&mut bytes);
                 assert_eq!(bytes.len(), at + codes.section_bytes(at));
                 let image = Buffer::from(bytes);
                 let (read, used) = Sq4::read(&image, at, 50, dim).unwrap();
-                assert_eq!((&read, used), (&codes, codes.section_bytes(at)));
+                assert_eq!((&read, used), (codes, codes.section_bytes(at)));
                 assert!(
                     Sq4::read(&image, at, 51, dim).is_err(),
                     "a short section is refused"
@@ -312,6 +315,6 @@ mod tests {
                     "{metric} row {i}: {got} vs {want} (spread {spread})"
                 );
             }
-        }
+        });
     }
 }

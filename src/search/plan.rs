@@ -1,7 +1,7 @@
 //! How each segment is searched, chosen from its index and the filter's selectivity.
 
 use crate::bitmap::Bitmap;
-use crate::snapshot::Part;
+use crate::snapshot::SegmentView;
 
 /// How one part is searched.
 pub(super) enum Plan<'a> {
@@ -26,7 +26,12 @@ const GRAPH_COST: usize = 32;
 const SPARSE_SCAN: usize = 8;
 
 /// Picks a part's plan (`exact`: ignore its index).
-pub(super) fn plan<'a>(part: &Part, sel: Option<&'a Bitmap>, ef: usize, exact: bool) -> Plan<'a> {
+pub(super) fn plan<'a>(
+    part: &SegmentView,
+    sel: Option<&'a Bitmap>,
+    ef: usize,
+    exact: bool,
+) -> Plan<'a> {
     let n = part.seg.rows();
     let indexed = part.index.is_some() && !exact;
     let Some(bits) = sel else {

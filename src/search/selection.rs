@@ -1,5 +1,7 @@
 //! A filter evaluated on one snapshot: for each of its segments, the rows the filter selects.
 
+use std::collections::BTreeMap;
+
 use arrow_array::{Array, BooleanArray, RecordBatch};
 
 use crate::bitmap::Bitmap;
@@ -78,6 +80,24 @@ impl Selection {
             .zip(&snapshot.parts)
             .map(|(s, p)| s.as_ref().map_or(p.seg.rows(), Bitmap::count))
             .sum()
+    }
+
+    /// The selected rows that are live in `snapshot` (the one it was made from), by part:
+    /// part → rows, parts with none left out.
+    pub(crate) fn live_rows(&self, snapshot: &Snapshot) -> BTreeMap<usize, Vec<usize>> {
+        let mut by_part = BTreeMap::new();
+        for (p, (sel, part)) in self.parts.iter().zip(&snapshot.parts).enumerate() {
+            let rows: Vec<usize> = match sel {
+                Some(bits) => bits.iter().filter(|&r| !part.is_deleted(r)).collect(),
+                None => (0..part.seg.rows())
+                    .filter(|&r| !part.is_deleted(r))
+                    .collect(),
+            };
+            if !rows.is_empty() {
+                by_part.insert(p, rows);
+            }
+        }
+        by_part
     }
 
     /// Refuses a selection made from another snapshot than `snapshot`.

@@ -125,34 +125,38 @@ fn wrong_dtype(path: &Path, dtype: &str, expected: &str) -> Error {
     )
 }
 
+/// Opens the `.npy` file at `path` and decodes its data with `values(path, dtype, count,
+/// body)`, which refuses a dtype it does not read.
+fn read_with<T>(
+    path: &Path,
+    values: impl FnOnce(&Path, &str, usize, BufReader<File>) -> Result<Vec<T>>,
+) -> Result<Npy<T>> {
+    let (descr, rows, cols, body) = open(path)?;
+    let data = values(path, &descr, rows * cols, body)?;
+    Ok(Npy { rows, cols, data })
+}
+
 /// Reads a float16 or float32 array as float32.
 pub fn read_f32(path: impl AsRef<Path>) -> Result<Npy<f32>> {
-    let path = path.as_ref();
-    let (descr, rows, cols, body) = open(path)?;
-    let n = rows * cols;
-    let data = match descr.as_str() {
+    read_with(path.as_ref(), |path, descr, n, body| match descr {
         "<f4" => decode(path, body, n, 4, |c| {
             f32::from_le_bytes(c.try_into().expect("4"))
-        })?,
+        }),
         "<f2" => decode(path, body, n, 2, |c| {
             f16::from_le_bytes(c.try_into().expect("2")).to_f32()
-        })?,
-        other => return Err(wrong_dtype(path, other, "float16/float32")),
-    };
-    Ok(Npy { rows, cols, data })
+        }),
+        other => Err(wrong_dtype(path, other, "float16/float32")),
+    })
 }
 
 /// Reads a float16 array as it is stored.
 pub fn read_f16(path: impl AsRef<Path>) -> Result<Npy<f16>> {
-    let path = path.as_ref();
-    let (descr, rows, cols, body) = open(path)?;
-    if descr != "<f2" {
-        return Err(wrong_dtype(path, &descr, "float16"));
-    }
-    let data = decode(path, body, rows * cols, 2, |c| {
-        f16::from_le_bytes(c.try_into().expect("2"))
-    })?;
-    Ok(Npy { rows, cols, data })
+    read_with(path.as_ref(), |path, descr, n, body| match descr {
+        "<f2" => decode(path, body, n, 2, |c| {
+            f16::from_le_bytes(c.try_into().expect("2"))
+        }),
+        other => Err(wrong_dtype(path, other, "float16")),
+    })
 }
 
 /// The rows and columns of the `.npy` file at `path` (its data is not read).
@@ -168,19 +172,15 @@ pub fn is_f16(path: impl AsRef<Path>) -> Result<bool> {
 
 /// Reads an int32 or int64 array as i64.
 pub fn read_i64(path: impl AsRef<Path>) -> Result<Npy<i64>> {
-    let path = path.as_ref();
-    let (descr, rows, cols, body) = open(path)?;
-    let n = rows * cols;
-    let data = match descr.as_str() {
+    read_with(path.as_ref(), |path, descr, n, body| match descr {
         "<i4" => decode(path, body, n, 4, |c| {
             i32::from_le_bytes(c.try_into().expect("4")) as i64
-        })?,
+        }),
         "<i8" => decode(path, body, n, 8, |c| {
             i64::from_le_bytes(c.try_into().expect("8"))
-        })?,
-        other => return Err(wrong_dtype(path, other, "int32/int64")),
-    };
-    Ok(Npy { rows, cols, data })
+        }),
+        other => Err(wrong_dtype(path, other, "int32/int64")),
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::options::{
-    CompactionPolicy, GraphSettings, IndexKind, IndexSettings, IvfSettings, QuantKind,
+    Backpressure, CompactionPolicy, GraphSettings, IndexKind, IndexSettings, IvfSettings, QuantKind,
 };
 
 /// `IndexSettings` as the manifest stores it.
@@ -37,6 +37,10 @@ struct Stored {
     nlist: usize,
     #[serde(default = "nprobe")]
     nprobe: usize,
+    #[serde(default = "max_unindexed_rows")]
+    max_unindexed_rows: usize,
+    #[serde(default = "write_stall_ms")]
+    write_stall_ms: u64,
 }
 
 fn hnsw() -> IndexKind {
@@ -66,6 +70,12 @@ fn ivf_threshold() -> usize {
 fn nprobe() -> usize {
     32
 }
+fn max_unindexed_rows() -> usize {
+    20_000
+}
+fn write_stall_ms() -> u64 {
+    10_000
+}
 
 /// Writes `settings` in the stored form (`#[serde(with = "...")]` on the manifest's field).
 pub(crate) fn serialize<S: Serializer>(s: &IndexSettings, out: S) -> Result<S::Ok, S::Error> {
@@ -83,6 +93,8 @@ pub(crate) fn serialize<S: Serializer>(s: &IndexSettings, out: S) -> Result<S::O
         ivf_threshold: s.ivf_threshold,
         nlist: s.ivf.nlist,
         nprobe: s.ivf.nprobe,
+        max_unindexed_rows: s.backpressure.max_unindexed_rows,
+        write_stall_ms: s.backpressure.stall_ms,
     }
     .serialize(out)
 }
@@ -109,6 +121,10 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IndexSettin
             merge_factor: s.merge_factor,
             max_segment_rows: s.max_segment_rows,
             idle_ms: s.compaction_idle_ms,
+        },
+        backpressure: Backpressure {
+            max_unindexed_rows: s.max_unindexed_rows,
+            stall_ms: s.write_stall_ms,
         },
     })
 }

@@ -2,9 +2,13 @@
 //! on its own thread after commits, one pass at a time; work that arrives
 //! while a pass runs makes the worker look again before it stops. It is cancellable: `stop`
 //! makes the running pass give up soon and keeps new ones from starting (on close and drop).
+//!
+//! Searches come first: background threads run at a low scheduling priority, and their
+//! parallel loops (graph builds, k-means, merges) run on a pool of their own, so a search's
+//! parallel loop never queues behind a build's jobs on the global pool searches use.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use crate::error::lock;
@@ -39,6 +43,39 @@ struct Shared {
     task: Task,
 }
 
+/// Runs `work` (a merge or an index build with its commit: nothing that waits for other
+/// background work, which could hold every pool thread) on the background pool: its parallel
+/// loops use the background threads, not the global pool that searches use. Builds and
+/// merges run for a caller (an admin's `build_index` or `compact`) go through here too.
+pub(crate) fn run<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    pool().install(work)
+}
+
+/// The process's background pool: one thread a core, each at a low priority.
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("omendb-background-{i}"))
+            .start_handler(|_| lower_priority())
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the background pool: {e}"))
+    })
+}
+
+/// Lowers the calling thread's scheduling priority to nice 10, so the OS runs searches and
+/// commits first when they want the CPU: a thread at nice 10 gets about a tenth of the share
+/// of one at 0. (Not 19, a twentieth of that again: writes wait for the indexing under
+/// `max_unindexed_rows`, and other work on the machine must not starve it.)
+fn lower_priority() {
+    // On Linux a priority set for a thread id applies to that thread alone. Best effort: a
+    // sandbox that forbids it leaves the thread at normal priority.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
+}
+
 /// A collection's background worker.
 #[derive(Debug, Default)]
 pub(crate) struct Worker {
@@ -64,6 +101,7 @@ impl Worker {
         state.pending = false;
         let shared = self.shared.clone();
         state.handle = Some(std::thread::spawn(move || loop {
+            lower_priority();
             let result = pass(&shared.task);
             shared.task.end();
             let mut state = lock(&shared.state);

@@ -17,7 +17,7 @@ use crate::index::{self, hnsw::builder::DROPPED};
 use crate::options::{IndexKind, IndexSettings};
 use crate::schema::Layout;
 use crate::segment::Segment;
-use crate::snapshot::{Part, Snapshot};
+use crate::snapshot::{SegmentView, Snapshot};
 use crate::storage::manifest::{DeletesMeta, FileMeta, IndexFileMeta};
 use crate::storage::segment_file::open_segment;
 use crate::storage::{deletes, FileKind, Store, Written, STAGED_PREFIX};
@@ -29,7 +29,7 @@ use crate::Result;
 /// The inputs of a merge, merged and staged, not yet committed.
 pub(crate) struct Merged {
     /// The parts merged, as the snapshot the merge read had them.
-    inputs: Vec<Part>,
+    inputs: Vec<SegmentView>,
     /// For each input, where each of its rows went (`DROPPED`: it was deleted).
     rowmaps: Vec<Vec<u32>>,
     segment: Option<Staged>,
@@ -56,7 +56,7 @@ pub(crate) fn merge(
     layout: &Layout,
     metric: Metric,
     settings: &IndexSettings,
-    inputs: Vec<Part>,
+    inputs: Vec<SegmentView>,
     cancel: &Task,
 ) -> Result<Option<Merged>> {
     let mut rowmaps = Vec::with_capacity(inputs.len());
@@ -145,7 +145,7 @@ pub(crate) fn commit(
     current: &Snapshot,
     merged: &Merged,
     layout: &Layout,
-) -> Result<Option<(Vec<Part>, Vec<(Arc<Segment>, Vec<String>)>)>> {
+) -> Result<Option<(Vec<SegmentView>, Vec<(Arc<Segment>, Vec<String>)>)>> {
     let mut late = Vec::new();
     let mut retired = Vec::new();
     for (input, map) in merged.inputs.iter().zip(&merged.rowmaps) {
@@ -171,7 +171,7 @@ pub(crate) fn commit(
     }
     let gone: Vec<u64> = merged.inputs.iter().map(|p| p.seg.id).collect();
     txn.next.segments.retain(|s| !gone.contains(&s.id));
-    let mut parts: Vec<Part> = current
+    let mut parts: Vec<SegmentView> = current
         .parts
         .iter()
         .filter(|p| !gone.contains(&p.seg.id))
@@ -207,7 +207,7 @@ pub(crate) fn commit(
             });
         }
         let meta = &txn.next.segments[p];
-        parts.push(Part::open(txn.store(), layout, txn.next.metric, meta, false)?.0);
+        parts.push(SegmentView::open(txn.store(), layout, txn.next.metric, meta, false)?.0);
     }
     Ok(Some((parts, retired)))
 }

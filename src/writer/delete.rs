@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::bitmap::Bitmap;
-use crate::snapshot::{Part, Snapshot};
+use crate::snapshot::{SegmentView, Snapshot};
 use crate::storage::manifest::DeletesMeta;
 use crate::storage::{deletes, FileKind};
 use crate::writer::Transaction;
@@ -17,7 +17,7 @@ pub(crate) fn delete_rows(
     txn: &mut Transaction<'_>,
     snapshot: &Snapshot,
     rows: &BTreeMap<usize, Vec<usize>>,
-) -> Result<(Vec<Part>, usize)> {
+) -> Result<(Vec<SegmentView>, usize)> {
     let mut parts = snapshot.parts.clone();
     let mut deleted = 0;
     for (&p, rows) in rows {
@@ -40,7 +40,7 @@ pub(crate) fn delete_rows(
             file: meta.file,
             count: bitmap.count() as u64,
         });
-        parts[p] = Part {
+        parts[p] = SegmentView {
             deletes: Some(Arc::new(bitmap)),
             ..part.clone()
         };

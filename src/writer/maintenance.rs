@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::background::{Status, Worker};
+use super::background::{self, Status, Worker};
 use super::claim::{Claim, Running};
 use super::policy::{self, Moment, SegInfo};
 use crate::error::lock;
 use crate::options::{IndexKind, IndexSettings};
 use crate::segment::Segment;
-use crate::snapshot::{Part, Snapshot};
+use crate::snapshot::{SegmentView, Snapshot};
 use crate::task::{BuildProgress, Task};
 use crate::Result;
 
@@ -31,7 +31,12 @@ pub(crate) trait Maintained: Send + Sync + Sized + 'static {
     fn settings(&self) -> IndexSettings;
     /// Merges `inputs` into new segments with the index `settings` ask for and commits them
     /// in their place; `false` when cancelled or when an input went away meanwhile.
-    fn merge(&self, inputs: Vec<Part>, settings: &IndexSettings, cancel: &Task) -> Result<bool>;
+    fn merge(
+        &self,
+        inputs: Vec<SegmentView>,
+        settings: &IndexSettings,
+        cancel: &Task,
+    ) -> Result<bool>;
     /// Builds `seg`'s index and commits it; `None` when cancelled, `Some(false)` when the
     /// segment went away or got an index meanwhile.
     fn index(&self, seg: &Segment, settings: &IndexSettings, cancel: &Task)
@@ -213,7 +218,7 @@ impl<C: Maintained> Maintenance<C> {
         };
         let _running = Running::count(&self.merges_running);
         let snapshot = c.snapshot();
-        let inputs: Option<Vec<Part>> = ids
+        let inputs: Option<Vec<SegmentView>> = ids
             .iter()
             .map(|id| snapshot.parts.iter().find(|p| p.seg.id == *id).cloned())
             .collect();
@@ -221,7 +226,7 @@ impl<C: Maintained> Maintenance<C> {
             return Ok(false);
         };
         drop(snapshot);
-        c.merge(inputs, settings, cancel)
+        background::run(|| c.merge(inputs, settings, cancel))
     }
 
     /// Indexes every unindexed segment of at least `min_rows` rows now, waiting for the
@@ -264,7 +269,7 @@ impl<C: Maintained> Maintenance<C> {
                 continue;
             };
             let _running = Running::count(&self.builds_running);
-            match c.index(&seg, &settings, cancel)? {
+            match background::run(|| c.index(&seg, &settings, cancel))? {
                 None => return Ok(built), // cancelled
                 Some(true) => {
                     self.worker.set_rebuild(seg.id, false);

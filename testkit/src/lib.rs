@@ -73,13 +73,19 @@ pub fn schema(dim: usize) -> SchemaRef {
 
 /// A deterministic pseudo-random vector for `seed`.
 pub fn vector(seed: u64, dim: usize) -> Vec<f32> {
+    vector_in_steps(seed, dim, 10_000)
+}
+
+/// A deterministic pseudo-random vector for `seed` whose values lie in [-1, 1) on a grid of
+/// `1 / steps`.
+pub fn vector_in_steps(seed: u64, dim: usize, steps: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..dim)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
-            (s % 20_000) as f32 / 10_000.0 - 1.0
+            (s % (2 * steps)) as f32 / steps as f32 - 1.0
         })
         .collect()
 }
@@ -91,6 +97,28 @@ pub fn fsl(vectors: &[Vec<f32>], dim: usize) -> FixedSizeListArray {
         b.append(true);
     }
     b.finish()
+}
+
+/// Rows with ids `ids`, `vectors` in column `vector` and `text_of(id)` in column `text` (each
+/// column nullable only where it holds nulls, as `RecordBatch::try_from_iter` makes it).
+pub fn id_vector_text_batch(
+    ids: std::ops::Range<i64>,
+    (vector, vectors): (&str, ArrayRef),
+    text: &str,
+    text_of: impl Fn(i64) -> String,
+) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
+        ),
+        (vector, vectors),
+        (
+            text,
+            Arc::new(StringArray::from_iter_values(ids.map(text_of))),
+        ),
+    ])
+    .unwrap()
 }
 
 /// Rows with ids `ids`, vectors `vector(id)` and words `w<id>`.
@@ -197,6 +225,14 @@ pub mod words {
             d.queries.data[..200 * d.queries.cols].to_vec(),
             d.base.cols,
         )
+    }
+
+    /// The dataset with its first `nq` queries only, and their exact top 10 among all N rows.
+    pub fn dataset_and_answers(nq: usize) -> (Vec<f32>, Vec<f32>, usize, Vec<Vec<i64>>) {
+        let (data, mut queries, dim) = dataset();
+        queries.truncate(nq * dim);
+        let want = exact_answers(&data, dim, N, &queries, |_| true);
+        (data, queries, dim, want)
     }
 
     /// Rows `ids` of the dataset, with a `bucket` column of `id % 100`.

@@ -6,7 +6,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 use omendb::{CollectionOptions, Database, Metric, SearchRequest};
 use omendb_testkit::recall;
-use omendb_testkit::words::{dataset, exact_answers, hit_ids, options, rows, schema, N};
+use omendb_testkit::words::{dataset_and_answers, hit_ids, options, rows, schema, N};
 
 /// Vectors stored in half precision: the column is `FixedSizeList<Float16>` on disk (half
 /// the bytes), every index searches it with distances computed in f32 and keeps its
@@ -17,10 +17,8 @@ fn float16_collections_store_half_and_search_in_f32() {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Float32Type;
 
-    let (data, queries, dim) = dataset();
+    let (data, queries, dim, want) = dataset_and_answers(100);
     let n = N;
-    let queries = &queries[..100 * dim];
-    let want = exact_answers(&data, dim, n, queries, |_| true);
     let half_list = DataType::FixedSizeList(
         Arc::new(Field::new("item", DataType::Float16, true)),
         dim as i32,
@@ -78,7 +76,7 @@ fn float16_collections_store_half_and_search_in_f32() {
             assert_eq!(c.stats().unwrap().index_kinds, [kind], "{opts:?}");
             assert_eq!(c.stats().unwrap().vector_type, "float16");
             let snap = c.snapshot();
-            let req = SearchRequest::new(queries, 10).ef(Some(64));
+            let req = SearchRequest::new(&queries, 10).ef(Some(64));
             let got = hit_ids(&snap, snap.search(&req).unwrap());
             let recall = recall(&got, &want);
             eprintln!("float16 {opts:?}: recall@10 {recall:.4}");
@@ -109,7 +107,7 @@ fn float16_collections_store_half_and_search_in_f32() {
         let c = db.collection("words").unwrap();
         assert_eq!(c.schema().field(1).data_type(), &half_list);
         let snap = c.snapshot();
-        let req = SearchRequest::new(queries, 10).ef(Some(64));
+        let req = SearchRequest::new(&queries, 10).ef(Some(64));
         assert_eq!(
             hit_ids(&snap, snap.search(&req).unwrap()),
             answers,

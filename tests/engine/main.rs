@@ -11,6 +11,7 @@ use arrow_schema::{DataType, Field, Schema};
 use omendb::{CollectionOptions, Database, Error, ErrorKind, Metric, SearchRequest, WriteMode};
 use omendb_testkit::*;
 
+mod backpressure;
 mod faults;
 mod float16;
 mod format;

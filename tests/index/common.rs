@@ -1,8 +1,14 @@
 //! Helpers shared by the collection-level index tests: the minilm-words rows and exact answers
 //! of `omendb_testkit::words`, recall, and filters and hit ids read from columns.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use arrow_array::Int64Array;
-use omendb::{SearchRequest, Selection, Snapshot};
+use omendb::{
+    Collection, CollectionOptions, CompactionPolicy, Database, IndexSettings, SearchRequest,
+    Selection, Snapshot,
+};
 pub(crate) use omendb_testkit::recall;
 pub(crate) use omendb_testkit::words::*;
 
@@ -29,4 +35,25 @@ pub(crate) fn id_hits(snap: &Snapshot, queries: &[f32], dim: usize, ef: usize) -
     hits.iter()
         .map(|h| omendb_testkit::ids_of(&snap.hits_to_batch(h).unwrap()))
         .collect()
+}
+
+/// A database at `dir` holding collection `words` of the dataset's schema, indexed from
+/// `threshold` rows and merged under `compaction` (the database is returned to keep it open).
+pub(crate) fn words_collection(
+    dir: &Path,
+    dim: usize,
+    threshold: usize,
+    compaction: CompactionPolicy,
+) -> (Database, Arc<Collection>) {
+    let opts = CollectionOptions {
+        index: IndexSettings {
+            threshold,
+            compaction,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let db = Database::open(dir).unwrap();
+    let c = db.create_collection("words", &schema(dim), opts).unwrap();
+    (db, c)
 }

@@ -2,7 +2,7 @@
 //! their snapshot (and its files) through a merge.
 
 use arrow_array::Int64Array;
-use omendb::{CollectionOptions, CompactionPolicy, Database, IndexSettings};
+use omendb::{CompactionPolicy, Database};
 
 use crate::common::*;
 
@@ -12,28 +12,26 @@ fn small_writes_merge_into_one_graph_and_compaction_drops_deleted_rows() {
     let queries = &queries[..50 * dim];
     let n = N;
     let tmp = tempfile::tempdir().unwrap();
-    let opts = CollectionOptions {
-        index: IndexSettings {
-            threshold: 1000,
-            compaction: CompactionPolicy {
-                merge_factor: 4,
-                idle_ms: 50,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+    let compaction = CompactionPolicy {
+        merge_factor: 4,
+        idle_ms: 50,
         ..Default::default()
     };
-    let db = Database::open(tmp.path()).unwrap();
-    let c = db.create_collection("words", &schema(dim), opts).unwrap();
+    let (_db, c) = words_collection(tmp.path(), dim, 1000, compaction);
+    // Writes wait while 2,000 rows are not yet indexed (the bound in force is twice the
+    // threshold): at most 20 fresh segments of 100 rows stand beside the indexed ones, however
+    // little CPU the merger gets beside the other tests.
+    c.alter(&[("max_unindexed_rows", "2000"), ("write_stall_ms", "600000")])
+        .unwrap();
     let mut most = 0;
     for start in (0..n).step_by(100) {
         c.append(&[rows(&data, dim, start..start + 100)]).unwrap();
         most = most.max(c.snapshot().segments().len());
     }
-    // Merged as they come: never one segment per write (the bound leaves room for a
-    // merger starved of CPU by the tests running beside it on a 2-core machine).
+    // Merged as they come: never one segment per write (20 fresh ones at the most, and the
+    // indexed segments of 1,000 rows or more).
     assert!(most <= 30, "{most} segments at once (of 50 writes)");
+    assert!(c.stats().unwrap().writes_refused == 0);
     c.wait_for_indexing();
     let snap = c.snapshot();
     let segs = snap.segments();

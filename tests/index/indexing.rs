@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::Int64Array;
-use omendb::{CollectionOptions, CompactionPolicy, Database, IndexSettings, SearchRequest};
+use omendb::{CollectionOptions, CompactionPolicy, Database, SearchRequest};
 
 use crate::common::*;
 
@@ -197,15 +197,7 @@ fn readers_and_writers_go_on_during_a_build() {
 fn search_work_counts_graph_expansions_and_scanned_rows() {
     let (data, _, dim) = dataset();
     let tmp = tempfile::tempdir().unwrap();
-    let db = Database::open(tmp.path()).unwrap();
-    let opts = CollectionOptions {
-        index: IndexSettings {
-            threshold: 1000,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let c = db.create_collection("words", &schema(dim), opts).unwrap();
+    let (db, c) = words_collection(tmp.path(), dim, 1000, CompactionPolicy::default());
     c.append(&[rows(&data, dim, 0..2000)]).unwrap();
     c.wait_for_indexing();
     let snap = c.snapshot();
@@ -241,19 +233,11 @@ fn build_index_leaves_no_segment_unindexed_while_small_segments_merge() {
     for round in 0..3 {
         let tmp = tempfile::tempdir().unwrap();
         // No automatic builds; small writes, merged in the background as they come.
-        let opts = CollectionOptions {
-            index: IndexSettings {
-                threshold: 0,
-                compaction: CompactionPolicy {
-                    merge_factor: 4,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+        let compaction = CompactionPolicy {
+            merge_factor: 4,
             ..Default::default()
         };
-        let db = Database::open(tmp.path()).unwrap();
-        let c = db.create_collection("words", &schema(dim), opts).unwrap();
+        let (_db, c) = words_collection(tmp.path(), dim, 0, compaction);
         for start in (0..4000).step_by(500) {
             c.append(&[rows(&data, dim, start..start + 500)]).unwrap();
         }

@@ -9,10 +9,8 @@ use crate::common::*;
 /// from the mapped files after reopening.
 #[test]
 fn ivf_and_compact_codes_by_size_and_by_setting() {
-    let (data, queries, dim) = dataset();
+    let (data, queries, dim, want) = dataset_and_answers(100);
     let n = N;
-    let queries = &queries[..100 * dim];
-    let want = exact_answers(&data, dim, n, queries, |_| true);
     let cases = [
         // (options, the index built, nprobe, recall floor)
         (vec!["index=auto", "ivf_threshold=4000"], "ivf", 70, 0.9),
@@ -44,7 +42,7 @@ fn ivf_and_compact_codes_by_size_and_by_setting() {
             c.build_index(1).unwrap();
             assert_eq!(c.stats().unwrap().index_kinds, [kind], "{opts:?}");
             let snap = c.snapshot();
-            let req = SearchRequest::new(queries, 10)
+            let req = SearchRequest::new(&queries, 10)
                 .ef(Some(64))
                 .nprobe(Some(nprobe));
             let got = hit_ids(&snap, snap.search(&req).unwrap());
@@ -75,7 +73,7 @@ fn ivf_and_compact_codes_by_size_and_by_setting() {
         );
         assert_eq!(c.stats().unwrap().index_kinds, [kind]);
         let snap = c.snapshot();
-        let req = SearchRequest::new(queries, 10)
+        let req = SearchRequest::new(&queries, 10)
             .ef(Some(64))
             .nprobe(Some(nprobe));
         assert_eq!(

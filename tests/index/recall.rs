@@ -1,8 +1,8 @@
 //! HNSW recall against exact search on real embeddings (a slice of minilm-words), on the raw
 //! graph.
 
-use omendb::distance::Metric;
-use omendb::index::hnsw::{Hnsw, HnswParams};
+use omendb::internals::{Hnsw, HnswParams};
+use omendb::Metric;
 use omendb::VectorView;
 
 use crate::common::dataset;

@@ -1,7 +1,7 @@
 //! Every SIMD kernel level this CPU runs, against the scalar reference.
 
 use half::f16;
-use omendb::distance::{scalar, Kernels, Level};
+use omendb::internals::{scalar, Kernels, Level};
 use proptest::prelude::*;
 
 fn close(a: f32, b: f32, scale: f32) -> bool {

@@ -47,7 +47,7 @@ async fn main() {
     c.append(&[batch]).unwrap();
     c.wait_for_indexing();
     assert_eq!(c.stats().unwrap().index_kinds, ["hnsw"]);
-    let ctx = omendb_udfs::session(db.clone()).unwrap();
+    let ctx = omendb_datafusion::session(db.clone()).unwrap();
     let queries: Vec<&[f32]> = data.queries.data.chunks(dim).take(1000).collect();
     let snapshot = c.snapshot();
 
@@ -60,7 +60,7 @@ async fn main() {
     }
 
     // Bound: prepared once, as a server prepares a statement; each query binds and runs.
-    let prepared = omendb_udfs::Prepared::new(&ctx, "SELECT * FROM knn('bench', $1, 10)")
+    let prepared = omendb_datafusion::Prepared::new(&ctx, "SELECT * FROM knn('bench', $1, 10)")
         .await
         .unwrap();
     assert!(prepared.binds_planned_searches());

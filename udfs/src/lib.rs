@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! # async fn demo(db: std::sync::Arc<omendb::Database>) -> datafusion::error::Result<()> {
-//! let ctx = omendb_udfs::session(db)?;
+//! let ctx = omendb_datafusion::session(db)?;
 //! ctx.sql("SELECT id, _distance FROM knn('docs', [0.1, 0.2, 0.3], 10)").await?.show().await?;
 //! # Ok(()) }
 //! ```
@@ -29,7 +29,7 @@ use omendb::Database;
 
 pub use error::{classify, find_engine_error};
 pub use files::FileGuard;
-pub use knn::KnnLimits;
+pub use knn::{knn_waits, KnnLimits, KnnWaits};
 pub use prepared::Prepared;
 
 pub(crate) use catalog::CollectionTable;

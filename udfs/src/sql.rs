@@ -27,6 +27,10 @@ use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect, Precedence};
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
+mod vectors;
+
+pub use vectors::lift_vectors;
+
 use crate::distance::distance_udfs;
 use crate::files::READERS;
 

@@ -242,7 +242,7 @@ pub(crate) fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     eprintln!(
         "{}",
-        serde_json::json!({ "kernel": format!("{:?}", omendb::distance::kernels().level) })
+        serde_json::json!({ "kernel": format!("{:?}", omendb::internals::kernels().level) })
     );
     // Each sweep point first searches the first `WARM_QUERIES` queries untimed (the peers'
     // protocol), which also warms the page cache and the segment's cached norms.

@@ -8,14 +8,14 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use tonic::Status;
 
-use crate::error::df_status;
+use crate::error::Error;
 use crate::OmenFlight;
 
 use super::{from_ipc, Handle};
 
 /// The parameter schema of a prepared statement: `$1, $2, ...` in order, then named ones;
 /// a parameter whose type the statement does not imply is Null (any type binds).
-pub(super) fn parameter_schema(prepared: &omendb_udfs::Prepared) -> Schema {
+pub(super) fn parameter_schema(prepared: &omendb_datafusion::Prepared) -> Schema {
     let mut names: Vec<&String> = prepared.parameters().keys().collect();
     names.sort_by_key(|n| {
         let position = n.trim_start_matches('$').parse::<usize>().ok();
@@ -37,7 +37,7 @@ pub(super) fn parameter_schema(prepared: &omendb_udfs::Prepared) -> Schema {
 /// The values row `row` of `batch` binds: by position when the statement's parameters are
 /// `$1, $2, ...`, by column name otherwise.
 pub(super) fn param_values(
-    prepared: &omendb_udfs::Prepared,
+    prepared: &omendb_datafusion::Prepared,
     batch: &RecordBatch,
     row: usize,
 ) -> Result<ParamValues, Status> {
@@ -68,7 +68,10 @@ pub(super) fn param_values(
 /// Refuses a bound value that cannot be what its integer parameter is (a float or a string where
 /// k goes), so the execute call fails rather than the fetch; a knn() query vector is checked by
 /// `Prepared::check_values`.
-fn check_bound_types(prepared: &omendb_udfs::Prepared, values: &ParamValues) -> Result<(), Status> {
+fn check_bound_types(
+    prepared: &omendb_datafusion::Prepared,
+    values: &ParamValues,
+) -> Result<(), Status> {
     let ParamValues::List(list) = values else {
         return Ok(());
     };
@@ -99,7 +102,7 @@ impl OmenFlight {
     /// The parameter values of a query's run: the one row its handle carries (none when it
     /// carries none).
     pub(super) fn bound(
-        prepared: &omendb_udfs::Prepared,
+        prepared: &omendb_datafusion::Prepared,
         handle: &Handle,
     ) -> Result<ParamValues, Status> {
         let batches = Self::bound_rows(handle)?;
@@ -121,9 +124,9 @@ impl OmenFlight {
     /// The schema of `prepared`'s result with `values` bound: a column typed by a parameter
     /// (`SELECT $1`) has the bound value's type, not the unbound plan's Null.
     pub(super) fn bound_schema(
-        prepared: &omendb_udfs::Prepared,
+        prepared: &omendb_datafusion::Prepared,
         values: &ParamValues,
-    ) -> Result<SchemaRef, Status> {
+    ) -> Result<SchemaRef, Error> {
         let schema = prepared.schema();
         let untyped = schema.fields().iter().any(|f| f.data_type().is_null());
         if !untyped || matches!(values, ParamValues::List(v) if v.is_empty()) {
@@ -132,8 +135,7 @@ impl OmenFlight {
         let plan = prepared
             .logical_plan()
             .clone()
-            .with_param_values(values.clone())
-            .map_err(df_status)?;
+            .with_param_values(values.clone())?;
         Ok(Arc::new(plan.schema().as_arrow().clone()))
     }
 }

@@ -11,7 +11,7 @@ use futures::stream::TryStreamExt;
 use tonic::Status;
 
 use crate::auth::Role;
-use crate::error::df_status;
+use crate::error::Error;
 use crate::session::Session;
 use crate::wire::{limit_results, timed_out};
 use crate::OmenFlight;
@@ -48,24 +48,64 @@ impl OmenFlight {
         session: &Session,
         sql: &str,
         role: Role,
-    ) -> Result<Arc<omendb_udfs::Prepared>, Status> {
+    ) -> Result<Arc<omendb_datafusion::Prepared>, Status> {
         let timeout = self.config.query_timeout;
         let prepared = tokio::time::timeout(timeout, session.statement(sql))
             .await
-            .unwrap_or_else(|_| Err(timed_out(timeout)))?;
+            .unwrap_or_else(|_| Err(timed_out(timeout).into()))?;
         self.files.check_plan(prepared.logical_plan(), role)?;
         Ok(prepared)
+    }
+
+    /// `sql` as the plan kept for its shape, with the vectors typed into it as the values:
+    /// when it is a plain search (see `lift_vectors`), it then costs one bind, as a bound query
+    /// does, not a parse and plan of every number. `None` when it is not (it is planned as it
+    /// is: a shape that failed to plan says nothing of the text's own error).
+    pub(crate) async fn shaped(
+        &self,
+        session: &Session,
+        sql: &str,
+        role: Role,
+    ) -> Result<Option<(Arc<omendb_datafusion::Prepared>, ParamValues)>, Error> {
+        let Some((shape, values)) = omendb_datafusion::sql::lift_vectors(sql) else {
+            return Ok(None);
+        };
+        Ok(match self.statement(session, &shape, role).await {
+            Ok(p) if p.binds_planned_searches() && p.parameters().len() == values.len() => {
+                let values = values.into_iter().map(Into::into).collect();
+                Some((p, ParamValues::List(values)))
+            }
+            _ => None,
+        })
+    }
+
+    /// The statement of `handle` planned in `session` and the values it runs with: those it
+    /// carries, or the vectors typed into its text (see `shaped`).
+    pub(super) async fn planned(
+        &self,
+        session: &Session,
+        handle: &Handle,
+        role: Role,
+    ) -> Result<(Arc<omendb_datafusion::Prepared>, ParamValues), Error> {
+        if handle.params.is_empty() {
+            if let Some(run) = self.shaped(session, &handle.sql, role).await? {
+                return Ok(run);
+            }
+        }
+        let prepared = self.statement(session, &handle.sql, role).await?;
+        let values = Self::bound(&prepared, handle)?;
+        Ok((prepared, values))
     }
 
     /// Runs `prepared` with `values` to the end, within the server's limits.
     pub(super) async fn run_to_end(
         &self,
-        prepared: &omendb_udfs::Prepared,
+        prepared: &omendb_datafusion::Prepared,
         values: ParamValues,
-    ) -> Result<Vec<RecordBatch>, Status> {
-        let stream = prepared.execute(values).await.map_err(df_status)?;
+    ) -> Result<Vec<RecordBatch>, Error> {
+        let stream = prepared.execute(values).await?;
         let batches = limit_results(
-            stream.map_err(df_status),
+            stream,
             self.config.max_result_rows,
             self.config.query_timeout,
         )
@@ -89,24 +129,22 @@ impl OmenFlight {
         mut handle: Handle,
         descriptor: FlightDescriptor,
         ticket: impl FnOnce(Vec<u8>) -> Vec<u8>,
-    ) -> Result<FlightInfo, Status> {
-        let prepared = self.statement(session, &handle.sql, role).await?;
+    ) -> Result<FlightInfo, Error> {
         // The bound parameters are checked now, so a bad binding fails the execute call.
-        let values = Self::bound(&prepared, &handle)?;
-        prepared.check_values(&values).map_err(df_status)?;
+        let (prepared, values) = self.planned(session, &handle, role).await?;
+        prepared.check_values(&values)?;
         let schema = Self::bound_schema(&prepared, &values)?;
         if !only_reads(prepared.logical_plan()) && handle.result.is_empty() {
             let batches = self.run_to_end(&prepared, values).await?;
             handle.result = to_ipc(&schema, &batches)?;
         }
         let ticket = Ticket::new(ticket(self.signer.encode(&handle)));
-        FlightInfo::new()
+        let info = FlightInfo::new()
             .try_with_schema(&schema)
-            .map_err(|e| Status::internal(e.to_string()))
-            .map(|info| {
-                info.with_descriptor(descriptor)
-                    .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
-                    .with_ordered(true)
-            })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(info
+            .with_descriptor(descriptor)
+            .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+            .with_ordered(true))
     }
 }

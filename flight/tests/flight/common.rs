@@ -43,6 +43,17 @@ pub(crate) async fn put(
     put_messages(client, messages(path, batches)).await
 }
 
+/// Puts each of `batches` to `path` in a put of its own, in order; each must be accepted.
+pub(crate) async fn put_each(
+    client: &mut FlightClient,
+    path: &[&str],
+    batches: impl IntoIterator<Item = RecordBatch>,
+) {
+    for b in batches {
+        put(client, path, vec![b]).await.unwrap();
+    }
+}
+
 pub(crate) async fn sql(
     client: &mut FlightClient,
     text: &str,

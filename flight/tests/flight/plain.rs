@@ -4,9 +4,7 @@ use super::common::*;
 use std::sync::Arc;
 
 use arrow_flight::{FlightClient, FlightDescriptor};
-use datafusion::arrow::array::{
-    ArrayRef, Float64Builder, Int64Array, ListBuilder, RecordBatch, StringArray,
-};
+use datafusion::arrow::array::{Float64Builder, ListBuilder, RecordBatch, StringArray};
 use futures::StreamExt;
 use tonic::Code;
 
@@ -35,32 +33,22 @@ fn batch(ids: std::ops::Range<i64>, dim: usize) -> RecordBatch {
         );
         lb.append(true);
     }
-    RecordBatch::try_from_iter(vec![
-        (
-            "id",
-            Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
-        ),
-        ("embedding", Arc::new(lb.finish()) as ArrayRef),
-        (
-            "title",
-            Arc::new(StringArray::from_iter_values(
-                ids.map(|i| format!("doc {i}")),
-            )),
-        ),
-    ])
-    .unwrap()
+    omendb_testkit::id_vector_text_batch(ids, ("embedding", Arc::new(lb.finish())), "title", |i| {
+        format!("doc {i}")
+    })
 }
 
-/// Asserts that a put is refused as INVALID_ARGUMENT with a message containing `needle`.
-async fn refused(
+/// Asserts that each put of `cases` (path, batches, needle), in turn, is refused as
+/// INVALID_ARGUMENT with a message containing its needle.
+async fn refused<const N: usize>(
     client: &mut FlightClient,
-    path: &[&str],
-    batches: Vec<RecordBatch>,
-    needle: &str,
+    cases: [(&[&str], Vec<RecordBatch>, &str); N],
 ) {
-    let err = put(client, path, batches).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains(needle), "{}", err.message());
+    for (path, batches, needle) in cases {
+        let err = put(client, path, batches).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(needle), "{}", err.message());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,16 +101,10 @@ async fn put_query_describe_and_error_codes() {
     // Errors map to gRPC codes and name the problem; refused writes change nothing.
     refused(
         &mut client,
-        &["docs"],
-        vec![batch(100..102, 5)],
-        "wrong dimension 5",
-    )
-    .await;
-    refused(
-        &mut client,
-        &["docs"],
-        vec![batch(10..12, 4)],
-        "duplicate id 10",
+        [
+            (&["docs"], vec![batch(100..102, 5)], "wrong dimension 5"),
+            (&["docs"], vec![batch(10..12, 4)], "duplicate id 10"),
+        ],
     )
     .await;
     let err = put(&mut client, &["a/b"], vec![batch(0..1, 4)])
@@ -160,25 +142,14 @@ async fn put_query_describe_and_error_codes() {
     assert_eq!(int64s(&n[0], 0).value(0), 100);
 
     // Actions: build_index, stats and drop.
-    let built: Vec<_> = client
-        .do_action(arrow_flight::Action::new("build_index", "docs"))
-        .await
-        .unwrap()
-        .collect::<Vec<_>>()
-        .await;
-    let built = String::from_utf8(built[0].as_ref().unwrap().to_vec()).unwrap();
-    assert!(built.contains(r#""indexes_built":1"#), "{built}");
-    let stats: Vec<_> = client
-        .do_action(arrow_flight::Action::new("stats", "docs"))
-        .await
-        .unwrap()
-        .collect::<Vec<_>>()
-        .await;
-    let stats = String::from_utf8(stats[0].as_ref().unwrap().to_vec()).unwrap();
-    assert!(
-        stats.contains(r#""rows":100"#) && stats.contains(r#""segments":1"#),
-        "{stats}"
-    );
+    action_reports(
+        &mut client,
+        &[
+            ("build_index", "docs", &[r#""indexes_built":1"#]),
+            ("stats", "docs", &[r#""rows":100"#, r#""segments":1"#]),
+        ],
+    )
+    .await;
     let _ = client
         .do_action(arrow_flight::Action::new("drop_collection", "docs"))
         .await
@@ -214,18 +185,22 @@ async fn action(
     Ok(String::from_utf8(first.to_vec()).unwrap())
 }
 
+/// Runs each action of `cases` (kind, body, needles) in turn; each must succeed with a text
+/// that contains every one of its needles.
+async fn action_reports(client: &mut FlightClient, cases: &[(&str, &str, &[&str])]) {
+    for (kind, body, needles) in cases {
+        let text = action(client, kind, body).await.unwrap();
+        for needle in *needles {
+            assert!(text.contains(needle), "{text}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upsert_puts_compaction_and_settings_over_flight() {
     let (_tmp, mut client, _stop) = start().await;
-    for start in (0..50).step_by(5) {
-        put(
-            &mut client,
-            &["docs", "metric=l2"],
-            vec![batch(start..start + 5, 4)],
-        )
-        .await
-        .unwrap();
-    }
+    let batches = (0..50).step_by(5).map(|start| batch(start..start + 5, 4));
+    put_each(&mut client, &["docs", "metric=l2"], batches).await;
     // Rows 40..60: 40..50 replace stored rows (new titles), 50..60 are new.
     let renamed = |b: RecordBatch| {
         let titles = StringArray::from_iter_values(
@@ -267,28 +242,32 @@ async fn upsert_puts_compaction_and_settings_over_flight() {
     // An upsert still refuses an id sent twice, and a bad mode; nothing changes.
     refused(
         &mut client,
-        &["docs", "mode=upsert"],
-        vec![batch(1..3, 4), batch(2..3, 4)],
-        "duplicate id 2",
-    )
-    .await;
-    refused(
-        &mut client,
-        &["docs", "mode=merge"],
-        vec![batch(0..1, 4)],
-        "mode must be append or upsert",
+        [
+            (
+                &["docs", "mode=upsert"],
+                vec![batch(1..3, 4), batch(2..3, 4)],
+                "duplicate id 2",
+            ),
+            (
+                &["docs", "mode=merge"],
+                vec![batch(0..1, 4)],
+                "mode must be append or upsert",
+            ),
+        ],
     )
     .await;
     assert_eq!(count(&mut client, "SELECT count(*) FROM docs").await, 60);
 
     // Settings change after creation; bad ones are refused whole.
-    let altered = action(&mut client, "alter", "docs ef_search=99 compaction=off")
-        .await
-        .unwrap();
-    assert!(
-        altered.contains(r#""ef_search":99"#) && altered.contains(r#""compaction":false"#),
-        "{altered}"
-    );
+    action_reports(
+        &mut client,
+        &[(
+            "alter",
+            "docs ef_search=99 compaction=off",
+            &[r#""ef_search":99"#, r#""compaction":false"#],
+        )],
+    )
+    .await;
     let err = action(&mut client, "alter", "docs ef_search=7 m=1")
         .await
         .unwrap_err();
@@ -304,20 +283,17 @@ async fn upsert_puts_compaction_and_settings_over_flight() {
         "{}",
         err.message()
     );
-    let stats = action(&mut client, "stats", "docs").await.unwrap();
-    assert!(stats.contains(r#""ef_search":99"#), "{stats}");
+    action_reports(&mut client, &[("stats", "docs", &[r#""ef_search":99"#])]).await;
 
     // Compaction on request: one segment, the replaced rows gone for good.
-    let compacted = action(&mut client, "compact", "docs").await.unwrap();
-    assert!(
-        compacted.contains(r#""segments":1"#) && compacted.contains(r#""rows":60"#),
-        "{compacted}"
-    );
-    let stats = action(&mut client, "stats", "docs").await.unwrap();
-    assert!(
-        stats.contains(r#""deleted_rows":0"#) && stats.contains(r#""segments":1"#),
-        "{stats}"
-    );
+    action_reports(
+        &mut client,
+        &[
+            ("compact", "docs", &[r#""segments":1"#, r#""rows":60"#]),
+            ("stats", "docs", &[r#""deleted_rows":0"#, r#""segments":1"#]),
+        ],
+    )
+    .await;
     assert_eq!(
         count(
             &mut client,

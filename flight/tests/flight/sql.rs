@@ -12,7 +12,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::FlightInfo;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, Float32Builder, Int64Array, ListBuilder, RecordBatch, StringArray,
+    Array, ArrayRef, BinaryArray, Float32Builder, Int64Array, ListBuilder, RecordBatch,
 };
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -50,20 +50,8 @@ fn vector_list(vs: impl IntoIterator<Item = Vec<f32>>) -> ArrayRef {
 }
 
 fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
-    RecordBatch::try_from_iter(vec![
-        (
-            "id",
-            Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
-        ),
-        ("vector", vector_list(ids.clone().map(vector))),
-        (
-            "tag",
-            Arc::new(StringArray::from_iter_values(
-                ids.map(|i| format!("t{}", i % 3)),
-            )),
-        ),
-    ])
-    .unwrap()
+    let vectors = vector_list(ids.clone().map(vector));
+    omendb_testkit::id_vector_text_batch(ids, ("vector", vectors), "tag", |i| format!("t{}", i % 3))
 }
 
 /// Every row the endpoints of `info` return.
@@ -121,6 +109,23 @@ async fn ingest_rows(
         .execute_ingest(cmd, futures::stream::iter(batches.into_iter().map(Ok)))
         .await
         .map_err(status)
+}
+
+/// A server in this process, a client of it, and collection `docs` made of `rows(ids)` by
+/// ingest.
+async fn serve_docs(
+    ids: std::ops::Range<i64>,
+) -> (
+    tempfile::TempDir,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    Client,
+) {
+    let (tmp, addr, stop) = serve_in_process().await;
+    let mut c = connect(addr).await;
+    let cmd = ingest("docs", TableExistsOption::Fail, TableNotExistOption::Create);
+    ingest_rows(&mut c, cmd, vec![rows(ids)]).await.unwrap();
+    (tmp, addr, stop, c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,10 +246,7 @@ async fn ingest_modes_statements_and_updates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_knn_binds_vectors_and_handles_stay_in_their_session() {
-    let (_tmp, addr, _stop) = serve_in_process().await;
-    let mut c = connect(addr).await;
-    let cmd = ingest("docs", TableExistsOption::Fail, TableNotExistOption::Create);
-    ingest_rows(&mut c, cmd, vec![rows(0..300)]).await.unwrap();
+    let (_tmp, addr, _stop, mut c) = serve_docs(0..300).await;
 
     let mut stmt = c
         .prepare(
@@ -338,10 +340,7 @@ async fn prepared_knn_binds_vectors_and_handles_stay_in_their_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_describes_the_server_and_its_tables() {
-    let (_tmp, addr, _stop) = serve_in_process().await;
-    let mut c = connect(addr).await;
-    let cmd = ingest("docs", TableExistsOption::Fail, TableNotExistOption::Create);
-    ingest_rows(&mut c, cmd, vec![rows(0..10)]).await.unwrap();
+    let (_tmp, _, _stop, mut c) = serve_docs(0..10).await;
 
     let info = c
         .get_sql_info(vec![SqlInfo::FlightSqlServerName])

@@ -185,7 +185,7 @@ mod tests {
     use super::*;
     use crate::distance::Metric;
     use crate::index::ivf::kmeans::{self, assign};
-    use crate::index::ivf::{by_rank, exact_top, in_two_lists};
+    use crate::index::ivf::{build_in_lists, by_rank, exact_top, in_two_lists};
     use crate::quant::uniform_rows;
     use crate::vector::Scorer;
 
@@ -235,15 +235,7 @@ mod tests {
             m * t
         );
         assert!(agree as f64 >= 0.9 * m as f64, "{agree} of {m}");
-        let settings = IndexSettings {
-            ivf: crate::options::IvfSettings {
-                nlist: lists,
-                ..Default::default()
-            },
-            quant: QuantKind::RaBitQ(4),
-            ..IndexSettings::default()
-        };
-        let built = Ivf::build(&view, &settings, &cancel).unwrap();
+        let built = build_in_lists(&view, lists, QuantKind::RaBitQ(4));
         assert_eq!(built.offsets.len(), lists + 1);
         assert!(in_two_lists(&built, n));
         assert_eq!(built.groups.as_ref().map(Groups::len), Some(91));

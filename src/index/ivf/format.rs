@@ -32,7 +32,7 @@ const HEADER_WORDS_V1: usize = 8;
 
 impl Ivf {
     /// The file image.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let words = HEADER_WORDS + self.centroids.len() + self.offsets.len() + self.rows.len();
         let mut out = Vec::with_capacity(words * 4);
         out.extend_from_slice(&MAGIC.to_le_bytes());
@@ -75,7 +75,7 @@ impl Ivf {
 
     /// An IVF over the file image in `buffer` (typically a memory map), read in place and
     /// checked so a damaged file cannot make search panic. `path` names it in errors.
-    pub fn from_buffer(buffer: Buffer, path: &Path) -> Result<Ivf> {
+    pub(crate) fn from_buffer(buffer: Buffer, path: &Path) -> Result<Ivf> {
         let bad = |why: &str| Error::corrupt(path, format!("bad IVF index: {why}"));
         if buffer.len() < HEADER_WORDS * 4 || !buffer.len().is_multiple_of(4) {
             return Err(bad("size"));
@@ -176,9 +176,7 @@ impl Ivf {
 mod tests {
     use super::*;
     use crate::distance::Metric;
-    use crate::index::ivf::{clustered, exact_top, in_two_lists};
-    use crate::options::IndexSettings;
-    use crate::task::Task;
+    use crate::index::ivf::{build_in_lists, clustered, exact_top, in_two_lists};
     use crate::vector::VectorView;
 
     /// Every list probed finds what exact search finds, for every code kind and metric; the
@@ -196,15 +194,7 @@ mod tests {
                 QuantKind::RaBitQ(1),
                 QuantKind::Binary,
             ] {
-                let settings = IndexSettings {
-                    ivf: crate::options::IvfSettings {
-                        nlist: 20,
-                        ..Default::default()
-                    },
-                    quant,
-                    ..IndexSettings::default()
-                };
-                let ivf = Ivf::build(&view, &settings, &Task::new()).unwrap();
+                let ivf = build_in_lists(&view, 20, quant);
                 assert_eq!(ivf.lists(), 20);
                 let bytes = ivf.to_bytes();
                 let read =
@@ -259,15 +249,7 @@ mod tests {
         let data = clustered(n, dim);
         let view = VectorView::new(&data, dim, Metric::Cosine);
         for quant in [QuantKind::None, QuantKind::RaBitQ(1)] {
-            let settings = IndexSettings {
-                ivf: crate::options::IvfSettings {
-                    nlist: 1,
-                    ..Default::default()
-                },
-                quant,
-                ..IndexSettings::default()
-            };
-            let ivf = Ivf::build(&view, &settings, &Task::new()).unwrap();
+            let ivf = build_in_lists(&view, 1, quant);
             assert_eq!(ivf.rows.len(), n);
             let bytes = ivf.to_bytes();
             // The same words under the old header; the codes' section, placed by its offset

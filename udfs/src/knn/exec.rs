@@ -4,7 +4,9 @@
 //! it did.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -32,6 +34,31 @@ use crate::engine_error;
 /// much again (about a tenth of the server's CPU for a bound knn() over Flight SQL). Longer
 /// searches, and any with a filter to evaluate, run on a blocking thread.
 const INLINE_WORK: usize = 8_192;
+
+/// The knn() searches run on blocking threads since the process started: how many, how long
+/// they waited for a thread, and how long they ran (a server's metrics report them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KnnWaits {
+    /// Searches run on a blocking thread.
+    pub searches: u64,
+    /// Time they waited for one, in all.
+    pub queued: Duration,
+    /// Time they ran, in all.
+    pub searching: Duration,
+}
+
+static SEARCHES: AtomicU64 = AtomicU64::new(0);
+static QUEUED_NS: AtomicU64 = AtomicU64::new(0);
+static SEARCHING_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The knn() searches run on blocking threads so far, and their waits.
+pub fn knn_waits() -> KnnWaits {
+    KnnWaits {
+        searches: SEARCHES.load(Ordering::Relaxed),
+        queued: Duration::from_nanos(QUEUED_NS.load(Ordering::Relaxed)),
+        searching: Duration::from_nanos(SEARCHING_NS.load(Ordering::Relaxed)),
+    }
+}
 
 /// One knn() search, planned.
 #[derive(Debug, Clone)]
@@ -331,9 +358,18 @@ impl ExecutionPlan for KnnExec {
             if me.is_short(&query) {
                 return me.search(&query);
             }
-            tokio::task::spawn_blocking(move || me.search(&query))
-                .await
-                .map_err(|e| DataFusionError::Execution(format!("knn() search failed: {e}")))?
+            let queued = Instant::now();
+            tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let found = me.search(&query);
+                let nanos = |d: Duration| d.as_nanos() as u64;
+                SEARCHES.fetch_add(1, Ordering::Relaxed);
+                QUEUED_NS.fetch_add(nanos(started - queued), Ordering::Relaxed);
+                SEARCHING_NS.fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
+                found
+            })
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("knn() search failed: {e}")))?
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),

@@ -3,26 +3,18 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, FixedSizeListBuilder, Float32Array, Float32Builder, Int64Array, RecordBatch,
-    StringArray,
+    ArrayRef, ArrowPrimitiveType, AsArray, FixedSizeListBuilder, Float32Builder, Int64Array,
+    RecordBatch, StringArray,
 };
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::datatypes::{Float32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use omendb::{CollectionOptions, Database, Metric};
 
 const DIM: usize = 8;
 
 fn vector(i: u64) -> Vec<f32> {
-    let mut s = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIM)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 2000) as f32 / 1000.0 - 1.0
-        })
-        .collect()
+    omendb_testkit::vector_in_steps(i, DIM, 1000)
 }
 
 fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
@@ -31,20 +23,9 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
         vb.values().append_slice(&vector(i as u64));
         vb.append(true);
     }
-    RecordBatch::try_from_iter(vec![
-        (
-            "id",
-            Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
-        ),
-        ("vec", Arc::new(vb.finish()) as ArrayRef),
-        (
-            "tag",
-            Arc::new(StringArray::from_iter_values(
-                ids.map(|i| format!("t{}", i % 5)),
-            )),
-        ),
-    ])
-    .unwrap()
+    omendb_testkit::id_vector_text_batch(ids, ("vec", Arc::new(vb.finish())), "tag", |i| {
+        format!("t{}", i % 5)
+    })
 }
 
 fn literal(v: &[f32]) -> String {
@@ -73,7 +54,7 @@ async fn setup(metric: Metric) -> (tempfile::TempDir, SessionContext) {
     c.append(&[batch(0..600)]).unwrap();
     c.append(&[batch(600..1000)]).unwrap();
     c.delete(&Int64Array::from(vec![1, 2, 3])).unwrap();
-    let ctx = omendb_udfs::session(db).unwrap();
+    let ctx = omendb_datafusion::session(db).unwrap();
     (tmp, ctx)
 }
 
@@ -84,14 +65,21 @@ async fn query(ctx: &SessionContext, sql: &str) -> RecordBatch {
     concat_batches(&schema, &batches).unwrap()
 }
 
-fn int_column(b: &RecordBatch, name: &str) -> Vec<i64> {
+/// The values of primitive column `name` of `b`.
+fn column<T: ArrowPrimitiveType>(b: &RecordBatch, name: &str) -> Vec<T::Native> {
     b.column_by_name(name)
         .unwrap()
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
+        .as_primitive::<T>()
         .values()
         .to_vec()
+}
+
+fn int_column(b: &RecordBatch, name: &str) -> Vec<i64> {
+    column::<Int64Type>(b, name)
+}
+
+fn float_column(b: &RecordBatch, name: &str) -> Vec<f32> {
+    column::<Float32Type>(b, name)
 }
 
 fn brute_force(q: &[f32], k: usize, metric: Metric) -> Vec<i64> {
@@ -140,13 +128,8 @@ async fn knn_equals_brute_force_for_every_metric() {
                 brute_force(&q, 7, metric),
                 "{metric} query {qi}"
             );
-            let d = got
-                .column_by_name("_distance")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Float32Array>()
-                .unwrap();
-            assert!(d.values().windows(2).all(|w| w[0] <= w[1]));
+            let d = float_column(&got, "_distance");
+            assert!(d.windows(2).all(|w| w[0] <= w[1]));
         }
     }
 }
@@ -181,12 +164,7 @@ async fn collections_are_tables_and_distance_functions_agree_with_knn() {
     .await;
     assert_eq!(int_column(&got, "id"), brute_force(&q, 5, Metric::Dot));
     let scalar = query(&ctx, "SELECT l2_distance([0.0, 3.0], [4.0, 0.0]) AS d").await;
-    let d = scalar
-        .column(0)
-        .as_any()
-        .downcast_ref::<Float32Array>()
-        .unwrap();
-    assert_eq!(d.value(0), 5.0);
+    assert_eq!(float_column(&scalar, "d")[0], 5.0);
 }
 
 #[tokio::test]
@@ -238,12 +216,7 @@ async fn knn_joins_with_a_csv_table_and_aggregates() {
     let w = got.column_by_name("w").unwrap();
     let w = datafusion::arrow::compute::cast(w, &datafusion::arrow::datatypes::DataType::Int64)
         .unwrap();
-    let w: Vec<i64> = w
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::PrimitiveArray<Int64Type>>()
-        .unwrap()
-        .values()
-        .to_vec();
+    let w: Vec<i64> = w.as_primitive::<Int64Type>().values().to_vec();
     assert_eq!(w, want.values().map(|v| v.1).collect::<Vec<_>>());
 }
 
@@ -283,7 +256,7 @@ async fn knn_errors_name_the_problem() {
         .unwrap_err();
     assert!(
         matches!(
-            omendb_udfs::find_engine_error(&err),
+            omendb_datafusion::find_engine_error(&err),
             Some(omendb::Error::NotFound(_))
         ),
         "{err}"
@@ -300,7 +273,7 @@ fn indexed_setup() -> (tempfile::TempDir, SessionContext) {
     c.append(&[batch(0..1000)]).unwrap();
     c.delete(&Int64Array::from(vec![1, 2, 3])).unwrap();
     assert_eq!(c.build_index(1).unwrap(), 1);
-    let ctx = omendb_udfs::session(db).unwrap();
+    let ctx = omendb_datafusion::session(db).unwrap();
     (tmp, ctx)
 }
 
@@ -346,7 +319,7 @@ async fn knn_takes_a_per_query_nprobe_on_an_ivf_index() {
         .unwrap();
     c.append(&[batch(0..1000)]).unwrap();
     assert_eq!(c.build_index(1).unwrap(), 1);
-    let ctx = omendb_udfs::session(db).unwrap();
+    let ctx = omendb_datafusion::session(db).unwrap();
     let (mut one, mut all) = (0, 0);
     for qi in 0..10 {
         let q = vector(90_000 + qi);
@@ -492,13 +465,7 @@ async fn where_on_knn_is_a_prefilter() {
         &format!("SELECT id, _distance FROM knn('docs', {lit}, 10)"),
     )
     .await;
-    let d = all
-        .column_by_name("_distance")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Float32Array>()
-        .unwrap()
-        .value(4);
+    let d = float_column(&all, "_distance")[4];
     let got = query(
         &ctx,
         &format!("SELECT id FROM knn('docs', {lit}, 10) WHERE _distance <= {d:?}"),
@@ -557,40 +524,36 @@ async fn explain_as(ctx: &SessionContext, how: &str, sql: &str) -> String {
 async fn explain_shows_the_knn_exec_without_searching() {
     let (_tmp, ctx) = indexed_setup();
     let q = literal(&vector(77));
-    let text = explain(
-        &ctx,
-        &format!("SELECT id FROM knn('docs', {q}, 5, 40) WHERE tag = 't2'"),
-    )
-    .await;
     // The filter is pushed into the scan of the call, and the search is a KnnExec.
-    assert!(
-        text.contains("TableScan: knn() projection=[id], full_filters=[knn().tag = Utf8(\"t2\")]"),
-        "{text}"
-    );
-    assert!(
-        text.contains("KnnExec: collection=docs, k=5, ef=40, metric=cosine, segments=[hnsw]"),
-        "{text}"
-    );
-    assert!(text.contains("filter=tag = Utf8(\"t2\")"), "{text}");
-    // EXPLAIN ANALYZE runs it and reports what it did.
-    let text = explain_as(
-        &ctx,
-        "EXPLAIN ANALYZE",
-        &format!("SELECT id FROM knn('docs', {q}, 5)"),
-    )
-    .await;
-    assert!(text.contains("segments=1"), "{text}");
-    assert!(text.contains("segments_by_index=1"), "{text}");
-    assert!(text.contains("rows_selected=997"), "{text}");
-    // A selective filter on the indexed segment is answered by an exact pass over its rows.
-    let text = explain_as(
-        &ctx,
-        "EXPLAIN ANALYZE",
-        &format!("SELECT id FROM knn('docs', {q}, 5) WHERE id < 20"),
-    )
-    .await;
-    assert!(text.contains("segments_by_rows=1"), "{text}");
-    assert!(text.contains("rows_scanned=17"), "{text}");
+    let cases = [
+        (
+            "EXPLAIN",
+            format!("SELECT id FROM knn('docs', {q}, 5, 40) WHERE tag = 't2'"),
+            &[
+                "TableScan: knn() projection=[id], full_filters=[knn().tag = Utf8(\"t2\")]",
+                "KnnExec: collection=docs, k=5, ef=40, metric=cosine, segments=[hnsw]",
+                "filter=tag = Utf8(\"t2\")",
+            ][..],
+        ),
+        // EXPLAIN ANALYZE runs it and reports what it did.
+        (
+            "EXPLAIN ANALYZE",
+            format!("SELECT id FROM knn('docs', {q}, 5)"),
+            &["segments=1", "segments_by_index=1", "rows_selected=997"],
+        ),
+        // A selective filter on the indexed segment is answered by an exact pass over its rows.
+        (
+            "EXPLAIN ANALYZE",
+            format!("SELECT id FROM knn('docs', {q}, 5) WHERE id < 20"),
+            &["segments_by_rows=1", "rows_scanned=17"],
+        ),
+    ];
+    for (how, sql, wants) in cases {
+        let text = explain_as(&ctx, how, &sql).await;
+        for want in wants {
+            assert!(text.contains(want), "{text}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -705,14 +668,7 @@ async fn order_by_distance_limit_is_a_knn_search() {
                 "query {qi}"
             );
             // The distance column is the user's expression, in ascending order.
-            let d = ordered
-                .column_by_name("d")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Float32Array>()
-                .unwrap()
-                .values()
-                .to_vec();
+            let d = float_column(&ordered, "d");
             assert!(d.windows(2).all(|w| w[0] <= w[1]), "{d:?}");
             let plan = explain(ctx, &sql).await;
             assert!(plan.contains("KnnExec: collection=docs, k=8"), "{plan}");
@@ -777,7 +733,7 @@ async fn count_of(ctx: &SessionContext, sql: &str) -> u64 {
 async fn dml_creates_inserts_updates_deletes_and_drops() {
     let tmp = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::open(tmp.path()).unwrap());
-    let ctx = omendb_udfs::session(db.clone()).unwrap();
+    let ctx = omendb_datafusion::session(db.clone()).unwrap();
     query(
         &ctx,
         "CREATE EXTERNAL TABLE notes (id BIGINT NOT NULL, vec FLOAT[4] NOT NULL, note VARCHAR) \
@@ -946,7 +902,7 @@ fn list_param(q: &[f32]) -> datafusion::common::metadata::ScalarAndMetadata {
 }
 
 async fn run_prepared(
-    p: &omendb_udfs::Prepared,
+    p: &omendb_datafusion::Prepared,
     values: Vec<datafusion::common::metadata::ScalarAndMetadata>,
 ) -> datafusion::error::Result<RecordBatch> {
     use futures::TryStreamExt;
@@ -962,7 +918,7 @@ async fn a_prepared_search_binds_again_without_planning() {
     use datafusion::common::ScalarValue;
     let (_tmp, ctx) = setup(Metric::Cosine).await;
     let sql = "SELECT id, _distance FROM knn('docs', $1, $2) WHERE tag <> 't1' ORDER BY _distance";
-    let p = omendb_udfs::Prepared::new(&ctx, sql).await.unwrap();
+    let p = omendb_datafusion::Prepared::new(&ctx, sql).await.unwrap();
     assert!(p.binds_planned_searches());
     // Each run equals the literal form, with other vectors and other k.
     for (i, k) in [(11_u64, 5_i64), (4242, 9), (77, 1), (11, 0)] {
@@ -1018,7 +974,7 @@ async fn a_prepared_search_binds_again_without_planning() {
         "SELECT id FROM knn('docs', $1, 3) WHERE id > 0 AND random() >= 0",
         "SELECT k.id FROM knn('docs', $1, 3) k JOIN docs d ON k.id = d.id",
     ] {
-        let p = omendb_udfs::Prepared::new(&ctx, sql).await.unwrap();
+        let p = omendb_datafusion::Prepared::new(&ctx, sql).await.unwrap();
         assert!(!p.binds_planned_searches(), "{sql}");
         for i in [8_u64, 9] {
             let q = vector(i);
@@ -1051,7 +1007,7 @@ async fn run_omen_sql(
     sql: &str,
     values: Vec<datafusion::common::metadata::ScalarAndMetadata>,
 ) -> (RecordBatch, String) {
-    let plan = omendb_udfs::sql::logical_plan(&ctx.state(), sql)
+    let plan = omendb_datafusion::sql::logical_plan(&ctx.state(), sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .with_param_values(datafusion::common::ParamValues::List(values))
@@ -1111,14 +1067,7 @@ async fn pgvector_operators_bind_tighter_than_comparisons_and_spaceship_stays_on
         literal(&q)
     );
     let (got, _) = run_omen_sql(&ctx, &sql, vec![]).await;
-    assert_eq!(
-        got.column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0),
-        1
-    );
+    assert_eq!(int_column(&got, "n")[0], 1);
     let (got, _) = run_omen_sql(&ctx, "SELECT 1 <=> 1 AS same, NULL <=> 1 AS other", vec![]).await;
     let flags = got
         .column(0)
@@ -1126,7 +1075,7 @@ async fn pgvector_operators_bind_tighter_than_comparisons_and_spaceship_stays_on
         .downcast_ref::<datafusion::arrow::array::BooleanArray>();
     assert_eq!(flags.map(|b| b.value(0)), Some(true));
     // Each statement is planned on its own; two are refused by a one-statement front end.
-    let err = omendb_udfs::sql::logical_plan(&ctx.state(), "SELECT 1; SELECT 2")
+    let err = omendb_datafusion::sql::logical_plan(&ctx.state(), "SELECT 1; SELECT 2")
         .await
         .unwrap_err()
         .to_string();
