@@ -74,7 +74,8 @@ impl Shared {
         Ok(p)
     }
 
-    /// Runs `text`; with parameters the statement is planned once and only bound afterwards.
+    /// Runs `text`; with parameters (or vectors typed into a plain search) the statement is
+    /// planned once and only bound afterwards.
     pub(crate) fn run_sql(
         &self,
         db: &Arc<omendb::Database>,
@@ -83,21 +84,41 @@ impl Shared {
     ) -> PyResult<(Vec<RecordBatch>, SchemaRef)> {
         let ctx = self.session(db)?;
         runtime().block_on(async {
-            if params.is_empty() {
-                let plan = omendb_datafusion::sql::logical_plan(&ctx.state(), text)
-                    .await
-                    .map_err(sql_err)?;
-                let df = ctx.execute_logical_plan(plan).await.map_err(sql_err)?;
-                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                let batches = df.collect().await.map_err(sql_err)?;
-                return Ok((batches, schema));
-            }
-            let prepared = self.prepared(&ctx, text).await?;
+            let (prepared, params) = match params.is_empty() {
+                false => (self.prepared(&ctx, text).await?, params),
+                // Vectors typed into a plain search are bound into the plan kept for the
+                // statement's shape (as a server does), instead of planning every number.
+                true => match self.shaped(&ctx, text).await {
+                    Some(run) => run,
+                    None => {
+                        let plan = omendb_datafusion::sql::logical_plan(&ctx.state(), text)
+                            .await
+                            .map_err(sql_err)?;
+                        let df = ctx.execute_logical_plan(plan).await.map_err(sql_err)?;
+                        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                        let batches = df.collect().await.map_err(sql_err)?;
+                        return Ok((batches, schema));
+                    }
+                },
+            };
             let values = ParamValues::List(params.into_iter().map(Into::into).collect());
             let stream = prepared.execute(values).await.map_err(sql_err)?;
             let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(sql_err)?;
             Ok((batches, prepared.schema()))
         })
+    }
+
+    /// The plan kept for `text`'s shape and the vectors typed into it, when it is a plain
+    /// search (see `lift_vectors`).
+    async fn shaped(
+        &self,
+        ctx: &SessionContext,
+        text: &str,
+    ) -> Option<(Arc<Prepared>, Vec<ScalarValue>)> {
+        let (shape, values) = omendb_datafusion::sql::lift_vectors(text)?;
+        let prepared = self.prepared(ctx, &shape).await.ok()?;
+        (prepared.binds_planned_searches() && prepared.parameters().len() == values.len())
+            .then_some((prepared, values))
     }
 }
 

@@ -387,3 +387,35 @@ def test_the_short_form(tmp_path, rng):
         omendb.DB.load(tmp_path / "empty")
     with pytest.raises(omendb.InvalidInput, match="dimension"):
         omendb.DB(tmp_path / "v", dim=8)
+
+
+def test_writes_past_the_unindexed_bound_are_refused_and_write_nothing(tmp_path, rng):
+    """The engine's backpressure, as every front end gets it: past max_unindexed_rows rows
+    not yet indexed, a write waits write_stall_ms for the indexing, then is refused."""
+    with omendb.connect(tmp_path) as db:
+        docs = db.create_collection("docs", dim=32, write_stall_ms=0)
+        docs.add(ids=np.arange(30_000), vectors=unit(rng, 30_000, 32))
+        # The graph of those 30,000 rows is being built: 30,000 > 20,000 rows unindexed.
+        with pytest.raises(omendb.ResourceExhausted, match="max_unindexed_rows"):
+            docs.add(ids=np.arange(30_000, 30_100), vectors=unit(rng, 100, 32))
+        assert docs.count() == 30_000
+        stats = docs.stats()
+        assert stats["writes_refused"] == 1 and stats["max_unindexed_rows"] == 20_000
+        # Given time, the same write waits for the index and goes in.
+        docs.alter(write_stall_ms=600_000)
+        docs.add(ids=np.arange(30_000, 30_100), vectors=unit(rng, 100, 32))
+        assert docs.count() == 30_100
+
+
+def test_a_vector_typed_into_sql_answers_as_the_bound_one(db, rng):
+    data = unit(rng, 500)
+    docs = db.create_collection("docs", dim=DIM)
+    docs.add(ids=np.arange(500), vectors=data)
+    for q in unit(rng, 3):
+        typed = "[" + ", ".join(repr(float(x)) for x in q) + "]"
+        literal = db.sql(f"SELECT id, _distance FROM knn('docs', {typed}, 5)")
+        bound = db.sql("SELECT id, _distance FROM knn('docs', $1, 5)", params=[q])
+        assert literal.column("id").to_pylist() == bound.column("id").to_pylist()
+        assert literal.column("id").to_pylist() == list(cosine_topk(data, q, 5)[0])
+    with pytest.raises(omendb.InvalidInput, match="dimension"):
+        db.sql("SELECT id FROM knn('docs', [1,2,3,4,5,6,7,8,9], 5)")
