@@ -6,6 +6,7 @@ the baseline), a fresh `omendb serve` on a fresh data directory:
 1. loads the first 2,000 dataset vectors as collection `words` and waits for it to settle;
 2. runs R reader threads (one connection each) for --seconds, each calling
    literal: plain Flight DoGet, ticket `SELECT id, _distance FROM knn('words', [v1,...], 10)`
+   adbc_literal: ADBC Flight SQL, the same text, nothing bound
    bound:   ADBC Flight SQL, prepared `SELECT id, _distance FROM knn('words', $1, 10)` with the
             query vector bound as the parameter
    and checking it got 10 rows (a short answer or an error is a failed read);
@@ -94,8 +95,10 @@ def reader_fn(mode, uri, opts, deadline, queries, lits):
     cur = conn.cursor()
 
     def run(i):
-        # As flight_sql_knn.py binds it: the vector as a Python list, one parameter.
-        cur.execute(BOUND_SQL, parameters=(queries[i % NQ].tolist(),))
+        if mode == "adbc_literal":  # the vector typed into the SQL text, nothing bound
+            cur.execute(LITERAL_SQL.format(lits[i % NQ]))
+        else:  # as flight_sql_knn.py binds it: the vector as a Python list, one parameter
+            cur.execute(BOUND_SQL, parameters=(queries[i % NQ].tolist(),))
         return cur.fetch_arrow_table().num_rows
 
     def close():
@@ -220,7 +223,8 @@ def main():
     ap.add_argument("--readers", type=int, default=12)
     ap.add_argument("--writers", default="0,1,4,8", help="comma-separated writer counts, one phase each")
     ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--mode", default="literal,bound", help="literal, bound or both")
+    ap.add_argument("--mode", default="literal,bound",
+                    help="comma-separated: literal (plain Flight, vector in the text), adbc_literal (ADBC, vector in the text), bound (ADBC, vector bound)")
     ap.add_argument("--deadline", type=float, default=20, help="per-call deadline in seconds")
     ap.add_argument("--serve-arg", action="append", default=[], help="extra argument to `omendb serve` (repeatable)")
     args = ap.parse_args()
@@ -228,7 +232,7 @@ def main():
     queries = np.load(args.dataset / "queries.npy")[:NQ].astype(np.float32)
     lits = [lit(q) for q in queries]
     for mode in args.mode.split(","):
-        assert mode in ("literal", "bound"), f"unknown mode {mode}"
+        assert mode in ("literal", "adbc_literal", "bound"), f"unknown mode {mode}"
         for w in (int(x) for x in args.writers.split(",")):
             phase(args, mode, w, base, queries, lits)
 

@@ -69,11 +69,23 @@ fn pool() -> &'static rayon::ThreadPool {
 /// commits first when they want the CPU: a thread at nice 10 gets about a tenth of the share
 /// of one at 0. (Not 19, a twentieth of that again: writes wait for the indexing under
 /// `max_unindexed_rows`, and other work on the machine must not starve it.)
+/// `OMENDB_BACKGROUND_NICE` (0 to 19) overrides the level: lower gives the indexing more of a
+/// busy machine (writes wait less under `max_unindexed_rows`), higher gives searches more.
 fn lower_priority() {
+    static NICE: OnceLock<i32> = OnceLock::new();
+    let nice = *NICE.get_or_init(|| {
+        std::env::var("OMENDB_BACKGROUND_NICE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| (0..=19).contains(n))
+            .unwrap_or(10)
+    });
     // On Linux a priority set for a thread id applies to that thread alone. Best effort: a
     // sandbox that forbids it leaves the thread at normal priority.
     #[cfg(target_os = "linux")]
-    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// A collection's background worker.

@@ -71,7 +71,16 @@ impl OmenFlight {
                     .map_err(unpack_error)?
                     .ok_or_else(|| Status::invalid_argument("expected a prepare request"))?;
                 refuse_transaction(req.transaction_id.as_ref())?;
-                let prepared = self.statement(&session, &req.query, role).await?;
+                // A plain search with its vectors typed in: described by the plan kept for its
+                // shape, and it takes no parameters (its runs bind the typed vectors).
+                let (prepared, parameters) = match self.shaped(&session, &req.query, role).await? {
+                    Some((p, _)) => (p, Schema::empty()),
+                    None => {
+                        let p = self.statement(&session, &req.query, role).await?;
+                        let parameters = parameter_schema(&p);
+                        (p, parameters)
+                    }
+                };
                 let handle = Handle {
                     session: session.id.clone(),
                     sql: req.query,
@@ -86,7 +95,7 @@ impl OmenFlight {
                 let result = ActionCreatePreparedStatementResult {
                     prepared_statement_handle: self.signer.encode(&handle).into(),
                     dataset_schema: schema_bytes(&prepared.schema())?.into(),
-                    parameter_schema: schema_bytes(&parameter_schema(&prepared))?.into(),
+                    parameter_schema: schema_bytes(&parameters)?.into(),
                 };
                 Ok(vec![arrow_flight::Result {
                     body: result.as_any().encode_to_vec().into(),

@@ -147,6 +147,15 @@ fn refused_with(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, need
     );
 }
 
+/// The rows of `docs` with ids in `r`.
+async fn rows_in(client: &mut FlightClient, r: &std::ops::Range<i64>) -> i64 {
+    let q = format!(
+        "SELECT count(*) FROM docs WHERE id >= {} AND id < {}",
+        r.start, r.end
+    );
+    count(client, &q).await
+}
+
 /// The 99th percentile of `ms`.
 fn p99(ms: &mut [f64]) -> f64 {
     ms.sort_by(f64::total_cmp);
@@ -264,15 +273,11 @@ async fn reads_stay_fast_while_four_writers_pour_in_rows_for_sixty_seconds() {
     );
     for (ranges, want) in [(&acked, 200), (&refused, 0)] {
         for r in ranges {
-            let n = count(
-                &mut c,
-                &format!(
-                    "SELECT count(*) FROM docs WHERE id >= {} AND id < {}",
-                    r.start, r.end
-                ),
-            )
-            .await;
-            assert_eq!(n, want, "rows {r:?}: {want} expected");
+            assert_eq!(
+                rows_in(&mut c, r).await,
+                want,
+                "rows {r:?}: {want} expected"
+            );
         }
     }
     // Loosely (the tight figure is the benchmark's): searches under the load stay within a
@@ -805,15 +810,11 @@ async fn kill_9_during_streamed_puts_keeps_every_acknowledged_row() {
     let server = serve(tmp.path(), &[]);
     let mut c = server.client().await;
     for r in &acked {
-        let n = count(
-            &mut c,
-            &format!(
-                "SELECT count(*) FROM docs WHERE id >= {} AND id < {}",
-                r.start, r.end
-            ),
-        )
-        .await;
-        assert_eq!(n, 300, "acknowledged rows {r:?} are missing");
+        assert_eq!(
+            rows_in(&mut c, r).await,
+            300,
+            "acknowledged rows {r:?} are missing"
+        );
     }
     assert!(!acked.is_empty());
     // What the killed servers staged is gone (the server now running may be staging a
