@@ -21,7 +21,8 @@ const fn setting(key: &'static str, alterable: bool, about: &'static str) -> Set
 }
 
 /// Every setting of a collection: the one table that parsing, errors and the command line's
-/// help are made from. The alterable ones are [`IndexSettings`], in its `entries` order.
+/// help are made from. The alterable ones are [`IndexSettings`](super::IndexSettings), in its
+/// `entries` order.
 pub const SETTINGS: [Setting; 19] = [
     setting("metric", false, "cosine, l2 or dot"),
     setting(
