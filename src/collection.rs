@@ -180,9 +180,9 @@ impl Collection {
     /// Waits, within `write_stall_ms`, until the rows not yet indexed are within the
     /// collection's bound (`max_unindexed_rows`); refused with `ResourceExhausted` after.
     /// Every write that adds rows calls it before writing anything. Returns how long it waited.
-    pub(crate) fn admit(&self) -> Result<std::time::Duration> {
+    pub(crate) fn admit(&self, deadline: Option<Instant>) -> Result<std::time::Duration> {
         self.room
-            .admit(|| self.snapshot(), || self.maintenance.schedule())
+            .admit(|| self.snapshot(), || self.maintenance.schedule(), deadline)
     }
 
     /// The one commit path: under the writer lock, `edit` changes the next version in a

@@ -71,6 +71,7 @@ impl OmenFlight {
         let role = self.role(request.metadata(), Role::Read, "a put")?;
         let peer = request.remote_addr();
         let metadata = request.metadata().clone();
+        let deadline = call_deadline(&metadata);
         let mut input = request.into_inner();
         let first = input
             .message()
@@ -82,13 +83,17 @@ impl OmenFlight {
         if descriptor.r#type() == DescriptorType::Cmd {
             if let Some(command) = sql::command(&descriptor.cmd) {
                 let session = self.session_of(&metadata, peer)?;
-                let result = self.sql_put(&session, role, command?, first, input).await?;
+                let result = self
+                    .sql_put(&session, role, command?, first, input, deadline)
+                    .await?;
                 return Ok(Response::new(Box::pin(stream::iter([Ok(result)]))));
             }
         }
         require(role, Role::Write, "a put")?;
         let (name, opts, mode) = put_target(&descriptor)?;
-        let (name, rows, stalled) = self.ingest_stream(first, input, name, mode, opts).await?;
+        let (name, rows, stalled) = self
+            .ingest_stream(first, input, name, mode, opts, deadline)
+            .await?;
         let mode = match mode {
             WriteMode::Upsert => "upsert",
             _ => "append",
@@ -107,8 +112,8 @@ impl OmenFlight {
 
     /// Streams the batches of a put (`first`, then `input`) into the ingest `open` starts, and
     /// commits them when the stream has ended cleanly; returns the collection, the rows
-    /// written and how long the write waited for room (`max_unindexed_rows`). Nothing is
-    /// written unless every batch is accepted.
+    /// written and how long the write waited for room (`max_unindexed_rows`, until `deadline`
+    /// at the latest). Nothing is written unless every batch is accepted.
     pub(crate) async fn ingest_stream(
         &self,
         first: FlightData,
@@ -116,6 +121,7 @@ impl OmenFlight {
         name: String,
         mode: WriteMode,
         opts: CollectionOptions,
+        deadline: Option<std::time::Instant>,
     ) -> Result<(String, usize, std::time::Duration), Status> {
         let _permit = self.puts.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
@@ -129,7 +135,10 @@ impl OmenFlight {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<PutMsg>(2);
         let (db, max_rows) = (self.db.clone(), self.config.max_put_rows);
         let worker = blocking("a put", move || -> Result<_, Error> {
-            let mut ingest = db.ingest(&name, mode, opts)?.with_max_rows(max_rows);
+            let mut ingest = db
+                .ingest(&name, mode, opts)?
+                .with_max_rows(max_rows)
+                .with_deadline(deadline);
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
                     PutMsg::Batch(b) => ingest.push(&b)?,
@@ -168,4 +177,23 @@ impl OmenFlight {
         }
         outcome
     }
+}
+
+/// When the caller gives up on this call (its `grpc-timeout`), less a margin for the answer to
+/// reach it: a put waiting for room under `max_unindexed_rows` is refused by then, so the
+/// caller hears why rather than a bare DEADLINE_EXCEEDED.
+pub(crate) fn call_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (value, unit) = text.split_at(text.len().checked_sub(1)?);
+    let value: u64 = value.parse().ok()?;
+    let timeout = match unit {
+        "H" => std::time::Duration::from_secs(value.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(value.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(value),
+        "m" => std::time::Duration::from_millis(value),
+        "u" => std::time::Duration::from_micros(value),
+        "n" => std::time::Duration::from_nanos(value),
+        _ => return None,
+    };
+    Some(std::time::Instant::now() + timeout.mul_f64(0.9))
 }

@@ -199,6 +199,7 @@ impl OmenFlight {
         command: Command,
         first: FlightData,
         input: Streaming<FlightData>,
+        deadline: Option<std::time::Instant>,
     ) -> Result<PutResult, Status> {
         let update = |record_count: i64| PutResult {
             app_metadata: DoPutUpdateResult { record_count }.encode_to_vec().into(),
@@ -267,7 +268,7 @@ impl OmenFlight {
                 } else {
                     require(role, Role::Write, "an ingest")?;
                 }
-                let rows = self.sql_ingest(ingest, first, input).await?;
+                let rows = self.sql_ingest(ingest, first, input, deadline).await?;
                 Ok(update(rows as i64))
             }
             other => Err(Status::unimplemented(format!(

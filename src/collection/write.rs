@@ -26,7 +26,7 @@ impl Collection {
         let Some(batch) = self.prepare_all(batches)? else {
             return Ok(0);
         };
-        self.admit()?;
+        self.admit(None)?;
         let ids = batch.column(self.layout.id_index).clone();
         let check = |snap: &Snapshot| refuse_stored(snap, snap.first_stored(ids_of(ids.as_ref())));
         // Refuse early, before writing, what the commit would refuse.
@@ -212,7 +212,7 @@ impl Collection {
         let Some(batch) = self.prepare_all(batches)? else {
             return Ok(0);
         };
-        self.admit()?;
+        self.admit(None)?;
         let staged = Staged::write(
             self.store.clone(),
             &self.layout,

@@ -110,6 +110,8 @@ pub struct Ingest {
     mode: WriteMode,
     /// How long the first batch waited for room.
     stalled: std::time::Duration,
+    /// When the caller gives up: waiting for room ends there at the latest.
+    deadline: Option<std::time::Instant>,
 }
 
 impl Ingest {
@@ -158,7 +160,15 @@ impl Ingest {
             rows: 0,
             mode,
             stalled: std::time::Duration::ZERO,
+            deadline: None,
         })
+    }
+
+    /// Waits for room under `max_unindexed_rows` until `deadline` at the latest (the caller's
+    /// own deadline; `write_stall_ms` bounds the wait too).
+    pub fn with_deadline(mut self, deadline: Option<std::time::Instant>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// Refuses the stream once it holds more than `max_rows` rows.
@@ -198,7 +208,7 @@ impl Ingest {
             )));
         }
         if let (Target::Existing(c), 0) = (&self.target, self.rows) {
-            self.stalled = c.admit()?; // before the first row is staged
+            self.stalled = c.admit(self.deadline)?; // before the first row is staged
         }
         if matches!(self.target, Target::Undecided) {
             let schema = schema_for_batch(

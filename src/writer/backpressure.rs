@@ -43,11 +43,13 @@ impl Room {
     /// Returns once the collection has room for a write: at once when its unindexed rows
     /// (of `current()`, re-read after each commit) are within the bound, else after waiting
     /// for the indexing (`kick` makes sure it runs). Refused with `ResourceExhausted` naming
-    /// the setting when `write_stall_ms` passes first. Returns how long it waited.
+    /// the setting when `write_stall_ms` (or the caller's `deadline`) passes first. Returns how
+    /// long it waited.
     pub(crate) fn admit(
         &self,
         current: impl Fn() -> std::sync::Arc<Snapshot>,
         kick: impl Fn(),
+        deadline: Option<Instant>,
     ) -> Result<Duration> {
         let snapshot = current();
         let Some(limit) = Backpressure::limit(&snapshot.index) else {
@@ -69,7 +71,10 @@ impl Room {
             if unindexed <= limit {
                 break (start.elapsed(), Ok(()));
             }
-            let stall = Duration::from_millis(settings.backpressure.stall_ms);
+            let mut stall = Duration::from_millis(settings.backpressure.stall_ms);
+            if let Some(d) = deadline {
+                stall = stall.min(d.saturating_duration_since(start));
+            }
             let waited = start.elapsed();
             if waited >= stall {
                 stalls.refused += 1;
@@ -104,8 +109,9 @@ impl Room {
 fn refusal(snapshot: &Snapshot, unindexed: usize, limit: usize, waited: Duration) -> Error {
     Error::ResourceExhausted(format!(
         "collection '{}' has {unindexed} rows not yet indexed, past its bound of {limit} \
-         (max_unindexed_rows); the write waited {} ms (write_stall_ms) for the background \
-         indexing to catch up and was refused, nothing written: retry shortly",
+         (max_unindexed_rows); the write waited {} ms (write_stall_ms, or the call's deadline) \
+         for the background indexing to catch up and was refused, nothing written: retry \
+         shortly",
         snapshot.layout.name,
         waited.as_millis()
     ))

@@ -20,6 +20,7 @@ impl OmenFlight {
         cmd: CommandStatementIngest,
         first: FlightData,
         input: Streaming<FlightData>,
+        deadline: Option<std::time::Instant>,
     ) -> Result<usize, Status> {
         refuse_transaction(cmd.transaction_id.as_ref())?;
         if cmd.temporary {
@@ -69,19 +70,26 @@ impl OmenFlight {
                 ))
             }
             (_, TableExistsOption::Replace, _) => Ok(self
-                .ingest_stream(first, input, name, WriteMode::Replace, opts)
+                .ingest_stream(first, input, name, WriteMode::Replace, opts, deadline)
                 .await?
                 .1),
             (_, TableExistsOption::Fail, _) => Ok(self
-                .ingest_stream(first, input, name, WriteMode::Create, opts)
+                .ingest_stream(first, input, name, WriteMode::Create, opts, deadline)
                 .await?
                 .1),
             (_, _, TableNotExistOption::Fail) => Ok(self
-                .ingest_stream(first, input, name, WriteMode::Append, opts)
+                .ingest_stream(first, input, name, WriteMode::Append, opts, deadline)
                 .await?
                 .1),
             _ => Ok(self
-                .ingest_stream(first, input, name, WriteMode::CreateOrAppend, opts)
+                .ingest_stream(
+                    first,
+                    input,
+                    name,
+                    WriteMode::CreateOrAppend,
+                    opts,
+                    deadline,
+                )
                 .await?
                 .1),
         }

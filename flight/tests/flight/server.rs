@@ -297,6 +297,45 @@ async fn reads_stay_fast_while_four_writers_pour_in_rows_for_sixty_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_past_the_unindexed_bound_is_refused_within_its_deadline_and_writes_nothing() {
+    const DIM: usize = 128;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve(tmp.path(), &[]);
+    let mut c = server.client().await;
+    // 50,000 rows in one segment whose graph takes seconds to build: past the bound of 20,000.
+    let path = ["docs", "write_stall_ms=600000"];
+    put(&mut c, &path, vec![batch(0..50_000, DIM)])
+        .await
+        .unwrap();
+    // The collection would let the put wait ten minutes; the caller gives it 800 ms, and hears
+    // why within them rather than a bare DEADLINE_EXCEEDED.
+    let mut impatient = server.client().await;
+    impatient.add_header("grpc-timeout", "800m").unwrap();
+    let start = Instant::now();
+    let e = put(&mut impatient, &["docs"], vec![batch(50_000..50_100, DIM)])
+        .await
+        .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    for needle in [
+        "max_unindexed_rows",
+        "the call's deadline",
+        "nothing written",
+    ] {
+        assert!(
+            e.message().contains(needle),
+            "{} lacks {needle}",
+            e.message()
+        );
+    }
+    assert_eq!(count(&mut c, "SELECT count(*) FROM docs").await, 50_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_refused_and_the_process_lives() {
     let tmp = tempfile::tempdir().unwrap();
     let server = serve(tmp.path(), &["--max-put-rows", "1000"]);
