@@ -70,6 +70,7 @@ impl Metrics {
             start: now,
             since: now,
             phases: Vec::new(),
+            waits: None,
             detail: None,
             failed: false,
         }
@@ -168,7 +169,7 @@ impl Metrics {
             );
         }
         drop(calls);
-        out.push_str("# HELP omendb_phase_seconds Time calls spent in each phase: planning (to the response), searching (to the first batch: queued for a thread and searching), streaming (the rest); for puts, stalled (waiting for the indexing, max_unindexed_rows) and writing.\n");
+        out.push_str("# HELP omendb_phase_seconds Time calls spent in each phase: planning (to the response), searching (to the first batch), within it search_queued and search_engine (knn() searches waiting for a blocking thread, and running), streaming (the rest); for puts, stalled (waiting for the indexing, max_unindexed_rows) and writing.\n");
         out.push_str("# TYPE omendb_phase_seconds summary\n");
         for ((call, phase), p) in self.phases.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let labels = format!("call=\"{call}\",phase=\"{phase}\"");
@@ -272,6 +273,8 @@ pub(crate) struct Timer {
     /// When the phase running now began.
     since: Instant,
     phases: Vec<(&'static str, Duration)>,
+    /// The knn() searches of a query's stream, when it has one.
+    waits: Option<Arc<omendb_datafusion::QueryWaits>>,
     detail: Option<String>,
     failed: bool,
 }
@@ -299,6 +302,16 @@ impl Drop for Timer {
     fn drop(&mut self) {
         if !self.phases.is_empty() {
             self.phase("streaming");
+        }
+        // Parts of `searching`: the knn() searches' wait for a blocking thread, and their run.
+        if let Some(w) = self
+            .waits
+            .take()
+            .map(|w| w.get())
+            .filter(|w| w.searches > 0)
+        {
+            self.phases.push(("search_queued", w.queued));
+            self.phases.push(("search_engine", w.searching));
         }
         self.metrics.record(self);
     }
@@ -384,7 +397,9 @@ pub(crate) fn timed<T: Send + 'static>(
                 _ => timer.phase("handling"),
             }
             let mut first = timer.call == "do_get";
-            let stream = stream.inspect(move |item| {
+            let waits = Arc::new(omendb_datafusion::QueryWaits::default());
+            timer.waits = Some(waits.clone());
+            let mut stream = stream.inspect(move |item| {
                 if item.is_err() {
                     timer.fail();
                 }
@@ -392,6 +407,9 @@ pub(crate) fn timed<T: Send + 'static>(
                     timer.phase("searching");
                 }
             });
+            // Each poll runs with the query's waits in scope, so its searches add theirs.
+            let stream =
+                futures::stream::poll_fn(move |cx| waits.poll_in(|| stream.poll_next_unpin(cx)));
             Ok(Response::from_parts(meta, Box::pin(stream), ext))
         }
     }

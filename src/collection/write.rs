@@ -183,6 +183,7 @@ impl Collection {
         mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
         update: impl FnOnce(RecordBatch) -> Result<RecordBatch>,
     ) -> Result<usize> {
+        self.admit(None)?; // it adds rows: held back like an append
         self.transact(|txn, snapshot| {
             let by_part = Selection::from_masks(snapshot, mask).map(|s| s.live_rows(snapshot))?;
             let at: Vec<(usize, usize)> = by_part

@@ -1344,6 +1344,13 @@ async fn metrics_health_and_the_slow_query_log() {
     let slow_sql = "SELECT count(*) FROM docs CROSS JOIN docs AS b CROSS JOIN docs AS c";
     assert_eq!(count(&mut c, slow_sql).await, 300 * 300 * 300);
     sql(&mut c, "SELECT nope FROM docs").await.unwrap_err();
+    // A filtered knn() searches on a blocking thread: its wait and run are phases of their own.
+    let knn_sql = format!(
+        "SELECT id FROM knn('docs', {}, 5) WHERE id > 10",
+        literal(1, 8)
+    );
+    let hits = sql(&mut c, &knn_sql).await.unwrap();
+    assert_eq!(hits.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
 
     let scrape = || {
         let mut s = std::net::TcpStream::connect(&metrics_addr).unwrap();
@@ -1357,10 +1364,16 @@ async fn metrics_health_and_the_slow_query_log() {
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     for needle in [
         "omendb_requests_total{call=\"do_put\",outcome=\"ok\"} 1\n",
-        "omendb_requests_total{call=\"do_get\",outcome=\"ok\"} 1\n",
+        "omendb_requests_total{call=\"do_get\",outcome=\"ok\"} 2\n",
         "omendb_requests_total{call=\"do_get\",outcome=\"error\"} 1\n",
-        "omendb_request_seconds_count{call=\"do_get\"} 2\n",
-        "omendb_request_seconds_bucket{call=\"do_get\",le=\"+Inf\"} 2\n",
+        "omendb_request_seconds_count{call=\"do_get\"} 3\n",
+        "omendb_request_seconds_bucket{call=\"do_get\",le=\"+Inf\"} 3\n",
+        "omendb_phase_seconds_count{call=\"do_get\",phase=\"planning\"} 2\n",
+        "omendb_phase_seconds_count{call=\"do_get\",phase=\"search_queued\"} 1\n",
+        "omendb_phase_seconds_count{call=\"do_put\",phase=\"writing\"} 1\n",
+        "omendb_knn_searches_total 1\n",
+        "omendb_unindexed_rows{collection=\"docs\"} 300\n",
+        "omendb_writes_refused_total{collection=\"docs\"} 0\n",
         "omendb_collection_rows{collection=\"docs\"} 300\n",
         "omendb_collection_segments{collection=\"docs\"} 1\n",
         "omendb_index_builds_running{collection=\"docs\"} 0\n",
@@ -1396,6 +1409,17 @@ async fn metrics_health_and_the_slow_query_log() {
         .find(|l| l.contains("slow query: do_get"))
         .unwrap_or_else(|| panic!("no slow-query line in {logged}"));
     assert!(slow.contains(slow_sql), "{slow}");
+    assert!(
+        slow.contains("planning") && slow.contains("streaming"),
+        "{slow}"
+    );
+    let slow_knn = logged
+        .lines()
+        .find(|l| l.contains("slow query: do_get") && l.contains("knn("))
+        .unwrap_or_else(|| panic!("no slow-query line for the knn() in {logged}"));
+    for phase in ["planning", "searching", "search_queued", "search_engine"] {
+        assert!(slow_knn.contains(phase), "{slow_knn} lacks {phase}");
+    }
 }
 
 /// A column of mapped segments counts its own bytes against --query-memory, not the whole

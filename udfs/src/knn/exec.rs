@@ -35,8 +35,8 @@ use crate::engine_error;
 /// searches, and any with a filter to evaluate, run on a blocking thread.
 const INLINE_WORK: usize = 8_192;
 
-/// The knn() searches run on blocking threads since the process started: how many, how long
-/// they waited for a thread, and how long they ran (a server's metrics report them).
+/// knn() searches run on blocking threads: how many, how long they waited for a thread, and
+/// how long they ran.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KnnWaits {
     /// Searches run on a blocking thread.
@@ -47,17 +47,54 @@ pub struct KnnWaits {
     pub searching: Duration,
 }
 
-static SEARCHES: AtomicU64 = AtomicU64::new(0);
-static QUEUED_NS: AtomicU64 = AtomicU64::new(0);
-static SEARCHING_NS: AtomicU64 = AtomicU64::new(0);
+/// Where searches add up their waits: the process's totals ([`knn_waits`]), and one query's
+/// when a server polls its result stream through [`QueryWaits::poll_in`].
+#[derive(Debug, Default)]
+pub struct QueryWaits {
+    searches: AtomicU64,
+    queued_ns: AtomicU64,
+    searching_ns: AtomicU64,
+}
 
-/// The knn() searches run on blocking threads so far, and their waits.
-pub fn knn_waits() -> KnnWaits {
-    KnnWaits {
-        searches: SEARCHES.load(Ordering::Relaxed),
-        queued: Duration::from_nanos(QUEUED_NS.load(Ordering::Relaxed)),
-        searching: Duration::from_nanos(SEARCHING_NS.load(Ordering::Relaxed)),
+static TOTAL: QueryWaits = QueryWaits {
+    searches: AtomicU64::new(0),
+    queued_ns: AtomicU64::new(0),
+    searching_ns: AtomicU64::new(0),
+};
+
+tokio::task_local! {
+    /// The waits of the query whose stream is being polled (see `QueryWaits::poll_in`).
+    static QUERY: Arc<QueryWaits>;
+}
+
+impl QueryWaits {
+    fn add(&self, queued: Duration, searching: Duration) {
+        let nanos = |d: Duration| d.as_nanos() as u64;
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        self.queued_ns.fetch_add(nanos(queued), Ordering::Relaxed);
+        self.searching_ns
+            .fetch_add(nanos(searching), Ordering::Relaxed);
     }
+
+    /// The waits added so far.
+    pub fn get(&self) -> KnnWaits {
+        KnnWaits {
+            searches: self.searches.load(Ordering::Relaxed),
+            queued: Duration::from_nanos(self.queued_ns.load(Ordering::Relaxed)),
+            searching: Duration::from_nanos(self.searching_ns.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Runs `poll` (one poll of a query's result stream) with the knn() searches it runs
+    /// adding their waits to `self` too. (Searches in tasks the plan spawns are not seen.)
+    pub fn poll_in<R>(self: &Arc<Self>, poll: impl FnOnce() -> R) -> R {
+        QUERY.sync_scope(self.clone(), poll)
+    }
+}
+
+/// The knn() searches run on blocking threads since the process started, and their waits.
+pub fn knn_waits() -> KnnWaits {
+    TOTAL.get()
 }
 
 /// One knn() search, planned.
@@ -358,18 +395,17 @@ impl ExecutionPlan for KnnExec {
             if me.is_short(&query) {
                 return me.search(&query);
             }
-            let queued = Instant::now();
-            tokio::task::spawn_blocking(move || {
+            let submitted = Instant::now();
+            let (found, queued, searching) = tokio::task::spawn_blocking(move || {
                 let started = Instant::now();
                 let found = me.search(&query);
-                let nanos = |d: Duration| d.as_nanos() as u64;
-                SEARCHES.fetch_add(1, Ordering::Relaxed);
-                QUEUED_NS.fetch_add(nanos(started - queued), Ordering::Relaxed);
-                SEARCHING_NS.fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
-                found
+                (found, started - submitted, started.elapsed())
             })
             .await
-            .map_err(|e| DataFusionError::Execution(format!("knn() search failed: {e}")))?
+            .map_err(|e| DataFusionError::Execution(format!("knn() search failed: {e}")))?;
+            TOTAL.add(queued, searching);
+            let _ = QUERY.try_with(|waits| waits.add(queued, searching));
+            found
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
