@@ -35,36 +35,28 @@ impl FlightService for OmenFlight {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let timer = self.metrics.start("handshake");
-        timed(
-            timer,
-            caught("handshake", self.handshake_inner(request)).await,
-        )
+        self.streamed("handshake", self.handshake_inner(request))
+            .await
     }
 
     async fn list_flights(
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let timer = self.metrics.start("list_flights");
-        timed(
-            timer,
-            caught("list_flights", self.list_flights_inner(request)).await,
-        )
+        self.streamed("list_flights", self.list_flights_inner(request))
+            .await
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let timer = self.metrics.start("get_flight_info");
-        let answer = caught("get_flight_info", async {
+        self.unary("get_flight_info", async {
             Ok(Response::new(
                 self.describe(&request, request.get_ref()).await?,
             ))
         })
-        .await;
-        timed_unary(timer, answer)
+        .await
     }
 
     async fn poll_flight_info(
@@ -80,8 +72,7 @@ impl FlightService for OmenFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let timer = self.metrics.start("get_schema");
-        let answer = caught("get_schema", async {
+        self.unary("get_schema", async {
             let info = self.describe(&request, request.get_ref()).await?;
             let schema = info
                 .try_decode_schema()
@@ -93,24 +84,21 @@ impl FlightService for OmenFlight {
                 })?;
             Ok(Response::new(result))
         })
-        .await;
-        timed_unary(timer, answer)
+        .await
     }
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let timer = self.metrics.start("do_get");
-        timed(timer, caught("do_get", self.do_get_inner(request)).await)
+        self.streamed("do_get", self.do_get_inner(request)).await
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let timer = self.metrics.start("do_put");
-        timed(timer, caught("do_put", self.do_put_inner(request)).await)
+        self.streamed("do_put", self.do_put_inner(request)).await
     }
 
     async fn do_exchange(
@@ -124,11 +112,8 @@ impl FlightService for OmenFlight {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let timer = self.metrics.start("do_action");
-        timed(
-            timer,
-            caught("do_action", self.do_action_inner(request)).await,
-        )
+        self.streamed("do_action", self.do_action_inner(request))
+            .await
     }
 
     async fn list_actions(
@@ -142,6 +127,27 @@ impl FlightService for OmenFlight {
 
 /// Who the caller is.
 impl OmenFlight {
+    /// Runs the handler of `call`, which answers with a stream: timed (to the stream's end)
+    /// and with a panic caught as an INTERNAL status.
+    async fn streamed<T: Send + 'static>(
+        &self,
+        call: &'static str,
+        answer: impl std::future::Future<Output = Result<Response<Stream<T>>, Status>>,
+    ) -> Result<Response<Stream<T>>, Status> {
+        let timer = self.metrics.start(call);
+        timed(timer, caught(call, answer).await)
+    }
+
+    /// Runs the handler of `call`, which answers once: timed, a panic caught.
+    async fn unary<T>(
+        &self,
+        call: &'static str,
+        answer: impl std::future::Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let timer = self.metrics.start(call);
+        timed_unary(timer, caught(call, answer).await)
+    }
+
     /// The caller's role: checked against the token file when there is one, `admin` otherwise.
     pub(crate) fn role(
         &self,

@@ -96,6 +96,9 @@ fn from_ipc(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
     Ok((schema, batches))
 }
 
+/// How a ticket wraps a signed statement handle.
+type WrapTicket = fn(Vec<u8>) -> Vec<u8>;
+
 impl OmenFlight {
     /// Flight SQL `GetFlightInfo`.
     pub(crate) async fn sql_flight_info<T>(
@@ -107,7 +110,8 @@ impl OmenFlight {
         let role = self.role(request.metadata(), Role::Read, "a Flight SQL request")?;
         let session = self.session(request)?;
         let descriptor = descriptor.clone();
-        match command {
+        // The statement's handle, and how its ticket wraps the signed handle.
+        let (handle, ticket): (Handle, WrapTicket) = match command {
             Command::CommandStatementQuery(q) => {
                 refuse_transaction(q.transaction_id.as_ref())?;
                 let handle = Handle {
@@ -115,34 +119,29 @@ impl OmenFlight {
                     sql: q.query,
                     ..Handle::default()
                 };
-                let ticket = |h: Vec<u8>| {
-                    TicketStatementQuery {
+                (handle, |h| {
+                    let query = TicketStatementQuery {
                         statement_handle: h.into(),
-                    }
-                    .as_any()
-                    .encode_to_vec()
-                };
-                Ok(self
-                    .describe_statement(&session, role, handle, descriptor, ticket)
-                    .await?)
+                    };
+                    query.as_any().encode_to_vec()
+                })
             }
             Command::CommandPreparedStatementQuery(q) => {
                 let handle = self
                     .signer
                     .decode(&q.prepared_statement_handle, &session.id)?;
-                let ticket = |h: Vec<u8>| {
-                    CommandPreparedStatementQuery {
+                (handle, |h| {
+                    let query = CommandPreparedStatementQuery {
                         prepared_statement_handle: h.into(),
-                    }
-                    .as_any()
-                    .encode_to_vec()
-                };
-                Ok(self
-                    .describe_statement(&session, role, handle, descriptor, ticket)
-                    .await?)
+                    };
+                    query.as_any().encode_to_vec()
+                })
             }
-            other => metadata::flight_info(other, descriptor),
-        }
+            other => return metadata::flight_info(other, descriptor),
+        };
+        Ok(self
+            .describe_statement(&session, role, handle, descriptor, ticket)
+            .await?)
     }
 
     /// Flight SQL `DoGet`.

@@ -117,7 +117,8 @@ impl Shared {
     ) -> Option<(Arc<Prepared>, Vec<ScalarValue>)> {
         let (shape, values) = omendb_datafusion::sql::lift_vectors(text)?;
         let prepared = self.prepared(ctx, &shape).await.ok()?;
-        (prepared.binds_planned_searches() && prepared.parameters().len() == values.len())
+        prepared
+            .searches_with(values.len())
             .then_some((prepared, values))
     }
 }

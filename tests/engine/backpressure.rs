@@ -8,10 +8,11 @@ use omendb_testkit::*;
 
 use super::{files, opts};
 
+const DIM: usize = 32;
+
 /// A collection holding 30,000 rows in one segment whose graph is being built (bound in force
 /// 20,000: twice the threshold of 10,000).
 fn loaded(path: &std::path::Path, stall_ms: u64) -> (Arc<Database>, Arc<omendb::Collection>) {
-    const DIM: usize = 32;
     let db = Arc::new(Database::open(path).unwrap());
     let mut o = opts(omendb::Metric::Cosine);
     o.set("write_stall_ms", &stall_ms.to_string()).unwrap();
@@ -22,7 +23,6 @@ fn loaded(path: &std::path::Path, stall_ms: u64) -> (Arc<Database>, Arc<omendb::
 
 #[test]
 fn writes_past_the_unindexed_bound_are_refused_after_the_stall_and_write_nothing() {
-    const DIM: usize = 32;
     let tmp = tempfile::tempdir().unwrap();
     // No stall: a write over the bound is refused at once, while the build of the 30,000
     // rows it just committed runs (it takes far longer than the next call).
@@ -80,7 +80,6 @@ fn writes_past_the_unindexed_bound_are_refused_after_the_stall_and_write_nothing
 
 #[test]
 fn the_bound_is_off_when_nothing_drains_the_unindexed_rows() {
-    const DIM: usize = 32;
     let tmp = tempfile::tempdir().unwrap();
     let (_db, c) = loaded(tmp.path(), 0);
     // Flat collections are never indexed, and a bound of 0 is none: writes go straight in.

@@ -177,6 +177,12 @@ impl Prepared {
         self.reusable
     }
 
+    /// Whether the statement is a plain search whose `n` parameters are all it takes: the
+    /// shape of a statement with `n` vectors typed in (`sql::lift_vectors`) runs as it.
+    pub fn searches_with(&self, n: usize) -> bool {
+        self.reusable && self.parameters.len() == n
+    }
+
     /// Runs the statement with `values` for its parameters.
     pub async fn execute(&self, values: ParamValues) -> Result<SendableRecordBatchStream> {
         if !self.reusable {

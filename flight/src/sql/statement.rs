@@ -71,7 +71,7 @@ impl OmenFlight {
             return Ok(None);
         };
         Ok(match self.statement(session, &shape, role).await {
-            Ok(p) if p.binds_planned_searches() && p.parameters().len() == values.len() => {
+            Ok(p) if p.searches_with(values.len()) => {
                 let values = values.into_iter().map(Into::into).collect();
                 Some((p, ParamValues::List(values)))
             }
