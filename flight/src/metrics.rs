@@ -368,10 +368,12 @@ pub(crate) async fn serve(
 /// Times a call that answers with a stream: recorded when the stream ends or is dropped, as
 /// failed if the call or any item failed, naming the query text a handler attached. Its
 /// phases: to the response (`planning` a query; `stalled` and `writing` a put; `handling`
-/// other calls), to the first item (`searching`), and the rest (`streaming`).
+/// other calls), to the first item (`searching`), and the rest (`streaming`); `waits` gathers
+/// the knn() searches of its plans.
 pub(crate) fn timed<T: Send + 'static>(
     mut timer: Timer,
     answer: Result<Response<Stream<T>>, Status>,
+    waits: Arc<omendb_datafusion::QueryWaits>,
 ) -> Result<Response<Stream<T>>, Status> {
     match answer {
         Err(e) => {
@@ -397,7 +399,6 @@ pub(crate) fn timed<T: Send + 'static>(
                 _ => timer.phase("handling"),
             }
             let mut first = timer.call == "do_get";
-            let waits = Arc::new(omendb_datafusion::QueryWaits::default());
             timer.waits = Some(waits.clone());
             let mut stream = stream.inspect(move |item| {
                 if item.is_err() {

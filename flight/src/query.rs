@@ -148,7 +148,7 @@ impl OmenFlight {
             None => {
                 let df = self.plan(&session.ctx, &sql, role).await?;
                 let schema = Arc::new(df.schema().as_arrow().clone());
-                (schema, df.execute_stream().await)
+                (schema, omendb_datafusion::execute_frame(df).await)
             }
         };
         let batches = batches.map_err(Error::from)?;

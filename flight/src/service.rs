@@ -135,7 +135,10 @@ impl OmenFlight {
         answer: impl std::future::Future<Output = Result<Response<Stream<T>>, Status>>,
     ) -> Result<Response<Stream<T>>, Status> {
         let timer = self.metrics.start(call);
-        timed(timer, caught(call, answer).await)
+        // The knn() searches of the plans the handler starts add their waits to the query's.
+        let waits = Arc::new(omendb_datafusion::QueryWaits::default());
+        let answer = waits.clone().scope(caught(call, answer)).await;
+        timed(timer, answer, waits)
     }
 
     /// Runs the handler of `call`, which answers once: timed, a panic caught.

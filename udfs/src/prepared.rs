@@ -20,7 +20,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 
-use crate::knn::{KnnExec, KnnNode};
+use crate::knn::{execute_frame, KnnExec, KnnNode, QueryWaits};
 
 type Planned = (Arc<dyn ExecutionPlan>, Arc<TaskContext>);
 
@@ -191,12 +191,7 @@ impl Prepared {
             } else {
                 self.plan.clone().with_param_values(values)?
             };
-            return self
-                .ctx
-                .execute_logical_plan(plan)
-                .await?
-                .execute_stream()
-                .await;
+            return execute_frame(self.ctx.execute_logical_plan(plan).await?).await;
         }
         let planned = self.physical.lock().expect("not poisoned").clone();
         let (plan, task) = match planned {
@@ -206,7 +201,7 @@ impl Prepared {
             },
             None => self.plan_anew(values).await?,
         };
-        execute_stream(plan, task)
+        execute_stream(plan, QueryWaits::attach(task))
     }
 
     /// Plans the statement with `values`, keeping the plan for the next run.

@@ -1351,6 +1351,18 @@ async fn metrics_health_and_the_slow_query_log() {
     );
     let hits = sql(&mut c, &knn_sql).await.unwrap();
     assert_eq!(hits.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+    // So is one whose search runs in a task the plan spawns (the repartition of a GROUP BY).
+    let grouped_sql = format!(
+        "SELECT id % 2 AS parity, count(*) FROM knn('docs', {}, 6) WHERE id > 10 GROUP BY parity",
+        literal(1, 8)
+    );
+    let groups = sql(&mut c, &grouped_sql).await.unwrap();
+    assert_eq!(groups.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    let plan = sql(&mut c, &format!("EXPLAIN {grouped_sql}")).await.unwrap();
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(plan.contains("RepartitionExec"), "{plan}");
 
     let scrape = || {
         let mut s = std::net::TcpStream::connect(&metrics_addr).unwrap();
@@ -1364,14 +1376,14 @@ async fn metrics_health_and_the_slow_query_log() {
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     for needle in [
         "omendb_requests_total{call=\"do_put\",outcome=\"ok\"} 1\n",
-        "omendb_requests_total{call=\"do_get\",outcome=\"ok\"} 2\n",
+        "omendb_requests_total{call=\"do_get\",outcome=\"ok\"} 4\n",
         "omendb_requests_total{call=\"do_get\",outcome=\"error\"} 1\n",
-        "omendb_request_seconds_count{call=\"do_get\"} 3\n",
-        "omendb_request_seconds_bucket{call=\"do_get\",le=\"+Inf\"} 3\n",
-        "omendb_phase_seconds_count{call=\"do_get\",phase=\"planning\"} 2\n",
-        "omendb_phase_seconds_count{call=\"do_get\",phase=\"search_queued\"} 1\n",
+        "omendb_request_seconds_count{call=\"do_get\"} 5\n",
+        "omendb_request_seconds_bucket{call=\"do_get\",le=\"+Inf\"} 5\n",
+        "omendb_phase_seconds_count{call=\"do_get\",phase=\"planning\"} 4\n",
+        "omendb_phase_seconds_count{call=\"do_get\",phase=\"search_queued\"} 2\n",
         "omendb_phase_seconds_count{call=\"do_put\",phase=\"writing\"} 1\n",
-        "omendb_knn_searches_total 1\n",
+        "omendb_knn_searches_total 2\n",
         "omendb_unindexed_rows{collection=\"docs\"} 300\n",
         "omendb_writes_refused_total{collection=\"docs\"} 0\n",
         "omendb_collection_rows{collection=\"docs\"} 300\n",

@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -85,11 +86,45 @@ impl QueryWaits {
         }
     }
 
-    /// Runs `poll` (one poll of a query's result stream) with the knn() searches it runs
-    /// adding their waits to `self` too. (Searches in tasks the plan spawns are not seen.)
+    /// Runs `work` (a handler that plans and starts a query) with the knn() searches of the
+    /// plans it starts adding their waits to `self` too: those whose task context came from
+    /// [`QueryWaits::attach`] (searches in tasks the plan spawns), and those started in scope.
+    pub async fn scope<F: std::future::Future>(self: Arc<Self>, work: F) -> F::Output {
+        QUERY.scope(self, work).await
+    }
+
+    /// Runs `poll` (one poll of a query's result stream) with the knn() searches it starts
+    /// adding their waits to `self` too.
     pub fn poll_in<R>(self: &Arc<Self>, poll: impl FnOnce() -> R) -> R {
         QUERY.sync_scope(self.clone(), poll)
     }
+
+    /// `task` carrying the waits of the query in scope (see [`QueryWaits::scope`]), so that
+    /// every search of the plan run with it adds to them, whichever task runs it; `task`
+    /// itself when no query is in scope.
+    pub fn attach(task: Arc<TaskContext>) -> Arc<TaskContext> {
+        let Ok(waits) = QUERY.try_with(Arc::clone) else {
+            return task;
+        };
+        let config = task.session_config().clone().with_extension(waits);
+        Arc::new(TaskContext::new(
+            task.task_id(),
+            task.session_id(),
+            config,
+            task.scalar_functions().clone(),
+            task.higher_order_functions().clone(),
+            task.aggregate_functions().clone(),
+            task.window_functions().clone(),
+            task.runtime_env(),
+        ))
+    }
+}
+
+/// Runs `frame` with the waits of the query in scope attached (see [`QueryWaits::attach`]).
+pub async fn execute_frame(frame: DataFrame) -> Result<SendableRecordBatchStream> {
+    let task = QueryWaits::attach(Arc::new(frame.task_ctx()));
+    let plan = frame.create_physical_plan().await?;
+    datafusion::physical_plan::execute_stream(plan, task)
 }
 
 /// The knn() searches run on blocking threads since the process started, and their waits.
@@ -381,6 +416,12 @@ impl ExecutionPlan for KnnExec {
                 "KnnExec has one partition, asked for {partition}"
             )));
         }
+        // The query whose waits this search adds to: carried by the task context, or in
+        // scope where the search starts.
+        let waits = context
+            .session_config()
+            .get_extension::<QueryWaits>()
+            .or_else(|| QUERY.try_with(Arc::clone).ok());
         let me = self.clone();
         let search = async move {
             let query = match &me.input {
@@ -404,7 +445,9 @@ impl ExecutionPlan for KnnExec {
             .await
             .map_err(|e| DataFusionError::Execution(format!("knn() search failed: {e}")))?;
             TOTAL.add(queued, searching);
-            let _ = QUERY.try_with(|waits| waits.add(queued, searching));
+            if let Some(waits) = waits {
+                waits.add(queued, searching);
+            }
             found
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
