@@ -94,6 +94,7 @@ impl Collection {
             version: manifest.version,
             parts,
             index: manifest.index,
+            together: Default::default(),
         };
         let collection = Arc::new_cyclic(|me| Collection {
             store,

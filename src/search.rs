@@ -7,6 +7,7 @@
 
 mod plan;
 mod selection;
+mod together;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use crate::snapshot::Snapshot;
 use crate::topk::{Neighbor, TopK};
 use crate::{Error, Result};
 use plan::{plan, Plan};
+pub(crate) use together::Together;
 
 /// Queries per block: the many-query kernel packs each row panel once per block, so bigger
 /// blocks amortize packing.

@@ -13,6 +13,7 @@ use crate::ids::{ids_of, IdRef};
 use crate::index::{self, VectorIndex};
 use crate::options::IndexSettings;
 use crate::schema::Layout;
+use crate::search::Together;
 use crate::segment::Segment;
 use crate::storage::manifest::{IndexFileMeta, SegmentMeta};
 use crate::storage::segment_file::{map_f32s, open_segment};
@@ -105,6 +106,8 @@ pub struct Snapshot {
     pub(crate) version: u64,
     pub(crate) parts: Vec<SegmentView>,
     pub(crate) index: IndexSettings,
+    /// Searches waiting to run together (see `Snapshot::search_together`).
+    pub(crate) together: Together,
 }
 
 impl Snapshot {
@@ -215,6 +218,7 @@ impl Snapshot {
             version,
             parts,
             index: self.index,
+            together: Together::default(),
         }
     }
 }

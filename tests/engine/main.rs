@@ -487,3 +487,55 @@ fn write_modes_hold_at_the_commit() {
     // Closing with wait leaves no background work behind.
     db.close(true);
 }
+
+/// Searches of one snapshot made at once run together as one many-query search (sharing its
+/// exact scans): each gets the hits it gets alone, whatever its k and ef, in any mix.
+#[test]
+fn searches_made_together_find_what_each_finds_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
+    for start in (0..3_000).step_by(500) {
+        c.append(&[batch(start..start + 500, DIM)]).unwrap();
+    }
+    let snapshot = c.snapshot();
+    let asked = |t: u64, i: u64| {
+        let query = vector(10_000 + t * 100 + i, DIM);
+        let k = if i % 2 == 0 { 5 } else { 12 };
+        let ef = (i % 3 == 0).then_some(40);
+        (query, k, ef)
+    };
+    let together: Vec<Vec<(Vec<omendb::Hit>, Vec<omendb::Hit>)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8u64)
+            .map(|t| {
+                let snapshot = &snapshot;
+                s.spawn(move || {
+                    (0..40u64)
+                        .map(|i| {
+                            let (query, k, ef) = asked(t, i);
+                            let req = SearchRequest::new(&query, k).ef(ef);
+                            let (mut hits, trace) = snapshot.search_together(&req).unwrap();
+                            assert_eq!((hits.len(), trace.len()), (1, snapshot.segments().len()));
+                            let alone = snapshot.search(&req).unwrap().pop().unwrap();
+                            (hits.pop().unwrap(), alone)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for (hits, alone) in together.iter().flatten() {
+        assert_eq!(hits.len(), alone.len());
+        for (h, a) in hits.iter().zip(alone) {
+            assert_eq!((h.part, h.row), (a.part, a.row));
+            assert!((h.distance - a.distance).abs() < 1e-5, "{h:?} vs {a:?}");
+        }
+    }
+    // Several queries run alone, at once.
+    let query = vector(7, DIM);
+    let two: Vec<f32> = query.iter().chain(&query).copied().collect();
+    let (hits, _) = snapshot
+        .search_together(&SearchRequest::new(&two, 3))
+        .unwrap();
+    assert_eq!(hits, snapshot.search(&SearchRequest::new(&two, 3)).unwrap());
+}

@@ -12,8 +12,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::error::{DataFusionError, Result};
 use datafusion::dataframe::DataFrame;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -288,7 +288,8 @@ impl KnnExec {
         };
         let selected = selection.as_ref().map(|s| s.count(snapshot));
         let req = self.request(query).filter(selection.as_ref());
-        let (mut hits, trace) = snapshot.search_traced(&req).map_err(engine_error)?;
+        // Searches of this snapshot started while another runs share its exact scans.
+        let (mut hits, trace) = snapshot.search_together(&req).map_err(engine_error)?;
         let hits = hits.pop().unwrap_or_default();
         let m = |name: &'static str, v: usize| {
             MetricBuilder::new(&self.metrics)
