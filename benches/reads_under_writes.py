@@ -19,7 +19,7 @@ Every call has a deadline (--deadline seconds). One JSON line per phase.
   cargo build --release -p omendb-flight --bin omendb
   python benches/reads_under_writes.py [DATASET_DIR] [--bin target/release/omendb]
       [--readers 12] [--writers 0,1,4,8] [--seconds 20] [--mode literal,bound] [--deadline 20]
-      [--serve-arg=--max-concurrent-puts=16 ...]
+      [--serve-arg=--max-concurrent-puts=16 ...] [--fast]
 """
 import argparse
 import json
@@ -197,7 +197,7 @@ def phase(args, mode, writers, base, queries, lits):
                 counted = sql(client, "SELECT count(*) FROM words", opts).column(0)[0].as_py()
             expected = INITIAL_ROWS + acked[0]
             lat_ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-            emit(mode=mode, readers=args.readers, writers=writers, seconds=round(elapsed, 2),
+            emit(mode=mode, fast=args.fast, readers=args.readers, writers=writers, seconds=round(elapsed, 2),
                  reads=len(latencies), reads_per_s=round(len(latencies) / elapsed, 1),
                  p50_ms=round(float(np.percentile(lat_ms, 50)), 2),
                  p99_ms=round(float(np.percentile(lat_ms, 99)), 2), max_ms=round(float(lat_ms.max()), 2),
@@ -227,7 +227,12 @@ def main():
                     help="comma-separated: literal (plain Flight, vector in the text), adbc_literal (ADBC, vector in the text), bound (ADBC, vector bound)")
     ap.add_argument("--deadline", type=float, default=20, help="per-call deadline in seconds")
     ap.add_argument("--serve-arg", action="append", default=[], help="extra argument to `omendb serve` (repeatable)")
+    ap.add_argument("--fast", action="store_true",
+                    help="readers search the indexed rows only: knn('words', ..., 10, fast => true)")
     args = ap.parse_args()
+    if args.fast:
+        global LITERAL_SQL, BOUND_SQL
+        LITERAL_SQL, BOUND_SQL = (s.replace(", 10)", ", 10, fast => true)") for s in (LITERAL_SQL, BOUND_SQL))
     base = np.load(args.dataset / "base.npy", mmap_mode="r")
     queries = np.load(args.dataset / "queries.npy")[:NQ].astype(np.float32)
     lits = [lit(q) for q in queries]

@@ -20,7 +20,7 @@ use crate::index::flat::{scan_listed, FlatRows};
 use crate::index::{Accept, SearchParams};
 use crate::options::IndexKind;
 use crate::schema::{result_schema, QUERY_COLUMN};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{SegmentView, Snapshot};
 use crate::topk::{Neighbor, TopK};
 use crate::{Error, Result};
 use plan::{plan, Plan};
@@ -48,6 +48,9 @@ pub struct SearchRequest<'a> {
     pub filter: Option<&'a Selection>,
     /// Ignore indexes: scan every segment exactly.
     pub exact: bool,
+    /// Search only the segments that have an index (LanceDB's `fast_search`): rows not yet
+    /// indexed are not found. A snapshot with no index at all is searched whole.
+    pub fast: bool,
 }
 
 impl<'a> SearchRequest<'a> {
@@ -60,6 +63,7 @@ impl<'a> SearchRequest<'a> {
             nprobe: None,
             filter: None,
             exact: false,
+            fast: false,
         }
     }
 
@@ -84,6 +88,12 @@ impl<'a> SearchRequest<'a> {
     /// Exact (`true`) or through the indexes.
     pub fn exact(mut self, exact: bool) -> Self {
         self.exact = exact;
+        self
+    }
+
+    /// Only the indexed segments (`true`), or every segment.
+    pub fn fast(mut self, fast: bool) -> Self {
+        self.fast = fast;
         self
     }
 }
@@ -175,6 +185,7 @@ impl Snapshot {
             return 0;
         }
         let params = self.search_params(req, k, count);
+        let skipped = self.skipped(req);
         let per_query = self
             .parts
             .iter()
@@ -185,7 +196,7 @@ impl Snapshot {
                     .and_then(|f| f.parts[p].as_ref())
                     .map(|b| b.count());
                 match &part.index {
-                    _ if selected == Some(0) => 0,
+                    _ if selected == Some(0) || skipped(part) => 0,
                     Some(index) if !req.exact => index
                         .search_work(&params)
                         .saturating_add(selected.unwrap_or(0)),
@@ -195,6 +206,13 @@ impl Snapshot {
             .fold(0usize, usize::saturating_add);
         let nq = req.queries.len() / self.dim().max(1);
         per_query.saturating_mul(nq)
+    }
+
+    /// Whether `req` leaves a segment out: a fast search, the segments without an index (when
+    /// some segment has one).
+    fn skipped(&self, req: &SearchRequest<'_>) -> impl Fn(&SegmentView) -> bool {
+        let fast = req.fast && !req.exact && self.parts.iter().any(|p| p.index.is_some());
+        move |part: &SegmentView| fast && part.index.is_none()
     }
 
     /// The index parameters of `req`'s searches, returning `k` of `count` live rows.
@@ -236,13 +254,18 @@ impl Snapshot {
         }
         let params = self.search_params(req, k, count);
         let ef = params.ef;
+        let skipped = self.skipped(req);
         let plans: Vec<Plan> = self
             .parts
             .iter()
             .enumerate()
             .map(|(p, part)| {
                 let sel = req.filter.and_then(|f| f.parts[p].as_ref());
-                plan(part, sel, ef, req.exact)
+                if skipped(part) {
+                    Plan::Skip
+                } else {
+                    plan(part, sel, ef, req.exact)
+                }
             })
             .collect();
         let trace = plans

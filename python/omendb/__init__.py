@@ -290,19 +290,22 @@ class Collection:
         where: Optional[str] = None,
         ef: Optional[int] = None,
         nprobe: Optional[int] = None,
+        fast: bool = False,
     ) -> pa.Table:
         """The ``k`` nearest rows to ``query`` (a vector), nearest first, with ``_distance``;
         for a matrix of queries, one table with a leading ``_query`` column (the query's row).
         ``where`` is a SQL condition on the collection's columns (``"lang = 'en'"``), planned
         once per text; k rows come back when k rows match. ``ef`` widens the graph search (and
         the candidates an IVF index re-ranks); ``nprobe`` is how many IVF lists are scanned
-        (default: the collection's ``nprobe`` setting)."""
+        (default: the collection's ``nprobe`` setting). ``fast=True`` searches only the rows
+        already indexed (LanceDB's ``fast_search``): rows written since the last index build
+        are not found, and the exact scan of them is skipped."""
         q, batched = _queries(query)
         if k < 0:
             raise InvalidInput(f"invalid input: k must be non-negative, got {k}")
         if nprobe is not None and nprobe <= 0:
             raise InvalidInput(f"invalid input: nprobe must be a positive integer, got {nprobe}")
-        return self._c.search(q, int(k), where, ef, batched, nprobe)
+        return self._c.search(q, int(k), where, ef, batched, nprobe, fast)
 
     def get(self, ids: Any) -> pa.Table:
         """The rows with these ids, in the order asked; missing ids are skipped."""
@@ -411,8 +414,9 @@ class DB:
         where: Optional[str] = None,
         ef: Optional[int] = None,
         nprobe: Optional[int] = None,
+        fast: bool = False,
     ) -> pa.Table:
-        return self._collection().search(query, k, where=where, ef=ef, nprobe=nprobe)
+        return self._collection().search(query, k, where=where, ef=ef, nprobe=nprobe, fast=fast)
 
     def get(self, ids: Any) -> pa.Table:
         return self._collection().get(ids)

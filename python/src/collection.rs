@@ -100,9 +100,10 @@ impl Collection {
 
     /// The `k` nearest rows to each of the `nq` query vectors in the float32 buffer `queries`,
     /// nearest first, with `_distance`; `where_` is a SQL condition on the collection's
-    /// columns (planned once per text), `ef` the search beam, `nprobe` the IVF lists scanned.
-    /// With `batched`, a leading `_query` column numbers the query each row answers.
-    #[pyo3(signature = (queries, k, where_=None, ef=None, batched=false, nprobe=None))]
+    /// columns (planned once per text), `ef` the search beam, `nprobe` the IVF lists scanned,
+    /// `fast` only the indexed rows. With `batched`, a leading `_query` column numbers the
+    /// query each row answers.
+    #[pyo3(signature = (queries, k, where_=None, ef=None, batched=false, nprobe=None, fast=false))]
     #[allow(clippy::too_many_arguments)] // one per keyword of the Python method
     fn search<'py>(
         &self,
@@ -113,14 +114,15 @@ impl Collection {
         ef: Option<usize>,
         batched: bool,
         nprobe: Option<usize>,
+        fast: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let q = floats(py, queries, "queries")?;
         if nprobe == Some(0) {
             return Err(invalid("nprobe must be a positive integer, got 0"));
         }
         let found = py.detach(|| match where_ {
-            None => self.search_engine(&q, k, ef, nprobe),
-            Some(cond) => self.search_sql(&q, k, cond, ef, nprobe),
+            None => self.search_engine(SearchRequest::new(&q, k).ef(ef).nprobe(nprobe).fast(fast)),
+            Some(cond) => self.search_sql(&q, k, cond, ef, nprobe, fast),
         })?;
         let batch = if batched {
             found.numbered().map_err(to_py)?
@@ -146,7 +148,7 @@ impl Collection {
         py.detach(|| {
             let start = std::time::Instant::now();
             for _ in 0..repeat {
-                std::hint::black_box(self.search_engine(&q, k, None, None)?);
+                std::hint::black_box(self.search_engine(SearchRequest::new(&q, k))?);
             }
             Ok(start.elapsed().as_secs_f64() / repeat as f64)
         })
@@ -213,17 +215,9 @@ impl Collection {
 impl Collection {
     /// Searches through the engine: every query in one call. Returns the rows and how many
     /// answer each query.
-    fn search_engine(
-        &self,
-        q: &[f32],
-        k: usize,
-        ef: Option<usize>,
-        nprobe: Option<usize>,
-    ) -> PyResult<SearchResults> {
+    fn search_engine(&self, req: SearchRequest<'_>) -> PyResult<SearchResults> {
         let (_, c) = self.shared.collection(&self.name)?;
-        c.snapshot()
-            .search_rows(&SearchRequest::new(q, k).ef(ef).nprobe(nprobe))
-            .map_err(to_py)
+        c.snapshot().search_rows(&req).map_err(to_py)
     }
 
     /// Searches through SQL, `SELECT * FROM knn(..) WHERE cond`, planned once per condition;
@@ -235,28 +229,26 @@ impl Collection {
         cond: &str,
         ef: Option<usize>,
         nprobe: Option<usize>,
+        fast: bool,
     ) -> PyResult<SearchResults> {
         self.shared.with(|db| {
             let c = db.collection(&self.name).map_err(to_py)?;
             let dim = c.dim();
             omendb::check_queries(q, dim).map_err(to_py)?;
             let k = i64::try_from(k).map_err(|_| invalid(format!("k {k} is too large")))?;
-            // knn()'s arguments are positional: nprobe comes after ef (the collection's when
-            // not given).
-            let ef = ef.or_else(|| nprobe.map(|_| c.snapshot().index_settings().graph.ef_search));
-            let text = match (ef, nprobe) {
-                (_, Some(_)) => format!(
-                    "SELECT * FROM knn('{}', $1, $2, $3, $4) WHERE ({cond})",
-                    self.name
-                ),
-                (Some(_), None) => format!(
-                    "SELECT * FROM knn('{}', $1, $2, $3) WHERE ({cond})",
-                    self.name
-                ),
-                (None, None) => {
-                    format!("SELECT * FROM knn('{}', $1, $2) WHERE ({cond})", self.name)
-                }
-            };
+            // The options given, by name: $3 and on.
+            let mut options = String::new();
+            let knobs = [("ef", ef), ("nprobe", nprobe)];
+            for (n, (name, _)) in knobs.iter().filter(|(_, v)| v.is_some()).enumerate() {
+                options.push_str(&format!(", {name} => ${}", n + 3));
+            }
+            if fast {
+                options.push_str(", fast => true");
+            }
+            let text = format!(
+                "SELECT * FROM knn('{}', $1, $2{options}) WHERE ({cond})",
+                self.name
+            );
             let mut batches = Vec::new();
             let mut per_query = Vec::new();
             let mut schema = None;

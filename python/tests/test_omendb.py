@@ -178,6 +178,20 @@ def test_an_index_keeps_recall_against_exact_search(db, rng):
     assert recall_at_10(docs, data, unit(rng, 50, 32)) >= 0.9
 
 
+def test_a_fast_search_finds_only_the_indexed_rows(db, rng):
+    data = unit(rng, 1000, 32)
+    # No merge folds the fresh row into the graph while the test runs.
+    docs = db.create_collection("fast", dim=32, index="hnsw", index_threshold=0, compaction="off")
+    docs.add(ids=np.arange(1000), vectors=data)
+    assert docs.build_index() == 1
+    fresh = unit(rng, 1, 32)[0]
+    docs.add(ids=[5000], vectors=fresh[None, :])
+    for where in [None, "id >= 0"]:
+        assert docs.search(fresh, k=3, where=where).column("id")[0].as_py() == 5000
+        fast = docs.search(fresh, k=3, where=where, fast=True).column("id").to_pylist()
+        assert len(fast) == 3 and 5000 not in fast
+
+
 def recall_at_10(docs, data, queries, nprobe=None):
     """Mean recall@10 of a batched search (ef 64) against brute force over ``data``."""
     got = docs.search(queries, k=10, ef=64, nprobe=nprobe)

@@ -43,6 +43,7 @@ struct Key {
     ef: Option<usize>,
     nprobe: Option<usize>,
     exact: bool,
+    fast: bool,
 }
 
 /// Clears `running` and wakes the waiting if the group's search panicked, so one of them
@@ -72,6 +73,7 @@ impl Snapshot {
             ef: req.ef,
             nprobe: req.nprobe,
             exact: req.exact,
+            fast: req.fast,
         };
         let together = &self.together;
         let mut state = lock(&together.state);
@@ -120,7 +122,8 @@ impl Snapshot {
             let req = SearchRequest::new(&queries, key.k)
                 .ef(key.ef)
                 .nprobe(key.nprobe)
-                .exact(key.exact);
+                .exact(key.exact)
+                .fast(key.fast);
             match self.search_traced(&req) {
                 Ok((hits, trace)) => answers.extend(
                     same.iter()

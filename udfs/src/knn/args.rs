@@ -42,7 +42,8 @@ impl Default for KnnLimits {
 /// A planning error about a knn() call: `what` is wrong, followed by the call's usage.
 pub(super) fn usage(what: &str) -> DataFusionError {
     DataFusionError::Plan(format!(
-        "knn(): {what}; usage: knn('collection', [v1, v2, ...], k [, ef [, nprobe]])"
+        "knn(): {what}; usage: knn('collection', [v1, v2, ...], k [, ef [, nprobe]] \
+         [, ef => n] [, nprobe => n] [, fast => true])"
     ))
 }
 
@@ -134,6 +135,7 @@ pub(super) fn check_nprobe(nprobe: Option<ScalarValue>) -> Result<Option<usize>>
 /// error.
 fn positive(value: Option<ScalarValue>, name: &str) -> Result<Option<usize>> {
     Ok(match value {
+        Some(v) if v.is_null() => None, // NULL: the default
         None => None,
         Some(ScalarValue::Int64(Some(n))) if n > 0 => Some(n as usize),
         Some(ScalarValue::Int32(Some(n))) if n > 0 => Some(n as usize),

@@ -85,6 +85,7 @@ impl KnnBinder {
         let nprobe = self.nprobe(node.nprobe.as_ref())?;
         let table = KnnTable::new(name.clone(), snapshot, query, k, ef)
             .with_nprobe(nprobe)
+            .with_fast(node.fast)
             .with_rebind(Rebind {
                 db: self.db.clone(),
                 limits: self.limits,

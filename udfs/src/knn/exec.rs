@@ -145,6 +145,8 @@ pub(crate) struct KnnExec {
     ef: Option<usize>,
     /// IVF lists scanned (`None`: the collection's setting).
     nprobe: Option<usize>,
+    /// Only the indexed segments (`knn(..., fast => true)`).
+    fast: bool,
     /// The pushed-down filter over the collection's stored columns, as written.
     filter: Option<(String, Arc<dyn PhysicalExpr>)>,
     /// Columns of the result schema (the collection's columns, then `_distance`) to return.
@@ -189,6 +191,7 @@ impl KnnExec {
             k,
             ef,
             nprobe: None,
+            fast: false,
             filter,
             projection,
             schema,
@@ -201,6 +204,11 @@ impl KnnExec {
     /// The same search scanning `nprobe` IVF lists (`None`: the collection's setting).
     pub(super) fn with_nprobe(self, nprobe: Option<usize>) -> Self {
         KnnExec { nprobe, ..self }
+    }
+
+    /// The same search of the indexed segments only (`true`), or of all.
+    pub(super) fn with_fast(self, fast: bool) -> Self {
+        KnnExec { fast, ..self }
     }
 
     /// This search, bindable again by a prepared plan when `rebind` is given.
@@ -271,6 +279,7 @@ impl KnnExec {
         SearchRequest::new(query, self.k)
             .ef(self.ef)
             .nprobe(self.nprobe)
+            .fast(self.fast)
     }
 
     /// The search, on the calling thread: filter, search, rows.
@@ -359,6 +368,9 @@ impl DisplayAs for KnnExec {
         )?;
         if let Some(nprobe) = self.nprobe {
             write!(f, ", nprobe={nprobe}")?;
+        }
+        if self.fast {
+            write!(f, ", fast (indexed segments only)")?;
         }
         if let Some((text, _)) = &self.filter {
             write!(f, ", filter={text}")?;

@@ -28,6 +28,8 @@ pub(crate) struct KnnNode {
     pub(super) ef: Option<Expr>,
     /// IVF lists scanned, if given (only with `ef`: arguments are positional).
     pub(super) nprobe: Option<Expr>,
+    /// Only the indexed segments (`fast => true`).
+    pub(super) fast: bool,
     /// The parameters the arguments are, when an argument is exactly one (`$1`): kept when
     /// the parameters are replaced by values, so a prepared plan can be bound again.
     pub(crate) params: KnnParams,
@@ -118,6 +120,9 @@ impl UserDefinedLogicalNodeCore for KnnNode {
         if let Some(nprobe) = &self.nprobe {
             write!(f, ", nprobe={nprobe}")?;
         }
+        if self.fast {
+            write!(f, ", fast")?;
+        }
         Ok(())
     }
 
@@ -136,6 +141,7 @@ impl UserDefinedLogicalNodeCore for KnnNode {
             k,
             ef,
             nprobe,
+            fast: self.fast,
             params: self.params.clone(),
             schema: self.schema.clone(),
         })

@@ -15,7 +15,9 @@ use datafusion::logical_expr::planner::{
     PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
 };
 use datafusion::logical_expr::{Expr, Extension, LogicalPlan, LogicalPlanBuilder};
-use datafusion::sql::sqlparser::ast::{Expr as SQLExpr, FunctionArg, FunctionArgExpr, TableFactor};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SQLExpr, FunctionArg, FunctionArgExpr, TableFactor, Value,
+};
 use omendb::Database;
 
 use super::args::{usage, KnnLimits, KNN_TABLE};
@@ -147,6 +149,12 @@ impl RelationPlanner for KnnPlanner {
         }
         // The names knn() takes (knn's collection; knn_join's vector column and collection).
         let names = if function == "knn" { 1 } else { 2 };
+        // knn()'s options by name, after the positional arguments: ef => n, nprobe => n,
+        // fast => true.
+        let mut named = Named::default();
+        if function == "knn" {
+            raw = named.take(raw)?;
+        }
         for (i, arg) in raw.into_iter().enumerate() {
             let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg else {
                 return Err(usage(&format!("unsupported argument {arg}")));
@@ -172,6 +180,17 @@ impl RelationPlanner for KnnPlanner {
                 exprs.len()
             )));
         }
+        for (name, value, at) in [("ef", named.ef, 3), ("nprobe", named.nprobe, 4)] {
+            let Some(value) = value else { continue };
+            if exprs.len() > at {
+                return Err(usage(&format!(
+                    "{name} is given twice, by position and by name"
+                )));
+            }
+            // A named nprobe without ef: ef NULL (the collection's) holds ef's place.
+            exprs.resize(at, Expr::Literal(ScalarValue::Int64(None), None));
+            exprs.push(context.sql_to_expr(value, &empty)?);
+        }
         let collection = text(&exprs[0], "the first argument (the collection's name)")?;
         let c = self.db.collection(&collection).map_err(engine_error)?;
         let schema = omendb::result_schema(&c.schema());
@@ -192,6 +211,7 @@ impl RelationPlanner for KnnPlanner {
             k,
             ef,
             nprobe,
+            fast: named.fast,
             schema,
         };
         self.binder.check_if_bound(&node)?;
@@ -202,4 +222,67 @@ impl RelationPlanner for KnnPlanner {
             plan, alias,
         ))))
     }
+}
+
+/// knn()'s arguments given by name.
+#[derive(Default)]
+struct Named {
+    ef: Option<SQLExpr>,
+    nprobe: Option<SQLExpr>,
+    fast: bool,
+}
+
+impl Named {
+    /// Takes the named arguments out of `args`, which must follow the positional ones; the
+    /// positional ones.
+    fn take(&mut self, args: Vec<FunctionArg>) -> Result<Vec<FunctionArg>> {
+        let mut positional = Vec::new();
+        let mut seen = Vec::new();
+        for arg in args {
+            let (name, value) = match arg {
+                FunctionArg::Named {
+                    name,
+                    arg: FunctionArgExpr::Expr(value),
+                    ..
+                } => (name.value.to_ascii_lowercase(), value),
+                FunctionArg::Unnamed(_) if seen.is_empty() => {
+                    positional.push(arg);
+                    continue;
+                }
+                FunctionArg::Unnamed(_) => {
+                    return Err(usage(&format!(
+                        "the positional argument {arg} follows a named one"
+                    )))
+                }
+                other => return Err(usage(&format!("unsupported argument {other}"))),
+            };
+            if seen.contains(&name) {
+                return Err(usage(&format!("{name} is given twice")));
+            }
+            match name.as_str() {
+                "ef" => self.ef = Some(value),
+                "nprobe" => self.nprobe = Some(value),
+                "fast" => {
+                    self.fast = match value {
+                        SQLExpr::Value(v) => match v.value {
+                            Value::Boolean(b) => b,
+                            other => return Err(fast_usage(&other.to_string())),
+                        },
+                        other => return Err(fast_usage(&other.to_string())),
+                    }
+                }
+                other => {
+                    return Err(usage(&format!(
+                        "no argument is named {other} (named arguments: ef, nprobe, fast)"
+                    )))
+                }
+            }
+            seen.push(name);
+        }
+        Ok(positional)
+    }
+}
+
+fn fast_usage(got: &str) -> datafusion::error::DataFusionError {
+    usage(&format!("fast must be true or false, got {got}"))
 }

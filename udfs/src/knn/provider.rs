@@ -37,6 +37,8 @@ pub(crate) struct KnnTable {
     ef: Option<usize>,
     /// IVF lists scanned (default: the collection's).
     nprobe: Option<usize>,
+    /// Only the indexed segments (`knn(..., fast => true)`).
+    fast: bool,
     schema: SchemaRef,
     /// How a prepared plan binds the search again.
     rebind: Option<Rebind>,
@@ -53,6 +55,7 @@ impl KnnTable {
             other.ef,
         )
         .with_nprobe(other.nprobe)
+        .with_fast(other.fast)
         .with_rebind_opt(other.rebind.clone())
     }
 
@@ -68,6 +71,11 @@ impl KnnTable {
     /// The same search scanning `nprobe` IVF lists (`None`: the collection's setting).
     pub(super) fn with_nprobe(self, nprobe: Option<usize>) -> Self {
         KnnTable { nprobe, ..self }
+    }
+
+    /// The same search of the indexed segments only (`true`), or of all.
+    pub(super) fn with_fast(self, fast: bool) -> Self {
+        KnnTable { fast, ..self }
     }
 
     /// The `k` rows of `snapshot` nearest `query`.
@@ -86,6 +94,7 @@ impl KnnTable {
             k,
             ef,
             nprobe: None,
+            fast: false,
             schema,
             rebind: None,
         }
@@ -156,6 +165,7 @@ impl TableProvider for KnnTable {
                 projection.cloned(),
             )?
             .with_nprobe(self.nprobe)
+            .with_fast(self.fast)
             .with_rebind(self.rebind.clone()),
         ))
     }

@@ -242,6 +242,22 @@ async fn knn_errors_name_the_problem() {
             "SELECT * FROM knn('../x', [1.0], 3)",
             "invalid collection name",
         ),
+        (
+            "SELECT * FROM knn('docs', [1.0], 3, fast => 'yes')",
+            "fast must be true or false, got 'yes'",
+        ),
+        (
+            "SELECT * FROM knn('docs', [1.0], 3, speed => 2)",
+            "no argument is named speed (named arguments: ef, nprobe, fast)",
+        ),
+        (
+            "SELECT * FROM knn('docs', [1.0], fast => true, 3)",
+            "the positional argument 3 follows a named one",
+        ),
+        (
+            "SELECT * FROM knn('docs', [1.0], 3, 40, ef => 50)",
+            "ef is given twice, by position and by name",
+        ),
     ];
     for (sql, needle) in cases {
         let err = match ctx.sql(sql).await {
@@ -302,6 +318,58 @@ async fn knn_uses_an_hnsw_index_with_a_per_query_ef() {
         err.to_string().contains("ef must be a positive integer"),
         "{err}"
     );
+}
+
+/// `fast => true` searches the indexed segments only (LanceDB's fast_search): rows not yet
+/// indexed are not found, and EXPLAIN says so; options by name equal them by position.
+#[tokio::test]
+async fn knn_fast_searches_only_what_is_indexed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(tmp.path()).unwrap());
+    // No merge folds the fresh row into the graph while the test runs.
+    let mut options = CollectionOptions::default();
+    options.index.compaction.enabled = false;
+    let c = db
+        .create_collection("docs", &batch(0..1).schema(), options)
+        .unwrap();
+    // Before any index, a fast search has nothing else to search: it searches everything.
+    c.append(&[batch(0..1000)]).unwrap();
+    let ctx = omendb_datafusion::session(db.clone()).unwrap();
+    let q = vector(500);
+    let sql = |options: &str| format!("SELECT id FROM knn('docs', {}, 5{options})", literal(&q));
+    let all = int_column(&query(&ctx, &sql("")).await, "id");
+    assert_eq!(all[0], 500);
+    assert_eq!(
+        int_column(&query(&ctx, &sql(", fast => true")).await, "id"),
+        all
+    );
+    // Indexed, then a fresh segment holding the query's exact match.
+    assert_eq!(c.build_index(1).unwrap(), 1);
+    c.append(&[batch(5000..5001)]).unwrap();
+    let target = vector(5000);
+    let sql = |options: &str| {
+        format!(
+            "SELECT id FROM knn('docs', {}, 3{options})",
+            literal(&target)
+        )
+    };
+    let every = int_column(&query(&ctx, &sql("")).await, "id");
+    assert_eq!(every[0], 5000);
+    let fast = int_column(&query(&ctx, &sql(", fast => true")).await, "id");
+    assert_eq!(fast.len(), 3);
+    assert!(!fast.contains(&5000), "{fast:?}");
+    for options in [", FAST => false, ef => 64", ", nprobe => 4"] {
+        assert_eq!(int_column(&query(&ctx, &sql(options)).await, "id"), every);
+    }
+    assert_eq!(
+        int_column(&query(&ctx, &sql(", ef => 500")).await, "id"),
+        int_column(&query(&ctx, &sql(", 500")).await, "id")
+    );
+    let plan = query(&ctx, &format!("EXPLAIN {}", sql(", fast => true"))).await;
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&[plan])
+        .unwrap()
+        .to_string();
+    assert!(plan.contains("fast (indexed segments only)"), "{plan}");
 }
 
 #[tokio::test]
