@@ -500,8 +500,8 @@ fn searches_made_together_find_what_each_finds_alone() {
     let snapshot = c.snapshot();
     let asked = |t: u64, i: u64| {
         let query = vector(10_000 + t * 100 + i, DIM);
-        let k = if i % 2 == 0 { 5 } else { 12 };
-        let ef = (i % 3 == 0).then_some(40);
+        let k = if i.is_multiple_of(2) { 5 } else { 12 };
+        let ef = i.is_multiple_of(3).then_some(40);
         (query, k, ef)
     };
     let together: Vec<Vec<(Vec<omendb::Hit>, Vec<omendb::Hit>)>> = std::thread::scope(|s| {

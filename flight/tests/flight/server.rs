@@ -1358,7 +1358,9 @@ async fn metrics_health_and_the_slow_query_log() {
     );
     let groups = sql(&mut c, &grouped_sql).await.unwrap();
     assert_eq!(groups.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-    let plan = sql(&mut c, &format!("EXPLAIN {grouped_sql}")).await.unwrap();
+    let plan = sql(&mut c, &format!("EXPLAIN {grouped_sql}"))
+        .await
+        .unwrap();
     let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
         .unwrap()
         .to_string();
