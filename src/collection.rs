@@ -30,7 +30,7 @@ use crate::search::SearchRequest;
 use crate::segment::Segment;
 use crate::snapshot::{open_index, SegmentView, Snapshot};
 use crate::storage::gc::remove_garbage;
-use crate::storage::manifest::{IndexFileMeta, Manifest, MANIFEST};
+use crate::storage::manifest::{manifest_name, IndexFileMeta, Manifest};
 use crate::storage::{FileKind, Store};
 use crate::task::Task;
 use crate::writer::backpressure::Room;
@@ -73,7 +73,7 @@ impl Collection {
         )?);
         if layout.schema.fields() != schema.fields() || layout.dim != manifest.dim {
             return Err(Error::corrupt(
-                store.path(MANIFEST),
+                store.path(&manifest.file(&*store)),
                 "stored schema does not match the collection definition",
             ));
         }
@@ -202,7 +202,9 @@ impl Collection {
         {
             return Ok(result); // nothing changed: no new version
         }
-        let next = txn.commit().inspect_err(|e| self.unsettled(e))?;
+        let next = txn
+            .commit()
+            .inspect_err(|e| self.unsettled(e, manifest.version + 1))?;
         *write(&self.current) = Arc::new(snapshot.with_parts(next.version, parts));
         *manifest = next;
         drop(manifest);
@@ -225,9 +227,9 @@ impl Collection {
 
     /// After a commit whose outcome is unknown, every later use fails until the collection is
     /// opened again (and reads whichever version is on disk).
-    fn unsettled(&self, e: &Error) {
+    fn unsettled(&self, e: &Error, version: u64) {
         if let Error::Unsettled(why) = e {
-            *lock(&self.damage) = Some((self.store.path(MANIFEST), why.clone()));
+            *lock(&self.damage) = Some((self.store.path(&manifest_name(version)), why.clone()));
         }
     }
 

@@ -19,7 +19,7 @@ use crate::options::CollectionOptions;
 use crate::schema::{check_name, Layout};
 #[cfg(feature = "faults")]
 use crate::storage::faults::Faults;
-use crate::storage::manifest::{CommitError, Manifest, MANIFEST};
+use crate::storage::manifest::{CommitError, Manifest};
 use crate::storage::root::{LocalRoot, Root};
 use crate::{Error, Result};
 
@@ -179,7 +179,7 @@ impl Database {
             return Err(match self.root.data_files(name) {
                 0 => Error::NotFound(format!("collection '{name}'")),
                 n => Error::corrupt(
-                    self.root.store(name).path(MANIFEST),
+                    self.root.store(name).path("manifest-*.json"),
                     format!("missing, but the collection directory still holds {n} data files"),
                 ),
             });

@@ -56,6 +56,10 @@ pub enum Error {
     /// written, and the call may succeed when retried later.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// Another writer (another process over the same storage) committed to the collection
+    /// first; nothing was written by this call, which may succeed when retried.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A bug in the engine: an invariant did not hold. Nothing was written.
     #[error("internal error: {0}")]
     Internal(String),
@@ -84,13 +88,15 @@ pub enum ErrorKind {
     Unsettled,
     /// A limit was reached; retry later.
     ResourceExhausted,
+    /// Another writer committed first; nothing was written: retry.
+    Conflict,
     /// A bug: an invariant did not hold.
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for tables that list them).
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::InvalidInput,
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
@@ -100,6 +106,7 @@ impl ErrorKind {
         ErrorKind::Arrow,
         ErrorKind::Unsettled,
         ErrorKind::ResourceExhausted,
+        ErrorKind::Conflict,
         ErrorKind::Internal,
     ];
 }
@@ -117,6 +124,7 @@ impl Error {
             Error::Arrow(_) => ErrorKind::Arrow,
             Error::Unsettled(_) => ErrorKind::Unsettled,
             Error::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
+            Error::Conflict(_) => ErrorKind::Conflict,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

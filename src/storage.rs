@@ -93,6 +93,12 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
     fn sync(&self) -> Result<()>;
     /// The size and modification time of `name`.
     fn stamp(&self, name: &str) -> Result<Stamp>;
+    /// Creates `name` holding `bytes`, durably, only if no file of that name exists: `None`
+    /// (and nothing changed) when one does. Atomic: another writer's create of the same name
+    /// either wins or loses whole, and a crash leaves the file absent or complete. Commits
+    /// put their manifest this way (a compare-and-swap that object stores offer too, as a
+    /// create-only put).
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<Option<Written>>;
     /// Puts a durable copy of committed file `name` into store `to` (of the same backend)
     /// under the same name: a hard link where the file system allows one (committed files
     /// are never modified), else a copy. Returns whether it linked.

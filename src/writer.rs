@@ -22,7 +22,9 @@ pub(crate) mod delete;
 pub(crate) mod maintenance;
 pub(crate) mod policy;
 
-use crate::storage::manifest::{CommitError, FileMeta, Manifest, SegmentMeta};
+use crate::storage::manifest::{
+    manifest_name, CommitError, FileMeta, Manifest, SegmentMeta, MANIFEST,
+};
 use crate::storage::{FileKind, Store, Written};
 use crate::{Error, Result};
 use append::Staged;
@@ -33,7 +35,7 @@ pub(crate) struct Transaction<'a> {
     /// The version being written.
     pub next: Manifest,
     /// The version it replaces (`None` for a new collection).
-    base: Option<Manifest>,
+    base: Option<u64>,
     /// Files this transaction put in place (removed if it does not commit).
     created: Vec<String>,
     /// Files the new version stops naming (removed once it has committed).
@@ -47,7 +49,7 @@ impl<'a> Transaction<'a> {
         let mut next = base.clone();
         next.version += 1;
         let mut txn = Self::with_manifest(store, next);
-        txn.base = Some(base.clone());
+        txn.base = Some(base.version);
         txn
     }
 
@@ -141,16 +143,17 @@ impl<'a> Transaction<'a> {
         self.store.sync()?;
         match self.next.commit(self.store) {
             Ok(()) => {}
-            Err(CommitError::Failed(e)) => return Err(e),
+            Err(CommitError::Failed(e) | CommitError::Conflict(e)) => return Err(e),
             Err(CommitError::Unsynced(e)) => {
-                // The new manifest is in place but not durable. Put the previous one back; only
-                // once that is durable may this transaction's files go (else a crash could
-                // leave a manifest naming removed files).
-                let restored = match &self.base {
-                    Some(base) => base.commit(self.store).is_ok(),
-                    None => false,
-                };
-                if !restored {
+                // The new manifest is in place but not durable. Take it back; only once that
+                // is durable may this transaction's files go (else a crash could leave a
+                // manifest naming removed files).
+                let withdrawn = self
+                    .store
+                    .delete(&manifest_name(self.next.version))
+                    .and_then(|()| self.store.sync())
+                    .is_ok();
+                if !withdrawn {
                     self.committed = true; // keep every file: either version may be on disk
                     return Err(Error::Unsettled(format!(
                         "{e}; the commit's outcome is unknown until the collection is opened \
@@ -161,6 +164,11 @@ impl<'a> Transaction<'a> {
             }
         }
         self.committed = true;
+        // The manifests of the versions before are garbage now (the older layout's too).
+        if let Some(base) = self.base {
+            let _ = self.store.delete(&manifest_name(base));
+            let _ = self.store.delete(MANIFEST);
+        }
         for file in std::mem::take(&mut self.replaced) {
             // Readers hold what they read of these in memory or mapped: they are garbage now
             // (and the next open removes them if this fails).

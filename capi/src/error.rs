@@ -25,6 +25,7 @@ pub(crate) fn kind_status(kind: omendb::ErrorKind) -> omendb_status {
         K::Arrow => OMENDB_ERR_ARROW,
         K::Unsettled => OMENDB_ERR_UNSETTLED,
         K::ResourceExhausted => OMENDB_ERR_RESOURCE_EXHAUSTED,
+        K::Conflict => OMENDB_ERR_CONFLICT,
         K::Internal => OMENDB_ERR_INTERNAL,
     }
 }

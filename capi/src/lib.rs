@@ -78,6 +78,8 @@ pub enum omendb_status {
     OMENDB_ERR_CLOSED = 11,
     /// A limit was reached (the message names the setting); nothing was written: retry later.
     OMENDB_ERR_RESOURCE_EXHAUSTED = 12,
+    /// Another writer committed to the collection first; nothing was written: retry.
+    OMENDB_ERR_CONFLICT = 13,
 }
 
 /// A database handle (0 is never a live handle).

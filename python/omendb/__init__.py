@@ -36,6 +36,7 @@ from ._omendb import (
     Locked,
     NotFound,
     ResourceExhausted,
+    Conflict,
     Unsettled,
     __version__,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ArrowError",
     "Unsettled",
     "ResourceExhausted",
+    "Conflict",
     "InternalError",
     "Closed",
     "__version__",

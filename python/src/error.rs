@@ -67,6 +67,12 @@ create_exception!(
 );
 create_exception!(
     omendb,
+    Conflict,
+    Error,
+    "Another writer committed to the collection first; nothing was written: retry."
+);
+create_exception!(
+    omendb,
     InternalError,
     Error,
     "A bug in OmenDB: an invariant did not hold."
@@ -87,6 +93,7 @@ pub(crate) fn kind_err(kind: omendb::ErrorKind, msg: String) -> PyErr {
         K::Arrow => ArrowError::new_err(msg),
         K::Unsettled => Unsettled::new_err(msg),
         K::ResourceExhausted => ResourceExhausted::new_err(msg),
+        K::Conflict => Conflict::new_err(msg),
         K::Internal => InternalError::new_err(msg),
     }
 }
@@ -140,6 +147,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ArrowError,
         Unsettled,
         ResourceExhausted,
+        Conflict,
         InternalError,
         Closed,
     );

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::Collection;
 use crate::error::lock;
 use crate::stats::Backup;
-use crate::storage::manifest::{SegmentMeta, MANIFEST};
+use crate::storage::manifest::{manifest_name, SegmentMeta};
 use crate::storage::{FileKind, Store};
 use crate::{Error, Result};
 
@@ -107,8 +107,8 @@ impl Collection {
             done.files += 1;
         }
         // The manifest last: a copy cut short names no file it lacks.
-        let text = self.store.read(MANIFEST)?;
-        to.put(MANIFEST, &text)?;
+        let text = self.store.read(&manifest.file(&*self.store))?;
+        to.put(&manifest_name(manifest.version), &text)?;
         to.sync()?;
         done.files += 1;
         done.bytes += text.len() as u64;

@@ -3,7 +3,6 @@
 use super::Collection;
 use crate::options::{Backpressure, IndexKind};
 use crate::stats::{IndexParams, Stats};
-use crate::storage::manifest::MANIFEST;
 use crate::writer::backpressure::unindexed_rows;
 use crate::Result;
 
@@ -14,7 +13,7 @@ impl Collection {
         let worker = report.worker;
         let manifest = self.lock_writer().clone();
         let snapshot = self.snapshot();
-        let mut bytes = self.store.stamp(MANIFEST)?.bytes;
+        let mut bytes = self.store.stamp(&manifest.file(&*self.store))?.bytes;
         for s in &manifest.segments {
             bytes += s.checksummed_bytes();
             if let Some(d) = &s.deletes {

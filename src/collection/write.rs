@@ -130,7 +130,9 @@ impl Collection {
         if settings != manifest.index {
             let mut txn = Transaction::begin(&*self.store, &manifest);
             txn.next.index = settings;
-            let next = txn.commit().inspect_err(|e| self.unsettled(e))?;
+            let next = txn
+                .commit()
+                .inspect_err(|e| self.unsettled(e, manifest.version + 1))?;
             let mut current = write(&self.current);
             let mut snapshot = current.with_parts(next.version, current.parts.clone());
             snapshot.index = settings;

@@ -121,6 +121,12 @@ impl Store for FaultyStore {
         self.inner.sync()
     }
 
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<Option<Written>> {
+        self.faults
+            .hit(&format!("create {name}"), self.path(name))?;
+        self.inner.create(name, bytes)
+    }
+
     fn stamp(&self, name: &str) -> Result<Stamp> {
         self.inner.stamp(name)
     }

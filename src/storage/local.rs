@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use arrow_buffer::Buffer;
 
 use super::checksum::Checksummed;
-use super::{Stamp, Store, Written};
+use super::{unique, Stamp, Store, Written, STAGED_PREFIX};
 use crate::{Error, Result};
 
 /// A directory of files.
@@ -130,6 +130,20 @@ impl Store for LocalStore {
         sync_dir(&self.dir)
     }
 
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<Option<Written>> {
+        // Written whole under a name of its own, then linked to `name`: a link never replaces
+        // an existing file, and appears complete or not at all.
+        let staged = format!("{STAGED_PREFIX}{}", unique());
+        let written = self.put(&staged, bytes)?;
+        let linked = fs::hard_link(self.path(&staged), self.path(name));
+        let _ = fs::remove_file(self.path(&staged));
+        match linked {
+            Ok(()) => Ok(Some(written)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(Error::io(self.path(name), e)),
+        }
+    }
+
     fn export(&self, name: &str, to: &dyn Store) -> Result<bool> {
         let (from, to) = (self.path(name), to.path(name));
         if fs::hard_link(&from, &to).is_ok() {
@@ -167,4 +181,21 @@ pub fn map_path(path: &Path, crc32: u32) -> Result<Buffer> {
         .unwrap_or_default();
     let dir = path.parent().unwrap_or(Path::new("."));
     LocalStore::new(dir).map(name, len, Some(crc32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_puts_a_file_only_where_none_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(tmp.path());
+        let first = store.create("v1", b"first").unwrap().unwrap();
+        assert_eq!(first.bytes, 5);
+        assert!(store.create("v1", b"second").unwrap().is_none());
+        assert_eq!(store.read("v1").unwrap(), b"first");
+        // Nothing else is left behind by either call.
+        assert_eq!(store.list().unwrap(), ["v1"]);
+    }
 }

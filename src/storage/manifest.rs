@@ -1,6 +1,11 @@
 //! The manifest: one version of a collection's state (its definition and its live files), as
-//! a checksummed JSON document. A commit writes a temporary file, syncs it and renames it over
-//! the old one, so a crash leaves the previous or the next version, never a mix.
+//! a checksummed JSON document. Each version is a file of its own (`manifest-{version}.json`),
+//! created once and never rewritten: a commit creates the next version's file with a
+//! create-only put (`Store::create`), so of two writers committing on the same version one
+//! wins and the other learns it lost (`CommitError::Conflict`), on a local disk and on an
+//! object store alike, and a crash leaves the previous or the next version, never a mix. The
+//! newest version is the highest number. Collections written before versioned manifests hold
+//! one `MANIFEST` file, read while no versioned one exists.
 
 use arrow_schema::{Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
@@ -10,10 +15,41 @@ use crate::distance::Metric;
 use crate::options::{IndexKind, IndexSettings};
 use crate::{Error, Result};
 
-/// The manifest's file name.
+/// The one manifest of a collection written before versioned manifests.
 pub(crate) const MANIFEST: &str = "MANIFEST";
-/// The name a manifest is written under before it is renamed into place.
+/// The name such a manifest was written under before it was renamed into place.
 pub(crate) const MANIFEST_TMP: &str = "MANIFEST.tmp";
+const PREFIX: &str = "manifest-";
+const SUFFIX: &str = ".json";
+
+/// The file name of version `version`'s manifest.
+pub(crate) fn manifest_name(version: u64) -> String {
+    format!("{PREFIX}{version:020}{SUFFIX}")
+}
+
+/// The version a versioned manifest's file name holds.
+fn manifest_version(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// Whether `name` is a manifest (versioned, or the one of the older layout).
+pub(crate) fn is_manifest(name: &str) -> bool {
+    name == MANIFEST || manifest_version(name).is_some()
+}
+
+/// The newest manifest among `names`: the highest versioned one, else the older layout's.
+pub(crate) fn newest(names: &[String]) -> Option<&str> {
+    names
+        .iter()
+        .filter_map(|n| Some((manifest_version(n)?, n.as_str())))
+        .max()
+        .map(|(_, n)| n)
+        .or_else(|| names.iter().map(String::as_str).find(|n| *n == MANIFEST))
+}
+
 const HEADER: &str = "omendb-manifest-v1 crc32=";
 /// The format version this engine writes and reads.
 const FORMAT: u32 = 1;
@@ -25,6 +61,8 @@ pub(crate) enum CommitError {
     Failed(Error),
     /// After: the new manifest is in place, but syncing the directory failed.
     Unsynced(Error),
+    /// Another writer committed this version first: nothing was changed.
+    Conflict(Error),
 }
 
 impl CommitError {
@@ -32,7 +70,7 @@ impl CommitError {
     /// removed either way).
     pub(crate) fn into_error(self) -> Error {
         match self {
-            CommitError::Failed(e) | CommitError::Unsynced(e) => e,
+            CommitError::Failed(e) | CommitError::Unsynced(e) | CommitError::Conflict(e) => e,
         }
     }
 }
@@ -177,10 +215,12 @@ impl Manifest {
         })
     }
 
-    /// Reads and verifies the manifest of `store`.
+    /// Reads and verifies the newest manifest of `store`.
     pub(crate) fn load(store: &dyn Store) -> Result<Manifest> {
-        let path = store.path(MANIFEST);
-        let raw = store.read(MANIFEST)?;
+        let names = store.list()?;
+        let name = newest(&names).unwrap_or(MANIFEST);
+        let path = store.path(name);
+        let raw = store.read(name)?;
         let text = String::from_utf8(raw).map_err(|e| {
             Error::corrupt(
                 &path,
@@ -205,24 +245,49 @@ impl Manifest {
                 format!("unknown format version {}", m.format),
             ));
         }
+        if manifest_version(name).is_some_and(|v| v != m.version) {
+            return Err(Error::corrupt(
+                &path,
+                format!("holds version {}, not the one its name says", m.version),
+            ));
+        }
         Ok(m)
     }
 
-    /// Commits this manifest: write a temporary file durably, rename it over the old one,
-    /// sync the directory. An error from the last step is `Unsynced`: the new manifest is in
-    /// place but may not survive a crash, so the caller must not treat it as absent.
+    /// Commits this manifest: create its version's file (create-only, durably), then sync the
+    /// directory. `Conflict` when another writer created that version first (nothing
+    /// changed); an error from the last step is `Unsynced`: the new manifest is in place but
+    /// may not survive a crash, so the caller must not treat it as absent.
     pub(crate) fn commit(&self, store: &dyn Store) -> std::result::Result<(), CommitError> {
         let body = serde_json::to_string_pretty(self)
             .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
         let text = format!("{HEADER}{:08x}\n{body}", crc32fast::hash(body.as_bytes()));
-        store.put(MANIFEST_TMP, text.as_bytes())?;
-        store.rename(MANIFEST_TMP, MANIFEST)?;
+        let name = manifest_name(self.version);
+        if store.create(&name, text.as_bytes())?.is_none() {
+            return Err(CommitError::Conflict(Error::Conflict(format!(
+                "collection '{}': version {} was committed by another writer meanwhile ({}); \
+                 nothing was written by this one",
+                self.name,
+                self.version,
+                store.path(&name).display()
+            ))));
+        }
         store.sync().map_err(CommitError::Unsynced)
+    }
+
+    /// The file this manifest was committed as: its version's, or the older layout's.
+    pub(crate) fn file(&self, store: &dyn Store) -> String {
+        let name = manifest_name(self.version);
+        if store.stamp(&name).is_ok() {
+            name
+        } else {
+            MANIFEST.to_string()
+        }
     }
 
     /// The collection's Arrow schema.
     pub(crate) fn schema(&self, store: &dyn Store) -> Result<SchemaRef> {
-        let path = store.path(MANIFEST);
+        let path = store.path(&manifest_name(self.version));
         let bytes = hex_decode(&self.schema_ipc)
             .ok_or_else(|| Error::corrupt(&path, "schema is not valid hex"))?;
         let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 #[cfg(feature = "faults")]
 use super::faults::{Faults, FaultyStore};
 use super::local::{sync_dir, LocalStore};
-use super::manifest::MANIFEST;
+use super::manifest::is_manifest;
 use super::{unique, FileKind, Store};
 use crate::{Error, Result};
 
@@ -144,7 +144,11 @@ impl Root for LocalRoot {
     }
 
     fn has_manifest(&self, name: &str) -> bool {
-        self.dir.join(name).join(MANIFEST).is_file()
+        fs::read_dir(self.dir.join(name)).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_str().is_some_and(is_manifest))
+        })
     }
 
     fn data_files(&self, name: &str) -> usize {

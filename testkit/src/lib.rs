@@ -181,12 +181,25 @@ pub fn ids_of(batch: &RecordBatch) -> Vec<i64> {
         .to_vec()
 }
 
-/// The files of collection directory `dir` that its `MANIFEST` does not name (crash or failed
-/// write leftovers, or files of a write in progress), sorted.
+/// The newest manifest of collection directory `dir`: its highest `manifest-*.json`, else the
+/// `MANIFEST` of the older layout.
+pub fn manifest_path(dir: &std::path::Path) -> std::path::PathBuf {
+    let newest = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("manifest-") && n.ends_with(".json"))
+        .max();
+    dir.join(newest.unwrap_or_else(|| "MANIFEST".to_string()))
+}
+
+/// The files of collection directory `dir` that its newest manifest does not name (crash or
+/// failed write leftovers, or files of a write in progress), sorted.
 pub fn unnamed_files(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
-    let text = std::fs::read_to_string(dir.join("MANIFEST")).unwrap();
+    let manifest = manifest_path(dir);
+    let text = std::fs::read_to_string(&manifest).unwrap();
     let m: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
-    let mut named = std::collections::BTreeSet::from(["MANIFEST".to_string()]);
+    let own = manifest.file_name().unwrap().to_string_lossy().into_owned();
+    let mut named = std::collections::BTreeSet::from([own]);
     for s in m["segments"].as_array().unwrap() {
         named.insert(s["file"].as_str().unwrap().to_string());
         for k in ["index", "norms", "pk", "deletes"] {

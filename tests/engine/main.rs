@@ -295,7 +295,7 @@ fn corrupt_and_truncated_files_are_reported_naming_the_file() {
 
     // A damaged manifest.
     let (tmp, _) = corrupt_setup();
-    let manifest = tmp.path().join("docs").join("MANIFEST");
+    let manifest = manifest_path(&tmp.path().join("docs"));
     let text = std::fs::read_to_string(&manifest)
         .unwrap()
         .replace("\"rows\": 100", "\"rows\": 101");
@@ -305,7 +305,7 @@ fn corrupt_and_truncated_files_are_reported_naming_the_file() {
         .collection("docs")
         .unwrap_err();
     assert!(
-        err.to_string().contains("MANIFEST") && err.to_string().contains("checksum"),
+        err.to_string().contains("manifest-") && err.to_string().contains("checksum"),
         "{err}"
     );
 }
@@ -538,4 +538,41 @@ fn searches_made_together_find_what_each_finds_alone() {
         .search_together(&SearchRequest::new(&two, 3))
         .unwrap();
     assert_eq!(hits, snapshot.search(&SearchRequest::new(&two, 3)).unwrap());
+}
+
+/// Each version's manifest is created once, create-only: a commit on a version another writer
+/// committed first is refused as a `Conflict` with nothing of it left, and the collection
+/// stays at the version it had.
+#[test]
+fn a_commit_on_a_version_taken_by_another_writer_is_a_conflict_that_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
+    c.append(&[batch(0..100, DIM)]).unwrap();
+    let dir = tmp.path().join("docs");
+    let version = c.snapshot().version();
+    let ours = manifest_path(&dir);
+    assert_eq!(
+        ours.file_name().unwrap().to_string_lossy(),
+        format!("manifest-{version:020}.json")
+    );
+    // Another writer (another server over the same storage) takes the next version.
+    let theirs = dir.join(format!("manifest-{:020}.json", version + 1));
+    std::fs::copy(&ours, &theirs).unwrap();
+    let before = files(&dir);
+    let err = c.append(&[batch(100..150, DIM)]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    for needle in ["collection 'docs'", "another writer", "nothing was written"] {
+        assert!(err.to_string().contains(needle), "'{err}' lacks '{needle}'");
+    }
+    assert_eq!(files(&dir), before);
+    assert_eq!((c.count(), c.snapshot().version()), (100, version));
+    // Once that version is gone, commits go on; older manifests do not pile up.
+    std::fs::remove_file(&theirs).unwrap();
+    c.append(&[batch(100..150, DIM)]).unwrap();
+    assert_eq!(c.count(), 150);
+    let manifests: Vec<String> = files(&dir)
+        .into_iter()
+        .filter(|f| f.starts_with("manifest-"))
+        .collect();
+    assert_eq!(manifests, [format!("manifest-{:020}.json", version + 1)]);
 }

@@ -720,7 +720,9 @@ async fn damage_is_contained() {
     bytes[mid] ^= 0xff;
     std::fs::write(&index, bytes).unwrap();
     std::fs::remove_file(files_named(&data.join("lost"), "seg-").pop().unwrap()).unwrap();
-    std::fs::remove_file(data.join("headless").join("MANIFEST")).unwrap();
+    for manifest in files_named(&data.join("headless"), "manifest-") {
+        std::fs::remove_file(manifest).unwrap();
+    }
 
     let mut server = serve(&data, &[]);
     let mut c = server.client().await;
@@ -753,7 +755,7 @@ async fn damage_is_contained() {
     refused_with(
         sql(&mut c, "SELECT count(*) FROM headless").await,
         Code::DataLoss,
-        "MANIFEST",
+        "headless/manifest-*.json: missing",
     );
     assert_eq!(count(&mut c, "SELECT count(*) FROM changed").await, 100);
     let infos: Vec<_> = flights(&mut c).await;
