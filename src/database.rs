@@ -54,6 +54,11 @@ impl Database {
         Ok(Database::on(Box::new(LocalRoot::open(path.as_ref())?)))
     }
 
+    /// The database on storage backend `root` (see [`crate::backend`]).
+    pub fn on_root(root: Box<dyn Root>) -> Database {
+        Database::on(root)
+    }
+
     fn on(root: Box<dyn Root>) -> Database {
         Database {
             root,

@@ -69,6 +69,17 @@ pub use storage::npy;
 pub use task::{BuildProgress, Task};
 pub use vector::VectorView;
 
+/// Where a database's files live: the traits a storage backend implements, as the local
+/// directory does (`omendb-object` implements them over object storage), and what a backend
+/// needs of the engine's file conventions. Open a database on a backend with
+/// [`Database::on_root`].
+pub mod backend {
+    pub use crate::storage::local::LocalStore;
+    pub use crate::storage::manifest::is_manifest;
+    pub use crate::storage::root::Root;
+    pub use crate::storage::{is_collection_file, unique, Stamp, Store, Written, STAGED_PREFIX};
+}
+
 /// Building blocks the workspace's benches, kernel tests, SQL distance functions and CLI reach
 /// into: the distance kernels by level and the graph index on its own. Not a stable API.
 #[doc(hidden)]

@@ -28,16 +28,20 @@ use crate::{Error, Result};
 
 /// What writing a file produced: its size and CRC32.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Written {
+pub struct Written {
+    /// The file's size.
     pub bytes: u64,
+    /// The CRC32 of its bytes.
     pub crc32: u32,
 }
 
 /// Size and modification time of a file, as recorded when it was committed or mapped; a
 /// change to either means someone else wrote the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stamp {
+pub struct Stamp {
+    /// The file's size.
     pub bytes: u64,
+    /// Its modification time, in nanoseconds since the Unix epoch (0: unknown).
     pub mtime_ns: u64,
 }
 
@@ -65,8 +69,10 @@ pub(crate) fn map_committed(
     store.map(name, bytes, (!unchanged).then_some(crc32))
 }
 
-/// The files of one collection. Names are plain file names (no separators).
-pub(crate) trait Store: Send + Sync + fmt::Debug {
+/// The files of one collection. Names are plain file names (no separators). Implemented by
+/// the local directory (`LocalStore`) and by storage backends outside the engine (object
+/// storage, in `omendb-object`).
+pub trait Store: Send + Sync + fmt::Debug {
     /// Where `name` lives, for messages.
     fn path(&self, name: &str) -> PathBuf;
     /// Creates (or replaces) `name` with what `fill` writes and makes it durable before
@@ -130,14 +136,17 @@ pub(crate) enum FileKind {
 }
 
 impl FileKind {
-    /// The committed name of a file of this kind.
+    /// A new committed name for a file of this kind: written once, never reused, even by
+    /// another writer that takes the same ids from the same version (so a writer that loses
+    /// a commit race removes only its own files).
     pub(crate) fn name(self, seg: u64, id: u64) -> String {
+        let u = unique();
         match self {
-            FileKind::Segment => format!("seg-{seg:010}.arrow"),
-            FileKind::Norms => format!("nrm-{seg:010}.f32"),
-            FileKind::Pk => format!("pk-{seg:010}.bin"),
-            FileKind::Deletes => format!("del-{seg:010}-{id:010}.bin"),
-            FileKind::Index(kind) => format!("idx-{seg:010}-{id:010}.{}", kind.as_str()),
+            FileKind::Segment => format!("seg-{seg:010}-{u}.arrow"),
+            FileKind::Norms => format!("nrm-{seg:010}-{u}.f32"),
+            FileKind::Pk => format!("pk-{seg:010}-{u}.bin"),
+            FileKind::Deletes => format!("del-{seg:010}-{id:010}-{u}.bin"),
+            FileKind::Index(kind) => format!("idx-{seg:010}-{id:010}-{u}.{}", kind.as_str()),
         }
     }
 
@@ -155,10 +164,16 @@ impl FileKind {
 }
 
 /// Files written by a write that has not committed yet start with this.
-pub(crate) const STAGED_PREFIX: &str = "stage-";
+pub const STAGED_PREFIX: &str = "stage-";
+
+/// Whether `name` is one of the files a collection holds besides its manifests (committed
+/// files of every kind and the temporary files of unfinished writes).
+pub fn is_collection_file(name: &str) -> bool {
+    FileKind::is_collection_file(name)
+}
 
 /// A name part no other write of this process or another uses.
-pub(crate) fn unique() -> String {
+pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let t = std::time::SystemTime::now()

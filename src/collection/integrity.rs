@@ -1,13 +1,14 @@
 //! A collection's integrity: outside changes to mapped files, full checksum verification,
 //! and consistent backups.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::Collection;
 use crate::error::lock;
 use crate::stats::Backup;
 use crate::storage::manifest::{manifest_name, SegmentMeta};
-use crate::storage::{FileKind, Store};
+use crate::storage::Store;
 use crate::{Error, Result};
 
 impl Collection {
@@ -25,9 +26,18 @@ impl Collection {
             }
             *last = Instant::now();
         }
+        let files: HashMap<u64, String> = self
+            .lock_writer()
+            .segments
+            .iter()
+            .map(|s| (s.id, s.file.clone()))
+            .collect();
         for part in &self.snapshot().parts {
-            let name = FileKind::Segment.name(part.seg.id, part.seg.id);
-            let now = self.store.stamp(&name);
+            // (A segment a merge replaced since the snapshot was taken is not checked.)
+            let Some(name) = files.get(&part.seg.id) else {
+                continue;
+            };
+            let now = self.store.stamp(name);
             if let (Some(mapped), Ok(now)) = (part.seg.stamp, &now) {
                 if mapped == *now {
                     continue;
@@ -37,7 +47,7 @@ impl Collection {
                 Ok(_) => "changed on disk while in use (size or modification time differs)".into(),
                 Err(e) => e.to_string(),
             };
-            let path = self.store.path(&name);
+            let path = self.store.path(name);
             *lock(&self.damage) = Some((path.clone(), reason.clone()));
             return Err(Error::corrupt(path, reason));
         }

@@ -11,14 +11,15 @@ use super::checksum::Checksummed;
 use super::{unique, Stamp, Store, Written, STAGED_PREFIX};
 use crate::{Error, Result};
 
-/// A directory of files.
+/// A directory of files (also what a backend maps its local cache through).
 #[derive(Debug, Clone)]
-pub(crate) struct LocalStore {
+pub struct LocalStore {
     dir: PathBuf,
 }
 
 impl LocalStore {
-    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
+    /// The files of directory `dir` (which must exist to be written to).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
         LocalStore { dir: dir.into() }
     }
 

@@ -36,7 +36,7 @@ fn manifest_version(name: &str) -> Option<u64> {
 }
 
 /// Whether `name` is a manifest (versioned, or the one of the older layout).
-pub(crate) fn is_manifest(name: &str) -> bool {
+pub fn is_manifest(name: &str) -> bool {
     name == MANIFEST || manifest_version(name).is_some()
 }
 

@@ -21,8 +21,9 @@ const CREATING: &str = ".creating-";
 /// A dropped collection is renamed under this prefix, then removed.
 const DROPPED: &str = ".dropped-";
 
-/// A database's place: its collections and its own documents.
-pub(crate) trait Root: Send + Sync + fmt::Debug {
+/// A database's place: its collections and its own documents. Implemented by the local
+/// directory (`LocalRoot`) and by storage backends outside the engine.
+pub trait Root: Send + Sync + fmt::Debug {
     /// Where the database lives, for messages.
     fn path(&self) -> &Path;
     /// The store of collection `name` (which may not exist yet).

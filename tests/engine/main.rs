@@ -255,7 +255,16 @@ fn corrupt_setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let (_db, c) = create_docs(tmp.path(), DIM, Metric::Cosine);
     c.append(&[batch(0..100, DIM)]).unwrap();
-    let seg = tmp.path().join("docs").join("seg-0000000001.arrow");
+    let seg = std::fs::read_dir(tmp.path().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("seg-0000000001-")
+        })
+        .unwrap();
     assert!(seg.is_file());
     (tmp, seg)
 }
@@ -274,7 +283,7 @@ fn corrupt_and_truncated_files_are_reported_naming_the_file() {
         .unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(
-        err.to_string().contains("seg-0000000001.arrow") && err.to_string().contains("checksum"),
+        err.to_string().contains("seg-0000000001-") && err.to_string().contains("checksum"),
         "{err}"
     );
 

@@ -1,0 +1,70 @@
+//! OmenDB on object storage: a database under a URL prefix (`memory://`, `file:///...`; the
+//! cloud schemes come with the `object_store` builders), through the engine's storage traits
+//! ([`omendb::backend`]). The engine stays synchronous and free of tokio: this crate owns a
+//! small runtime for the async client and waits on it.
+//!
+//! Layout under the prefix: one prefix per collection holding the same files as a local
+//! collection directory, committed by create-only manifests (`Store::create` is a put with
+//! `PutMode::Create`), plus the database's documents. Files a collection maps (segments,
+//! indexes, keys) are downloaded once into a local cache directory, checked against the
+//! manifest's checksum, and mapped from there; a damaged or truncated copy is fetched again.
+
+mod files;
+mod root;
+mod runtime;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::ObjectStore;
+use omendb::{Database, Error, Result};
+
+pub use root::ObjectRoot;
+
+/// Whether `location` names object storage (a URL with a scheme) rather than a local path.
+pub fn is_url(location: &str) -> bool {
+    location.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+/// Opens the database at `location`: a local directory, or object storage when `location` is a
+/// URL, with `options` for its client (the `object_store` builders' keys) and files cached
+/// under `cache_dir` (default: under the system temp dir).
+pub fn open(
+    location: &str,
+    options: &[(String, String)],
+    cache_dir: Option<PathBuf>,
+) -> Result<Database> {
+    if !is_url(location) {
+        return Database::open(location);
+    }
+    let root = ObjectRoot::open(location, options, cache_dir)?;
+    Ok(Database::on_root(Box::new(root)))
+}
+
+/// The database under `prefix` of `store` (already built: tests share one in-memory store
+/// between handles this way); `url` names it in messages.
+pub fn open_store(
+    store: Arc<dyn ObjectStore>,
+    prefix: &str,
+    url: &str,
+    cache_dir: PathBuf,
+) -> Result<Database> {
+    let root = ObjectRoot::new(store, Path::from(prefix), url, cache_dir)?;
+    Ok(Database::on_root(Box::new(root)))
+}
+
+/// An object store failure on `what`, as the engine's I/O error (a missing object keeps the
+/// not-found kind, so callers can tell).
+fn object_error(what: &str, e: object_store::Error) -> Error {
+    let kind = match e {
+        object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
+        _ => std::io::ErrorKind::Other,
+    };
+    Error::Io {
+        path: PathBuf::from(what),
+        source: std::io::Error::new(kind, e.to_string()),
+    }
+}
