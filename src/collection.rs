@@ -87,7 +87,9 @@ impl Collection {
             }
             parts.push(part);
         }
-        remove_garbage(&*store, &manifest)?;
+        if !store.shared() {
+            remove_garbage(&*store, &manifest)?;
+        }
         let snapshot = Snapshot {
             layout: layout.clone(),
             metric: manifest.metric,

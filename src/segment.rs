@@ -71,6 +71,9 @@ impl Segment {
     /// Has `files` (this segment's files, which no manifest names any more) removed once the
     /// last snapshot that maps the segment is gone, never while a reader can still use them.
     pub(crate) fn retire(&self, store: Arc<dyn Store>, files: Vec<String>) {
+        if store.shared() {
+            return; // other servers may still read them (see `Store::shared`)
+        }
         *lock(&self.retired) = Some((store, files));
     }
 

@@ -110,6 +110,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// are never modified), else a copy. Returns whether it linked.
     fn export(&self, name: &str, to: &dyn Store) -> Result<bool>;
 
+    /// Whether other processes may read and write these files at the same time (servers
+    /// over one bucket). Then files no manifest names may be another writer's work in
+    /// progress, and replaced files may still be read by a server on an older version: they
+    /// are left for a garbage collection that waits out a grace period, not removed at open
+    /// or right after the commit that replaced them.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Writes `bytes` as `name`, durably.
     fn put(&self, name: &str, bytes: &[u8]) -> Result<Written> {
         self.write(name, &mut |w| {

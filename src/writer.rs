@@ -164,8 +164,11 @@ impl<'a> Transaction<'a> {
             }
         }
         self.committed = true;
-        // The manifests of the versions before are garbage now (the older layout's too).
-        if let Some(base) = self.base {
+        if self.store.shared() {
+            // Other servers may still read them (see `Store::shared`).
+            self.replaced.clear();
+        } else if let Some(base) = self.base {
+            // The manifests of the versions before are garbage now (the older layout's too).
             let _ = self.store.delete(&manifest_name(base));
             let _ = self.store.delete(MANIFEST);
         }

@@ -87,9 +87,17 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// The database directory (created if missing).
+    /// The database: a directory (created if missing), or object storage as a URL
+    /// (`file:///dir`, `memory://`; several servers may serve one URL).
     #[arg(long, default_value = "./omendb-data")]
-    data: PathBuf,
+    data: String,
+    /// An option of the object storage client, `key=value` (repeatable).
+    #[arg(long = "storage-option", value_parser = key_value)]
+    storage_options: Vec<(String, String)>,
+    /// Where files read from object storage are cached (default: `omendb-cache` under the
+    /// system temp dir).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port); `grpc://` or `http://` before it is
     /// accepted, as clients spell it.
     #[arg(long, default_value = "127.0.0.1:50051", value_parser = listen_addr)]
@@ -223,7 +231,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     .into())
                 }
             };
-            let db = Arc::new(omendb::Database::open(&args.data)?);
+            let db = Arc::new(omendb_object::open(
+                &args.data,
+                &args.storage_options,
+                args.cache_dir.clone(),
+            )?);
             let (listener, local) = omendb_flight::bind(args.addr).await?;
             let scheme = if config.tls.is_some() {
                 "TLS"
@@ -232,7 +244,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             println!(
                 "omendb listening on {local} (data: {}, auth: {auth}, {scheme})",
-                args.data.display()
+                args.data
             );
             omendb_flight::serve_with(db, config, listener, shutdown_signal())
                 .await
@@ -307,4 +319,12 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// A `key=value` argument.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got '{s}'")),
+    }
 }

@@ -194,7 +194,19 @@ impl Sessions {
 #[derive(Debug, Clone)]
 pub(crate) struct FilePolicy {
     allowed: Vec<PathBuf>,
-    database: PathBuf,
+    /// The database's local directory (`None`: it is on remote object storage).
+    database: Option<PathBuf>,
+}
+
+/// The local directory of a database at `location` (a path, or a `file://` URL), resolved;
+/// `None` for remote object storage.
+fn local_dir(location: &Path) -> std::io::Result<Option<PathBuf>> {
+    let text = location.to_string_lossy();
+    match text.split_once("://") {
+        None => location.canonicalize().map(Some),
+        Some(("file", path)) => Path::new(path).canonicalize().map(Some),
+        Some(_) => Ok(None),
+    }
 }
 
 impl FilePolicy {
@@ -209,7 +221,7 @@ impl FilePolicy {
             .collect::<std::io::Result<_>>()?;
         Ok(FilePolicy {
             allowed,
-            database: database.canonicalize()?,
+            database: local_dir(database)?,
         })
     }
 
@@ -251,7 +263,11 @@ impl FilePolicy {
                 _ => return refuse("the path cannot be resolved".into()),
             }
         };
-        if resolved.starts_with(&self.database) {
+        if self
+            .database
+            .as_ref()
+            .is_some_and(|d| resolved.starts_with(d))
+        {
             return refuse("it lies inside the database directory".into());
         }
         if self.allowed.iter().any(|d| resolved.starts_with(d)) {

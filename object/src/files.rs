@@ -214,6 +214,10 @@ impl Store for ObjectFiles {
         Ok(()) // a put is durable once acknowledged
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn create(&self, name: &str, bytes: &[u8]) -> Result<Option<Written>> {
         let written = Written {
             bytes: bytes.len() as u64,

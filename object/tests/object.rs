@@ -150,3 +150,28 @@ fn bad_urls_are_refused_naming_them() {
         assert!(err.to_string().contains(needle), "{err}");
     }
 }
+
+/// Over shared storage a file no manifest names may be another server's write in progress:
+/// opening the collection leaves it alone (a local directory would remove it).
+#[test]
+fn opening_over_shared_storage_leaves_files_it_does_not_know() {
+    use object_store::{path::Path, ObjectStoreExt, PutPayload};
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let cache = tempfile::tempdir().unwrap();
+    let open = || {
+        omendb_object::open_store(store.clone(), "db", "memory:///db", cache.path().into()).unwrap()
+    };
+    let db = open();
+    db.create_collection("docs", &schema(DIM), options())
+        .unwrap()
+        .append(&[batch(0..10, DIM)])
+        .unwrap();
+    let stray = Path::from("db/docs/stage-another-server-1");
+    let put = store.clone();
+    let at = stray.clone();
+    futures::executor::block_on(async move { put.put(&at, PutPayload::from_static(b"x")).await })
+        .unwrap();
+    assert_eq!(open().collection("docs").unwrap().count(), 10);
+    let head = store.clone();
+    futures::executor::block_on(async move { head.head(&stray).await }).unwrap();
+}

@@ -65,9 +65,16 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def connect(path: PathLike) -> "Database":
-    """Opens (creating if needed) the database in directory ``path``."""
-    return Database(path)
+def connect(
+    path: PathLike,
+    storage_options: Optional[Mapping[str, str]] = None,
+    cache_dir: Optional[PathLike] = None,
+) -> "Database":
+    """Opens (creating if needed) the database at ``path``: a directory, or object storage as
+    a URL (``file:///dir``, ``memory://``), with ``storage_options`` for its client (the
+    ``object_store`` keys) and the files it reads cached under ``cache_dir`` (default: under the
+    system temp dir)."""
+    return Database(path, storage_options, cache_dir)
 
 
 def _vector_array(vectors: Any) -> pa.Array:
@@ -155,8 +162,17 @@ def _param(value: Any) -> pa.Array:
 class Database:
     """An open database directory. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, path: PathLike):
-        self._db = _omendb.Database(os.fspath(path))
+    def __init__(
+        self,
+        path: PathLike,
+        storage_options: Optional[Mapping[str, str]] = None,
+        cache_dir: Optional[PathLike] = None,
+    ):
+        self._db = _omendb.Database(
+            os.fspath(path),
+            dict(storage_options or {}),
+            None if cache_dir is None else os.fspath(cache_dir),
+        )
 
     @property
     def path(self) -> str:

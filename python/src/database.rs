@@ -38,13 +38,24 @@ pub(crate) struct Database {
 
 #[pymethods]
 impl Database {
-    /// Opens (creating if needed) the database in directory `path`.
+    /// Opens (creating if needed) the database at `path`: a directory, or object storage as
+    /// a URL, with `storage_options` for its client and its files cached under `cache_dir`.
     #[new]
-    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let db = py.detach(|| omendb::Database::open(&path)).map_err(to_py)?;
+    #[pyo3(signature = (path, storage_options=None, cache_dir=None))]
+    fn new(
+        py: Python<'_>,
+        path: String,
+        storage_options: Option<std::collections::HashMap<String, String>>,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> PyResult<Self> {
+        let options: Vec<(String, String)> =
+            storage_options.unwrap_or_default().into_iter().collect();
+        let db = py
+            .detach(|| omendb_object::open(&path, &options, cache_dir))
+            .map_err(to_py)?;
         Ok(Database {
             shared: Arc::new(Shared {
-                path: path.display().to_string(),
+                path: path.clone(),
                 db: RwLock::new(Some(Arc::new(db))),
                 sql: Mutex::new(None),
                 schemas: Mutex::new(Vec::new()),

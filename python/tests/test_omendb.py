@@ -433,3 +433,21 @@ def test_a_vector_typed_into_sql_answers_as_the_bound_one(db, rng):
         assert literal.column("id").to_pylist() == list(cosine_topk(data, q, 5)[0])
     with pytest.raises(omendb.InvalidInput, match="dimension"):
         db.sql("SELECT id FROM knn('docs', [1,2,3,4,5,6,7,8,9], 5)")
+
+
+def test_a_database_on_object_storage_round_trips(tmp_path, rng):
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    url = f"file://{bucket}"
+    data = unit(rng, 200, 16)
+    with omendb.connect(url, cache_dir=tmp_path / "cache-a") as db:
+        docs = db.create_collection("docs", dim=16)
+        docs.add(ids=np.arange(200), vectors=data)
+        assert docs.search(data[7], k=1).column("id").to_pylist() == [7]
+    # Another handle (another server) over the same URL, with a cache of its own.
+    with omendb.connect(url, cache_dir=tmp_path / "cache-b") as db:
+        assert db.list_collections() == ["docs"]
+        assert db.open_collection("docs").count() == 200
+        assert db.open_collection("docs").search(data[9], k=1).column("id").to_pylist() == [9]
+    with pytest.raises(omendb.InvalidInput, match="nope://x"):
+        omendb.connect("nope://x")

@@ -1716,3 +1716,40 @@ async fn files_are_tables_and_declared_tables_are_every_sessions() {
     let mut a = server.client().await;
     assert!(sql(&mut a, "SELECT count(*) FROM clicks").await.is_err());
 }
+
+/// Two servers over one object storage URL (`file://`): what one commits, the other opens;
+/// a commit on a version the other took first is refused ABORTED with nothing written, and a
+/// third server sees exactly the two committed writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_over_one_bucket_share_commits_and_refuse_a_lost_race() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let url = format!("file://{}", bucket.display());
+    let cache = |n: &str| tmp.path().join(n).display().to_string();
+    let (cache_a, cache_b, cache_c) = (cache("a"), cache("b"), cache("c"));
+    let a = serve(Path::new(&url), &["--cache-dir", &cache_a]);
+    let b = serve(Path::new(&url), &["--cache-dir", &cache_b]);
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    put(&mut ca, &["docs"], vec![batch(0..100, 8)])
+        .await
+        .unwrap();
+    assert_eq!(count(&mut cb, "SELECT count(*) FROM docs").await, 100);
+    put(&mut cb, &["docs"], vec![batch(100..150, 8)])
+        .await
+        .unwrap();
+    let err = put(&mut ca, &["docs"], vec![batch(150..160, 8)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{}", err.message());
+    assert!(
+        err.message().contains("another writer"),
+        "{}",
+        err.message()
+    );
+    let c = serve(Path::new(&url), &["--cache-dir", &cache_c]);
+    assert_eq!(
+        count(&mut c.client().await, "SELECT count(*) FROM docs").await,
+        150
+    );
+}
