@@ -7,6 +7,7 @@ mod ingest;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_schema::Schema;
@@ -19,7 +20,7 @@ use crate::options::CollectionOptions;
 use crate::schema::{check_name, Layout};
 #[cfg(feature = "faults")]
 use crate::storage::faults::Faults;
-use crate::storage::manifest::{CommitError, Manifest};
+use crate::storage::manifest::{newest_version, CommitError, Manifest};
 use crate::storage::root::{LocalRoot, Root};
 use crate::{Error, Result};
 
@@ -33,6 +34,10 @@ pub struct Database {
     /// Where the collections live; holds the lock that keeps a second handle out.
     root: Box<dyn Root>,
     open: Mutex<HashMap<String, Arc<Collection>>>,
+    /// On shared storage, how often an open collection looks for versions other servers
+    /// committed, and when each last did.
+    refresh: Duration,
+    looked: Mutex<HashMap<String, Instant>>,
 }
 
 impl Database {
@@ -63,7 +68,45 @@ impl Database {
         Database {
             root,
             open: Mutex::new(HashMap::new()),
+            refresh: Duration::from_secs(1),
+            looked: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// On shared storage (several servers over one bucket), an open collection is read at
+    /// the newest version another server committed once `every` has passed since it last
+    /// looked (default 1 s; zero: before every use). No effect on a local directory.
+    pub fn with_refresh(mut self, every: Duration) -> Database {
+        self.refresh = every;
+        self
+    }
+
+    /// Notes that collection `name` was just read at its newest version.
+    fn looked_now(&self, name: &str) {
+        if self.root.shared() {
+            lock(&self.looked).insert(name.to_string(), Instant::now());
+        }
+    }
+
+    /// Whether `name`, open as `c`, should be opened again: on shared storage, when another
+    /// server committed a newer version (looked for at most once per `refresh`).
+    fn stale(&self, name: &str, c: &Collection) -> Result<bool> {
+        if !self.root.shared() {
+            return Ok(false);
+        }
+        {
+            let mut looked = lock(&self.looked);
+            let now = Instant::now();
+            if looked
+                .get(name)
+                .is_some_and(|t| now.duration_since(*t) < self.refresh)
+            {
+                return Ok(false);
+            }
+            looked.insert(name.to_string(), now);
+        }
+        let newest = newest_version(&*self.root.store(name))?;
+        Ok(newest.is_some_and(|v| v > c.snapshot().version()))
     }
 
     /// Opens the database in `path` with storage that fails when `faults` says so: for tests
@@ -138,6 +181,7 @@ impl Database {
         self.root.publish(staged, name)?;
         let c = Collection::open(self.root.store(name))?;
         open.insert(name.to_string(), c.clone());
+        self.looked_now(name);
         Ok(c)
     }
 
@@ -176,6 +220,15 @@ impl Database {
         let mut open = self.lock_open();
         if let Some(c) = open.get(name) {
             let c = c.clone();
+            if self.stale(name, &c)? {
+                // Another server committed since: read the newest version. Queries holding
+                // the old one finish on it; its writes would conflict.
+                c.stop_indexing();
+                let fresh = Collection::open(self.root.store(name))?;
+                open.insert(name.to_string(), fresh.clone());
+                self.looked_now(name);
+                return Ok(fresh);
+            }
             drop(open);
             c.check_files()?;
             return Ok(c);
@@ -191,6 +244,7 @@ impl Database {
         }
         let c = Collection::open(self.root.store(name))?;
         open.insert(name.to_string(), c.clone());
+        self.looked_now(name);
         Ok(c)
     }
 

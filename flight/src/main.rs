@@ -98,6 +98,10 @@ struct ServeArgs {
     /// system temp dir).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// On object storage, how often (in milliseconds) an open collection looks for versions
+    /// other servers committed (0: before every use).
+    #[arg(long, default_value_t = 1000)]
+    refresh_ms: u64,
     /// Address to listen on (port 0 picks a free port); `grpc://` or `http://` before it is
     /// accepted, as clients spell it.
     #[arg(long, default_value = "127.0.0.1:50051", value_parser = listen_addr)]
@@ -231,11 +235,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     .into())
                 }
             };
-            let db = Arc::new(omendb_object::open(
-                &args.data,
-                &args.storage_options,
-                args.cache_dir.clone(),
-            )?);
+            let db = Arc::new(
+                omendb_object::open(&args.data, &args.storage_options, args.cache_dir.clone())?
+                    .with_refresh(std::time::Duration::from_millis(args.refresh_ms)),
+            );
             let (listener, local) = omendb_flight::bind(args.addr).await?;
             let scheme = if config.tls.is_some() {
                 "TLS"

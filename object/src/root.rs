@@ -184,6 +184,10 @@ impl Root for ObjectRoot {
         }
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn write_doc(&self, name: &str, text: &str) -> Result<()> {
         let (store, at) = (self.store.clone(), self.at(name));
         let payload = PutPayload::from(text.as_bytes().to_vec());

@@ -109,32 +109,43 @@ fn a_database_at_a_file_url_round_trips_and_refetches_a_damaged_cache() {
     db.collection("docs").unwrap().verify().unwrap();
 }
 
-/// Two handles over one store (two servers over one bucket): both start at the same version;
-/// the second to commit on it gets `Conflict`, writes nothing, and the first's rows stand.
+/// Two handles over one store (two servers over one bucket): a handle that commits on a
+/// version the other took first gets `Conflict` and writes nothing; one that looks for newer
+/// versions before every use reads the other's commits and lands its own.
 #[test]
 fn two_handles_committing_on_one_version_conflict_and_lose_nothing() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let cache = tempfile::tempdir().unwrap();
-    let open = |cache: &str| {
-        omendb_object::open_store(store.clone(), "db", "memory:///db", cache.into()).unwrap()
+    let open = |name: &str, refresh: u64| {
+        let cache = cache.path().join(name);
+        omendb_object::open_store(store.clone(), "db", "memory:///db", cache)
+            .unwrap()
+            .with_refresh(std::time::Duration::from_secs(refresh))
     };
-    let (a_cache, b_cache) = (
-        cache.path().join("a").display().to_string(),
-        cache.path().join("b").display().to_string(),
-    );
-    let a = open(&a_cache);
+    // A never looks for newer versions again; B before every use.
+    let a = open("a", 3600);
     a.create_collection("docs", &schema(DIM), options())
         .unwrap()
         .append(&[batch(0..10, DIM)])
         .unwrap();
-    let b = open(&b_cache);
-    let (ca, cb) = (a.collection("docs").unwrap(), b.collection("docs").unwrap());
-    ca.append(&[batch(10..20, DIM)]).unwrap();
-    let err = cb.append(&[batch(20..30, DIM)]).unwrap_err();
+    let b = open("b", 0);
+    b.collection("docs")
+        .unwrap()
+        .append(&[batch(10..20, DIM)])
+        .unwrap();
+    let err = a
+        .collection("docs")
+        .unwrap()
+        .append(&[batch(20..30, DIM)])
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert!(err.to_string().contains("another writer"), "{err}");
-    let fresh = open(&b_cache);
-    assert_eq!(fresh.collection("docs").unwrap().count(), 20);
+    assert_eq!(open("c", 0).collection("docs").unwrap().count(), 20);
+    b.collection("docs")
+        .unwrap()
+        .append(&[batch(20..30, DIM)])
+        .unwrap();
+    assert_eq!(open("d", 0).collection("docs").unwrap().count(), 30);
     // Creating a collection that another handle created meanwhile is AlreadyExists.
     let err = b
         .create_collection("docs", &schema(DIM), options())

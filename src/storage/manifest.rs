@@ -40,6 +40,15 @@ pub fn is_manifest(name: &str) -> bool {
     name == MANIFEST || manifest_version(name).is_some()
 }
 
+/// The newest committed version in `store`, if it has a versioned manifest.
+pub(crate) fn newest_version(store: &dyn Store) -> Result<Option<u64>> {
+    Ok(store
+        .list()?
+        .iter()
+        .filter_map(|n| manifest_version(n))
+        .max())
+}
+
 /// The newest manifest among `names`: the highest versioned one, else the older layout's.
 pub(crate) fn newest(names: &[String]) -> Option<&str> {
     names

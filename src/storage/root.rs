@@ -47,6 +47,11 @@ pub trait Root: Send + Sync + fmt::Debug {
     fn read_doc(&self, name: &str) -> Result<Option<String>>;
     /// Replaces document `name` atomically: a crash leaves the old text or the new.
     fn write_doc(&self, name: &str, text: &str) -> Result<()>;
+    /// Whether other processes may commit to these collections at the same time (servers
+    /// over one bucket): then an open collection looks for newer versions now and then.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A database in a local directory, held by a lock file; its collections' stores fail where

@@ -1717,9 +1717,10 @@ async fn files_are_tables_and_declared_tables_are_every_sessions() {
     assert!(sql(&mut a, "SELECT count(*) FROM clicks").await.is_err());
 }
 
-/// Two servers over one object storage URL (`file://`): what one commits, the other opens;
-/// a commit on a version the other took first is refused ABORTED with nothing written, and a
-/// third server sees exactly the two committed writes.
+/// Two servers over one object storage URL (`file://`): what one commits, the other reads;
+/// a commit on a version the other took first is refused ABORTED with nothing written (a
+/// third server sees exactly the two committed writes), and once the loser has looked for
+/// newer versions (`--refresh-ms`) its retry lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_over_one_bucket_share_commits_and_refuse_a_lost_race() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1728,8 +1729,15 @@ async fn two_servers_over_one_bucket_share_commits_and_refuse_a_lost_race() {
     let url = format!("file://{}", bucket.display());
     let cache = |n: &str| tmp.path().join(n).display().to_string();
     let (cache_a, cache_b, cache_c) = (cache("a"), cache("b"), cache("c"));
-    let a = serve(Path::new(&url), &["--cache-dir", &cache_a]);
-    let b = serve(Path::new(&url), &["--cache-dir", &cache_b]);
+    // Each looks for the other's commits every 3 s: A's put below comes sooner.
+    let a = serve(
+        Path::new(&url),
+        &["--cache-dir", &cache_a, "--refresh-ms", "3000"],
+    );
+    let b = serve(
+        Path::new(&url),
+        &["--cache-dir", &cache_b, "--refresh-ms", "0"],
+    );
     let (mut ca, mut cb) = (a.client().await, b.client().await);
     put(&mut ca, &["docs"], vec![batch(0..100, 8)])
         .await
@@ -1752,4 +1760,10 @@ async fn two_servers_over_one_bucket_share_commits_and_refuse_a_lost_race() {
         count(&mut c.client().await, "SELECT count(*) FROM docs").await,
         150
     );
+    // Once A has looked again, its retry lands on the newest version.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    put(&mut ca, &["docs"], vec![batch(150..160, 8)])
+        .await
+        .unwrap();
+    assert_eq!(count(&mut cb, "SELECT count(*) FROM docs").await, 160);
 }
