@@ -29,9 +29,9 @@ enum Command {
     /// Run SQL statements (separated by `;`, in order) against a database directory that no
     /// server holds, and print each result.
     Sql {
-        /// The database directory (it must exist).
+        /// The database: a directory (it must exist), or object storage as a URL.
         #[arg(long, default_value = "./omendb-data")]
-        data: PathBuf,
+        data: String,
         /// The SQL text: one statement or several separated by `;`.
         query: String,
     },
@@ -255,7 +255,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("omendb: shut down");
         }
         Command::Sql { data, query } => {
-            let db = Arc::new(omendb::Database::open_existing(&data)?);
+            let db = Arc::new(omendb_object::open_existing(&data, &[], None)?);
             let ctx = omendb_datafusion::session(db)?;
             for statement in omendb_datafusion::sql::statements(&ctx.state(), &query)? {
                 let plan = ctx.state().statement_to_plan(statement).await?;

@@ -44,6 +44,19 @@ pub fn open(
     Ok(Database::on_root(Box::new(root)))
 }
 
+/// Opens the existing database at `location`: a directory that must exist (see
+/// [`Database::open_existing`]), or object storage at a URL that must be reachable.
+pub fn open_existing(
+    location: &str,
+    options: &[(String, String)],
+    cache_dir: Option<PathBuf>,
+) -> Result<Database> {
+    if !is_url(location) {
+        return Database::open_existing(location);
+    }
+    open(location, options, cache_dir)
+}
+
 /// The database under `prefix` of `store` (already built: tests share one in-memory store
 /// between handles this way); `url` names it in messages.
 pub fn open_store(

@@ -2,8 +2,6 @@
 //! directory no server holds (`--data`), or through a running server's Flight actions
 //! (`--addr`). Both print the same JSON object; progress goes to standard error.
 
-use std::path::PathBuf;
-
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::Action;
 use futures::StreamExt;
@@ -14,9 +12,9 @@ use crate::cli::progress::{ticking, Progress};
 /// Where the database is: a directory, or a server.
 #[derive(clap::Args, Clone)]
 pub(crate) struct Conn {
-    /// The database directory (no server may hold it).
+    /// The database: a directory no server holds, or object storage as a URL.
     #[arg(long, conflicts_with = "addr", required_unless_present = "addr")]
-    pub data: Option<PathBuf>,
+    pub data: Option<String>,
     /// A running server: 127.0.0.1:50051, http://127.0.0.1:50051 or grpc://127.0.0.1:50051
     /// (with --token, a token of the role the command needs).
     #[arg(long)]
@@ -40,7 +38,7 @@ pub(crate) struct Target {
 pub(crate) async fn run(kind: &str, conn: &Conn, body: String) -> Result<(), String> {
     let out = match (&conn.data, &conn.addr) {
         (Some(dir), _) => {
-            let db = omendb::Database::open_existing(dir).map_err(|e| e.to_string())?;
+            let db = omendb_object::open_existing(dir, &[], None).map_err(|e| e.to_string())?;
             let kind = kind.to_string();
             tokio::task::spawn_blocking(move || local(&db, &kind, &body))
                 .await

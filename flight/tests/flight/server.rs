@@ -1642,7 +1642,7 @@ fn help_lists_every_setting_and_the_role_each_command_needs() {
     assert!(help(&["compact"]).contains("'admin' role"));
     let sql = help(&["sql"]);
     assert!(
-        sql.contains("--data <DATA>  The database directory"),
+        sql.contains("--data <DATA>  The database: a directory"),
         "{sql}"
     );
 }
@@ -1766,4 +1766,20 @@ async fn two_servers_over_one_bucket_share_commits_and_refuse_a_lost_race() {
         .await
         .unwrap();
     assert_eq!(count(&mut cb, "SELECT count(*) FROM docs").await, 160);
+    // The command line reads the bucket too.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_omendb"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let sql = cli(&["sql", "--data", &url, "SELECT count(*) AS n FROM docs"]);
+    assert!(sql.contains("| 160 |"), "{sql}");
+    let stats = cli(&["stats", "--data", &url, "docs"]);
+    assert!(
+        stats.contains("\"rows\":160") || stats.contains("\"rows\": 160"),
+        "{stats}"
+    );
 }
