@@ -22,9 +22,7 @@ pub(crate) mod delete;
 pub(crate) mod maintenance;
 pub(crate) mod policy;
 
-use crate::storage::manifest::{
-    manifest_name, CommitError, FileMeta, Manifest, SegmentMeta, MANIFEST,
-};
+use crate::storage::manifest::{manifest_name, CommitError, FileMeta, Manifest, SegmentMeta};
 use crate::storage::{FileKind, Store, Written};
 use crate::{Error, Result};
 use append::Staged;
@@ -168,9 +166,9 @@ impl<'a> Transaction<'a> {
             // Other servers may still read them (see `Store::shared`).
             self.replaced.clear();
         } else if let Some(base) = self.base {
-            // The manifests of the versions before are garbage now (the older layout's too).
+            // The previous version's manifest is garbage now (an older layout's `MANIFEST`
+            // goes at the next open: the versioned one is read before it).
             let _ = self.store.delete(&manifest_name(base));
-            let _ = self.store.delete(MANIFEST);
         }
         for file in std::mem::take(&mut self.replaced) {
             // Readers hold what they read of these in memory or mapped: they are garbage now

@@ -57,6 +57,19 @@ impl ObjectFiles {
         format!("{}/{name}", self.url)
     }
 
+    /// The cached files checked against their checksum by this process.
+    fn checked(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.checked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A file the manifest names that the store does not hold.
+    fn missing(&self, name: &str) -> Error {
+        Error::Corrupt {
+            path: PathBuf::from(self.what(name)),
+            reason: "missing (the manifest names it)".into(),
+        }
+    }
+
     fn make_cache_dir(&self) -> Result<()> {
         std::fs::create_dir_all(&self.cache_dir).map_err(|e| Error::Io {
             path: self.cache_dir.clone(),
@@ -88,10 +101,7 @@ impl ObjectFiles {
     fn fetch(&self, name: &str, bytes: u64, crc32: Option<u32>) -> Result<()> {
         let data = self.get(name).map_err(|e| match e {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Error::Corrupt {
-                    path: PathBuf::from(self.what(name)),
-                    reason: "missing (the manifest names it)".into(),
-                }
+                self.missing(name)
             }
             e => e,
         })?;
@@ -135,27 +145,17 @@ impl Store for ObjectFiles {
         let written = self.cache.write(name, fill)?;
         let data = self.cache.read(name)?;
         self.upload(name, data, PutMode::Overwrite)?;
-        self.checked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string());
+        self.checked().insert(name.to_string());
         Ok(written)
     }
 
     fn map(&self, name: &str, bytes: u64, crc32: Option<u32>) -> Result<Buffer> {
         let cached = self.cache.stamp(name).is_ok_and(|s| s.bytes == bytes);
-        let checked = self
-            .checked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(name);
+        let checked = self.checked().contains(name);
         if cached {
             match self.cache.map(name, bytes, crc32.filter(|_| !checked)) {
                 Ok(buffer) => {
-                    self.checked
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.to_string());
+                    self.checked().insert(name.to_string());
                     return Ok(buffer);
                 }
                 // A damaged copy in the cache: fetched again below.
@@ -166,10 +166,7 @@ impl Store for ObjectFiles {
             }
         }
         self.fetch(name, bytes, crc32)?;
-        self.checked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string());
+        self.checked().insert(name.to_string());
         self.cache.map(name, bytes, None)
     }
 
@@ -231,10 +228,7 @@ impl Store for ObjectFiles {
     fn stamp(&self, name: &str) -> Result<Stamp> {
         let (store, at) = (self.store.clone(), self.location(name));
         let meta = wait(async move { store.head(&at).await }).map_err(|e| match e {
-            object_store::Error::NotFound { .. } => Error::Corrupt {
-                path: PathBuf::from(self.what(name)),
-                reason: "missing (the manifest names it)".into(),
-            },
+            object_store::Error::NotFound { .. } => self.missing(name),
             e => object_error(&self.what(name), e),
         })?;
         // No modification time is recorded: mapping checks the checksum on download.
