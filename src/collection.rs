@@ -39,6 +39,9 @@ use crate::writer::maintenance::{Maintained, Maintenance};
 use crate::writer::Transaction;
 use crate::{Error, Result};
 
+/// How many times in a row a write tries again after another server committed first.
+const MAX_LOST_RACES: usize = 16;
+
 /// An open collection. Cheap to share (`Arc`); every method may be called from any thread.
 #[derive(Debug)]
 pub struct Collection {
@@ -191,27 +194,95 @@ impl Collection {
     /// The one commit path: under the writer lock, `edit` changes the next version in a
     /// transaction and returns the parts of the snapshot it makes; the transaction commits and
     /// the snapshot is published. On error nothing changes and the transaction's files are
-    /// removed.
+    /// removed. On shared storage, a commit that another server's commit beat is tried again on
+    /// the newest version (`catch_up`): `edit` runs again there, so what it checks (ids not
+    /// stored yet) and selects (rows to delete or replace) is decided on the version the
+    /// change lands on, and a change is never applied twice or on rows that changed under it.
     fn transact<R>(
         &self,
-        edit: impl FnOnce(&mut Transaction<'_>, &Snapshot) -> Result<(R, Vec<SegmentView>)>,
+        mut edit: impl FnMut(&mut Transaction<'_>, &Snapshot) -> Result<(R, Vec<SegmentView>)>,
     ) -> Result<R> {
         let mut manifest = self.writable()?;
-        let snapshot = self.snapshot();
-        let mut txn = Transaction::begin(&*self.store, &manifest);
-        let (result, parts) = edit(&mut txn, &snapshot)?;
-        if txn.next.segments == manifest.segments && txn.next.next_file_id == manifest.next_file_id
-        {
-            return Ok(result); // nothing changed: no new version
+        let mut lost = 0;
+        loop {
+            let snapshot = self.snapshot();
+            let mut txn = Transaction::begin(&*self.store, &manifest);
+            let (result, parts) = edit(&mut txn, &snapshot)?;
+            if txn.next.segments == manifest.segments
+                && txn.next.next_file_id == manifest.next_file_id
+            {
+                return Ok(result); // nothing changed: no new version
+            }
+            match txn.commit() {
+                Ok(next) => {
+                    *write(&self.current) = Arc::new(snapshot.with_parts(next.version, parts));
+                    *manifest = next;
+                    drop(manifest);
+                    self.room.freed();
+                    return Ok(result);
+                }
+                Err(Error::Conflict(_)) if self.store.shared() && lost < MAX_LOST_RACES => {
+                    lost += 1;
+                    drop(parts);
+                    self.catch_up(&mut manifest)?;
+                }
+                Err(e) => {
+                    self.unsettled(&e, manifest.version + 1);
+                    return Err(e);
+                }
+            }
         }
-        let next = txn
-            .commit()
-            .inspect_err(|e| self.unsettled(e, manifest.version + 1))?;
-        *write(&self.current) = Arc::new(snapshot.with_parts(next.version, parts));
-        *manifest = next;
+    }
+
+    /// Moves the collection to the newest committed version on its storage (another server's
+    /// commits): the segments both versions name keep their open views; the others are opened.
+    /// `held` is the writer lock's manifest.
+    fn catch_up(&self, held: &mut MutexGuard<'_, Manifest>) -> Result<()> {
+        let newest = Manifest::load(&*self.store)?;
+        if newest.version <= held.version {
+            return Ok(());
+        }
+        if (
+            &newest.id_column,
+            &newest.vector_column,
+            newest.dim,
+            newest.metric,
+        ) != (&held.id_column, &held.vector_column, held.dim, held.metric)
+        {
+            return Err(Error::Conflict(format!(
+                "collection '{}' was dropped and made again by another writer: open it again",
+                self.name()
+            )));
+        }
+        let current = self.snapshot();
+        let mut parts = Vec::with_capacity(newest.segments.len());
+        for meta in &newest.segments {
+            let kept = held.segments.iter().position(|m| m == meta);
+            match kept.and_then(|p| current.parts.get(p)) {
+                Some(part) => parts.push(part.clone()),
+                None => {
+                    let (part, _) =
+                        SegmentView::open(&*self.store, &self.layout, newest.metric, meta, true)?;
+                    parts.push(part);
+                }
+            }
+        }
+        let mut snapshot = current.with_parts(newest.version, parts);
+        snapshot.index = newest.index;
+        *write(&self.current) = Arc::new(snapshot);
+        **held = newest;
+        Ok(())
+    }
+
+    /// Moves the collection to the newest committed version on its storage (see `catch_up`),
+    /// waiting for the writer lock; merges and index builds are planned again after it.
+    pub(crate) fn refresh(&self) -> Result<()> {
+        let mut manifest = self.writable()?;
+        self.catch_up(&mut manifest)?;
         drop(manifest);
         self.room.freed();
-        Ok(result)
+        self.maintenance.schedule();
+        Ok(())
     }
 
     /// Stops the worker and refuses every later write: the collection is being dropped. The

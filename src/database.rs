@@ -221,8 +221,15 @@ impl Database {
         if let Some(c) = open.get(name) {
             let c = c.clone();
             if self.stale(name, &c)? {
-                // Another server committed since: read the newest version. Queries holding
-                // the old one finish on it; its writes would conflict.
+                // Another server committed since: move to the newest version, opening only
+                // the segments it adds (queries holding the old snapshot finish on it). A
+                // collection that cannot follow (dropped and made again) is opened afresh.
+                drop(open);
+                if c.refresh().is_ok() {
+                    self.looked_now(name);
+                    return Ok(c);
+                }
+                let mut open = self.lock_open();
                 c.stop_indexing();
                 let fresh = Collection::open(self.root.store(name))?;
                 open.insert(name.to_string(), fresh.clone());

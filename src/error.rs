@@ -60,6 +60,10 @@ pub enum Error {
     /// first; nothing was written by this call, which may succeed when retried.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The storage could not be reached (object storage's endpoint did not answer, after
+    /// retries); nothing was written by this call, which may succeed when retried.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// A bug in the engine: an invariant did not hold. Nothing was written.
     #[error("internal error: {0}")]
     Internal(String),
@@ -90,13 +94,15 @@ pub enum ErrorKind {
     ResourceExhausted,
     /// Another writer committed first; nothing was written: retry.
     Conflict,
+    /// The storage could not be reached; retry.
+    Unavailable,
     /// A bug: an invariant did not hold.
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for tables that list them).
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::InvalidInput,
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
@@ -107,6 +113,7 @@ impl ErrorKind {
         ErrorKind::Unsettled,
         ErrorKind::ResourceExhausted,
         ErrorKind::Conflict,
+        ErrorKind::Unavailable,
         ErrorKind::Internal,
     ];
 }
@@ -125,6 +132,7 @@ impl Error {
             Error::Unsettled(_) => ErrorKind::Unsettled,
             Error::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

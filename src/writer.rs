@@ -36,6 +36,9 @@ pub(crate) struct Transaction<'a> {
     base: Option<u64>,
     /// Files this transaction put in place (removed if it does not commit).
     created: Vec<String>,
+    /// Staged files renamed into place, as (staged, committed) names: renamed back if the
+    /// transaction does not commit, so a write that lost a commit race can try again.
+    moved: Vec<(String, String)>,
     /// Files the new version stops naming (removed once it has committed).
     replaced: Vec<String>,
     committed: bool,
@@ -62,6 +65,7 @@ impl<'a> Transaction<'a> {
             next,
             base: None,
             created: Vec::new(),
+            moved: Vec::new(),
             replaced: Vec::new(),
             committed: false,
         }
@@ -97,7 +101,8 @@ impl<'a> Transaction<'a> {
         let id = self.next.take_file_id();
         let file = FileKind::Segment.name(id, id);
         self.store.rename(staged.segment_name(), &file)?;
-        self.created.push(file.clone());
+        self.moved
+            .push((staged.segment_name().to_string(), file.clone()));
         let written = staged.written();
         let mut meta = SegmentMeta {
             id,
@@ -114,7 +119,7 @@ impl<'a> Transaction<'a> {
         for (kind, from, written) in staged.sidecars() {
             let to = kind.name(id, id);
             self.store.rename(from, &to)?;
-            self.created.push(to.clone());
+            self.moved.push((from.to_string(), to.clone()));
             let file = Some(FileMeta {
                 mtime_ns: self.store.stamp(&to)?.mtime_ns,
                 file: to,
@@ -184,6 +189,11 @@ impl Drop for Transaction<'_> {
         if !self.committed {
             for file in &self.created {
                 let _ = self.store.delete(file);
+            }
+            for (staged, file) in self.moved.iter().rev() {
+                if self.store.rename(file, staged).is_err() {
+                    let _ = self.store.delete(file);
+                }
             }
         }
     }

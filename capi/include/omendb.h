@@ -74,6 +74,7 @@ typedef enum omendb_status {
   OMENDB_ERR_RESOURCE_EXHAUSTED = 12,
   // Another writer committed to the collection first; nothing was written: retry.
   OMENDB_ERR_CONFLICT = 13,
+  OMENDB_ERR_UNAVAILABLE = 14,
 } omendb_status;
 
 // A database handle (0 is never a live handle).

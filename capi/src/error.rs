@@ -26,6 +26,7 @@ pub(crate) fn kind_status(kind: omendb::ErrorKind) -> omendb_status {
         K::Unsettled => OMENDB_ERR_UNSETTLED,
         K::ResourceExhausted => OMENDB_ERR_RESOURCE_EXHAUSTED,
         K::Conflict => OMENDB_ERR_CONFLICT,
+        K::Unavailable => OMENDB_ERR_UNAVAILABLE,
         K::Internal => OMENDB_ERR_INTERNAL,
     }
 }

@@ -80,6 +80,7 @@ pub enum omendb_status {
     OMENDB_ERR_RESOURCE_EXHAUSTED = 12,
     /// Another writer committed to the collection first; nothing was written: retry.
     OMENDB_ERR_CONFLICT = 13,
+    OMENDB_ERR_UNAVAILABLE = 14,
 }
 
 /// A database handle (0 is never a live handle).

@@ -68,6 +68,7 @@ pub(crate) fn kind_status(kind: ErrorKind, msg: String) -> Status {
         ErrorKind::ResourceExhausted => Status::resource_exhausted(msg),
         // Nothing was written; the caller retries on the newer version.
         ErrorKind::Conflict => Status::aborted(msg),
+        ErrorKind::Unavailable => Status::unavailable(msg),
         // The write may or may not have happened: not a code that invites a blind retry.
         ErrorKind::Unsettled => Status::unknown(msg),
         ErrorKind::Io | ErrorKind::Arrow | ErrorKind::Internal => Status::internal(msg),

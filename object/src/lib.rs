@@ -1,5 +1,5 @@
-//! OmenDB on object storage: a database under a URL prefix (`memory://`, `file:///...`; the
-//! cloud schemes come with the `object_store` builders), through the engine's storage traits
+//! OmenDB on object storage: a database under a URL prefix (`s3://`, `gs://`, `az://`,
+//! `file:///...`, `memory://`; see `client` for how a URL's client is configured), through the engine's storage traits
 //! ([`omendb::backend`]). The engine stays synchronous and free of tokio: this crate owns a
 //! small runtime for the async client and waits on it.
 //!
@@ -9,6 +9,7 @@
 //! indexes, keys) are downloaded once into a local cache directory, checked against the
 //! manifest's checksum, and mapped from there; a damaged or truncated copy is fetched again.
 
+mod client;
 mod files;
 mod root;
 mod runtime;
@@ -69,9 +70,13 @@ pub fn open_store(
     Ok(Database::on_root(Box::new(root)))
 }
 
-/// An object store failure on `what`, as the engine's I/O error (a missing object keeps the
-/// not-found kind, so callers can tell).
+/// An object store failure on `what`, as the engine's error: an endpoint that could not be
+/// reached (after the client's retries) is `Unavailable`; a missing object keeps the not-found
+/// kind of an I/O error, so callers can tell.
 fn object_error(what: &str, e: object_store::Error) -> Error {
+    if unreachable(&e) {
+        return Error::Unavailable(format!("{what}: {e}"));
+    }
     let kind = match e {
         object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
         _ => std::io::ErrorKind::Other,
@@ -80,4 +85,21 @@ fn object_error(what: &str, e: object_store::Error) -> Error {
         path: PathBuf::from(what),
         source: std::io::Error::new(kind, e.to_string()),
     }
+}
+
+/// Whether `e` says the endpoint did not answer: a connection, request or timeout failure of
+/// the HTTP client, as opposed to an answer that refused the request.
+fn unreachable(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind as K};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(http) = s.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                K::Connect | K::Request | K::Timeout | K::Interrupted
+            );
+        }
+        source = s.source();
+    }
+    false
 }

@@ -6,7 +6,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use omendb::backend::{is_collection_file, is_manifest, unique, Root, Store};
 use omendb::{Error, Result};
 
@@ -38,9 +38,8 @@ impl ObjectRoot {
     ) -> Result<ObjectRoot> {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::InvalidInput(format!("bad storage URL '{url}': {e}")))?;
-        let (store, prefix) =
-            object_store::parse_url_opts(&parsed, options.iter().map(|(k, v)| (k, v.clone())))
-                .map_err(|e| Error::InvalidInput(format!("cannot open storage at '{url}': {e}")))?;
+        let (store, prefix) = crate::client::build(&parsed, options)
+            .map_err(|e| Error::InvalidInput(format!("cannot open storage at '{url}': {e}")))?;
         let cache_dir = cache_dir.unwrap_or_else(|| default_cache(url));
         ObjectRoot::new(Arc::from(store), prefix, url, cache_dir)
     }
@@ -60,7 +59,53 @@ impl ObjectRoot {
         };
         // Reachable, and the prefix readable: a bad bucket or endpoint fails here, named.
         root.list()?;
+        root.check_create_only()?;
         Ok(root)
+    }
+
+    /// Refuses storage that does not honour create-only puts (`PutMode::Create`): commits
+    /// rest on them (of two writers of one manifest version, the second must fail), and some
+    /// S3-compatible services ignore the condition and overwrite. A scratch object is created
+    /// twice; the second put must be refused.
+    fn check_create_only(&self) -> Result<()> {
+        let at = self.at(&format!(".omendb-create-check-{}", unique()));
+        let create = |store: Arc<dyn ObjectStore>, at: Path| async move {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            store
+                .put_opts(&at, PutPayload::from_static(b"x"), opts)
+                .await
+        };
+        let (store, check) = (self.store.clone(), at.clone());
+        // The second put's outcome, once the first has succeeded.
+        let outcome = wait(async move {
+            create(store.clone(), check.clone()).await?;
+            Ok::<_, object_store::Error>(create(store, check).await)
+        });
+        let store = self.store.clone();
+        let _ = wait(async move { store.delete(&at).await });
+        let refuse = |why: &str| {
+            Err(Error::InvalidInput(format!(
+                "storage at '{}' {why}; OmenDB commits by create-only puts and will not write \
+                 where a commit could overwrite another writer's (use a store that supports \
+                 conditional writes, e.g. S3, GCS, Azure, or a compatible server that honours \
+                 If-None-Match: *)",
+                self.url.display()
+            )))
+        };
+        match outcome {
+            Ok(Err(object_store::Error::AlreadyExists { .. })) => Ok(()),
+            Ok(Ok(_)) => refuse(
+                "does not honour create-only puts (a second create of one object overwrote it)",
+            ),
+            Err(object_store::Error::NotImplemented { .. })
+            | Ok(Err(object_store::Error::NotImplemented { .. })) => {
+                refuse("does not support create-only puts")
+            }
+            Err(e) | Ok(Err(e)) => Err(object_error(&self.what(".omendb-create-check"), e)),
+        }
     }
 
     fn at(&self, name: &str) -> Path {

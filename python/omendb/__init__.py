@@ -37,6 +37,7 @@ from ._omendb import (
     NotFound,
     ResourceExhausted,
     Conflict,
+    Unavailable,
     Unsettled,
     __version__,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Unsettled",
     "ResourceExhausted",
     "Conflict",
+    "Unavailable",
     "InternalError",
     "Closed",
     "__version__",

@@ -73,6 +73,12 @@ create_exception!(
 );
 create_exception!(
     omendb,
+    Unavailable,
+    Error,
+    "The storage could not be reached (object storage's endpoint did not answer); retry."
+);
+create_exception!(
+    omendb,
     InternalError,
     Error,
     "A bug in OmenDB: an invariant did not hold."
@@ -94,6 +100,7 @@ pub(crate) fn kind_err(kind: omendb::ErrorKind, msg: String) -> PyErr {
         K::Unsettled => Unsettled::new_err(msg),
         K::ResourceExhausted => ResourceExhausted::new_err(msg),
         K::Conflict => Conflict::new_err(msg),
+        K::Unavailable => Unavailable::new_err(msg),
         K::Internal => InternalError::new_err(msg),
     }
 }
@@ -148,6 +155,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         Unsettled,
         ResourceExhausted,
         Conflict,
+        Unavailable,
         InternalError,
         Closed,
     );

@@ -70,7 +70,7 @@ impl Collection {
     pub(crate) fn commit_staged(
         &self,
         staged: Vec<Staged>,
-        check: impl FnOnce(&Snapshot) -> Result<()>,
+        check: impl Fn(&Snapshot) -> Result<()>,
     ) -> Result<()> {
         self.transact(|txn, snapshot| {
             check(snapshot)?;
@@ -92,8 +92,10 @@ impl Collection {
         staged: Vec<Staged>,
         ids: impl Iterator<Item = IdRef<'a>>,
     ) -> Result<()> {
+        let ids: Vec<IdRef<'a>> = ids.collect();
         self.transact(|txn, snapshot| {
-            let (mut parts, _) = delete_rows(txn, snapshot, &located(snapshot, ids))?;
+            let located = located(snapshot, ids.iter().copied());
+            let (mut parts, _) = delete_rows(txn, snapshot, &located)?;
             for s in &staged {
                 self.add_staged(txn, &mut parts, s)?;
             }
@@ -156,10 +158,10 @@ impl Collection {
     /// does not select). Returns how many rows were deleted.
     pub fn delete_where(
         &self,
-        mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
+        mut mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
     ) -> Result<usize> {
         self.delete_selected(|snapshot| {
-            Selection::from_masks(snapshot, mask).map(|s| s.live_rows(snapshot))
+            Selection::from_masks(snapshot, &mut mask).map(|s| s.live_rows(snapshot))
         })
     }
 
@@ -167,7 +169,7 @@ impl Collection {
     /// (part → rows); returns how many were deleted.
     fn delete_selected(
         &self,
-        select: impl FnOnce(&Snapshot) -> Result<BTreeMap<usize, Vec<usize>>>,
+        mut select: impl FnMut(&Snapshot) -> Result<BTreeMap<usize, Vec<usize>>>,
     ) -> Result<usize> {
         self.transact(|txn, snapshot| {
             let (parts, deleted) = delete_rows(txn, snapshot, &select(snapshot)?)?;
@@ -182,12 +184,13 @@ impl Collection {
     /// Returns how many rows were replaced.
     pub fn update_where(
         &self,
-        mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
-        update: impl FnOnce(RecordBatch) -> Result<RecordBatch>,
+        mut mask: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
+        mut update: impl FnMut(RecordBatch) -> Result<RecordBatch>,
     ) -> Result<usize> {
         self.admit(None)?; // it adds rows: held back like an append
         self.transact(|txn, snapshot| {
-            let by_part = Selection::from_masks(snapshot, mask).map(|s| s.live_rows(snapshot))?;
+            let by_part =
+                Selection::from_masks(snapshot, &mut mask).map(|s| s.live_rows(snapshot))?;
             let at: Vec<(usize, usize)> = by_part
                 .iter()
                 .flat_map(|(&p, rows)| rows.iter().map(move |&r| (p, r)))

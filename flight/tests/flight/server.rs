@@ -1718,21 +1718,21 @@ async fn files_are_tables_and_declared_tables_are_every_sessions() {
 }
 
 /// Two servers over one object storage URL (`file://`): what one commits, the other reads;
-/// a commit on a version the other took first is refused ABORTED with nothing written (a
-/// third server sees exactly the two committed writes), and once the loser has looked for
-/// newer versions (`--refresh-ms`) its retry lands.
+/// a put whose commit lost the race to the other server's lands on the newest version (a
+/// third server sees every row once), and one whose ids the other stored meanwhile is refused
+/// with nothing written, never applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_servers_over_one_bucket_share_commits_and_refuse_a_lost_race() {
+async fn two_servers_over_one_bucket_share_commits_and_retry_a_lost_race() {
     let tmp = tempfile::tempdir().unwrap();
     let bucket = tmp.path().join("bucket");
     std::fs::create_dir_all(&bucket).unwrap();
     let url = format!("file://{}", bucket.display());
     let cache = |n: &str| tmp.path().join(n).display().to_string();
     let (cache_a, cache_b, cache_c) = (cache("a"), cache("b"), cache("c"));
-    // Each looks for the other's commits every 3 s: A's put below comes sooner.
+    // A looks for the other's commits once a minute: its puts below race B's commits.
     let a = serve(
         Path::new(&url),
-        &["--cache-dir", &cache_a, "--refresh-ms", "3000"],
+        &["--cache-dir", &cache_a, "--refresh-ms", "60000"],
     );
     let b = serve(
         Path::new(&url),
@@ -1746,26 +1746,26 @@ async fn two_servers_over_one_bucket_share_commits_and_refuse_a_lost_race() {
     put(&mut cb, &["docs"], vec![batch(100..150, 8)])
         .await
         .unwrap();
-    let err = put(&mut ca, &["docs"], vec![batch(150..160, 8)])
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Aborted, "{}", err.message());
-    assert!(
-        err.message().contains("another writer"),
-        "{}",
-        err.message()
-    );
-    let c = serve(Path::new(&url), &["--cache-dir", &cache_c]);
-    assert_eq!(
-        count(&mut c.client().await, "SELECT count(*) FROM docs").await,
-        150
-    );
-    // Once A has looked again, its retry lands on the newest version.
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // A's commit finds B's version taken: it lands on the version after.
     put(&mut ca, &["docs"], vec![batch(150..160, 8)])
         .await
         .unwrap();
-    assert_eq!(count(&mut cb, "SELECT count(*) FROM docs").await, 160);
+    let c = serve(Path::new(&url), &["--cache-dir", &cache_c]);
+    assert_eq!(
+        count(&mut c.client().await, "SELECT count(*) FROM docs").await,
+        160
+    );
+    // B stores ids 160..170; A (not looked again) puts 165..175: refused, nothing written.
+    put(&mut cb, &["docs"], vec![batch(160..170, 8)])
+        .await
+        .unwrap();
+    let err = put(&mut ca, &["docs"], vec![batch(165..175, 8)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("165"), "{}", err.message());
+    assert_eq!(count(&mut cb, "SELECT count(*) FROM docs").await, 170);
+    assert_eq!(count(&mut ca, "SELECT count(*) FROM docs").await, 170);
     // The command line reads the bucket too.
     let cli = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_omendb"))
@@ -1776,10 +1776,10 @@ async fn two_servers_over_one_bucket_share_commits_and_refuse_a_lost_race() {
         String::from_utf8(out.stdout).unwrap()
     };
     let sql = cli(&["sql", "--data", &url, "SELECT count(*) AS n FROM docs"]);
-    assert!(sql.contains("| 160 |"), "{sql}");
+    assert!(sql.contains("| 170 |"), "{sql}");
     let stats = cli(&["stats", "--data", &url, "docs"]);
     assert!(
-        stats.contains("\"rows\":160") || stats.contains("\"rows\": 160"),
+        stats.contains("\"rows\":170") || stats.contains("\"rows\": 170"),
         "{stats}"
     );
 }
