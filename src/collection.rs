@@ -30,7 +30,7 @@ use crate::search::SearchRequest;
 use crate::segment::Segment;
 use crate::snapshot::{open_index, SegmentView, Snapshot};
 use crate::storage::gc::remove_garbage;
-use crate::storage::manifest::{manifest_name, IndexFileMeta, Manifest};
+use crate::storage::manifest::{manifest_name, IndexFileMeta, Manifest, SegmentMeta};
 use crate::storage::{FileKind, Store};
 use crate::task::Task;
 use crate::writer::backpressure::Room;
@@ -39,8 +39,46 @@ use crate::writer::maintenance::{Maintained, Maintenance};
 use crate::writer::Transaction;
 use crate::{Error, Result};
 
-/// How many times in a row a write tries again after another server committed first.
+/// Opens the segments `metas` names (see `SegmentView::open`), in order. On storage that is
+/// shared (object storage, where opening downloads files) several at once.
+fn open_parts(
+    store: &dyn Store,
+    layout: &Layout,
+    metric: Metric,
+    metas: &[&SegmentMeta],
+) -> Result<Vec<(SegmentView, Option<Error>)>> {
+    let open = |meta: &SegmentMeta| SegmentView::open(store, layout, metric, meta, true);
+    if !store.shared() || metas.len() < 2 {
+        return metas.iter().map(|m| open(m)).collect();
+    }
+    let mut opened = Vec::with_capacity(metas.len());
+    for group in metas.chunks(OPEN_AT_ONCE) {
+        let results: Vec<Result<(SegmentView, Option<Error>)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = group.iter().map(|m| s.spawn(move || open(m))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("opening a segment panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            opened.push(r?);
+        }
+    }
+    Ok(opened)
+}
+
+/// How many segments of shared storage are opened (downloaded) at once.
+const OPEN_AT_ONCE: usize = 8;
+
+/// How many times in a row a write tries again after another server committed first, and
+/// for how long at most (it holds the writer lock meanwhile): past either, it fails with
+/// `Conflict`, nothing written.
 const MAX_LOST_RACES: usize = 16;
+const MAX_RACING: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An open collection. Cheap to share (`Arc`); every method may be called from any thread.
 #[derive(Debug)]
@@ -80,11 +118,13 @@ impl Collection {
                 "stored schema does not match the collection definition",
             ));
         }
-        let mut parts = Vec::with_capacity(manifest.segments.len());
+        let metas: Vec<&SegmentMeta> = manifest.segments.iter().collect();
+        let mut parts = Vec::with_capacity(metas.len());
         let mut damaged = Vec::new();
-        for meta in &manifest.segments {
-            let (part, index_damage) =
-                SegmentView::open(&*store, &layout, manifest.metric, meta, true)?;
+        for ((part, index_damage), meta) in open_parts(&*store, &layout, manifest.metric, &metas)?
+            .into_iter()
+            .zip(&metas)
+        {
             if let Some(e) = index_damage {
                 damaged.push((meta.id, e));
             }
@@ -200,10 +240,29 @@ impl Collection {
     /// change lands on, and a change is never applied twice or on rows that changed under it.
     fn transact<R>(
         &self,
+        edit: impl FnMut(&mut Transaction<'_>, &Snapshot) -> Result<(R, Vec<SegmentView>)>,
+    ) -> Result<R> {
+        self.transact_retrying(MAX_LOST_RACES, edit)
+    }
+
+    /// `transact` for background work (merges, index builds): a commit that lost a race is
+    /// tried again once on the newest version, then given up (the work is planned again on
+    /// what the other server committed), so that it never holds the writer lock through a
+    /// run of lost races while the caller's writes wait.
+    fn transact_background<R>(
+        &self,
+        edit: impl FnMut(&mut Transaction<'_>, &Snapshot) -> Result<(R, Vec<SegmentView>)>,
+    ) -> Result<R> {
+        self.transact_retrying(1, edit)
+    }
+
+    fn transact_retrying<R>(
+        &self,
+        retries: usize,
         mut edit: impl FnMut(&mut Transaction<'_>, &Snapshot) -> Result<(R, Vec<SegmentView>)>,
     ) -> Result<R> {
         let mut manifest = self.writable()?;
-        let mut lost = 0;
+        let (mut lost, started) = (0, Instant::now());
         loop {
             let snapshot = self.snapshot();
             let mut txn = Transaction::begin(&*self.store, &manifest);
@@ -221,10 +280,17 @@ impl Collection {
                     self.room.freed();
                     return Ok(result);
                 }
-                Err(Error::Conflict(_)) if self.store.shared() && lost < MAX_LOST_RACES => {
+                Err(Error::Conflict(_))
+                    if self.store.shared() && lost < retries && started.elapsed() < MAX_RACING =>
+                {
                     lost += 1;
                     drop(parts);
                     self.catch_up(&mut manifest)?;
+                }
+                Err(Error::Conflict(why)) if lost > 0 => {
+                    return Err(Error::Conflict(format!(
+                        "{why} (tried again on the newest version {lost} times)"
+                    )));
                 }
                 Err(e) => {
                     self.unsettled(&e, manifest.version + 1);
@@ -236,41 +302,64 @@ impl Collection {
 
     /// Moves the collection to the newest committed version on its storage (another server's
     /// commits): the segments both versions name keep their open views; the others are opened.
-    /// `held` is the writer lock's manifest.
+    /// `held` is the writer lock's manifest. Opening new segments may download them: while it
+    /// did, further versions may have landed, and those are read too (up to two more passes,
+    /// each with less to download), so that a write tried again after it starts from a fresh
+    /// version.
     fn catch_up(&self, held: &mut MutexGuard<'_, Manifest>) -> Result<()> {
-        let newest = Manifest::load(&*self.store)?;
-        if newest.version <= held.version {
-            return Ok(());
-        }
-        if (
-            &newest.id_column,
-            &newest.vector_column,
-            newest.dim,
-            newest.metric,
-        ) != (&held.id_column, &held.vector_column, held.dim, held.metric)
-        {
-            return Err(Error::Conflict(format!(
-                "collection '{}' was dropped and made again by another writer: open it again",
-                self.name()
-            )));
-        }
-        let current = self.snapshot();
-        let mut parts = Vec::with_capacity(newest.segments.len());
-        for meta in &newest.segments {
-            let kept = held.segments.iter().position(|m| m == meta);
-            match kept.and_then(|p| current.parts.get(p)) {
-                Some(part) => parts.push(part.clone()),
-                None => {
-                    let (part, _) =
-                        SegmentView::open(&*self.store, &self.layout, newest.metric, meta, true)?;
-                    parts.push(part);
-                }
+        for _ in 0..3 {
+            let Some(newest) = Manifest::load_newer(&*self.store, held.version)? else {
+                return Ok(());
+            };
+            if (
+                &newest.id_column,
+                &newest.vector_column,
+                newest.dim,
+                newest.metric,
+            ) != (&held.id_column, &held.vector_column, held.dim, held.metric)
+            {
+                return Err(Error::Conflict(format!(
+                    "collection '{}' was dropped and made again by another writer: open it \
+                     again",
+                    self.name()
+                )));
+            }
+            let current = self.snapshot();
+            let kept: Vec<Option<&SegmentView>> = newest
+                .segments
+                .iter()
+                .map(|meta| {
+                    let p = held.segments.iter().position(|m| m == meta)?;
+                    current.parts.get(p)
+                })
+                .collect();
+            let new: Vec<&SegmentMeta> = newest
+                .segments
+                .iter()
+                .zip(&kept)
+                .filter(|(_, k)| k.is_none())
+                .map(|(meta, _)| meta)
+                .collect();
+            let opened = !new.is_empty();
+            let mut new = open_parts(&*self.store, &self.layout, newest.metric, &new)?.into_iter();
+            let parts: Vec<SegmentView> = kept
+                .into_iter()
+                .map(|k| match k {
+                    Some(part) => Ok(part.clone()),
+                    None => new
+                        .next()
+                        .map(|(part, _)| part)
+                        .ok_or_else(|| Error::Internal("a segment was not opened".into())),
+                })
+                .collect::<Result<_>>()?;
+            let mut snapshot = current.with_parts(newest.version, parts);
+            snapshot.index = newest.index;
+            *write(&self.current) = Arc::new(snapshot);
+            **held = newest;
+            if !opened {
+                break;
             }
         }
-        let mut snapshot = current.with_parts(newest.version, parts);
-        snapshot.index = newest.index;
-        *write(&self.current) = Arc::new(snapshot);
-        **held = newest;
         Ok(())
     }
 
@@ -322,7 +411,7 @@ impl Collection {
     /// Drops a damaged index from the manifest (its file is renamed `*.damaged`, kept for
     /// inspection) and queues the segment for a rebuild whatever the threshold.
     fn set_aside_index(&self, seg_id: u64, e: &Error) -> Result<()> {
-        let file = self.transact(|txn, snapshot| {
+        let file = self.transact_background(|txn, snapshot| {
             let meta = txn
                 .next
                 .position(seg_id)
@@ -399,7 +488,7 @@ impl Maintained for Collection {
         else {
             return Ok(false);
         };
-        let retired = self.transact(|txn, current| {
+        let retired = self.transact_background(|txn, current| {
             Ok(
                 match compact::commit(txn, current, &merged, &self.layout)? {
                     Some((parts, retired)) => (Some(retired), parts),
@@ -426,7 +515,7 @@ impl Maintained for Collection {
         else {
             return Ok(None); // cancelled
         };
-        let done = self.transact(|txn, snapshot| {
+        let done = self.transact_background(|txn, snapshot| {
             let Some(p) = txn.next.position(seg.id) else {
                 return Ok((false, snapshot.parts.clone())); // the segment went away
             };

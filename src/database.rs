@@ -20,7 +20,7 @@ use crate::options::CollectionOptions;
 use crate::schema::{check_name, Layout};
 #[cfg(feature = "faults")]
 use crate::storage::faults::Faults;
-use crate::storage::manifest::{newest_version, CommitError, Manifest};
+use crate::storage::manifest::{newer_version, CommitError, Manifest};
 use crate::storage::root::{LocalRoot, Root};
 use crate::{Error, Result};
 
@@ -105,8 +105,7 @@ impl Database {
             }
             looked.insert(name.to_string(), now);
         }
-        let newest = newest_version(&*self.root.store(name))?;
-        Ok(newest.is_some_and(|v| v > c.snapshot().version()))
+        Ok(newer_version(&*self.root.store(name), c.snapshot().version())?.is_some())
     }
 
     /// Opens the database in `path` with storage that fails when `faults` says so: for tests

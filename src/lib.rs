@@ -75,7 +75,7 @@ pub use vector::VectorView;
 /// [`Database::on_root`].
 pub mod backend {
     pub use crate::storage::local::LocalStore;
-    pub use crate::storage::manifest::is_manifest;
+    pub use crate::storage::manifest::{is_manifest, manifest_name, manifest_version};
     pub use crate::storage::root::Root;
     pub use crate::storage::{is_collection_file, unique, Stamp, Store, Written, STAGED_PREFIX};
 }

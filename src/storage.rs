@@ -93,6 +93,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn adopt(&self, from: &dyn Store, name: &str) -> Result<()>;
     /// The names of every file.
     fn list(&self) -> Result<Vec<String>>;
+    /// The names of the manifests: the versioned ones newer than version `after`, or with
+    /// `None` every one (the older layout's `MANIFEST` included). Object storage lists only
+    /// those names, not every file.
+    fn manifests(&self, after: Option<u64>) -> Result<Vec<String>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|n| match after {
+                None => manifest::is_manifest(n),
+                Some(a) => manifest::manifest_version(n).is_some_and(|v| v > a),
+            })
+            .collect())
+    }
     /// Removes `name`.
     fn delete(&self, name: &str) -> Result<()>;
     /// Makes the names created, renamed and removed so far durable.

@@ -22,6 +22,9 @@ pub(crate) mod delete;
 pub(crate) mod maintenance;
 pub(crate) mod policy;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crate::storage::manifest::{manifest_name, CommitError, FileMeta, Manifest, SegmentMeta};
 use crate::storage::{FileKind, Store, Written};
 use crate::{Error, Result};
@@ -39,6 +42,8 @@ pub(crate) struct Transaction<'a> {
     /// Staged files renamed into place, as (staged, committed) names: renamed back if the
     /// transaction does not commit, so a write that lost a commit race can try again.
     moved: Vec<(String, String)>,
+    /// Staged files the commit names as they are (shared storage): set once it has committed.
+    kept: Vec<Arc<AtomicBool>>,
     /// Files the new version stops naming (removed once it has committed).
     replaced: Vec<String>,
     committed: bool,
@@ -66,6 +71,7 @@ impl<'a> Transaction<'a> {
             base: None,
             created: Vec::new(),
             moved: Vec::new(),
+            kept: Vec::new(),
             replaced: Vec::new(),
             committed: false,
         }
@@ -99,14 +105,27 @@ impl<'a> Transaction<'a> {
     /// version; returns the segment's position in the manifest.
     pub(crate) fn add_segment(&mut self, staged: &Staged) -> Result<usize> {
         let id = self.next.take_file_id();
-        let file = FileKind::Segment.name(id, id);
-        self.store.rename(staged.segment_name(), &file)?;
-        self.moved
-            .push((staged.segment_name().to_string(), file.clone()));
+        // On shared storage the files keep the names they were written with (no rename, and
+        // no modification time: a download is checked by checksum).
+        let keep = staged.kept_as_written();
+        let file = if keep {
+            self.kept.push(staged.committed_flag());
+            staged.segment_name().to_string()
+        } else {
+            let file = FileKind::Segment.name(id, id);
+            self.store.rename(staged.segment_name(), &file)?;
+            self.moved
+                .push((staged.segment_name().to_string(), file.clone()));
+            file
+        };
+        let mtime_ns = |name: &str| match keep {
+            true => Ok(0),
+            false => self.store.stamp(name).map(|s| s.mtime_ns),
+        };
         let written = staged.written();
         let mut meta = SegmentMeta {
             id,
-            mtime_ns: self.store.stamp(&file)?.mtime_ns,
+            mtime_ns: mtime_ns(&file)?,
             file,
             rows: staged.rows(),
             bytes: written.bytes,
@@ -117,11 +136,16 @@ impl<'a> Transaction<'a> {
             pk: None,
         };
         for (kind, from, written) in staged.sidecars() {
-            let to = kind.name(id, id);
-            self.store.rename(from, &to)?;
-            self.moved.push((from.to_string(), to.clone()));
+            let to = if keep {
+                from.clone()
+            } else {
+                let to = kind.name(id, id);
+                self.store.rename(from, &to)?;
+                self.moved.push((from.to_string(), to.clone()));
+                to
+            };
             let file = Some(FileMeta {
-                mtime_ns: self.store.stamp(&to)?.mtime_ns,
+                mtime_ns: mtime_ns(&to)?,
                 file: to,
                 bytes: written.bytes,
                 crc32: written.crc32,
@@ -167,6 +191,9 @@ impl<'a> Transaction<'a> {
             }
         }
         self.committed = true;
+        for flag in &self.kept {
+            flag.store(true, Ordering::SeqCst);
+        }
         if self.store.shared() {
             // Other servers may still read them (see `Store::shared`).
             self.replaced.clear();

@@ -12,7 +12,9 @@ use arrow_buffer::Buffer;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use omendb::backend::{unique, LocalStore, Stamp, Store, Written, STAGED_PREFIX};
+use omendb::backend::{
+    manifest_name, manifest_version, unique, LocalStore, Stamp, Store, Written, STAGED_PREFIX,
+};
 use omendb::{Error, Result};
 
 use crate::object_error;
@@ -30,6 +32,9 @@ pub(crate) struct ObjectFiles {
     cache_dir: PathBuf,
     /// Cached files checked against their checksum by this process.
     checked: Mutex<HashSet<String>>,
+    /// Whether listings come in key order: object stores (S3, GCS, Azure, memory) list keys
+    /// sorted; `file://` lists a directory in no order.
+    sorted: bool,
 }
 
 impl ObjectFiles {
@@ -42,10 +47,11 @@ impl ObjectFiles {
         ObjectFiles {
             store,
             prefix,
-            url,
             cache: LocalStore::new(&cache_dir),
             cache_dir,
             checked: Mutex::new(HashSet::new()),
+            sorted: !url.starts_with("file:"),
+            url,
         }
     }
 
@@ -198,6 +204,33 @@ impl Store for ObjectFiles {
             .objects
             .into_iter()
             .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect())
+    }
+
+    fn manifests(&self, after: Option<u64>) -> Result<Vec<String>> {
+        // Listed from just after the last known version (names sort by version): the listing
+        // holds the newer manifests, not every file the collection ever had.
+        let start = match after {
+            Some(v) => manifest_name(v),
+            None => "manifest-".to_string(),
+        };
+        let (store, prefix, sorted) = (self.store.clone(), self.prefix.clone(), self.sorted);
+        let offset = prefix.clone().join(start.as_str());
+        let names = wait(async move {
+            store
+                .list_with_offset(Some(&prefix), &offset)
+                .map_ok(|o| o.location.filename().unwrap_or_default().to_string())
+                // In key order the manifests come first: stop at the first other name.
+                .try_take_while(|n| {
+                    futures::future::ready(Ok(!sorted || n.starts_with("manifest-")))
+                })
+                .try_collect::<Vec<String>>()
+                .await
+        })
+        .map_err(|e| object_error(&self.url, e))?;
+        Ok(names
+            .into_iter()
+            .filter(|n| manifest_version(n).is_some_and(|v| after.is_none_or(|a| v > a)))
             .collect())
     }
 

@@ -154,8 +154,9 @@ impl Root for ObjectRoot {
     }
 
     fn has_manifest(&self, name: &str) -> bool {
-        self.files_of(name)
-            .is_ok_and(|files| files.iter().any(|f| is_manifest(f)))
+        self.store(name)
+            .manifests(None)
+            .is_ok_and(|names| !names.is_empty())
     }
 
     fn data_files(&self, name: &str) -> usize {

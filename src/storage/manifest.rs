@@ -22,13 +22,13 @@ pub(crate) const MANIFEST_TMP: &str = "MANIFEST.tmp";
 const PREFIX: &str = "manifest-";
 const SUFFIX: &str = ".json";
 
-/// The file name of version `version`'s manifest.
-pub(crate) fn manifest_name(version: u64) -> String {
+/// The file name of version `version`'s manifest (names sort by version).
+pub fn manifest_name(version: u64) -> String {
     format!("{PREFIX}{version:020}{SUFFIX}")
 }
 
 /// The version a versioned manifest's file name holds.
-fn manifest_version(name: &str) -> Option<u64> {
+pub fn manifest_version(name: &str) -> Option<u64> {
     let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
@@ -40,10 +40,10 @@ pub fn is_manifest(name: &str) -> bool {
     name == MANIFEST || manifest_version(name).is_some()
 }
 
-/// The newest committed version in `store`, if it has a versioned manifest.
-pub(crate) fn newest_version(store: &dyn Store) -> Result<Option<u64>> {
+/// The newest committed version in `store` if it is newer than `after`.
+pub(crate) fn newer_version(store: &dyn Store, after: u64) -> Result<Option<u64>> {
     Ok(store
-        .list()?
+        .manifests(Some(after))?
         .iter()
         .filter_map(|n| manifest_version(n))
         .max())
@@ -226,8 +226,20 @@ impl Manifest {
 
     /// Reads and verifies the newest manifest of `store`.
     pub(crate) fn load(store: &dyn Store) -> Result<Manifest> {
-        let names = store.list()?;
-        let name = newest(&names).unwrap_or(MANIFEST);
+        let names = store.manifests(None)?;
+        Manifest::read(store, newest(&names).unwrap_or(MANIFEST))
+    }
+
+    /// Reads and verifies the newest manifest of `store` if it is newer than `after`.
+    pub(crate) fn load_newer(store: &dyn Store, after: u64) -> Result<Option<Manifest>> {
+        let names = store.manifests(Some(after))?;
+        newest(&names)
+            .map(|name| Manifest::read(store, name))
+            .transpose()
+    }
+
+    /// Reads and verifies the manifest `name`.
+    fn read(store: &dyn Store, name: &str) -> Result<Manifest> {
         let path = store.path(name);
         let raw = store.read(name)?;
         let text = String::from_utf8(raw).map_err(|e| {
