@@ -93,6 +93,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn adopt(&self, from: &dyn Store, name: &str) -> Result<()>;
     /// The names of every file.
     fn list(&self) -> Result<Vec<String>>;
+    /// Every file with its size and modification time (a file removed meanwhile is left out).
+    fn list_stamped(&self) -> Result<Vec<(String, Stamp)>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter_map(|n| self.stamp(&n).ok().map(|s| (n, s)))
+            .collect())
+    }
     /// The names of the manifests: the versioned ones newer than version `after`, or with
     /// `None` every one (the older layout's `MANIFEST` included). Object storage lists only
     /// those names, not every file.

@@ -31,6 +31,8 @@ pub const STATS: &str = "stats";
 pub const WAIT: &str = "wait";
 /// Copies the database, or one collection (see [`maintenance`]).
 pub const BACKUP: &str = "backup";
+/// Removes what no version of the last `retain` seconds names (see [`maintenance`]).
+pub const GC: &str = "gc";
 
 /// A Flight action: its name, the role it needs, and what it does.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +55,7 @@ const fn spec(name: &'static str, role: Role, description: &'static str) -> Acti
 
 /// Every Flight action the server takes beside Flight SQL's. `list_actions`, the role check
 /// and the command line's help read it.
-pub(crate) const SERVER_ACTIONS: [ActionSpec; 8] = [
+pub(crate) const SERVER_ACTIONS: [ActionSpec; 9] = [
     spec(DROP_COLLECTION, Role::Admin, "Drop the collection named in the body"),
     spec(BUILD_INDEX, Role::Admin, "Build the collection's vector index (HNSW or IVF, by size and settings) for every unindexed segment of the collection named in the body"),
     spec(COMPACT, Role::Admin, "Merge the segments of the collection named in the body (every collection if none), dropping deleted rows"),
@@ -61,6 +63,7 @@ pub(crate) const SERVER_ACTIONS: [ActionSpec; 8] = [
     spec(VERIFY, Role::Admin, "Check every file of the collection named in the body (every collection if none) against its checksum"),
     spec(STATS, Role::Read, "Rows, segments, bytes on disk, index kinds and the running index build's progress of the collection named in the body, or of every collection (JSON)"),
     spec(WAIT, Role::Read, "Wait until the background index builds and merges of the collection named in the body (every collection if none) have finished, then answer its stats (JSON)"),
+    spec(GC, Role::Admin, "Remove the files no reader can still need from the collection named in the body (every collection if none): manifests of versions replaced more than retain=SECONDS ago (default 3600) and files no kept version names that are older than that"),
     spec(BACKUP, Role::Admin, "Copy one consistent version of the database (or of the collection named on the body's second line) into the new directory on the body's first line, on the server's machine"),
 ];
 

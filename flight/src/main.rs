@@ -32,6 +32,9 @@ enum Command {
         /// The database: a directory (it must exist), or object storage as a URL.
         #[arg(long, default_value = "./omendb-data")]
         data: String,
+        /// An option of the object storage client, as key=value (repeatable; see serve).
+        #[arg(long = "storage-option", value_parser = key_value)]
+        storage_options: Vec<(String, String)>,
         /// The SQL text: one statement or several separated by `;`.
         query: String,
     },
@@ -67,6 +70,19 @@ enum Command {
     /// against its checksum; fails naming any damaged file.
     #[command(after_help = admin::action_help(actions::VERIFY))]
     Verify(admin::Target),
+    /// Remove the files no reader can still need from a collection (every collection, with
+    /// no name): the manifests of versions replaced more than --retain seconds ago, and the
+    /// files no kept version names that are older than that. Over object storage, where
+    /// several servers may read older versions, this is how their files go.
+    #[command(after_help = admin::action_help(actions::GC))]
+    Gc {
+        #[command(flatten)]
+        target: admin::Target,
+        /// Seconds a replaced version stays readable (and a file no version names is left
+        /// alone, as another server's write in progress).
+        #[arg(long, default_value_t = 3600.0)]
+        retain: f64,
+    },
     /// Copy one consistent version of the database (or of one collection) into a new
     /// directory, while a server runs (--addr: a directory on the server's machine). The copy
     /// opens as a database: `omendb serve --data DEST` restores it.
@@ -254,8 +270,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|e| e.to_string())?;
             eprintln!("omendb: shut down");
         }
-        Command::Sql { data, query } => {
-            let db = Arc::new(omendb_object::open_existing(&data, &[], None)?);
+        Command::Sql {
+            data,
+            storage_options,
+            query,
+        } => {
+            let db = Arc::new(omendb_object::open_existing(&data, &storage_options, None)?);
             let ctx = omendb_datafusion::session(db)?;
             for statement in omendb_datafusion::sql::statements(&ctx.state(), &query)? {
                 let plan = ctx.state().statement_to_plan(statement).await?;
@@ -285,6 +305,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Verify(t) => {
             admin::run(actions::VERIFY, &t.conn, t.collection.unwrap_or_default()).await?
+        }
+        Command::Gc { target, retain } => {
+            let body = format!("{} retain={retain}", target.collection.unwrap_or_default());
+            admin::run(actions::GC, &target.conn, body).await?
         }
         Command::Backup {
             conn,
@@ -325,7 +349,7 @@ async fn shutdown_signal() {
 }
 
 /// A `key=value` argument.
-fn key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected key=value, got '{s}'")),

@@ -207,6 +207,23 @@ impl Store for ObjectFiles {
             .collect())
     }
 
+    fn list_stamped(&self) -> Result<Vec<(String, Stamp)>> {
+        let (store, prefix) = (self.store.clone(), self.prefix.clone());
+        let listed = wait(async move { store.list_with_delimiter(Some(&prefix)).await })
+            .map_err(|e| object_error(&self.url, e))?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|o| {
+                let stamp = Stamp {
+                    bytes: o.size,
+                    mtime_ns: o.last_modified.timestamp_nanos_opt().unwrap_or(0).max(0) as u64,
+                };
+                Some((o.location.filename()?.to_string(), stamp))
+            })
+            .collect())
+    }
+
     fn manifests(&self, after: Option<u64>) -> Result<Vec<String>> {
         // Listed from just after the last known version (names sort by version): the listing
         // holds the newer manifests, not every file the collection ever had.

@@ -349,3 +349,56 @@ fn a_store_that_ignores_create_only_puts_is_refused() {
     .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Over shared storage nothing is removed at commit or open; `collect_garbage` removes the
+/// manifests of versions replaced more than `retain` ago and the files no kept version names,
+/// and what stays opens and verifies.
+#[test]
+fn garbage_is_collected_only_past_the_retention() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let cache = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        omendb_object::open_store(store.clone(), "db", "memory:///db", cache.path().join(name))
+            .unwrap()
+    };
+    let db = open("a");
+    let c = db
+        .create_collection("docs", &schema(DIM), options())
+        .unwrap();
+    for i in 0..4 {
+        c.append(&[batch(i * 50..(i + 1) * 50, DIM)]).unwrap();
+    }
+    c.delete(&Int64Array::from(vec![3, 4])).unwrap();
+    c.compact().unwrap();
+    let objects = || {
+        let store = store.clone();
+        futures::executor::block_on(async move {
+            use futures::TryStreamExt;
+            store.list(None).try_collect::<Vec<_>>().await
+        })
+        .unwrap()
+        .len()
+    };
+    let before = objects();
+    // Everything is younger than an hour: nothing goes.
+    assert_eq!(
+        c.collect_garbage(std::time::Duration::from_secs(3600))
+            .unwrap(),
+        (0, 0)
+    );
+    assert_eq!(objects(), before);
+    // With no retention, only the newest version and its files stay.
+    let (files, bytes) = c.collect_garbage(std::time::Duration::ZERO).unwrap();
+    assert!(files > 5 && bytes > 0, "{files} files, {bytes} bytes");
+    assert_eq!(objects(), before - files);
+    let fresh = open("b");
+    let docs = fresh.collection("docs").unwrap();
+    assert_eq!(docs.count(), 198);
+    docs.verify().unwrap();
+    assert_eq!(nearest(&fresh, 120)[0], 120);
+    // Nothing more to remove.
+    assert_eq!(
+        docs.collect_garbage(std::time::Duration::ZERO).unwrap(),
+        (0, 0)
+    );
+}

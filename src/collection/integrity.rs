@@ -54,6 +54,15 @@ impl Collection {
         Ok(())
     }
 
+    /// Removes the files no reader can still need (see `storage::gc::remove_unreachable`):
+    /// manifests of versions replaced more than `retain` ago, and files no kept version names
+    /// that are older than `retain`. Returns the files and bytes removed. Over shared storage
+    /// (object storage, several servers) this is the only way old versions' files go; on a
+    /// local directory they go at each commit and open already.
+    pub fn collect_garbage(&self, retain: std::time::Duration) -> Result<(usize, u64)> {
+        crate::storage::gc::remove_unreachable(&*self.store, retain)
+    }
+
     /// Reads every file of the current version and checks it against its checksum; returns
     /// the number of files and bytes checked, or `Corrupt` naming the first bad file.
     pub fn verify(&self) -> Result<(usize, u64)> {

@@ -239,7 +239,7 @@ impl Manifest {
     }
 
     /// Reads and verifies the manifest `name`.
-    fn read(store: &dyn Store, name: &str) -> Result<Manifest> {
+    pub(crate) fn read(store: &dyn Store, name: &str) -> Result<Manifest> {
         let path = store.path(name);
         let raw = store.read(name)?;
         let text = String::from_utf8(raw).map_err(|e| {

@@ -220,9 +220,28 @@ def test_the_engine_on_a_bucket_round_trips_and_the_command_line_checks_it(s3, t
         np.testing.assert_allclose(got, data[100], rtol=1e-6)
     out = cli(s3["endpoint"], "verify", "--data", url, "docs")
     assert out.returncode == 0, out.stderr
-    out = cli(s3["endpoint"], "stats", "--data", url, "docs")
+    # The client's settings as --storage-option rather than the environment.
+    flags = [f for k, v in opts.items() for f in ("--storage-option", f"{k}={v}")]
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    out = subprocess.run([BINARY, "stats", "--data", url, *flags, "docs"], capture_output=True,
+                         text=True, env=bare, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["rows"] == 597
+    out = subprocess.run([BINARY, "sql", "--data", url, *flags, "SELECT count(*) AS n FROM docs"],
+                         capture_output=True, text=True, env=bare, timeout=120)
+    assert out.returncode == 0 and "597" in out.stdout, out.stderr
+    # Garbage collection: nothing younger than the retention goes; with none, only the newest
+    # version and its files stay, and they verify.
+    out = cli(s3["endpoint"], "gc", "--data", url, "docs")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["removed_files"] == 0
+    out = cli(s3["endpoint"], "gc", "--data", url, "--retain", "0", "docs")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["removed_files"] > 0
+    out = cli(s3["endpoint"], "verify", "--data", url)
+    assert out.returncode == 0, out.stderr
+    with omendb.connect(url, storage_options=opts, cache_dir=tmp_path / "e") as db:
+        assert db.open_collection("docs").count() == 597
     # A misspelt option, a missing bucket and a store without create-only puts are refused.
     with pytest.raises(omendb.InvalidInput, match="unknown storage option 'endpiont'"):
         omendb.connect(url, storage_options={**opts, "endpiont": "x"})

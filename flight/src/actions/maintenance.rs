@@ -11,10 +11,10 @@ use std::sync::Arc;
 use omendb::{Collection, Database, Error};
 use serde_json::{json, Value};
 
-use super::{ALTER, BACKUP, COMPACT, STATS, VERIFY, WAIT};
+use super::{ALTER, BACKUP, COMPACT, GC, STATS, VERIFY, WAIT};
 
 /// The actions this module runs.
-pub(crate) const ACTIONS: [&str; 6] = [COMPACT, ALTER, STATS, WAIT, VERIFY, BACKUP];
+pub(crate) const ACTIONS: [&str; 7] = [COMPACT, ALTER, STATS, WAIT, VERIFY, GC, BACKUP];
 
 /// Runs maintenance action `kind` with `body` (see the module docs). `progress` hears
 /// `(label, bytes done, bytes in all)` while files are checked.
@@ -36,8 +36,9 @@ pub fn run(
         let copied = db.backup(std::path::Path::new(dest), only)?;
         return Ok(json!({ "destination": dest, "collections": copied }));
     }
-    let mut words = body.split_whitespace();
-    let name = words.next();
+    let mut words = body.split_whitespace().peekable();
+    // A first word that is a key=value pair is an argument (of every collection), not a name.
+    let name = words.next_if(|w| !w.contains('='));
     let args: Vec<String> = words.map(str::to_string).collect();
     let one = |c: &Arc<Collection>, progress: &mut dyn FnMut(&str, u64, u64)| match kind {
         COMPACT => compact(c),
@@ -46,6 +47,14 @@ pub fn run(
         WAIT => {
             c.wait_for_indexing();
             stats(c)
+        }
+        GC => {
+            let retain = retain_of(&args)?;
+            let (files, bytes) = c.collect_garbage(retain)?;
+            Ok(json!({
+                "collection": c.name(), "removed_files": files, "removed_bytes": bytes,
+                "retain_s": retain.as_secs_f64(), "ok": true,
+            }))
         }
         VERIFY => {
             let label = format!("verify {}", c.name());
@@ -122,3 +131,34 @@ pub(crate) fn alter(c: &Collection, args: &[String]) -> omendb::Result<Value> {
     let settings = c.alter(&pairs)?;
     Ok(json!({ "collection": c.name(), "settings": settings }))
 }
+
+/// How long replaced versions stay readable, from a `gc` action's `retain=SECONDS` (default
+/// [`DEFAULT_RETAIN`]).
+fn retain_of(args: &[String]) -> omendb::Result<std::time::Duration> {
+    let mut retain = DEFAULT_RETAIN;
+    for arg in args {
+        match arg.split_once('=') {
+            Some(("retain", v)) => {
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| {
+                        Error::InvalidInput(format!(
+                            "gc: retain must be a number of seconds, got '{v}'"
+                        ))
+                    })?;
+                retain = std::time::Duration::from_secs_f64(secs);
+            }
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "gc: unknown argument '{arg}' (expected retain=SECONDS)"
+                )))
+            }
+        }
+    }
+    Ok(retain)
+}
+
+/// How long `gc` keeps replaced versions readable by default: an hour.
+pub const DEFAULT_RETAIN: std::time::Duration = std::time::Duration::from_secs(3600);

@@ -22,6 +22,10 @@ pub(crate) struct Conn {
     /// The bearer token to send to --addr.
     #[arg(long, requires = "addr")]
     pub token: Option<String>,
+    /// With --data as a URL: an option of the object storage client, as key=value
+    /// (repeatable; the scheme's environment variables are read first).
+    #[arg(long = "storage-option", value_parser = crate::key_value, requires = "data")]
+    pub storage_options: Vec<(String, String)>,
 }
 
 /// A command's database and, optionally, one collection.
@@ -38,7 +42,8 @@ pub(crate) struct Target {
 pub(crate) async fn run(kind: &str, conn: &Conn, body: String) -> Result<(), String> {
     let out = match (&conn.data, &conn.addr) {
         (Some(dir), _) => {
-            let db = omendb_object::open_existing(dir, &[], None).map_err(|e| e.to_string())?;
+            let db = omendb_object::open_existing(dir, &conn.storage_options, None)
+                .map_err(|e| e.to_string())?;
             let kind = kind.to_string();
             tokio::task::spawn_blocking(move || local(&db, &kind, &body))
                 .await

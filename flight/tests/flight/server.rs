@@ -1640,11 +1640,13 @@ fn help_lists_every_setting_and_the_role_each_command_needs() {
     assert!(help(&["stats"]).contains("'read' role"));
     assert!(help(&["wait"]).contains("'read' role"));
     assert!(help(&["compact"]).contains("'admin' role"));
+    assert!(help(&["gc"]).contains("'admin' role"));
     let sql = help(&["sql"]);
     assert!(
-        sql.contains("--data <DATA>  The database: a directory"),
+        sql.contains("--data <DATA>") && sql.contains("The database: a directory"),
         "{sql}"
     );
+    assert!(sql.contains("--storage-option"), "{sql}");
 }
 
 /// Files read as tables under --external-dir (`read_parquet(...)`, `FROM '...'`), refused
