@@ -118,6 +118,11 @@ struct ServeArgs {
     /// other servers committed (0: before every use).
     #[arg(long, default_value_t = 1000)]
     refresh_ms: u64,
+    /// On object storage, seconds a replaced version stays readable: every quarter of it (at
+    /// most once a second, at least once an hour) the server removes older versions' files
+    /// (as `omendb gc --retain` does); 0 leaves them to `omendb gc`.
+    #[arg(long, default_value_t = 3600.0)]
+    retain: f64,
     /// Address to listen on (port 0 picks a free port); `grpc://` or `http://` before it is
     /// accepted, as clients spell it.
     #[arg(long, default_value = "127.0.0.1:50051", value_parser = listen_addr)]
@@ -255,6 +260,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 omendb_object::open(&args.data, &args.storage_options, args.cache_dir.clone())?
                     .with_refresh(std::time::Duration::from_millis(args.refresh_ms)),
             );
+            if omendb_object::is_url(&args.data) && args.retain > 0.0 {
+                tokio::spawn(collect_garbage(
+                    db.clone(),
+                    std::time::Duration::from_secs_f64(args.retain),
+                ));
+            }
             let (listener, local) = omendb_flight::bind(args.addr).await?;
             let scheme = if config.tls.is_some() {
                 "TLS"
@@ -349,6 +360,29 @@ async fn shutdown_signal() {
 }
 
 /// A `key=value` argument.
+/// Removes old versions' files from every collection of `db` (on object storage), every quarter
+/// of `retain` (between a second and an hour). A failure is reported and tried next time.
+async fn collect_garbage(db: Arc<omendb::Database>, retain: std::time::Duration) {
+    let every = (retain / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    );
+    loop {
+        tokio::time::sleep(every).await;
+        let db = db.clone();
+        let swept = tokio::task::spawn_blocking(move || -> omendb::Result<()> {
+            for name in db.list_collections()? {
+                db.collection(&name)?.collect_garbage(retain)?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Ok(Err(e)) = swept {
+            eprintln!("omendb: removing old versions' files: {e}");
+        }
+    }
+}
+
 pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),

@@ -354,3 +354,29 @@ def test_the_endpoint_going_away_fails_queries_unavailable_and_they_recover(s3, 
         assert proc.poll() is None
     finally:
         proxy.stop()
+
+
+def test_a_server_removes_old_versions_files_after_the_retention(s3, servers):
+    """`serve --retain`: once a version has been replaced for longer than the retention, the
+    server removes its manifest and the files only it named; the newest stays whole."""
+    import boto3
+    url = "s3://omendb/retained"
+    a, _ = servers.start(url, s3["endpoint"], "--retain", "2")
+    for i in range(4):
+        put(a, "docs", table(range(i * 30, (i + 1) * 30)))
+    s3c = boto3.client("s3", endpoint_url=s3["endpoint"], region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+
+    def manifests():
+        listed = s3c.list_objects_v2(Bucket="omendb", Prefix="retained/docs/")
+        return [o["Key"] for o in listed.get("Contents", []) if "/manifest-" in o["Key"]]
+
+    assert len(manifests()) >= 4
+    deadline = time.monotonic() + 30
+    while len(manifests()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(manifests()) == 1, manifests()
+    b, _ = servers.start(url, s3["endpoint"])
+    assert count(b) == 120
+    out = cli(s3["endpoint"], "verify", "--data", url, "docs")
+    assert out.returncode == 0, out.stderr
