@@ -103,6 +103,24 @@ impl ObjectFiles {
             .map_err(|e| object_error(&self.what(name), e))
     }
 
+    /// The objects directly under the prefix, with their size and modification time.
+    fn objects(&self) -> Result<Vec<(String, Stamp)>> {
+        let (store, prefix) = (self.store.clone(), self.prefix.clone());
+        let listed = wait(async move { store.list_with_delimiter(Some(&prefix)).await })
+            .map_err(|e| object_error(&self.url, e))?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|o| {
+                let stamp = Stamp {
+                    bytes: o.size,
+                    mtime_ns: o.last_modified.timestamp_nanos_opt().unwrap_or(0).max(0) as u64,
+                };
+                Some((o.location.filename()?.to_string(), stamp))
+            })
+            .collect())
+    }
+
     /// Downloads `name` into the cache, checked against `bytes` and `crc32`.
     fn fetch(&self, name: &str, bytes: u64, crc32: Option<u32>) -> Result<()> {
         let data = self.get(name).map_err(|e| match e {
@@ -197,31 +215,11 @@ impl Store for ObjectFiles {
     }
 
     fn list(&self) -> Result<Vec<String>> {
-        let (store, prefix) = (self.store.clone(), self.prefix.clone());
-        let listed = wait(async move { store.list_with_delimiter(Some(&prefix)).await })
-            .map_err(|e| object_error(&self.url, e))?;
-        Ok(listed
-            .objects
-            .into_iter()
-            .filter_map(|o| o.location.filename().map(str::to_string))
-            .collect())
+        Ok(self.objects()?.into_iter().map(|(name, _)| name).collect())
     }
 
     fn list_stamped(&self) -> Result<Vec<(String, Stamp)>> {
-        let (store, prefix) = (self.store.clone(), self.prefix.clone());
-        let listed = wait(async move { store.list_with_delimiter(Some(&prefix)).await })
-            .map_err(|e| object_error(&self.url, e))?;
-        Ok(listed
-            .objects
-            .into_iter()
-            .filter_map(|o| {
-                let stamp = Stamp {
-                    bytes: o.size,
-                    mtime_ns: o.last_modified.timestamp_nanos_opt().unwrap_or(0).max(0) as u64,
-                };
-                Some((o.location.filename()?.to_string(), stamp))
-            })
-            .collect())
+        self.objects()
     }
 
     fn manifests(&self, after: Option<u64>) -> Result<Vec<String>> {
