@@ -363,15 +363,30 @@ impl Collection {
         Ok(())
     }
 
-    /// Moves the collection to the newest committed version on its storage (see `catch_up`),
-    /// waiting for the writer lock; merges and index builds are planned again after it.
-    pub(crate) fn refresh(&self) -> Result<()> {
-        let mut manifest = self.writable()?;
+    /// Moves the collection to the newest committed version on its storage (see `catch_up`)
+    /// unless a write holds the writer lock: a reader never waits behind a write (which
+    /// catches up by itself if it loses its commit race). Returns whether it looked; merges
+    /// and index builds are planned again after it.
+    pub(crate) fn try_refresh(&self) -> Result<bool> {
+        if let Some((path, reason)) = lock(&self.damage).clone() {
+            return Err(Error::corrupt(path, reason));
+        }
+        let mut manifest = match self.writer.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+        };
+        if self.dropped.load(Ordering::SeqCst) {
+            return Err(Error::NotFound(format!(
+                "collection '{}' was dropped",
+                self.name()
+            )));
+        }
         self.catch_up(&mut manifest)?;
         drop(manifest);
         self.room.freed();
         self.maintenance.schedule();
-        Ok(())
+        Ok(true)
     }
 
     /// Stops the worker and refuses every later write: the collection is being dropped. The

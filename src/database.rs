@@ -224,9 +224,15 @@ impl Database {
                 // the segments it adds (queries holding the old snapshot finish on it). A
                 // collection that cannot follow (dropped and made again) is opened afresh.
                 drop(open);
-                if c.refresh().is_ok() {
-                    self.looked_now(name);
-                    return Ok(c);
+                match c.try_refresh() {
+                    Ok(true) => {
+                        self.looked_now(name);
+                        return Ok(c);
+                    }
+                    // A write holds the collection (it catches up by itself if it loses its
+                    // commit race): read what it has, and look again after `refresh`.
+                    Ok(false) => return Ok(c),
+                    Err(_) => {}
                 }
                 let mut open = self.lock_open();
                 c.stop_indexing();
