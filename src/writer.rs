@@ -101,8 +101,9 @@ impl<'a> Transaction<'a> {
         })
     }
 
-    /// Renames a staged segment (and its norms) into place as a new segment of the next
-    /// version; returns the segment's position in the manifest.
+    /// Renames a staged segment (and its norms and keys) into place as a new segment of the
+    /// next version (on shared storage, names them as they were written); returns the
+    /// segment's position in the manifest.
     pub(crate) fn add_segment(&mut self, staged: &Staged) -> Result<usize> {
         let id = self.next.take_file_id();
         // On shared storage the files keep the names they were written with (no rename, and
@@ -118,9 +119,12 @@ impl<'a> Transaction<'a> {
                 .push((staged.segment_name().to_string(), file.clone()));
             file
         };
-        let mtime_ns = |name: &str| match keep {
-            true => Ok(0),
-            false => self.store.stamp(name).map(|s| s.mtime_ns),
+        let mtime_ns = |name: &str| {
+            if keep {
+                Ok(0)
+            } else {
+                self.store.stamp(name).map(|s| s.mtime_ns)
+            }
         };
         let written = staged.written();
         let mut meta = SegmentMeta {
@@ -182,6 +186,9 @@ impl<'a> Transaction<'a> {
                     .is_ok();
                 if !withdrawn {
                     self.committed = true; // keep every file: either version may be on disk
+                    for flag in &self.kept {
+                        flag.store(true, Ordering::SeqCst);
+                    }
                     return Err(Error::Unsettled(format!(
                         "{e}; the commit's outcome is unknown until the collection is opened \
                          again"
