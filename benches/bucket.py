@@ -5,7 +5,9 @@ commit. The bucket is moto's S3 server started here on 127.0.0.1 (`pip install '
     PYTHONPATH=python .venv/bin/python benches/bucket.py [DATASET_DIR] [ROWS]
 
 Prints one JSON line per target. The package is whatever `omendb` imports (the workspace's
-debug build in CI; `pip install ./python` for release figures).
+debug build in CI; `pip install ./python` for release figures). Where `lancedb` imports too
+(`pip install lancedb`), LanceDB runs the same on both targets after OmenDB: load without an
+index, then an IVF_HNSW_SQ index built (timed apart), cold open + first query, warm latency.
 """
 import json
 import os
@@ -55,7 +57,7 @@ def start_moto():
 def run(target, options, base, queries, gt, tmp):
     kw = {"storage_options": options} if options else {}
     connect = lambda cache: omendb.connect(target, cache_dir=os.path.join(tmp, cache), **kw)
-    out = {"target": "bucket" if options else "local", "rows": len(base)}
+    out = {"system": "omendb", "target": "bucket" if options else "local", "rows": len(base)}
     with connect("load") as db:
         docs = db.create_collection("docs", dim=base.shape[1], metric="cosine")
         t = time.perf_counter()
@@ -98,6 +100,42 @@ def run(target, options, base, queries, gt, tmp):
     return out
 
 
+def run_lancedb(target, options, base, queries, gt):
+    import lancedb
+    import pyarrow as pa
+    kw = {"storage_options": {("aws_" + k if k in ("access_key_id", "secret_access_key") else k): v
+                              for k, v in options.items()}} if options else {}
+    out = {"system": "lancedb", "target": "bucket" if options else "local", "rows": len(base)}
+    db = lancedb.connect(target, **kw)
+    table = None
+    t = time.perf_counter()
+    for i in range(0, len(base), BATCH):
+        rows = pa.table({"id": pa.array(np.arange(i, min(i + BATCH, len(base)))),
+                         "vector": pa.FixedSizeListArray.from_arrays(
+                             pa.array(base[i:i + BATCH].reshape(-1)), base.shape[1])})
+        if table is None:
+            table = db.create_table("docs", rows)
+        else:
+            table.add(rows)
+    out["load_rows_per_s"] = round(len(base) / (time.perf_counter() - t))
+    t = time.perf_counter()
+    table.create_index(metric="cosine", index_type="IVF_HNSW_SQ")
+    out["indexing_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    docs = lancedb.connect(target, **kw).open_table("docs")
+    docs.search(queries[0]).metric("cosine").limit(10).to_arrow()
+    out["cold_open_first_query_s"] = round(time.perf_counter() - t, 3)
+    lat, hits = [], []
+    for q in queries:
+        t = time.perf_counter()
+        hits.append(docs.search(q).metric("cosine").limit(10).to_arrow().column("id").to_pylist())
+        lat.append(time.perf_counter() - t)
+    out["warm_p50_ms"] = round(float(np.percentile(lat, 50)) * 1e3, 3)
+    out["warm_p99_ms"] = round(float(np.percentile(lat, 99)) * 1e3, 3)
+    out["recall_at_10"] = round(float(np.mean([len(set(h) & set(g)) / 10 for h, g in zip(hits, gt)])), 4)
+    return out
+
+
 def main():
     base = np.load(os.path.join(DATA, "base.npy"))[:ROWS].astype(np.float32)
     queries = np.load(os.path.join(DATA, "queries.npy"))[:QUERIES].astype(np.float32)
@@ -112,6 +150,12 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(run(os.path.join(tmp, "local-db"), None, base, queries, gt, tmp)), flush=True)
             print(json.dumps(run("s3://omendb/bench", options, base, queries, gt, tmp)), flush=True)
+            try:
+                import lancedb  # noqa: F401
+            except ImportError:
+                return
+            print(json.dumps(run_lancedb(os.path.join(tmp, "lance"), None, base, queries, gt)), flush=True)
+            print(json.dumps(run_lancedb("s3://omendb/lance", options, base, queries, gt)), flush=True)
     finally:
         proc.terminate()
 
