@@ -231,6 +231,14 @@ def test_the_engine_on_a_bucket_round_trips_and_the_command_line_checks_it(s3, t
     out = subprocess.run([BINARY, "sql", "--data", url, *flags, "SELECT count(*) AS n FROM docs"],
                          capture_output=True, text=True, env=bare, timeout=120)
     assert out.returncode == 0 and "597" in out.stdout, out.stderr
+    # `import` writes to the bucket too.
+    np.save(tmp_path / "ids.npy", np.arange(50, dtype=np.int64))
+    np.save(tmp_path / "vectors.npy", data[:50])
+    out = cli(s3["endpoint"], "import", "--data", url, "--collection", "imported",
+              "--ids", str(tmp_path / "ids.npy"), str(tmp_path / "vectors.npy"))
+    assert out.returncode == 0, out.stderr
+    out = cli(s3["endpoint"], "stats", "--data", url, "imported")
+    assert out.returncode == 0 and json.loads(out.stdout)["rows"] == 50, out
     # Garbage collection: nothing younger than the retention goes; with none, only the newest
     # version and its files stay, and they verify.
     out = cli(s3["endpoint"], "gc", "--data", url, "docs")

@@ -332,7 +332,10 @@ fn read_all(
 pub(crate) async fn run(args: ImportArgs) -> Result<(), String> {
     let reply = match (&args.conn.data, &args.conn.addr) {
         (Some(dir), _) => {
-            let db = Arc::new(omendb::Database::open(dir).map_err(|e| e.to_string())?);
+            // A directory (created if missing) or object storage at a URL.
+            let db = omendb_object::open(dir, &args.conn.storage_options, None)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())?;
             tokio::task::spawn_blocking(move || local(&db, &args))
                 .await
                 .map_err(|e| e.to_string())??
