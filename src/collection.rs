@@ -365,16 +365,17 @@ impl Collection {
 
     /// Moves the collection to the newest committed version on its storage (see `catch_up`)
     /// unless a write holds the writer lock: a reader never waits behind a write (which
-    /// catches up by itself if it loses its commit race). Returns whether it looked; merges
-    /// and index builds are planned again after it.
-    pub(crate) fn try_refresh(&self) -> Result<bool> {
+    /// catches up by itself if it loses its commit race), it reads what the collection has and
+    /// looks again after the database's refresh period. Merges and index builds are planned
+    /// again after it.
+    pub(crate) fn try_refresh(&self) -> Result<()> {
         if let Some((path, reason)) = lock(&self.damage).clone() {
             return Err(Error::corrupt(path, reason));
         }
         let mut manifest = match self.writer.try_lock() {
             Ok(guard) => guard,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
         };
         if self.dropped.load(Ordering::SeqCst) {
             return Err(Error::NotFound(format!(
@@ -386,7 +387,7 @@ impl Collection {
         drop(manifest);
         self.room.freed();
         self.maintenance.schedule();
-        Ok(true)
+        Ok(())
     }
 
     /// Stops the worker and refuses every later write: the collection is being dropped. The

@@ -217,33 +217,20 @@ impl Database {
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
         check_name(name)?;
         let mut open = self.lock_open();
-        if let Some(c) = open.get(name) {
-            let c = c.clone();
-            if self.stale(name, &c)? {
-                // Another server committed since: move to the newest version, opening only
-                // the segments it adds (queries holding the old snapshot finish on it). A
-                // collection that cannot follow (dropped and made again) is opened afresh.
-                drop(open);
-                match c.try_refresh() {
-                    Ok(true) => {
-                        self.looked_now(name);
-                        return Ok(c);
-                    }
-                    // A write holds the collection (it catches up by itself if it loses its
-                    // commit race): read what it has, and look again after `refresh`.
-                    Ok(false) => return Ok(c),
-                    Err(_) => {}
-                }
-                let mut open = self.lock_open();
-                c.stop_indexing();
-                let fresh = Collection::open(self.root.store(name))?;
-                open.insert(name.to_string(), fresh.clone());
-                self.looked_now(name);
-                return Ok(fresh);
-            }
+        if let Some(c) = open.get(name).cloned() {
             drop(open);
-            c.check_files()?;
-            return Ok(c);
+            if !self.stale(name, &c)? {
+                c.check_files()?;
+                return Ok(c);
+            }
+            // Another server committed since: move to the newest version, opening only the
+            // segments it adds (queries holding the old snapshot finish on it). A collection
+            // that cannot follow (dropped and made again) is opened afresh below.
+            if c.try_refresh().is_ok() {
+                return Ok(c);
+            }
+            c.stop_indexing();
+            open = self.lock_open();
         }
         if !self.root.has_manifest(name) {
             return Err(match self.root.data_files(name) {
