@@ -271,13 +271,25 @@ async fn reads_stay_fast_while_four_writers_pour_in_rows_for_sixty_seconds() {
         count(&mut c, "SELECT count(*) FROM docs").await,
         20_000 + put_rows
     );
-    for (ranges, want) in [(&acked, 200), (&refused, 0)] {
+    // One scan of the written ids (a query per range took half a minute).
+    let mut seen = std::collections::HashMap::<i64, i64>::new();
+    for b in sql(&mut c, "SELECT id FROM docs WHERE id >= 20000")
+        .await
+        .unwrap()
+    {
+        for id in int64s(&b, 0).values() {
+            *seen.entry(*id).or_default() += 1;
+        }
+    }
+    for (ranges, want) in [(&acked, 1), (&refused, 0)] {
         for r in ranges {
-            assert_eq!(
-                rows_in(&mut c, r).await,
-                want,
-                "rows {r:?}: {want} expected"
-            );
+            for id in r.clone() {
+                let n = seen.get(&id).copied().unwrap_or(0);
+                assert_eq!(
+                    n, want,
+                    "row {id} of put {r:?}: {want} copies expected, {n} found"
+                );
+            }
         }
     }
     // Loosely (the tight figure is the benchmark's): searches under the load stay within a
@@ -1580,8 +1592,8 @@ async fn stats_report_the_running_index_build() {
     let dim = 64;
     put(
         &mut c,
-        &["big", "index_threshold=1000", "ef_construction=400", "m=32"],
-        vec![batch(0..40_000, dim)],
+        &["big", "index_threshold=1000", "ef_construction=200", "m=16"],
+        vec![batch(0..20_000, dim)],
     )
     .await
     .unwrap();
@@ -1598,8 +1610,8 @@ async fn stats_report_the_running_index_build() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let p = seen.expect("a build's progress was reported while it ran");
-    assert_eq!(p["rows_total"], 40_000, "{p}");
-    assert!(p["rows_done"].as_u64().unwrap() <= 40_000, "{p}");
+    assert_eq!(p["rows_total"], 20_000, "{p}");
+    assert!(p["rows_done"].as_u64().unwrap() <= 20_000, "{p}");
     assert_eq!(p["index"], "hnsw", "{p}");
     assert!(p["elapsed_s"].as_f64().is_some(), "{p}");
     let done = action(&mut c, "wait", "big").await.unwrap();
