@@ -27,6 +27,10 @@ use crate::{Error, Result};
 /// The catalog document of the database (a name no collection can have).
 const CATALOG: &str = "catalog.json";
 
+fn not_empty(dest: &str) -> Error {
+    Error::AlreadyExists(format!("backup destination {dest} (it is not empty)"))
+}
+
 /// An open database. Databases are fully independent: any number may be open in one process
 /// (on different directories); nothing is shared between them.
 #[derive(Debug)]
@@ -283,12 +287,17 @@ impl Database {
     /// whole collections only. A damaged collection fails the backup, naming it.
     pub fn backup(&self, to: &Path, only: Option<&str>) -> Result<Vec<crate::Backup>> {
         if !LocalRoot::is_empty(to) {
-            return Err(Error::AlreadyExists(format!(
-                "backup destination {} (it is not empty)",
-                to.display()
-            )));
+            return Err(not_empty(&to.display().to_string()));
         }
-        let dest = LocalRoot::create(to)?;
+        self.backup_to(&LocalRoot::create(to)?, only)
+    }
+
+    /// Backs up as [`Database::backup`] does, into another backend's database (object
+    /// storage: `omendb-object`), which must hold no collection and no catalog.
+    pub fn backup_to(&self, dest: &dyn Root, only: Option<&str>) -> Result<Vec<crate::Backup>> {
+        if !dest.list()?.is_empty() || dest.read_doc(CATALOG)?.is_some() {
+            return Err(not_empty(&dest.path().display().to_string()));
+        }
         let names = match only {
             Some(name) => vec![name.to_string()],
             None => self.list_collections()?,

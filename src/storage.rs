@@ -126,9 +126,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// put their manifest this way (a compare-and-swap that object stores offer too, as a
     /// create-only put).
     fn create(&self, name: &str, bytes: &[u8]) -> Result<Option<Written>>;
-    /// Puts a durable copy of committed file `name` into store `to` (of the same backend)
-    /// under the same name: a hard link where the file system allows one (committed files
-    /// are never modified), else a copy. Returns whether it linked.
+    /// Puts a durable copy of committed file `name` into store `to` under the same name: a
+    /// hard link where both are local and the file system allows one (committed files are
+    /// never modified), else a copy. Returns whether it linked.
     fn export(&self, name: &str, to: &dyn Store) -> Result<bool>;
 
     /// Whether other processes may read and write these files at the same time (servers
@@ -137,6 +137,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// are left for a garbage collection that waits out a grace period, not removed at open
     /// or right after the commit that replaced them.
     fn shared(&self) -> bool {
+        false
+    }
+
+    /// Whether files are local files at the paths [`Store::path`] names (the local
+    /// directory): then [`Store::export`] between two such stores links or copies files.
+    fn local(&self) -> bool {
         false
     }
 

@@ -1,5 +1,6 @@
 /* OmenDB from C: two databases open at once, create, add, search (plain arrays and a filter by
- * ids), Arrow in and out, and handles that fail cleanly once stale.
+ * ids), Arrow in and out, handles that fail cleanly once stale, and a database on object
+ * storage.
  *
  *   cargo build -p omendb-capi
  *   cc capi/examples/example.c -Icapi/include -Ltarget/debug -lomendb_c -o example
@@ -280,6 +281,21 @@ int main(int argc, char **argv) {
     OK(omendb_collection_free(docs_b));
     OK(omendb_close(a));
     OK(omendb_close(b));
+
+    /* Object storage: a URL opens like a directory (memory:// here; s3://, gs://, az:// and
+     * file:// alike, their clients configured by the environment and by key=value options). */
+    omendb_db m;
+    omendb_collection docs_m;
+    OK(omendb_open_with_options("memory://", NULL, 0, NULL, &m));
+    exercise(m, 2000000, &docs_m);
+    OK(omendb_collection_free(docs_m));
+    OK(omendb_close(m));
+    const char *options[] = {"aws_no_such_option=1"};
+    CHECK(omendb_open_with_options("s3://bucket/db", options, 1, NULL, &m) == OMENDB_ERR_INVALID_INPUT &&
+              strstr(omendb_last_error(), "aws_no_such_option") != NULL,
+          "an unknown storage option is refused, naming it");
+    CHECK(omendb_open_with_options(argv[1], options, 1, NULL, &m) == OMENDB_ERR_INVALID_INPUT,
+          "a directory takes no storage options");
 
     if (failures) {
         fprintf(stderr, "%d checks failed\n", failures);

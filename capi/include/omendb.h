@@ -103,12 +103,30 @@ extern "C" {
 // text stays valid until the thread's next call.
 const char *omendb_last_error(void);
 
-// Opens (creating if needed) the database in directory `path`. Any number of databases may
-// be open at once, each on its own directory.
+// Opens (creating if needed) the database at `path`: a directory, or object storage as a URL
+// (`s3://bucket/prefix`, `gs://`, `az://`, `file:///dir`, `memory://`) whose client reads
+// the standard environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`). Any number of
+// databases may be open at once, each on its own directory or prefix.
 //
 // # Safety
 // `path` is a NUL-terminated string; `out` is writable.
 enum omendb_status omendb_open(const char *path, struct omendb_db *out);
+
+// Opens the database at `path` as `omendb_open` does, with `n_options` object storage client
+// options at `options`, each a `key=value` string (the `object_store` builders' keys, as
+// `--storage-option` takes them; they win over the environment), and the files it maps
+// cached under directory `cache_dir` (null: under the system temp dir). A local directory
+// takes no options.
+//
+// # Safety
+// `path` is a NUL-terminated string; `options` is null (with `n_options` 0) or points to
+// `n_options` NUL-terminated strings; `cache_dir` is null or a NUL-terminated string; `out`
+// is writable.
+enum omendb_status omendb_open_with_options(const char *path,
+                                            const char *const *options,
+                                            size_t n_options,
+                                            const char *cache_dir,
+                                            struct omendb_db *out);
 
 // Closes a database: waits for calls in flight and background index builds, then releases
 // the directory. The handle and its collections' handles are dead afterwards.

@@ -2,13 +2,14 @@
 //! collections.
 
 use std::ffi::c_char;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use arrow_array::ffi::FFI_ArrowSchema;
 use arrow_schema::{DataType, Field, Schema};
 use omendb::CollectionOptions;
 
-use crate::args::{optional_text, put, text};
+use crate::args::{optional_text, put, text, values};
 use crate::arrow::import_schema;
 use crate::collection::collection_handle;
 use crate::error::{call, invalid, Outcome};
@@ -16,20 +17,62 @@ use crate::handles::{db_of, insert, remove, Object};
 use crate::objects::OpenDb;
 use crate::{omendb_collection, omendb_db, omendb_status};
 
-/// Opens (creating if needed) the database in directory `path`. Any number of databases may
-/// be open at once, each on its own directory.
+/// Opens (creating if needed) the database at `path`: a directory, or object storage as a URL
+/// (`s3://bucket/prefix`, `gs://`, `az://`, `file:///dir`, `memory://`) whose client reads
+/// the standard environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`). Any number of
+/// databases may be open at once, each on its own directory or prefix.
 ///
 /// # Safety
 /// `path` is a NUL-terminated string; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn omendb_open(path: *const c_char, out: *mut omendb_db) -> omendb_status {
+    // SAFETY: the caller's contract above; no options, the default cache directory.
+    unsafe { omendb_open_with_options(path, std::ptr::null(), 0, std::ptr::null(), out) }
+}
+
+/// Opens the database at `path` as `omendb_open` does, with `n_options` object storage client
+/// options at `options`, each a `key=value` string (the `object_store` builders' keys, as
+/// `--storage-option` takes them; they win over the environment), and the files it maps
+/// cached under directory `cache_dir` (null: under the system temp dir). A local directory
+/// takes no options.
+///
+/// # Safety
+/// `path` is a NUL-terminated string; `options` is null (with `n_options` 0) or points to
+/// `n_options` NUL-terminated strings; `cache_dir` is null or a NUL-terminated string; `out`
+/// is writable.
+#[no_mangle]
+pub unsafe extern "C" fn omendb_open_with_options(
+    path: *const c_char,
+    options: *const *const c_char,
+    n_options: usize,
+    cache_dir: *const c_char,
+    out: *mut omendb_db,
+) -> omendb_status {
     call(|| {
         // SAFETY: the caller's contract above.
         let path = unsafe { text(path, "path") }?;
+        // SAFETY: the caller's contract above.
+        let raw = unsafe { values(options, n_options, "options") }?;
+        let mut pairs = Vec::with_capacity(raw.len());
+        for (i, &option) in raw.iter().enumerate() {
+            // SAFETY: the caller's contract above: each is a NUL-terminated string.
+            let option = unsafe { text(option, &format!("options[{i}]")) }?;
+            let (key, value) = option
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("options[{i}] '{option}' is not key=value")))?;
+            pairs.push((key.to_string(), value.to_string()));
+        }
+        if !pairs.is_empty() && !omendb_object::is_url(path) {
+            return Err(invalid(format!(
+                "options are for object storage; '{path}' is a local directory"
+            )));
+        }
+        // SAFETY: the caller's contract above.
+        let cache_dir = unsafe { optional_text(cache_dir, "cache_dir") }?.map(PathBuf::from);
         if out.is_null() {
             return Err(invalid("out is null"));
         }
-        let db = omendb::Database::open(path)?;
+        let db = omendb_object::open(path, &pairs, &omendb_object::Cache::at(cache_dir))?;
         let id = insert(Object::Db(Arc::new(OpenDb {
             path: path.to_string(),
             db: RwLock::new(Some(Arc::new(db))),

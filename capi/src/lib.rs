@@ -38,7 +38,7 @@ pub use collection::{
 };
 pub use database::{
     omendb_close, omendb_create_collection, omendb_create_collection_arrow, omendb_drop_collection,
-    omendb_open, omendb_open_collection,
+    omendb_open, omendb_open_collection, omendb_open_with_options,
 };
 pub use error::omendb_last_error;
 pub use search::{

@@ -64,7 +64,7 @@ pub(crate) const SERVER_ACTIONS: [ActionSpec; 9] = [
     spec(STATS, Role::Read, "Rows, segments, bytes on disk, index kinds and the running index build's progress of the collection named in the body, or of every collection (JSON)"),
     spec(WAIT, Role::Read, "Wait until the background index builds and merges of the collection named in the body (every collection if none) have finished, then answer its stats (JSON)"),
     spec(GC, Role::Admin, "Remove the files no reader can still need from the collection named in the body (every collection if none): manifests of versions replaced more than retain=SECONDS ago (default 3600) and files no kept version names that are older than that"),
-    spec(BACKUP, Role::Admin, "Copy one consistent version of the database (or of the collection named on the body's second line) into the new directory on the body's first line, on the server's machine"),
+    spec(BACKUP, Role::Admin, "Copy one consistent version of the database (or of the collection named on the body's second line) into the new directory (on the server's machine) or object storage URL on the body's first line"),
 ];
 
 /// The role action `kind` needs (admin for any action the table does not name).

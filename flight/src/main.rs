@@ -1,7 +1,7 @@
 //! The `omendb` command line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
@@ -84,14 +84,15 @@ enum Command {
         retain: f64,
     },
     /// Copy one consistent version of the database (or of one collection) into a new
-    /// directory, while a server runs (--addr: a directory on the server's machine). The copy
-    /// opens as a database: `omendb serve --data DEST` restores it.
+    /// directory or object storage URL, while a server runs (--addr: a directory on the
+    /// server's machine). The copy opens as a database: `omendb serve --data DEST` restores it.
     #[command(after_help = admin::action_help(actions::BACKUP))]
     Backup {
         #[command(flatten)]
         conn: admin::Conn,
-        /// The new (or empty) directory to copy into.
-        dest: PathBuf,
+        /// The new (or empty) directory to copy into, or an object storage URL holding no
+        /// database (its client configured by the standard environment variables).
+        dest: String,
         /// Only this collection.
         collection: Option<String>,
     },
@@ -114,6 +115,10 @@ struct ServeArgs {
     /// system temp dir).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// The most the cache may hold (`20GiB`, `500MB`, bytes; default: no limit): past it, the
+    /// least recently used files are removed (and downloaded again when next opened).
+    #[arg(long, value_parser = omendb_object::parse_size)]
+    cache_size: Option<u64>,
     /// On object storage, how often (in milliseconds) an open collection looks for versions
     /// other servers committed (0: before every use).
     #[arg(long, default_value_t = 1000)]
@@ -256,8 +261,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     .into())
                 }
             };
+            let cache = omendb_object::Cache {
+                dir: args.cache_dir.clone(),
+                max_bytes: args.cache_size,
+            };
             let db = Arc::new(
-                omendb_object::open(&args.data, &args.storage_options, args.cache_dir.clone())?
+                omendb_object::open(&args.data, &args.storage_options, &cache)?
                     .with_refresh(std::time::Duration::from_millis(args.refresh_ms)),
             );
             if omendb_object::is_url(&args.data) && args.retain > 0.0 {
@@ -286,7 +295,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             storage_options,
             query,
         } => {
-            let db = Arc::new(omendb_object::open_existing(&data, &storage_options, None)?);
+            let db = Arc::new(omendb_object::open_existing(
+                &data,
+                &storage_options,
+                &Default::default(),
+            )?);
             let ctx = omendb_datafusion::session(db)?;
             for statement in omendb_datafusion::sql::statements(&ctx.state(), &query)? {
                 let plan = ctx.state().statement_to_plan(statement).await?;
@@ -326,12 +339,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             dest,
             collection,
         } => {
-            let dest = match (&conn.data, dest.is_absolute()) {
+            let relative = !omendb_object::is_url(&dest) && !Path::new(&dest).is_absolute();
+            let dest = match (&conn.data, relative) {
                 // A relative destination is the caller's; the server needs it whole.
-                (None, false) => std::env::current_dir()?.join(dest),
+                (None, true) => std::env::current_dir()?.join(dest).display().to_string(),
                 _ => dest,
             };
-            let body = format!("{}\n{}", dest.display(), collection.unwrap_or_default());
+            let body = format!("{dest}\n{}", collection.unwrap_or_default());
             admin::run(actions::BACKUP, &conn, body).await?
         }
         Command::Import(args) => import::run(args).await?,

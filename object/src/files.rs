@@ -17,6 +17,7 @@ use omendb::backend::{
 };
 use omendb::{Error, Result};
 
+use crate::cache::Lru;
 use crate::object_error;
 use crate::runtime::wait;
 
@@ -30,6 +31,8 @@ pub(crate) struct ObjectFiles {
     /// Where mapped files are cached (created when first needed).
     cache: LocalStore,
     cache_dir: PathBuf,
+    /// The cache's size and order of use, shared by the database's collections.
+    lru: Arc<Lru>,
     /// Cached files checked against their checksum by this process.
     checked: Mutex<HashSet<String>>,
     /// Whether listings come in key order: object stores (S3, GCS, Azure, memory) list keys
@@ -43,12 +46,14 @@ impl ObjectFiles {
         prefix: Path,
         url: String,
         cache_dir: PathBuf,
+        lru: Arc<Lru>,
     ) -> Self {
         ObjectFiles {
             store,
             prefix,
             cache: LocalStore::new(&cache_dir),
             cache_dir,
+            lru,
             checked: Mutex::new(HashSet::new()),
             sorted: !url.starts_with("file:"),
             url,
@@ -150,7 +155,9 @@ impl ObjectFiles {
         self.make_cache_dir()?;
         let staged = format!("{STAGED_PREFIX}{}", unique());
         self.cache.put(&staged, &data)?;
-        self.cache.rename(&staged, name)
+        self.cache.rename(&staged, name)?;
+        self.lru.used(&self.cache_dir.join(name), bytes);
+        Ok(())
     }
 }
 
@@ -170,6 +177,7 @@ impl Store for ObjectFiles {
         let data = self.cache.read(name)?;
         self.upload(name, data, PutMode::Overwrite)?;
         self.checked().insert(name.to_string());
+        self.lru.used(&self.cache_dir.join(name), written.bytes);
         Ok(written)
     }
 
@@ -180,11 +188,13 @@ impl Store for ObjectFiles {
             match self.cache.map(name, bytes, crc32.filter(|_| !checked)) {
                 Ok(buffer) => {
                     self.checked().insert(name.to_string());
+                    self.lru.used(&self.cache_dir.join(name), bytes);
                     return Ok(buffer);
                 }
                 // A damaged copy in the cache: fetched again below.
                 Err(Error::Corrupt { .. }) => {
                     let _ = self.cache.delete(name);
+                    self.lru.removed(&self.cache_dir.join(name));
                 }
                 Err(e) => return Err(e),
             }
@@ -202,8 +212,10 @@ impl Store for ObjectFiles {
         let (store, a, b) = (self.store.clone(), self.location(from), self.location(to));
         wait(async move { store.rename(&a, &b).await })
             .map_err(|e| object_error(&self.what(to), e))?;
-        if self.cache.stamp(from).is_ok() {
+        if let Ok(stamp) = self.cache.stamp(from) {
             self.cache.rename(from, to)?;
+            self.lru.removed(&self.cache_dir.join(from));
+            self.lru.used(&self.cache_dir.join(to), stamp.bytes);
         }
         Ok(())
     }
@@ -251,6 +263,7 @@ impl Store for ObjectFiles {
 
     fn delete(&self, name: &str) -> Result<()> {
         let _ = self.cache.delete(name);
+        self.lru.removed(&self.cache_dir.join(name));
         let (store, at) = (self.store.clone(), self.location(name));
         wait(async move { store.delete(&at).await }).map_err(|e| object_error(&self.what(name), e))
     }

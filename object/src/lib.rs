@@ -9,6 +9,7 @@
 //! indexes, keys) are downloaded once into a local cache directory, checked against the
 //! manifest's checksum, and mapped from there; a damaged or truncated copy is fetched again.
 
+mod cache;
 mod client;
 mod files;
 mod root;
@@ -21,6 +22,7 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 use omendb::{Database, Error, Result};
 
+pub use cache::{parse_size, Cache};
 pub use root::ObjectRoot;
 
 /// Whether `location` names object storage (a URL with a scheme) rather than a local path.
@@ -31,17 +33,13 @@ pub fn is_url(location: &str) -> bool {
 }
 
 /// Opens the database at `location`: a local directory, or object storage when `location` is a
-/// URL, with `options` for its client (the `object_store` builders' keys) and files cached
-/// under `cache_dir` (default: under the system temp dir).
-pub fn open(
-    location: &str,
-    options: &[(String, String)],
-    cache_dir: Option<PathBuf>,
-) -> Result<Database> {
+/// URL, with `options` for its client (the `object_store` builders' keys) and files cached in
+/// `cache`.
+pub fn open(location: &str, options: &[(String, String)], cache: &Cache) -> Result<Database> {
     if !is_url(location) {
         return Database::open(location);
     }
-    let root = ObjectRoot::open(location, options, cache_dir)?;
+    let root = ObjectRoot::open(location, options, cache)?;
     Ok(Database::on_root(Box::new(root)))
 }
 
@@ -50,12 +48,12 @@ pub fn open(
 pub fn open_existing(
     location: &str,
     options: &[(String, String)],
-    cache_dir: Option<PathBuf>,
+    cache: &Cache,
 ) -> Result<Database> {
     if !is_url(location) {
         return Database::open_existing(location);
     }
-    open(location, options, cache_dir)
+    open(location, options, cache)
 }
 
 /// The database under `prefix` of `store` (already built: tests share one in-memory store
@@ -64,9 +62,9 @@ pub fn open_store(
     store: Arc<dyn ObjectStore>,
     prefix: &str,
     url: &str,
-    cache_dir: PathBuf,
+    cache: &Cache,
 ) -> Result<Database> {
-    let root = ObjectRoot::new(store, Path::from(prefix), url, cache_dir)?;
+    let root = ObjectRoot::new(store, Path::from(prefix), url, cache)?;
     Ok(Database::on_root(Box::new(root)))
 }
 

@@ -10,6 +10,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use omendb::backend::{is_collection_file, is_manifest, unique, Root, Store};
 use omendb::{Error, Result};
 
+use crate::cache::{Cache, Lru};
 use crate::files::{list_all, ObjectFiles};
 use crate::object_error;
 use crate::runtime::wait;
@@ -25,23 +26,19 @@ pub struct ObjectRoot {
     /// The database's URL, for messages.
     url: PathBuf,
     cache_dir: PathBuf,
+    lru: Arc<Lru>,
 }
 
 impl ObjectRoot {
     /// The database at `url` (`memory://`, `file:///dir`, or a cloud URL whose scheme the
-    /// client was built with), its client configured with `options`, its files cached under
-    /// `cache_dir` (default: `omendb-cache` under the system temp dir).
-    pub fn open(
-        url: &str,
-        options: &[(String, String)],
-        cache_dir: Option<PathBuf>,
-    ) -> Result<ObjectRoot> {
+    /// client was built with), its client configured with `options`, its files cached in
+    /// `cache` (default directory: under `omendb-cache` in the system temp dir).
+    pub fn open(url: &str, options: &[(String, String)], cache: &Cache) -> Result<ObjectRoot> {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::InvalidInput(format!("bad storage URL '{url}': {e}")))?;
         let (store, prefix) = crate::client::build(&parsed, options)
             .map_err(|e| Error::InvalidInput(format!("cannot open storage at '{url}': {e}")))?;
-        let cache_dir = cache_dir.unwrap_or_else(|| default_cache(url));
-        ObjectRoot::new(Arc::from(store), prefix, url, cache_dir)
+        ObjectRoot::new(Arc::from(store), prefix, url, cache)
     }
 
     /// The database under `prefix` of `store`; `url` names it in messages.
@@ -49,12 +46,14 @@ impl ObjectRoot {
         store: Arc<dyn ObjectStore>,
         prefix: Path,
         url: &str,
-        cache_dir: PathBuf,
+        cache: &Cache,
     ) -> Result<ObjectRoot> {
+        let cache_dir = cache.dir.clone().unwrap_or_else(|| default_cache(url));
         let root = ObjectRoot {
             store,
             prefix,
             url: PathBuf::from(url.trim_end_matches('/')),
+            lru: Arc::new(Lru::new(&cache_dir, cache.max_bytes)),
             cache_dir,
         };
         // Reachable, and the prefix readable: a bad bucket or endpoint fails here, named.
@@ -150,6 +149,7 @@ impl Root for ObjectRoot {
             self.at(name),
             self.what(name),
             self.cache_dir.join(name),
+            self.lru.clone(),
         ))
     }
 

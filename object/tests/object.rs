@@ -8,6 +8,7 @@ use arrow_array::Int64Array;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 use omendb::{CollectionOptions, Database, ErrorKind, Metric, SearchRequest};
+use omendb_object::Cache;
 use omendb_testkit::{batch, schema, vector};
 
 const DIM: usize = 8;
@@ -64,7 +65,7 @@ fn a_database_in_memory_storage_round_trips() {
             store.clone(),
             "dbs/one",
             "memory:///dbs/one",
-            cache.path().into(),
+            &Cache::at(Some(cache.path().into())),
         )
         .unwrap()
     };
@@ -78,7 +79,7 @@ fn a_database_at_a_file_url_round_trips_and_refetches_a_damaged_cache() {
     std::fs::create_dir_all(tmp.path().join("bucket")).unwrap();
     let cache = tmp.path().join("cache");
     let open = |cache: &std::path::Path| {
-        omendb_object::open(&url, &[], Some(cache.to_path_buf())).unwrap()
+        omendb_object::open(&url, &[], &Cache::at(Some(cache.to_path_buf()))).unwrap()
     };
     round_trip(&open(&cache), || open(&cache));
 
@@ -119,7 +120,7 @@ fn two_handles_committing_on_one_version_retry_on_the_newest() {
     let cache = tempfile::tempdir().unwrap();
     let open = |name: &str, refresh: u64| {
         let cache = cache.path().join(name);
-        omendb_object::open_store(store.clone(), "db", "memory:///db", cache)
+        omendb_object::open_store(store.clone(), "db", "memory:///db", &Cache::at(Some(cache)))
             .unwrap()
             .with_refresh(std::time::Duration::from_secs(refresh))
     };
@@ -172,7 +173,7 @@ fn concurrent_writers_on_two_handles_lose_no_row() {
     let cache = tempfile::tempdir().unwrap();
     let open = |name: &str| {
         let cache = cache.path().join(name);
-        omendb_object::open_store(store.clone(), "db", "memory:///db", cache)
+        omendb_object::open_store(store.clone(), "db", "memory:///db", &Cache::at(Some(cache)))
             .unwrap()
             .with_refresh(std::time::Duration::from_secs(3600))
     };
@@ -203,21 +204,26 @@ fn concurrent_writers_on_two_handles_lose_no_row() {
 #[test]
 fn bad_urls_are_refused_naming_them() {
     for (url, needle) in [("nope://bucket/x", "nope://bucket/x"), ("s3://", "s3://")] {
-        let err = omendb_object::open(url, &[], None).unwrap_err();
+        let err = omendb_object::open(url, &[], &Cache::default()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains(needle), "{err}");
     }
     let opt = |k: &str, v: &str| (k.to_string(), v.to_string());
     // A misspelt option is refused, not ignored.
-    let err =
-        omendb_object::open("s3://bucket/db", &[opt("endpoitn", "http://x")], None).unwrap_err();
+    let err = omendb_object::open(
+        "s3://bucket/db",
+        &[opt("endpoitn", "http://x")],
+        &Cache::default(),
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(
         err.to_string()
             .contains("unknown storage option 'endpoitn'"),
         "{err}"
     );
-    let err = omendb_object::open("memory:///db", &[opt("region", "x")], None).unwrap_err();
+    let err =
+        omendb_object::open("memory:///db", &[opt("region", "x")], &Cache::default()).unwrap_err();
     assert!(err.to_string().contains("'region' does not apply"), "{err}");
     // An endpoint that does not answer: Unavailable, naming the URL, after a few retries.
     let nobody = [
@@ -227,7 +233,7 @@ fn bad_urls_are_refused_naming_them() {
         opt("secret_access_key", "s"),
         opt("region", "us-east-1"),
     ];
-    let err = omendb_object::open("s3://bucket/db", &nobody, None).unwrap_err();
+    let err = omendb_object::open("s3://bucket/db", &nobody, &Cache::default()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("s3://bucket/db"), "{err}");
 }
@@ -240,7 +246,13 @@ fn opening_over_shared_storage_leaves_files_it_does_not_know() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let cache = tempfile::tempdir().unwrap();
     let open = || {
-        omendb_object::open_store(store.clone(), "db", "memory:///db", cache.path().into()).unwrap()
+        omendb_object::open_store(
+            store.clone(),
+            "db",
+            "memory:///db",
+            &Cache::at(Some(cache.path().into())),
+        )
+        .unwrap()
     };
     let db = open();
     db.create_collection("docs", &schema(DIM), options())
@@ -336,8 +348,13 @@ impl ObjectStore for IgnoresCreateOnly {
 fn a_store_that_ignores_create_only_puts_is_refused() {
     let store: Arc<dyn ObjectStore> = Arc::new(IgnoresCreateOnly(InMemory::new()));
     let cache = tempfile::tempdir().unwrap();
-    let err = omendb_object::open_store(store.clone(), "db", "s3://lax/db", cache.path().into())
-        .unwrap_err();
+    let err = omendb_object::open_store(
+        store.clone(),
+        "db",
+        "s3://lax/db",
+        &Cache::at(Some(cache.path().into())),
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     let msg = err.to_string();
     assert!(msg.contains("s3://lax/db"), "{msg}");
@@ -358,8 +375,13 @@ fn garbage_is_collected_only_past_the_retention() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let cache = tempfile::tempdir().unwrap();
     let open = |name: &str| {
-        omendb_object::open_store(store.clone(), "db", "memory:///db", cache.path().join(name))
-            .unwrap()
+        omendb_object::open_store(
+            store.clone(),
+            "db",
+            "memory:///db",
+            &Cache::at(Some(cache.path().join(name))),
+        )
+        .unwrap()
     };
     let db = open("a");
     let c = db
@@ -400,5 +422,114 @@ fn garbage_is_collected_only_past_the_retention() {
     assert_eq!(
         docs.collect_garbage(std::time::Duration::ZERO).unwrap(),
         (0, 0)
+    );
+}
+
+/// The bytes of the files under `dir` (any depth).
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => bytes_under(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+/// With a size limit the cache keeps the most recently used files within it; evicted files are
+/// downloaded again when a collection opens, and every answer stays the same.
+#[test]
+fn the_cache_stays_within_its_size_and_refetches_what_it_evicted() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let tmp = tempfile::tempdir().unwrap();
+    let open = |dir: &str, max_bytes: Option<u64>| {
+        let cache = Cache {
+            dir: Some(tmp.path().join(dir)),
+            max_bytes,
+        };
+        omendb_object::open_store(store.clone(), "db", "memory:///db", &cache).unwrap()
+    };
+    let db = open("writer", None);
+    for (name, rows) in [("a", 0..2_000), ("b", 2_000..4_000), ("c", 4_000..6_000)] {
+        let c = db.create_collection(name, &schema(DIM), options()).unwrap();
+        c.append(&[batch(rows, DIM)]).unwrap();
+    }
+    let answer = |db: &Database, name: &str| {
+        let q = vector(4_321, DIM);
+        let found = db.collection(name).unwrap().snapshot();
+        omendb_testkit::ids_of(
+            found
+                .search_rows(&SearchRequest::new(&q, 5))
+                .unwrap()
+                .rows(),
+        )
+    };
+    let want: Vec<_> = ["a", "b", "c"].iter().map(|n| answer(&db, n)).collect();
+    let one_collection = bytes_under(&tmp.path().join("writer").join("a"));
+    assert!(one_collection > 0);
+
+    // Room for about one collection's files: each open evicts the others'.
+    let limit = one_collection + one_collection / 2;
+    for round in 0..2 {
+        let reader = open("small", Some(limit));
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            assert_eq!(answer(&reader, name), want[i], "{name}, round {round}");
+            let cached = bytes_under(&tmp.path().join("small"));
+            assert!(cached <= limit, "{cached} bytes cached, limit {limit}");
+        }
+    }
+    // A later process counts what an earlier one left: still within the limit after one more.
+    let reader = open("small", Some(limit));
+    assert_eq!(answer(&reader, "a"), want[0]);
+    assert!(bytes_under(&tmp.path().join("small")) <= limit);
+}
+
+/// A backup to another bucket (or prefix) opens as the database, there or copied back to disk.
+#[test]
+fn a_backup_goes_to_object_storage_and_opens_there() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("local");
+    let local = Database::open(&dir).unwrap();
+    let c = local
+        .create_collection("docs", &schema(DIM), options())
+        .unwrap();
+    c.append(&[batch(0..300, DIM)]).unwrap();
+    c.delete(&Int64Array::from(vec![5])).unwrap();
+    let cache = Cache::at(Some(tmp.path().join("cache")));
+    let dest = omendb_object::ObjectRoot::new(
+        store.clone(),
+        object_store::path::Path::from("backup"),
+        "memory:///backup",
+        &cache,
+    )
+    .unwrap();
+    let copied = local.backup_to(&dest, None).unwrap();
+    assert_eq!(copied.len(), 1);
+    assert_eq!(copied[0].linked, 0, "nothing links across backends");
+    // Not into a database that holds collections.
+    let err = local.backup_to(&dest, None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+
+    let restored =
+        omendb_object::open_store(store.clone(), "backup", "memory:///backup", &cache).unwrap();
+    let docs = restored.collection("docs").unwrap();
+    assert_eq!(docs.count(), 299);
+    docs.verify().unwrap();
+    assert_eq!(nearest(&restored, 42), nearest(&local, 42));
+    // And back from the bucket to a directory.
+    let back = tmp.path().join("back");
+    restored.backup(&back, None).unwrap();
+    drop(restored);
+    assert_eq!(
+        Database::open(&back)
+            .unwrap()
+            .collection("docs")
+            .unwrap()
+            .count(),
+        299
     );
 }

@@ -71,12 +71,14 @@ def connect(
     path: PathLike,
     storage_options: Optional[Mapping[str, str]] = None,
     cache_dir: Optional[PathLike] = None,
+    cache_size: Optional[int] = None,
 ) -> "Database":
     """Opens (creating if needed) the database at ``path``: a directory, or object storage as
-    a URL (``file:///dir``, ``memory://``), with ``storage_options`` for its client (the
-    ``object_store`` keys) and the files it reads cached under ``cache_dir`` (default: under the
-    system temp dir)."""
-    return Database(path, storage_options, cache_dir)
+    a URL (``s3://bucket/prefix``, ``gs://``, ``az://``, ``file:///dir``, ``memory://``), with
+    ``storage_options`` for its client (the ``object_store`` keys) and the files it reads cached
+    under ``cache_dir`` (default: under the system temp dir), at most ``cache_size`` bytes of
+    them (default: no limit; past it the least recently used files are removed)."""
+    return Database(path, storage_options, cache_dir, cache_size)
 
 
 def _vector_array(vectors: Any) -> pa.Array:
@@ -169,11 +171,13 @@ class Database:
         path: PathLike,
         storage_options: Optional[Mapping[str, str]] = None,
         cache_dir: Optional[PathLike] = None,
+        cache_size: Optional[int] = None,
     ):
         self._db = _omendb.Database(
             os.fspath(path),
             dict(storage_options or {}),
             None if cache_dir is None else os.fspath(cache_dir),
+            cache_size,
         )
 
     @property

@@ -20,7 +20,8 @@ class Closed(Error): ...
 
 class Database:
     def __init__(
-        self, path: str, storage_options: Optional[dict[str, str]] = None, cache_dir: Optional[str] = None
+        self, path: str, storage_options: Optional[dict[str, str]] = None, cache_dir: Optional[str] = None,
+        cache_size: Optional[int] = None,
     ) -> None: ...
     @property
     def path(self) -> str: ...

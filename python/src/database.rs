@@ -39,19 +39,25 @@ pub(crate) struct Database {
 #[pymethods]
 impl Database {
     /// Opens (creating if needed) the database at `path`: a directory, or object storage as
-    /// a URL, with `storage_options` for its client and its files cached under `cache_dir`.
+    /// a URL, with `storage_options` for its client and its files cached under `cache_dir`,
+    /// at most `cache_size` bytes of them.
     #[new]
-    #[pyo3(signature = (path, storage_options=None, cache_dir=None))]
+    #[pyo3(signature = (path, storage_options=None, cache_dir=None, cache_size=None))]
     fn new(
         py: Python<'_>,
         path: String,
         storage_options: Option<std::collections::HashMap<String, String>>,
         cache_dir: Option<std::path::PathBuf>,
+        cache_size: Option<u64>,
     ) -> PyResult<Self> {
         let options: Vec<(String, String)> =
             storage_options.unwrap_or_default().into_iter().collect();
+        let cache = omendb_object::Cache {
+            dir: cache_dir,
+            max_bytes: cache_size,
+        };
         let db = py
-            .detach(|| omendb_object::open(&path, &options, cache_dir))
+            .detach(|| omendb_object::open(&path, &options, &cache))
             .map_err(to_py)?;
         Ok(Database {
             shared: Arc::new(Shared {

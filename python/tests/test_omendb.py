@@ -407,18 +407,19 @@ def test_writes_past_the_unindexed_bound_are_refused_and_write_nothing(tmp_path,
     """The engine's backpressure, as every front end gets it: past max_unindexed_rows rows
     not yet indexed, a write waits write_stall_ms for the indexing, then is refused."""
     with omendb.connect(tmp_path) as db:
-        docs = db.create_collection("docs", dim=32, write_stall_ms=0)
-        docs.add(ids=np.arange(30_000), vectors=unit(rng, 30_000, 32))
-        # The graph of those 30,000 rows is being built: 30,000 > 20,000 rows unindexed.
+        docs = db.create_collection("docs", dim=32, write_stall_ms=0, index_threshold=2_000,
+                                    max_unindexed_rows=4_000)
+        docs.add(ids=np.arange(8_000), vectors=unit(rng, 8_000, 32))
+        # The graph of those 8,000 rows is being built: 8,000 > 4,000 rows unindexed.
         with pytest.raises(omendb.ResourceExhausted, match="max_unindexed_rows"):
-            docs.add(ids=np.arange(30_000, 30_100), vectors=unit(rng, 100, 32))
-        assert docs.count() == 30_000
+            docs.add(ids=np.arange(8_000, 8_100), vectors=unit(rng, 100, 32))
+        assert docs.count() == 8_000
         stats = docs.stats()
-        assert stats["writes_refused"] == 1 and stats["max_unindexed_rows"] == 20_000
+        assert stats["writes_refused"] == 1 and stats["max_unindexed_rows"] == 4_000
         # Given time, the same write waits for the index and goes in.
         docs.alter(write_stall_ms=600_000)
-        docs.add(ids=np.arange(30_000, 30_100), vectors=unit(rng, 100, 32))
-        assert docs.count() == 30_100
+        docs.add(ids=np.arange(8_000, 8_100), vectors=unit(rng, 100, 32))
+        assert docs.count() == 8_100
 
 
 def test_a_vector_typed_into_sql_answers_as_the_bound_one(db, rng):

@@ -145,7 +145,15 @@ impl Store for LocalStore {
         }
     }
 
+    fn local(&self) -> bool {
+        true
+    }
+
     fn export(&self, name: &str, to: &dyn Store) -> Result<bool> {
+        if !to.local() {
+            to.put(name, &self.read(name)?)?;
+            return Ok(false);
+        }
         let (from, to) = (self.path(name), to.path(name));
         if fs::hard_link(&from, &to).is_ok() {
             return Ok(true);

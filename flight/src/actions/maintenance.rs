@@ -4,7 +4,7 @@
 //!
 //! Bodies: `compact`, `stats`, `wait` and `verify` take a collection's name, or nothing for every
 //! collection; `alter` the name, then `key=value` settings; `backup` the destination
-//! directory on the first line and, optionally, a collection's name on the second.
+//! directory or object storage URL on the first line and, optionally, a collection's name on the second.
 
 use std::sync::Arc;
 
@@ -29,11 +29,17 @@ pub fn run(
         let dest = lines.next().map(str::trim).unwrap_or_default();
         if dest.is_empty() {
             return Err(Error::InvalidInput(
-                "backup: name the destination directory".into(),
+                "backup: name the destination directory or URL".into(),
             ));
         }
         let only = lines.next().map(str::trim).filter(|n| !n.is_empty());
-        let copied = db.backup(std::path::Path::new(dest), only)?;
+        let copied = if omendb_object::is_url(dest) {
+            // The destination's client reads the standard environment variables only.
+            let root = omendb_object::ObjectRoot::open(dest, &[], &Default::default())?;
+            db.backup_to(&root, only)?
+        } else {
+            db.backup(std::path::Path::new(dest), only)?
+        };
         return Ok(json!({ "destination": dest, "collections": copied }));
     }
     let mut words = body.split_whitespace().peekable();

@@ -42,7 +42,7 @@ pub(crate) struct Target {
 pub(crate) async fn run(kind: &str, conn: &Conn, body: String) -> Result<(), String> {
     let out = match (&conn.data, &conn.addr) {
         (Some(dir), _) => {
-            let db = omendb_object::open_existing(dir, &conn.storage_options, None)
+            let db = omendb_object::open_existing(dir, &conn.storage_options, &Default::default())
                 .map_err(|e| e.to_string())?;
             let kind = kind.to_string();
             tokio::task::spawn_blocking(move || local(&db, &kind, &body))

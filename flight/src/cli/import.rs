@@ -333,7 +333,7 @@ pub(crate) async fn run(args: ImportArgs) -> Result<(), String> {
     let reply = match (&args.conn.data, &args.conn.addr) {
         (Some(dir), _) => {
             // A directory (created if missing) or object storage at a URL.
-            let db = omendb_object::open(dir, &args.conn.storage_options, None)
+            let db = omendb_object::open(dir, &args.conn.storage_options, &Default::default())
                 .map(Arc::new)
                 .map_err(|e| e.to_string())?;
             tokio::task::spawn_blocking(move || local(&db, &args))
