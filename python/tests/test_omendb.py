@@ -1,5 +1,6 @@
-"""The omendb package in-process: real databases in temporary directories, results checked
-against numpy brute force."""
+"""The omendb package in-process: real databases in temporary directories and in a bucket of
+a local S3-compatible server (the `db` fixture, conftest.py), results checked against numpy
+brute force."""
 
 import pathlib
 import threading
@@ -31,12 +32,6 @@ def cosine_topk(data, q, k, mask=None):
 @pytest.fixture
 def rng():
     return np.random.default_rng(7)
-
-
-@pytest.fixture
-def db(tmp_path):
-    with omendb.connect(tmp_path / "db") as db:
-        yield db
 
 
 def filled(db, rng, n=500, name="docs"):

@@ -1,0 +1,63 @@
+"""Fixtures: every test that takes `db` runs twice, on a local directory and on a bucket of a
+real S3-compatible server (moto, started once on 127.0.0.1; `pip install "moto[server]"`)."""
+
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+import omendb
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_options():
+    """moto's S3 server with bucket `omendb`: the client options that reach it."""
+    pytest.importorskip("moto", reason="the bucket runs need moto[server]")
+    moto = shutil.which("moto_server") or str(pathlib.Path(sys.executable).parent / "moto_server")
+    port = _free_port()
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.05)
+        import boto3
+        endpoint = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test"
+                     ).create_bucket(Bucket="omendb")
+        yield {"aws_endpoint": endpoint, "aws_access_key_id": "test",
+               "aws_secret_access_key": "test", "aws_region": "us-east-1",
+               "aws_allow_http": "true"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(params=["dir", "s3"])
+def db(request, tmp_path):
+    """A fresh database: in a directory, or under a new prefix of the bucket."""
+    if request.param == "dir":
+        with omendb.connect(tmp_path / "db") as db:
+            yield db
+        return
+    options = request.getfixturevalue("s3_options")
+    url = f"s3://omendb/{uuid.uuid4().hex}"
+    with omendb.connect(url, storage_options=options, cache_dir=tmp_path / "cache") as db:
+        yield db
