@@ -251,6 +251,23 @@ def test_the_engine_on_a_bucket_round_trips_and_the_command_line_checks_it(s3, t
     assert out.returncode == 0, out.stderr
     with omendb.connect(url, storage_options=opts, cache_dir=tmp_path / "e") as db:
         assert db.open_collection("docs").count() == 597
+    # A backup to another prefix of the bucket opens there as the database.
+    out = cli(s3["endpoint"], "backup", "--data", url, "s3://omendb/engine-backup")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["collections"]) == 2
+    out = cli(s3["endpoint"], "backup", "--data", url, "s3://omendb/engine-backup")
+    assert out.returncode != 0 and "not empty" in out.stderr, out
+    out = cli(s3["endpoint"], "verify", "--data", "s3://omendb/engine-backup")
+    assert out.returncode == 0, out.stderr
+    with omendb.connect("s3://omendb/engine-backup", storage_options=opts,
+                        cache_dir=tmp_path / "f", cache_size=1 << 20) as db:
+        assert db.open_collection("docs").search(data[42], k=3).column("id").to_pylist() == hits
+    # The ANN benchmark runs on a bucket too (exact search: recall 1).
+    out = cli(s3["endpoint"], "bench", "ann", "--dataset", str(ROOT / "tests/data/minilm-words"),
+              "--index", "flat", "--data", "s3://omendb/bench", "--cache-dir", str(tmp_path / "g"))
+    assert out.returncode == 0, out.stderr
+    sweep = [json.loads(line) for line in out.stdout.splitlines() if '"recall"' in line]
+    assert sweep and all(p["recall"] == 1.0 for p in sweep), out.stdout
     # A misspelt option, a missing bucket and a store without create-only puts are refused.
     with pytest.raises(omendb.InvalidInput, match="unknown storage option 'endpiont'"):
         omendb.connect(url, storage_options={**opts, "endpiont": "x"})

@@ -6,7 +6,7 @@
 //! (load time, open time, index bytes per vector, peak anonymous and file-backed memory) to
 //! stderr. A float16 base.npy makes a float16 collection unless `--vector-type` says otherwise.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Int64Type};
 use omendb::npy;
 use omendb::{
-    CollectionOptions, Database, GraphSettings, IndexKind, IndexSettings, IvfSettings, Metric,
+    CollectionOptions, GraphSettings, IndexKind, IndexSettings, IvfSettings, Metric,
     QuantKind, SearchRequest, Selection, Snapshot, VectorType,
 };
 
@@ -67,9 +67,16 @@ pub(crate) struct AnnArgs {
     #[arg(long)]
     vector_type: Option<VectorType>,
     /// Where the scratch database goes (default: a fresh directory under the system temp dir,
-    /// removed afterwards).
+    /// removed afterwards): a new directory, or object storage as a URL (`s3://bucket/prefix`;
+    /// left there). One that holds the `bench` collection of an earlier run is reused as it is.
     #[arg(long)]
-    data: Option<PathBuf>,
+    data: Option<String>,
+    /// An option of the object storage client, `key=value` (repeatable), with a URL `--data`.
+    #[arg(long = "storage-option", value_parser = crate::key_value, requires = "data")]
+    storage_options: Vec<(String, String)>,
+    /// Where a URL `--data`'s files are cached (default: under the system temp dir).
+    #[arg(long, requires = "data")]
+    cache_dir: Option<PathBuf>,
 }
 
 /// Removes the scratch directory when the bench ends, however it ends.
@@ -104,15 +111,29 @@ pub(crate) fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     let (dir, remove) = match &args.data {
         Some(d) => (d.clone(), false),
         None => (
-            std::env::temp_dir().join(format!("omendb-bench-{}", std::process::id())),
+            std::env::temp_dir()
+                .join(format!("omendb-bench-{}", std::process::id()))
+                .display()
+                .to_string(),
             true,
         ),
     };
-    // A `--data` directory from an earlier run is reused as it is (no load, no build).
-    let reuse = args.data.is_some() && dir.join("bench").exists();
-    if dir.exists() && !reuse {
-        return Err(format!("{} exists; name a new directory", dir.display()).into());
-    }
+    let cache = omendb_object::Cache::at(args.cache_dir.clone());
+    let open = || omendb_object::open(&dir, &args.storage_options, &cache);
+    // A `--data` database from an earlier run is reused as it is (no load, no build).
+    let reuse = if omendb_object::is_url(&dir) {
+        let names = open()?.list_collections()?;
+        if !names.is_empty() && names != ["bench"] {
+            return Err(format!("{dir} holds other collections; name a new prefix").into());
+        }
+        !names.is_empty()
+    } else {
+        let reuse = args.data.is_some() && Path::new(&dir).join("bench").exists();
+        if Path::new(&dir).exists() && !reuse {
+            return Err(format!("{dir} exists; name a new directory").into());
+        }
+        reuse
+    };
     let t = Instant::now();
     // float16 rows stay float16 on their way to a float16 collection (one copy in memory).
     let (n, dim, base): (usize, usize, Option<ArrayRef>) = if reuse {
@@ -130,8 +151,8 @@ pub(crate) fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("base.npy has dimension {dim}, queries.npy {}", queries.cols).into());
     }
 
-    let _scratch = Scratch(dir.clone(), remove);
-    let db = Database::open(&dir)?;
+    let _scratch = Scratch(PathBuf::from(&dir), remove);
+    let db = open()?;
     let c = if let Some(base) = base {
         let batch = dataset_batch(base, dim)?;
         let c = db.create_collection(
@@ -163,7 +184,7 @@ pub(crate) fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         let c = db.collection("bench")?;
         if c.count() != n || c.dim() != dim {
-            return Err(format!("{} holds another dataset", dir.display()).into());
+            return Err(format!("{dir} holds another dataset").into());
         }
         c
     };
@@ -293,7 +314,7 @@ pub(crate) fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     let stats = c.stats()?;
     drop((snap, c, db));
     let t = Instant::now();
-    let db = Database::open(&dir)?;
+    let db = open()?;
     let c = db.collection("bench")?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
     let index_bytes = c.stats()?.index_bytes;
