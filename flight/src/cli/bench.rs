@@ -18,8 +18,8 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Int64Type};
 use omendb::npy;
 use omendb::{
-    CollectionOptions, GraphSettings, IndexKind, IndexSettings, IvfSettings, Metric,
-    QuantKind, SearchRequest, Selection, Snapshot, VectorType,
+    CollectionOptions, GraphSettings, IndexKind, IndexSettings, IvfSettings, Metric, QuantKind,
+    SearchRequest, Selection, Snapshot, VectorType,
 };
 
 #[derive(clap::Args, Debug)]
