@@ -305,12 +305,14 @@ impl Collection {
     /// `held` is the writer lock's manifest. Opening new segments may download them: while it
     /// did, further versions may have landed, and those are read too (up to two more passes,
     /// each with less to download), so that a write tried again after it starts from a fresh
-    /// version.
-    fn catch_up(&self, held: &mut MutexGuard<'_, Manifest>) -> Result<()> {
+    /// version. Returns whether it moved.
+    fn catch_up(&self, held: &mut MutexGuard<'_, Manifest>) -> Result<bool> {
+        let mut moved = false;
         for _ in 0..3 {
             let Some(newest) = Manifest::load_newer(&*self.store, held.version)? else {
-                return Ok(());
+                return Ok(moved);
             };
+            moved = true;
             if (
                 &newest.id_column,
                 &newest.vector_column,
@@ -360,7 +362,7 @@ impl Collection {
                 break;
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Moves the collection to the newest committed version on its storage (see `catch_up`)
@@ -383,10 +385,11 @@ impl Collection {
                 self.name()
             )));
         }
-        self.catch_up(&mut manifest)?;
-        drop(manifest);
-        self.room.freed();
-        self.maintenance.schedule();
+        if self.catch_up(&mut manifest)? {
+            drop(manifest);
+            self.room.freed();
+            self.maintenance.schedule();
+        }
         Ok(())
     }
 

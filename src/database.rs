@@ -20,9 +20,9 @@ use crate::options::CollectionOptions;
 use crate::schema::{check_name, Layout};
 #[cfg(feature = "faults")]
 use crate::storage::faults::Faults;
-use crate::storage::manifest::{newer_version, CommitError, Manifest};
+use crate::storage::manifest::{CommitError, Manifest};
 use crate::storage::root::{LocalRoot, Root};
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// The catalog document of the database (a name no collection can have).
 const CATALOG: &str = "catalog.json";
@@ -92,11 +92,11 @@ impl Database {
         }
     }
 
-    /// Whether `name`, open as `c`, should be opened again: on shared storage, when another
-    /// server committed a newer version (looked for at most once per `refresh`).
-    fn stale(&self, name: &str, c: &Collection) -> Result<bool> {
+    /// Whether open collection `name` should look for versions other servers committed: on
+    /// shared storage, at most once per `refresh`.
+    fn due(&self, name: &str) -> bool {
         if !self.root.shared() {
-            return Ok(false);
+            return false;
         }
         {
             let mut looked = lock(&self.looked);
@@ -105,11 +105,11 @@ impl Database {
                 .get(name)
                 .is_some_and(|t| now.duration_since(*t) < self.refresh)
             {
-                return Ok(false);
+                return false;
             }
             looked.insert(name.to_string(), now);
         }
-        Ok(newer_version(&*self.root.store(name), c.snapshot().version())?.is_some())
+        true
     }
 
     /// Opens the database in `path` with storage that fails when `faults` says so: for tests
@@ -223,15 +223,19 @@ impl Database {
         let mut open = self.lock_open();
         if let Some(c) = open.get(name).cloned() {
             drop(open);
-            if !self.stale(name, &c)? {
-                c.check_files()?;
-                return Ok(c);
-            }
-            // Another server committed since: move to the newest version, opening only the
-            // segments it adds (queries holding the old snapshot finish on it). A collection
-            // that cannot follow (dropped and made again) is opened afresh below.
-            if c.try_refresh().is_ok() {
-                return Ok(c);
+            // When another server committed since, move to the newest version, opening only
+            // the segments it adds (queries holding the old snapshot finish on it). Storage
+            // that cannot be read fails the call; a collection that cannot follow (dropped and
+            // made again) is opened afresh below.
+            match self.due(name).then(|| c.try_refresh()) {
+                None | Some(Ok(())) => {
+                    c.check_files()?;
+                    return Ok(c);
+                }
+                Some(Err(e)) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Io) => {
+                    return Err(e)
+                }
+                Some(Err(_)) => {}
             }
             c.stop_indexing();
             open = self.lock_open();

@@ -40,15 +40,6 @@ pub fn is_manifest(name: &str) -> bool {
     name == MANIFEST || manifest_version(name).is_some()
 }
 
-/// The newest committed version in `store` if it is newer than `after`.
-pub(crate) fn newer_version(store: &dyn Store, after: u64) -> Result<Option<u64>> {
-    Ok(store
-        .manifests(Some(after))?
-        .iter()
-        .filter_map(|n| manifest_version(n))
-        .max())
-}
-
 /// The newest manifest among `names`: the highest versioned one, else the older layout's.
 pub(crate) fn newest(names: &[String]) -> Option<&str> {
     names
