@@ -199,9 +199,20 @@ impl Store for ObjectFiles {
                 Err(e) => return Err(e),
             }
         }
-        self.fetch(name, bytes, crc32)?;
-        self.checked().insert(name.to_string());
-        self.cache.map(name, bytes, None)
+        // A cache smaller than the files opened at once may evict this one between its
+        // download and its mapping (another thread's download made room): fetched again.
+        let mut tries = 0;
+        loop {
+            self.fetch(name, bytes, crc32)?;
+            match self.cache.map(name, bytes, None) {
+                Ok(buffer) => {
+                    self.checked().insert(name.to_string());
+                    return Ok(buffer);
+                }
+                Err(Error::Corrupt { .. }) if tries < 3 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn read(&self, name: &str) -> Result<Vec<u8>> {
