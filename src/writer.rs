@@ -185,10 +185,7 @@ impl<'a> Transaction<'a> {
                     .and_then(|()| self.store.sync())
                     .is_ok();
                 if !withdrawn {
-                    self.committed = true; // keep every file: either version may be on disk
-                    for flag in &self.kept {
-                        flag.store(true, Ordering::SeqCst);
-                    }
+                    self.settle(); // keep every file: either version may be on disk
                     return Err(Error::Unsettled(format!(
                         "{e}; the commit's outcome is unknown until the collection is opened \
                          again"
@@ -197,10 +194,7 @@ impl<'a> Transaction<'a> {
                 return Err(e);
             }
         }
-        self.committed = true;
-        for flag in &self.kept {
-            flag.store(true, Ordering::SeqCst);
-        }
+        self.settle();
         if self.store.shared() {
             // Other servers may still read them (see `Store::shared`).
             self.replaced.clear();
@@ -215,6 +209,14 @@ impl<'a> Transaction<'a> {
             let _ = self.store.delete(&file);
         }
         Ok(self.next.clone())
+    }
+
+    /// Keeps the transaction's files: a manifest (committed, or perhaps committed) names them.
+    fn settle(&mut self) {
+        self.committed = true;
+        for flag in &self.kept {
+            flag.store(true, Ordering::SeqCst);
+        }
     }
 }
 

@@ -57,15 +57,10 @@ pub unsafe extern "C" fn omendb_open_with_options(
         for (i, &option) in raw.iter().enumerate() {
             // SAFETY: the caller's contract above: each is a NUL-terminated string.
             let option = unsafe { text(option, &format!("options[{i}]")) }?;
-            let (key, value) = option
-                .split_once('=')
-                .ok_or_else(|| invalid(format!("options[{i}] '{option}' is not key=value")))?;
-            pairs.push((key.to_string(), value.to_string()));
-        }
-        if !pairs.is_empty() && !omendb_object::is_url(path) {
-            return Err(invalid(format!(
-                "options are for object storage; '{path}' is a local directory"
-            )));
+            pairs.push(
+                omendb_object::parse_option(option)
+                    .map_err(|e| invalid(format!("options[{i}]: {e}")))?,
+            );
         }
         // SAFETY: the caller's contract above.
         let cache_dir = unsafe { optional_text(cache_dir, "cache_dir") }?.map(PathBuf::from);

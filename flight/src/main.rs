@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use omendb_flight::actions;
+use omendb_flight::actions::maintenance::DEFAULT_RETAIN;
 
 mod cli;
 
@@ -33,7 +34,7 @@ enum Command {
         #[arg(long, default_value = "./omendb-data")]
         data: String,
         /// An option of the object storage client, as key=value (repeatable; see serve).
-        #[arg(long = "storage-option", value_parser = key_value)]
+        #[arg(long = "storage-option", value_parser = omendb_object::parse_option)]
         storage_options: Vec<(String, String)>,
         /// The SQL text: one statement or several separated by `;`.
         query: String,
@@ -80,7 +81,7 @@ enum Command {
         target: admin::Target,
         /// Seconds a replaced version stays readable (and a file no version names is left
         /// alone, as another server's write in progress).
-        #[arg(long, default_value_t = 3600.0)]
+        #[arg(long, default_value_t = DEFAULT_RETAIN.as_secs_f64())]
         retain: f64,
     },
     /// Copy one consistent version of the database (or of one collection) into a new
@@ -109,7 +110,7 @@ struct ServeArgs {
     #[arg(long, default_value = "./omendb-data")]
     data: String,
     /// An option of the object storage client, `key=value` (repeatable).
-    #[arg(long = "storage-option", value_parser = key_value)]
+    #[arg(long = "storage-option", value_parser = omendb_object::parse_option)]
     storage_options: Vec<(String, String)>,
     /// Where files read from object storage are cached (default: `omendb-cache` under the
     /// system temp dir).
@@ -126,7 +127,7 @@ struct ServeArgs {
     /// On object storage, seconds a replaced version stays readable: every quarter of it (at
     /// most once a second, at least once an hour) the server removes older versions' files
     /// (as `omendb gc --retain` does); 0 leaves them to `omendb gc`.
-    #[arg(long, default_value_t = 3600.0)]
+    #[arg(long, default_value_t = DEFAULT_RETAIN.as_secs_f64())]
     retain: f64,
     /// Address to listen on (port 0 picks a free port); `grpc://` or `http://` before it is
     /// accepted, as clients spell it.
@@ -373,7 +374,6 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// A `key=value` argument.
 /// Removes old versions' files from every collection of `db` (on object storage), every quarter
 /// of `retain` (between a second and an hour). A failure is reported and tried next time.
 async fn collect_garbage(db: Arc<omendb::Database>, retain: std::time::Duration) {
@@ -394,12 +394,5 @@ async fn collect_garbage(db: Arc<omendb::Database>, retain: std::time::Duration)
         if let Ok(Err(e)) = swept {
             eprintln!("omendb: removing old versions' files: {e}");
         }
-    }
-}
-
-pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected key=value, got '{s}'")),
     }
 }

@@ -60,6 +60,11 @@ impl ObjectFiles {
         }
     }
 
+    /// Where `name` is cached.
+    fn cached(&self, name: &str) -> PathBuf {
+        self.cache_dir.join(name)
+    }
+
     fn location(&self, name: &str) -> Path {
         self.prefix.clone().join(name)
     }
@@ -156,7 +161,7 @@ impl ObjectFiles {
         let staged = format!("{STAGED_PREFIX}{}", unique());
         self.cache.put(&staged, &data)?;
         self.cache.rename(&staged, name)?;
-        self.lru.used(&self.cache_dir.join(name), bytes);
+        self.lru.used(&self.cached(name), bytes);
         Ok(())
     }
 }
@@ -177,7 +182,7 @@ impl Store for ObjectFiles {
         let data = self.cache.read(name)?;
         self.upload(name, data, PutMode::Overwrite)?;
         self.checked().insert(name.to_string());
-        self.lru.used(&self.cache_dir.join(name), written.bytes);
+        self.lru.used(&self.cached(name), written.bytes);
         Ok(written)
     }
 
@@ -188,13 +193,13 @@ impl Store for ObjectFiles {
             match self.cache.map(name, bytes, crc32.filter(|_| !checked)) {
                 Ok(buffer) => {
                     self.checked().insert(name.to_string());
-                    self.lru.used(&self.cache_dir.join(name), bytes);
+                    self.lru.used(&self.cached(name), bytes);
                     return Ok(buffer);
                 }
                 // A damaged copy in the cache: fetched again below.
                 Err(Error::Corrupt { .. }) => {
                     let _ = self.cache.delete(name);
-                    self.lru.removed(&self.cache_dir.join(name));
+                    self.lru.removed(&self.cached(name));
                 }
                 Err(e) => return Err(e),
             }
@@ -225,8 +230,8 @@ impl Store for ObjectFiles {
             .map_err(|e| object_error(&self.what(to), e))?;
         if let Ok(stamp) = self.cache.stamp(from) {
             self.cache.rename(from, to)?;
-            self.lru.removed(&self.cache_dir.join(from));
-            self.lru.used(&self.cache_dir.join(to), stamp.bytes);
+            self.lru.removed(&self.cached(from));
+            self.lru.used(&self.cached(to), stamp.bytes);
         }
         Ok(())
     }
@@ -274,7 +279,7 @@ impl Store for ObjectFiles {
 
     fn delete(&self, name: &str) -> Result<()> {
         let _ = self.cache.delete(name);
-        self.lru.removed(&self.cache_dir.join(name));
+        self.lru.removed(&self.cached(name));
         let (store, at) = (self.store.clone(), self.location(name));
         wait(async move { store.delete(&at).await }).map_err(|e| object_error(&self.what(name), e))
     }

@@ -37,6 +37,7 @@ pub fn is_url(location: &str) -> bool {
 /// `cache`.
 pub fn open(location: &str, options: &[(String, String)], cache: &Cache) -> Result<Database> {
     if !is_url(location) {
+        check_local(location, options)?;
         return Database::open(location);
     }
     let root = ObjectRoot::open(location, options, cache)?;
@@ -51,9 +52,29 @@ pub fn open_existing(
     cache: &Cache,
 ) -> Result<Database> {
     if !is_url(location) {
+        check_local(location, options)?;
         return Database::open_existing(location);
     }
     open(location, options, cache)
+}
+
+/// Parses a client option given as `key=value` (as `--storage-option` and the C ABI take
+/// them).
+pub fn parse_option(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got '{text}'")),
+    }
+}
+
+/// Refuses client options for a local directory: they would be ignored.
+fn check_local(location: &str, options: &[(String, String)]) -> Result<()> {
+    if options.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "storage options are for object storage; '{location}' is a local directory"
+    )))
 }
 
 /// The database under `prefix` of `store` (already built: tests share one in-memory store

@@ -24,7 +24,7 @@ pub(crate) struct Conn {
     pub token: Option<String>,
     /// With --data as a URL: an option of the object storage client, as key=value
     /// (repeatable; the scheme's environment variables are read first).
-    #[arg(long = "storage-option", value_parser = crate::key_value, requires = "data")]
+    #[arg(long = "storage-option", value_parser = omendb_object::parse_option, requires = "data")]
     pub storage_options: Vec<(String, String)>,
 }
 

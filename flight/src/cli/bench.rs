@@ -72,7 +72,7 @@ pub(crate) struct AnnArgs {
     #[arg(long)]
     data: Option<String>,
     /// An option of the object storage client, `key=value` (repeatable), with a URL `--data`.
-    #[arg(long = "storage-option", value_parser = crate::key_value, requires = "data")]
+    #[arg(long = "storage-option", value_parser = omendb_object::parse_option, requires = "data")]
     storage_options: Vec<(String, String)>,
     /// Where a URL `--data`'s files are cached (default: under the system temp dir).
     #[arg(long, requires = "data")]
@@ -121,18 +121,20 @@ pub(crate) fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     let cache = omendb_object::Cache::at(args.cache_dir.clone());
     let open = || omendb_object::open(&dir, &args.storage_options, &cache);
     // A `--data` database from an earlier run is reused as it is (no load, no build).
-    let reuse = if omendb_object::is_url(&dir) {
-        let names = open()?.list_collections()?;
+    // Object storage is opened (and checked) here; a directory once the dataset is read.
+    let (opened, reuse) = if omendb_object::is_url(&dir) {
+        let db = open()?;
+        let names = db.list_collections()?;
         if !names.is_empty() && names != ["bench"] {
             return Err(format!("{dir} holds other collections; name a new prefix").into());
         }
-        !names.is_empty()
+        (Some(db), !names.is_empty())
     } else {
         let reuse = args.data.is_some() && Path::new(&dir).join("bench").exists();
         if Path::new(&dir).exists() && !reuse {
             return Err(format!("{dir} exists; name a new directory").into());
         }
-        reuse
+        (None, reuse)
     };
     let t = Instant::now();
     // float16 rows stay float16 on their way to a float16 collection (one copy in memory).
@@ -152,7 +154,10 @@ pub(crate) fn ann(args: AnnArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let _scratch = Scratch(PathBuf::from(&dir), remove);
-    let db = open()?;
+    let db = match opened {
+        Some(db) => db,
+        None => open()?,
+    };
     let c = if let Some(base) = base {
         let batch = dataset_batch(base, dim)?;
         let c = db.create_collection(
