@@ -17,7 +17,7 @@ use rayon::prelude::*;
 pub use selection::Selection;
 
 use crate::index::flat::{scan_listed, FlatRows};
-use crate::index::{Accept, SearchParams};
+use crate::index::SearchParams;
 use crate::options::IndexKind;
 use crate::schema::{result_schema, QUERY_COLUMN};
 use crate::snapshot::{SegmentView, Snapshot};
@@ -395,8 +395,19 @@ impl Snapshot {
                             && sel.is_none_or(|s| s.contains(row as usize))
                     };
                     let filtered = part.deletes.is_some() || sel.is_some();
-                    let accept: Accept<'_> = if filtered { Some(&accept) } else { None };
-                    let found = index.search(&view, raw, k, params, accept);
+                    let found = index.search(&view, raw, k, params, filtered.then_some(&accept));
+                    if found.len() < k.min(part.seg.rows()) {
+                        // The index reached fewer than k rows (a graph cut apart, IVF lists
+                        // that hold few of the filter's rows): when more qualify, they are
+                        // scanned, so k rows come back whenever k match.
+                        let rows: Vec<u32> =
+                            (0..part.seg.rows() as u32).filter(|&r| accept(r)).collect();
+                        if rows.len() > found.len() {
+                            let top = scan_listed(&view, prepared, &rows, k, key(p, 0));
+                            out.extend(top.into_unsorted());
+                            continue;
+                        }
+                    }
                     out.extend(
                         found
                             .into_iter()

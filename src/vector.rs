@@ -187,6 +187,16 @@ impl<'a> VectorView<'a> {
         self.data.slice(i * self.dim, (i + 1) * self.dim)
     }
 
+    /// Whether rows `a` and `b` hold the same values (duplicates).
+    #[inline]
+    pub(crate) fn same_rows(&self, a: u32, b: u32) -> bool {
+        match (self.stored_row(a), self.stored_row(b)) {
+            (Floats::F32(x), Floats::F32(y)) => x == y,
+            (Floats::F16(x), Floats::F16(y)) => x == y,
+            _ => false,
+        }
+    }
+
     /// Row `i` as f32 (widened when stored in half precision).
     #[inline]
     pub(crate) fn row(&self, i: u32) -> Cow<'a, [f32]> {

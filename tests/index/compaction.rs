@@ -121,3 +121,43 @@ fn readers_keep_their_snapshot_through_a_merge_and_files_go_when_it_is_dropped()
         1
     );
 }
+
+/// A vector stored many times (the same text embedded twice, a default vector) once cut the
+/// graph into islands of copies: every link of a copy went to another copy. Searching for any
+/// of them finds 10 copies, in graphs built afresh and in graphs a merge carried over.
+#[test]
+fn copies_of_a_vector_stay_reachable_in_built_and_merged_graphs() {
+    let (data, _, dim) = dataset();
+    let distinct = 100;
+    // Row i holds distinct vector i % 100: 40 copies of each.
+    let copies: Vec<f32> = (0..4000)
+        .flat_map(|i| data[(i % distinct) * dim..(i % distinct + 1) * dim].to_vec())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let compaction = CompactionPolicy {
+        enabled: false,
+        ..Default::default()
+    };
+    let (_db, c) = words_collection(tmp.path(), dim, 1000, compaction);
+    for start in (0..4000).step_by(1000) {
+        c.append(&[rows(&copies, dim, start..start + 1000)])
+            .unwrap();
+    }
+    let queries = &data[..distinct * dim];
+    let check = |stage: &str| {
+        let snap = c.snapshot();
+        assert!(snap.segments().iter().all(|s| s.index.is_some()), "{stage}");
+        for (q, hits) in id_hits(&snap, queries, dim, 64).iter().enumerate() {
+            assert_eq!(hits.len(), 10, "{stage}: query {q}");
+            assert!(
+                hits.iter().all(|&id| id as usize % distinct == q),
+                "{stage}: query {q} found {hits:?}, not 10 of its copies"
+            );
+        }
+    };
+    c.build_index(0).unwrap();
+    check("four graphs");
+    assert_eq!(c.compact().unwrap(), 1);
+    assert_eq!(c.snapshot().segments().len(), 1);
+    check("merged");
+}

@@ -83,3 +83,29 @@ fn ivf_and_compact_codes_by_size_and_by_setting() {
         );
     }
 }
+
+/// IVF lists smaller than k (1,000 lists over 5,000 rows, one asked for): the search probes
+/// further lists until k rows (of the filter's) are seen, and k come back.
+#[test]
+fn a_search_whose_probed_lists_hold_fewer_than_k_rows_still_returns_k() {
+    let (data, queries, dim) = dataset();
+    let queries = &queries[..20 * dim];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = CollectionOptions::parse(["index=ivf", "nlist=1000"]).unwrap();
+    o.index.threshold = 0;
+    let db = Database::open(tmp.path()).unwrap();
+    let c = db.create_collection("words", &schema(dim), o).unwrap();
+    c.append(&[rows(&data, dim, 0..N)]).unwrap();
+    c.build_index(1).unwrap();
+    assert_eq!(c.stats().unwrap().index_kinds, ["ivf"]);
+    let snap = c.snapshot();
+    let req = SearchRequest::new(queries, 10).nprobe(Some(1));
+    let sel = bucket_filter(&snap, |b| b < 70);
+    for (filter, keep) in [(None, 100), (Some(&sel), 70)] {
+        let got = hit_ids(&snap, snap.search(&req.filter(filter)).unwrap());
+        for ids in &got {
+            assert_eq!(ids.len(), 10, "{ids:?}");
+            assert!(ids.iter().all(|i| i % 100 < keep), "{ids:?}");
+        }
+    }
+}

@@ -83,25 +83,45 @@ impl Link {
     }
 }
 
+/// At most this many of a node's links go to copies of its own row. A copy lies in no
+/// direction: kept as the heuristic would keep it (nearest of all), it would hide every other
+/// candidate (each as far from the copy as from the node), and a vector stored many times
+/// would become an island of copies that no search enters or leaves.
+const COPY_LINKS: usize = 2;
+
 /// The neighbour-selection heuristic: keep a candidate only if it is nearer to the base than
 /// to every neighbour already kept (spreads links in different directions). `candidates` come
 /// nearest first; the kept ones are marked selected. Two candidates that one earlier selection
 /// kept together passed this test against each other then (the distances have not changed),
 /// so re-pruning a list measures only the pairs that involve a link added since.
 ///
+/// Copies of the base's row (equal values) are kept apart: at most [`COPY_LINKS`] of them,
+/// the nearest copies before and after the base in row order (so the copies of one vector form
+/// a chain a search can walk), and they hide no other candidate.
+///
 /// Rows stored in half precision are widened to f32 once per row compared: where several
 /// candidates are new (a first selection, or a list filled by links added since) each kept
 /// row is widened once and compared with them; a re-pruning with one new link widens that one.
-fn select(view: &VectorView<'_>, candidates: &[Link], m: usize) -> Vec<Link> {
-    let widen_kept = candidates.iter().filter(|c| !c.selected).nth(1).is_some();
-    let mut kept: Vec<Link> = Vec::with_capacity(m);
+fn select(view: &VectorView<'_>, base: u32, candidates: &[Link], m: usize) -> Vec<Link> {
+    let copies: Vec<Link> = candidates
+        .iter()
+        .filter(|c| c.id != base && view.same_rows(base, c.id))
+        .copied()
+        .collect();
+    let others = candidates
+        .iter()
+        .filter(|c| c.id != base && !copies.iter().any(|k| k.id == c.id));
+    let mut kept: Vec<Link> = chain_links(base, copies.clone(), m.min(COPY_LINKS));
+    let widen_kept = others.clone().filter(|c| !c.selected).nth(1).is_some();
+    // The kept links a candidate is tested against: the ones that are not copies.
+    let copies_kept = kept.len();
     let mut kept_rows: Vec<std::borrow::Cow<'_, [f32]>> = Vec::new();
-    for c in candidates {
+    for c in others {
         if kept.len() >= m {
             break;
         }
         let mut row = None;
-        let pass = kept.iter().enumerate().all(|(j, k)| {
+        let pass = kept[copies_kept..].iter().enumerate().all(|(j, k)| {
             (c.selected && k.selected)
                 || if widen_kept {
                     view.dist_from(&kept_rows[j], k.id, c.id) > c.dist
@@ -123,6 +143,28 @@ fn select(view: &VectorView<'_>, candidates: &[Link], m: usize) -> Vec<Link> {
     kept
 }
 
+/// Up to `n` of `copies` (links to rows equal to `base`'s): the nearest before `base` and the
+/// nearest after it in row order, then the next nearest in row order.
+fn chain_links(base: u32, mut by_row: Vec<Link>, n: usize) -> Vec<Link> {
+    by_row.sort_unstable_by_key(|c| c.id);
+    by_row.dedup_by_key(|c| c.id);
+    let after = by_row.partition_point(|c| c.id < base);
+    let mut order: Vec<Link> = Vec::with_capacity(by_row.len());
+    let (mut lo, mut hi) = (after, after);
+    // Alternately the next copy before and after `base`, nearest first.
+    while order.len() < n && (lo > 0 || hi < by_row.len()) {
+        if lo > 0 {
+            lo -= 1;
+            order.push(by_row[lo]);
+        }
+        if hi < by_row.len() && order.len() < n {
+            order.push(by_row[hi]);
+            hi += 1;
+        }
+    }
+    order
+}
+
 /// Cuts `list`, node `node`'s links, back to `cap` by the heuristic.
 fn prune(view: &VectorView<'_>, node: u32, list: &mut Vec<Link>, cap: usize) {
     if list.iter().any(|l| l.dist.is_nan()) {
@@ -132,7 +174,7 @@ fn prune(view: &VectorView<'_>, node: u32, list: &mut Vec<Link>, cap: usize) {
         }
     }
     list.sort_unstable_by(Link::nearest_first);
-    *list = select(view, list, cap);
+    *list = select(view, node, list, cap);
 }
 
 /// The graph while it is being built: every node's list on each of its levels, with each
@@ -485,7 +527,7 @@ impl Insert<'_> {
             );
             let cap = if l == 0 { 2 * m } else { m };
             let candidates: Vec<Link> = found.iter().map(|&n| Link::new(n)).collect();
-            let chosen = select(view, &candidates, cap);
+            let chosen = select(view, i, &candidates, cap);
             graph.set(i, l, chosen.clone());
             for nb in &chosen {
                 let back = Link::new(Neighbor::new(nb.dist, i));
@@ -534,7 +576,7 @@ mod tests {
                 let near = &near[..60];
                 // An earlier selection among the odd ids, then the even ones added.
                 let odd: Vec<Link> = near.iter().copied().filter(|l| l.id % 2 == 1).collect();
-                let first = select(&view, &odd, cap);
+                let first = select(&view, base, &odd, cap);
                 assert!(first.len() > 1 && first.iter().all(|l| l.selected));
                 let ids = |v: &[Link]| v.iter().map(|l| l.id).collect::<Vec<_>>();
                 // Pruning a list keeps what selecting among its links afresh keeps.
@@ -543,7 +585,7 @@ mod tests {
                         selected: false,
                         ..*l
                     });
-                    let expect = ids(&select(&view, &sorted(fresh.collect()), cap));
+                    let expect = ids(&select(&view, base, &sorted(fresh.collect()), cap));
                     prune(&view, base, &mut list, cap);
                     assert_eq!(ids(&list), expect);
                 };
