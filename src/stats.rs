@@ -21,6 +21,10 @@ pub struct Stats {
     pub bytes_on_disk: u64,
     /// Bytes of the segments' index files (part of `bytes_on_disk`).
     pub index_bytes: u64,
+    /// The id column's name.
+    pub id_column: String,
+    /// The vector column's name.
+    pub vector_column: String,
     /// The vectors' dimension.
     pub dim: usize,
     /// The precision vectors are stored in: `float32` or `float16`.

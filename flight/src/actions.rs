@@ -130,8 +130,23 @@ impl OmenFlight {
             }
             BUILD_INDEX => {
                 let c = self.open(&name).await?;
-                let built =
-                    blocking(BUILD_INDEX, move || c.build_index(1).map_err(Error::from)).await?;
+                // After the name, optionally `min_rows=N`: segments smaller stay unindexed.
+                let min_rows = match body.split_whitespace().nth(1) {
+                    None => 1,
+                    Some(w) => w
+                        .strip_prefix("min_rows=")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .ok_or_else(|| {
+                            Status::invalid_argument(format!(
+                                "build_index: after the collection's name only min_rows=N, \
+                                 not '{w}'"
+                            ))
+                        })?,
+                };
+                let built = blocking(BUILD_INDEX, move || {
+                    c.build_index(min_rows).map_err(Error::from)
+                })
+                .await?;
                 serde_json::json!({ "collection": name, "indexes_built": built })
             }
             kind if maintenance::ACTIONS.contains(&kind) => {

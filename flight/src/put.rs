@@ -17,7 +17,8 @@ use crate::{sql, OmenFlight};
 
 /// The collection name, creation options and write mode a put descriptor names: `mode=append`
 /// (the default) creates the collection on its first rows and refuses stored ids,
-/// `mode=upsert` replaces the stored rows.
+/// `mode=upsert` replaces the stored rows; the engine's other modes by their names
+/// (`create`: only a new collection, `replace`).
 fn put_target(
     descriptor: &FlightDescriptor,
 ) -> Result<(String, CollectionOptions, WriteMode), Status> {
@@ -35,12 +36,15 @@ fn put_target(
     let mut options = Vec::new();
     for part in parts {
         match part.split_once('=') {
+            // `append` creates the collection on its first rows, as a put without a mode does.
             Some(("mode", "append")) => mode = WriteMode::CreateOrAppend,
-            Some(("mode", "upsert")) => mode = WriteMode::Upsert,
             Some(("mode", other)) => {
-                return Err(Status::invalid_argument(format!(
-                    "bad descriptor option: mode must be append or upsert, got '{other}'"
-                )))
+                mode = other.parse().map_err(|e: omendb::Error| {
+                    Status::invalid_argument(format!(
+                        "bad descriptor option: mode: {}",
+                        engine_status(&e).message()
+                    ))
+                })?
             }
             _ => options.push(part.as_str()),
         }
@@ -95,8 +99,8 @@ impl OmenFlight {
             .ingest_stream(first, input, name, mode, opts, deadline)
             .await?;
         let mode = match mode {
-            WriteMode::Upsert => "upsert",
-            _ => "append",
+            WriteMode::CreateOrAppend => "append",
+            other => other.name(),
         };
         let meta =
             serde_json::json!({ "collection": name, "rows": rows, "mode": mode }).to_string();

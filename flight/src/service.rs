@@ -103,9 +103,10 @@ impl FlightService for OmenFlight {
 
     async fn do_exchange(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented("do_exchange is not supported"))
+        self.streamed("do_exchange", self.do_exchange_inner(request))
+            .await
     }
 
     async fn do_action(

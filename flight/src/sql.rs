@@ -23,6 +23,7 @@
 //! `metadata` answers the catalog commands.
 
 mod actions;
+mod exchange;
 mod handle;
 mod ingest;
 mod metadata;

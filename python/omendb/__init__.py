@@ -67,18 +67,27 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+_REMOTE = ("grpc://", "grpc+tcp://", "grpc+tls://", "grpcs://")
+
+
 def connect(
     path: PathLike,
     storage_options: Optional[Mapping[str, str]] = None,
     cache_dir: Optional[PathLike] = None,
     cache_size: Optional[int] = None,
+    token: Optional[str] = None,
+    timeout: Optional[float] = None,
 ) -> "Database":
     """Opens (creating if needed) the database at ``path``: a directory, or object storage as
     a URL (``s3://bucket/prefix``, ``gs://``, ``az://``, ``file:///dir``, ``memory://``), with
     ``storage_options`` for its client (the ``object_store`` keys) and the files it reads cached
     under ``cache_dir`` (default: under the system temp dir), at most ``cache_size`` bytes of
-    them (default: no limit; past it the least recently used files are removed)."""
-    return Database(path, storage_options, cache_dir, cache_size)
+    them (default: no limit; past it the least recently used files are removed).
+
+    ``grpc://host:port`` (``grpcs://`` or ``grpc+tls://`` with TLS) reaches the database of a
+    running ``omendb serve`` instead, with ``token`` (the server's ``--token-file``) and each
+    call's ``timeout`` in seconds: the same classes and methods, each search one call."""
+    return Database(path, storage_options, cache_dir, cache_size, token=token, timeout=timeout)
 
 
 def _vector_array(vectors: Any) -> pa.Array:
@@ -172,9 +181,25 @@ class Database:
         storage_options: Optional[Mapping[str, str]] = None,
         cache_dir: Optional[PathLike] = None,
         cache_size: Optional[int] = None,
+        token: Optional[str] = None,
+        timeout: Optional[float] = None,
     ):
+        path = os.fspath(path)
+        if path.startswith(_REMOTE):
+            if storage_options or cache_dir is not None or cache_size is not None:
+                raise InvalidInput(
+                    "invalid input: storage_options, cache_dir and cache_size are the server's "
+                    f"settings (omendb serve), not a client's of {path}"
+                )
+            from ._remote import RemoteDatabase
+
+            url = "grpc+tls://" + path[len("grpcs://"):] if path.startswith("grpcs://") else path
+            self._db = RemoteDatabase(url, token, timeout)
+            return
+        if token is not None or timeout is not None:
+            raise InvalidInput("invalid input: token and timeout are for a server (grpc://host:port)")
         self._db = _omendb.Database(
-            os.fspath(path),
+            path,
             dict(storage_options or {}),
             None if cache_dir is None else os.fspath(cache_dir),
             cache_size,

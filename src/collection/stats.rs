@@ -37,6 +37,18 @@ impl Collection {
                 .iter()
                 .filter_map(|s| s.index.as_ref().map(|i| i.bytes))
                 .sum(),
+            id_column: self
+                .layout
+                .schema
+                .field(self.layout.id_index)
+                .name()
+                .clone(),
+            vector_column: self
+                .layout
+                .schema
+                .field(self.layout.vector_index)
+                .name()
+                .clone(),
             dim: self.layout.dim,
             vector_type: self.layout.vector_type.as_str().to_string(),
             metric: manifest.metric,

@@ -196,9 +196,41 @@ impl Ingest {
         }
     }
 
+    /// Makes the new collection this stream creates, its layout from `batch`'s schema.
+    fn decide(&mut self, batch: &RecordBatch) -> Result<()> {
+        let schema = schema_for_batch(
+            batch,
+            &self.opts.id_column,
+            self.opts.vector_column.as_deref(),
+        )?;
+        let layout = Layout::from_schema(
+            &self.name,
+            &schema,
+            &self.opts.id_column,
+            self.opts.vector_column.as_deref(),
+            self.opts.vector_type,
+        )?;
+        let (place, store) = self.db.root.stage(&self.name)?;
+        self.target = Target::New {
+            place,
+            store,
+            layout: Arc::new(layout),
+        };
+        Ok(())
+    }
+
     /// Validates `batch` and stages it. On error the ingest should be dropped.
     pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
+            // A batch without rows still defines a collection to create (a create with no
+            // rows, as a client that only streams Arrow can ask for one).
+            let creates = matches!(
+                self.mode,
+                WriteMode::Create | WriteMode::CreateOrAppend | WriteMode::Upsert
+            );
+            if creates && matches!(self.target, Target::Undecided) {
+                self.decide(batch)?;
+            }
             return Ok(());
         }
         if self.rows + batch.num_rows() > self.max_rows {
@@ -211,24 +243,7 @@ impl Ingest {
             self.stalled = c.admit(self.deadline)?; // before the first row is staged
         }
         if matches!(self.target, Target::Undecided) {
-            let schema = schema_for_batch(
-                batch,
-                &self.opts.id_column,
-                self.opts.vector_column.as_deref(),
-            )?;
-            let layout = Layout::from_schema(
-                &self.name,
-                &schema,
-                &self.opts.id_column,
-                self.opts.vector_column.as_deref(),
-                self.opts.vector_type,
-            )?;
-            let (place, store) = self.db.root.stage(&self.name)?;
-            self.target = Target::New {
-                place,
-                store,
-                layout: Arc::new(layout),
-            };
+            self.decide(batch)?;
         }
         let (layout, metric) = self.layout().expect("decided");
         let prepared = layout.prepare(batch, metric)?;

@@ -68,7 +68,7 @@ pub(super) fn param_values(
 /// Refuses a bound value that cannot be what its integer parameter is (a float or a string where
 /// k goes), so the execute call fails rather than the fetch; a knn() query vector is checked by
 /// `Prepared::check_values`.
-fn check_bound_types(
+pub(super) fn check_bound_types(
     prepared: &omendb_datafusion::Prepared,
     values: &ParamValues,
 ) -> Result<(), Status> {

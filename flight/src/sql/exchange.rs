@@ -1,0 +1,351 @@
+//! DoExchange: a search, or a statement with its parameters, in one call, for clients that
+//! speak plain Flight (the Python package's remote mode, any language's Flight client). The
+//! descriptor's command is JSON naming what to run; the client's stream carries the Arrow
+//! input (the query vectors, or one row of parameters); the answer streams back on the same
+//! call. Flight SQL's prepared statements take three calls for the same search.
+//!
+//! - `{"search": "docs", "k": 10, "ef": 64, "nprobe": 8, "where": "lang = 'en'", "fast":
+//!   false}` (all but `search` and `k` optional), with one row per query vector (the first
+//!   column: a fixed-size or variable list of floats). The answer: `_query` (the input row
+//!   each result answers, Int32), the collection's columns and `_distance`, each query's rows
+//!   nearest first. A search with `where` runs the statement
+//!   `SELECT * FROM knn(...) WHERE (...)` planned once per session and text, then only bound.
+//! - `{"sql": "SELECT ... $1 ..."}`, with no input or one row whose columns are `$1, $2, ...`
+//!   (or named parameters by column name): planned once per session and text, bound per call.
+//!
+//! Roles, the file policy, sessions and the limits (`--max-k`, `--max-ef`,
+//! `--max-result-rows`, `--query-timeout`) hold as for every other call.
+
+use std::sync::Arc;
+
+use arrow_flight::FlightData;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float32Array, Int32Array, ListArray, RecordBatch,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use futures::stream::{self, StreamExt};
+use omendb::SearchRequest;
+use serde::Deserialize;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::Role;
+use crate::error::Error;
+use crate::runtime::{blocking, Stream};
+use crate::session::{Session, SESSION_HEADER};
+use crate::wire::{encode, put_batches};
+use crate::{metrics, OmenFlight};
+
+/// A search: the collection, k and the knobs of `knn()`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Search {
+    search: String,
+    k: usize,
+    #[serde(default)]
+    ef: Option<usize>,
+    #[serde(default)]
+    nprobe: Option<usize>,
+    #[serde(default, rename = "where")]
+    filter: Option<String>,
+    #[serde(default)]
+    fast: bool,
+}
+
+/// A statement and (in the stream) its parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sql {
+    sql: String,
+}
+
+/// What an exchange's command asks for.
+enum Command {
+    Search(Search),
+    Sql(Sql),
+}
+
+fn command(bytes: &[u8]) -> Result<Command, Status> {
+    let bad = |e: serde_json::Error| {
+        Status::invalid_argument(format!(
+            "a do_exchange command is JSON: {{\"search\": collection, \"k\": k, ...}} or \
+             {{\"sql\": text}} ({e})"
+        ))
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+    if value.get("search").is_some() {
+        Ok(Command::Search(serde_json::from_value(value).map_err(bad)?))
+    } else if value.get("sql").is_some() {
+        Ok(Command::Sql(serde_json::from_value(value).map_err(bad)?))
+    } else {
+        Err(Status::invalid_argument(
+            "a do_exchange command names \"search\" (a collection) or \"sql\" (a statement)",
+        ))
+    }
+}
+
+/// The query vectors of a search's input, flattened: the first column of every batch, each
+/// row a list of `dim` numbers.
+fn query_vectors(batches: &[RecordBatch], dim: usize) -> Result<Vec<f32>, Status> {
+    let mut out = Vec::new();
+    for b in batches.iter().filter(|b| b.num_rows() > 0) {
+        let col = b.column(0);
+        if col.null_count() > 0 {
+            return Err(Status::invalid_argument("a query vector is null"));
+        }
+        let item = Arc::new(Field::new_list_field(DataType::Float32, true));
+        let list = datafusion::arrow::compute::cast(col, &DataType::List(item)).map_err(|e| {
+            Status::invalid_argument(format!(
+                "the search input's first column must hold the query vectors (lists of \
+                 numbers), not {}: {e}",
+                col.data_type()
+            ))
+        })?;
+        let list = list.as_list::<i32>();
+        for v in list.iter().flatten() {
+            let v = v.as_primitive::<Float32Type>();
+            if v.len() != dim || v.null_count() > 0 {
+                return Err(Status::invalid_argument(format!(
+                    "a query vector has {} numbers{}; the collection's vectors have {dim}",
+                    v.len(),
+                    if v.null_count() > 0 {
+                        " with nulls"
+                    } else {
+                        ""
+                    },
+                )));
+            }
+            out.extend_from_slice(v.values());
+        }
+    }
+    Ok(out)
+}
+
+/// `v` as the `List<Float32>` value a `$1` of `knn()` binds.
+fn vector_value(v: &[f32]) -> ScalarValue {
+    let values = Float32Array::from(v.to_vec());
+    let field = Arc::new(Field::new_list_field(DataType::Float32, true));
+    let offsets = datafusion::arrow::buffer::OffsetBuffer::from_lengths([values.len()]);
+    ScalarValue::List(Arc::new(ListArray::new(
+        field,
+        offsets,
+        Arc::new(values),
+        None,
+    )))
+}
+
+/// `batch` with a leading `_query` column of `query`.
+fn numbered(batch: &RecordBatch, query: i32) -> Result<RecordBatch, Status> {
+    let mut fields = vec![Arc::new(Field::new("_query", DataType::Int32, false))];
+    fields.extend(batch.schema().fields().iter().cloned());
+    let mut columns: Vec<ArrayRef> =
+        vec![Arc::new(Int32Array::from(vec![query; batch.num_rows()]))];
+    columns.extend(batch.columns().iter().cloned());
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Status::internal(format!("numbering search results: {e}")))
+}
+
+/// `name` quoted as a SQL string literal.
+fn quoted(name: &str) -> String {
+    format!("'{}'", name.replace('\'', "''"))
+}
+
+impl OmenFlight {
+    pub(crate) async fn do_exchange_inner(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Stream<FlightData>>, Status> {
+        let role = self.role(request.metadata(), Role::Read, "an exchange")?;
+        let session = self.session(&request)?;
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty do_exchange stream"))?;
+        let cmd = first
+            .flight_descriptor
+            .as_ref()
+            .map(|d| d.cmd.clone())
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "the first message of do_exchange must carry a descriptor with the command",
+                )
+            })?;
+        let command = command(&cmd)?;
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        let mut stream = put_batches(first, input);
+        while let Some(b) = stream.next().await {
+            let b = b?;
+            rows += b.num_rows();
+            if rows > self.config.max_put_rows {
+                return Err(Status::resource_exhausted(format!(
+                    "an exchange's input holds at most {} rows (--max-put-rows)",
+                    self.config.max_put_rows
+                )));
+            }
+            batches.push(b);
+        }
+        let (text, schema, out) = match command {
+            Command::Search(s) => self.exchange_search(&session, role, s, batches).await?,
+            Command::Sql(s) => self.exchange_sql(&session, role, s, batches).await?,
+        };
+        let stream = stream::iter(out.into_iter().map(Ok));
+        let mut response = Response::new(encode(schema, stream, "an exchange"));
+        response.extensions_mut().insert(metrics::QueryText(text));
+        if let Ok(v) = MetadataValue::try_from(&session.id) {
+            response.metadata_mut().insert(SESSION_HEADER, v);
+        }
+        Ok(response)
+    }
+
+    /// Runs a search command: the query text for the log, the schema and the rows.
+    async fn exchange_search(
+        &self,
+        session: &Session,
+        role: Role,
+        s: Search,
+        input: Vec<RecordBatch>,
+    ) -> Result<(String, SchemaRef, Vec<RecordBatch>), Status> {
+        let limits = &self.config;
+        if s.k > limits.max_k {
+            return Err(Status::invalid_argument(format!(
+                "k {} is over the limit of {} (--max-k)",
+                s.k, limits.max_k
+            )));
+        }
+        if let Some(ef) = s.ef.filter(|&ef| ef > limits.max_ef) {
+            return Err(Status::invalid_argument(format!(
+                "ef {ef} is over the limit of {} (--max-ef)",
+                limits.max_ef
+            )));
+        }
+        if s.nprobe == Some(0) {
+            return Err(Status::invalid_argument(
+                "nprobe must be a positive integer, got 0",
+            ));
+        }
+        let collection = self.open(&s.search).await?;
+        let dim = collection.dim();
+        let queries = query_vectors(&input, dim)?;
+        let nq = queries.len() / dim.max(1);
+        if nq.saturating_mul(s.k) > limits.max_result_rows {
+            return Err(Status::resource_exhausted(format!(
+                "{nq} queries of k {} could return more than {} rows (--max-result-rows)",
+                s.k, limits.max_result_rows
+            )));
+        }
+        let text = format!(
+            "search {} k={} ef={:?} nprobe={:?} where={:?} fast={} ({nq} queries)",
+            s.search, s.k, s.ef, s.nprobe, s.filter, s.fast
+        );
+        let Some(cond) = &s.filter else {
+            let (ef, nprobe, k, fast) = (s.ef, s.nprobe, s.k, s.fast);
+            let timeout = limits.query_timeout;
+            let search = blocking("a search", move || -> Result<_, Error> {
+                let req = SearchRequest::new(&queries, k)
+                    .ef(ef)
+                    .nprobe(nprobe)
+                    .fast(fast);
+                Ok(collection.snapshot().search_rows(&req)?.numbered()?)
+            });
+            let batch = tokio::time::timeout(timeout, search)
+                .await
+                .map_err(|_| crate::wire::timed_out(timeout))??;
+            return Ok((text, batch.schema(), vec![batch]));
+        };
+        let mut knobs = String::new();
+        let mut extra = Vec::new();
+        for (name, v) in [("ef", s.ef), ("nprobe", s.nprobe)] {
+            if let Some(v) = v {
+                extra.push(ScalarValue::Int64(Some(v as i64)));
+                knobs.push_str(&format!(", {name} => ${}", extra.len() + 2));
+            }
+        }
+        if s.fast {
+            knobs.push_str(", fast => true");
+        }
+        let sql = format!(
+            "SELECT * FROM knn({}, $1, $2{knobs}) WHERE ({cond})",
+            quoted(&s.search)
+        );
+        let prepared = self.statement(session, &sql, role).await?;
+        let mut out = Vec::new();
+        for (q, v) in queries.chunks(dim).enumerate() {
+            let mut values = vec![vector_value(v), ScalarValue::Int64(Some(s.k as i64))];
+            values.extend(extra.iter().cloned());
+            let values = ParamValues::List(values.into_iter().map(Into::into).collect());
+            for b in self.run_to_end(&prepared, values).await? {
+                out.push(numbered(&b, q as i32)?);
+            }
+        }
+        let schema = match out.first() {
+            Some(b) => b.schema(),
+            None => {
+                let empty = RecordBatch::new_empty(prepared.schema());
+                numbered(&empty, 0)?.schema()
+            }
+        };
+        Ok((text, schema, out))
+    }
+
+    /// Runs a statement with the one row of parameters of `input` (or none).
+    async fn exchange_sql(
+        &self,
+        session: &Session,
+        role: Role,
+        s: Sql,
+        input: Vec<RecordBatch>,
+    ) -> Result<(String, SchemaRef, Vec<RecordBatch>), Status> {
+        let rows: usize = input.iter().map(RecordBatch::num_rows).sum();
+        if rows > 1 {
+            return Err(Status::invalid_argument(format!(
+                "a statement runs with one row of parameters, {rows} were sent"
+            )));
+        }
+        let prepared = self.statement(session, &s.sql, role).await?;
+        let values = match input.iter().find(|b| b.num_rows() > 0) {
+            None => ParamValues::List(vec![]),
+            Some(b) => {
+                let values = super::prepared::param_values(&prepared, b, 0)?;
+                super::prepared::check_bound_types(&prepared, &values)?;
+                values
+            }
+        };
+        let schema = Self::bound_schema(&prepared, &values)?;
+        let out = self.run_to_end(&prepared, values).await?;
+        let schema = out.first().map_or(schema, RecordBatch::schema);
+        Ok((s.sql, schema, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_named_and_unknown_keys_refused() {
+        assert!(matches!(
+            command(br#"{"search": "docs", "k": 3, "where": "a > 1"}"#),
+            Ok(Command::Search(Search {
+                k: 3,
+                filter: Some(_),
+                ..
+            }))
+        ));
+        assert!(matches!(
+            command(br#"{"sql": "SELECT 1"}"#),
+            Ok(Command::Sql(_))
+        ));
+        for bad in [
+            &br#"{"search": "docs", "k": 3, "eff": 9}"#[..],
+            br#"{"search": "docs"}"#,
+            br#"{"query": "x"}"#,
+            b"SELECT 1",
+        ] {
+            let e = command(bad).err().expect("refused");
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+        }
+    }
+}
