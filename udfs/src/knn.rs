@@ -42,7 +42,7 @@ pub use args::KnnLimits;
 pub(crate) use args::{check_dimension, constant, float32_list, query_vector};
 pub(crate) use bind::KnnBinder;
 pub(crate) use exec::KnnExec;
-pub use exec::{execute_frame, knn_waits, KnnWaits, QueryWaits};
+pub use exec::{execute_frame, knn_waits, KnnWaits, QueryWaits, INLINE_WORK};
 pub(crate) use node::KnnNode;
 pub(crate) use planner::KnnPlanner;
 pub(crate) use provider::{KnnTable, QueryVector};

@@ -226,7 +226,8 @@ impl OmenFlight {
                 "nprobe must be a positive integer, got 0",
             ));
         }
-        let collection = self.open(&s.search).await?;
+        // As a knn() binds: the collection is looked up where the call runs.
+        let collection = self.db.collection(&s.search).map_err(Error::from)?;
         let dim = collection.dim();
         let queries = query_vectors(&input, dim)?;
         let nq = queries.len() / dim.max(1);
@@ -242,17 +243,31 @@ impl OmenFlight {
         );
         let Some(cond) = &s.filter else {
             let (ef, nprobe, k, fast) = (s.ef, s.nprobe, s.k, s.fast);
-            let timeout = limits.query_timeout;
-            let search = blocking("a search", move || -> Result<_, Error> {
+            let snapshot = collection.snapshot();
+            // A short search runs here, as a knn() does (a blocking thread costs two wake-ups
+            // more than it); a longer one on a blocking thread, within the query timeout.
+            let work = snapshot.search_work(
+                &SearchRequest::new(&queries, k)
+                    .ef(ef)
+                    .nprobe(nprobe)
+                    .fast(fast),
+            );
+            let short = work <= omendb_datafusion::INLINE_WORK;
+            let search = move || -> Result<RecordBatch, Error> {
                 let req = SearchRequest::new(&queries, k)
                     .ef(ef)
                     .nprobe(nprobe)
                     .fast(fast);
-                Ok(collection.snapshot().search_rows(&req)?.numbered()?)
-            });
-            let batch = tokio::time::timeout(timeout, search)
-                .await
-                .map_err(|_| crate::wire::timed_out(timeout))??;
+                Ok(snapshot.search_rows(&req)?.numbered()?)
+            };
+            let batch = if short {
+                search()?
+            } else {
+                let timeout = limits.query_timeout;
+                tokio::time::timeout(timeout, blocking("a search", search))
+                    .await
+                    .map_err(|_| crate::wire::timed_out(timeout))??
+            };
             return Ok((text, batch.schema(), vec![batch]));
         };
         let mut knobs = String::new();

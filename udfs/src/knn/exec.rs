@@ -34,7 +34,7 @@ use crate::engine_error;
 /// microseconds. Handing it to a blocking thread and back costs two thread wake-ups, about as
 /// much again (about a tenth of the server's CPU for a bound knn() over Flight SQL). Longer
 /// searches, and any with a filter to evaluate, run on a blocking thread.
-const INLINE_WORK: usize = 8_192;
+pub const INLINE_WORK: usize = 8_192;
 
 /// knn() searches run on blocking threads: how many, how long they waited for a thread, and
 /// how long they ran.
