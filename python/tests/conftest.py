@@ -2,6 +2,7 @@
 real S3-compatible server (moto, started once on 127.0.0.1; `pip install "moto[server]"`), and
 in remote mode against a real `omendb serve` process (the workspace's build, or $OMENDB_BIN)."""
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -52,17 +53,17 @@ def s3_options():
         proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """`omendb serve` on 127.0.0.1 over a fresh directory: its grpc:// URL."""
+@contextlib.contextmanager
+def serve(data, *args):
+    """`omendb serve` on 127.0.0.1 over directory `data` (log beside it) with `args`: its
+    grpc:// URL."""
     root = pathlib.Path(__file__).resolve().parents[2]
     binary = os.environ.get("OMENDB_BIN") or str(root / "target" / "debug" / "omendb")
     if not os.path.exists(binary):
         pytest.skip(f"the remote runs need the server binary ({binary}): cargo build, or set OMENDB_BIN")
     port = _free_port()
-    data = tmp_path_factory.mktemp("served")
-    with open(data.parent / "server.log", "wb") as log:
-        proc = subprocess.Popen([binary, "serve", "--data", str(data / "db"), "--addr", f"127.0.0.1:{port}"],
+    with open(f"{data}.log", "wb") as log:
+        proc = subprocess.Popen([binary, "serve", "--data", str(data), "--addr", f"127.0.0.1:{port}", *args],
                                 stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 60
@@ -71,7 +72,7 @@ def server(tmp_path_factory):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                assert proc.poll() is None, "omendb serve exited at start"
+                assert proc.poll() is None, f"omendb serve exited at start (log: {data}.log)"
                 assert time.monotonic() < deadline, "omendb serve did not start"
                 time.sleep(0.05)
         yield f"grpc://127.0.0.1:{port}"
@@ -80,18 +81,29 @@ def server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One server for the remote runs, over a fresh directory."""
+    with serve(tmp_path_factory.mktemp("served") / "db") as url:
+        yield url
+
+
+def _drop_all(url):
+    with omendb.connect(url) as db:
+        for name in db.list_collections():
+            db.drop_collection(name)
+
+
 @pytest.fixture(params=["dir", "s3", "remote"])
 def db(request, tmp_path):
     """A fresh database: in a directory, under a new prefix of the bucket, or a server's (left
     empty again after the test)."""
     if request.param == "remote":
         url = request.getfixturevalue("server")
+        _drop_all(url)
         with omendb.connect(url) as db:
-            for name in db.list_collections():
-                db.drop_collection(name)
             yield db
-            for name in db.list_collections():
-                db.drop_collection(name)
+        _drop_all(url)
         return
     if request.param == "dir":
         with omendb.connect(tmp_path / "db") as db:

@@ -264,8 +264,7 @@ def test_float16_collections_answer_as_their_rounded_vectors(db, rng, index):
     assert made.stats()["vector_type"] == "float16"
 
 
-def test_errors_are_typed_and_name_what_was_wrong(tmp_path, rng):
-    db = omendb.connect(tmp_path)
+def test_errors_are_typed_and_name_what_was_wrong(db, rng):
     docs = db.create_collection("docs", dim=DIM)
     with pytest.raises(omendb.InvalidInput, match="dimension 16"):
         docs.search(np.zeros(3, dtype=np.float32), k=1)
@@ -283,8 +282,6 @@ def test_errors_are_typed_and_name_what_was_wrong(tmp_path, rng):
         db.sql("SELEC nonsense")
     with pytest.raises(omendb.NotFound):
         db.sql("SELECT * FROM knn('nope', $1, 3)", params=[[0.0] * DIM])
-    with pytest.raises(omendb.Locked):
-        omendb.connect(tmp_path)
     for cls in (omendb.InvalidInput, omendb.NotFound, omendb.Locked, omendb.Closed, omendb.Corrupt):
         assert issubclass(cls, omendb.Error)
     db.close()
@@ -293,6 +290,14 @@ def test_errors_are_typed_and_name_what_was_wrong(tmp_path, rng):
         docs.count()
     with pytest.raises(omendb.Closed):
         db.list_collections()
+
+
+def test_a_directory_is_locked_while_open_and_opens_again_once_closed(tmp_path, rng):
+    db = omendb.connect(tmp_path)
+    db.create_collection("docs", dim=DIM).add(ids=[1], vectors=unit(rng, 1))
+    with pytest.raises(omendb.Locked):
+        omendb.connect(tmp_path)
+    db.close()
     # Closed means released: the directory opens again, with its rows.
     with omendb.connect(tmp_path) as again:
         assert again.open_collection("docs").count() == 1
@@ -447,3 +452,27 @@ def test_a_database_on_object_storage_round_trips(tmp_path, rng):
         assert db.open_collection("docs").search(data[9], k=1).column("id").to_pylist() == [9]
     with pytest.raises(omendb.InvalidInput, match="nope://x"):
         omendb.connect("nope://x")
+
+
+def test_remote_mode_sends_the_token_and_the_server_checks_its_role(tmp_path, rng):
+    from conftest import serve
+
+    (tmp_path / "tokens.txt").write_text("reader-token read\nwriter-token admin\n")
+    with serve(tmp_path / "db", "--token-file", str(tmp_path / "tokens.txt")) as url:
+        with pytest.raises(omendb.Error, match="(?i)token"):
+            omendb.connect(url)
+        with pytest.raises(omendb.Error, match="(?i)token"):
+            omendb.connect(url, token="wrong")
+        with omendb.connect(url, token="writer-token") as admin:
+            docs = admin.create_collection("docs", dim=DIM)
+            docs.add(ids=np.arange(50), vectors=unit(rng, 50))
+        with omendb.connect(url, token="reader-token", timeout=30) as reader:
+            docs = reader.open_collection("docs")
+            assert docs.search(unit(rng, 1)[0], k=5).num_rows == 5
+            with pytest.raises(omendb.Error, match="write"):
+                docs.add(ids=[99], vectors=unit(rng, 1))
+            with pytest.raises(omendb.Error, match="(?i)delete|write"):
+                docs.delete([1])
+            assert docs.count() == 50
+    with pytest.raises(omendb.InvalidInput, match="server"):
+        omendb.connect("grpc://127.0.0.1:1", cache_dir=tmp_path)
