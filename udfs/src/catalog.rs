@@ -17,10 +17,11 @@ use crate::dml::CollectionSink;
 use crate::{engine_error, memory_scan};
 
 /// The default schema of an OmenDB session: every collection of the database, plus whatever
-/// other tables (Parquet, CSV, memory) the session registers beside them.
+/// other tables (Parquet, CSV, memory) the session registered before (a host's own session)
+/// or registers beside them.
 pub(crate) struct OmenSchema {
     db: Arc<Database>,
-    others: MemorySchemaProvider,
+    others: Arc<dyn SchemaProvider>,
 }
 
 impl fmt::Debug for OmenSchema {
@@ -32,10 +33,11 @@ impl fmt::Debug for OmenSchema {
 }
 
 impl OmenSchema {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
+    /// The collections of `db` beside the tables of `others` (a session's schema before).
+    pub(crate) fn new(db: Arc<Database>, others: Option<Arc<dyn SchemaProvider>>) -> Self {
         OmenSchema {
             db,
-            others: MemorySchemaProvider::new(),
+            others: others.unwrap_or_else(|| Arc::new(MemorySchemaProvider::new())),
         }
     }
 }

@@ -83,8 +83,10 @@ pub(crate) fn condition_mask(
         })
 }
 
-/// Registers the database's collections as the tables of the default schema (other tables
-/// can still be registered beside them), the `knn` table function and the distance functions.
+/// Registers the database's collections as tables of the default schema, beside the tables
+/// the session already has (and those it registers later), the `knn` table function, the
+/// distance functions and the vector operators: OmenDB as a plugin of a host's own
+/// `SessionContext`.
 pub fn register(ctx: &SessionContext, db: Arc<Database>) -> Result<()> {
     register_with_limits(ctx, db, KnnLimits::default())
 }
@@ -98,7 +100,9 @@ pub fn register_with_limits(
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| DataFusionError::Plan("no default catalog".into()))?;
-    catalog.register_schema("public", Arc::new(OmenSchema::new(db.clone())))?;
+    // The tables the session had keep their names; the collections join them.
+    let before = catalog.schema("public");
+    catalog.register_schema("public", Arc::new(OmenSchema::new(db.clone(), before)))?;
     ctx.register_relation_planner(Arc::new(KnnPlanner::new(db.clone(), limits)))?;
     ctx.add_analyzer_rule(Arc::new(KnnBinder::new(db.clone(), limits)));
     ctx.state_ref()
