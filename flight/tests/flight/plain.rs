@@ -251,7 +251,7 @@ async fn upsert_puts_compaction_and_settings_over_flight() {
             (
                 &["docs", "mode=merge"],
                 vec![batch(0..1, 4)],
-                "mode must be append or upsert",
+                "unknown write mode 'merge'",
             ),
         ],
     )
