@@ -23,6 +23,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _wait_for(port, proc, what, seconds):
+    """Waits until `proc` (`what`) accepts connections on `port`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert proc.poll() is None, f"{what} exited at start"
+            assert time.monotonic() < deadline, f"{what} did not start"
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def s3_options():
     """moto's S3 server with bucket `omendb`: the client options that reach it."""
@@ -32,14 +45,7 @@ def s3_options():
     proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.05)
+        _wait_for(port, proc, "moto_server", 30)
         import boto3
         endpoint = f"http://127.0.0.1:{port}"
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
@@ -66,15 +72,7 @@ def serve(data, *args):
         proc = subprocess.Popen([binary, "serve", "--data", str(data), "--addr", f"127.0.0.1:{port}", *args],
                                 stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, f"omendb serve exited at start (log: {data}.log)"
-                assert time.monotonic() < deadline, "omendb serve did not start"
-                time.sleep(0.05)
+        _wait_for(port, proc, f"omendb serve (log: {data}.log)", 60)
         yield f"grpc://127.0.0.1:{port}"
     finally:
         proc.terminate()
