@@ -32,7 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The application's session and its own data: product prices, written as Parquet.
     let ctx = SessionContext::new();
     let prices = RecordBatch::try_from_iter(vec![
-        ("product", Arc::new(Int64Array::from_iter_values(0..ROWS)) as ArrayRef),
+        (
+            "product",
+            Arc::new(Int64Array::from_iter_values(0..ROWS)) as ArrayRef,
+        ),
         (
             "price",
             Arc::new(Float64Array::from_iter_values(
@@ -63,7 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         vectors.append(true);
     }
     let items = RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(Int64Array::from_iter_values(0..ROWS)) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..ROWS)) as ArrayRef,
+        ),
         ("embedding", Arc::new(vectors.finish()) as ArrayRef),
         (
             "name",
