@@ -19,7 +19,8 @@ use omendb::{CollectionOptions, Database};
 const ROWS: i64 = 2_000;
 const DIM: usize = 8;
 
-/// Row `i`'s vector: a point on a slowly turning spiral, so neighbours have nearby ids.
+/// Row `i`'s vector: a point on a curve through 8 dimensions (a deterministic stand-in for
+/// product embeddings).
 fn vector(i: i64) -> [f32; DIM] {
     let t = i as f32 / 50.0;
     std::array::from_fn(|j| ((j as f32 + 1.0) * t).sin() + j as f32 * 0.1)
