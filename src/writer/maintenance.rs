@@ -197,6 +197,16 @@ impl<C: Maintained> Maintenance<C> {
             let Some(plan) = policy::choose(&self.seg_infos(c), &settings, Moment::Full) else {
                 return Ok(merges);
             };
+            // A background merge reading some of them: wait until it ends and releases them
+            // (its result is planned with the rest), rather than report nothing merged.
+            if plan
+                .segments
+                .iter()
+                .any(|id| lock(&self.claimed).contains(id))
+            {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             if !self.run_merge(c, &plan.segments, &settings, &cancel)? {
                 return Ok(merges);
             }

@@ -157,7 +157,7 @@ fn copies_of_a_vector_stay_reachable_in_built_and_merged_graphs() {
     };
     c.build_index(0).unwrap();
     check("four graphs");
-    assert_eq!(c.compact().unwrap(), 1);
+    assert!(c.compact().unwrap() >= 1);
     assert_eq!(c.snapshot().segments().len(), 1);
     check("merged");
 }
