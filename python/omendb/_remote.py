@@ -122,10 +122,14 @@ class RemoteDatabase:
             raise _omendb.Closed(f"closed: the connection to {self._url} was closed")
         return self._client
 
-    def action(self, kind: str, body: str) -> dict:
+    def action_text(self, kind: str, body: str) -> str:
+        """A Flight action's JSON reply, as text."""
         with _errors():
             results = list(self._live().do_action(fl.Action(kind, body.encode()), self._options))
-        return json.loads(results[0].body.to_pybytes()) if results else {}
+        return results[0].body.to_pybytes().decode() if results else "{}"
+
+    def action(self, kind: str, body: str) -> dict:
+        return json.loads(self.action_text(kind, body))
 
     def exchange(self, command: dict, table: Optional[pa.Table] = None) -> pa.Table:
         """One ``DoExchange``: the command, the rows of ``table``, the answer."""
@@ -198,7 +202,7 @@ class RemoteCollection:
         return self._schema
 
     def count(self) -> int:
-        return int(self.stats()["rows"])
+        return int(self._db.action("stats", self.name)["rows"])
 
     def add(self, data: Any) -> int:
         return self._db.put(self.name, data, "append", None)
@@ -245,10 +249,7 @@ class RemoteCollection:
         return found if batched else found.drop_columns(["_query"])
 
     def stats_json(self) -> str:
-        return json.dumps(self.stats())
-
-    def stats(self) -> dict:
-        return self._db.action("stats", self.name)
+        return self._db.action_text("stats", self.name)
 
     def build_index(self, min_rows: int = 0) -> int:
         return int(self._db.action("build_index", f"{self.name} min_rows={int(min_rows)}")["indexes_built"])

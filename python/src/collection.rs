@@ -6,14 +6,12 @@ use arrow_array::{make_array, RecordBatch};
 use arrow_data::ArrayData;
 use arrow_pyarrow::PyArrowType;
 use arrow_schema::Schema;
-use datafusion::common::ScalarValue;
 use omendb::{SearchRequest, SearchResults};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::arrow::{floats, read_stream, table_to_py};
 use crate::error::{invalid, to_py, ArrowError, InternalError};
-use crate::runtime::vector_param;
 use crate::shared::Shared;
 
 /// One collection of an open database.
@@ -236,28 +234,13 @@ impl Collection {
             let dim = c.dim();
             omendb::check_queries(q, dim).map_err(to_py)?;
             let k = i64::try_from(k).map_err(|_| invalid(format!("k {k} is too large")))?;
-            // The options given, by name: $3 and on.
-            let mut options = String::new();
-            let knobs = [("ef", ef), ("nprobe", nprobe)];
-            for (n, (name, _)) in knobs.iter().filter(|(_, v)| v.is_some()).enumerate() {
-                options.push_str(&format!(", {name} => ${}", n + 3));
-            }
-            if fast {
-                options.push_str(", fast => true");
-            }
-            let text = format!(
-                "SELECT * FROM knn('{}', $1, $2{options}) WHERE ({cond})",
-                self.name
-            );
+            let search =
+                omendb_datafusion::FilteredSearch::new(&self.name, cond, k, ef, nprobe, fast);
             let mut batches = Vec::new();
             let mut per_query = Vec::new();
             let mut schema = None;
             for query in q.chunks(dim) {
-                let mut params = vec![vector_param(query.to_vec()), ScalarValue::Int64(Some(k))];
-                for knob in [ef, nprobe].into_iter().flatten() {
-                    params.push(ScalarValue::Int64(Some(knob as i64)));
-                }
-                let (got, s) = self.shared.run_sql(db, &text, params)?;
+                let (got, s) = self.shared.run_sql(db, &search.sql, search.values(query))?;
                 per_query.push(got.iter().map(RecordBatch::num_rows).sum());
                 batches.extend(got);
                 schema = Some(s);

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use arrow_array::{Float32Array, ListArray, RecordBatch};
-use arrow_schema::{DataType, Field, SchemaRef};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
@@ -121,17 +121,4 @@ impl Shared {
             .searches_with(values.len())
             .then_some((prepared, values))
     }
-}
-
-/// A query vector as the SQL layer binds it: a list of float32.
-pub(crate) fn vector_param(v: Vec<f32>) -> ScalarValue {
-    let values = Float32Array::from(v);
-    let field = Arc::new(Field::new_list_field(DataType::Float32, true));
-    let offsets = arrow_buffer::OffsetBuffer::from_lengths([values.len()]);
-    ScalarValue::List(Arc::new(ListArray::new(
-        field,
-        offsets,
-        Arc::new(values),
-        None,
-    )))
 }

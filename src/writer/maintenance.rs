@@ -199,12 +199,7 @@ impl<C: Maintained> Maintenance<C> {
             };
             // A background merge reading some of them: wait until it ends and releases them
             // (its result is planned with the rest), rather than report nothing merged.
-            if plan
-                .segments
-                .iter()
-                .any(|id| lock(&self.claimed).contains(id))
-            {
-                std::thread::sleep(Duration::from_millis(5));
+            if self.wait_released(plan.segments.clone()) {
                 continue;
             }
             if !self.run_merge(c, &plan.segments, &settings, &cancel)? {
@@ -239,6 +234,20 @@ impl<C: Maintained> Maintenance<C> {
         background::run(|| c.merge(inputs, settings, cancel))
     }
 
+    /// Waits until no merge or build holds any of the segments `ids` (each ends committed,
+    /// cancelled or failed, and releases them); whether it had to wait.
+    fn wait_released(&self, mut ids: Vec<u64>) -> bool {
+        let mut waited = false;
+        loop {
+            ids.retain(|id| lock(&self.claimed).contains(id));
+            if ids.is_empty() {
+                return waited;
+            }
+            waited = true;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Indexes every unindexed segment of at least `min_rows` rows now, waiting for the
     /// merges that read them (see `Collection::build_index`).
     pub(crate) fn build_now(&self, c: &C, min_rows: usize) -> Result<usize> {
@@ -247,19 +256,12 @@ impl<C: Maintained> Maintenance<C> {
         let mut built = 0;
         for _ in 0..BUILD_PASSES {
             built += self.build_indexes(c, min_rows, &cancel)?;
-            let mut left: Vec<u64> = self.unindexed(c, min_rows).iter().map(|s| s.id).collect();
+            let left: Vec<u64> = self.unindexed(c, min_rows).iter().map(|s| s.id).collect();
             if left.is_empty() {
                 break;
             }
-            // Those a merge is reading: wait until it ends (committed, cancelled or failed)
-            // and releases them; the next pass indexes what it made, or them.
-            loop {
-                left.retain(|id| lock(&self.claimed).contains(id));
-                if left.is_empty() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            // Those a merge is reading: the next pass indexes what it made, or them.
+            self.wait_released(left);
         }
         Ok(built)
     }

@@ -30,6 +30,7 @@ mod args;
 mod node;
 
 mod exec;
+mod filtered;
 mod join;
 
 mod provider;
@@ -43,6 +44,7 @@ pub(crate) use args::{check_dimension, constant, float32_list, query_vector};
 pub(crate) use bind::KnnBinder;
 pub(crate) use exec::KnnExec;
 pub use exec::{execute_frame, knn_waits, KnnWaits, QueryWaits, INLINE_WORK};
+pub use filtered::{vector_value, FilteredSearch};
 pub(crate) use node::KnnNode;
 pub(crate) use planner::KnnPlanner;
 pub(crate) use provider::{KnnTable, QueryVector};

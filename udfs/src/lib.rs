@@ -29,7 +29,10 @@ use omendb::Database;
 
 pub use error::{classify, find_engine_error};
 pub use files::FileGuard;
-pub use knn::{execute_frame, knn_waits, KnnLimits, KnnWaits, QueryWaits, INLINE_WORK};
+pub use knn::{
+    execute_frame, knn_waits, vector_value, FilteredSearch, KnnLimits, KnnWaits, QueryWaits,
+    INLINE_WORK,
+};
 pub use prepared::Prepared;
 
 pub(crate) use catalog::CollectionTable;

@@ -16,16 +16,14 @@
 //! Roles, the file policy, sessions and the limits (`--max-k`, `--max-ef`,
 //! `--max-result-rows`, `--query-timeout`) hold as for every other call.
 
-use std::sync::Arc;
-
 use arrow_flight::FlightData;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, Int32Array, ListArray, RecordBatch,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef};
-use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{Float32Type, SchemaRef};
+use datafusion::common::ParamValues;
 use futures::stream::{self, StreamExt};
-use omendb::SearchRequest;
+use omendb::{SearchRequest, SearchResults};
+use omendb_datafusion::FilteredSearch;
 use serde::Deserialize;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
@@ -85,70 +83,16 @@ fn command(bytes: &[u8]) -> Result<Command, Status> {
     }
 }
 
-/// The query vectors of a search's input, flattened: the first column of every batch, each
-/// row a list of `dim` numbers.
+/// The query vectors of a search's input, flattened: the first column of every batch, a row
+/// per query (any list of numbers of the collection's dimension).
 fn query_vectors(batches: &[RecordBatch], dim: usize) -> Result<Vec<f32>, Status> {
     let mut out = Vec::new();
     for b in batches.iter().filter(|b| b.num_rows() > 0) {
-        let col = b.column(0);
-        if col.null_count() > 0 {
-            return Err(Status::invalid_argument("a query vector is null"));
-        }
-        let item = Arc::new(Field::new_list_field(DataType::Float32, true));
-        let list = datafusion::arrow::compute::cast(col, &DataType::List(item)).map_err(|e| {
-            Status::invalid_argument(format!(
-                "the search input's first column must hold the query vectors (lists of \
-                 numbers), not {}: {e}",
-                col.data_type()
-            ))
-        })?;
-        let list = list.as_list::<i32>();
-        for v in list.iter().flatten() {
-            let v = v.as_primitive::<Float32Type>();
-            if v.len() != dim || v.null_count() > 0 {
-                return Err(Status::invalid_argument(format!(
-                    "a query vector has {} numbers{}; the collection's vectors have {dim}",
-                    v.len(),
-                    if v.null_count() > 0 {
-                        " with nulls"
-                    } else {
-                        ""
-                    },
-                )));
-            }
-            out.extend_from_slice(v.values());
-        }
+        let vectors =
+            omendb::coerce_vectors("query vector", b.column(0), Some(dim)).map_err(Error::from)?;
+        out.extend_from_slice(vectors.values().as_primitive::<Float32Type>().values());
     }
     Ok(out)
-}
-
-/// `v` as the `List<Float32>` value a `$1` of `knn()` binds.
-fn vector_value(v: &[f32]) -> ScalarValue {
-    let values = Float32Array::from(v.to_vec());
-    let field = Arc::new(Field::new_list_field(DataType::Float32, true));
-    let offsets = datafusion::arrow::buffer::OffsetBuffer::from_lengths([values.len()]);
-    ScalarValue::List(Arc::new(ListArray::new(
-        field,
-        offsets,
-        Arc::new(values),
-        None,
-    )))
-}
-
-/// `batch` with a leading `_query` column of `query`.
-fn numbered(batch: &RecordBatch, query: i32) -> Result<RecordBatch, Status> {
-    let mut fields = vec![Arc::new(Field::new("_query", DataType::Int32, false))];
-    fields.extend(batch.schema().fields().iter().cloned());
-    let mut columns: Vec<ArrayRef> =
-        vec![Arc::new(Int32Array::from(vec![query; batch.num_rows()]))];
-    columns.extend(batch.columns().iter().cloned());
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| Status::internal(format!("numbering search results: {e}")))
-}
-
-/// `name` quoted as a SQL string literal.
-fn quoted(name: &str) -> String {
-    format!("'{}'", name.replace('\'', "''"))
 }
 
 impl OmenFlight {
@@ -270,39 +214,24 @@ impl OmenFlight {
             };
             return Ok((text, batch.schema(), vec![batch]));
         };
-        let mut knobs = String::new();
-        let mut extra = Vec::new();
-        for (name, v) in [("ef", s.ef), ("nprobe", s.nprobe)] {
-            if let Some(v) = v {
-                extra.push(ScalarValue::Int64(Some(v as i64)));
-                knobs.push_str(&format!(", {name} => ${}", extra.len() + 2));
-            }
+        let k = s.k as i64;
+        let search = FilteredSearch::new(&s.search, cond, k, s.ef, s.nprobe, s.fast);
+        let prepared = self.statement(session, &search.sql, role).await?;
+        let (mut rows, mut per_query) = (Vec::new(), Vec::new());
+        for query in queries.chunks(dim) {
+            let values = search.values(query).into_iter().map(Into::into).collect();
+            let got = self
+                .run_to_end(&prepared, ParamValues::List(values))
+                .await?;
+            per_query.push(got.iter().map(RecordBatch::num_rows).sum());
+            rows.extend(got);
         }
-        if s.fast {
-            knobs.push_str(", fast => true");
-        }
-        let sql = format!(
-            "SELECT * FROM knn({}, $1, $2{knobs}) WHERE ({cond})",
-            quoted(&s.search)
-        );
-        let prepared = self.statement(session, &sql, role).await?;
-        let mut out = Vec::new();
-        for (q, v) in queries.chunks(dim).enumerate() {
-            let mut values = vec![vector_value(v), ScalarValue::Int64(Some(s.k as i64))];
-            values.extend(extra.iter().cloned());
-            let values = ParamValues::List(values.into_iter().map(Into::into).collect());
-            for b in self.run_to_end(&prepared, values).await? {
-                out.push(numbered(&b, q as i32)?);
-            }
-        }
-        let schema = match out.first() {
-            Some(b) => b.schema(),
-            None => {
-                let empty = RecordBatch::new_empty(prepared.schema());
-                numbered(&empty, 0)?.schema()
-            }
-        };
-        Ok((text, schema, out))
+        let rows = concat_batches(&prepared.schema(), &rows)
+            .map_err(|e| Status::internal(format!("gathering search results: {e}")))?;
+        let numbered = SearchResults::new(rows, per_query)
+            .and_then(|r| r.numbered())
+            .map_err(Error::from)?;
+        Ok((text, numbered.schema(), vec![numbered]))
     }
 
     /// Runs a statement with the one row of parameters of `input` (or none).
