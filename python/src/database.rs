@@ -36,6 +36,14 @@ pub(crate) struct Database {
     shared: Arc<Shared>,
 }
 
+impl Database {
+    /// What the handle shares with its collections (and with the objects it exports to other
+    /// DataFusion sessions).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
 #[pymethods]
 impl Database {
     /// Opens (creating if needed) the database at `path`: a directory, or object storage as

@@ -11,6 +11,7 @@ mod arrow;
 mod collection;
 mod database;
 mod error;
+mod plugin;
 mod runtime;
 mod shared;
 
@@ -34,6 +35,10 @@ fn _omendb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Collection>()?;
     error::register(m)?;
     m.add_function(wrap_pyfunction!(_settings_help, m)?)?;
+    m.add_class::<plugin::DataFusionTable>()?;
+    m.add_class::<plugin::DataFusionKnn>()?;
+    m.add_class::<plugin::DataFusionDistance>()?;
+    m.add_function(wrap_pyfunction!(plugin::_datafusion_ffi_version, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

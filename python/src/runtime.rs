@@ -15,8 +15,9 @@ use pyo3::prelude::*;
 use crate::error::sql_err;
 use crate::shared::{Shared, Sql};
 
-/// The runtime SQL statements run on (DataFusion is async); shared by every database.
-fn runtime() -> &'static tokio::runtime::Runtime {
+/// The runtime SQL statements run on (DataFusion is async); shared by every database, and by
+/// the objects exported to other DataFusion sessions (`plugin`).
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

@@ -36,7 +36,7 @@ struct VectorDistance {
 }
 
 /// The distance functions, ready to register.
-pub(crate) fn distance_udfs() -> Vec<ScalarUDF> {
+pub fn distance_udfs() -> Vec<ScalarUDF> {
     [
         (Kind::Cosine, "cosine_distance", "array_cosine_distance"),
         (Kind::L2, "l2_distance", "array_distance"),

@@ -19,7 +19,9 @@
 //! 4. `provider`: `KnnTable`, planning a `KnnExec`;
 //! 5. `bind`: `KnnBinder`, `KnnNode` → a scan of a `KnnTable`;
 //! 6. `planner`: `KnnPlanner`, SQL → `KnnNode` (checking literal calls with a `KnnBinder`)
-//!    or a `KnnJoinTable`.
+//!    or a `KnnJoinTable`;
+//! 7. `function`: `KnnFunction`, knn() as a plain table function (a `KnnBinder` making a
+//!    `KnnTable` from literal arguments), for sessions `KnnPlanner` does not extend.
 //!
 //! `WHERE` conditions on the collection's columns are pushed into the search as a pre-filter:
 //! `SELECT * FROM knn('docs', [..], 10) WHERE lang = 'en'` returns the 10 nearest rows whose
@@ -39,12 +41,15 @@ mod bind;
 
 mod planner;
 
+mod function;
+
 pub use args::KnnLimits;
 pub(crate) use args::{check_dimension, constant, float32_list, query_vector};
 pub(crate) use bind::KnnBinder;
 pub(crate) use exec::KnnExec;
 pub use exec::{execute_frame, knn_waits, KnnWaits, QueryWaits, INLINE_WORK};
 pub use filtered::{vector_value, FilteredSearch};
+pub use function::KnnFunction;
 pub(crate) use node::KnnNode;
 pub(crate) use planner::KnnPlanner;
 pub(crate) use provider::{KnnTable, QueryVector};

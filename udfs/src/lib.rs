@@ -27,17 +27,25 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use omendb::Database;
 
+pub use distance::distance_udfs;
 pub use error::{classify, find_engine_error};
 pub use files::FileGuard;
 pub use knn::{
-    execute_frame, knn_waits, vector_value, FilteredSearch, KnnLimits, KnnWaits, QueryWaits,
-    INLINE_WORK,
+    execute_frame, knn_waits, vector_value, FilteredSearch, KnnFunction, KnnLimits, KnnWaits,
+    QueryWaits, INLINE_WORK,
 };
 pub use prepared::Prepared;
 
 pub(crate) use catalog::CollectionTable;
+
+/// One collection as a table (what every collection is in a session [`register`] set up):
+/// for a host that registers tables one by one.
+pub fn collection_table(
+    collection: Arc<omendb::Collection>,
+) -> Arc<dyn datafusion::catalog::TableProvider> {
+    Arc::new(CollectionTable::new(collection))
+}
 use catalog::OmenSchema;
-use distance::distance_udfs;
 use dml::CollectionFactory;
 pub(crate) use error::engine_error;
 use files::with_file_tables;

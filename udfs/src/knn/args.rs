@@ -47,6 +47,19 @@ pub(super) fn usage(what: &str) -> DataFusionError {
     ))
 }
 
+/// The string a literal argument holds.
+pub(super) fn text(expr: &Expr, what: &str) -> Result<String> {
+    match expr {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Ok(s.clone()),
+        other => Err(usage(&format!("{what} must be a string, got {other}"))),
+    }
+}
+
 /// Refuses a query vector whose dimension is not the collection's, naming both.
 pub(crate) fn check_dimension(query: &[f32], collection: &str, dim: usize) -> Result<()> {
     if query.len() == dim {

@@ -67,24 +67,45 @@ impl KnnBinder {
         check_nprobe(nprobe)
     }
 
-    fn bind(&self, node: &KnnNode) -> Result<LogicalPlan> {
-        let (k, ef) = self.k_and_ef(&node.k, node.ef.as_ref())?;
-        let name = &node.collection;
-        let collection = self.db.collection(name).map_err(engine_error)?;
-        let snapshot = collection.snapshot();
-        let query = match node.query.clone().unalias_nested().data {
+    /// The search a call describes, over a snapshot taken now: its arguments evaluated (none
+    /// may be a parameter still) and checked against the collection and the limits.
+    pub(super) fn table(
+        &self,
+        collection: &str,
+        query: &Expr,
+        k: &Expr,
+        ef: Option<&Expr>,
+        nprobe: Option<&Expr>,
+    ) -> Result<KnnTable> {
+        let (k, ef) = self.k_and_ef(k, ef)?;
+        let snapshot = self
+            .db
+            .collection(collection)
+            .map_err(engine_error)?
+            .snapshot();
+        let query = match query.clone().unalias_nested().data {
             Expr::ScalarSubquery(sq) if sq.outer_ref_columns.is_empty() => {
                 QueryVector::Subquery(sq.subquery.as_ref().clone())
             }
             _ => {
-                let query = query_vector(&constant(&node.query, "query vector")?, "query vector")?;
-                check_dimension(&query, name, snapshot.dim())?;
+                let query = query_vector(&constant(query, "query vector")?, "query vector")?;
+                check_dimension(&query, collection, snapshot.dim())?;
                 QueryVector::Values(query)
             }
         };
-        let nprobe = self.nprobe(node.nprobe.as_ref())?;
-        let table = KnnTable::new(name.clone(), snapshot, query, k, ef)
-            .with_nprobe(nprobe)
+        let nprobe = self.nprobe(nprobe)?;
+        Ok(KnnTable::new(collection.to_string(), snapshot, query, k, ef).with_nprobe(nprobe))
+    }
+
+    fn bind(&self, node: &KnnNode) -> Result<LogicalPlan> {
+        let table = self
+            .table(
+                &node.collection,
+                &node.query,
+                &node.k,
+                node.ef.as_ref(),
+                node.nprobe.as_ref(),
+            )?
             .with_fast(node.fast)
             .with_rebind(Rebind {
                 db: self.db.clone(),

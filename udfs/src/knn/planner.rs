@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use omendb::Database;
 
-use super::args::{usage, KnnLimits, KNN_TABLE};
+use super::args::{text, usage, KnnLimits, KNN_TABLE};
 use super::bind::KnnBinder;
 use super::join::KnnJoinTable;
 use super::node::{KnnNode, KnnParams};
@@ -41,19 +41,6 @@ impl KnnPlanner {
             binder: KnnBinder::new(db.clone(), limits),
             db,
         }
-    }
-}
-
-/// The string a literal argument holds.
-fn text(expr: &Expr, what: &str) -> Result<String> {
-    match expr {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::LargeUtf8(Some(s))
-            | ScalarValue::Utf8View(Some(s)),
-            _,
-        ) => Ok(s.clone()),
-        other => Err(usage(&format!("{what} must be a string, got {other}"))),
     }
 }
 
