@@ -131,7 +131,7 @@ class RemoteDatabase:
     def action(self, kind: str, body: str) -> dict:
         return json.loads(self.action_text(kind, body))
 
-    def exchange(self, command: dict, table: Optional[pa.Table] = None) -> pa.Table:
+    def exchange(self, command: dict, table: "Optional[pa.Table | pa.RecordBatch]" = None) -> pa.Table:
         """One ``DoExchange``: the command, the rows of ``table``, the answer."""
         descriptor = fl.FlightDescriptor.for_command(json.dumps(command).encode())
         with _errors():
@@ -139,7 +139,7 @@ class RemoteDatabase:
             with writer:
                 writer.begin(table.schema if table is not None else pa.schema([]))
                 if table is not None:
-                    writer.write_table(table)
+                    writer.write(table)
                 writer.done_writing()
                 return reader.read_all()
 
@@ -196,6 +196,8 @@ class RemoteCollection:
         self._vector = stats["vector_column"]
         with _errors():
             self._schema = db._live().get_schema(fl.FlightDescriptor.for_path(name), db._options).schema
+        # What a search sends: its query vectors, one row each.
+        self._queries = pa.schema([pa.field("vector", pa.list_(pa.float32(), self.dim))])
 
     @property
     def schema(self) -> pa.Schema:
@@ -239,13 +241,14 @@ class RemoteCollection:
                 f"invalid input: query has {q.size} values, not a multiple of the collection's dimension {self.dim}"
             )
         vectors = pa.FixedSizeListArray.from_arrays(pa.array(q), self.dim)
+        queries = pa.RecordBatch.from_arrays([vectors], schema=self._queries)
         command = {"search": self.name, "k": int(k)}
         for key, value in (("ef", ef), ("nprobe", nprobe), ("where", where_)):
             if value is not None:
                 command[key] = value
         if fast:
             command["fast"] = True
-        found = self._db.exchange(command, pa.table({"vector": vectors}))
+        found = self._db.exchange(command, queries)
         return found if batched else found.drop_columns(["_query"])
 
     def stats_json(self) -> str:
