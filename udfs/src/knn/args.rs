@@ -47,6 +47,14 @@ pub(super) fn usage(what: &str) -> DataFusionError {
     ))
 }
 
+/// A planning error about a knn_join() call: `what` is wrong, followed by the call's usage.
+pub(super) fn join_usage(what: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "knn_join(): {what}; usage: knn_join((SELECT ... FROM queries), 'its vector column', \
+         'collection', k [, ef [, nprobe]])"
+    ))
+}
+
 /// The string a literal argument holds.
 pub(super) fn text(expr: &Expr, what: &str) -> Result<String> {
     match expr {

@@ -25,7 +25,7 @@ use datafusion::physical_plan::{
 };
 use omendb::{SearchRequest, Snapshot};
 
-use super::args::usage;
+use super::args::join_usage;
 use crate::engine_error;
 
 /// The output schema: the query table's columns as `query_<name>`, then the collection's
@@ -74,8 +74,14 @@ impl KnnJoinTable {
     ) -> Result<Self> {
         let input = queries.schema().as_arrow().clone();
         input.index_of(&vector_column).map_err(|_| {
-            usage(&format!(
-                "knn_join(): the query table has no column '{vector_column}'"
+            join_usage(&format!(
+                "the query table has no column '{vector_column}' (it has {})",
+                input
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         let schema = join_schema(&input, &snapshot);
@@ -172,13 +178,13 @@ impl KnnJoinExec {
         let column = queries
             .column_by_name(&self.vector_column)
             .expect("checked when planned");
-        let what = format!("knn_join() query column '{}'", self.vector_column);
+        let what = format!("query column '{}'", self.vector_column);
         let vectors: ArrayRef = match column.data_type() {
             datafusion::arrow::datatypes::DataType::FixedSizeList(..)
             | datafusion::arrow::datatypes::DataType::List(_)
             | datafusion::arrow::datatypes::DataType::LargeList(_) => column.clone(),
             other => {
-                return Err(usage(&format!(
+                return Err(join_usage(&format!(
                     "{what} must hold lists of numbers, it holds {other}"
                 )))
             }

@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use omendb::Database;
 
-use super::args::{text, usage, KnnLimits, KNN_TABLE};
+use super::args::{join_usage, text, usage, KnnLimits, KNN_TABLE};
 use super::bind::KnnBinder;
 use super::join::KnnJoinTable;
 use super::node::{KnnNode, KnnParams};
@@ -45,14 +45,8 @@ impl KnnPlanner {
 }
 
 impl KnnPlanner {
-    /// `knn_join('queries', 'vector', 'docs', k [, ef [, nprobe]])`.
+    /// `knn_join((SELECT ... FROM queries), 'vector', 'docs', k [, ef [, nprobe]])`.
     fn plan_join(&self, queries: LogicalPlan, exprs: Vec<Expr>) -> Result<LogicalPlan> {
-        let join_usage = |what: &str| {
-            datafusion::error::DataFusionError::Plan(format!(
-                "knn_join(): {what}; usage: knn_join((SELECT ... FROM queries), 'its vector \
-                 column', 'collection', k [, ef [, nprobe]])"
-            ))
-        };
         if !(3..=5).contains(&exprs.len()) {
             return Err(join_usage(&format!(
                 "expected 4 to 6 arguments, got {}",

@@ -955,7 +955,13 @@ async fn knn_join_searches_every_row_of_a_query_table() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no column 'nope'"), "{err}");
+    // knn_join's own usage follows, not knn()'s.
+    assert!(
+        err.contains("knn_join(): the query table has no column 'nope' (it has id, vector)")
+            && err.contains("usage: knn_join((SELECT")
+            && !err.contains("knn():"),
+        "{err}"
+    );
 }
 
 fn list_param(q: &[f32]) -> datafusion::common::metadata::ScalarAndMetadata {
