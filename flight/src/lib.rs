@@ -62,6 +62,9 @@ pub struct OmenFlight {
     /// Signs Flight SQL statement handles.
     signer: Arc<sql::Signer>,
     metrics: Arc<metrics::Metrics>,
+    /// Set when the server begins to shut down: calls that stay open until the client ends
+    /// them (a stream of searches) end then, so shutting down does not wait on idle clients.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for OmenFlight {
@@ -136,7 +139,19 @@ impl OmenFlight {
             signer: Arc::new(sql::Signer::new().map_err(DataFusionError::Configuration)?),
             metrics: Arc::new(metrics::Metrics::new(config.slow_query)),
             config: Arc::new(config),
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         })
+    }
+
+    /// Resolves when the server begins to shut down (never, for a service that
+    /// [`serve_with`] does not run).
+    pub(crate) fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            if stopping.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The gRPC service, with the configured message limits.
@@ -178,6 +193,11 @@ pub async fn serve_with(
     }
     let metrics_addr = config.metrics_addr;
     let service = OmenFlight::with_config(db.clone(), config)?;
+    let stopping = service.stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    };
     if let Some(addr) = metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -7,7 +7,7 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::decode::{DecodedFlightData, DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::FlightData;
@@ -75,6 +75,14 @@ pub(crate) fn put_batches(
     first: FlightData,
     input: Streaming<FlightData>,
 ) -> impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + Unpin {
+    put_batches_with_metadata(first, input).map_ok(|(batch, _)| batch)
+}
+
+/// As [`put_batches`], each batch with the `app_metadata` of its message (empty when none).
+pub(crate) fn put_batches_with_metadata(
+    first: FlightData,
+    input: Streaming<FlightData>,
+) -> impl futures::Stream<Item = Result<(RecordBatch, prost::bytes::Bytes), Status>> + Send + Unpin {
     // A message carrying only the descriptor (a Flight SQL update without parameters) holds
     // no data.
     let data = stream::once(async { Ok(first) })
@@ -85,16 +93,21 @@ pub(crate) fn put_batches(
             }))
         })
         .map(|m| m.and_then(check_message));
-    let batches =
-        AssertUnwindSafe(FlightRecordBatchStream::new_from_flight_data(data)).catch_unwind();
-    batches
-        .map(|item| match item {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(e)) => Err(flight_status(e)),
-            Err(p) => Err(Status::invalid_argument(format!(
-                "malformed Arrow data: {}",
-                panic_status("decoding", p).message()
-            ))),
+    let decoded = AssertUnwindSafe(FlightDataDecoder::new(data)).catch_unwind();
+    decoded
+        .filter_map(|item| {
+            futures::future::ready(match item {
+                Ok(Ok(DecodedFlightData {
+                    inner,
+                    payload: DecodedPayload::RecordBatch(b),
+                })) => Some(Ok((b, inner.app_metadata))),
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(Err(flight_status(e))),
+                Err(p) => Some(Err(Status::invalid_argument(format!(
+                    "malformed Arrow data: {}",
+                    panic_status("decoding", p).message()
+                )))),
+            })
         })
         .scan(false, |failed, item| {
             // The first error ends the stream.

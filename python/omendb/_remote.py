@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
+import weakref
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -99,6 +101,10 @@ class RemoteDatabase:
         self._url = url
         headers = [(b"authorization", b"Bearer " + token.encode())] if token else []
         self._options = fl.FlightCallOptions(headers=headers, timeout=timeout)
+        # Searches go over an open call (one message each way) unless every call must meet a
+        # deadline, which an open call cannot give each search.
+        self._stream_searches = timeout is None
+        self._streams: "weakref.WeakSet[_SearchStream]" = weakref.WeakSet()
         self._client = fl.FlightClient(url)
         self._closed = False
         # Reach the server now: a wrong address or token fails here, not at the first call.
@@ -115,6 +121,8 @@ class RemoteDatabase:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            for stream in list(self._streams):
+                stream.close()
             self._client.close()
 
     def _live(self) -> fl.FlightClient:
@@ -184,6 +192,33 @@ class RemoteDatabase:
         return self.exchange({"sql": query}, table)
 
 
+class _SearchStream:
+    """An open ``DoExchange`` of searches (``"stream": true``): each search is one batch of
+    query vectors with its options as the batch's metadata, answered by its rows and a closing
+    message without data."""
+
+    def __init__(self, db: RemoteDatabase, name: str, schema: pa.Schema):
+        command = json.dumps({"search": name, "k": 10, "stream": True}).encode()
+        self._writer, self._reader = db._live().do_exchange(fl.FlightDescriptor.for_command(command), db._options)
+        self._writer.begin(schema)
+        db._streams.add(self)
+
+    def search(self, queries: pa.RecordBatch, options: dict) -> pa.Table:
+        self._writer.write_with_metadata(queries, pa.py_buffer(json.dumps(options).encode()))
+        batches = []
+        while True:
+            chunk = self._reader.read_chunk()
+            if chunk.data is None:
+                return pa.Table.from_batches(batches, schema=self._reader.schema)
+            batches.append(chunk.data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.done_writing()
+        with contextlib.suppress(Exception):
+            self._writer.close()
+
+
 class RemoteCollection:
     """A collection of a server's database, as the extension's ``Collection`` answers calls."""
 
@@ -198,6 +233,8 @@ class RemoteCollection:
             self._schema = db._live().get_schema(fl.FlightDescriptor.for_path(name), db._options).schema
         # What a search sends: its query vectors, one row each.
         self._queries = pa.schema([pa.field("vector", pa.list_(pa.float32(), self.dim))])
+        # Each thread's open call for searches (`_SearchStream`), made at its first search.
+        self._local = threading.local()
 
     @property
     def schema(self) -> pa.Schema:
@@ -242,14 +279,31 @@ class RemoteCollection:
             )
         vectors = pa.FixedSizeListArray.from_arrays(pa.array(q), self.dim)
         queries = pa.RecordBatch.from_arrays([vectors], schema=self._queries)
-        command = {"search": self.name, "k": int(k)}
+        options: dict = {"k": int(k)}
         for key, value in (("ef", ef), ("nprobe", nprobe), ("where", where_)):
             if value is not None:
-                command[key] = value
+                options[key] = value
         if fast:
-            command["fast"] = True
-        found = self._db.exchange(command, queries)
+            options["fast"] = True
+        found = self._streamed(queries, options) if self._db._stream_searches else None
+        if found is None:
+            found = self._db.exchange({"search": self.name, **options}, queries)
         return found if batched else found.drop_columns(["_query"])
+
+    def _streamed(self, queries: pa.RecordBatch, options: dict) -> Optional[pa.Table]:
+        """The search over this thread's open call; ``None`` when that call failed (it is
+        dropped, and the caller asks again in a call of its own, which fails with the error
+        if the search itself is at fault: a search changes nothing, so asking twice is safe)."""
+        stream = getattr(self._local, "stream", None)
+        try:
+            if stream is None:
+                stream = self._local.stream = _SearchStream(self._db, self.name, self._queries)
+            return stream.search(queries, options)
+        except (pa.ArrowException, fl.FlightError, StopIteration, OSError):
+            if stream is not None:
+                stream.close()
+            self._local.stream = None
+            return None
 
     def stats_json(self) -> str:
         return self._db.action_text("stats", self.name)

@@ -476,3 +476,53 @@ def test_remote_mode_sends_the_token_and_the_server_checks_its_role(tmp_path, rn
             assert docs.count() == 50
     with pytest.raises(omendb.InvalidInput, match="server"):
         omendb.connect("grpc://127.0.0.1:1", cache_dir=tmp_path)
+
+
+def test_a_stream_of_searches_answers_each_in_turn_on_one_call(tmp_path, rng):
+    """The documented `{"search": ..., "stream": true}` exchange, spoken with pyarrow.flight
+    alone: each batch one search (its metadata its own options), answered by its rows and a
+    closing message; a failing search ends the call with its error, and the package's remote
+    mode recovers from it on its next search."""
+    import json
+
+    import pyarrow.flight as fl
+    from conftest import serve
+
+    data = unit(rng, 300)
+    with serve(tmp_path / "db") as url:
+        with omendb.connect(url) as db:
+            db.create_collection("docs", data={"id": np.arange(300), "vector": data, "even": np.arange(300) % 2 == 0})
+            client = fl.FlightClient(url)
+            command = json.dumps({"search": "docs", "k": 4, "stream": True}).encode()
+            writer, reader = client.do_exchange(fl.FlightDescriptor.for_command(command))
+            schema = pa.schema([pa.field("vector", pa.list_(pa.float32(), DIM))])
+            writer.begin(schema)
+
+            def ask(rows, metadata=None):
+                batch = pa.RecordBatch.from_arrays([pa.FixedSizeListArray.from_arrays(pa.array(data[rows].ravel()), DIM)], schema=schema)
+                if metadata is None:
+                    writer.write_batch(batch)
+                else:
+                    writer.write_with_metadata(batch, pa.py_buffer(json.dumps(metadata).encode()))
+                batches = []
+                while True:
+                    chunk = reader.read_chunk()
+                    if chunk.data is None:
+                        return pa.Table.from_batches(batches, schema=reader.schema), json.loads(chunk.app_metadata.to_pybytes())
+                    batches.append(chunk.data)
+
+            got, closing = ask([7])  # the command's k
+            assert got.column("id").to_pylist()[0] == 7 and got.num_rows == 4 and closing == {"rows": 4}
+            got, closing = ask([8, 9], {"k": 2, "where": "even"})  # two queries, own k and filter
+            assert got.column("_query").to_pylist() == [0, 0, 1, 1] and closing == {"rows": 4}
+            assert all(i % 2 == 0 for i in got.column("id").to_pylist()) and got.column("id").to_pylist()[0] == 8
+            got, closing = ask([10], {"k": 3, "where": "id < 0"})  # nothing matches: no rows
+            assert got.num_rows == 0 and closing == {"rows": 0}
+            with pytest.raises(pa.ArrowInvalid, match=r"k 20000 is over the limit of 10000 \(--max-k\)"):
+                ask([11], {"k": 20000})
+            # The package's open call fails like this one; its next search opens another.
+            docs = db.open_collection("docs")
+            assert docs.search(data[12], k=1).column("id").to_pylist() == [12]
+            with pytest.raises(omendb.InvalidInput, match="over the limit"):
+                docs.search(data[12], k=20000)
+            assert docs.search(data[13], k=1).column("id").to_pylist() == [13]

@@ -10,18 +10,25 @@
 //!   each result answers, Int32), the collection's columns and `_distance`, each query's rows
 //!   nearest first. A search with `where` runs the statement
 //!   `SELECT * FROM knn(...) WHERE (...)` planned once per session and text, then only bound.
+//! - `{"search": "docs", "k": 10, "stream": true}`: many searches on one open call, each
+//!   answered before the next is read (a search then costs one message each way, not a call).
+//!   Each batch the client sends is one search; its `app_metadata`, when set, is that search's
+//!   own `{"k": .., "ef": .., "nprobe": .., "where": .., "fast": ..}`. Its answer: its rows (no
+//!   message when there are none), then a message with no data whose `app_metadata` is
+//!   `{"rows": n}`. A failing search ends the call with its error.
 //! - `{"sql": "SELECT ... $1 ..."}`, with no input or one row whose columns are `$1, $2, ...`
 //!   (or named parameters by column name): planned once per session and text, bound per call.
 //!
 //! Roles, the file policy, sessions and the limits (`--max-k`, `--max-ef`,
 //! `--max-result-rows`, `--query-timeout`) hold as for every other call.
 
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::FlightData;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Float32Type, SchemaRef};
 use datafusion::common::ParamValues;
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use omendb::{SearchRequest, SearchResults};
 use omendb_datafusion::FilteredSearch;
 use serde::Deserialize;
@@ -30,13 +37,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Role;
 use crate::error::Error;
-use crate::runtime::{blocking, Stream};
+use crate::error::flight_status;
+use crate::runtime::{blocking, caught_stream, Stream};
 use crate::session::{Session, SESSION_HEADER};
-use crate::wire::{encode, put_batches};
+use crate::wire::{encode, put_batches, put_batches_with_metadata};
 use crate::{metrics, OmenFlight};
 
 /// A search: the collection, k and the knobs of `knn()`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Search {
     search: String,
@@ -49,6 +57,49 @@ struct Search {
     filter: Option<String>,
     #[serde(default)]
     fast: bool,
+    /// Many searches on one call: each input batch is one search, answered in turn.
+    #[serde(default)]
+    stream: bool,
+}
+
+/// One search of a stream of searches, from its batch's `app_metadata`: what it sets replaces
+/// the command's k and knobs for that search (a knob it leaves out is the collection's).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamedSearch {
+    k: usize,
+    #[serde(default)]
+    ef: Option<usize>,
+    #[serde(default)]
+    nprobe: Option<usize>,
+    #[serde(default, rename = "where")]
+    filter: Option<String>,
+    #[serde(default)]
+    fast: bool,
+}
+
+impl Search {
+    /// The search one streamed batch asks for: its own options, or the command's.
+    fn streamed(&self, metadata: &[u8]) -> Result<Search, Status> {
+        if metadata.is_empty() {
+            return Ok(self.clone());
+        }
+        let one: StreamedSearch = serde_json::from_slice(metadata).map_err(|e| {
+            Status::invalid_argument(format!(
+                "a streamed search's app_metadata is JSON: {{\"k\": k, \"ef\": ..., \"nprobe\": \
+                 ..., \"where\": ..., \"fast\": ...}} ({e})"
+            ))
+        })?;
+        Ok(Search {
+            search: self.search.clone(),
+            k: one.k,
+            ef: one.ef,
+            nprobe: one.nprobe,
+            filter: one.filter,
+            fast: one.fast,
+            stream: true,
+        })
+    }
 }
 
 /// A statement and (in the stream) its parameters.
@@ -117,6 +168,16 @@ impl OmenFlight {
                 )
             })?;
         let command = command(&cmd)?;
+        if let Command::Search(search) = &command {
+            if search.stream {
+                let out = self.search_stream(session.clone(), role, search.clone(), first, input);
+                let mut response = Response::new(out);
+                if let Ok(v) = MetadataValue::try_from(&session.id) {
+                    response.metadata_mut().insert(SESSION_HEADER, v);
+                }
+                return Ok(response);
+            }
+        }
         let mut batches = Vec::new();
         let mut rows = 0usize;
         let mut stream = put_batches(first, input);
@@ -142,6 +203,88 @@ impl OmenFlight {
             response.metadata_mut().insert(SESSION_HEADER, v);
         }
         Ok(response)
+    }
+
+    /// A stream of searches (`"stream": true`): each batch of `input` is one search (its
+    /// `app_metadata`, when set, its own options), answered in turn by that search's rows (no
+    /// message when there are none) and then a message carrying no data whose `app_metadata`
+    /// is `{"rows": n}`. The first failing search ends the call with its error.
+    fn search_stream(
+        &self,
+        session: std::sync::Arc<Session>,
+        role: Role,
+        search: Search,
+        first: FlightData,
+        input: Streaming<FlightData>,
+    ) -> Stream<FlightData> {
+        let me = self.clone();
+        let max_rows = self.config.max_put_rows;
+        // The searches end when the client ends its side, or when the server shuts down.
+        let answers = put_batches_with_metadata(first, input)
+            .take_until(self.stopping())
+            .scan(false, move |schema_sent, item| {
+                let (me, session, search) = (me.clone(), session.clone(), search.clone());
+                let send_schema = !*schema_sent;
+                *schema_sent = true;
+                async move {
+                    Some(
+                        me.streamed_answer(&session, role, &search, item, max_rows, send_schema)
+                            .await,
+                    )
+                }
+            })
+            .flat_map(|answer| {
+                stream::iter(match answer {
+                    Ok(messages) => messages.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(status) => vec![Err(status)],
+                })
+            })
+            .scan(false, |failed, item| {
+                // The first error ends the call.
+                let out = (!*failed).then_some(item);
+                *failed |= out.as_ref().is_some_and(|i| i.is_err());
+                futures::future::ready(out)
+            });
+        caught_stream("a stream of searches", answers)
+    }
+
+    /// The messages answering one streamed search: its rows (the schema first, once per call)
+    /// and the closing message.
+    async fn streamed_answer(
+        &self,
+        session: &Session,
+        role: Role,
+        search: &Search,
+        item: Result<(RecordBatch, prost::bytes::Bytes), Status>,
+        max_rows: usize,
+        send_schema: bool,
+    ) -> Result<Vec<FlightData>, Status> {
+        let (batch, metadata) = item?;
+        if batch.num_rows() > max_rows {
+            return Err(Status::resource_exhausted(format!(
+                "a streamed search holds at most {max_rows} query rows (--max-put-rows)"
+            )));
+        }
+        let one = search.streamed(&metadata)?;
+        let (_, schema, out) = self.exchange_search(session, role, one, vec![batch]).await?;
+        let rows: usize = out.iter().map(RecordBatch::num_rows).sum();
+        let encoded: Vec<FlightData> = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(stream::iter(out.into_iter().map(Ok)))
+            .try_collect()
+            .await
+            .map_err(flight_status)?;
+        let mut messages: Vec<FlightData> = encoded
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| send_schema || *i > 0)
+            .map(|(_, m)| m)
+            .collect();
+        messages.push(FlightData {
+            app_metadata: format!("{{\"rows\":{rows}}}").into(),
+            ..Default::default()
+        });
+        Ok(messages)
     }
 
     /// Runs a search command: the query text for the log, the schema and the rows.
