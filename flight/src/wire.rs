@@ -82,7 +82,8 @@ pub(crate) fn put_batches(
 pub(crate) fn put_batches_with_metadata(
     first: FlightData,
     input: Streaming<FlightData>,
-) -> impl futures::Stream<Item = Result<(RecordBatch, prost::bytes::Bytes), Status>> + Send + Unpin {
+) -> impl futures::Stream<Item = Result<(RecordBatch, prost::bytes::Bytes), Status>> + Send + Unpin
+{
     // A message carrying only the descriptor (a Flight SQL update without parameters) holds
     // no data.
     let data = stream::once(async { Ok(first) })

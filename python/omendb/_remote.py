@@ -299,11 +299,15 @@ class RemoteCollection:
             if stream is None:
                 stream = self._local.stream = _SearchStream(self._db, self.name, self._queries)
             return stream.search(queries, options)
-        except (pa.ArrowException, fl.FlightError, StopIteration, OSError):
+        except BaseException as e:
+            # A call interrupted mid-answer (an error, Ctrl-C) would hand its unread rows to
+            # the next search: it is never used again.
             if stream is not None:
                 stream.close()
             self._local.stream = None
-            return None
+            if isinstance(e, (pa.ArrowException, fl.FlightError, StopIteration, OSError)):
+                return None
+            raise
 
     def stats_json(self) -> str:
         return self._db.action_text("stats", self.name)

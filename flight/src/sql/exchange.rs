@@ -36,8 +36,8 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Role;
-use crate::error::Error;
 use crate::error::flight_status;
+use crate::error::Error;
 use crate::runtime::{blocking, caught_stream, Stream};
 use crate::session::{Session, SESSION_HEADER};
 use crate::wire::{encode, put_batches, put_batches_with_metadata};
@@ -266,7 +266,9 @@ impl OmenFlight {
             )));
         }
         let one = search.streamed(&metadata)?;
-        let (_, schema, out) = self.exchange_search(session, role, one, vec![batch]).await?;
+        let (_, schema, out) = self
+            .exchange_search(session, role, one, vec![batch])
+            .await?;
         let rows: usize = out.iter().map(RecordBatch::num_rows).sum();
         let encoded: Vec<FlightData> = FlightDataEncoderBuilder::new()
             .with_schema(schema)
