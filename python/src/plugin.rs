@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::DFSchema;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::ExecutionPlan;
@@ -21,7 +19,7 @@ use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::{FFI_TableProvider, ForeignTableProvider};
 use datafusion_ffi::udf::FFI_ScalarUDF;
 use datafusion_ffi::udtf::FFI_TableFunction;
-use omendb_datafusion::{KnnFunction, KnnLimits};
+use omendb_datafusion::{pushed_filter, KnnFunction, KnnLimits};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
@@ -124,12 +122,10 @@ impl TableProvider for LiveTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table = omendb_datafusion::collection_table(self.collection()?);
-        let Some(predicate) = conjunction(filters.iter().cloned()) else {
+        let Some((_, predicate)) = pushed_filter(state, filters, &table.schema())? else {
             return table.scan(state, projection, &[], limit).await;
         };
-        let schema = table.schema();
         let all = table.scan(state, None, &[], None).await?;
-        let predicate = state.create_physical_expr(predicate, &DFSchema::try_from(schema)?)?;
         let filter = FilterExecBuilder::new(predicate, all)
             .apply_projection(projection.cloned())?
             .build()?;

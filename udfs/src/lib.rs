@@ -38,6 +38,27 @@ pub use prepared::Prepared;
 
 pub(crate) use catalog::CollectionTable;
 
+/// The conditions a table over `schema` was handed (`TableProvider::scan`'s `filters`) as one
+/// condition and its physical predicate, planned by `state`; `None` when there are none.
+pub fn pushed_filter(
+    state: &dyn datafusion::catalog::Session,
+    filters: &[datafusion::logical_expr::Expr],
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<
+    Option<(
+        datafusion::logical_expr::Expr,
+        Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    )>,
+> {
+    let Some(condition) = datafusion::logical_expr::utils::conjunction(filters.iter().cloned())
+    else {
+        return Ok(None);
+    };
+    let schema = datafusion::common::DFSchema::try_from(schema.clone())?;
+    let predicate = state.create_physical_expr(condition.clone(), &schema)?;
+    Ok(Some((condition, predicate)))
+}
+
 /// One collection as a table (what every collection is in a session [`register`] set up):
 /// for a host that registers tables one by one.
 pub fn collection_table(

@@ -62,42 +62,34 @@ struct Search {
     stream: bool,
 }
 
-/// One search of a stream of searches, from its batch's `app_metadata`: what it sets replaces
-/// the command's k and knobs for that search (a knob it leaves out is the collection's).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamedSearch {
-    k: usize,
-    #[serde(default)]
-    ef: Option<usize>,
-    #[serde(default)]
-    nprobe: Option<usize>,
-    #[serde(default, rename = "where")]
-    filter: Option<String>,
-    #[serde(default)]
-    fast: bool,
-}
-
 impl Search {
-    /// The search one streamed batch asks for: its own options, or the command's.
+    /// The search one streamed batch asks for: the command's, or, when the batch's
+    /// `app_metadata` is set, the search it describes (`{"k": .., "ef": .., "nprobe": ..,
+    /// "where": .., "fast": ..}`, a knob it leaves out being the collection's) of the
+    /// command's collection.
     fn streamed(&self, metadata: &[u8]) -> Result<Search, Status> {
         if metadata.is_empty() {
             return Ok(self.clone());
         }
-        let one: StreamedSearch = serde_json::from_slice(metadata).map_err(|e| {
+        let bad = |e: String| {
             Status::invalid_argument(format!(
                 "a streamed search's app_metadata is JSON: {{\"k\": k, \"ef\": ..., \"nprobe\": \
                  ..., \"where\": ..., \"fast\": ...}} ({e})"
             ))
-        })?;
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(metadata).map_err(|e| bad(e.to_string()))?;
+        let fields = value
+            .as_object_mut()
+            .ok_or_else(|| bad("not an object".into()))?;
+        if fields.contains_key("search") {
+            return Err(bad("the collection is the command's".into()));
+        }
+        fields.insert("search".into(), self.search.clone().into());
+        let one: Search = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         Ok(Search {
-            search: self.search.clone(),
-            k: one.k,
-            ef: one.ef,
-            nprobe: one.nprobe,
-            filter: one.filter,
-            fast: one.fast,
             stream: true,
+            ..one
         })
     }
 }

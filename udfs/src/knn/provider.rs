@@ -6,9 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::DFSchema;
 use datafusion::error::Result;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use omendb::Snapshot;
@@ -139,14 +137,8 @@ impl TableProvider for KnnTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let filter = match conjunction(filters.iter().cloned()) {
-            None => None,
-            Some(predicate) => {
-                let schema = DFSchema::try_from(self.snapshot.schema().as_ref().clone())?;
-                let text = predicate.to_string();
-                Some((text, state.create_physical_expr(predicate, &schema)?))
-            }
-        };
+        let filter = crate::pushed_filter(state, filters, &self.snapshot.schema())?
+            .map(|(condition, predicate)| (condition.to_string(), predicate));
         let (query, input) = match &self.query {
             QueryVector::Values(v) => (v.clone(), None),
             QueryVector::Subquery(plan) => {
