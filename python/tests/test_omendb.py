@@ -520,6 +520,10 @@ def test_a_stream_of_searches_answers_each_in_turn_on_one_call(tmp_path, rng):
             assert got.num_rows == 0 and closing == {"rows": 0}
             with pytest.raises(pa.ArrowInvalid, match=r"k 20000 is over the limit of 10000 \(--max-k\)"):
                 ask([11], {"k": 20000})
+            writer, reader = client.do_exchange(fl.FlightDescriptor.for_command(command))
+            writer.begin(schema)
+            with pytest.raises(pa.ArrowInvalid, match="the collection is the command's"):
+                ask([11], {"search": "other", "k": 1})
             # The package's open call fails like this one; its next search opens another.
             docs = db.open_collection("docs")
             assert docs.search(data[12], k=1).column("id").to_pylist() == [12]

@@ -126,6 +126,15 @@ fn command(bytes: &[u8]) -> Result<Command, Status> {
     }
 }
 
+/// Whether two result schemas have the same columns (names and types) in the same order.
+fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields().iter())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
 /// The query vectors of a search's input, flattened: the first column of every batch, a row
 /// per query (any list of numbers of the collection's dimension).
 fn query_vectors(batches: &[RecordBatch], dim: usize) -> Result<Vec<f32>, Status> {
@@ -211,18 +220,17 @@ impl OmenFlight {
     ) -> Stream<FlightData> {
         let me = self.clone();
         let max_rows = self.config.max_put_rows;
+        // The schema the call's first answer sent, every later answer's.
+        let sent: std::sync::Arc<std::sync::Mutex<Option<SchemaRef>>> = Default::default();
         // The searches end when the client ends its side, or when the server shuts down.
         let answers = put_batches_with_metadata(first, input)
             .take_until(self.stopping())
-            .scan(false, move |schema_sent, item| {
-                let (me, session, search) = (me.clone(), session.clone(), search.clone());
-                let send_schema = !*schema_sent;
-                *schema_sent = true;
+            .then(move |item| {
+                let (me, session, search, sent) =
+                    (me.clone(), session.clone(), search.clone(), sent.clone());
                 async move {
-                    Some(
-                        me.streamed_answer(&session, role, &search, item, max_rows, send_schema)
-                            .await,
-                    )
+                    me.streamed_answer(&session, role, &search, item, max_rows, &sent)
+                        .await
                 }
             })
             .flat_map(|answer| {
@@ -240,8 +248,8 @@ impl OmenFlight {
         caught_stream("a stream of searches", answers)
     }
 
-    /// The messages answering one streamed search: its rows (the schema first, once per call)
-    /// and the closing message.
+    /// The messages answering one streamed search: its rows (the schema first, once per call:
+    /// `sent` keeps it) and the closing message.
     async fn streamed_answer(
         &self,
         session: &Session,
@@ -249,7 +257,7 @@ impl OmenFlight {
         search: &Search,
         item: Result<(RecordBatch, prost::bytes::Bytes), Status>,
         max_rows: usize,
-        send_schema: bool,
+        sent: &std::sync::Mutex<Option<SchemaRef>>,
     ) -> Result<Vec<FlightData>, Status> {
         let (batch, metadata) = item?;
         if batch.num_rows() > max_rows {
@@ -261,6 +269,28 @@ impl OmenFlight {
         let (_, schema, out) = self
             .exchange_search(session, role, one, vec![batch])
             .await?;
+        let (schema, send_schema) = {
+            let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+            match sent.as_ref() {
+                None => {
+                    *sent = Some(schema.clone());
+                    (schema, true)
+                }
+                Some(first) if same_columns(first, &schema) => (first.clone(), false),
+                Some(_) => {
+                    return Err(Status::failed_precondition(format!(
+                        "collection '{}' changed its columns since this stream of searches \
+                         began: start another",
+                        search.search
+                    )))
+                }
+            }
+        };
+        let out = out
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::internal(format!("a search's rows do not fit its schema: {e}")))?;
         let rows: usize = out.iter().map(RecordBatch::num_rows).sum();
         let encoded: Vec<FlightData> = FlightDataEncoderBuilder::new()
             .with_schema(schema)
