@@ -8,7 +8,8 @@ same machine. One JSON line per (system, ef), as bench_sql_peers prints.
   PYTHONPATH=python ~/.venvs/sql-peers/bin/python benches/python_clients.py \\
       ../shared/datasets/minilm-words target/release/omendb [../shared/bench/bench_sql_peers.py]
 
-SYSTEMS (default pgvector,omendb-adbc,omendb-remote) picks the peers' part. The in-process
+SYSTEMS (default pgvector,omendb-adbc,omendb-remote) picks the peers' part. Where pgserver's pgvector
+does not run (SIGILL), put benches/peers/pgserver_debian first on PYTHONPATH (its docstring says how). The in-process
 figures come from whichever build of the package PYTHONPATH finds (a debug build's engine is
 optimized, its bindings are not: say which).
 """
