@@ -152,13 +152,12 @@ impl fmt::Debug for LiveKnn {
 
 impl TableFunctionImpl for LiveKnn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let knn = KnnFunction::new(open_db(&self.shared)?, KnnLimits::default());
-        let table = knn.call_with_args(args).map_err(|e| match e {
-            DataFusionError::Plan(m) if m.contains("is a parameter") => DataFusionError::Plan(
-                format!("{m} (from Python: ctx.sql(text, q=omendb.datafusion.vector(v)) writes it where the text has $q)"),
-            ),
-            other => other,
-        })?;
+        let table = KnnFunction::new(open_db(&self.shared)?, KnnLimits::default())
+            .with_parameter_hint(
+                " (from Python: ctx.sql(text, q=omendb.datafusion.vector(v)) writes it where the \
+                 text has $q)",
+            )
+            .call_with_args(args)?;
         let exported = FFI_TableProvider::new_with_ffi_codec(
             table,
             true,

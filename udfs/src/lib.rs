@@ -23,7 +23,13 @@ pub mod sql;
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::Schema;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchema;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use omendb::Database;
 
@@ -38,40 +44,33 @@ pub use prepared::Prepared;
 
 pub(crate) use catalog::CollectionTable;
 
-/// The conditions a table over `schema` was handed (`TableProvider::scan`'s `filters`) as one
-/// condition and its physical predicate, planned by `state`; `None` when there are none.
-pub fn pushed_filter(
-    state: &dyn datafusion::catalog::Session,
-    filters: &[datafusion::logical_expr::Expr],
-    schema: &datafusion::arrow::datatypes::Schema,
-) -> Result<
-    Option<(
-        datafusion::logical_expr::Expr,
-        Arc<dyn datafusion::physical_expr::PhysicalExpr>,
-    )>,
-> {
-    let Some(condition) = datafusion::logical_expr::utils::conjunction(filters.iter().cloned())
-    else {
-        return Ok(None);
-    };
-    let schema = datafusion::common::DFSchema::try_from(schema.clone())?;
-    let predicate = state.create_physical_expr(condition.clone(), &schema)?;
-    Ok(Some((condition, predicate)))
-}
-
-/// One collection as a table (what every collection is in a session [`register`] set up):
-/// for a host that registers tables one by one.
-pub fn collection_table(
-    collection: Arc<omendb::Collection>,
-) -> Arc<dyn datafusion::catalog::TableProvider> {
-    Arc::new(CollectionTable::new(collection))
-}
 use catalog::OmenSchema;
 use dml::CollectionFactory;
 pub(crate) use error::engine_error;
 use files::with_file_tables;
 use knn::{KnnBinder, KnnPlanner};
 use rewrite::OrderByDistance;
+
+/// The conditions a table over `schema` was handed (`TableProvider::scan`'s `filters`) as one
+/// condition and its physical predicate, planned by `state`; `None` when there are none.
+pub fn pushed_filter(
+    state: &dyn Session,
+    filters: &[Expr],
+    schema: &Schema,
+) -> Result<Option<(Expr, Arc<dyn PhysicalExpr>)>> {
+    let Some(condition) = conjunction(filters.iter().cloned()) else {
+        return Ok(None);
+    };
+    let schema = DFSchema::try_from(schema.clone())?;
+    let predicate = state.create_physical_expr(condition.clone(), &schema)?;
+    Ok(Some((condition, predicate)))
+}
+
+/// One collection as a table (what every collection is in a session [`register`] set up):
+/// for a host that registers tables one by one.
+pub fn collection_table(collection: Arc<omendb::Collection>) -> Arc<dyn TableProvider> {
+    Arc::new(CollectionTable::new(collection))
+}
 
 /// A scan over in-memory batches (one partition per inner `Vec`), projected.
 fn memory_scan(

@@ -126,6 +126,14 @@ fn command(bytes: &[u8]) -> Result<Command, Status> {
     }
 }
 
+/// `response` telling the client its session.
+fn with_session_header<T>(mut response: Response<T>, session: &Session) -> Response<T> {
+    if let Ok(v) = MetadataValue::try_from(&session.id) {
+        response.metadata_mut().insert(SESSION_HEADER, v);
+    }
+    response
+}
+
 /// Whether two result schemas have the same columns (names and types) in the same order.
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
     a.fields().len() == b.fields().len()
@@ -172,11 +180,7 @@ impl OmenFlight {
         if let Command::Search(search) = &command {
             if search.stream {
                 let out = self.search_stream(session.clone(), role, search.clone(), first, input);
-                let mut response = Response::new(out);
-                if let Ok(v) = MetadataValue::try_from(&session.id) {
-                    response.metadata_mut().insert(SESSION_HEADER, v);
-                }
-                return Ok(response);
+                return Ok(with_session_header(Response::new(out), &session));
             }
         }
         let mut batches = Vec::new();
@@ -200,10 +204,7 @@ impl OmenFlight {
         let stream = stream::iter(out.into_iter().map(Ok));
         let mut response = Response::new(encode(schema, stream, "an exchange"));
         response.extensions_mut().insert(metrics::QueryText(text));
-        if let Ok(v) = MetadataValue::try_from(&session.id) {
-            response.metadata_mut().insert(SESSION_HEADER, v);
-        }
-        Ok(response)
+        Ok(with_session_header(response, &session))
     }
 
     /// A stream of searches (`"stream": true`): each batch of `input` is one search (its
@@ -219,7 +220,6 @@ impl OmenFlight {
         input: Streaming<FlightData>,
     ) -> Stream<FlightData> {
         let me = self.clone();
-        let max_rows = self.config.max_put_rows;
         // The schema the call's first answer sent, every later answer's.
         let sent: std::sync::Arc<std::sync::Mutex<Option<SchemaRef>>> = Default::default();
         // The searches end when the client ends its side, or when the server shuts down.
@@ -229,7 +229,7 @@ impl OmenFlight {
                 let (me, session, search, sent) =
                     (me.clone(), session.clone(), search.clone(), sent.clone());
                 async move {
-                    me.streamed_answer(&session, role, &search, item, max_rows, &sent)
+                    me.streamed_answer(&session, role, &search, item, &sent)
                         .await
                 }
             })
@@ -256,10 +256,10 @@ impl OmenFlight {
         role: Role,
         search: &Search,
         item: Result<(RecordBatch, prost::bytes::Bytes), Status>,
-        max_rows: usize,
         sent: &std::sync::Mutex<Option<SchemaRef>>,
     ) -> Result<Vec<FlightData>, Status> {
         let (batch, metadata) = item?;
+        let max_rows = self.config.max_put_rows;
         if batch.num_rows() > max_rows {
             return Err(Status::resource_exhausted(format!(
                 "a streamed search holds at most {max_rows} query rows (--max-put-rows)"

@@ -47,6 +47,16 @@ pub(super) fn usage(what: &str) -> DataFusionError {
     ))
 }
 
+/// Refuses a knn() call without 3 to 5 positional arguments.
+pub(super) fn check_arity(given: usize) -> Result<()> {
+    if (3..=5).contains(&given) {
+        return Ok(());
+    }
+    Err(usage(&format!(
+        "expected 3 to 5 arguments (collection, query vector, k [, ef [, nprobe]]), got {given}"
+    )))
+}
+
 /// A planning error about a knn_join() call: `what` is wrong, followed by the call's usage.
 pub(super) fn join_usage(what: &str) -> DataFusionError {
     DataFusionError::Plan(format!(

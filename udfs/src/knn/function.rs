@@ -9,7 +9,7 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::error::Result;
 use omendb::Database;
 
-use super::args::{find_placeholder, text, usage, KnnLimits};
+use super::args::{check_arity, find_placeholder, text, usage, KnnLimits};
 use super::bind::KnnBinder;
 
 /// `knn('collection', [v1, v2, ...], k [, ef [, nprobe]])` as a table function. `WHERE`
@@ -18,6 +18,8 @@ use super::bind::KnnBinder;
 #[derive(Debug)]
 pub struct KnnFunction {
     binder: KnnBinder,
+    /// Said after the error for a parameter argument: how the host's users give a literal.
+    parameter_hint: String,
 }
 
 impl KnnFunction {
@@ -25,6 +27,16 @@ impl KnnFunction {
     pub fn new(db: Arc<Database>, limits: KnnLimits) -> Self {
         KnnFunction {
             binder: KnnBinder::new(db, limits),
+            parameter_hint: String::new(),
+        }
+    }
+
+    /// The same function, its error for a parameter argument ending with `hint` (how the
+    /// host's users write the vector as a literal).
+    pub fn with_parameter_hint(self, hint: impl Into<String>) -> Self {
+        KnnFunction {
+            parameter_hint: hint.into(),
+            ..self
         }
     }
 }
@@ -32,16 +44,12 @@ impl KnnFunction {
 impl TableFunctionImpl for KnnFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        if !(3..=5).contains(&exprs.len()) {
-            return Err(usage(&format!(
-                "expected 3 to 5 arguments (collection, query vector, k [, ef [, nprobe]]), got {}",
-                exprs.len()
-            )));
-        }
+        check_arity(exprs.len())?;
         if let Some(p) = exprs.iter().find_map(find_placeholder) {
             return Err(usage(&format!(
                 "the argument {p} is a parameter: in this session knn()'s arguments are fixed \
-                 when the statement is planned, so give the query vector as a literal"
+                 when the statement is planned, so give the query vector as a literal{}",
+                self.parameter_hint
             )));
         }
         let collection = text(&exprs[0], "the first argument (the collection's name)")?;

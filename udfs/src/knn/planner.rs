@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use omendb::Database;
 
-use super::args::{join_usage, text, usage, KnnLimits, KNN_TABLE};
+use super::args::{check_arity, join_usage, text, usage, KnnLimits, KNN_TABLE};
 use super::bind::KnnBinder;
 use super::join::KnnJoinTable;
 use super::node::{KnnNode, KnnParams};
@@ -155,12 +155,7 @@ impl RelationPlanner for KnnPlanner {
                 plan, alias,
             ))));
         }
-        if !(3..=5).contains(&exprs.len()) {
-            return Err(usage(&format!(
-                "expected 3 to 5 arguments (collection, query vector, k [, ef [, nprobe]]), got {}",
-                exprs.len()
-            )));
-        }
+        check_arity(exprs.len())?;
         for (name, value, at) in [("ef", named.ef, 3), ("nprobe", named.nprobe, 4)] {
             let Some(value) = value else { continue };
             if exprs.len() > at {
