@@ -24,6 +24,11 @@ const BOUNDS: [f64; 14] = [
 #[derive(Debug, Clone)]
 pub(crate) struct QueryText(pub String);
 
+/// Marks a call the client keeps open as long as it likes (a stream of searches): its length
+/// says nothing about the server, so the slow-query log leaves it out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenCall;
+
 /// How long a put waited for room (`max_unindexed_rows`), attached to its response.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stalled(pub Duration);
@@ -73,6 +78,7 @@ impl Metrics {
             waits: None,
             detail: None,
             failed: false,
+            open: false,
         }
     }
 
@@ -101,7 +107,7 @@ impl Metrics {
                 c.buckets[b] += 1;
             }
         }
-        if self.slow.is_some_and(|limit| took >= limit) {
+        if !timer.open && self.slow.is_some_and(|limit| took >= limit) {
             let what: String = detail
                 .unwrap_or("")
                 .split_whitespace()
@@ -277,6 +283,8 @@ pub(crate) struct Timer {
     waits: Option<Arc<omendb_datafusion::QueryWaits>>,
     detail: Option<String>,
     failed: bool,
+    /// Held open by the client (`OpenCall`): never a slow query.
+    open: bool,
 }
 
 impl Timer {
@@ -388,6 +396,7 @@ pub(crate) fn timed<T: Send + 'static>(
             if let Some(q) = ext.get::<QueryText>() {
                 timer.detail(q.0.clone());
             }
+            timer.open = ext.get::<OpenCall>().is_some();
             match (timer.call, ext.get::<Stalled>()) {
                 ("do_get", _) => timer.phase("planning"),
                 (_, Some(Stalled(d))) => {

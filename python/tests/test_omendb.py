@@ -5,6 +5,8 @@ brute force."""
 import pathlib
 import threading
 
+import time
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -489,7 +491,7 @@ def test_a_stream_of_searches_answers_each_in_turn_on_one_call(tmp_path, rng):
     from conftest import serve
 
     data = unit(rng, 300)
-    with serve(tmp_path / "db") as url:
+    with serve(tmp_path / "db", "--slow-query-ms", "300") as url:
         with omendb.connect(url) as db:
             db.create_collection("docs", data={"id": np.arange(300), "vector": data, "even": np.arange(300) % 2 == 0})
             client = fl.FlightClient(url)
@@ -511,6 +513,7 @@ def test_a_stream_of_searches_answers_each_in_turn_on_one_call(tmp_path, rng):
                         return pa.Table.from_batches(batches, schema=reader.schema), json.loads(chunk.app_metadata.to_pybytes())
                     batches.append(chunk.data)
 
+            time.sleep(0.5)  # an open call the client holds is no slow query (checked below)
             got, closing = ask([7])  # the command's k
             assert got.column("id").to_pylist()[0] == 7 and got.num_rows == 4 and closing == {"rows": 4}
             got, closing = ask([8, 9], {"k": 2, "where": "even"})  # two queries, own k and filter
@@ -530,3 +533,4 @@ def test_a_stream_of_searches_answers_each_in_turn_on_one_call(tmp_path, rng):
             with pytest.raises(omendb.InvalidInput, match="over the limit"):
                 docs.search(data[12], k=20000)
             assert docs.search(data[13], k=1).column("id").to_pylist() == [13]
+    assert "slow query: do_exchange" not in (tmp_path / "db.log").read_text()

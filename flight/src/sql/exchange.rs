@@ -180,7 +180,9 @@ impl OmenFlight {
         if let Command::Search(search) = &command {
             if search.stream {
                 let out = self.search_stream(session.clone(), role, search.clone(), first, input);
-                return Ok(with_session_header(Response::new(out), &session));
+                let mut response = Response::new(out);
+                response.extensions_mut().insert(metrics::OpenCall);
+                return Ok(with_session_header(response, &session));
             }
         }
         let mut batches = Vec::new();
