@@ -92,3 +92,65 @@ pub(super) fn drive_tiles(t: &Tiles, q: &[f32], x: &[f32], d: usize, out: &mut [
         r += if full_rows { t.rt } else { 1 };
     }
 }
+
+/// A panel tile: `Q` queries × one packed panel of `width` rows (see [`Panels`]);
+/// `tile(q, d, panel, out, stride, cols)` writes `cols` ≤ `width` scores per query to
+/// `out[i * stride ..]`. Unsafe: `q` must cover `Q` queries of `d` floats, `panel` `width × d`
+/// floats, `out` the scores written, and the CPU must run the tile's level.
+pub(super) type PanelFn = unsafe fn(*const f32, usize, *const f32, *mut f32, usize, usize);
+
+/// The many-query kernel of one level: rows packed into panels of `width` rows, transposed
+/// (`panel[k * width + j]` is element k of row j), so a register tile broadcasts one query
+/// element and multiplies it by `width` rows' elements at once.
+pub(super) struct Panels {
+    /// Rows per panel: a whole number of the level's registers.
+    pub width: usize,
+    /// `tiles[n - 1]` runs `n` queries; the last is the full tile.
+    pub tiles: &'static [PanelFn],
+}
+
+/// Many queries: a small GEMM. All rows are first transposed into panels (for a 64-row block
+/// at d = 384, 96 KiB: they stay in L2); then each query tile, loaded into L1 once, runs over
+/// every panel. Streaming the panels past resident query tiles keeps the large operand (all
+/// the queries) from being re-read from L3 for every panel.
+#[allow(dead_code)] // unused on targets with no SIMD level
+pub(super) fn drive_panels(p: &Panels, q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+    let nr = check_block(q, x, d, out);
+    let nq = q.len() / d;
+    let w = p.width;
+    let panels = nr.div_ceil(w);
+    let mut packed = vec![0f32; panels * w * d];
+    for (panel, rows) in packed.chunks_exact_mut(w * d).zip(x.chunks(w * d)) {
+        for (j, row) in rows.chunks_exact(d).enumerate() {
+            for (k, v) in row.iter().enumerate() {
+                panel[k * w + j] = *v;
+            }
+        }
+    }
+    let qtile = p.tiles.len();
+    let mut i = 0;
+    while i < nq {
+        let n = qtile.min(nq - i);
+        let tile = p.tiles[n - 1];
+        for (pi, panel) in packed.chunks_exact(w * d).enumerate() {
+            let j0 = pi * w;
+            let cols = w.min(nr - j0);
+            // SAFETY: queries i..i+n lie in q (n ≤ nq - i), each panel holds w × d floats,
+            // and out rows i..i+n hold nr floats from column j0, of which cols ≤ nr - j0 are
+            // written. The Panels value was built for a level that Kernels::for_level verified
+            // on this CPU.
+            unsafe {
+                tile(
+                    q.as_ptr().add(i * d),
+                    d,
+                    panel.as_ptr(),
+                    out.as_mut_ptr().add(i * nr + j0),
+                    nr,
+                    cols,
+                )
+            };
+        }
+        i += n;
+    }
+}
+

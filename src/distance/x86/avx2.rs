@@ -5,7 +5,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::distance::tiles::{check_block, drive_tiles, Tiles};
+use crate::distance::tiles::{check_block, drive_panels, drive_tiles, Panels, Tiles};
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn hsum256(v: __m256) -> f32 {
@@ -540,56 +540,17 @@ unsafe fn panel_tile_avx2<const Q: usize>(
     }
 }
 
-/// Many queries: a small GEMM. All rows are first transposed into 16-row panels (for a
-/// 64-row block at d = 384, 96 KiB: they stay in L2); then each 6-query tile, loaded into
-/// L1 once, runs over every panel. Streaming the panels past resident query tiles keeps
-/// the large operand (all the queries) from being re-read from L3 for every panel.
-fn dot_block_packed_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
-    let nr = x.len() / d;
-    let nq = q.len() / d;
-    let panels = nr.div_ceil(PANEL);
-    let mut packed = vec![0f32; panels * PANEL * d];
-    for (p, panel) in packed.chunks_exact_mut(PANEL * d).enumerate() {
-        let j0 = p * PANEL;
-        let cols = PANEL.min(nr - j0);
-        for (j, row) in x[j0 * d..(j0 + cols) * d].chunks_exact(d).enumerate() {
-            for (k, v) in row.iter().enumerate() {
-                panel[k * PANEL + j] = *v;
-            }
-        }
-    }
-    let mut i = 0;
-    while i < nq {
-        let n = QTILE.min(nq - i);
-        let tile = match n {
-            6 => panel_tile_avx2::<6>,
-            5 => panel_tile_avx2::<5>,
-            4 => panel_tile_avx2::<4>,
-            3 => panel_tile_avx2::<3>,
-            2 => panel_tile_avx2::<2>,
-            _ => panel_tile_avx2::<1>,
-        };
-        for (p, panel) in packed.chunks_exact(PANEL * d).enumerate() {
-            let j0 = p * PANEL;
-            let cols = PANEL.min(nr - j0);
-            // SAFETY: queries i..i+n lie in q (n ≤ nq - i), each panel holds PANEL × d
-            // floats, and out rows i..i+n hold nr floats from column j0, of which
-            // cols ≤ nr - j0 are written. Reached only through the AVX2 kernel table,
-            // which is handed out after detecting avx2 and fma.
-            unsafe {
-                tile(
-                    q.as_ptr().add(i * d),
-                    d,
-                    panel.as_ptr(),
-                    out.as_mut_ptr().add(i * nr + j0),
-                    nr,
-                    cols,
-                )
-            };
-        }
-        i += n;
-    }
-}
+static PANELS_AVX2: Panels = Panels {
+    width: PANEL,
+    tiles: &[
+        panel_tile_avx2::<1>,
+        panel_tile_avx2::<2>,
+        panel_tile_avx2::<3>,
+        panel_tile_avx2::<4>,
+        panel_tile_avx2::<5>,
+        panel_tile_avx2::<6>,
+    ],
+};
 
 /// One query: rows one at a time, in address order, so the scan is a single sequential
 /// stream for the hardware prefetcher (wider row tiles measured slower: they interleave
@@ -607,7 +568,7 @@ pub(crate) fn dot_block_avx2(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
     check_block(q, x, d, out);
     match q.len() / d {
         1 => drive_tiles(&TILES_AVX2_ONE, q, x, d, out),
-        n if n >= QTILE => dot_block_packed_avx2(q, x, d, out),
+        n if n >= QTILE => drive_panels(&PANELS_AVX2, q, x, d, out),
         _ => drive_tiles(&TILES_AVX2, q, x, d, out),
     }
 }

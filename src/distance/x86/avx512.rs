@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::distance::tiles::{drive_tiles, Tiles};
+use crate::distance::tiles::{check_block, drive_panels, drive_tiles, Panels, Tiles};
 
 #[target_feature(enable = "avx512f")]
 unsafe fn tail_mask(n: usize) -> __mmask16 {
@@ -111,6 +111,75 @@ static TILES_AVX512: Tiles = Tiles {
     single: tile_avx512::<1, 1>,
 };
 
+/// One query: rows one at a time, in address order, so the scan is a single sequential stream
+/// for the hardware prefetcher (as the AVX2 level does).
+static TILES_AVX512_ONE: Tiles = Tiles {
+    qt: 1,
+    rt: 1,
+    full: tile_avx512::<1, 1>,
+    one_query: tile_avx512::<1, 1>,
+    one_row: tile_avx512::<1, 1>,
+    single: tile_avx512::<1, 1>,
+};
+
+/// Rows per packed panel of the many-query kernel: two 16-lane registers.
+const PANEL: usize = 32;
+/// Queries from which the many-query kernel packs panels: below it, packing the rows costs
+/// more than the register tiles lose by reading them unpacked.
+const PACK_FROM: usize = 4;
+
+/// `Q` queries × one packed panel of 32 rows: broadcast one query element, multiply by 32
+/// rows' elements at once (2 × `Q` accumulators: 24 of the 32 registers at `Q` = 12, the
+/// rest for the panel and the broadcast). Writes `cols` ≤ 32 scores per query.
+#[target_feature(enable = "avx512f")]
+unsafe fn panel_tile_avx512<const Q: usize>(
+    q: *const f32,
+    d: usize,
+    panel: *const f32,
+    out: *mut f32,
+    stride: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; Q];
+    for k in 0..d {
+        let b0 = _mm512_loadu_ps(panel.add(k * PANEL));
+        let b1 = _mm512_loadu_ps(panel.add(k * PANEL + 16));
+        for (i, a) in acc.iter_mut().enumerate() {
+            let qv = _mm512_set1_ps(*q.add(i * d + k));
+            a[0] = _mm512_fmadd_ps(qv, b0, a[0]);
+            a[1] = _mm512_fmadd_ps(qv, b1, a[1]);
+        }
+    }
+    let (m0, m1) = if cols == PANEL {
+        (0xFFFF, 0xFFFF)
+    } else {
+        (tail_mask(cols.min(16)), tail_mask(cols.saturating_sub(16)))
+    };
+    for (i, a) in acc.iter().enumerate() {
+        let dst = out.add(i * stride);
+        _mm512_mask_storeu_ps(dst, m0, a[0]);
+        _mm512_mask_storeu_ps(dst.add(16), m1, a[1]);
+    }
+}
+
+static PANELS_AVX512: Panels = Panels {
+    width: PANEL,
+    tiles: &[
+        panel_tile_avx512::<1>,
+        panel_tile_avx512::<2>,
+        panel_tile_avx512::<3>,
+        panel_tile_avx512::<4>,
+        panel_tile_avx512::<5>,
+        panel_tile_avx512::<6>,
+        panel_tile_avx512::<7>,
+        panel_tile_avx512::<8>,
+        panel_tile_avx512::<9>,
+        panel_tile_avx512::<10>,
+        panel_tile_avx512::<11>,
+        panel_tile_avx512::<12>,
+    ],
+};
+
 #[target_feature(enable = "avx512f")]
 unsafe fn dot_u8_avx512_impl(a: &[f32], c: &[u8]) -> f32 {
     let n = a.len();
@@ -154,5 +223,10 @@ pub(crate) fn l2sq_avx512(a: &[f32], b: &[f32]) -> f32 {
 }
 
 pub(crate) fn dot_block_avx512(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
-    drive_tiles(&TILES_AVX512, q, x, d, out)
+    check_block(q, x, d, out);
+    match q.len() / d {
+        1 => drive_tiles(&TILES_AVX512_ONE, q, x, d, out),
+        n if n >= PACK_FROM => drive_panels(&PANELS_AVX512, q, x, d, out),
+        _ => drive_tiles(&TILES_AVX512, q, x, d, out),
+    }
 }
