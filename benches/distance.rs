@@ -45,8 +45,39 @@ fn kernels(c: &mut Criterion) {
             (k.fastscan)(black_box(&nibbles), black_box(&lut), &mut sums);
             black_box(&sums);
         });
+        // Integer code kernels of graph traversal and IVF: 4-bit codes (two to a byte) and 8-bit
+        // codes against signed 8-bit weights, 8-bit codes against a 16-bit query.
+        let w8: Vec<i8> = (0..dim).map(|i| (i * 29 % 255) as i8).collect();
+        let packed: Vec<u8> = codes[..dim / 2].to_vec();
+        per_level(c, format!("dot_u4_i8/{dim}"), dim, |k| {
+            black_box((k.dot_u4_i8)(black_box(&packed), black_box(&w8)));
+        });
+        let rows = [
+            &packed[..],
+            &codes[dim / 2..],
+            &packed[..],
+            &codes[dim / 2..],
+        ];
+        per_level(c, format!("dot4_u4_i8/{dim}"), 4 * dim, |k| {
+            black_box((k.dot4_u4_i8)(black_box(rows), black_box(&w8)));
+        });
+        per_level(c, format!("dot_u8_i8/{dim}"), dim, |k| {
+            black_box((k.dot_u8_i8)(black_box(&codes), black_box(&w8)));
+        });
+        let w16: Vec<i16> = (0..dim).map(|i| (i * 2_377 % 65_521) as i16).collect();
+        per_level(c, format!("dot_u8_i16/{dim}"), dim, |k| {
+            black_box((k.dot_u8_i16)(black_box(&codes), black_box(&w16)));
+        });
         // (queries, rows): the tile shapes flat search runs, and one block of a batched search.
-        for (nq, nr) in [(64, 256), (1024, 64)] {
+        for (nq, nr) in [
+            (64, 256),
+            (1024, 64),
+            (2, 64),
+            (4, 64),
+            (8, 64),
+            (16, 64),
+            (32, 64),
+        ] {
             let (q, x) = (data(nq * dim, 3), data(nr * dim, 4));
             let mut out = vec![0f32; nq * nr];
             per_level(

@@ -220,14 +220,28 @@ const AVX2_KERNELS: Kernels = Kernels {
 #[cfg(target_arch = "x86_64")]
 static AVX2: Kernels = AVX2_KERNELS;
 
+/// The AVX-512F kernels: the float kernels of their own, the AVX2 table's elsewhere.
 #[cfg(target_arch = "x86_64")]
-static AVX512: Kernels = Kernels {
+const AVX512_KERNELS: Kernels = Kernels {
     level: Level::Avx512,
     dot: x86::dot_avx512,
     l2sq: x86::l2sq_avx512,
     dot_block: x86::dot_block_avx512,
     dot_u8: x86::dot_u8_avx512,
     ..AVX2_KERNELS
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: Kernels = AVX512_KERNELS;
+
+/// AVX-512 with BW, VL and VNNI (every AVX-512 CPU since Cascade Lake and Zen 4): the integer
+/// code kernels too.
+#[cfg(target_arch = "x86_64")]
+static AVX512_VNNI: Kernels = Kernels {
+    dot_u4_i8: x86::dot_u4_i8_vnni,
+    dot4_u4_i8: x86::dot4_u4_i8_vnni,
+    dot_u8_i8: x86::dot_u8_i8_vnni,
+    ..AVX512_KERNELS
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -251,7 +265,16 @@ impl Kernels {
             // The AVX-512 table reuses AVX2 kernels where it has none of its own.
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => {
-                (std::is_x86_feature_detected!("avx512f") && avx2_and_f16c()).then_some(&AVX512)
+                if !(std::is_x86_feature_detected!("avx512f") && avx2_and_f16c()) {
+                    None
+                } else if std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512vnni")
+                {
+                    Some(&AVX512_VNNI)
+                } else {
+                    Some(&AVX512)
+                }
             }
             #[cfg(target_arch = "aarch64")]
             Level::Neon => std::arch::is_aarch64_feature_detected!("neon").then_some(&NEON),

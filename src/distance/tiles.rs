@@ -93,11 +93,14 @@ pub(super) fn drive_tiles(t: &Tiles, q: &[f32], x: &[f32], d: usize, out: &mut [
     }
 }
 
-/// A panel tile: `Q` queries × one packed panel of `width` rows (see [`Panels`]);
-/// `tile(q, d, panel, out, stride, cols)` writes `cols` ≤ `width` scores per query to
-/// `out[i * stride ..]`. Unsafe: `q` must cover `Q` queries of `d` floats, `panel` `width × d`
-/// floats, `out` the scores written, and the CPU must run the tile's level.
-pub(super) type PanelFn = unsafe fn(*const f32, usize, *const f32, *mut f32, usize, usize);
+/// A panel tile: `Q` queries × one packed panel of `width` rows (see [`Panels`]) over a run of
+/// `depth` dimensions. `tile(q, d, depth, panel, out, stride, cols, add)` reads element `k <
+/// depth` of query `i` at `q[i * d + k]` and of row `j` at `panel[k * width + j]`, and writes
+/// (`add`: adds to) `cols` ≤ `width` scores per query at `out[i * stride ..]`. Unsafe: `q`,
+/// `panel` and `out` must cover what is read and written, and the CPU must run the tile's
+/// level.
+pub(super) type PanelFn =
+    unsafe fn(*const f32, usize, usize, *const f32, *mut f32, usize, usize, bool);
 
 /// The many-query kernel of one level: rows packed into panels of `width` rows, transposed
 /// (`panel[k * width + j]` is element k of row j), so a register tile broadcasts one query
@@ -109,48 +112,64 @@ pub(super) struct Panels {
     pub tiles: &'static [PanelFn],
 }
 
-/// Many queries: a small GEMM. All rows are first transposed into panels (for a 64-row block
-/// at d = 384, 96 KiB: they stay in L2); then each query tile, loaded into L1 once, runs over
-/// every panel. Streaming the panels past resident query tiles keeps the large operand (all
-/// the queries) from being re-read from L3 for every panel.
+/// Dimensions per pass of the many-query kernel: a pass's panels (32 rows × 128 × 4 bytes =
+/// 16 KiB each at AVX-512) and query tile (12 × 128 × 4 = 6 KiB) stay in a 32 KiB L1 together,
+/// where whole 384- or 768-dimension rows would stream from L2 for every query tile.
+const DEPTH: usize = 128;
+
+/// Many queries: a small GEMM, blocked as BLAS blocks one. The rows are first transposed into
+/// panels, a pass of [`DEPTH`] dimensions at a time; then for each pass, each query tile runs
+/// over every panel (both in L1), adding the pass's products to the scores of the passes
+/// before it (in L2: queries × rows floats).
 #[allow(dead_code)] // unused on targets with no SIMD level
 pub(super) fn drive_panels(p: &Panels, q: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
     let nr = check_block(q, x, d, out);
     let nq = q.len() / d;
     let w = p.width;
     let panels = nr.div_ceil(w);
-    let mut packed = vec![0f32; panels * w * d];
-    for (panel, rows) in packed.chunks_exact_mut(w * d).zip(x.chunks(w * d)) {
-        for (j, row) in rows.chunks_exact(d).enumerate() {
-            for (k, v) in row.iter().enumerate() {
-                panel[k * w + j] = *v;
+    // Pass k0..k1 of panel pi at `k0 * panels * w + pi * w * (k1 - k0)`.
+    let mut packed = Vec::with_capacity(panels * w * d);
+    for k0 in (0..d).step_by(DEPTH) {
+        for rows in x.chunks(w * d) {
+            // In the panel's order, so its stores are sequential (its loads are `w` rows'
+            // streams); a last panel of fewer rows is padded with zeros.
+            let pad = w - rows.len() / d;
+            for k in k0..(k0 + DEPTH).min(d) {
+                packed.extend(rows.chunks_exact(d).map(|row| row[k]));
+                packed.extend(std::iter::repeat_n(0.0, pad));
             }
         }
     }
     let qtile = p.tiles.len();
-    let mut i = 0;
-    while i < nq {
-        let n = qtile.min(nq - i);
-        let tile = p.tiles[n - 1];
-        for (pi, panel) in packed.chunks_exact(w * d).enumerate() {
-            let j0 = pi * w;
-            let cols = w.min(nr - j0);
-            // SAFETY: queries i..i+n lie in q (n ≤ nq - i), each panel holds w × d floats,
-            // and out rows i..i+n hold nr floats from column j0, of which cols ≤ nr - j0 are
-            // written. The Panels value was built for a level that Kernels::for_level verified
-            // on this CPU.
-            unsafe {
-                tile(
-                    q.as_ptr().add(i * d),
-                    d,
-                    panel.as_ptr(),
-                    out.as_mut_ptr().add(i * nr + j0),
-                    nr,
-                    cols,
-                )
-            };
+    for k0 in (0..d).step_by(DEPTH) {
+        let depth = DEPTH.min(d - k0);
+        let mut i = 0;
+        while i < nq {
+            let n = qtile.min(nq - i);
+            let tile = p.tiles[n - 1];
+            for pi in 0..panels {
+                let j0 = pi * w;
+                let cols = w.min(nr - j0);
+                let panel = &packed[k0 * panels * w + pi * w * depth..][..w * depth];
+                // SAFETY: queries i..i+n lie in q (n ≤ nq - i) and the tile reads their
+                // elements k0..k0+depth ≤ d; the panel slice holds w × depth floats; out rows
+                // i..i+n hold nr floats from column j0, of which cols ≤ nr - j0 are read and
+                // written. The Panels value was built for a level that Kernels::for_level
+                // verified on this CPU.
+                unsafe {
+                    tile(
+                        q.as_ptr().add(i * d + k0),
+                        d,
+                        depth,
+                        panel.as_ptr(),
+                        out.as_mut_ptr().add(i * nr + j0),
+                        nr,
+                        cols,
+                        k0 > 0,
+                    )
+                };
+            }
+            i += n;
         }
-        i += n;
     }
 }
-

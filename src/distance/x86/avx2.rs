@@ -504,20 +504,30 @@ const PANEL: usize = 16;
 /// Queries per register tile of the many-query kernel (6 × 2 accumulators).
 const QTILE: usize = 6;
 
-/// `Q` queries × one packed panel of 16 rows: broadcast one query element, multiply by 16
-/// rows' elements at once. `panel[k * 16 + j]` is element k of row j. Writes `cols` ≤ 16
-/// scores per query to `out[i * stride ..]`.
+/// `Q` queries × one packed panel of 16 rows (see `tiles::PanelFn`): broadcast one query
+/// element, multiply by 16 rows' elements at once.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn panel_tile_avx2<const Q: usize>(
     q: *const f32,
     d: usize,
+    depth: usize,
     panel: *const f32,
     out: *mut f32,
     stride: usize,
     cols: usize,
+    add: bool,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; Q];
-    for k in 0..d {
+    if add {
+        for (i, a) in acc.iter_mut().enumerate() {
+            let mut tmp = [0f32; PANEL];
+            std::ptr::copy_nonoverlapping(out.add(i * stride), tmp.as_mut_ptr(), cols);
+            a[0] = _mm256_loadu_ps(tmp.as_ptr());
+            a[1] = _mm256_loadu_ps(tmp.as_ptr().add(8));
+        }
+    }
+    for k in 0..depth {
         let b0 = _mm256_loadu_ps(panel.add(k * PANEL));
         let b1 = _mm256_loadu_ps(panel.add(k * PANEL + 8));
         for (i, a) in acc.iter_mut().enumerate() {
