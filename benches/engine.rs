@@ -2,6 +2,7 @@
 //! batched. Prints one JSON object per measurement.
 //!
 //! cargo bench --bench engine -- --dataset ../shared/datasets/minilm-words [--dir PATH]
+//!     [--hnsw | --hnsw-only]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -144,7 +145,9 @@ fn main() {
     );
 
     let ids = |hits: &[omendb::Hit]| -> Vec<i64> { hits.iter().map(|h| h.row as i64).collect() };
-    for threads in [1, 2] {
+    // `--hnsw-only`: the graph's figures alone (its code kernels), without the exact searches.
+    let flat = !std::env::args().any(|a| a == "--hnsw-only");
+    for threads in [1, 2].into_iter().filter(|_| flat) {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -176,7 +179,7 @@ fn main() {
             );
         });
     }
-    if std::env::args().any(|a| a == "--hnsw") {
+    if std::env::args().any(|a| a == "--hnsw" || a == "--hnsw-only") {
         // Build on 2 threads, then search on 1 thread over all queries, for a sweep of ef.
         let t = Instant::now();
         rayon::ThreadPoolBuilder::new()
