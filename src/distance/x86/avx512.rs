@@ -253,6 +253,8 @@ pub(crate) fn dot_block_avx512(q: &[f32], x: &[f32], d: usize, out: &mut [f32]) 
 mod vnni {
     use std::arch::x86_64::*;
 
+    use crate::distance::x86::avx2::hsum_epi32;
+
     /// A mask of the low `n` ≤ 64 bytes.
     #[inline]
     fn byte_mask(n: usize) -> __mmask64 {
@@ -272,13 +274,6 @@ mod vnni {
         let codes = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
         let w = _mm256_loadu_si256(pw as *const __m256i);
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, w)
-    }
-
-    /// The sum of the i32 lanes of a 256-bit register.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn hsum256(v: __m256i) -> i32 {
-        _mm512_reduce_add_epi32(_mm512_zextsi256_si512(v))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -301,7 +296,7 @@ mod vnni {
         if codes.len() % 32 == 16 {
             acc = _mm256_add_epi32(acc, nibbles_tail(pc.add(chunks * 32), pw.add(chunks * 64)));
         }
-        hsum256(acc)
+        hsum_epi32(acc)
     }
 
     /// `scalar::dot_u4_i8` with `vpdpbusd` (the AVX2 kernel needs two more steps a chunk).
@@ -340,7 +335,7 @@ mod vnni {
                 *a = _mm256_add_epi32(*a, nibbles_tail(p.add(chunks * 32), pw.add(chunks * 64)));
             }
         }
-        acc.map(|a| hsum256(a))
+        acc.map(|a| hsum_epi32(a))
     }
 
     /// `scalar::dot4_u4_i8`: four rows per pass over the weights.
